@@ -1,0 +1,24 @@
+//! Compiles `protos/` with protox (pure Rust), so building needs no system `protoc`.
+
+use std::path::PathBuf;
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../protos");
+    let files = [
+        "common.proto",
+        "nameserver2.proto",
+        "topology.proto",
+        "chunk.proto",
+        "cli2.proto",
+        "local_replica.proto",
+    ];
+    for f in &files {
+        println!("cargo:rerun-if-changed={}", root.join(f).display());
+    }
+    let fds = protox::compile(files, [&root])?;
+    tonic_prost_build::configure()
+        .build_client(true)
+        .build_server(true)
+        .compile_fds(fds)?;
+    Ok(())
+}

@@ -1,0 +1,33 @@
+//! Curve's wire messages (proto2, upstream's packages and field numbers) and the gRPC
+//! services the local cluster serves. Generated from `protos/`; nothing else lives here.
+
+#![allow(clippy::all, clippy::pedantic, missing_docs)]
+
+/// `curve.common`: peers and chunkserver locations.
+pub mod common {
+    tonic::include_proto!("curve.common");
+}
+
+/// `curve.mds`: the namespace service.
+pub mod mds {
+    tonic::include_proto!("curve.mds");
+
+    /// `curve.mds.topology`: copysets, chunkservers, cluster id.
+    pub mod topology {
+        tonic::include_proto!("curve.mds.topology");
+    }
+}
+
+/// `curve.chunkserver`: chunk IO and the leader lookup.
+pub mod chunkserver {
+    tonic::include_proto!("curve.chunkserver");
+}
+
+/// `curvefs.local`: replication between the local cluster's chunkservers (not Curve's wire).
+pub mod local {
+    tonic::include_proto!("curvefs.local");
+}
+
+/// Field number of the `attachment` field added to `ChunkRequest`/`ChunkResponse` for
+/// transports without brpc attachments (see protos/chunk.proto).
+pub const ATTACHMENT_FIELD: u32 = 1000;
