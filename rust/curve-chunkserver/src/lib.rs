@@ -31,3 +31,133 @@ pub struct ChunkServerConfig {
     pub block_size: u32,
     pub copysets: Vec<HostedCopyset>,
 }
+
+mod copyset;
+mod replication;
+mod service;
+mod store;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+
+use curve_proto::chunkserver::chunk_service_server::ChunkServiceServer;
+use curve_proto::chunkserver::cli_service2_server::CliService2Server;
+use curve_proto::local::replica_service_server::ReplicaServiceServer;
+use tonic::transport::Server;
+use tonic::transport::server::TcpIncoming;
+
+use crate::copyset::CopysetState;
+use crate::service::{Handlers, Node};
+use crate::store::ChunkStore;
+
+/// Largest gRPC message either side accepts: a whole 16 MiB chunk plus headroom, and
+/// room for chunk sizes up to 64 MiB (tonic's default of 4 MiB would refuse a 4 MiB write).
+pub const MAX_MESSAGE_SIZE: usize = 80 * 1024 * 1024 + 64 * 1024;
+
+/// Why a chunkserver could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("chunkserver {id}: {reason}")]
+    InvalidConfig { id: u32, reason: String },
+    #[error("cannot prepare data dir {path}: {source}")]
+    DataDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("gRPC server failed: {0}")]
+    Transport(#[from] tonic::transport::Error),
+}
+
+/// Binds `config.listen` and serves until `shutdown` resolves.
+pub async fn serve(
+    config: ChunkServerConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), Error> {
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| Error::Bind {
+            addr: config.listen,
+            source,
+        })?;
+    serve_with_listener(config, listener, shutdown).await
+}
+
+/// Serves ChunkService, CliService2 and ReplicaService on an already bound listener
+/// (tests bind port 0 first to learn the address) until `shutdown` resolves and the
+/// in-flight requests have finished.
+pub async fn serve_with_listener(
+    config: ChunkServerConfig,
+    listener: tokio::net::TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), Error> {
+    let node = Arc::new(build_node(&config)?);
+    let handlers = Handlers(node);
+    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    Server::builder()
+        .tcp_nodelay(true)
+        .add_service(
+            ChunkServiceServer::new(handlers.clone())
+                .max_decoding_message_size(MAX_MESSAGE_SIZE)
+                .max_encoding_message_size(MAX_MESSAGE_SIZE),
+        )
+        .add_service(CliService2Server::new(handlers.clone()))
+        .add_service(
+            ReplicaServiceServer::new(handlers)
+                .max_decoding_message_size(MAX_MESSAGE_SIZE)
+                .max_encoding_message_size(MAX_MESSAGE_SIZE),
+        )
+        .serve_with_incoming_shutdown(incoming, shutdown)
+        .await?;
+    Ok(())
+}
+
+fn build_node(config: &ChunkServerConfig) -> Result<Node, Error> {
+    let invalid = |reason: String| Error::InvalidConfig {
+        id: config.id,
+        reason,
+    };
+    if config.block_size == 0
+        || config.chunk_size == 0
+        || config.chunk_size % config.block_size != 0
+    {
+        return Err(invalid(format!(
+            "chunk size {} is not a positive multiple of block size {}",
+            config.chunk_size, config.block_size
+        )));
+    }
+    let store = ChunkStore::new(&config.data_dir);
+    let mut copysets = HashMap::new();
+    for hosted in &config.copysets {
+        let key = (hosted.logical_pool_id, hosted.copyset_id);
+        let state = CopysetState::new(hosted, config.id).ok_or_else(|| {
+            invalid(format!(
+                "copyset {}-{} does not list this chunkserver among its members",
+                key.0, key.1
+            ))
+        })?;
+        if copysets.insert(key, Arc::new(state)).is_some() {
+            return Err(invalid(format!("copyset {}-{} listed twice", key.0, key.1)));
+        }
+        store
+            .create_copyset_dir(key.0, key.1)
+            .map_err(|source| Error::DataDir {
+                path: store.copyset_dir(key.0, key.1),
+                source,
+            })?;
+    }
+    Ok(Node::new(
+        config.id,
+        config.chunk_size,
+        config.block_size,
+        Arc::new(store),
+        copysets,
+    ))
+}

@@ -1,0 +1,110 @@
+//! The leader's side of replication: sends an applied write to every other member with
+//! `curvefs.local.ReplicaService/ReplicateWrite` and tallies who has it. There is no log
+//! and no catch-up: a member that cannot be reached simply misses the write.
+
+use std::collections::HashMap;
+use std::sync::{Mutex, PoisonError};
+use std::time::Duration;
+
+use bytes::Bytes;
+use curve_proto::local::ReplicateWriteRequest;
+use curve_proto::local::replica_service_client::ReplicaServiceClient;
+use futures::future::join_all;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::MAX_MESSAGE_SIZE;
+use crate::copyset::CopysetState;
+use crate::store::ChunkKey;
+
+/// A follower slower than this is treated as not live for that write; Curve's client
+/// waits 1 s for the whole WriteChunk by default, so longer would only stall it.
+const REPLICATE_DEADLINE: Duration = Duration::from_secs(1);
+/// A refused connection answers in microseconds on loopback; this bounds a black hole.
+const CONNECT_TIMEOUT: Duration = Duration::from_millis(200);
+
+/// What one follower did with a replicated write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ReplicaOutcome {
+    Applied,
+    /// Connection refused, reset or deadline passed: the follower is not live.
+    Unreachable,
+    /// The follower answered and did not apply it (a CHUNK_OP_STATUS value).
+    Refused(u32),
+}
+
+/// One reused channel per peer address; tonic reconnects a channel by itself after the
+/// peer comes back.
+#[derive(Default)]
+pub(crate) struct PeerChannels {
+    channels: Mutex<HashMap<String, Channel>>,
+}
+
+impl PeerChannels {
+    pub fn channel(&self, addr: &str) -> Option<Channel> {
+        let mut channels = self.channels.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(c) = channels.get(addr) {
+            return Some(c.clone());
+        }
+        let endpoint = Endpoint::from_shared(format!("http://{addr}")).ok()?;
+        let channel = endpoint
+            .connect_timeout(CONNECT_TIMEOUT)
+            .tcp_nodelay(true)
+            .connect_lazy();
+        channels.insert(addr.to_string(), channel.clone());
+        Some(channel)
+    }
+}
+
+/// Sends the write to every peer of the copyset concurrently; one outcome per peer.
+pub(crate) async fn replicate_write(
+    channels: &PeerChannels,
+    copyset: &CopysetState,
+    self_id: u32,
+    key: ChunkKey,
+    offset: u32,
+    data: &Bytes,
+    sn: Option<u64>,
+) -> Vec<ReplicaOutcome> {
+    let calls = copyset.peers().map(|peer| {
+        let channel = channels.channel(&peer.addr);
+        let request = ReplicateWriteRequest {
+            logic_pool_id: key.logical_pool_id,
+            copyset_id: key.copyset_id,
+            chunk_id: key.chunk_id,
+            offset,
+            // prost's generated field is a Vec; one copy per follower.
+            data: data.to_vec(),
+            sn,
+            leader_id: self_id,
+        };
+        async move {
+            let Some(channel) = channel else {
+                return ReplicaOutcome::Unreachable;
+            };
+            let mut client = ReplicaServiceClient::new(channel)
+                .max_decoding_message_size(MAX_MESSAGE_SIZE)
+                .max_encoding_message_size(MAX_MESSAGE_SIZE);
+            match tokio::time::timeout(REPLICATE_DEADLINE, client.replicate_write(request)).await {
+                Ok(Ok(resp)) => match resp.into_inner().status {
+                    0 => ReplicaOutcome::Applied,
+                    s => ReplicaOutcome::Refused(s),
+                },
+                Ok(Err(_)) | Err(_) => ReplicaOutcome::Unreachable,
+            }
+        }
+    });
+    join_all(calls).await
+}
+
+/// Whether a write applied locally may be acknowledged: every live follower has it and,
+/// counting the leader, a majority does.
+pub(crate) fn write_committed(copyset: &CopysetState, outcomes: &[ReplicaOutcome]) -> bool {
+    let applied = 1 + outcomes
+        .iter()
+        .filter(|o| **o == ReplicaOutcome::Applied)
+        .count();
+    let refused = outcomes
+        .iter()
+        .any(|o| matches!(o, ReplicaOutcome::Refused(_)));
+    !refused && applied >= copyset.majority()
+}
