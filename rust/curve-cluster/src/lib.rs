@@ -1,1 +1,590 @@
-//! placeholder
+//! The local Curve cluster's layout on disk and the entry points that serve its processes.
+//!
+//! `<data_dir>/cluster.json` is written once by the Python `LocalCluster`; every server process
+//! reads it here and derives its own configuration from it, so the MDS and the chunkservers
+//! always agree on copyset membership. Nothing here speaks the protocol: that lives in
+//! `curve-mds` and `curve-chunkserver`.
+
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+
+use curve_chunkserver::{ChunkServerConfig, HostedCopyset, PeerEntry};
+use curve_mds::{ChunkServerEntry, CopysetEntry, MdsConfig, MdsOptions, TopologyConfig};
+use serde::Deserialize;
+
+/// Name of the layout file inside a cluster's data directory.
+pub const LAYOUT_FILE: &str = "cluster.json";
+
+/// Replicas per copyset (Curve's default), fewer when the cluster has fewer chunkservers.
+pub const REPLICAS: usize = 3;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path} is not a valid cluster layout: {source}")]
+    Parse {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("{path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+    #[error("chunkserver {0} is not part of this cluster")]
+    UnknownChunkServer(u32),
+    #[error("cannot resolve host {host:?}: {message}")]
+    Resolve { host: String, message: String },
+    #[error("MDS: {0}")]
+    Mds(String),
+    #[error("chunkserver {id}: {message}")]
+    ChunkServer { id: u32, message: String },
+}
+
+/// One chunkserver of the layout.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct ChunkServerLayout {
+    pub id: u32,
+    pub port: u16,
+}
+
+/// The MDS settings of `cluster.json`; absent fields take upstream's defaults.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default)]
+pub struct MdsLayout {
+    pub root_user: String,
+    pub root_password: String,
+    pub chunk_size: u32,
+    pub segment_size: u32,
+    pub block_size: u32,
+    pub min_file_length: u64,
+    pub max_file_length: u64,
+    pub file_record_expire_us: u64,
+    pub auth_date_tolerance_us: u64,
+}
+
+impl Default for MdsLayout {
+    fn default() -> Self {
+        let o = MdsOptions::default();
+        Self {
+            root_user: o.root_user,
+            root_password: o.root_password,
+            chunk_size: o.chunk_size,
+            segment_size: o.segment_size,
+            block_size: o.block_size,
+            min_file_length: o.min_file_length,
+            max_file_length: o.max_file_length,
+            file_record_expire_us: o.file_record_expire_us,
+            auth_date_tolerance_us: o.auth_date_tolerance_us,
+        }
+    }
+}
+
+impl From<&MdsLayout> for MdsOptions {
+    fn from(m: &MdsLayout) -> Self {
+        MdsOptions {
+            root_user: m.root_user.clone(),
+            root_password: m.root_password.clone(),
+            chunk_size: m.chunk_size,
+            segment_size: m.segment_size,
+            block_size: m.block_size,
+            min_file_length: m.min_file_length,
+            max_file_length: m.max_file_length,
+            file_record_expire_us: m.file_record_expire_us,
+            auth_date_tolerance_us: m.auth_date_tolerance_us,
+        }
+    }
+}
+
+fn default_host() -> String {
+    "127.0.0.1".into()
+}
+fn default_logical_pool_id() -> u32 {
+    1
+}
+fn default_copysets() -> u32 {
+    100
+}
+fn default_poolset() -> String {
+    "default".into()
+}
+fn default_pool_capacity() -> u64 {
+    1 << 50
+}
+fn default_chunkservers() -> Vec<ChunkServerLayout> {
+    (1..=3)
+        .map(|id| ChunkServerLayout {
+            id,
+            port: 8200 + id as u16,
+        })
+        .collect()
+}
+
+/// The raw file. Unknown fields are ignored so that `LocalCluster` may record more than
+/// the servers need (log paths, client settings) without breaking older servers.
+#[derive(Debug, Deserialize)]
+struct LayoutFile {
+    #[serde(default = "default_host")]
+    host: String,
+    mds_ports: Vec<u16>,
+    #[serde(default = "default_chunkservers")]
+    chunkservers: Vec<ChunkServerLayout>,
+    #[serde(default = "default_logical_pool_id")]
+    logical_pool_id: u32,
+    #[serde(default = "default_copysets")]
+    copysets: u32,
+    #[serde(default = "default_poolset")]
+    poolset: String,
+    #[serde(default = "default_pool_capacity")]
+    pool_capacity: u64,
+    #[serde(default)]
+    mds: MdsLayout,
+}
+
+/// A validated `cluster.json` and the directory it was read from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterLayout {
+    pub dir: PathBuf,
+    pub host: String,
+    pub mds_ports: Vec<u16>,
+    pub chunkservers: Vec<ChunkServerLayout>,
+    pub logical_pool_id: u32,
+    pub copysets: u32,
+    pub poolset: String,
+    pub pool_capacity: u64,
+    pub mds: MdsLayout,
+}
+
+impl ClusterLayout {
+    /// Reads and validates `<dir>/cluster.json`.
+    pub fn load(dir: &Path) -> Result<Self, Error> {
+        let path = dir.join(LAYOUT_FILE);
+        let text = std::fs::read_to_string(&path).map_err(|source| Error::Read {
+            path: path.clone(),
+            source,
+        })?;
+        Self::parse(dir, &text)
+    }
+
+    /// Parses and validates the text of a `cluster.json` that lives in `dir`.
+    pub fn parse(dir: &Path, text: &str) -> Result<Self, Error> {
+        let path = dir.join(LAYOUT_FILE);
+        let raw: LayoutFile = serde_json::from_str(text).map_err(|source| Error::Parse {
+            path: path.clone(),
+            source,
+        })?;
+        let layout = ClusterLayout {
+            dir: dir.to_path_buf(),
+            host: raw.host,
+            mds_ports: raw.mds_ports,
+            chunkservers: raw.chunkservers,
+            logical_pool_id: raw.logical_pool_id,
+            copysets: raw.copysets,
+            poolset: raw.poolset,
+            pool_capacity: raw.pool_capacity,
+            mds: raw.mds,
+        };
+        layout
+            .validate()
+            .map_err(|message| Error::Invalid { path, message })?;
+        Ok(layout)
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        if self.host.is_empty() {
+            return Err("host is empty".into());
+        }
+        if self.mds_ports.is_empty() {
+            return Err("mds_ports is empty".into());
+        }
+        if self.mds_ports.contains(&0) {
+            return Err("an MDS port is 0; the layout must name fixed ports".into());
+        }
+        if self.chunkservers.is_empty() {
+            return Err("chunkservers is empty".into());
+        }
+        for (i, cs) in self.chunkservers.iter().enumerate() {
+            if cs.port == 0 {
+                return Err(format!("chunkserver {} has port 0", cs.id));
+            }
+            if self.chunkservers[..i].iter().any(|o| o.id == cs.id) {
+                return Err(format!("chunkserver id {} appears twice", cs.id));
+            }
+        }
+        let mut ports: Vec<u16> = self.mds_ports.clone();
+        ports.extend(self.chunkservers.iter().map(|c| c.port));
+        ports.sort_unstable();
+        if let Some(w) = ports.windows(2).find(|w| w[0] == w[1]) {
+            return Err(format!("port {} is used twice", w[0]));
+        }
+        if self.copysets == 0 {
+            return Err("copysets must be at least 1".into());
+        }
+        let m = &self.mds;
+        if m.block_size == 0 || m.chunk_size == 0 || m.segment_size == 0 {
+            return Err("mds block_size, chunk_size and segment_size must be positive".into());
+        }
+        if m.chunk_size % m.block_size != 0 || m.segment_size % m.chunk_size != 0 {
+            return Err(
+                "mds chunk_size must be a multiple of block_size and segment_size of chunk_size"
+                    .into(),
+            );
+        }
+        if m.min_file_length > m.max_file_length {
+            return Err("mds min_file_length exceeds max_file_length".into());
+        }
+        Ok(())
+    }
+
+    /// Copyset ids of the logical pool: `1..=copysets`.
+    pub fn copyset_ids(&self) -> impl Iterator<Item = u32> + '_ {
+        1..=self.copysets
+    }
+
+    /// Chunkservers holding copyset `copyset_id`, the preferred leader first. Replicas are
+    /// placed round-robin so that leadership and load spread evenly.
+    pub fn copyset_members(&self, copyset_id: u32) -> Vec<&ChunkServerLayout> {
+        let n = self.chunkservers.len();
+        let start = (copyset_id.saturating_sub(1) as usize) % n.max(1);
+        (0..REPLICAS.min(n))
+            .map(|j| &self.chunkservers[(start + j) % n])
+            .collect()
+    }
+
+    /// Address of `port` on the cluster's host, as peers and `client.conf` spell it.
+    pub fn addr_string(&self, port: u16) -> String {
+        match self.host.parse::<IpAddr>() {
+            Ok(IpAddr::V6(ip)) => format!("[{ip}]:{port}"),
+            _ => format!("{}:{port}", self.host),
+        }
+    }
+
+    /// `ip:port` of every MDS, comma separated (`mds.listen.addr` of `client.conf`).
+    pub fn mds_addrs(&self) -> String {
+        self.mds_ports
+            .iter()
+            .map(|p| self.addr_string(*p))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    fn socket_addr(&self, port: u16) -> Result<SocketAddr, Error> {
+        if let Ok(ip) = self.host.parse::<IpAddr>() {
+            return Ok(SocketAddr::new(ip, port));
+        }
+        let resolve_err = |message: String| Error::Resolve {
+            host: self.host.clone(),
+            message,
+        };
+        (self.host.as_str(), port)
+            .to_socket_addrs()
+            .map_err(|e| resolve_err(e.to_string()))?
+            .next()
+            .ok_or_else(|| resolve_err("no address".into()))
+    }
+
+    fn chunkserver(&self, id: u32) -> Result<&ChunkServerLayout, Error> {
+        self.chunkservers
+            .iter()
+            .find(|c| c.id == id)
+            .ok_or(Error::UnknownChunkServer(id))
+    }
+
+    /// The MDS's configuration, listening on the first of `mds_ports`.
+    pub fn mds_config(&self) -> Result<MdsConfig, Error> {
+        self.mds_config_at(0)
+    }
+
+    /// The configuration of the MDS listening on `mds_ports[index]`.
+    pub fn mds_config_at(&self, index: usize) -> Result<MdsConfig, Error> {
+        let port = *self.mds_ports.get(index).ok_or_else(|| Error::Invalid {
+            path: self.dir.join(LAYOUT_FILE),
+            message: format!("no MDS port at index {index}"),
+        })?;
+        let topology = TopologyConfig {
+            poolset: self.poolset.clone(),
+            logical_pool_id: self.logical_pool_id,
+            pool_capacity: self.pool_capacity,
+            chunkservers: self
+                .chunkservers
+                .iter()
+                .map(|c| ChunkServerEntry {
+                    id: c.id,
+                    host: self.host.clone(),
+                    port: c.port,
+                })
+                .collect(),
+            copysets: self
+                .copyset_ids()
+                .map(|id| CopysetEntry {
+                    id,
+                    members: self.copyset_members(id).iter().map(|c| c.id).collect(),
+                })
+                .collect(),
+        };
+        Ok(MdsConfig {
+            listen: self.socket_addr(port)?,
+            data_dir: self.dir.join("mds"),
+            options: MdsOptions::from(&self.mds),
+            topology,
+        })
+    }
+
+    /// The configuration of chunkserver `id`: only the copysets it hosts.
+    pub fn chunkserver_config(&self, id: u32) -> Result<ChunkServerConfig, Error> {
+        let me = self.chunkserver(id)?;
+        let copysets = self
+            .copyset_ids()
+            .filter_map(|copyset_id| {
+                let members = self.copyset_members(copyset_id);
+                members.iter().any(|m| m.id == id).then(|| HostedCopyset {
+                    logical_pool_id: self.logical_pool_id,
+                    copyset_id,
+                    members: members
+                        .iter()
+                        .map(|m| PeerEntry {
+                            id: m.id,
+                            addr: self.addr_string(m.port),
+                        })
+                        .collect(),
+                })
+            })
+            .collect();
+        Ok(ChunkServerConfig {
+            id,
+            listen: self.socket_addr(me.port)?,
+            data_dir: self.dir.join(format!("chunkserver-{id}")),
+            chunk_size: self.mds.chunk_size,
+            block_size: self.mds.block_size,
+            copysets,
+        })
+    }
+}
+
+/// Serves the MDS of the cluster in `dir` until `shutdown` completes.
+pub async fn serve_mds(
+    dir: &Path,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), Error> {
+    let config = ClusterLayout::load(dir)?.mds_config()?;
+    curve_mds::serve(config, shutdown)
+        .await
+        .map_err(|e| Error::Mds(e.to_string()))
+}
+
+/// Serves chunkserver `id` of the cluster in `dir` until `shutdown` completes.
+pub async fn serve_chunkserver(
+    dir: &Path,
+    id: u32,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), Error> {
+    let config = ClusterLayout::load(dir)?.chunkserver_config(id)?;
+    curve_chunkserver::serve(config, shutdown)
+        .await
+        .map_err(|e| Error::ChunkServer {
+            id,
+            message: e.to_string(),
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    const FULL: &str = r#"{"host": "127.0.0.1", "mds_ports": [6700],
+        "chunkservers": [{"id": 1, "port": 8201}, {"id": 2, "port": 8202}, {"id": 3, "port": 8203}],
+        "logical_pool_id": 1, "copysets": 100, "poolset": "default", "pool_capacity": 1125899906842624,
+        "mds": {"root_user": "root", "root_password": "root_password", "chunk_size": 16777216,
+                "segment_size": 1073741824, "block_size": 4096, "min_file_length": 10737418240,
+                "max_file_length": 21990232555520, "file_record_expire_us": 5000000}}"#;
+
+    fn parse(text: &str) -> Result<ClusterLayout, Error> {
+        ClusterLayout::parse(Path::new("/data"), text)
+    }
+
+    #[test]
+    fn full_layout_parses() {
+        let l = parse(FULL).unwrap();
+        assert_eq!(l.mds_ports, vec![6700]);
+        assert_eq!(l.chunkservers.len(), 3);
+        assert_eq!(l.copysets, 100);
+        assert_eq!(l.pool_capacity, 1 << 50);
+        assert_eq!(l.mds.chunk_size, 16 << 20);
+        assert_eq!(l.mds.file_record_expire_us, 5_000_000);
+    }
+
+    #[test]
+    fn only_ports_uses_defaults() {
+        let l = parse(r#"{"mds_ports": [6700, 6701], "chunkservers": [{"id": 7, "port": 9000}]}"#)
+            .unwrap();
+        assert_eq!(l.host, "127.0.0.1");
+        assert_eq!(l.logical_pool_id, 1);
+        assert_eq!(l.copysets, 100);
+        assert_eq!(l.poolset, "default");
+        assert_eq!(l.pool_capacity, 1125899906842624);
+        assert_eq!(l.mds, MdsLayout::default());
+        assert_eq!(l.mds.root_user, "root");
+        assert_eq!(l.mds.min_file_length, 10 << 30);
+        assert_eq!(l.mds_addrs(), "127.0.0.1:6700,127.0.0.1:6701");
+    }
+
+    #[test]
+    fn partial_mds_section_keeps_other_defaults() {
+        let l = parse(r#"{"mds_ports": [1], "mds": {"root_password": "x"}}"#).unwrap();
+        assert_eq!(l.mds.root_password, "x");
+        assert_eq!(l.mds.segment_size, 1 << 30);
+        assert_eq!(l.chunkservers.len(), 3);
+    }
+
+    #[test]
+    fn unknown_fields_are_ignored() {
+        parse(r#"{"mds_ports": [1], "logs": "/tmp/logs"}"#).unwrap();
+    }
+
+    #[test]
+    fn bad_json_is_a_clear_error() {
+        let e = parse("{not json").unwrap_err();
+        assert!(matches!(e, Error::Parse { .. }));
+        assert!(e.to_string().contains("cluster.json"), "{e}");
+
+        let e = parse(r#"{"chunkservers": []}"#).unwrap_err();
+        assert!(e.to_string().contains("mds_ports"), "{e}");
+
+        let e = parse(r#"{"mds_ports": ["x"]}"#).unwrap_err();
+        assert!(matches!(e, Error::Parse { .. }), "{e}");
+
+        let e = parse(r#"{"mds_ports": [70000]}"#).unwrap_err();
+        assert!(matches!(e, Error::Parse { .. }), "{e}");
+    }
+
+    #[test]
+    fn invalid_layouts_are_refused() {
+        for (text, needle) in [
+            (r#"{"mds_ports": []}"#, "mds_ports"),
+            (r#"{"mds_ports": [1], "chunkservers": []}"#, "chunkservers"),
+            (r#"{"mds_ports": [1], "copysets": 0}"#, "copysets"),
+            (
+                r#"{"mds_ports": [1], "chunkservers": [{"id": 1, "port": 2}, {"id": 1, "port": 3}]}"#,
+                "twice",
+            ),
+            (
+                r#"{"mds_ports": [2], "chunkservers": [{"id": 1, "port": 2}]}"#,
+                "port 2",
+            ),
+            (
+                r#"{"mds_ports": [1], "mds": {"block_size": 0}}"#,
+                "block_size",
+            ),
+        ] {
+            let e = parse(text).unwrap_err();
+            assert!(matches!(e, Error::Invalid { .. }), "{text}: {e}");
+            assert!(e.to_string().contains(needle), "{text}: {e}");
+        }
+    }
+
+    #[test]
+    fn missing_file_is_a_read_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = ClusterLayout::load(dir.path()).unwrap_err();
+        assert!(matches!(e, Error::Read { .. }));
+        assert!(e.to_string().contains("cluster.json"));
+    }
+
+    #[test]
+    fn load_reads_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(LAYOUT_FILE), FULL).unwrap();
+        let l = ClusterLayout::load(dir.path()).unwrap();
+        assert_eq!(l.dir, dir.path());
+    }
+
+    #[test]
+    fn membership_is_round_robin() {
+        let l = parse(FULL).unwrap();
+        let ids = |c| {
+            l.copyset_members(c)
+                .iter()
+                .map(|m| m.id)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(ids(1), vec![1, 2, 3]);
+        assert_eq!(ids(2), vec![2, 3, 1]);
+        assert_eq!(ids(3), vec![3, 1, 2]);
+        assert_eq!(ids(4), vec![1, 2, 3]);
+        assert_eq!(l.copyset_ids().count(), 100);
+    }
+
+    #[test]
+    fn membership_with_fewer_or_more_chunkservers() {
+        let one = parse(r#"{"mds_ports": [1], "chunkservers": [{"id": 5, "port": 2}]}"#).unwrap();
+        assert_eq!(one.copyset_members(3).len(), 1);
+        assert_eq!(one.copyset_members(3)[0].id, 5);
+
+        let five = parse(
+            r#"{"mds_ports": [1], "copysets": 7, "chunkservers": [{"id": 1, "port": 11},
+            {"id": 2, "port": 12}, {"id": 3, "port": 13}, {"id": 4, "port": 14}, {"id": 5, "port": 15}]}"#,
+        )
+        .unwrap();
+        let m: Vec<u32> = five.copyset_members(5).iter().map(|c| c.id).collect();
+        assert_eq!(m, vec![5, 1, 2]);
+        let m: Vec<u32> = five.copyset_members(7).iter().map(|c| c.id).collect();
+        assert_eq!(m, vec![2, 3, 4]);
+    }
+
+    #[test]
+    fn mds_config_carries_the_topology() {
+        let l = parse(FULL).unwrap();
+        let c = l.mds_config().unwrap();
+        assert_eq!(c.listen, "127.0.0.1:6700".parse().unwrap());
+        assert_eq!(c.data_dir, Path::new("/data/mds"));
+        assert_eq!(c.options, MdsOptions::default());
+        assert_eq!(c.topology.poolset, "default");
+        assert_eq!(c.topology.pool_capacity, 1 << 50);
+        assert_eq!(c.topology.chunkservers.len(), 3);
+        assert_eq!(c.topology.chunkservers[1].port, 8202);
+        assert_eq!(c.topology.copysets.len(), 100);
+        assert_eq!(c.topology.copysets[1].id, 2);
+        assert_eq!(c.topology.copysets[1].members, vec![2, 3, 1]);
+        assert!(l.mds_config_at(1).is_err());
+    }
+
+    #[test]
+    fn chunkserver_config_holds_only_its_copysets() {
+        let l = parse(
+            r#"{"mds_ports": [1], "copysets": 8, "chunkservers": [{"id": 1, "port": 11},
+            {"id": 2, "port": 12}, {"id": 3, "port": 13}, {"id": 4, "port": 14}]}"#,
+        )
+        .unwrap();
+        let c = l.chunkserver_config(4).unwrap();
+        assert_eq!(c.id, 4);
+        assert_eq!(c.listen, "127.0.0.1:14".parse().unwrap());
+        assert_eq!(c.data_dir, Path::new("/data/chunkserver-4"));
+        assert_eq!(c.chunk_size, 16 << 20);
+        assert_eq!(c.block_size, 4096);
+        let ids: Vec<u32> = c.copysets.iter().map(|h| h.copyset_id).collect();
+        // Copyset c starts at chunkserver (c-1)%4; 4 holds those starting at 2, 3 and 4.
+        assert_eq!(ids, vec![2, 3, 4, 6, 7, 8]);
+        let cs4 = &c.copysets[2];
+        assert_eq!(cs4.logical_pool_id, 1);
+        assert_eq!(cs4.members[0].id, 4);
+        assert_eq!(cs4.members[0].addr, "127.0.0.1:14");
+        assert_eq!(cs4.members[1].addr, "127.0.0.1:11");
+        assert!(matches!(
+            l.chunkserver_config(9),
+            Err(Error::UnknownChunkServer(9))
+        ));
+    }
+
+    #[test]
+    fn ipv6_hosts_are_bracketed() {
+        let l = parse(r#"{"host": "::1", "mds_ports": [1]}"#).unwrap();
+        assert_eq!(l.mds_addrs(), "[::1]:1");
+        assert_eq!(l.mds_config().unwrap().listen, "[::1]:1".parse().unwrap());
+    }
+}
