@@ -1,0 +1,67 @@
+"""The installed package ships its typed contract and its command line."""
+
+from __future__ import annotations
+
+import importlib.resources
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import curvefs
+
+
+def test_wheel_ships_stubs_and_py_typed() -> None:
+    files = importlib.resources.files("curvefs")
+    assert files.joinpath("py.typed").is_file()
+    stub = files.joinpath("_core.pyi").read_text(encoding="utf-8")
+    assert "class CBDClient" in stub
+
+
+def test_version_comes_from_cargo() -> None:
+    assert re.fullmatch(r"\d+\.\d+\.\d+.*", curvefs.__version__)
+
+
+def test_constants_match_upstream() -> None:
+    assert curvefs.CURVE_FILE_CREATED == 0 and curvefs.CURVE_FILE_BEINGCLONED == 5
+    assert curvefs.CURVE_INODE_DIRECTORY == 0 and curvefs.CURVE_INODE_PAGEFILE == 1
+    assert curvefs.CURVE_ERROR_EXISTS == 1 and curvefs.CURVE_ERROR_NOT_ALIGNED == 22
+    assert curvefs.CURVE_ERROR_BAD_FD == 23 and curvefs.CURVE_ERROR_UNKNOWN == 100
+
+
+def test_errors_are_catchable_as_builtins() -> None:
+    err = curvefs.CurveError.from_code(-6, "no such file")
+    assert isinstance(err, OSError)
+    assert isinstance(err, FileNotFoundError)
+    assert err.code == -6
+    assert isinstance(curvefs.CurveError.from_code(-1, "x"), FileExistsError)
+    assert isinstance(curvefs.CurveError.from_code(-4, "x"), PermissionError)
+
+
+def test_cli_cluster_start_prints_conf_and_stops_on_ctrl_c(tmp_path: Path) -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "curvefs", "cluster", "start", "--dir", str(tmp_path / "d")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        conf = proc.stdout.readline().strip()
+        assert os.path.isfile(conf), proc.stderr.read() if proc.stderr else ""
+        cbd = curvefs.CBDClient()
+        assert cbd.Init(conf) == 0
+        assert cbd.GetClusterId() != ""
+        cbd.UnInit()
+    finally:
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=30) == 0
+    # the cluster's servers are gone with it: nothing listens on the MDS address any more
+    text = Path(conf).read_text(encoding="utf-8")
+    addr = re.search(r"^mds\.listen\.addr=([\d.]+):(\d+)", text, re.M)
+    assert addr is not None
+    with socket.socket() as s:
+        assert s.connect_ex((addr.group(1), int(addr.group(2)))) != 0
