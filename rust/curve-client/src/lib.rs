@@ -1,1 +1,14 @@
-//! placeholder
+//! The curvefs client core: `client.conf`, authentication, the RPC transport, the MDS client
+//! with failover, sessions and leases, the metadata cache and chunk IO. It knows nothing of
+//! Python; `curvefs-python` wraps [`Client`] call for call.
+
+pub mod auth;
+pub mod client;
+pub mod conf;
+pub mod error;
+pub mod mds;
+pub mod transport;
+
+pub use client::{Client, CreateOptions, FileInfo, UserInfo};
+pub use conf::ClientConfig;
+pub use error::{Error, ErrorCode, Result};

@@ -1,0 +1,507 @@
+//! `client.conf`: upstream's `key=value` format and the keys the client core acts on.
+//!
+//! Parsing follows upstream: one `key=value` per line, surrounding blanks trimmed, everything
+//! after the first `#` dropped, later duplicates win, unknown keys tolerated. A key the core
+//! needs that upstream marks *required* must be present, otherwise parsing fails, as Init
+//! did. Keys upstream reads but the core has no use for (schedule.*, isolation.*,
+//! global.logPath, discard.*, …) are not required: they configure machinery this client does
+//! not have. Absent optional keys take upstream's built-in defaults (not the values written
+//! in upstream's sample client.conf where the two differ).
+//!
+//! Keys added by curvefs (all optional):
+//! - `chunkserver.maxRetryTimeMS` (60000): wall time one chunk request may spend retrying,
+//!   and the longest an IO waits for a lapsed lease to be renewed, before the IO fails
+//!   (FAILED resp. DISABLEIO). Upstream retries ~forever; a Python caller needs an answer.
+//! - `mds.maxRetryMsInIOPath` (60000): upstream's key, which upstream does not read; here it
+//!   bounds the IO-path MDS calls (GetOrAllocateSegment, GetChunkServerListInCopySets) that
+//!   upstream retries without limit.
+//! - `global.rpcConnectTimeoutMS` (1000): TCP connect timeout of every channel.
+//! - `global.channelsPerChunkServer` (2): HTTP/2 connections per chunkserver endpoint,
+//!   used round-robin, because one connection's buffer task serialises its requests.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::str::FromStr;
+
+use crate::error::{Error, ErrorCode, Result};
+
+/// The client settings, typed. Field docs name the `client.conf` key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientConfig {
+    /// `mds.listen.addr`: MDS endpoints `ip:port`, tried in order with failover.
+    pub mds_addrs: Vec<String>,
+    /// `mds.registerToMDS`: send clientIP/clientPort with RefreshSession and CloseFile.
+    pub mds_register_to_mds: bool,
+    /// `mds.rpcTimeoutMS`
+    pub mds_rpc_timeout_ms: u64,
+    /// `mds.maxRPCTimeoutMS`
+    pub mds_max_rpc_timeout_ms: u64,
+    /// `mds.maxRetryMS`: retry budget of metadata calls.
+    pub mds_max_retry_ms: u64,
+    /// `mds.maxFailedTimesBeforeChangeMDS`
+    pub mds_max_failed_times_before_change_mds: u32,
+    /// `mds.refreshTimesPerLease`
+    pub mds_refresh_times_per_lease: u32,
+    /// `mds.rpcRetryIntervalUS`
+    pub mds_rpc_retry_interval_us: u64,
+    /// `mds.normalRetryTimesBeforeTriggerWait`
+    pub mds_normal_retry_times_before_trigger_wait: u32,
+    /// `mds.maxRetryMsInIOPath` (curvefs reads it; see the module doc).
+    pub mds_max_retry_ms_in_io_path: u64,
+    /// `mds.waitSleepMs`
+    pub mds_wait_sleep_ms: u64,
+    /// `metacache.getLeaderTimeOutMS`
+    pub metacache_get_leader_timeout_ms: u64,
+    /// `metacache.getLeaderRetry`
+    pub metacache_get_leader_retry: u32,
+    /// `metacache.rpcRetryIntervalUS`
+    pub metacache_rpc_retry_interval_us: u64,
+    /// `chunkserver.opRetryIntervalUS`
+    pub chunkserver_op_retry_interval_us: u64,
+    /// `chunkserver.opMaxRetry`
+    pub chunkserver_op_max_retry: u64,
+    /// `chunkserver.rpcTimeoutMS`
+    pub chunkserver_rpc_timeout_ms: u64,
+    /// `chunkserver.maxRetrySleepIntervalUS`
+    pub chunkserver_max_retry_sleep_interval_us: u64,
+    /// `chunkserver.maxRPCTimeoutMS`
+    pub chunkserver_max_rpc_timeout_ms: u64,
+    /// `chunkserver.maxStableTimeoutTimes`
+    pub chunkserver_max_stable_timeout_times: u32,
+    /// `chunkserver.checkHealthTimeoutMs`
+    pub chunkserver_check_health_timeout_ms: u64,
+    /// `chunkserver.serverStableThreshold`
+    pub chunkserver_server_stable_threshold: u32,
+    /// `chunkserver.minRetryTimesForceTimeoutBackoff`
+    pub chunkserver_min_retry_times_force_timeout_backoff: u32,
+    /// `chunkserver.slowRequestThresholdMS`
+    pub chunkserver_slow_request_threshold_ms: u64,
+    /// `chunkserver.maxRetryTimeMS` (curvefs; see the module doc).
+    pub chunkserver_max_retry_time_ms: u64,
+    /// `global.fileMaxInFlightRPCNum`: chunk RPCs in flight per open file.
+    pub file_max_in_flight_rpc_num: u32,
+    /// `global.fileIOSplitMaxSizeKB`: largest chunk sub-request, KiB.
+    pub file_io_split_max_size_kb: u32,
+    /// `global.rpcConnectTimeoutMS` (curvefs).
+    pub rpc_connect_timeout_ms: u64,
+    /// `global.channelsPerChunkServer` (curvefs).
+    pub channels_per_chunkserver: u32,
+    /// `throttle.enable` (parsed; client-side QoS is not implemented).
+    pub throttle_enable: bool,
+}
+
+impl Default for ClientConfig {
+    /// Upstream's sample client.conf values for the required keys, built-in defaults for the
+    /// rest; handy for tests and for callers that build a config in code.
+    fn default() -> Self {
+        Self {
+            mds_addrs: vec!["127.0.0.1:6666".to_string()],
+            mds_register_to_mds: true,
+            mds_rpc_timeout_ms: 500,
+            mds_max_rpc_timeout_ms: 2000,
+            mds_max_retry_ms: 8000,
+            mds_max_failed_times_before_change_mds: 5,
+            mds_refresh_times_per_lease: 4,
+            mds_rpc_retry_interval_us: 100_000,
+            mds_normal_retry_times_before_trigger_wait: 3,
+            mds_max_retry_ms_in_io_path: 60_000,
+            mds_wait_sleep_ms: 10_000,
+            metacache_get_leader_timeout_ms: 500,
+            metacache_get_leader_retry: 5,
+            metacache_rpc_retry_interval_us: 100_000,
+            chunkserver_op_retry_interval_us: 100_000,
+            chunkserver_op_max_retry: 2_500_000,
+            chunkserver_rpc_timeout_ms: 1000,
+            chunkserver_max_retry_sleep_interval_us: 64_000_000,
+            chunkserver_max_rpc_timeout_ms: 64_000,
+            chunkserver_max_stable_timeout_times: 10,
+            chunkserver_check_health_timeout_ms: 100,
+            chunkserver_server_stable_threshold: 3,
+            chunkserver_min_retry_times_force_timeout_backoff: 5,
+            chunkserver_slow_request_threshold_ms: 45_000,
+            chunkserver_max_retry_time_ms: 60_000,
+            file_max_in_flight_rpc_num: 128,
+            file_io_split_max_size_kb: 64,
+            rpc_connect_timeout_ms: 1000,
+            channels_per_chunkserver: 2,
+            throttle_enable: false,
+        }
+    }
+}
+
+/// Keys upstream requires that the core acts on; a conf without one of them is refused.
+pub const REQUIRED_KEYS: &[&str] = &[
+    "mds.listen.addr",
+    "mds.registerToMDS",
+    "mds.rpcTimeoutMS",
+    "mds.maxRPCTimeoutMS",
+    "mds.refreshTimesPerLease",
+    "mds.rpcRetryIntervalUS",
+    "metacache.getLeaderTimeOutMS",
+    "metacache.getLeaderRetry",
+    "metacache.rpcRetryIntervalUS",
+    "chunkserver.opRetryIntervalUS",
+    "chunkserver.opMaxRetry",
+    "chunkserver.rpcTimeoutMS",
+    "chunkserver.maxStableTimeoutTimes",
+    "chunkserver.checkHealthTimeoutMs",
+    "chunkserver.serverStableThreshold",
+    "global.fileMaxInFlightRPCNum",
+    "global.fileIOSplitMaxSizeKB",
+];
+
+impl ClientConfig {
+    pub fn from_file(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            Error::failed(format!("cannot read client conf {}: {e}", path.display()))
+        })?;
+        Self::parse(&text)
+    }
+
+    pub fn parse(text: &str) -> Result<Self> {
+        let kv = parse_pairs(text);
+        if let Some(missing) = REQUIRED_KEYS.iter().find(|k| !kv.contains_key(**k)) {
+            return Err(Error::failed(format!(
+                "client conf lacks required key {missing}"
+            )));
+        }
+        let d = Self::default();
+        let r = Reader { kv: &kv };
+        let conf = Self {
+            mds_addrs: parse_addrs(r.raw("mds.listen.addr").unwrap_or_default())?,
+            mds_register_to_mds: r.boolean("mds.registerToMDS", d.mds_register_to_mds)?,
+            mds_rpc_timeout_ms: r.num("mds.rpcTimeoutMS", d.mds_rpc_timeout_ms)?,
+            mds_max_rpc_timeout_ms: r.num("mds.maxRPCTimeoutMS", d.mds_max_rpc_timeout_ms)?,
+            mds_max_retry_ms: r.num("mds.maxRetryMS", d.mds_max_retry_ms)?,
+            mds_max_failed_times_before_change_mds: r.num(
+                "mds.maxFailedTimesBeforeChangeMDS",
+                d.mds_max_failed_times_before_change_mds,
+            )?,
+            mds_refresh_times_per_lease: r
+                .num("mds.refreshTimesPerLease", d.mds_refresh_times_per_lease)?,
+            mds_rpc_retry_interval_us: r
+                .num("mds.rpcRetryIntervalUS", d.mds_rpc_retry_interval_us)?,
+            mds_normal_retry_times_before_trigger_wait: r.num(
+                "mds.normalRetryTimesBeforeTriggerWait",
+                d.mds_normal_retry_times_before_trigger_wait,
+            )?,
+            mds_max_retry_ms_in_io_path: r
+                .num("mds.maxRetryMsInIOPath", d.mds_max_retry_ms_in_io_path)?,
+            mds_wait_sleep_ms: r.num("mds.waitSleepMs", d.mds_wait_sleep_ms)?,
+            metacache_get_leader_timeout_ms: r.num(
+                "metacache.getLeaderTimeOutMS",
+                d.metacache_get_leader_timeout_ms,
+            )?,
+            metacache_get_leader_retry: r
+                .num("metacache.getLeaderRetry", d.metacache_get_leader_retry)?,
+            metacache_rpc_retry_interval_us: r.num(
+                "metacache.rpcRetryIntervalUS",
+                d.metacache_rpc_retry_interval_us,
+            )?,
+            chunkserver_op_retry_interval_us: r.num(
+                "chunkserver.opRetryIntervalUS",
+                d.chunkserver_op_retry_interval_us,
+            )?,
+            chunkserver_op_max_retry: r
+                .num("chunkserver.opMaxRetry", d.chunkserver_op_max_retry)?,
+            chunkserver_rpc_timeout_ms: r
+                .num("chunkserver.rpcTimeoutMS", d.chunkserver_rpc_timeout_ms)?,
+            chunkserver_max_retry_sleep_interval_us: r.num(
+                "chunkserver.maxRetrySleepIntervalUS",
+                d.chunkserver_max_retry_sleep_interval_us,
+            )?,
+            chunkserver_max_rpc_timeout_ms: r.num(
+                "chunkserver.maxRPCTimeoutMS",
+                d.chunkserver_max_rpc_timeout_ms,
+            )?,
+            chunkserver_max_stable_timeout_times: r.num(
+                "chunkserver.maxStableTimeoutTimes",
+                d.chunkserver_max_stable_timeout_times,
+            )?,
+            chunkserver_check_health_timeout_ms: r.num(
+                "chunkserver.checkHealthTimeoutMs",
+                d.chunkserver_check_health_timeout_ms,
+            )?,
+            chunkserver_server_stable_threshold: r.num(
+                "chunkserver.serverStableThreshold",
+                d.chunkserver_server_stable_threshold,
+            )?,
+            chunkserver_min_retry_times_force_timeout_backoff: r.num(
+                "chunkserver.minRetryTimesForceTimeoutBackoff",
+                d.chunkserver_min_retry_times_force_timeout_backoff,
+            )?,
+            chunkserver_slow_request_threshold_ms: r.num(
+                "chunkserver.slowRequestThresholdMS",
+                d.chunkserver_slow_request_threshold_ms,
+            )?,
+            chunkserver_max_retry_time_ms: r.num(
+                "chunkserver.maxRetryTimeMS",
+                d.chunkserver_max_retry_time_ms,
+            )?,
+            file_max_in_flight_rpc_num: r
+                .num("global.fileMaxInFlightRPCNum", d.file_max_in_flight_rpc_num)?,
+            file_io_split_max_size_kb: r
+                .num("global.fileIOSplitMaxSizeKB", d.file_io_split_max_size_kb)?,
+            rpc_connect_timeout_ms: r
+                .num("global.rpcConnectTimeoutMS", d.rpc_connect_timeout_ms)?,
+            channels_per_chunkserver: r
+                .num("global.channelsPerChunkServer", d.channels_per_chunkserver)?,
+            throttle_enable: r.boolean("throttle.enable", d.throttle_enable)?,
+        };
+        conf.validate()?;
+        Ok(conf)
+    }
+
+    /// Values that would make the core divide by zero or never send anything.
+    fn validate(&self) -> Result<()> {
+        let positive = [
+            ("mds.rpcTimeoutMS", self.mds_rpc_timeout_ms),
+            (
+                "mds.refreshTimesPerLease",
+                u64::from(self.mds_refresh_times_per_lease),
+            ),
+            ("chunkserver.rpcTimeoutMS", self.chunkserver_rpc_timeout_ms),
+            ("chunkserver.opMaxRetry", self.chunkserver_op_max_retry),
+            (
+                "metacache.getLeaderTimeOutMS",
+                self.metacache_get_leader_timeout_ms,
+            ),
+            (
+                "metacache.getLeaderRetry",
+                u64::from(self.metacache_get_leader_retry),
+            ),
+            (
+                "global.fileMaxInFlightRPCNum",
+                u64::from(self.file_max_in_flight_rpc_num),
+            ),
+            (
+                "global.fileIOSplitMaxSizeKB",
+                u64::from(self.file_io_split_max_size_kb),
+            ),
+            (
+                "global.channelsPerChunkServer",
+                u64::from(self.channels_per_chunkserver),
+            ),
+        ];
+        if let Some((key, _)) = positive.iter().find(|(_, v)| *v == 0) {
+            return Err(Error::failed(format!("client conf key {key} must be > 0")));
+        }
+        // A sub-request's size travels as a uint32 and must fit one chunk RPC frame.
+        if u64::from(self.file_io_split_max_size_kb) * 1024 > u64::from(u32::MAX) {
+            return Err(Error::failed(
+                "client conf key global.fileIOSplitMaxSizeKB is too large",
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn parse_pairs(text: &str) -> HashMap<String, String> {
+    let mut kv = HashMap::new();
+    for line in text.lines() {
+        let line = match line.find('#') {
+            Some(i) => &line[..i],
+            None => line,
+        };
+        let Some((key, value)) = line.split_once('=') else {
+            continue;
+        };
+        let key = key.trim();
+        if key.is_empty() {
+            continue;
+        }
+        kv.insert(key.to_string(), value.trim().to_string());
+    }
+    kv
+}
+
+fn parse_addrs(raw: &str) -> Result<Vec<String>> {
+    let addrs: Vec<String> = raw
+        .split(',')
+        .map(str::trim)
+        .filter(|a| !a.is_empty())
+        .map(str::to_string)
+        .collect();
+    if addrs.is_empty() {
+        return Err(Error::failed("client conf key mds.listen.addr is empty"));
+    }
+    for a in &addrs {
+        if a.parse::<std::net::SocketAddr>().is_err() {
+            return Err(Error::failed(format!(
+                "client conf key mds.listen.addr: {a:?} is not ip:port"
+            )));
+        }
+    }
+    Ok(addrs)
+}
+
+struct Reader<'a> {
+    kv: &'a HashMap<String, String>,
+}
+
+impl Reader<'_> {
+    fn raw(&self, key: &str) -> Option<&str> {
+        self.kv.get(key).map(String::as_str)
+    }
+
+    fn num<T: FromStr>(&self, key: &str, default: T) -> Result<T> {
+        match self.raw(key) {
+            None => Ok(default),
+            Some(v) => v.parse().map_err(|_| {
+                Error::new(
+                    ErrorCode::Failed,
+                    format!("client conf key {key}: {v:?} is not a valid number"),
+                )
+            }),
+        }
+    }
+
+    fn boolean(&self, key: &str, default: bool) -> Result<bool> {
+        match self.raw(key) {
+            None => Ok(default),
+            Some(v) => match v.to_ascii_lowercase().as_str() {
+                "true" | "yes" | "1" => Ok(true),
+                "false" | "no" | "0" => Ok(false),
+                _ => Err(Error::failed(format!(
+                    "client conf key {key}: {v:?} is not a boolean"
+                ))),
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn minimal(extra: &str) -> String {
+        let mut s = String::new();
+        for k in REQUIRED_KEYS {
+            let v = match *k {
+                "mds.listen.addr" => "127.0.0.1:6666",
+                "mds.registerToMDS" => "true",
+                _ => "7",
+            };
+            s.push_str(&format!("{k}={v}\n"));
+        }
+        s.push_str(extra);
+        s
+    }
+
+    #[test]
+    fn parses_upstream_sample() {
+        let text = "\
+# comment line
+mds.listen.addr=127.0.0.1:6666,127.0.0.1:6667   # two MDS
+mds.registerToMDS=True
+mds.rpcTimeoutMS=500
+mds.maxRPCTimeoutMS=2000
+mds.maxRetryMS=8000
+mds.maxFailedTimesBeforeChangeMDS=2
+mds.refreshTimesPerLease=4
+mds.rpcRetryIntervalUS=100000
+mds.normalRetryTimesBeforeTriggerWait=3
+mds.maxRetryMsInIOPath=86400000
+mds.waitSleepMs=10000
+metacache.getLeaderTimeOutMS=500
+metacache.getLeaderRetry=5
+metacache.rpcRetryIntervalUS=100000
+schedule.queueCapacity=1000000
+schedule.threadpoolSize=2
+isolation.taskQueueCapacity=1000000
+isolation.taskThreadPoolSize=1
+chunkserver.opRetryIntervalUS=100000
+chunkserver.opMaxRetry=2500000
+chunkserver.rpcTimeoutMS=1000
+chunkserver.maxRetrySleepIntervalUS=8000000
+chunkserver.maxRPCTimeoutMS=8000
+chunkserver.maxStableTimeoutTimes=10
+chunkserver.checkHealthTimeoutMs=100
+chunkserver.serverStableThreshold=3
+chunkserver.minRetryTimesForceTimeoutBackoff=5
+chunkserver.maxRetryTimesBeforeConsiderSuspend=20
+global.fileMaxInFlightRPCNum=128
+global.fileIOSplitMaxSizeKB=64
+global.logging.enable=True
+global.logLevel=0
+global.logPath=/data/log/curve/
+  discard.enable = true
+";
+        let c = ClientConfig::parse(text).expect("sample parses");
+        assert_eq!(c.mds_addrs, vec!["127.0.0.1:6666", "127.0.0.1:6667"]);
+        assert!(c.mds_register_to_mds);
+        assert_eq!(c.mds_max_failed_times_before_change_mds, 2);
+        assert_eq!(c.mds_max_retry_ms_in_io_path, 86_400_000);
+        assert_eq!(c.chunkserver_max_rpc_timeout_ms, 8000);
+        assert_eq!(c.chunkserver_max_retry_sleep_interval_us, 8_000_000);
+        assert_eq!(c.file_io_split_max_size_kb, 64);
+        assert_eq!(c.chunkserver_max_retry_time_ms, 60_000);
+    }
+
+    #[test]
+    fn absent_optional_keys_take_builtin_defaults() {
+        let c = ClientConfig::parse(&minimal("")).expect("minimal parses");
+        assert_eq!(c.mds_max_retry_ms, 8000);
+        assert_eq!(c.mds_max_failed_times_before_change_mds, 5);
+        assert_eq!(c.chunkserver_max_rpc_timeout_ms, 64_000);
+        assert_eq!(c.mds_max_retry_ms_in_io_path, 60_000);
+        assert_eq!(c.mds_rpc_timeout_ms, 7);
+    }
+
+    #[test]
+    fn later_duplicates_win_and_comments_are_dropped() {
+        let c = ClientConfig::parse(&minimal(
+            "mds.rpcTimeoutMS=100\nmds.rpcTimeoutMS = 250 # trailing\n#mds.rpcTimeoutMS=9\n",
+        ))
+        .expect("parses");
+        assert_eq!(c.mds_rpc_timeout_ms, 250);
+    }
+
+    #[test]
+    fn booleans_accept_upstream_spellings() {
+        for (v, want) in [
+            ("true", true),
+            ("YES", true),
+            ("1", true),
+            ("False", false),
+            ("no", false),
+            ("0", false),
+        ] {
+            let c =
+                ClientConfig::parse(&minimal(&format!("mds.registerToMDS={v}\n"))).expect("parses");
+            assert_eq!(c.mds_register_to_mds, want, "{v}");
+        }
+        let e = ClientConfig::parse(&minimal("mds.registerToMDS=maybe\n")).unwrap_err();
+        assert!(e.message.contains("mds.registerToMDS"), "{e}");
+    }
+
+    #[test]
+    fn missing_required_key_is_an_error() {
+        let text = minimal("").replace("global.fileIOSplitMaxSizeKB=7\n", "");
+        let e = ClientConfig::parse(&text).unwrap_err();
+        assert_eq!(e.code, ErrorCode::Failed);
+        assert!(e.message.contains("global.fileIOSplitMaxSizeKB"), "{e}");
+    }
+
+    #[test]
+    fn non_numeric_value_names_the_key() {
+        let e = ClientConfig::parse(&minimal("chunkserver.opMaxRetry=lots\n")).unwrap_err();
+        assert!(e.message.contains("chunkserver.opMaxRetry"), "{e}");
+        let e = ClientConfig::parse(&minimal("mds.rpcTimeoutMS=-5\n")).unwrap_err();
+        assert!(e.message.contains("mds.rpcTimeoutMS"), "{e}");
+    }
+
+    #[test]
+    fn bad_mds_address_is_an_error() {
+        let text = minimal("mds.listen.addr=localhost\n");
+        assert!(ClientConfig::parse(&text).is_err());
+        let text = minimal("mds.listen.addr= , \n");
+        assert!(ClientConfig::parse(&text).is_err());
+    }
+
+    #[test]
+    fn zero_that_would_stall_the_core_is_refused() {
+        let e = ClientConfig::parse(&minimal("global.fileMaxInFlightRPCNum=0\n")).unwrap_err();
+        assert!(e.message.contains("global.fileMaxInFlightRPCNum"), "{e}");
+    }
+}

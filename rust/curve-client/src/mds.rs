@@ -1,0 +1,545 @@
+//! The MDS client: one RPC per namespace call, with upstream's failover and retry rules
+//! (§11.3) and the status → error mapping (§7), including curvefs's deliberate deviations.
+//!
+//! Only transport failures are retried; an MDS `statusCode` is a final answer. Deviations
+//! from upstream, on purpose:
+//! - `kNotSupported` is answered at once. Upstream re-sends Rename/DeleteFile/ChangeOwner
+//!   for `mds.maxRetryMS` (8 s) first; that only delays the same -11.
+//! - OpenFile returns the mapped code (NotExist, AuthFail, …) where upstream returns FAILED
+//!   for every MDS-side refusal.
+//! - IO-path calls (GetOrAllocateSegment, GetChunkServerListInCopySets) are bounded by
+//!   `mds.maxRetryMsInIOPath` instead of retrying forever.
+//! - GetOrAllocateSegment(allocate) answered `kSegmentAllocateError` (pool full) fails at
+//!   once with NO_SPACE instead of being retried forever.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use curve_proto::mds::topology::{
+    CopySetServerInfo, GetChunkServerListInCopySetsRequest, GetChunkServerListInCopySetsResponse,
+    GetClusterInfoRequest, GetClusterInfoResponse, ListPoolsetRequest, ListPoolsetResponse,
+};
+use curve_proto::mds::{
+    ChangeOwnerRequest, ChangeOwnerResponse, CloseFileRequest, CloseFileResponse,
+    CreateFileRequest, CreateFileResponse, DeleteFileRequest, DeleteFileResponse,
+    ExtendFileRequest, ExtendFileResponse, FileInfo, FileType, GetFileInfoRequest,
+    GetFileInfoResponse, GetOrAllocateSegmentRequest, GetOrAllocateSegmentResponse, ListDirRequest,
+    ListDirResponse, OpenFileRequest, OpenFileResponse, PageFileSegment, ProtoSession,
+    ReFreshSessionRequest, ReFreshSessionResponse, RecoverFileRequest, RecoverFileResponse,
+    RenameFileRequest, RenameFileResponse, StatusCode,
+};
+
+use crate::auth::Credentials;
+use crate::client::UserInfo;
+use crate::conf::ClientConfig;
+use crate::error::{Error, ErrorCode, Result};
+use crate::transport::{self, RpcMethod, Transport, TransportError, methods};
+
+/// The version string sent with OpenFile and RefreshSession. It must compare (as a string)
+/// at least "0.0.5.3", or the MDS refuses snapshots of the open file.
+pub const CLIENT_VERSION: &str = concat!("curvefs-", env!("CARGO_PKG_VERSION"));
+
+/// Which retry budget a call gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallKind {
+    /// `mds.maxRetryMS`.
+    Metadata,
+    /// `mds.maxRetryMsInIOPath`, with `mds.waitSleepMs` pauses after
+    /// `mds.normalRetryTimesBeforeTriggerWait` ordinary failures.
+    IoPath,
+}
+
+/// This client's endpoint as reported to the MDS (`mds.registerToMDS`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientEndpoint {
+    pub ip: String,
+    pub port: u32,
+}
+
+/// What a RefreshSession told us (§10).
+#[derive(Debug, Clone)]
+pub enum RefreshOutcome {
+    Ok(Box<FileInfo>),
+    /// kSessionNotExist / kFileNotExists: the file is gone or renamed away.
+    Gone,
+    /// kOwnerAuthFail.
+    AuthFail,
+    /// Transport failure after the budget, or any other status: nothing changes.
+    Failed,
+}
+
+pub struct MdsClient {
+    transport: Arc<dyn Transport>,
+    addrs: Vec<String>,
+    /// Index of the address that last worked, shared by all calls.
+    working: AtomicUsize,
+    conf: Arc<ClientConfig>,
+    endpoint: Option<ClientEndpoint>,
+}
+
+fn status_of(code: i32) -> StatusCode {
+    StatusCode::try_from(code).unwrap_or(StatusCode::KInternalError)
+}
+
+fn check(code: i32, what: &str) -> Result<()> {
+    match status_of(code) {
+        StatusCode::KOk => Ok(()),
+        s => Err(Error::from_mds(s, what)),
+    }
+}
+
+fn check_topology(code: i32, what: &str) -> Result<()> {
+    if code == 0 {
+        Ok(())
+    } else {
+        Err(Error::failed(format!("{what}: topology status {code}")))
+    }
+}
+
+impl MdsClient {
+    pub fn new(
+        transport: Arc<dyn Transport>,
+        conf: Arc<ClientConfig>,
+        endpoint: Option<ClientEndpoint>,
+    ) -> Self {
+        Self {
+            transport,
+            addrs: conf.mds_addrs.clone(),
+            working: AtomicUsize::new(0),
+            conf,
+            endpoint,
+        }
+    }
+
+    /// Sends the request `make()` builds (rebuilt per attempt so `date` stays fresh) with
+    /// failover and retries, and decodes the answer.
+    pub async fn call<Req, Resp>(
+        &self,
+        method: &RpcMethod,
+        kind: CallKind,
+        make: impl Fn() -> Req,
+    ) -> Result<Resp>
+    where
+        Req: prost::Message,
+        Resp: prost::Message + Default,
+    {
+        let c = &self.conf;
+        let n = self.addrs.len().max(1);
+        let base = Duration::from_millis(c.mds_rpc_timeout_ms);
+        let max_timeout = Duration::from_millis(c.mds_max_rpc_timeout_ms.max(c.mds_rpc_timeout_ms));
+        let interval = Duration::from_micros(c.mds_rpc_retry_interval_us);
+        let budget = Duration::from_millis(match kind {
+            CallKind::Metadata => c.mds_max_retry_ms,
+            CallKind::IoPath => c.mds_max_retry_ms_in_io_path,
+        });
+        let deadline = Instant::now() + budget;
+        let mut idx = self.working.load(Ordering::Relaxed) % n;
+        let mut timeout = base;
+        let mut failures_here: u32 = 0;
+        let mut normal_failures: u32 = 0;
+        let mut unreachable_in_a_row = 0usize;
+        let mut last_err: Option<TransportError> = None;
+        loop {
+            let now = Instant::now();
+            // Every call gets at least one attempt, even with a zero budget.
+            if now >= deadline && last_err.is_some() {
+                let e = last_err.map(|e| e.to_string()).unwrap_or_default();
+                return Err(Error::failed(format!(
+                    "{}: MDS unreachable within {budget:?}: {e}",
+                    method.method
+                )));
+            }
+            let attempt_timeout = timeout.min(deadline.saturating_duration_since(now)).max(
+                // A sliver of budget still deserves a real attempt.
+                Duration::from_millis(1),
+            );
+            let Some(addr) = self.addrs.get(idx) else {
+                return Err(Error::failed("no MDS address configured"));
+            };
+            let req = make();
+            match transport::unary::<Req, Resp>(
+                self.transport.as_ref(),
+                addr,
+                method,
+                &req,
+                attempt_timeout,
+            )
+            .await
+            {
+                Ok(resp) => {
+                    self.working.store(idx, Ordering::Relaxed);
+                    return Ok(resp);
+                }
+                Err(e) => {
+                    tracing::debug!(mds = %addr, method = method.method, error = %e, "MDS call failed");
+                    let switch;
+                    let mut pause = Duration::ZERO;
+                    match &e {
+                        TransportError::Connect { .. } => {
+                            switch = true;
+                            unreachable_in_a_row += 1;
+                            // Pause only once every address has refused in a row, so a
+                            // dead first address costs nothing but a dead cluster does
+                            // not spin.
+                            if unreachable_in_a_row >= n {
+                                unreachable_in_a_row = 0;
+                                pause = interval;
+                            }
+                        }
+                        TransportError::Timeout(_) => {
+                            failures_here += 1;
+                            timeout = (timeout * 2).min(max_timeout);
+                            switch = failures_here > c.mds_max_failed_times_before_change_mds;
+                        }
+                        _ => {
+                            failures_here += 1;
+                            normal_failures += 1;
+                            switch = failures_here > c.mds_max_failed_times_before_change_mds;
+                            pause = interval;
+                            if kind == CallKind::IoPath
+                                && normal_failures > c.mds_normal_retry_times_before_trigger_wait
+                            {
+                                pause = Duration::from_millis(c.mds_wait_sleep_ms);
+                            }
+                        }
+                    }
+                    if switch {
+                        let w = self.working.load(Ordering::Relaxed) % n;
+                        idx = if w != idx { w } else { (idx + 1) % n };
+                        self.working.store(idx, Ordering::Relaxed);
+                        timeout = base;
+                        failures_here = 0;
+                    }
+                    last_err = Some(e);
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    if !pause.is_zero() && !left.is_zero() {
+                        tokio::time::sleep(pause.min(left)).await;
+                    }
+                }
+            }
+        }
+    }
+
+    pub async fn create_file(
+        &self,
+        path: &str,
+        user: &UserInfo,
+        file_type: FileType,
+        length: Option<u64>,
+        stripe: Option<(u64, u64, String)>,
+    ) -> Result<()> {
+        let resp: CreateFileResponse = self
+            .call(&methods::CREATE_FILE, CallKind::Metadata, || {
+                let cr = Credentials::now(&user.owner, &user.password);
+                let (stripe_unit, stripe_count, poolset) = match &stripe {
+                    Some((u, c, p)) => (Some(*u), Some(*c), Some(p.clone())),
+                    None => (None, None, None),
+                };
+                CreateFileRequest {
+                    file_name: path.to_string(),
+                    owner: cr.owner,
+                    file_type: file_type as i32,
+                    file_length: length,
+                    signature: Some(cr.signature),
+                    date: cr.date,
+                    stripe_unit,
+                    stripe_count,
+                    poolset,
+                }
+            })
+            .await?;
+        check(resp.status_code, "CreateFile")
+    }
+
+    pub async fn get_file_info(&self, path: &str, user: &UserInfo) -> Result<FileInfo> {
+        let resp: GetFileInfoResponse = self
+            .call(&methods::GET_FILE_INFO, CallKind::Metadata, || {
+                let cr = Credentials::now(&user.owner, &user.password);
+                GetFileInfoRequest {
+                    file_name: path.to_string(),
+                    owner: cr.owner,
+                    signature: Some(cr.signature),
+                    date: cr.date,
+                }
+            })
+            .await?;
+        check(resp.status_code, "GetFileInfo")?;
+        resp.file_info
+            .ok_or_else(|| Error::failed("GetFileInfo: MDS answered OK without a FileInfo"))
+    }
+
+    pub async fn extend_file(&self, path: &str, user: &UserInfo, new_size: u64) -> Result<()> {
+        let resp: ExtendFileResponse = self
+            .call(&methods::EXTEND_FILE, CallKind::Metadata, || {
+                let cr = Credentials::now(&user.owner, &user.password);
+                ExtendFileRequest {
+                    file_name: path.to_string(),
+                    owner: cr.owner,
+                    new_size,
+                    signature: Some(cr.signature),
+                    date: cr.date,
+                }
+            })
+            .await?;
+        check(resp.status_code, "ExtendFile")
+    }
+
+    pub async fn delete_file(&self, path: &str, user: &UserInfo, force: bool) -> Result<()> {
+        let resp: DeleteFileResponse = self
+            .call(&methods::DELETE_FILE, CallKind::Metadata, || {
+                let cr = Credentials::now(&user.owner, &user.password);
+                DeleteFileRequest {
+                    file_name: path.to_string(),
+                    owner: cr.owner,
+                    signature: Some(cr.signature),
+                    date: cr.date,
+                    file_id: None,
+                    force_delete: Some(force),
+                }
+            })
+            .await?;
+        check(resp.status_code, "DeleteFile")
+    }
+
+    pub async fn recover_file(&self, path: &str, user: &UserInfo, file_id: u64) -> Result<()> {
+        let resp: RecoverFileResponse = self
+            .call(&methods::RECOVER_FILE, CallKind::Metadata, || {
+                let cr = Credentials::now(&user.owner, &user.password);
+                RecoverFileRequest {
+                    file_name: path.to_string(),
+                    owner: cr.owner,
+                    signature: Some(cr.signature),
+                    date: cr.date,
+                    file_id: Some(file_id),
+                }
+            })
+            .await?;
+        check(resp.status_code, "RecoverFile")
+    }
+
+    pub async fn rename_file(&self, user: &UserInfo, old: &str, new: &str) -> Result<()> {
+        let resp: RenameFileResponse = self
+            .call(&methods::RENAME_FILE, CallKind::Metadata, || {
+                let cr = Credentials::now(&user.owner, &user.password);
+                RenameFileRequest {
+                    old_file_name: old.to_string(),
+                    new_file_name: new.to_string(),
+                    owner: cr.owner,
+                    signature: Some(cr.signature),
+                    old_file_id: None,
+                    new_file_id: None,
+                    date: cr.date,
+                }
+            })
+            .await?;
+        check(resp.status_code, "RenameFile")
+    }
+
+    pub async fn list_dir(&self, path: &str, user: &UserInfo) -> Result<Vec<FileInfo>> {
+        let resp: ListDirResponse = self
+            .call(&methods::LIST_DIR, CallKind::Metadata, || {
+                let cr = Credentials::now(&user.owner, &user.password);
+                ListDirRequest {
+                    file_name: path.to_string(),
+                    owner: cr.owner,
+                    signature: Some(cr.signature),
+                    date: cr.date,
+                }
+            })
+            .await?;
+        check(resp.status_code, "ListDir")?;
+        Ok(resp.file_info)
+    }
+
+    pub async fn change_owner(&self, path: &str, new_owner: &str, user: &UserInfo) -> Result<()> {
+        let resp: ChangeOwnerResponse = self
+            .call(&methods::CHANGE_OWNER, CallKind::Metadata, || {
+                let cr = Credentials::now(&user.owner, &user.password);
+                ChangeOwnerRequest {
+                    file_name: path.to_string(),
+                    new_owner: new_owner.to_string(),
+                    root_owner: cr.owner,
+                    signature: cr.signature,
+                    date: cr.date,
+                }
+            })
+            .await?;
+        check(resp.status_code, "ChangeOwner")
+    }
+
+    /// OpenFile: the session and the file's info. Refusals keep their mapped code
+    /// (deviation: upstream returns FAILED for all of them).
+    pub async fn open_file(&self, path: &str, user: &UserInfo) -> Result<(ProtoSession, FileInfo)> {
+        let resp: OpenFileResponse = self
+            .call(&methods::OPEN_FILE, CallKind::Metadata, || {
+                let cr = Credentials::now(&user.owner, &user.password);
+                OpenFileRequest {
+                    file_name: path.to_string(),
+                    owner: cr.owner,
+                    signature: Some(cr.signature),
+                    date: cr.date,
+                    client_version: Some(CLIENT_VERSION.to_string()),
+                }
+            })
+            .await?;
+        check(resp.status_code, "OpenFile")?;
+        match (resp.proto_session, resp.file_info) {
+            (Some(s), Some(f)) if s.lease_time > 0 => Ok((s, f)),
+            (Some(_), Some(_)) => Err(Error::failed("OpenFile: MDS granted a zero lease")),
+            _ => Err(Error::failed(
+                "OpenFile: MDS answered OK without session or FileInfo",
+            )),
+        }
+    }
+
+    /// CloseFile; SessionNotExist counts as closed.
+    pub async fn close_file(&self, path: &str, user: &UserInfo) -> Result<()> {
+        let resp: CloseFileResponse = self
+            .call(&methods::CLOSE_FILE, CallKind::Metadata, || {
+                let cr = Credentials::now(&user.owner, &user.password);
+                CloseFileRequest {
+                    file_name: path.to_string(),
+                    // The MDS no longer issues session ids; upstream always sends "".
+                    session_id: String::new(),
+                    owner: cr.owner,
+                    signature: Some(cr.signature),
+                    date: cr.date,
+                    client_ip: self.endpoint.as_ref().map(|e| e.ip.clone()),
+                    client_port: self.endpoint.as_ref().map(|e| e.port),
+                }
+            })
+            .await?;
+        match status_of(resp.status_code) {
+            StatusCode::KOk | StatusCode::KSessionNotExist => Ok(()),
+            s => Err(Error::from_mds(s, "CloseFile")),
+        }
+    }
+
+    pub async fn refresh_session(
+        &self,
+        path: &str,
+        user: &UserInfo,
+        session_id: &str,
+    ) -> RefreshOutcome {
+        let resp: Result<ReFreshSessionResponse> = self
+            .call(&methods::REFRESH_SESSION, CallKind::Metadata, || {
+                let cr = Credentials::now(&user.owner, &user.password);
+                ReFreshSessionRequest {
+                    file_name: path.to_string(),
+                    session_id: session_id.to_string(),
+                    owner: cr.owner,
+                    date: cr.date,
+                    signature: Some(cr.signature),
+                    client_version: Some(CLIENT_VERSION.to_string()),
+                    client_ip: self.endpoint.as_ref().map(|e| e.ip.clone()),
+                    client_port: self.endpoint.as_ref().map(|e| e.port),
+                }
+            })
+            .await;
+        let Ok(resp) = resp else {
+            return RefreshOutcome::Failed;
+        };
+        match status_of(resp.status_code) {
+            StatusCode::KOk => match resp.file_info {
+                Some(f) => RefreshOutcome::Ok(Box::new(f)),
+                None => RefreshOutcome::Failed,
+            },
+            StatusCode::KSessionNotExist | StatusCode::KFileNotExists => RefreshOutcome::Gone,
+            StatusCode::KOwnerAuthFail => RefreshOutcome::AuthFail,
+            _ => RefreshOutcome::Failed,
+        }
+    }
+
+    /// GetOrAllocateSegment. `Ok(None)`: the segment is not allocated (read path only).
+    pub async fn get_or_allocate_segment(
+        &self,
+        path: &str,
+        user: &UserInfo,
+        offset: u64,
+        allocate: bool,
+        epoch: u64,
+    ) -> Result<Option<PageFileSegment>> {
+        let resp: GetOrAllocateSegmentResponse = self
+            .call(&methods::GET_OR_ALLOCATE_SEGMENT, CallKind::IoPath, || {
+                let cr = Credentials::now(&user.owner, &user.password);
+                GetOrAllocateSegmentRequest {
+                    file_name: path.to_string(),
+                    owner: cr.owner,
+                    offset,
+                    allocate_if_not_exist: allocate,
+                    seq_num: None,
+                    signature: Some(cr.signature),
+                    date: cr.date,
+                    epoch: (allocate && epoch != 0).then_some(epoch),
+                }
+            })
+            .await?;
+        let what = "GetOrAllocateSegment";
+        match status_of(resp.status_code) {
+            StatusCode::KOk => match resp.page_file_segment {
+                Some(seg) if !seg.chunks.is_empty() => Ok(Some(seg)),
+                _ => Err(Error::failed(format!(
+                    "{what}: MDS answered OK without chunks at offset {offset}"
+                ))),
+            },
+            StatusCode::KSegmentNotAllocated if !allocate => Ok(None),
+            StatusCode::KOwnerAuthFail => Err(Error::from_mds(StatusCode::KOwnerAuthFail, what)),
+            StatusCode::KEpochTooOld => Err(Error::new(
+                ErrorCode::EpochTooOld,
+                format!("{what}: the file's epoch moved past ours"),
+            )),
+            StatusCode::KSegmentAllocateError => Err(Error::new(
+                ErrorCode::NoSpace,
+                format!("{what}: MDS could not allocate the segment at {offset} (pool full?)"),
+            )),
+            s => Err(Error::failed(format!(
+                "{what} at offset {offset}: MDS answered {}",
+                s.as_str_name()
+            ))),
+        }
+    }
+
+    pub async fn get_chunkserver_list_in_copysets(
+        &self,
+        logical_pool_id: u32,
+        copyset_ids: &[u32],
+    ) -> Result<Vec<CopySetServerInfo>> {
+        let resp: GetChunkServerListInCopySetsResponse = self
+            .call(
+                &methods::GET_CHUNK_SERVER_LIST_IN_COPYSETS,
+                CallKind::IoPath,
+                || GetChunkServerListInCopySetsRequest {
+                    logical_pool_id,
+                    copyset_id: copyset_ids.to_vec(),
+                },
+            )
+            .await?;
+        check_topology(resp.status_code, "GetChunkServerListInCopySets")?;
+        Ok(resp.cs_info)
+    }
+
+    pub async fn get_cluster_info(&self) -> Result<String> {
+        let resp: GetClusterInfoResponse = self
+            .call(&methods::GET_CLUSTER_INFO, CallKind::Metadata, || {
+                GetClusterInfoRequest {}
+            })
+            .await?;
+        check_topology(resp.status_code, "GetClusterInfo")?;
+        Ok(resp.cluster_id.unwrap_or_default())
+    }
+
+    pub async fn list_poolsets(&self) -> Result<Vec<String>> {
+        let resp: ListPoolsetResponse = self
+            .call(&methods::LIST_POOLSET, CallKind::Metadata, || {
+                ListPoolsetRequest {}
+            })
+            .await?;
+        check_topology(resp.status_code, "ListPoolset")?;
+        Ok(resp
+            .poolset_infos
+            .into_iter()
+            .map(|p| p.poolset_name)
+            .collect())
+    }
+}
