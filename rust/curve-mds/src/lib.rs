@@ -2,8 +2,27 @@
 //! (`curve.mds.topology.TopologyService`) services over tonic, with every acknowledged
 //! change written through to an embedded redb store first.
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use curve_proto::mds::curve_fs_service_server::CurveFsServiceServer;
+use curve_proto::mds::topology::topology_service_server::TopologyServiceServer;
+use tokio::net::{TcpListener, TcpStream};
+
+mod auth;
+mod namespace;
+mod path;
+mod records;
+mod rules;
+mod service;
+mod store;
+mod topology;
+
+pub use auth::{sign, verify};
+pub use store::store_path;
 
 /// A chunkserver as the MDS knows it (static in the local cluster).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,4 +90,145 @@ pub struct MdsConfig {
     pub data_dir: PathBuf,
     pub options: MdsOptions,
     pub topology: TopologyConfig,
+}
+
+/// Why the MDS could not start or stopped serving.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("invalid MDS config: {0}")]
+    Config(String),
+    #[error("cannot create the MDS data dir {path}: {source}")]
+    DataDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot open the MDS store {path}: {source}")]
+    Store {
+        path: PathBuf,
+        source: Box<redb::Error>,
+    },
+    #[error("the MDS store {path} is corrupt: {what}")]
+    Corrupt { path: PathBuf, what: String },
+    #[error("cannot bind the MDS to {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("the MDS server failed: {0}")]
+    Serve(#[from] tonic::transport::Error),
+}
+
+/// Binds `config.listen` and serves the MDS until `shutdown` completes.
+pub async fn serve(
+    config: MdsConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), Error> {
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| Error::Bind {
+            addr: config.listen,
+            source,
+        })?;
+    serve_with_listener(config, listener, shutdown).await
+}
+
+/// Serves the MDS on an already bound listener (tests bind port 0); `config.listen` is
+/// ignored. Opens the store before accepting anything, so a store error returns at once.
+pub async fn serve_with_listener(
+    config: MdsConfig,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), Error> {
+    check_config(&config)?;
+    let MdsConfig {
+        data_dir,
+        options,
+        topology,
+        ..
+    } = config;
+    let root_user = options.root_user.clone();
+    let opened = tokio::task::spawn_blocking(move || {
+        store::Store::open(&data_dir, &root_user, &topology, namespace::now_us())
+            .map(|opened| (opened, topology))
+    })
+    .await
+    .map_err(|e| Error::Config(format!("store opening task failed: {e}")))??;
+    let (opened, topology) = opened;
+    let topology = Arc::new(topology::Topology {
+        config: topology,
+        cluster_id: opened.cluster_id,
+    });
+    let ns = Arc::new(namespace::Namespace::new(
+        opened.store,
+        options,
+        Arc::clone(&topology),
+    ));
+    tracing::info!(
+        "MDS serving on {:?}, cluster {}",
+        listener.local_addr().ok(),
+        topology.cluster_id
+    );
+    let incoming = futures::stream::unfold(listener, |listener| async move {
+        let stream = accept(&listener).await;
+        Some((Ok::<TcpStream, std::io::Error>(stream), listener))
+    });
+    tonic::transport::Server::builder()
+        .add_service(CurveFsServiceServer::new(service::CurveFsServiceImpl {
+            ns,
+        }))
+        .add_service(TopologyServiceServer::new(topology::TopologyServiceImpl {
+            topology,
+        }))
+        .serve_with_incoming_shutdown(incoming, shutdown)
+        .await?;
+    Ok(())
+}
+
+/// Accepts the next connection, riding out transient accept errors (e.g. EMFILE) instead of
+/// ending the server.
+async fn accept(listener: &TcpListener) -> TcpStream {
+    loop {
+        match listener.accept().await {
+            Ok((stream, _)) => {
+                // Curve's small metadata RPCs must not wait for Nagle.
+                if let Err(e) = stream.set_nodelay(true) {
+                    tracing::warn!("TCP_NODELAY: {e}");
+                }
+                return stream;
+            }
+            Err(e) => {
+                tracing::warn!("MDS accept: {e}");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
+}
+
+/// Geometry the namespace divides by must be sane before any request arrives.
+fn check_config(config: &MdsConfig) -> Result<(), Error> {
+    let o = &config.options;
+    if o.chunk_size == 0 || o.segment_size == 0 || !o.segment_size.is_multiple_of(o.chunk_size) {
+        return Err(Error::Config(format!(
+            "segment size {} must be a non-zero multiple of chunk size {}",
+            o.segment_size, o.chunk_size
+        )));
+    }
+    if o.block_size == 0 || !o.chunk_size.is_multiple_of(o.block_size) {
+        return Err(Error::Config(format!(
+            "chunk size {} must be a multiple of block size {}",
+            o.chunk_size, o.block_size
+        )));
+    }
+    let t = &config.topology;
+    for copyset in &t.copysets {
+        for member in &copyset.members {
+            if !t.chunkservers.iter().any(|c| c.id == *member) {
+                return Err(Error::Config(format!(
+                    "copyset {} names unknown chunkserver {member}",
+                    copyset.id
+                )));
+            }
+        }
+    }
+    Ok(())
 }

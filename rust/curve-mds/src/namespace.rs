@@ -1,0 +1,765 @@
+//! The namespace of `curve.mds.CurveFSService` (reference §3, §13): path walks with owner
+//! checks, the recycle bin, segment allocation and file records. Each call is synchronous and
+//! runs on a blocking thread; each mutating call is one redb write transaction committed
+//! before it returns, so a call either happens entirely and durably or not at all.
+
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use curve_proto::common::ChunkServerLocation;
+use curve_proto::mds::{
+    ChangeOwnerRequest, CloseFileRequest, CreateFileRequest, DeAllocateSegmentRequest,
+    DeleteFileRequest, ExtendFileRequest, FileInfo, FileStatus, FileType, GetFileInfoRequest,
+    GetOrAllocateSegmentRequest, IncreaseFileEpochRequest, ListDirRequest, OpenFileRequest,
+    PageFileChunkInfo, PageFileSegment, ProtoSession, ReFreshSessionRequest, RecoverFileRequest,
+    RenameFileRequest, SessionStatus, StatusCode as S,
+};
+use redb::ReadableTable;
+
+use crate::auth::{Authenticator, Caller};
+use crate::path;
+use crate::records::{Endpoint, FileRecords};
+use crate::rules::{self, Extension};
+use crate::store::{
+    self, RECYCLEBIN_ID, ROOT_ID, Refusal, Store, Tables, WriteTables, is_directory, is_page_file,
+};
+use crate::topology::Topology;
+use crate::{MdsOptions, TopologyConfig};
+
+pub(crate) type NsResult<T> = Result<T, Refusal>;
+
+pub(crate) fn now_us() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+fn components(p: &str) -> NsResult<Vec<&str>> {
+    path::components(p).ok_or(Refusal(S::KParaError))
+}
+
+/// Both sides of a walk that ends at an entry: its parent directory and the entry, if any.
+struct Walked<'p> {
+    parent: FileInfo,
+    name: &'p str,
+    target: Option<FileInfo>,
+}
+
+pub(crate) struct Namespace {
+    store: Store,
+    auth: Authenticator,
+    options: MdsOptions,
+    topology: std::sync::Arc<Topology>,
+    records: FileRecords,
+    started: Instant,
+    /// Where the next segment's round robin over the copysets begins.
+    copyset_cursor: AtomicUsize,
+}
+
+impl Namespace {
+    pub(crate) fn new(
+        store: Store,
+        options: MdsOptions,
+        topology: std::sync::Arc<Topology>,
+    ) -> Self {
+        let copysets = topology.config.copysets.len().max(1);
+        Self {
+            auth: Authenticator {
+                root_user: options.root_user.clone(),
+                root_password: options.root_password.clone(),
+                date_tolerance_us: options.auth_date_tolerance_us,
+            },
+            records: FileRecords::new(Duration::from_micros(options.file_record_expire_us)),
+            started: Instant::now(),
+            copyset_cursor: AtomicUsize::new(rand::random::<usize>() % copysets),
+            store,
+            options,
+            topology,
+        }
+    }
+
+    fn pool(&self) -> &TopologyConfig {
+        &self.topology.config
+    }
+
+    fn caller(&self, owner: &str, signature: Option<&str>, date: u64) -> NsResult<Caller> {
+        Ok(self.auth.authenticate(owner, signature, date, now_us())?)
+    }
+
+    fn record_expiry(&self) -> Duration {
+        Duration::from_micros(self.options.file_record_expire_us)
+    }
+
+    /// Walks to the parent of the last component, checking every ancestor's owner for users.
+    /// An ancestor that is a file yields kNotDirectory, a missing one kFileNotExists.
+    fn walk<'p, I, D, Sg>(
+        &self,
+        t: &Tables<I, D, Sg>,
+        comps: &[&'p str],
+        caller: &Caller,
+    ) -> NsResult<Walked<'p>>
+    where
+        I: ReadableTable<u64, &'static [u8]>,
+        D: ReadableTable<(u64, &'static str), u64>,
+        Sg: ReadableTable<(u64, u64), &'static [u8]>,
+    {
+        let Some((name, ancestors)) = comps.split_last() else {
+            return Err(S::KParaError.into());
+        };
+        let mut dir = t.inode(ROOT_ID)?.ok_or(Refusal(S::KStorageError))?;
+        for comp in ancestors {
+            if !is_directory(&dir) {
+                return Err(S::KNotDirectory.into());
+            }
+            let id = dir.id.unwrap_or(ROOT_ID);
+            let next = t.child(id, comp)?.ok_or(Refusal(S::KFileNotExists))?;
+            if let Some(owner) = caller.checked_owner()
+                && next.owner.as_deref() != Some(owner)
+            {
+                return Err(S::KOwnerAuthFail.into());
+            }
+            dir = next;
+        }
+        if !is_directory(&dir) {
+            return Err(S::KNotDirectory.into());
+        }
+        let target = t.child(dir.id.unwrap_or(ROOT_ID), name)?;
+        Ok(Walked {
+            parent: dir,
+            name,
+            target,
+        })
+    }
+
+    /// The existing entry at `comps`, owned by the caller unless root. "/" is root's only.
+    fn target<I, D, Sg>(
+        &self,
+        t: &Tables<I, D, Sg>,
+        comps: &[&str],
+        caller: &Caller,
+    ) -> NsResult<FileInfo>
+    where
+        I: ReadableTable<u64, &'static [u8]>,
+        D: ReadableTable<(u64, &'static str), u64>,
+        Sg: ReadableTable<(u64, u64), &'static [u8]>,
+    {
+        if comps.is_empty() {
+            return match caller {
+                Caller::Root => t.inode(ROOT_ID)?.ok_or(Refusal(S::KStorageError)),
+                Caller::User(_) => Err(S::KOwnerAuthFail.into()),
+            };
+        }
+        let target = self
+            .walk(t, comps, caller)?
+            .target
+            .ok_or(Refusal(S::KFileNotExists))?;
+        check_owner(&target, caller)?;
+        Ok(target)
+    }
+
+    /// kFileOccupied while some client holds the file open (reference §10).
+    fn check_not_occupied(&self, path: &str) -> NsResult<()> {
+        if self.records.is_occupied(path, Instant::now()) {
+            return Err(S::KFileOccupied.into());
+        }
+        Ok(())
+    }
+
+    fn pool_free<I, D, Sg>(&self, t: &Tables<I, D, Sg>) -> NsResult<u64>
+    where
+        I: ReadableTable<u64, &'static [u8]>,
+        D: ReadableTable<(u64, &'static str), u64>,
+        Sg: ReadableTable<(u64, u64), &'static [u8]>,
+    {
+        Ok(self.pool().pool_capacity.saturating_sub(t.pool_used()?))
+    }
+
+    /// Moves a page file into /RecycleBin under `name`, remembering where it came from.
+    fn recycle(
+        &self,
+        t: &mut WriteTables<'_>,
+        mut info: FileInfo,
+        from_parent: u64,
+        from_name: &str,
+        from_path: &str,
+        name: String,
+    ) -> NsResult<()> {
+        if t.child(RECYCLEBIN_ID, &name)?.is_some() {
+            tracing::error!("recycle bin already holds {name:?}");
+            return Err(S::KInternalError.into());
+        }
+        let id = info.id.ok_or(Refusal(S::KStorageError))?;
+        t.unlink(from_parent, from_name)?;
+        t.link(RECYCLEBIN_ID, &name, id)?;
+        info.parent_id = Some(RECYCLEBIN_ID);
+        info.file_name = Some(name);
+        info.original_full_path_name = Some(from_path.to_owned());
+        t.put_inode(&info)
+    }
+
+    pub(crate) fn create_file(&self, req: &CreateFileRequest) -> NsResult<()> {
+        let comps = components(&req.file_name)?;
+        let caller = self.caller(&req.owner, req.signature.as_deref(), req.date)?;
+        let page_file = match FileType::try_from(req.file_type) {
+            Ok(FileType::InodePagefile) => true,
+            Ok(FileType::InodeDirectory) => false,
+            _ => return Err(S::KNotSupported.into()),
+        };
+        let length = req.file_length.unwrap_or(0);
+        let stripe_unit = req.stripe_unit.unwrap_or(0);
+        let stripe_count = req.stripe_count.unwrap_or(0);
+        if page_file {
+            rules::check_create_length(&self.options, length, u64::MAX)?;
+            rules::check_stripe(&self.options, stripe_unit, stripe_count)?;
+            let poolset = req.poolset.as_deref().unwrap_or("");
+            if !poolset.is_empty() && poolset != self.pool().poolset {
+                return Err(S::KPoolsetNotExist.into());
+            }
+        }
+        if comps.is_empty() {
+            return Err(S::KFileExists.into());
+        }
+        let txn = self.store.write()?;
+        {
+            let mut t = store::write_tables(&txn)?;
+            let walked = self.walk(&t, &comps, &caller)?;
+            if walked.target.is_some() {
+                return Err(S::KFileExists.into());
+            }
+            if page_file {
+                rules::check_create_length(&self.options, length, self.pool_free(&t)?)?;
+            }
+            let id = store::take_inode_id(&txn)?;
+            let parent = walked.parent.id.unwrap_or(ROOT_ID);
+            let now = now_us();
+            let info = if page_file {
+                FileInfo {
+                    id: Some(id),
+                    file_name: Some(walked.name.to_owned()),
+                    parent_id: Some(parent),
+                    file_type: Some(FileType::InodePagefile as i32),
+                    owner: Some(req.owner.clone()),
+                    chunk_size: Some(self.options.chunk_size),
+                    segment_size: Some(self.options.segment_size),
+                    length: Some(length),
+                    ctime: Some(now),
+                    seq_num: Some(1),
+                    file_status: Some(FileStatus::KFileCreated as i32),
+                    stripe_unit: Some(stripe_unit),
+                    stripe_count: Some(stripe_count),
+                    poolset: Some(self.pool().poolset.clone()),
+                    blocksize: Some(self.options.block_size),
+                    ..Default::default()
+                }
+            } else {
+                store::directory(id, walked.name, parent, &req.owner, now)
+            };
+            t.put_inode(&info)?;
+            t.link(parent, walked.name, id)?;
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    pub(crate) fn get_file_info(&self, req: &GetFileInfoRequest) -> NsResult<FileInfo> {
+        let comps = components(&req.file_name)?;
+        let caller = self.caller(&req.owner, req.signature.as_deref(), req.date)?;
+        let t = self.store.read()?;
+        self.target(&t, &comps, &caller)
+    }
+
+    pub(crate) fn extend_file(&self, req: &ExtendFileRequest) -> NsResult<()> {
+        let comps = components(&req.file_name)?;
+        let caller = self.caller(&req.owner, req.signature.as_deref(), req.date)?;
+        if req.new_size > self.options.max_file_length {
+            return Err(S::KFileLengthNotSupported.into());
+        }
+        let txn = self.store.write()?;
+        {
+            let mut t = store::write_tables(&txn)?;
+            let mut info = self.target(&t, &comps, &caller)?;
+            if !is_page_file(&info) {
+                return Err(S::KNotSupported.into());
+            }
+            let length = info.length.unwrap_or(0);
+            match rules::check_extend(&self.options, length, req.new_size, self.pool_free(&t)?)? {
+                Extension::Unchanged => return Ok(()),
+                Extension::Grow(_) => {
+                    info.length = Some(req.new_size);
+                    t.put_inode(&info)?;
+                }
+            }
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    pub(crate) fn delete_file(&self, req: &DeleteFileRequest) -> NsResult<()> {
+        let comps = components(&req.file_name)?;
+        if comps.is_empty() {
+            return Err(S::KParaError.into());
+        }
+        let caller = self.caller(&req.owner, req.signature.as_deref(), req.date)?;
+        let txn = self.store.write()?;
+        {
+            let mut t = store::write_tables(&txn)?;
+            let walked = self.walk(&t, &comps, &caller)?;
+            let target = walked.target.ok_or(Refusal(S::KFileNotExists))?;
+            check_owner(&target, &caller)?;
+            let id = target.id.ok_or(Refusal(S::KStorageError))?;
+            if let Some(wanted) = req.file_id
+                && wanted != 0
+                && wanted != id
+            {
+                return Err(S::KFileIdNotMatch.into());
+            }
+            let parent = walked.parent.id.unwrap_or(ROOT_ID);
+            if is_directory(&target) {
+                if id == RECYCLEBIN_ID {
+                    // Deleting the recycle bin would leave nowhere to put unlinked files.
+                    return Err(S::KNotSupported.into());
+                }
+                if t.has_children(id)? {
+                    return Err(S::KDirNotEmpty.into());
+                }
+                t.unlink(parent, walked.name)?;
+                t.remove_inode(id)?;
+            } else if is_page_file(&target) {
+                if req.force_delete.unwrap_or(false) {
+                    if parent != RECYCLEBIN_ID {
+                        return Err(S::KNotSupported.into());
+                    }
+                    t.unlink(parent, walked.name)?;
+                    t.remove_inode(id)?;
+                    t.remove_segments(id)?;
+                } else {
+                    self.check_not_occupied(&req.file_name)?;
+                    // Records live in memory: right after a restart an open file looks closed.
+                    if self.started.elapsed() < self.record_expiry() {
+                        return Err(S::KNotSupported.into());
+                    }
+                    let secs = now_us() / 1_000_000;
+                    let name = recycled_name(walked.name, &format!("-{id}-{secs}"));
+                    self.recycle(&mut t, target, parent, walked.name, &req.file_name, name)?;
+                }
+            } else {
+                return Err(S::KNotSupported.into());
+            }
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    pub(crate) fn recover_file(&self, req: &RecoverFileRequest) -> NsResult<()> {
+        let comps = components(&req.file_name)?;
+        if comps.is_empty() {
+            return Err(S::KParaError.into());
+        }
+        let caller = self.caller(&req.owner, req.signature.as_deref(), req.date)?;
+        let wanted = req.file_id.unwrap_or(0);
+        let txn = self.store.write()?;
+        {
+            let mut t = store::write_tables(&txn)?;
+            let recycled = t.children(RECYCLEBIN_ID)?;
+            let by_id = (wanted != 0)
+                .then(|| recycled.iter().find(|f| f.id == Some(wanted)))
+                .flatten();
+            let chosen = match by_id {
+                Some(f) => f.clone(),
+                None => recycled
+                    .iter()
+                    .filter(|f| f.original_full_path_name.as_deref() == Some(&req.file_name))
+                    .max_by_key(|f| f.ctime.unwrap_or(0))
+                    .cloned()
+                    .ok_or(Refusal(S::KFileNotExists))?,
+            };
+            let id = chosen.id.ok_or(Refusal(S::KStorageError))?;
+            if wanted != 0 && wanted != id {
+                return Err(S::KFileIdNotMatch.into());
+            }
+            check_owner(&chosen, &caller)?;
+            match chosen.file_status.map(FileStatus::try_from) {
+                Some(Ok(FileStatus::KFileDeleting)) => return Err(S::KFileUnderDeleting.into()),
+                Some(Ok(FileStatus::KFileCloneMetaInstalled)) => {
+                    return Err(S::KRecoverFileCloneMetaInstalled.into());
+                }
+                Some(Ok(FileStatus::KFileCloning)) => return Err(S::KRecoverFileError.into()),
+                _ => {}
+            }
+            let walked = self.walk(&t, &comps, &caller)?;
+            if walked.target.is_some() {
+                return Err(S::KFileExists.into());
+            }
+            let recycled_name = chosen.file_name.clone().unwrap_or_default();
+            let parent = walked.parent.id.unwrap_or(ROOT_ID);
+            t.unlink(RECYCLEBIN_ID, &recycled_name)?;
+            t.link(parent, walked.name, id)?;
+            let mut info = chosen;
+            info.parent_id = Some(parent);
+            info.file_name = Some(walked.name.to_owned());
+            info.original_full_path_name = None;
+            t.put_inode(&info)?;
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    pub(crate) fn rename_file(&self, req: &RenameFileRequest) -> NsResult<()> {
+        let old = components(&req.old_file_name)?;
+        let new = components(&req.new_file_name)?;
+        if old.is_empty() || new.is_empty() {
+            return Err(S::KParaError.into());
+        }
+        if old == new {
+            return Err(S::KFileExists.into());
+        }
+        if path::is_component_prefix(&old, &new) {
+            return Err(S::KParaError.into());
+        }
+        let caller = self.caller(&req.owner, req.signature.as_deref(), req.date)?;
+        let txn = self.store.write()?;
+        {
+            let mut t = store::write_tables(&txn)?;
+            let src_walk = self.walk(&t, &old, &caller)?;
+            let mut src = src_walk.target.ok_or(Refusal(S::KFileNotExists))?;
+            check_owner(&src, &caller)?;
+            if !is_page_file(&src) {
+                return Err(S::KNotSupported.into());
+            }
+            let src_id = src.id.ok_or(Refusal(S::KStorageError))?;
+            check_id(req.old_file_id, src_id)?;
+            self.check_not_occupied(&req.old_file_name)?;
+
+            let dst_walk = self.walk(&t, &new, &caller)?;
+            let dst_parent = dst_walk.parent.id.unwrap_or(ROOT_ID);
+            if let Some(dst) = dst_walk.target {
+                check_owner(&dst, &caller)?;
+                let dst_id = dst.id.ok_or(Refusal(S::KStorageError))?;
+                check_id(req.new_file_id, dst_id)?;
+                if !is_page_file(&dst) {
+                    return Err(S::KFileExists.into());
+                }
+                self.check_not_occupied(&req.new_file_name)?;
+                let name = recycled_name(dst_walk.name, &format!("-{dst_id}"));
+                self.recycle(
+                    &mut t,
+                    dst,
+                    dst_parent,
+                    dst_walk.name,
+                    &req.new_file_name,
+                    name,
+                )?;
+            }
+            t.unlink(src_walk.parent.id.unwrap_or(ROOT_ID), src_walk.name)?;
+            t.link(dst_parent, dst_walk.name, src_id)?;
+            src.parent_id = Some(dst_parent);
+            src.file_name = Some(dst_walk.name.to_owned());
+            t.put_inode(&src)?;
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    pub(crate) fn list_dir(&self, req: &ListDirRequest) -> NsResult<Vec<FileInfo>> {
+        let comps = components(&req.file_name)?;
+        let caller = self.caller(&req.owner, req.signature.as_deref(), req.date)?;
+        let t = self.store.read()?;
+        let dir = self.target(&t, &comps, &caller).map_err(|r| match r.0 {
+            S::KFileNotExists => Refusal(S::KDirNotExist),
+            _ => r,
+        })?;
+        if !is_directory(&dir) {
+            return Err(S::KNotDirectory.into());
+        }
+        t.children(dir.id.unwrap_or(ROOT_ID))
+    }
+
+    pub(crate) fn change_owner(&self, req: &ChangeOwnerRequest) -> NsResult<()> {
+        let comps = components(&req.file_name)?;
+        self.auth
+            .authenticate_root(&req.root_owner, &req.signature, req.date, now_us())?;
+        if req.new_owner.is_empty() {
+            return Err(S::KParaError.into());
+        }
+        if comps.is_empty() {
+            return Err(S::KNotSupported.into());
+        }
+        let txn = self.store.write()?;
+        {
+            let mut t = store::write_tables(&txn)?;
+            let mut info = self.target(&t, &comps, &Caller::Root)?;
+            if info.owner.as_deref() == Some(req.new_owner.as_str()) {
+                return Ok(());
+            }
+            if is_page_file(&info) {
+                self.check_not_occupied(&req.file_name)?;
+            } else if is_directory(&info) {
+                if t.has_children(info.id.unwrap_or(ROOT_ID))? {
+                    return Err(S::KDirNotEmpty.into());
+                }
+            } else {
+                return Err(S::KNotSupported.into());
+            }
+            info.owner = Some(req.new_owner.clone());
+            t.put_inode(&info)?;
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    pub(crate) fn open_file(&self, req: &OpenFileRequest) -> NsResult<(ProtoSession, FileInfo)> {
+        let comps = components(&req.file_name)?;
+        let caller = self.caller(&req.owner, req.signature.as_deref(), req.date)?;
+        let t = self.store.read()?;
+        let info = self.target(&t, &comps, &caller)?;
+        if !is_page_file(&info) {
+            return Err(S::KNotSupported.into());
+        }
+        let session = ProtoSession {
+            session_id: String::new(),
+            lease_time: u32::try_from(self.options.file_record_expire_us).unwrap_or(u32::MAX),
+            create_time: now_us(),
+            session_status: SessionStatus::KSessionOk as i32,
+        };
+        Ok((session, info))
+    }
+
+    pub(crate) fn refresh_session(
+        &self,
+        req: &ReFreshSessionRequest,
+        peer: Option<IpAddr>,
+    ) -> NsResult<FileInfo> {
+        let comps = components(&req.file_name)?;
+        let caller = self.caller(&req.owner, req.signature.as_deref(), req.date)?;
+        let t = self.store.read()?;
+        let info = self.target(&t, &comps, &caller)?;
+        let endpoint = endpoint(req.client_ip.as_deref(), req.client_port, peer);
+        self.records
+            .refresh(&req.file_name, endpoint, Instant::now());
+        Ok(info)
+    }
+
+    pub(crate) fn close_file(&self, req: &CloseFileRequest, peer: Option<IpAddr>) -> NsResult<()> {
+        let comps = components(&req.file_name)?;
+        let caller = self.caller(&req.owner, req.signature.as_deref(), req.date)?;
+        let t = self.store.read()?;
+        self.target(&t, &comps, &caller)?;
+        let endpoint = endpoint(req.client_ip.as_deref(), req.client_port, peer);
+        self.records.close(&req.file_name, &endpoint);
+        Ok(())
+    }
+
+    /// The file and its segment at `offset`, after the checks every segment call shares.
+    fn segment_of<I, D, Sg>(
+        &self,
+        t: &Tables<I, D, Sg>,
+        comps: &[&str],
+        caller: &Caller,
+        offset: u64,
+    ) -> NsResult<(FileInfo, Option<PageFileSegment>)>
+    where
+        I: ReadableTable<u64, &'static [u8]>,
+        D: ReadableTable<(u64, &'static str), u64>,
+        Sg: ReadableTable<(u64, u64), &'static [u8]>,
+    {
+        let info = self.target(t, comps, caller)?;
+        if !is_page_file(&info) {
+            return Err(S::KParaError.into());
+        }
+        let segment_size = u64::from(info.segment_size.unwrap_or(self.options.segment_size));
+        let length = info.length.unwrap_or(0);
+        let aligned = segment_size != 0 && offset.is_multiple_of(segment_size);
+        let inside = offset
+            .checked_add(segment_size)
+            .is_some_and(|end| end <= length);
+        if !aligned || !inside {
+            return Err(S::KParaError.into());
+        }
+        let id = info.id.ok_or(Refusal(S::KStorageError))?;
+        let segment = t.segment(id, offset)?;
+        Ok((info, segment))
+    }
+
+    pub(crate) fn get_or_allocate_segment(
+        &self,
+        req: &GetOrAllocateSegmentRequest,
+    ) -> NsResult<PageFileSegment> {
+        let comps = components(&req.file_name)?;
+        let caller = self.caller(&req.owner, req.signature.as_deref(), req.date)?;
+        // Most lookups find the segment: answer them from a read transaction so they never
+        // wait behind a commit.
+        {
+            let t = self.store.read()?;
+            let (_, segment) = self.segment_of(&t, &comps, &caller, req.offset)?;
+            if let Some(segment) = segment {
+                return Ok(segment);
+            }
+            if !req.allocate_if_not_exist {
+                return Err(S::KSegmentNotAllocated.into());
+            }
+        }
+        let txn = self.store.write()?;
+        let segment = {
+            let mut t = store::write_tables(&txn)?;
+            let (info, existing) = self.segment_of(&t, &comps, &caller, req.offset)?;
+            if let Some(segment) = existing {
+                // Another writer allocated it while this call waited for the write lock.
+                return Ok(segment);
+            }
+            if let Some(epoch) = req.epoch
+                && info.epoch.unwrap_or(0) > epoch
+            {
+                return Err(S::KEpochTooOld.into());
+            }
+            let segment = self.allocate(&txn, &info, req.offset)?;
+            t.put_segment(info.id.ok_or(Refusal(S::KStorageError))?, &segment)?;
+            segment
+        };
+        txn.commit()?;
+        Ok(segment)
+    }
+
+    /// Fresh chunk ids over the pool's copysets, round robin from a moving cursor so that
+    /// consecutive segments start on different copysets.
+    fn allocate(
+        &self,
+        txn: &redb::WriteTransaction,
+        info: &FileInfo,
+        offset: u64,
+    ) -> NsResult<PageFileSegment> {
+        let chunk_size = info.chunk_size.unwrap_or(self.options.chunk_size);
+        let segment_size = info.segment_size.unwrap_or(self.options.segment_size);
+        let copysets = &self.pool().copysets;
+        if chunk_size == 0 || copysets.is_empty() {
+            return Err(S::KSegmentAllocateError.into());
+        }
+        let count = segment_size / chunk_size;
+        let first = store::take_chunk_ids(txn, u64::from(count))?;
+        let start = self.copyset_cursor.fetch_add(1, Ordering::Relaxed);
+        let chunks = (0..count)
+            .map(|i| {
+                let i = i as usize;
+                PageFileChunkInfo {
+                    chunk_id: first + i as u64,
+                    copyset_id: copysets[(start + i) % copysets.len()].id,
+                }
+            })
+            .collect();
+        Ok(PageFileSegment {
+            logical_pool_id: self.pool().logical_pool_id,
+            start_offset: offset,
+            segment_size,
+            chunk_size,
+            chunks,
+        })
+    }
+
+    pub(crate) fn de_allocate_segment(&self, req: &DeAllocateSegmentRequest) -> NsResult<()> {
+        let comps = components(&req.file_name)?;
+        let caller = self.caller(&req.owner, req.signature.as_deref(), req.date)?;
+        let txn = self.store.write()?;
+        {
+            let mut t = store::write_tables(&txn)?;
+            let (info, segment) = self.segment_of(&t, &comps, &caller, req.offset)?;
+            if segment.is_none() {
+                return Err(S::KSegmentNotAllocated.into());
+            }
+            t.remove_segment(info.id.ok_or(Refusal(S::KStorageError))?, req.offset)?;
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    pub(crate) fn increase_file_epoch(
+        &self,
+        req: &IncreaseFileEpochRequest,
+    ) -> NsResult<(FileInfo, Vec<ChunkServerLocation>)> {
+        let comps = components(&req.file_name)?;
+        let caller = self.caller(&req.owner, req.signature.as_deref(), req.date)?;
+        let txn = self.store.write()?;
+        let info = {
+            let mut t = store::write_tables(&txn)?;
+            let mut info = self.target(&t, &comps, &caller)?;
+            if !is_page_file(&info) {
+                return Err(S::KNotSupported.into());
+            }
+            info.epoch = Some(info.epoch.unwrap_or(0).saturating_add(1));
+            t.put_inode(&info)?;
+            info
+        };
+        txn.commit()?;
+        Ok((info, self.topology.all_locations()))
+    }
+}
+
+fn check_owner(info: &FileInfo, caller: &Caller) -> NsResult<()> {
+    match caller.checked_owner() {
+        Some(owner) if info.owner.as_deref() != Some(owner) => Err(S::KOwnerAuthFail.into()),
+        _ => Ok(()),
+    }
+}
+
+/// A fileId given by the client (0 means "not given") must name the entry found.
+fn check_id(given: Option<u64>, actual: u64) -> NsResult<()> {
+    match given {
+        Some(id) if id != 0 && id != actual => Err(S::KFileIdNotMatch.into()),
+        _ => Ok(()),
+    }
+}
+
+/// `<base><suffix>`, cutting `base` so the name stays addressable (≤ 255 bytes).
+fn recycled_name(base: &str, suffix: &str) -> String {
+    let room = path::MAX_NAME_LEN.saturating_sub(suffix.len());
+    let mut cut = base.len().min(room);
+    while !base.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{}{suffix}", &base[..cut])
+}
+
+/// The client endpoint of a file record: the registered address, else the peer's IP, port 0.
+fn endpoint(ip: Option<&str>, port: Option<u32>, peer: Option<IpAddr>) -> Endpoint {
+    let ip = match ip {
+        Some(ip) if !ip.is_empty() => ip.to_owned(),
+        _ => peer.map(|p| p.to_string()).unwrap_or_default(),
+    };
+    (ip, port.unwrap_or(0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recycled_names_fit() {
+        assert_eq!(recycled_name("vol", "-7-1700000000"), "vol-7-1700000000");
+        let long = "é".repeat(200);
+        let name = recycled_name(&long, "-12345-1700000000");
+        assert!(name.len() <= path::MAX_NAME_LEN);
+        assert!(name.ends_with("-12345-1700000000"));
+    }
+
+    #[test]
+    fn endpoints_fall_back_to_peer() {
+        let peer: IpAddr = [10, 0, 0, 9].into();
+        assert_eq!(
+            endpoint(Some("1.2.3.4"), Some(9000), Some(peer)),
+            ("1.2.3.4".into(), 9000)
+        );
+        assert_eq!(endpoint(None, None, Some(peer)), ("10.0.0.9".into(), 0));
+        assert_eq!(
+            endpoint(Some(""), Some(5), Some(peer)),
+            ("10.0.0.9".into(), 5)
+        );
+    }
+
+    #[test]
+    fn ids() {
+        assert_eq!(check_id(None, 5), Ok(()));
+        assert_eq!(check_id(Some(0), 5), Ok(()));
+        assert_eq!(check_id(Some(5), 5), Ok(()));
+        assert_eq!(check_id(Some(6), 5), Err(Refusal(S::KFileIdNotMatch)));
+    }
+}

@@ -1,0 +1,233 @@
+//! The tonic face of the namespace: decodes nothing itself, runs each call of
+//! [`Namespace`] on a blocking thread (redb commits fsync) and turns refusals into
+//! `statusCode`s. Every Curve outcome is an `Ok` gRPC response; gRPC errors are never used,
+//! because Curve clients read only `statusCode`.
+
+use std::sync::Arc;
+
+use curve_proto::mds::curve_fs_service_server::CurveFsService;
+use curve_proto::mds::{
+    ChangeOwnerRequest, ChangeOwnerResponse, CloseFileRequest, CloseFileResponse,
+    CreateFileRequest, CreateFileResponse, DeAllocateSegmentRequest, DeAllocateSegmentResponse,
+    DeleteFileRequest, DeleteFileResponse, ExtendFileRequest, ExtendFileResponse,
+    GetFileInfoRequest, GetFileInfoResponse, GetOrAllocateSegmentRequest,
+    GetOrAllocateSegmentResponse, IncreaseFileEpochRequest, IncreaseFileEpochResponse,
+    ListDirRequest, ListDirResponse, OpenFileRequest, OpenFileResponse, ReFreshSessionRequest,
+    ReFreshSessionResponse, RecoverFileRequest, RecoverFileResponse, RenameFileRequest,
+    RenameFileResponse, StatusCode,
+};
+use tonic::{Request, Response, Status};
+
+use crate::namespace::{Namespace, NsResult};
+
+pub(crate) struct CurveFsServiceImpl {
+    pub ns: Arc<Namespace>,
+}
+
+type Answer<T> = Result<Response<T>, Status>;
+
+impl CurveFsServiceImpl {
+    async fn run<T, F>(&self, method: &'static str, f: F) -> Result<T, StatusCode>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Namespace) -> NsResult<T> + Send + 'static,
+    {
+        let ns = Arc::clone(&self.ns);
+        let outcome = match tokio::task::spawn_blocking(move || f(&ns)).await {
+            Ok(result) => result.map_err(|r| r.0),
+            Err(e) => {
+                tracing::error!("{method} failed: {e}");
+                Err(StatusCode::KInternalError)
+            }
+        };
+        if let Err(code) = outcome {
+            tracing::debug!("{method}: {}", code.as_str_name());
+        }
+        outcome
+    }
+}
+
+fn code<T>(outcome: &Result<T, StatusCode>) -> i32 {
+    match outcome {
+        Ok(_) => StatusCode::KOk as i32,
+        Err(c) => *c as i32,
+    }
+}
+
+#[tonic::async_trait]
+impl CurveFsService for CurveFsServiceImpl {
+    async fn create_file(&self, request: Request<CreateFileRequest>) -> Answer<CreateFileResponse> {
+        let req = request.into_inner();
+        let outcome = self.run("CreateFile", move |ns| ns.create_file(&req)).await;
+        Ok(Response::new(CreateFileResponse {
+            status_code: code(&outcome),
+        }))
+    }
+
+    async fn delete_file(&self, request: Request<DeleteFileRequest>) -> Answer<DeleteFileResponse> {
+        let req = request.into_inner();
+        let outcome = self.run("DeleteFile", move |ns| ns.delete_file(&req)).await;
+        Ok(Response::new(DeleteFileResponse {
+            status_code: code(&outcome),
+        }))
+    }
+
+    async fn recover_file(
+        &self,
+        request: Request<RecoverFileRequest>,
+    ) -> Answer<RecoverFileResponse> {
+        let req = request.into_inner();
+        let outcome = self
+            .run("RecoverFile", move |ns| ns.recover_file(&req))
+            .await;
+        Ok(Response::new(RecoverFileResponse {
+            status_code: code(&outcome),
+        }))
+    }
+
+    async fn get_file_info(
+        &self,
+        request: Request<GetFileInfoRequest>,
+    ) -> Answer<GetFileInfoResponse> {
+        let req = request.into_inner();
+        let outcome = self
+            .run("GetFileInfo", move |ns| ns.get_file_info(&req))
+            .await;
+        Ok(Response::new(GetFileInfoResponse {
+            status_code: code(&outcome),
+            file_info: outcome.ok(),
+        }))
+    }
+
+    async fn get_or_allocate_segment(
+        &self,
+        request: Request<GetOrAllocateSegmentRequest>,
+    ) -> Answer<GetOrAllocateSegmentResponse> {
+        let req = request.into_inner();
+        let outcome = self
+            .run("GetOrAllocateSegment", move |ns| {
+                ns.get_or_allocate_segment(&req)
+            })
+            .await;
+        Ok(Response::new(GetOrAllocateSegmentResponse {
+            status_code: code(&outcome),
+            page_file_segment: outcome.ok(),
+        }))
+    }
+
+    async fn de_allocate_segment(
+        &self,
+        request: Request<DeAllocateSegmentRequest>,
+    ) -> Answer<DeAllocateSegmentResponse> {
+        let req = request.into_inner();
+        let outcome = self
+            .run("DeAllocateSegment", move |ns| ns.de_allocate_segment(&req))
+            .await;
+        Ok(Response::new(DeAllocateSegmentResponse {
+            status_code: code(&outcome),
+        }))
+    }
+
+    async fn rename_file(&self, request: Request<RenameFileRequest>) -> Answer<RenameFileResponse> {
+        let req = request.into_inner();
+        let outcome = self.run("RenameFile", move |ns| ns.rename_file(&req)).await;
+        Ok(Response::new(RenameFileResponse {
+            status_code: code(&outcome),
+        }))
+    }
+
+    async fn extend_file(&self, request: Request<ExtendFileRequest>) -> Answer<ExtendFileResponse> {
+        let req = request.into_inner();
+        let outcome = self.run("ExtendFile", move |ns| ns.extend_file(&req)).await;
+        Ok(Response::new(ExtendFileResponse {
+            status_code: code(&outcome),
+        }))
+    }
+
+    async fn change_owner(
+        &self,
+        request: Request<ChangeOwnerRequest>,
+    ) -> Answer<ChangeOwnerResponse> {
+        let req = request.into_inner();
+        let outcome = self
+            .run("ChangeOwner", move |ns| ns.change_owner(&req))
+            .await;
+        Ok(Response::new(ChangeOwnerResponse {
+            status_code: code(&outcome),
+        }))
+    }
+
+    async fn list_dir(&self, request: Request<ListDirRequest>) -> Answer<ListDirResponse> {
+        let req = request.into_inner();
+        let outcome = self.run("ListDir", move |ns| ns.list_dir(&req)).await;
+        Ok(Response::new(ListDirResponse {
+            status_code: code(&outcome),
+            file_info: outcome.unwrap_or_default(),
+        }))
+    }
+
+    async fn open_file(&self, request: Request<OpenFileRequest>) -> Answer<OpenFileResponse> {
+        let req = request.into_inner();
+        let outcome = self.run("OpenFile", move |ns| ns.open_file(&req)).await;
+        let status_code = code(&outcome);
+        let (proto_session, file_info) = match outcome {
+            Ok((session, info)) => (Some(session), Some(info)),
+            Err(_) => (None, None),
+        };
+        Ok(Response::new(OpenFileResponse {
+            status_code,
+            proto_session,
+            file_info,
+            clone_source_segment: None,
+        }))
+    }
+
+    async fn close_file(&self, request: Request<CloseFileRequest>) -> Answer<CloseFileResponse> {
+        let peer = request.remote_addr().map(|a| a.ip());
+        let req = request.into_inner();
+        let outcome = self
+            .run("CloseFile", move |ns| ns.close_file(&req, peer))
+            .await;
+        Ok(Response::new(CloseFileResponse {
+            status_code: code(&outcome),
+        }))
+    }
+
+    async fn refresh_session(
+        &self,
+        request: Request<ReFreshSessionRequest>,
+    ) -> Answer<ReFreshSessionResponse> {
+        let peer = request.remote_addr().map(|a| a.ip());
+        let req = request.into_inner();
+        let session_id = req.session_id.clone();
+        let outcome = self
+            .run("RefreshSession", move |ns| ns.refresh_session(&req, peer))
+            .await;
+        Ok(Response::new(ReFreshSessionResponse {
+            status_code: code(&outcome),
+            session_id,
+            file_info: outcome.ok(),
+            proto_session: None,
+        }))
+    }
+
+    async fn increase_file_epoch(
+        &self,
+        request: Request<IncreaseFileEpochRequest>,
+    ) -> Answer<IncreaseFileEpochResponse> {
+        let req = request.into_inner();
+        let outcome = self
+            .run("IncreaseFileEpoch", move |ns| ns.increase_file_epoch(&req))
+            .await;
+        let status_code = code(&outcome);
+        let (file_info, cs_locs) = match outcome {
+            Ok((info, locs)) => (Some(info), locs),
+            Err(_) => (None, Vec::new()),
+        };
+        Ok(Response::new(IncreaseFileEpochResponse {
+            status_code,
+            file_info,
+            cs_locs,
+        }))
+    }
+}
