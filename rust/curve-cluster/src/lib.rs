@@ -228,7 +228,9 @@ impl ClusterLayout {
         if m.block_size == 0 || m.chunk_size == 0 || m.segment_size == 0 {
             return Err("mds block_size, chunk_size and segment_size must be positive".into());
         }
-        if m.chunk_size % m.block_size != 0 || m.segment_size % m.chunk_size != 0 {
+        if !m.chunk_size.is_multiple_of(m.block_size)
+            || !m.segment_size.is_multiple_of(m.chunk_size)
+        {
             return Err(
                 "mds chunk_size must be a multiple of block_size and segment_size of chunk_size"
                     .into(),

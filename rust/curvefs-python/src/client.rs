@@ -1,0 +1,549 @@
+//! `CBDClient`: upstream's SWIG class, method for method.
+//!
+//! Each method converts its arguments to owned values (or borrows a buffer), releases the
+//! GIL for the whole wait on the Rust core, and builds its Python result after. The
+//! Curve semantics (paths, alignment, retries, codes) are curve-client's; this file only
+//! translates.
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::{Arc, PoisonError, RwLock};
+
+use curve_client::{Client, ClientConfig, CreateOptions};
+use pyo3::buffer::PyBuffer;
+use pyo3::exceptions::{PyBufferError, PyTypeError};
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyList, PyMemoryView, PyString};
+
+use crate::args;
+use crate::errors::{self, BAD_FD, CallError, CallResult, FAILED, PARAM_ERROR};
+use crate::runtime;
+use crate::types::{CreateContext, FileInfo, UserInfo};
+
+/// A client of one Curve cluster, configured by `Init(conf_path)`.
+///
+/// Safe to share between threads: the client is reached through an `Arc` taken under a
+/// short lock, so `UnInit` in one thread never waits for IO in another, and IO already
+/// under way finishes on the client it started with.
+#[pyclass(frozen, module = "curvefs")]
+pub struct CBDClient {
+    inner: RwLock<Option<Arc<Client>>>,
+}
+
+impl CBDClient {
+    /// The initialised client, or `code` (the method's "not initialised" answer).
+    fn client(&self, code: i32) -> CallResult<Arc<Client>> {
+        self.inner
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+            .ok_or_else(|| CallError::not_initialized(code))
+    }
+
+    /// Runs `call` on the shared runtime with the GIL released. Arguments must already be
+    /// owned or borrowed from objects the caller keeps alive.
+    fn wait<T, F, Fut>(py: Python<'_>, client: Arc<Client>, call: F) -> CallResult<T>
+    where
+        T: Send,
+        F: FnOnce(Arc<Client>) -> Fut + Send,
+        Fut: Future<Output = curve_client::Result<T>>,
+    {
+        let rt = runtime::get()?;
+        py.detach(|| rt.block_on(call(client)))
+            .map_err(CallError::from)
+    }
+
+    /// A namespace call that answers 0 or a negative code.
+    fn status<F, Fut>(&self, py: Python<'_>, call: F) -> PyResult<i32>
+    where
+        F: FnOnce(Arc<Client>) -> Fut + Send,
+        Fut: Future<Output = curve_client::Result<()>>,
+    {
+        errors::as_int(
+            self.client(FAILED)
+                .and_then(|c| Self::wait(py, c, call))
+                .map(|()| 0),
+        )
+    }
+}
+
+/// Bytes to write: borrowed from `bytes` or `str` (immutable while we hold a reference) or
+/// from any other buffer through the buffer protocol, never copied.
+enum WriteData<'a> {
+    Bytes(&'a [u8]),
+    Buffer(PyBuffer<u8>),
+}
+
+impl<'a> WriteData<'a> {
+    fn new(obj: &'a Bound<'_, PyAny>) -> CallResult<Self> {
+        if let Ok(b) = obj.cast::<PyBytes>() {
+            return Ok(WriteData::Bytes(b.as_bytes()));
+        }
+        if let Ok(s) = obj.cast::<PyString>() {
+            // The SDK's own examples write str ("aaaaaaaa" * 512); its UTF-8 form is cached
+            // inside the str object, so this borrows too.
+            return match s.to_str() {
+                Ok(s) => Ok(WriteData::Bytes(s.as_bytes())),
+                Err(_) => Err(CallError::param("buf is not valid UTF-8")),
+            };
+        }
+        let buffer = match PyBuffer::<u8>::get(obj) {
+            Ok(b) => b,
+            // A buffer of wider items (array('i'), a typed memoryview): view it as bytes.
+            Err(e) if e.is_instance_of::<PyBufferError>(obj.py()) => {
+                let view = PyMemoryView::from(obj)?;
+                let bytes = view
+                    .call_method1("cast", ("B",))
+                    .map_err(|_| PyTypeError::new_err("buf must be a C-contiguous buffer"))?;
+                PyBuffer::<u8>::get(&bytes)?
+            }
+            Err(_) => {
+                return Err(PyTypeError::new_err(format!(
+                    "buf must be str or a bytes-like object, not {}",
+                    obj.get_type().name()?
+                ))
+                .into());
+            }
+        };
+        if !buffer.is_c_contiguous() {
+            return Err(PyTypeError::new_err("buf must be a C-contiguous buffer").into());
+        }
+        Ok(WriteData::Buffer(buffer))
+    }
+
+    fn as_slice(&self) -> &[u8] {
+        match self {
+            WriteData::Bytes(b) => b,
+            // SAFETY: the buffer is C-contiguous (checked in `new`) and spans `len_bytes`
+            // bytes from `buf_ptr`; the exporter keeps that memory alive and unresized
+            // until `PyBuffer` is released, which happens after the last use of this slice
+            // (it borrows `self`). Another thread may still write into a mutable buffer
+            // while we read it; as with any C extension (and rbd's binding), the bytes sent
+            // are then unspecified, but the memory stays valid.
+            WriteData::Buffer(b) => unsafe {
+                std::slice::from_raw_parts(b.buf_ptr().cast::<u8>(), b.len_bytes())
+            },
+        }
+    }
+}
+
+#[pymethods]
+impl CBDClient {
+    #[new]
+    fn new() -> Self {
+        CBDClient {
+            inner: RwLock::new(None),
+        }
+    }
+
+    /// Reads the client configuration; no RPC is made. 0, or -1 on any failure.
+    #[pyo3(name = "Init")]
+    fn init(&self, py: Python<'_>, conf_path: PathBuf) -> PyResult<i32> {
+        if self.client(FAILED).is_ok() {
+            // Upstream's FileClient::Init keeps the first configuration.
+            return Ok(0);
+        }
+        let rt = runtime::get()?;
+        // No lock is held while detached: a thread waiting for the lock with the GIL held
+        // would otherwise keep us from re-attaching.
+        let built = py.detach(|| {
+            let _entered = rt.enter();
+            ClientConfig::from_file(&conf_path).and_then(Client::new)
+        });
+        let Ok(client) = built else {
+            return Ok(-1);
+        };
+        let mut inner = self.inner.write().unwrap_or_else(PoisonError::into_inner);
+        if inner.is_none() {
+            *inner = Some(Arc::new(client));
+            return Ok(0);
+        }
+        drop(inner);
+        // Another thread's Init won the race; keep its client, as a second Init would.
+        py.detach(|| {
+            let _entered = rt.enter();
+            client.shutdown();
+            drop(client);
+        });
+        Ok(0)
+    }
+
+    /// Drops the client; open fds are forgotten without CloseFile, as upstream.
+    #[pyo3(name = "UnInit")]
+    fn uninit(&self, py: Python<'_>) -> PyResult<()> {
+        let client = self
+            .inner
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(client) = client {
+            let rt = runtime::get()?;
+            py.detach(|| {
+                let _entered = rt.enter();
+                client.shutdown();
+                drop(client);
+            });
+        }
+        Ok(())
+    }
+
+    #[pyo3(name = "Create")]
+    fn create(
+        &self,
+        py: Python<'_>,
+        filename: &Bound<'_, PyAny>,
+        user: PyRef<'_, UserInfo>,
+        size: &Bound<'_, PyAny>,
+    ) -> PyResult<i32> {
+        let (path, size) = match (args::text(filename, "filename"), args::uint(size, "size")) {
+            (Ok(p), Ok(s)) => (p, s),
+            (Err(e), _) | (_, Err(e)) => return errors::as_int(Err(e)),
+        };
+        let user = user.to_client();
+        self.status(py, move |c| async move {
+            c.create(&path, &user, size, &CreateOptions::default())
+                .await
+        })
+    }
+
+    #[pyo3(name = "Create2")]
+    fn create2(&self, py: Python<'_>, context: PyRef<'_, CreateContext>) -> PyResult<i32> {
+        let path = context.name.clone();
+        let size = context.length;
+        let user = context.user.bind(py).borrow().to_client();
+        let opts = CreateOptions {
+            stripe_unit: context.stripe_unit,
+            stripe_count: context.stripe_count,
+            poolset: context.poolset.clone(),
+        };
+        drop(context);
+        self.status(py, move |c| async move {
+            c.create(&path, &user, size, &opts).await
+        })
+    }
+
+    /// Fills `finfo` in place; 0 or a negative code.
+    #[pyo3(name = "StatFile")]
+    fn stat_file(
+        &self,
+        py: Python<'_>,
+        filename: &Bound<'_, PyAny>,
+        user: PyRef<'_, UserInfo>,
+        finfo: &Bound<'_, FileInfo>,
+    ) -> PyResult<i32> {
+        let user = user.to_client();
+        let r = args::text(filename, "filename").and_then(|path| {
+            let c = self.client(FAILED)?;
+            Self::wait(py, c, move |c| async move { c.stat(&path, &user).await })
+        });
+        errors::as_int(r.map(|info| {
+            finfo.borrow_mut().fill_from(&info);
+            0
+        }))
+    }
+
+    #[pyo3(name = "Extend")]
+    fn extend(
+        &self,
+        py: Python<'_>,
+        filename: &Bound<'_, PyAny>,
+        user: PyRef<'_, UserInfo>,
+        size: &Bound<'_, PyAny>,
+    ) -> PyResult<i32> {
+        let (path, size) = match (args::text(filename, "filename"), args::uint(size, "size")) {
+            (Ok(p), Ok(s)) => (p, s),
+            (Err(e), _) | (_, Err(e)) => return errors::as_int(Err(e)),
+        };
+        let user = user.to_client();
+        self.status(
+            py,
+            move |c| async move { c.extend(&path, &user, size).await },
+        )
+    }
+
+    /// An fd (≥ 0) or a negative code.
+    #[pyo3(name = "Open")]
+    fn open(
+        &self,
+        py: Python<'_>,
+        filename: &Bound<'_, PyAny>,
+        user: PyRef<'_, UserInfo>,
+    ) -> PyResult<i32> {
+        let user = user.to_client();
+        errors::as_int(args::text(filename, "filename").and_then(|path| {
+            let c = self.client(FAILED)?;
+            Self::wait(py, c, move |c| async move { c.open(&path, &user).await })
+        }))
+    }
+
+    #[pyo3(name = "Close")]
+    fn close(&self, py: Python<'_>, fd: &Bound<'_, PyAny>) -> PyResult<i32> {
+        errors::as_int(args::fd(fd).and_then(|fd| {
+            let c = self.client(BAD_FD)?;
+            Self::wait(py, c, move |c| async move { c.close(fd).await }).map(|()| 0)
+        }))
+    }
+
+    /// `length` bytes read at `offset`, or a negative code. `buf` is ignored, as upstream.
+    #[pyo3(name = "Read")]
+    #[allow(unused_variables)]
+    fn read<'py>(
+        &self,
+        py: Python<'py>,
+        fd: &Bound<'py, PyAny>,
+        buf: &Bound<'py, PyAny>,
+        offset: &Bound<'py, PyAny>,
+        length: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let code = |c: i32| -> PyResult<Bound<'py, PyAny>> { Ok(c.into_pyobject(py)?.into_any()) };
+        let parsed = (|| -> CallResult<(i32, u64, usize)> {
+            let fd = args::fd(fd)?;
+            let offset = args::uint(offset, "offset")?;
+            let length = usize::try_from(args::uint(length, "length")?)
+                .ok()
+                .filter(|l| isize::try_from(*l).is_ok())
+                .ok_or_else(|| CallError::param("length is out of range"))?;
+            Ok((fd, offset, length))
+        })();
+        let (fd, offset, length) = match parsed {
+            Ok(v) => v,
+            Err(e) => return code(errors::as_int(Err(e))?),
+        };
+        let client = match self.client(BAD_FD) {
+            Ok(c) => c,
+            Err(e) => return code(errors::as_int(Err(e))?),
+        };
+        let rt = runtime::get()?;
+        // The data lands once, directly in the bytes object handed to Python.
+        let mut failure = None;
+        let data = PyBytes::new_with(py, length, |out| {
+            match py.detach(|| rt.block_on(client.read(fd, offset, out))) {
+                Ok(_) => Ok(()),
+                Err(e) => {
+                    failure = Some(e.sdk_code());
+                    Err(PyBufferError::new_err("read failed"))
+                }
+            }
+        });
+        match (data, failure) {
+            (_, Some(c)) => code(c),
+            (Ok(data), None) => Ok(data.into_any()),
+            (Err(e), None) => Err(e),
+        }
+    }
+
+    /// `length` (the bytes written) or a negative code. `buf` is `str` (written as UTF-8) or
+    /// any C-contiguous buffer of at least `length` bytes; it is not copied.
+    #[pyo3(name = "Write")]
+    fn write(
+        &self,
+        py: Python<'_>,
+        fd: &Bound<'_, PyAny>,
+        buf: &Bound<'_, PyAny>,
+        offset: &Bound<'_, PyAny>,
+        length: &Bound<'_, PyAny>,
+    ) -> PyResult<i32> {
+        errors::as_int((|| {
+            let data = WriteData::new(buf)?;
+            let fd = args::fd(fd)?;
+            let offset = args::uint(offset, "offset")?;
+            let length = args::uint(length, "length")?;
+            // The SDK returns `length` as a C int.
+            let length =
+                i32::try_from(length).map_err(|_| CallError::param("length is out of range"))?;
+            let bytes = data.as_slice();
+            let Some(bytes) = bytes.get(..length as usize) else {
+                return Err(CallError::code(
+                    PARAM_ERROR,
+                    format!("length {length} exceeds the {} bytes of buf", bytes.len()),
+                ));
+            };
+            let client = self.client(BAD_FD)?;
+            let rt = runtime::get()?;
+            py.detach(|| rt.block_on(client.write(fd, offset, bytes)))?;
+            Ok(length)
+        })())
+    }
+
+    #[pyo3(name = "Unlink")]
+    fn unlink(
+        &self,
+        py: Python<'_>,
+        filename: &Bound<'_, PyAny>,
+        user: PyRef<'_, UserInfo>,
+    ) -> PyResult<i32> {
+        let user = user.to_client();
+        match args::text(filename, "filename") {
+            Ok(path) => self.status(py, move |c| async move { c.unlink(&path, &user).await }),
+            Err(e) => errors::as_int(Err(e)),
+        }
+    }
+
+    #[pyo3(name = "DeleteForce")]
+    fn delete_force(
+        &self,
+        py: Python<'_>,
+        filename: &Bound<'_, PyAny>,
+        user: PyRef<'_, UserInfo>,
+    ) -> PyResult<i32> {
+        let user = user.to_client();
+        match args::text(filename, "filename") {
+            Ok(path) => self.status(
+                py,
+                move |c| async move { c.delete_force(&path, &user).await },
+            ),
+            Err(e) => errors::as_int(Err(e)),
+        }
+    }
+
+    #[pyo3(name = "Recover", signature = (filename, user, fileId = None))]
+    #[pyo3(text_signature = "($self, filename, user, fileId=0)")]
+    #[allow(non_snake_case)] // upstream's keyword name
+    fn recover(
+        &self,
+        py: Python<'_>,
+        filename: &Bound<'_, PyAny>,
+        user: PyRef<'_, UserInfo>,
+        fileId: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<i32> {
+        let file_id = match fileId {
+            Some(id) => args::uint(id, "fileId"),
+            None => Ok(0),
+        };
+        let (path, file_id) = match (args::text(filename, "filename"), file_id) {
+            (Ok(p), Ok(id)) => (p, id),
+            (Err(e), _) | (_, Err(e)) => return errors::as_int(Err(e)),
+        };
+        let user = user.to_client();
+        self.status(py, move |c| async move {
+            c.recover(&path, &user, file_id).await
+        })
+    }
+
+    #[pyo3(name = "Rename")]
+    fn rename(
+        &self,
+        py: Python<'_>,
+        user: PyRef<'_, UserInfo>,
+        oldpath: &Bound<'_, PyAny>,
+        newpath: &Bound<'_, PyAny>,
+    ) -> PyResult<i32> {
+        let (old, new) = match (
+            args::text(oldpath, "oldpath"),
+            args::text(newpath, "newpath"),
+        ) {
+            (Ok(o), Ok(n)) => (o, n),
+            (Err(e), _) | (_, Err(e)) => return errors::as_int(Err(e)),
+        };
+        let user = user.to_client();
+        self.status(
+            py,
+            move |c| async move { c.rename(&user, &old, &new).await },
+        )
+    }
+
+    #[pyo3(name = "Mkdir")]
+    fn mkdir(
+        &self,
+        py: Python<'_>,
+        dirpath: &Bound<'_, PyAny>,
+        user: PyRef<'_, UserInfo>,
+    ) -> PyResult<i32> {
+        let user = user.to_client();
+        match args::text(dirpath, "dirpath") {
+            Ok(path) => self.status(py, move |c| async move { c.mkdir(&path, &user).await }),
+            Err(e) => errors::as_int(Err(e)),
+        }
+    }
+
+    /// The same DeleteFile call as Unlink, as upstream (no type check on the client).
+    #[pyo3(name = "Rmdir")]
+    fn rmdir(
+        &self,
+        py: Python<'_>,
+        dirpath: &Bound<'_, PyAny>,
+        user: PyRef<'_, UserInfo>,
+    ) -> PyResult<i32> {
+        self.unlink(py, dirpath, user)
+    }
+
+    /// Names of the entries of `dirpath`; raises `CurveError` on failure, as upstream's
+    /// SWIG wrapper did.
+    #[pyo3(name = "Listdir")]
+    fn listdir<'py>(
+        &self,
+        py: Python<'py>,
+        dirpath: &Bound<'py, PyAny>,
+        user: PyRef<'py, UserInfo>,
+    ) -> PyResult<Bound<'py, PyList>> {
+        let user = user.to_client();
+        let r = args::text(dirpath, "dirpath").and_then(|path| {
+            let c = self.client(FAILED)?;
+            Self::wait(
+                py,
+                c,
+                move |c| async move { c.list_dir(&path, &user).await },
+            )
+        });
+        let entries = errors::raising(py, r)?;
+        PyList::new(
+            py,
+            entries
+                .iter()
+                .map(|f| f.file_name.as_deref().unwrap_or_default()),
+        )
+    }
+
+    /// The cluster's id, or "" on any failure.
+    #[pyo3(name = "GetClusterId")]
+    fn get_cluster_id(&self, py: Python<'_>) -> PyResult<String> {
+        let r = self
+            .client(FAILED)
+            .and_then(|c| Self::wait(py, c, |c| async move { c.cluster_id().await }));
+        match r {
+            Ok(id) => Ok(id),
+            Err(CallError::Code { .. }) => Ok(String::new()),
+            Err(CallError::Py(e)) => Err(e),
+        }
+    }
+
+    #[pyo3(name = "ChangeOwner")]
+    #[allow(non_snake_case)] // upstream's keyword name
+    fn change_owner(
+        &self,
+        py: Python<'_>,
+        filename: &Bound<'_, PyAny>,
+        newOwner: &Bound<'_, PyAny>,
+        user: PyRef<'_, UserInfo>,
+    ) -> PyResult<i32> {
+        let (path, owner) = match (
+            args::text(filename, "filename"),
+            args::text(newOwner, "newOwner"),
+        ) {
+            (Ok(p), Ok(o)) => (p, o),
+            (Err(e), _) | (_, Err(e)) => return errors::as_int(Err(e)),
+        };
+        let user = user.to_client();
+        self.status(py, move |c| async move {
+            c.change_owner(&path, &owner, &user).await
+        })
+    }
+
+    /// Names of the cluster's poolsets; raises `CurveError` on failure.
+    #[pyo3(name = "ListPoolset")]
+    fn list_poolset(&self, py: Python<'_>) -> PyResult<Vec<String>> {
+        let r = self
+            .client(FAILED)
+            .and_then(|c| Self::wait(py, c, |c| async move { c.list_poolsets().await }));
+        errors::raising(py, r)
+    }
+
+    fn __repr__(&self) -> String {
+        let state = if self.client(FAILED).is_ok() {
+            "initialized"
+        } else {
+            "not initialized"
+        };
+        format!("<curvefs.CBDClient ({state})>")
+    }
+}
