@@ -126,7 +126,7 @@ fn build_node(config: &ChunkServerConfig) -> Result<Node, Error> {
     };
     if config.block_size == 0
         || config.chunk_size == 0
-        || config.chunk_size % config.block_size != 0
+        || !config.chunk_size.is_multiple_of(config.block_size)
     {
         return Err(invalid(format!(
             "chunk size {} is not a positive multiple of block size {}",

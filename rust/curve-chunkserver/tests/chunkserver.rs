@@ -1,0 +1,406 @@
+//! The chunkserver over gRPC, as Curve's client sees it: three servers on loopback,
+//! called through the generated tonic clients.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use curve_proto::chunkserver::{
+    ChunkOpStatus, ChunkOpType, GetChunkInfoRequest, GetLeaderRequest2, UpdateEpochRequest,
+};
+
+fn status(code: i32) -> ChunkOpStatus {
+    ChunkOpStatus::try_from(code).unwrap_or(ChunkOpStatus::FailureUnknown)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn write_on_leader_is_read_back_and_on_every_replica() -> TestResult {
+    let cluster = Cluster::start().await?;
+    let mut leader = cluster.chunk_client(0).await?;
+    let data = pattern(8192, 7);
+    let resp = write(&mut leader, write_request(CS_A, 11, 4096, data.clone(), 1)).await?;
+    assert_eq!(status(resp.status), ChunkOpStatus::Success);
+
+    let resp = read(&mut leader, read_request(CS_A, 11, 4096, 8192)).await?;
+    assert_eq!(status(resp.status), ChunkOpStatus::Success);
+    assert_eq!(resp.attachment.as_deref(), Some(&data[..]));
+
+    // Around the written range the chunk reads as zeros.
+    let resp = read(&mut leader, read_request(CS_A, 11, 0, 16384)).await?;
+    let got = resp.attachment.unwrap_or_default();
+    assert_eq!(got.len(), 16384);
+    assert!(got[..4096].iter().all(|&b| b == 0));
+    assert_eq!(&got[4096..12288], &data[..]);
+    assert!(got[12288..].iter().all(|&b| b == 0));
+
+    for i in 0..3 {
+        let on = on_disk(&cluster.chunk_path(i, CS_A, 11), 4096, 8192)?;
+        assert_eq!(on, data, "replica {i}");
+    }
+
+    let info = leader
+        .get_chunk_info(GetChunkInfoRequest {
+            logic_pool_id: POOL,
+            copyset_id: CS_A,
+            chunk_id: 11,
+        })
+        .await?
+        .into_inner();
+    assert_eq!(status(info.status), ChunkOpStatus::Success);
+    assert_eq!(info.chunk_sn, vec![1]);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copyset_led_by_another_server_replicates_too() -> TestResult {
+    let cluster = Cluster::start().await?;
+    let mut leader = cluster.chunk_client(1).await?;
+    let data = pattern(4096, 3);
+    let resp = write(&mut leader, write_request(CS_B, 5, 0, data.clone(), 0)).await?;
+    assert_eq!(status(resp.status), ChunkOpStatus::Success);
+    for i in 0..3 {
+        assert_eq!(on_disk(&cluster.chunk_path(i, CS_B, 5), 0, 4096)?, data);
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn follower_redirects_to_leader() -> TestResult {
+    let cluster = Cluster::start().await?;
+    let expected = format!("{}:0", cluster.addr(0));
+    for i in [1, 2] {
+        let mut follower = cluster.chunk_client(i).await?;
+        let resp = write(
+            &mut follower,
+            write_request(CS_A, 1, 0, pattern(4096, 1), 0),
+        )
+        .await?;
+        assert_eq!(status(resp.status), ChunkOpStatus::Redirected);
+        assert_eq!(resp.redirect.as_deref(), Some(expected.as_str()));
+        let resp = read(&mut follower, read_request(CS_A, 1, 0, 4096)).await?;
+        assert_eq!(status(resp.status), ChunkOpStatus::Redirected);
+        assert_eq!(resp.redirect.as_deref(), Some(expected.as_str()));
+        assert!(resp.attachment.is_none());
+    }
+    // The redirected write was not applied anywhere.
+    assert!(!cluster.chunk_path(0, CS_A, 1).exists());
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn get_leader_answers_leader_or_not_found() -> TestResult {
+    let cluster = Cluster::start().await?;
+    for i in 0..3 {
+        let mut cli = cluster.cli_client(i).await?;
+        for (copyset_id, leader) in [(CS_A, 0), (CS_B, 1)] {
+            let resp = cli
+                .get_leader(GetLeaderRequest2 {
+                    logic_pool_id: POOL,
+                    copyset_id,
+                    peer: None,
+                })
+                .await?
+                .into_inner();
+            assert_eq!(
+                resp.leader.address,
+                Some(format!("{}:0", cluster.addr(leader)))
+            );
+            assert_eq!(resp.leader.id, Some(leader as u64));
+        }
+        let err = cli
+            .get_leader(GetLeaderRequest2 {
+                logic_pool_id: POOL,
+                copyset_id: 99,
+                peer: None,
+            })
+            .await;
+        assert!(matches!(err, Err(s) if s.code() == tonic::Code::NotFound));
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn never_written_chunk_is_chunk_notexist() -> TestResult {
+    let cluster = Cluster::start().await?;
+    let mut leader = cluster.chunk_client(0).await?;
+    let resp = read(&mut leader, read_request(CS_A, 42, 0, 4096)).await?;
+    assert_eq!(status(resp.status), ChunkOpStatus::ChunkNotexist);
+    assert!(resp.attachment.is_none());
+    let info = leader
+        .get_chunk_info(GetChunkInfoRequest {
+            logic_pool_id: POOL,
+            copyset_id: CS_A,
+            chunk_id: 42,
+        })
+        .await?
+        .into_inner();
+    assert_eq!(status(info.status), ChunkOpStatus::ChunkNotexist);
+    assert!(info.chunk_sn.is_empty());
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_requests_are_refused_and_write_nothing() -> TestResult {
+    let cluster = Cluster::start().await?;
+    let mut leader = cluster.chunk_client(0).await?;
+    let block = BLOCK_SIZE as usize;
+    let mut cases = vec![
+        (
+            "misaligned offset",
+            write_request(CS_A, 3, 512, pattern(block, 1), 0),
+        ),
+        (
+            "misaligned size",
+            write_request(CS_A, 3, 0, pattern(block + 512, 1), 0),
+        ),
+        (
+            "past the chunk end",
+            write_request(CS_A, 3, CHUNK_SIZE - BLOCK_SIZE, pattern(2 * block, 1), 0),
+        ),
+    ];
+    let mut short = write_request(CS_A, 3, 0, pattern(block, 1), 0);
+    short.size = Some(2 * BLOCK_SIZE);
+    cases.push(("attachment shorter than size", short));
+    let mut long = write_request(CS_A, 3, 0, pattern(2 * block, 1), 0);
+    long.size = Some(BLOCK_SIZE);
+    cases.push(("attachment longer than size", long));
+    let mut absent = write_request(CS_A, 3, 0, pattern(block, 1), 0);
+    absent.attachment = None;
+    cases.push(("no attachment", absent));
+    let mut no_size = write_request(CS_A, 3, 0, pattern(block, 1), 0);
+    no_size.size = None;
+    cases.push(("no size", no_size));
+    let mut wrong_op = write_request(CS_A, 3, 0, pattern(block, 1), 0);
+    wrong_op.op_type = ChunkOpType::ChunkOpRead as i32;
+    cases.push(("opType read on WriteChunk", wrong_op));
+    let mut unknown_op = write_request(CS_A, 3, 0, pattern(block, 1), 0);
+    unknown_op.op_type = 1234;
+    cases.push(("unknown opType", unknown_op));
+    for (what, request) in cases {
+        let resp = write(&mut leader, request).await?;
+        assert_eq!(status(resp.status), ChunkOpStatus::InvalidRequest, "{what}");
+    }
+
+    let mut wrong_op = read_request(CS_A, 3, 0, BLOCK_SIZE);
+    wrong_op.op_type = ChunkOpType::ChunkOpWrite as i32;
+    for (what, request) in [
+        ("read misaligned", read_request(CS_A, 3, 100, BLOCK_SIZE)),
+        ("read odd size", read_request(CS_A, 3, 0, 100)),
+        (
+            "read past end",
+            read_request(CS_A, 3, CHUNK_SIZE, BLOCK_SIZE),
+        ),
+        (
+            "read overflow",
+            read_request(CS_A, 3, u32::MAX - 4095, BLOCK_SIZE),
+        ),
+        ("opType write on ReadChunk", wrong_op),
+    ] {
+        let resp = read(&mut leader, request).await?;
+        assert_eq!(status(resp.status), ChunkOpStatus::InvalidRequest, "{what}");
+    }
+    for i in 0..3 {
+        assert!(!cluster.chunk_path(i, CS_A, 3).exists(), "replica {i}");
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_copyset_is_copyset_notexist() -> TestResult {
+    let cluster = Cluster::start().await?;
+    let mut client = cluster.chunk_client(2).await?;
+    let resp = write(&mut client, write_request(77, 1, 0, pattern(4096, 1), 0)).await?;
+    assert_eq!(status(resp.status), ChunkOpStatus::CopysetNotexist);
+    let resp = read(&mut client, read_request(77, 1, 0, 4096)).await?;
+    assert_eq!(status(resp.status), ChunkOpStatus::CopysetNotexist);
+    let info = client
+        .get_chunk_info(GetChunkInfoRequest {
+            logic_pool_id: 9,
+            copyset_id: CS_A,
+            chunk_id: 1,
+        })
+        .await?
+        .into_inner();
+    assert_eq!(status(info.status), ChunkOpStatus::CopysetNotexist);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lower_sn_is_backward() -> TestResult {
+    let cluster = Cluster::start().await?;
+    let mut leader = cluster.chunk_client(0).await?;
+    let ok = ChunkOpStatus::Success;
+    assert_eq!(
+        status(
+            write(&mut leader, write_request(CS_A, 8, 0, pattern(4096, 1), 5))
+                .await?
+                .status
+        ),
+        ok
+    );
+    let resp = write(&mut leader, write_request(CS_A, 8, 0, pattern(4096, 2), 4)).await?;
+    assert_eq!(status(resp.status), ChunkOpStatus::Backward);
+    // The refused write changed nothing.
+    let resp = read(&mut leader, read_request(CS_A, 8, 0, 4096)).await?;
+    assert_eq!(resp.attachment, Some(pattern(4096, 1)));
+    for sn in [5, 6] {
+        let resp = write(&mut leader, write_request(CS_A, 8, 0, pattern(4096, 3), sn)).await?;
+        assert_eq!(status(resp.status), ok, "sn {sn}");
+    }
+    let info = leader
+        .get_chunk_info(GetChunkInfoRequest {
+            logic_pool_id: POOL,
+            copyset_id: CS_A,
+            chunk_id: 8,
+        })
+        .await?
+        .into_inner();
+    assert_eq!(info.chunk_sn, vec![6]);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn epoch_fences_writes_of_that_file() -> TestResult {
+    let cluster = Cluster::start().await?;
+    let mut leader = cluster.chunk_client(0).await?;
+    let resp = leader
+        .update_epoch(UpdateEpochRequest {
+            file_id: 7,
+            epoch: 2,
+        })
+        .await?
+        .into_inner();
+    assert_eq!(status(resp.status), ChunkOpStatus::Success);
+    let resp = leader
+        .update_epoch(UpdateEpochRequest {
+            file_id: 7,
+            epoch: 1,
+        })
+        .await?
+        .into_inner();
+    assert_eq!(status(resp.status), ChunkOpStatus::EpochTooOld);
+
+    let with = |file_id: u64, epoch: Option<u64>| {
+        let mut r = write_request(CS_A, 9, 0, pattern(4096, 1), 0);
+        r.file_id = Some(file_id);
+        r.epoch = epoch;
+        r
+    };
+    for (file_id, epoch, expected) in [
+        (7, Some(1), ChunkOpStatus::EpochTooOld),
+        (7, Some(3), ChunkOpStatus::EpochTooOld),
+        (7, Some(2), ChunkOpStatus::Success),
+        (7, None, ChunkOpStatus::Success),
+        (8, Some(1), ChunkOpStatus::Success),
+    ] {
+        let resp = write(&mut leader, with(file_id, epoch)).await?;
+        assert_eq!(
+            status(resp.status),
+            expected,
+            "file {file_id} epoch {epoch:?}"
+        );
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_keeps_data_and_sn() -> TestResult {
+    let mut cluster = Cluster::start().await?;
+    let data = pattern(65536, 9);
+    {
+        let mut leader = cluster.chunk_client(0).await?;
+        let resp = write(
+            &mut leader,
+            write_request(CS_A, 21, 131072, data.clone(), 4),
+        )
+        .await?;
+        assert_eq!(status(resp.status), ChunkOpStatus::Success);
+    }
+    for i in 0..3 {
+        cluster.restart(i)?;
+    }
+    let mut leader = cluster.chunk_client(0).await?;
+    let resp = read(&mut leader, read_request(CS_A, 21, 131072, 65536)).await?;
+    assert_eq!(status(resp.status), ChunkOpStatus::Success);
+    assert_eq!(resp.attachment, Some(data.clone()));
+    let resp = write(&mut leader, write_request(CS_A, 21, 0, pattern(4096, 1), 3)).await?;
+    assert_eq!(status(resp.status), ChunkOpStatus::Backward);
+
+    // Make a follower the preferred leader: it serves the replicated data itself.
+    for config in &mut cluster.configs {
+        for hosted in &mut config.copysets {
+            if hosted.copyset_id == CS_A {
+                hosted.members.swap(0, 2);
+            }
+        }
+    }
+    for i in 0..3 {
+        cluster.restart(i)?;
+    }
+    let mut new_leader = cluster.chunk_client(2).await?;
+    let resp = read(&mut new_leader, read_request(CS_A, 21, 131072, 65536)).await?;
+    assert_eq!(status(resp.status), ChunkOpStatus::Success);
+    assert_eq!(resp.attachment, Some(data));
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn write_is_acknowledged_with_one_follower_down_not_two() -> TestResult {
+    let mut cluster = Cluster::start().await?;
+    let mut leader = cluster.chunk_client(0).await?;
+    cluster.kill(2);
+    let data = pattern(4096, 4);
+    let resp = write(&mut leader, write_request(CS_A, 30, 0, data.clone(), 0)).await?;
+    assert_eq!(status(resp.status), ChunkOpStatus::Success);
+    assert_eq!(on_disk(&cluster.chunk_path(1, CS_A, 30), 0, 4096)?, data);
+    // The skipped follower missed it: there is no catch-up.
+    assert!(!cluster.chunk_path(2, CS_A, 30).exists());
+
+    cluster.kill(1);
+    let resp = tokio::time::timeout(
+        Duration::from_secs(5),
+        write(&mut leader, write_request(CS_A, 31, 0, data.clone(), 0)),
+    )
+    .await??;
+    assert_eq!(status(resp.status), ChunkOpStatus::FailureUnknown);
+
+    // A follower that comes back receives new writes again.
+    cluster.restart(1)?;
+    let resp = write(&mut leader, write_request(CS_A, 32, 0, data.clone(), 0)).await?;
+    assert_eq!(status(resp.status), ChunkOpStatus::Success);
+    assert_eq!(on_disk(&cluster.chunk_path(1, CS_A, 32), 0, 4096)?, data);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn whole_chunk_write_and_concurrent_small_writes() -> TestResult {
+    let cluster = Cluster::start().await?;
+    let mut leader = cluster.chunk_client(0).await?;
+    let whole = pattern(CHUNK_SIZE as usize, 5);
+    let resp = write(&mut leader, write_request(CS_A, 40, 0, whole.clone(), 0)).await?;
+    assert_eq!(status(resp.status), ChunkOpStatus::Success);
+    let resp = read(&mut leader, read_request(CS_A, 40, 0, CHUNK_SIZE)).await?;
+    assert_eq!(resp.attachment.as_deref(), Some(&whole[..]));
+    assert_eq!(
+        on_disk(&cluster.chunk_path(2, CS_A, 40), 0, CHUNK_SIZE as usize)?,
+        whole
+    );
+
+    let writes = (0..64u32).map(|i| {
+        let mut client = leader.clone();
+        async move {
+            let data = pattern(4096, i as u8);
+            write(&mut client, write_request(CS_A, 41, i * 4096, data, 0)).await
+        }
+    });
+    for resp in futures::future::join_all(writes).await {
+        assert_eq!(status(resp?.status), ChunkOpStatus::Success);
+    }
+    let resp = read(&mut leader, read_request(CS_A, 41, 0, 64 * 4096)).await?;
+    let got = resp.attachment.unwrap_or_default();
+    for i in 0..64usize {
+        assert_eq!(&got[i * 4096..(i + 1) * 4096], &pattern(4096, i as u8)[..]);
+    }
+    Ok(())
+}

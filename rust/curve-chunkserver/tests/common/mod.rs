@@ -1,0 +1,252 @@
+//! A three-chunkserver cluster on loopback for the integration tests: each server runs
+//! on its own tokio runtime so "kill" drops every task of that server at once, like a
+//! SIGKILL drops a process.
+
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use curve_chunkserver::{ChunkServerConfig, HostedCopyset, MAX_MESSAGE_SIZE, PeerEntry};
+use curve_proto::chunkserver::chunk_service_client::ChunkServiceClient;
+use curve_proto::chunkserver::cli_service2_client::CliService2Client;
+use curve_proto::chunkserver::{ChunkOpType, ChunkRequest, ChunkResponse};
+use tonic::transport::Channel;
+
+pub type TestResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
+
+pub const CHUNK_SIZE: u32 = 4 * 1024 * 1024;
+pub const BLOCK_SIZE: u32 = 4096;
+pub const POOL: u32 = 1;
+/// Led by server 0 (members 0, 1, 2).
+pub const CS_A: u32 = 1;
+/// Led by server 1 (members 1, 2, 0).
+pub const CS_B: u32 = 2;
+
+pub struct Cluster {
+    _dir: tempfile::TempDir,
+    pub configs: Vec<ChunkServerConfig>,
+    runtimes: Vec<Option<tokio::runtime::Runtime>>,
+}
+
+impl Cluster {
+    pub async fn start() -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
+        let dir = tempfile::tempdir()?;
+        let mut listeners = Vec::new();
+        for _ in 0..3 {
+            listeners.push(std::net::TcpListener::bind("127.0.0.1:0")?);
+        }
+        let addrs: Vec<SocketAddr> = listeners
+            .iter()
+            .map(|l| l.local_addr())
+            .collect::<Result<_, _>>()?;
+        let peer = |i: usize| PeerEntry {
+            id: i as u32,
+            addr: addrs[i].to_string(),
+        };
+        let configs: Vec<ChunkServerConfig> = (0..3)
+            .map(|i| ChunkServerConfig {
+                id: i as u32,
+                listen: addrs[i],
+                data_dir: dir.path().join(format!("chunkserver-{i}")),
+                chunk_size: CHUNK_SIZE,
+                block_size: BLOCK_SIZE,
+                copysets: vec![
+                    HostedCopyset {
+                        logical_pool_id: POOL,
+                        copyset_id: CS_A,
+                        members: vec![peer(0), peer(1), peer(2)],
+                    },
+                    HostedCopyset {
+                        logical_pool_id: POOL,
+                        copyset_id: CS_B,
+                        members: vec![peer(1), peer(2), peer(0)],
+                    },
+                ],
+            })
+            .collect();
+        let mut cluster = Cluster {
+            _dir: dir,
+            configs,
+            runtimes: vec![None, None, None],
+        };
+        for (i, listener) in listeners.into_iter().enumerate() {
+            cluster.run(i, listener)?;
+        }
+        Ok(cluster)
+    }
+
+    fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+    }
+
+    fn run(
+        &mut self,
+        i: usize,
+        listener: std::net::TcpListener,
+    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        let rt = Self::runtime()?;
+        listener.set_nonblocking(true)?;
+        let listener = {
+            let _guard = rt.enter();
+            tokio::net::TcpListener::from_std(listener)?
+        };
+        self.spawn(i, rt, listener);
+        Ok(())
+    }
+
+    fn spawn(&mut self, i: usize, rt: tokio::runtime::Runtime, listener: tokio::net::TcpListener) {
+        let config = self.configs[i].clone();
+        rt.spawn(async move {
+            if let Err(e) =
+                curve_chunkserver::serve_with_listener(config, listener, std::future::pending())
+                    .await
+            {
+                eprintln!("chunkserver {i} stopped: {e}");
+            }
+        });
+        self.runtimes[i] = Some(rt);
+    }
+
+    /// Drops every task of server `i`: listener and connections close at once.
+    pub fn kill(&mut self, i: usize) {
+        if let Some(rt) = self.runtimes[i].take() {
+            rt.shutdown_background();
+        }
+    }
+
+    /// Starts server `i` again on its address and data dir, with its current config.
+    pub fn restart(&mut self, i: usize) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        self.kill(i);
+        let rt = Self::runtime()?;
+        let addr = self.configs[i].listen;
+        // The killed runtime drops its listener on its own threads a moment later, and
+        // its connections linger in TIME_WAIT: reuse the address and retry briefly.
+        let mut attempts = 0;
+        let listener = loop {
+            let bound = {
+                let _guard = rt.enter();
+                tokio::net::TcpSocket::new_v4().and_then(|socket| {
+                    socket.set_reuseaddr(true)?;
+                    socket.bind(addr)?;
+                    socket.listen(1024)
+                })
+            };
+            match bound {
+                Ok(listener) => break listener,
+                Err(_) if attempts < 100 => {
+                    attempts += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                Err(e) => return Err(e.into()),
+            }
+        };
+        self.spawn(i, rt, listener);
+        Ok(())
+    }
+
+    pub fn addr(&self, i: usize) -> String {
+        self.configs[i].listen.to_string()
+    }
+
+    pub fn chunk_path(&self, i: usize, copyset_id: u32, chunk_id: u64) -> PathBuf {
+        self.configs[i]
+            .data_dir
+            .join(format!("copysets/{POOL}-{copyset_id}/chunk_{chunk_id}"))
+    }
+
+    pub async fn chunk_client(
+        &self,
+        i: usize,
+    ) -> Result<ChunkServiceClient<Channel>, tonic::transport::Error> {
+        Ok(
+            ChunkServiceClient::connect(format!("http://{}", self.addr(i)))
+                .await?
+                .max_decoding_message_size(MAX_MESSAGE_SIZE)
+                .max_encoding_message_size(MAX_MESSAGE_SIZE),
+        )
+    }
+
+    pub async fn cli_client(
+        &self,
+        i: usize,
+    ) -> Result<CliService2Client<Channel>, tonic::transport::Error> {
+        CliService2Client::connect(format!("http://{}", self.addr(i))).await
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for i in 0..self.runtimes.len() {
+            self.kill(i);
+        }
+    }
+}
+
+pub fn write_request(
+    copyset_id: u32,
+    chunk_id: u64,
+    offset: u32,
+    data: Vec<u8>,
+    sn: u64,
+) -> ChunkRequest {
+    ChunkRequest {
+        op_type: ChunkOpType::ChunkOpWrite as i32,
+        logic_pool_id: POOL,
+        copyset_id,
+        chunk_id,
+        offset: Some(offset),
+        size: Some(data.len() as u32),
+        sn: Some(sn),
+        file_id: Some(1),
+        attachment: Some(data),
+        ..Default::default()
+    }
+}
+
+pub fn read_request(copyset_id: u32, chunk_id: u64, offset: u32, size: u32) -> ChunkRequest {
+    ChunkRequest {
+        op_type: ChunkOpType::ChunkOpRead as i32,
+        logic_pool_id: POOL,
+        copyset_id,
+        chunk_id,
+        offset: Some(offset),
+        size: Some(size),
+        ..Default::default()
+    }
+}
+
+pub async fn write(
+    client: &mut ChunkServiceClient<Channel>,
+    request: ChunkRequest,
+) -> Result<ChunkResponse, tonic::Status> {
+    Ok(client.write_chunk(request).await?.into_inner())
+}
+
+pub async fn read(
+    client: &mut ChunkServiceClient<Channel>,
+    request: ChunkRequest,
+) -> Result<ChunkResponse, tonic::Status> {
+    Ok(client.read_chunk(request).await?.into_inner())
+}
+
+/// A block-aligned buffer whose bytes depend on `seed`, so misplaced data shows.
+pub fn pattern(len: usize, seed: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+        .collect()
+}
+
+/// `len` bytes at `offset` of a chunk file on disk (zeros past its end).
+pub fn on_disk(path: &std::path::Path, offset: usize, len: usize) -> std::io::Result<Vec<u8>> {
+    let bytes = std::fs::read(path)?;
+    let mut out = vec![0u8; len];
+    if offset < bytes.len() {
+        let end = (offset + len).min(bytes.len());
+        out[..end - offset].copy_from_slice(&bytes[offset..end]);
+    }
+    Ok(out)
+}
