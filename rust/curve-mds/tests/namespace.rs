@@ -8,8 +8,7 @@ use std::time::Duration;
 
 use common::*;
 use curve_proto::mds::{
-    CreateFileRequest, FileStatus, FileType, GetFileInfoRequest, SessionStatus,
-    StatusCode as S,
+    CreateFileRequest, FileStatus, FileType, GetFileInfoRequest, SessionStatus, StatusCode as S,
 };
 
 #[tokio::test]
@@ -43,8 +42,14 @@ async fn create_and_stat() {
     assert_eq!(fs.create("/vol", "alice", 10 * GIB).await, S::KFileExists);
     assert_eq!(fs.create("/", "root", 10 * GIB).await, S::KFileExists);
     assert_eq!(fs.stat("/nope", "alice").await.0, S::KFileNotExists);
-    assert_eq!(fs.create("/no/such", "alice", 10 * GIB).await, S::KFileNotExists);
-    assert_eq!(fs.create("/vol/x", "alice", 10 * GIB).await, S::KNotDirectory);
+    assert_eq!(
+        fs.create("/no/such", "alice", 10 * GIB).await,
+        S::KFileNotExists
+    );
+    assert_eq!(
+        fs.create("/vol/x", "alice", 10 * GIB).await,
+        S::KNotDirectory
+    );
     mds.stop().await;
 }
 
@@ -55,7 +60,11 @@ async fn create_rules() {
     let mut fs = mds.fs().await;
 
     for bad in ["vol", "/vol/", "//vol", "/a//b", "/.", "/a/..", ""] {
-        assert_eq!(fs.create(bad, "alice", 10 * GIB).await, S::KParaError, "{bad:?}");
+        assert_eq!(
+            fs.create(bad, "alice", 10 * GIB).await,
+            S::KParaError,
+            "{bad:?}"
+        );
     }
     let long = format!("/{}", "x".repeat(256));
     assert_eq!(fs.create(&long, "alice", 10 * GIB).await, S::KParaError);
@@ -68,9 +77,15 @@ async fn create_rules() {
     }
     // The pool holds 100 GiB: 60 + 40 fit, one more does not, recycled files still count.
     assert_eq!(fs.create("/a", "alice", 60 * GIB).await, S::KOk);
-    assert_eq!(fs.create("/b", "alice", 50 * GIB).await, S::KFileLengthNotSupported);
+    assert_eq!(
+        fs.create("/b", "alice", 50 * GIB).await,
+        S::KFileLengthNotSupported
+    );
     assert_eq!(fs.create("/b", "alice", 40 * GIB).await, S::KOk);
-    assert_eq!(fs.create("/c", "alice", 10 * GIB).await, S::KFileLengthNotSupported);
+    assert_eq!(
+        fs.create("/c", "alice", 10 * GIB).await,
+        S::KFileLengthNotSupported
+    );
 
     let (owner, signature, date) = cred("alice");
     let base = CreateFileRequest {
@@ -122,7 +137,10 @@ async fn striped_and_named_poolset_create() {
     };
     assert_eq!(fs.create_req(req).await, S::KOk);
     let info = fs.stat("/s", "alice").await.1.unwrap();
-    assert_eq!((info.stripe_unit, info.stripe_count), (Some(1 << 20), Some(4)));
+    assert_eq!(
+        (info.stripe_unit, info.stripe_count),
+        (Some(1 << 20), Some(4))
+    );
     mds.stop().await;
 }
 
@@ -135,18 +153,33 @@ async fn extend() {
     assert_eq!(fs.mkdir("/d", "alice").await, S::KOk);
 
     assert_eq!(fs.extend("/vol", "alice", 12 * GIB).await, S::KOk);
-    assert_eq!(fs.stat("/vol", "alice").await.1.unwrap().length, Some(12 * GIB));
+    assert_eq!(
+        fs.stat("/vol", "alice").await.1.unwrap().length,
+        Some(12 * GIB)
+    );
     assert_eq!(fs.extend("/vol", "alice", 12 * GIB).await, S::KOk);
-    assert_eq!(fs.extend("/vol", "alice", 11 * GIB).await, S::KShrinkBiggerFile);
-    assert_eq!(fs.extend("/vol", "alice", 12 * GIB + 4096).await, S::KExtentUnitError);
+    assert_eq!(
+        fs.extend("/vol", "alice", 11 * GIB).await,
+        S::KShrinkBiggerFile
+    );
+    assert_eq!(
+        fs.extend("/vol", "alice", 12 * GIB + 4096).await,
+        S::KExtentUnitError
+    );
     assert_eq!(
         fs.extend("/vol", "alice", 30_000 * GIB).await,
         S::KFileLengthNotSupported
     );
-    assert_eq!(fs.extend("/vol", "alice", 200 * GIB).await, S::KFileLengthNotSupported);
+    assert_eq!(
+        fs.extend("/vol", "alice", 200 * GIB).await,
+        S::KFileLengthNotSupported
+    );
     assert_eq!(fs.extend("/d", "alice", 20 * GIB).await, S::KNotSupported);
     assert_eq!(fs.extend("/vol", "bob", 20 * GIB).await, S::KOwnerAuthFail);
-    assert_eq!(fs.extend("/nope", "alice", 20 * GIB).await, S::KFileNotExists);
+    assert_eq!(
+        fs.extend("/nope", "alice", 20 * GIB).await,
+        S::KFileNotExists
+    );
     mds.stop().await;
 }
 
@@ -196,9 +229,8 @@ async fn authentication() {
 
     // A stale or future date fails, both directions.
     for date in [now_us() - 20_000_000, now_us() + 20_000_000] {
-        let r = fs
-            .0
-            .get_file_info(GetFileInfoRequest {
+        let r =
+            fs.0.get_file_info(GetFileInfoRequest {
                 file_name: "/alice/vol".into(),
                 owner: "alice".into(),
                 signature: Some(String::new()),
@@ -211,9 +243,8 @@ async fn authentication() {
     }
     assert_eq!(fs.stat("/alice/vol", "").await.0, S::KOwnerAuthFail);
     // Root with a wrong signature fails; with the right one it sees everything.
-    let r = fs
-        .0
-        .get_file_info(GetFileInfoRequest {
+    let r =
+        fs.0.get_file_info(GetFileInfoRequest {
             file_name: "/alice/vol".into(),
             owner: ROOT.into(),
             signature: Some(curve_mds::sign("wrong", 1, ROOT)),
@@ -229,7 +260,10 @@ async fn authentication() {
     // Other users: neither the target nor anything under an ancestor they do not own.
     assert_eq!(fs.stat("/alice/vol", "bob").await.0, S::KOwnerAuthFail);
     assert_eq!(fs.stat("/alice", "bob").await.0, S::KOwnerAuthFail);
-    assert_eq!(fs.create("/alice/bobs", "bob", 10 * GIB).await, S::KOwnerAuthFail);
+    assert_eq!(
+        fs.create("/alice/bobs", "bob", 10 * GIB).await,
+        S::KOwnerAuthFail
+    );
     assert_eq!(fs.stat("/", "alice").await.0, S::KOwnerAuthFail);
     // ...but anyone may create at the top level.
     assert_eq!(fs.create("/bobs", "bob", 10 * GIB).await, S::KOk);
@@ -247,9 +281,18 @@ async fn recycle_bin_and_recover() {
     assert_eq!(fs.create("/vol", "alice", 10 * GIB).await, S::KOk);
     let id = fs.stat("/vol", "alice").await.1.unwrap().id.unwrap();
 
-    assert_eq!(fs.delete("/vol", "alice", Some(id + 100), false).await, S::KFileIdNotMatch);
-    assert_eq!(fs.delete("/vol", "alice", None, true).await, S::KNotSupported);
-    assert_eq!(fs.delete("/vol", "bob", None, false).await, S::KOwnerAuthFail);
+    assert_eq!(
+        fs.delete("/vol", "alice", Some(id + 100), false).await,
+        S::KFileIdNotMatch
+    );
+    assert_eq!(
+        fs.delete("/vol", "alice", None, true).await,
+        S::KNotSupported
+    );
+    assert_eq!(
+        fs.delete("/vol", "bob", None, false).await,
+        S::KOwnerAuthFail
+    );
     let before = now_us() / 1_000_000;
     assert_eq!(fs.unlink("/vol", "alice").await, S::KOk);
     let after = now_us() / 1_000_000;
@@ -271,7 +314,10 @@ async fn recycle_bin_and_recover() {
     // Recover by path, to the original path.
     assert_eq!(fs.recover("/other", "alice", 0).await, S::KFileNotExists);
     assert_eq!(fs.recover("/vol", "bob", 0).await, S::KOwnerAuthFail);
-    assert_eq!(fs.recover("/vol", "alice", id + 100).await, S::KFileIdNotMatch);
+    assert_eq!(
+        fs.recover("/vol", "alice", id + 100).await,
+        S::KFileIdNotMatch
+    );
     assert_eq!(fs.recover("/vol", "alice", 0).await, S::KOk);
     let info = fs.stat("/vol", "alice").await.1.unwrap();
     assert_eq!((info.id, info.parent_id), (Some(id), Some(0)));
@@ -302,7 +348,10 @@ async fn recycle_bin_and_recover() {
     // DeleteForce: only on recycle bin entries, and only root owns the recycle bin.
     let leftover = fs.names("/RecycleBin", ROOT).await.remove(0);
     let path = format!("/RecycleBin/{leftover}");
-    assert_eq!(fs.delete(&path, "alice", None, true).await, S::KOwnerAuthFail);
+    assert_eq!(
+        fs.delete(&path, "alice", None, true).await,
+        S::KOwnerAuthFail
+    );
     assert_eq!(fs.delete(&path, ROOT, None, true).await, S::KOk);
     assert!(fs.names("/RecycleBin", ROOT).await.is_empty());
     assert_eq!(fs.unlink("/RecycleBin", ROOT).await, S::KNotSupported);
@@ -326,7 +375,10 @@ async fn rename() {
     assert_eq!(fs.rename("/a/", "/b", "alice").await, S::KParaError);
     assert_eq!(fs.rename("/d", "/e", "alice").await, S::KNotSupported);
     assert_eq!(fs.rename("/nope", "/b", "alice").await, S::KFileNotExists);
-    assert_eq!(fs.rename("/a", "/nodir/b", "alice").await, S::KFileNotExists);
+    assert_eq!(
+        fs.rename("/a", "/nodir/b", "alice").await,
+        S::KFileNotExists
+    );
     assert_eq!(fs.rename("/a", "/b", "bob").await, S::KOwnerAuthFail);
 
     assert_eq!(fs.rename("/a", "/d/b", "alice").await, S::KOk);
@@ -406,18 +458,36 @@ async fn segments_and_epoch() {
     assert!(other.chunks.iter().all(|c| !ids.contains(&c.chunk_id)));
 
     for bad in [GIB / 2, 10 * GIB, 11 * GIB] {
-        assert_eq!(fs.segment("/vol", "alice", bad, true, None).await.0, S::KParaError);
+        assert_eq!(
+            fs.segment("/vol", "alice", bad, true, None).await.0,
+            S::KParaError
+        );
     }
-    assert_eq!(fs.segment("/d", "alice", 0, true, None).await.0, S::KParaError);
-    assert_eq!(fs.segment("/vol", "bob", 0, true, None).await.0, S::KOwnerAuthFail);
-    assert_eq!(fs.segment("/nope", "alice", 0, true, None).await.0, S::KFileNotExists);
+    assert_eq!(
+        fs.segment("/d", "alice", 0, true, None).await.0,
+        S::KParaError
+    );
+    assert_eq!(
+        fs.segment("/vol", "bob", 0, true, None).await.0,
+        S::KOwnerAuthFail
+    );
+    assert_eq!(
+        fs.segment("/nope", "alice", 0, true, None).await.0,
+        S::KFileNotExists
+    );
 
     // Extending makes later segments addressable at once.
     assert_eq!(fs.extend("/vol", "alice", 11 * GIB).await, S::KOk);
-    assert_eq!(fs.segment("/vol", "alice", 10 * GIB, true, None).await.0, S::KOk);
+    assert_eq!(
+        fs.segment("/vol", "alice", 10 * GIB, true, None).await.0,
+        S::KOk
+    );
 
     assert_eq!(fs.deallocate("/vol", "alice", GIB).await, S::KOk);
-    assert_eq!(fs.deallocate("/vol", "alice", GIB).await, S::KSegmentNotAllocated);
+    assert_eq!(
+        fs.deallocate("/vol", "alice", GIB).await,
+        S::KSegmentNotAllocated
+    );
     assert_eq!(
         fs.segment("/vol", "alice", GIB, false, None).await.0,
         S::KSegmentNotAllocated
@@ -427,7 +497,10 @@ async fn segments_and_epoch() {
     assert_eq!(code(r.status_code), S::KOk);
     assert_eq!(r.file_info.unwrap().epoch, Some(1));
     assert_eq!(r.cs_locs.len(), 3);
-    assert_eq!(code(fs.bump_epoch("/d", "alice").await.status_code), S::KNotSupported);
+    assert_eq!(
+        code(fs.bump_epoch("/d", "alice").await.status_code),
+        S::KNotSupported
+    );
     assert_eq!(fs.stat("/vol", "alice").await.1.unwrap().epoch, Some(1));
     let (status, _) = fs.segment("/vol", "alice", 2 * GIB, true, Some(0)).await;
     assert_eq!(status, S::KEpochTooOld);
@@ -455,8 +528,14 @@ async fn sessions_and_file_records() {
     let r = fs.open("/d", "alice").await;
     assert_eq!(code(r.status_code), S::KNotSupported);
     assert!(r.proto_session.is_none() && r.file_info.is_none());
-    assert_eq!(code(fs.open("/vol", "bob").await.status_code), S::KOwnerAuthFail);
-    assert_eq!(code(fs.open("/nope", "alice").await.status_code), S::KFileNotExists);
+    assert_eq!(
+        code(fs.open("/vol", "bob").await.status_code),
+        S::KOwnerAuthFail
+    );
+    assert_eq!(
+        code(fs.open("/nope", "alice").await.status_code),
+        S::KFileNotExists
+    );
 
     // OpenFile alone leaves no record; a refresh does.
     assert_eq!(fs.rename("/vol", "/vol2", "alice").await, S::KOk);
@@ -473,19 +552,31 @@ async fn sessions_and_file_records() {
     assert_eq!(fs.rename("/other", "/vol", "alice").await, S::KFileOccupied);
 
     // Closing from another endpoint does not release it; the same endpoint does.
-    assert_eq!(fs.close("/vol", "alice", Some(("10.1.2.4", 9000))).await, S::KOk);
+    assert_eq!(
+        fs.close("/vol", "alice", Some(("10.1.2.4", 9000))).await,
+        S::KOk
+    );
     assert_eq!(fs.unlink("/vol", "alice").await, S::KFileOccupied);
     assert_eq!(fs.close("/vol", "alice", ep).await, S::KOk);
     assert_eq!(fs.rename("/vol", "/vol2", "alice").await, S::KOk);
 
     // Without a registered endpoint the peer IP with port 0 is the record's key.
-    assert_eq!(code(fs.refresh("/vol2", "alice", None).await.status_code), S::KOk);
+    assert_eq!(
+        code(fs.refresh("/vol2", "alice", None).await.status_code),
+        S::KOk
+    );
     assert_eq!(fs.unlink("/vol2", "alice").await, S::KFileOccupied);
-    assert_eq!(fs.close("/vol2", "alice", Some(("127.0.0.1", 0))).await, S::KOk);
+    assert_eq!(
+        fs.close("/vol2", "alice", Some(("127.0.0.1", 0))).await,
+        S::KOk
+    );
     assert_eq!(fs.rename("/vol2", "/vol", "alice").await, S::KOk);
 
     // Records expire without refreshes.
-    assert_eq!(code(fs.refresh("/vol", "alice", ep).await.status_code), S::KOk);
+    assert_eq!(
+        code(fs.refresh("/vol", "alice", ep).await.status_code),
+        S::KOk
+    );
     assert_eq!(fs.unlink("/vol", "alice").await, S::KFileOccupied);
     tokio::time::sleep(Duration::from_micros(RECORD_EXPIRE_US + 100_000)).await;
     assert_eq!(fs.unlink("/vol", "alice").await, S::KOk);

@@ -158,7 +158,14 @@ impl Fs {
     }
 
     pub async fn create_req(&mut self, req: CreateFileRequest) -> StatusCode {
-        code(self.0.create_file(req).await.unwrap().into_inner().status_code)
+        code(
+            self.0
+                .create_file(req)
+                .await
+                .unwrap()
+                .into_inner()
+                .status_code,
+        )
     }
 
     pub async fn mkdir(&mut self, path: &str, owner: &str) -> StatusCode {
