@@ -101,6 +101,11 @@ class CurveError(OSError):
         self.code = code
         self.message = message
 
+    @staticmethod
+    def from_code(code: int, message: str = "") -> CurveError:
+        """The exception for ``code``, of the most specific class (see :func:`from_code`)."""
+        return from_code(code, message)
+
     def __reduce__(self) -> tuple[type[CurveError], tuple[int, str]]:
         # OSError pickles its (errno, strerror) args, which would rebuild a different code.
         return (type(self), (self.code, self.message))

@@ -1,0 +1,1 @@
+../../stubs/curvefs/_core.pyi

@@ -1,0 +1,148 @@
+"""The native module of curvefs: upstream's SWIG SDK surface, implemented in Rust.
+
+Calls return 0 (or a result) on success and a negative ``LIBCURVE_ERROR`` code on failure,
+as the SWIG SDK did; ``Listdir`` and ``ListPoolset`` raise ``curvefs.exceptions.CurveError``
+instead. Wrong argument *types* raise ``TypeError``; out-of-range values return -16.
+"""
+
+import os
+from typing import Final
+
+from typing_extensions import Buffer, Self
+
+__version__: Final[str]
+debug_build: Final[bool]
+
+CURVE_FILE_CREATED: Final = 0
+CURVE_FILE_DELETING: Final = 1
+CURVE_FILE_CLONING: Final = 2
+CURVE_FILE_CLONEMETAINSTALLED: Final = 3
+CURVE_FILE_CLONED: Final = 4
+CURVE_FILE_BEINGCLONED: Final = 5
+
+CURVE_INODE_DIRECTORY: Final = 0
+CURVE_INODE_PAGEFILE: Final = 1
+CURVEINODE_APPENDFILE: Final = 2
+CURVE_INODE_APPENDECFILE: Final = 3
+
+CURVE_ERROR_OK: Final = 0
+CURVE_ERROR_EXISTS: Final = 1
+CURVE_ERROR_FAILED: Final = 2
+CURVE_ERROR_DISABLEIO: Final = 3
+CURVE_ERROR_AUTHFAIL: Final = 4
+CURVE_ERROR_DELETING: Final = 5
+CURVE_ERROR_NOTEXIST: Final = 6
+CURVE_ERROR_UNDER_SNAPSHOT: Final = 7
+CURVE_ERROR_NOT_UNDERSNAPSHOT: Final = 8
+CURVE_ERROR_DELETE_ERROR: Final = 9
+CURVE_ERROR_NOT_ALLOCATE: Final = 10
+CURVE_ERROR_NOT_SUPPORT: Final = 11
+CURVE_ERROR_NOT_EMPTY: Final = 12
+CURVE_ERROR_NO_SHRINK_BIGGER_FILE: Final = 13
+CURVE_ERROR_SESSION_NOTEXISTS: Final = 14
+CURVE_ERROR_FILE_OCCUPIED: Final = 15
+CURVE_ERROR_PARAM_ERROR: Final = 16
+CURVE_ERROR_INTERNAL_ERROR: Final = 17
+CURVE_ERROR_CRC_ERROR: Final = 18
+CURVE_ERROR_INVALID_REQUEST: Final = 19
+CURVE_ERROR_DISK_FAIL: Final = 20
+CURVE_ERROR_NO_SPACE: Final = 21
+CURVE_ERROR_NOT_ALIGNED: Final = 22
+CURVE_ERROR_BAD_FD: Final = 23
+CURVE_ERROR_LENGTH_NOT_SUPPORT: Final = 24
+CURVE_ERROR_SESSION_NOT_EXIST: Final = 25
+CURVE_ERROR_STATUS_NOT_MATCH: Final = 26
+CURVE_ERROR_DELETE_BEING_CLONED: Final = 27
+CURVE_ERROR_CLIENT_NOT_SUPPORT_SNAPSHOT: Final = 28
+CURVE_ERROR_SNAPSTHO_FROZEN: Final = 29
+CURVE_ERROR_UNKNOWN: Final = 100
+
+CURVE_OP_READ: Final = 0
+CURVE_OP_WRITE: Final = 1
+
+class UserInfo_t:
+    """Who makes a call. ``password`` matters only for root."""
+
+    owner: str
+    password: str
+    def __new__(cls, owner: str = "", password: str = "") -> Self: ...
+    def __getnewargs__(self) -> tuple[str, str]: ...
+
+class FileInfo_t:
+    """A file's attributes, filled in place by ``CBDClient.StatFile``."""
+
+    id: int
+    parentid: int
+    filetype: int
+    length: int
+    ctime: int
+    filename: str
+    owner: str
+    fileStatus: int
+    stripeUnit: int
+    stripeCount: int
+    def __new__(cls) -> Self: ...
+
+class CreateContext:
+    """The arguments of ``CBDClient.Create2``. ``user`` is shared, not copied."""
+
+    name: str
+    length: int
+    user: UserInfo_t
+    poolset: str
+    stripeUnit: int
+    stripeCount: int
+    def __new__(
+        cls,
+        name: str = "",
+        length: int = 0,
+        user: UserInfo_t | None = None,
+        poolset: str = "",
+        stripeUnit: int = 0,
+        stripeCount: int = 0,
+    ) -> Self: ...
+
+class CBDClient:
+    """A client of one Curve cluster; safe to share between threads."""
+
+    def __new__(cls) -> Self: ...
+    def Init(self, conf_path: str | os.PathLike[str]) -> int:
+        """Reads client.conf (no RPC): 0, or -1 on any failure."""
+
+    def UnInit(self) -> None: ...
+    def Create(self, filename: str, user: UserInfo_t, size: int) -> int: ...
+    def Create2(self, context: CreateContext) -> int: ...
+    def StatFile(self, filename: str, user: UserInfo_t, finfo: FileInfo_t) -> int: ...
+    def Extend(self, filename: str, user: UserInfo_t, size: int) -> int: ...
+    def Open(self, filename: str, user: UserInfo_t) -> int:
+        """An fd (>= 0) or a negative code."""
+
+    def Close(self, fd: int) -> int: ...
+    def Read(self, fd: int, buf: object, offset: int, length: int) -> bytes | int:
+        """``length`` bytes, or a negative code. ``buf`` is ignored, as upstream."""
+
+    def Write(self, fd: int, buf: str | Buffer, offset: int, length: int) -> int:
+        """Writes the first ``length`` bytes of ``buf`` (a str is written as UTF-8): returns
+        ``length`` or a negative code."""
+
+    def Unlink(self, filename: str, user: UserInfo_t) -> int: ...
+    def DeleteForce(self, filename: str, user: UserInfo_t) -> int: ...
+    def Recover(self, filename: str, user: UserInfo_t, fileId: int = 0) -> int: ...
+    def Rename(self, user: UserInfo_t, oldpath: str, newpath: str) -> int: ...
+    def Mkdir(self, dirpath: str, user: UserInfo_t) -> int: ...
+    def Rmdir(self, dirpath: str, user: UserInfo_t) -> int: ...
+    def Listdir(self, dirpath: str, user: UserInfo_t) -> list[str]:
+        """Entry names; raises ``curvefs.exceptions.CurveError`` on failure."""
+
+    def GetClusterId(self) -> str:
+        """The cluster's id, or "" on failure."""
+
+    def ChangeOwner(self, filename: str, newOwner: str, user: UserInfo_t) -> int: ...
+    def ListPoolset(self) -> list[str]:
+        """Poolset names; raises ``curvefs.exceptions.CurveError`` on failure."""
+
+def serve_mds(data_dir: str | os.PathLike[str]) -> None:
+    """Serves the MDS of the local cluster in ``data_dir`` until SIGTERM or SIGINT."""
+
+def serve_chunkserver(data_dir: str | os.PathLike[str], chunkserver_id: int) -> None:
+    """Serves chunkserver ``chunkserver_id`` of the local cluster until SIGTERM or SIGINT."""
