@@ -1,11 +1,30 @@
-//! The facade the Python binding holds: one method per SDK call.
+//! The facade the Python binding holds: one method per SDK call, each validating its
+//! arguments before any RPC.
+//!
+//! Deviations from upstream's SDK, on purpose (see also `mds` and `file`):
+//! - Open returns the precise code of the MDS refusal (NotExist, AuthFail, …), not FAILED.
+//! - An empty owner is AUTHFAIL for every call, Open included (upstream's Open: -1).
+//! - Paths are checked locally (absolute, no trailing '/', no empty/'.'/'..' component,
+//!   ≤ 4096 bytes, components ≤ 255 bytes) → PARAM_ERROR without an RPC.
+//! - Close of an unknown fd is BAD_FD (upstream: FAILED); a failing CloseFile still
+//!   releases the fd (upstream keeps it registered) and reports the error.
+//! - Rename of a directory: the MDS's kNotSupported comes back at once as NOT_SUPPORT
+//!   (upstream retries it for 8 s first); same for Unlink/ChangeOwner.
+//! - Listdir of a file: UNKNOWN (kNotDirectory maps to -100 upstream; kept).
 
+use std::net::TcpListener;
 use std::sync::Arc;
+use std::time::Duration;
 
 pub use curve_proto::mds::FileInfo;
+use curve_proto::mds::FileType;
 
 use crate::conf::ClientConfig;
 use crate::error::{Error, ErrorCode, Result};
+use crate::file::{FdTable, OpenFile};
+use crate::mds::{ClientEndpoint, MdsClient};
+use crate::metacache::CopysetCache;
+use crate::transport::{GrpcTransport, Transport};
 
 #[derive(Debug, Clone, Default)]
 pub struct UserInfo {
@@ -20,85 +39,340 @@ pub struct CreateOptions {
     pub poolset: String,
 }
 
-struct Inner {
-    _config: Arc<ClientConfig>,
+/// Everything a Client shares with its open files and background tasks.
+pub struct Core {
+    pub conf: Arc<ClientConfig>,
+    pub transport: Arc<dyn Transport>,
+    pub mds: Arc<MdsClient>,
+    pub copysets: CopysetCache,
+    pub files: FdTable,
+    /// Held open so the port reported to the MDS stays ours (`mds.registerToMDS`).
+    _registration: Option<TcpListener>,
+}
+
+impl Core {
+    /// Wall time an IO may wait or retry (`chunkserver.maxRetryTimeMS`).
+    pub fn io_budget(&self) -> Duration {
+        Duration::from_millis(self.conf.chunkserver_max_retry_time_ms)
+    }
+
+    /// Largest chunk sub-request in bytes.
+    pub fn split_size(&self) -> u64 {
+        u64::from(self.conf.file_io_split_max_size_kb) * 1024
+    }
 }
 
 #[derive(Clone)]
 pub struct Client {
-    _inner: Arc<Inner>,
+    core: Arc<Core>,
 }
 
-fn todo_err() -> Error {
-    Error::new(ErrorCode::NotSupport, "not implemented yet")
+const MAX_PATH_BYTES: usize = 4096;
+const MAX_NAME_BYTES: usize = 255;
+
+fn check_path(path: &str) -> Result<()> {
+    if path == "/" {
+        return Ok(());
+    }
+    let bad = |why: &str| Err(Error::param(format!("path {path:?} {why}")));
+    if !path.starts_with('/') {
+        return bad("is not absolute");
+    }
+    if path.len() > MAX_PATH_BYTES {
+        return bad("is longer than 4096 bytes");
+    }
+    if path.ends_with('/') {
+        return bad("ends with '/'");
+    }
+    for name in path[1..].split('/') {
+        match name {
+            "" => return bad("has an empty component"),
+            "." | ".." => return bad("has a '.' or '..' component"),
+            n if n.len() > MAX_NAME_BYTES => return bad("has a component over 255 bytes"),
+            n if n.contains('\0') => return bad("contains NUL"),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+fn check_user(user: &UserInfo) -> Result<()> {
+    if user.owner.is_empty() {
+        return Err(Error::new(ErrorCode::AuthFail, "owner is empty"));
+    }
+    Ok(())
+}
+
+fn check(path: &str, user: &UserInfo) -> Result<()> {
+    check_path(path)?;
+    check_user(user)
 }
 
 impl Client {
+    /// Init: parses nothing further and sends no RPC, so it succeeds with the MDS down.
     pub fn new(config: ClientConfig) -> Result<Client> {
+        let transport = GrpcTransport::new(
+            Duration::from_millis(config.rpc_connect_timeout_ms),
+            config.channels_per_chunkserver as usize,
+        );
+        Self::with_transport(config, Arc::new(transport))
+    }
+
+    /// A client over another transport (baidu_std, or a fake in tests).
+    pub fn with_transport(config: ClientConfig, transport: Arc<dyn Transport>) -> Result<Client> {
+        let conf = Arc::new(config);
+        let (registration, endpoint) = if conf.mds_register_to_mds {
+            // A port unique to this client, so the MDS tells its file records apart from
+            // other clients' on the same host.
+            let l = TcpListener::bind("127.0.0.1:0")
+                .map_err(|e| Error::failed(format!("cannot reserve a client port: {e}")))?;
+            let port = l
+                .local_addr()
+                .map_err(|e| Error::failed(format!("cannot read the client port: {e}")))?
+                .port();
+            (
+                Some(l),
+                Some(ClientEndpoint {
+                    ip: "127.0.0.1".to_string(),
+                    port: u32::from(port),
+                }),
+            )
+        } else {
+            (None, None)
+        };
+        let mds = Arc::new(MdsClient::new(transport.clone(), conf.clone(), endpoint));
+        let copysets = CopysetCache::new(mds.clone(), transport.clone(), &conf);
         Ok(Client {
-            _inner: Arc::new(Inner {
-                _config: Arc::new(config),
+            core: Arc::new(Core {
+                conf,
+                transport,
+                mds,
+                copysets,
+                files: FdTable::default(),
+                _registration: registration,
             }),
         })
     }
+
+    pub fn config(&self) -> &ClientConfig {
+        &self.core.conf
+    }
+
+    fn alive(&self) -> Result<()> {
+        if self.core.files.is_closed() {
+            return Err(Error::failed("client is shut down"));
+        }
+        Ok(())
+    }
+
+    /// Create: sends stripeUnit, stripeCount and poolset explicitly, as Python's does.
     pub async fn create(
         &self,
-        _path: &str,
-        _user: &UserInfo,
-        _size: u64,
-        _opts: &CreateOptions,
+        path: &str,
+        user: &UserInfo,
+        size: u64,
+        opts: &CreateOptions,
     ) -> Result<()> {
-        Err(todo_err())
+        self.alive()?;
+        check(path, user)?;
+        let stripe = (opts.stripe_unit, opts.stripe_count, opts.poolset.clone());
+        self.core
+            .mds
+            .create_file(
+                path,
+                user,
+                FileType::InodePagefile,
+                Some(size),
+                Some(stripe),
+            )
+            .await
     }
-    pub async fn mkdir(&self, _path: &str, _user: &UserInfo) -> Result<()> {
-        Err(todo_err())
+
+    pub async fn mkdir(&self, path: &str, user: &UserInfo) -> Result<()> {
+        self.alive()?;
+        check(path, user)?;
+        self.core
+            .mds
+            .create_file(path, user, FileType::InodeDirectory, None, None)
+            .await
     }
-    pub async fn stat(&self, _path: &str, _user: &UserInfo) -> Result<FileInfo> {
-        Err(todo_err())
+
+    pub async fn stat(&self, path: &str, user: &UserInfo) -> Result<FileInfo> {
+        self.alive()?;
+        check(path, user)?;
+        self.core.mds.get_file_info(path, user).await
     }
-    pub async fn extend(&self, _path: &str, _user: &UserInfo, _new_size: u64) -> Result<()> {
-        Err(todo_err())
+
+    pub async fn extend(&self, path: &str, user: &UserInfo, new_size: u64) -> Result<()> {
+        self.alive()?;
+        check(path, user)?;
+        self.core.mds.extend_file(path, user, new_size).await
     }
-    pub async fn unlink(&self, _path: &str, _user: &UserInfo) -> Result<()> {
-        Err(todo_err())
+
+    /// Unlink and Rmdir: DeleteFile(forceDelete=false), which moves page files to
+    /// /RecycleBin and removes empty directories.
+    pub async fn unlink(&self, path: &str, user: &UserInfo) -> Result<()> {
+        self.alive()?;
+        check(path, user)?;
+        self.core.mds.delete_file(path, user, false).await
     }
-    pub async fn delete_force(&self, _path: &str, _user: &UserInfo) -> Result<()> {
-        Err(todo_err())
+
+    /// DeleteFile(forceDelete=true): real deletion of a /RecycleBin entry.
+    pub async fn delete_force(&self, path: &str, user: &UserInfo) -> Result<()> {
+        self.alive()?;
+        check(path, user)?;
+        self.core.mds.delete_file(path, user, true).await
     }
-    pub async fn recover(&self, _path: &str, _user: &UserInfo, _file_id: u64) -> Result<()> {
-        Err(todo_err())
+
+    pub async fn recover(&self, path: &str, user: &UserInfo, file_id: u64) -> Result<()> {
+        self.alive()?;
+        check(path, user)?;
+        self.core.mds.recover_file(path, user, file_id).await
     }
-    pub async fn rename(&self, _user: &UserInfo, _old: &str, _new: &str) -> Result<()> {
-        Err(todo_err())
+
+    pub async fn rename(&self, user: &UserInfo, old: &str, new: &str) -> Result<()> {
+        self.alive()?;
+        check_path(old)?;
+        check(new, user)?;
+        self.core.mds.rename_file(user, old, new).await
     }
-    pub async fn list_dir(&self, _path: &str, _user: &UserInfo) -> Result<Vec<FileInfo>> {
-        Err(todo_err())
+
+    pub async fn list_dir(&self, path: &str, user: &UserInfo) -> Result<Vec<FileInfo>> {
+        self.alive()?;
+        check(path, user)?;
+        self.core.mds.list_dir(path, user).await
     }
-    pub async fn change_owner(
-        &self,
-        _path: &str,
-        _new_owner: &str,
-        _user: &UserInfo,
-    ) -> Result<()> {
-        Err(todo_err())
+
+    pub async fn change_owner(&self, path: &str, new_owner: &str, user: &UserInfo) -> Result<()> {
+        self.alive()?;
+        check(path, user)?;
+        if new_owner.is_empty() {
+            return Err(Error::param("new owner is empty"));
+        }
+        self.core.mds.change_owner(path, new_owner, user).await
     }
+
     pub async fn cluster_id(&self) -> Result<String> {
-        Err(todo_err())
+        self.alive()?;
+        self.core.mds.get_cluster_info().await
     }
+
     pub async fn list_poolsets(&self) -> Result<Vec<String>> {
-        Err(todo_err())
+        self.alive()?;
+        self.core.mds.list_poolsets().await
     }
-    pub async fn open(&self, _path: &str, _user: &UserInfo) -> Result<i32> {
-        Err(todo_err())
+
+    /// OpenFile, then a lease refresher every leaseTime / `mds.refreshTimesPerLease`.
+    /// fds start at 0 and are never reused.
+    pub async fn open(&self, path: &str, user: &UserInfo) -> Result<i32> {
+        self.alive()?;
+        check(path, user)?;
+        let (session, info) = self.core.mds.open_file(path, user).await?;
+        let fd = self.core.files.next_fd();
+        let file = Arc::new(OpenFile::new(
+            fd,
+            path,
+            user,
+            &session,
+            &info,
+            self.core.conf.file_max_in_flight_rpc_num as usize,
+        )?);
+        file.start_refresher(
+            Arc::downgrade(&self.core),
+            self.core.conf.mds_refresh_times_per_lease,
+        );
+        if let Err(e) = self.core.files.insert(file.clone()) {
+            file.stop_refresher();
+            return Err(e);
+        }
+        Ok(fd)
     }
-    pub async fn close(&self, _fd: i32) -> Result<()> {
-        Err(todo_err())
+
+    /// Stops the refresher, sends CloseFile, waits for IO in flight, releases the fd.
+    pub async fn close(&self, fd: i32) -> Result<()> {
+        let file = self
+            .core
+            .files
+            .remove(fd)
+            .ok_or_else(|| Error::bad_fd(fd))?;
+        file.stop_refresher();
+        let closed = self.core.mds.close_file(&file.path, &file.user).await;
+        file.shut("the fd was closed").await;
+        closed
     }
-    pub async fn read(&self, _fd: i32, _offset: u64, _buf: &mut [u8]) -> Result<()> {
-        Err(todo_err())
+
+    /// Fills `buf` from `offset`. Holes and never-written chunks read as zeros.
+    pub async fn read(&self, fd: i32, offset: u64, buf: &mut [u8]) -> Result<()> {
+        let file = self.core.files.get(fd)?;
+        if buf.is_empty() {
+            return Ok(());
+        }
+        file.read(&self.core, offset, buf).await
     }
-    pub async fn write(&self, _fd: i32, _offset: u64, _data: &[u8]) -> Result<()> {
-        Err(todo_err())
+
+    pub async fn write(&self, fd: i32, offset: u64, data: &[u8]) -> Result<()> {
+        let file = self.core.files.get(fd)?;
+        if data.is_empty() {
+            return Ok(());
+        }
+        file.write(&self.core, offset, data).await
     }
-    pub fn shutdown(&self) {}
+
+    /// UnInit: stops every refresher and drops every fd without CloseFile (the MDS's
+    /// records expire by themselves). Later calls fail: FAILED, or BAD_FD for fds.
+    pub fn shutdown(&self) {
+        for file in self.core.files.close_all() {
+            file.stop_refresher();
+            // IO still running on another thread fails at its next retry.
+            let f = file.clone();
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                rt.spawn(async move { f.shut("the client was shut down").await });
+            } else {
+                file.disable_now("the client was shut down");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn path_rules() {
+        for ok in ["/", "/a", "/a/b", "/RecycleBin/x-1-2", "/a b/c"] {
+            assert!(check_path(ok).is_ok(), "{ok}");
+        }
+        let long_name = format!("/{}", "x".repeat(256));
+        let long_path = "/abc".repeat(1100);
+        for bad in [
+            "", "a", "a/b", "/a/", "//a", "/a//b", "/./a", "/a/..", &long_name, &long_path,
+        ] {
+            let e = check_path(bad).unwrap_err();
+            assert_eq!(e.code, ErrorCode::ParamError, "{bad}");
+        }
+        assert!(check_path(&format!("/{}", "x".repeat(255))).is_ok());
+    }
+
+    fn assert_send<T: Send>(_: &T) {}
+
+    #[test]
+    fn futures_are_send_and_client_is_sync() {
+        fn assert_sync<T: Send + Sync + Clone>() {}
+        assert_sync::<Client>();
+        let c = Client::new(ClientConfig::default()).expect("init needs no MDS");
+        let mut buf = vec![0u8; 4096];
+        let user = UserInfo::default();
+        assert_send(&c.read(0, 0, &mut buf));
+        assert_send(&c.write(0, 0, &buf));
+        assert_send(&c.open("/a", &user));
+        assert_send(&c.close(0));
+        assert_send(&c.list_dir("/", &user));
+    }
+
+    #[test]
+    fn empty_owner_is_authfail() {
+        let e = check("/a", &UserInfo::default()).unwrap_err();
+        assert_eq!(e.code, ErrorCode::AuthFail);
+    }
 }

@@ -3,10 +3,14 @@
 //! Python; `curvefs-python` wraps [`Client`] call for call.
 
 pub mod auth;
+pub mod chunk;
 pub mod client;
 pub mod conf;
 pub mod error;
+pub mod file;
+pub mod io;
 pub mod mds;
+pub mod metacache;
 pub mod transport;
 
 pub use client::{Client, CreateOptions, FileInfo, UserInfo};

@@ -459,8 +459,8 @@ fn is_connection_error(err: &(dyn std::error::Error + 'static)) -> bool {
     use std::io::ErrorKind as K;
     let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(err);
     while let Some(e) = cur {
-        if let Some(io) = e.downcast_ref::<std::io::Error>() {
-            if matches!(
+        if let Some(io) = e.downcast_ref::<std::io::Error>()
+            && matches!(
                 io.kind(),
                 K::ConnectionRefused
                     | K::ConnectionReset
@@ -470,9 +470,9 @@ fn is_connection_error(err: &(dyn std::error::Error + 'static)) -> bool {
                     | K::HostUnreachable
                     | K::NetworkUnreachable
                     | K::AddrNotAvailable
-            ) {
-                return true;
-            }
+            )
+        {
+            return true;
         }
         let text = e.to_string().to_ascii_lowercase();
         if text.contains("tcp connect error")

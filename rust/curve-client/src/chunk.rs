@@ -1,0 +1,328 @@
+//! One chunk sub-request, sent to the copyset leader and retried per §11.2 until it
+//! succeeds, fails for good, exhausts `chunkserver.opMaxRetry`, or runs out of the wall-time
+//! budget `chunkserver.maxRetryTimeMS` (curvefs's addition: upstream retries ~forever).
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use curve_proto::chunkserver::{ChunkOpStatus, ChunkOpType, ChunkRequest, ChunkResponse};
+use rand::Rng;
+
+use crate::client::Core;
+use crate::error::{Error, Result, chunk_status_to_code};
+use crate::file::OpenFile;
+use crate::metacache::{ChunkAddr, LeaderView};
+use crate::transport::{self, TransportError, methods};
+
+/// Largest p with 2^p ≤ ratio (0 for ratios below 2).
+fn max_pow(ratio: u64) -> u32 {
+    if ratio < 2 {
+        0
+    } else {
+        63 - ratio.leading_zeros()
+    }
+}
+
+/// Read or write; reads return the data, `None` for a chunk never written (zeros).
+#[derive(Debug, Clone)]
+pub enum ChunkOp {
+    Read,
+    Write(Bytes),
+}
+
+struct Policy {
+    base_timeout: Duration,
+    max_timeout: Duration,
+    timeout_pow: u32,
+    retry_interval: Duration,
+    max_sleep: Duration,
+    overload_pow: u32,
+    max_retry: u64,
+    budget: Duration,
+}
+
+impl Policy {
+    fn new(core: &Core) -> Self {
+        let c = &core.conf;
+        let base_ms = c.chunkserver_rpc_timeout_ms.max(1);
+        let max_ms = c.chunkserver_max_rpc_timeout_ms.max(base_ms);
+        let interval_us = c.chunkserver_op_retry_interval_us;
+        let max_sleep_us = c.chunkserver_max_retry_sleep_interval_us.max(interval_us);
+        Self {
+            base_timeout: Duration::from_millis(base_ms),
+            max_timeout: Duration::from_millis(max_ms),
+            timeout_pow: max_pow(max_ms / base_ms),
+            retry_interval: Duration::from_micros(interval_us),
+            max_sleep: Duration::from_micros(max_sleep_us),
+            overload_pow: max_pow(max_sleep_us / interval_us.max(1)),
+            max_retry: c.chunkserver_op_max_retry.max(1),
+            budget: Duration::from_millis(c.chunkserver_max_retry_time_ms),
+        }
+    }
+
+    fn timeout(&self, retries: u64) -> Duration {
+        let pow = u32::try_from(retries)
+            .unwrap_or(u32::MAX)
+            .min(self.timeout_pow);
+        self.base_timeout
+            .saturating_mul(1u32 << pow.min(31))
+            .min(self.max_timeout)
+    }
+
+    /// OVERLOAD backoff: exponential with ±10 % jitter, within [interval, max sleep].
+    fn overload_sleep(&self, retries: u64) -> Duration {
+        let pow = u32::try_from(retries)
+            .unwrap_or(u32::MAX)
+            .min(self.overload_pow);
+        let nominal = self.retry_interval.saturating_mul(1u32 << pow.min(31));
+        let jitter = rand::thread_rng().gen_range(0.9..=1.1);
+        nominal
+            .mul_f64(jitter)
+            .clamp(self.retry_interval, self.max_sleep)
+    }
+}
+
+/// What to do after an attempt that did not finish the request.
+enum Next {
+    /// Retry after this pause.
+    Retry(Duration),
+}
+
+/// Sends one chunk sub-request with retries. `Ok(None)` only for a read of a chunk that
+/// was never written.
+pub async fn send(
+    core: &Core,
+    file: &OpenFile,
+    addr: ChunkAddr,
+    offset_in_chunk: u32,
+    size: u32,
+    op: ChunkOp,
+) -> Result<Option<Bytes>> {
+    let policy = Policy::new(core);
+    let start = Instant::now();
+    let deadline = start + policy.budget;
+    let entry = core
+        .copysets
+        .entry(addr.logical_pool_id, addr.copyset_id)
+        .await?;
+    let (op_type, method, attachment) = match &op {
+        ChunkOp::Read => (ChunkOpType::ChunkOpRead, &methods::READ_CHUNK, Bytes::new()),
+        ChunkOp::Write(d) => (ChunkOpType::ChunkOpWrite, &methods::WRITE_CHUNK, d.clone()),
+    };
+    let is_write = matches!(op, ChunkOp::Write(_));
+    let mut retries: u64 = 0;
+    let mut last = Error::failed("chunk request was not sent");
+    loop {
+        file.check_not_disabled()?;
+        let now = Instant::now();
+        if retries >= policy.max_retry || (retries > 0 && now >= deadline) {
+            return Err(Error::new(
+                last.code,
+                format!(
+                    "chunk {} of copyset ({}, {}) failed after {retries} tries in {:?}: {}",
+                    addr.chunk_id,
+                    addr.logical_pool_id,
+                    addr.copyset_id,
+                    now - start,
+                    last.message
+                ),
+            ));
+        }
+        retries += 1;
+        let leader = match core.copysets.leader(&entry).await {
+            Ok(l) => l,
+            Err(e) => {
+                last = e;
+                sleep_until_deadline(policy.retry_interval, deadline).await;
+                continue;
+            }
+        };
+        let (sn, epoch) = file.write_sn_and_epoch();
+        let req = ChunkRequest {
+            op_type: op_type as i32,
+            logic_pool_id: addr.logical_pool_id,
+            copyset_id: addr.copyset_id,
+            chunk_id: addr.chunk_id,
+            offset: Some(offset_in_chunk),
+            size: Some(size),
+            sn: is_write.then_some(sn),
+            file_id: is_write.then_some(file.file_id),
+            epoch: (is_write && epoch != 0).then_some(epoch),
+            ..Default::default()
+        };
+        let timeout = policy
+            .timeout(retries - 1)
+            .min(deadline.saturating_duration_since(now))
+            .max(Duration::from_millis(1));
+        let reply = transport::unary_with_attachment::<_, ChunkResponse>(
+            core.transport.as_ref(),
+            &leader.endpoint,
+            method,
+            &req,
+            attachment.clone(),
+            timeout,
+        )
+        .await;
+        let Next::Retry(pause) = match reply {
+            Ok((resp, data)) => {
+                let status =
+                    ChunkOpStatus::try_from(resp.status).unwrap_or(ChunkOpStatus::FailureUnknown);
+                match status {
+                    ChunkOpStatus::Success => {
+                        if is_write {
+                            return Ok(None);
+                        }
+                        if data.len() == size as usize {
+                            return Ok(Some(data));
+                        }
+                        last = Error::failed(format!(
+                            "ReadChunk returned {} bytes for {size}",
+                            data.len()
+                        ));
+                        Next::Retry(policy.retry_interval)
+                    }
+                    ChunkOpStatus::ChunkNotexist if !is_write => return Ok(None),
+                    ChunkOpStatus::Redirected => {
+                        last = status_error(status, &leader);
+                        let moved = match resp.redirect.as_deref().filter(|r| !r.is_empty()) {
+                            Some(r) => core.copysets.redirect(&entry, r),
+                            None => core
+                                .copysets
+                                .refresh_leader(&entry, leader.version)
+                                .await
+                                .ok(),
+                        };
+                        Next::Retry(pause_unless_moved(
+                            &leader,
+                            moved,
+                            policy.retry_interval / 10,
+                        ))
+                    }
+                    ChunkOpStatus::CopysetNotexist => {
+                        last = status_error(status, &leader);
+                        core.copysets
+                            .refresh_leader(&entry, leader.version)
+                            .await
+                            .ok();
+                        Next::Retry(policy.retry_interval)
+                    }
+                    ChunkOpStatus::Backward if is_write => {
+                        // A snapshot bumped the file's sn: adopt it and resend.
+                        last = status_error(status, &leader);
+                        file.refresh_info(core).await.ok();
+                        Next::Retry(Duration::ZERO)
+                    }
+                    ChunkOpStatus::Overload => {
+                        last = status_error(status, &leader);
+                        Next::Retry(policy.overload_sleep(retries - 1))
+                    }
+                    ChunkOpStatus::DiskFail
+                    | ChunkOpStatus::CrcFail
+                    | ChunkOpStatus::FailureUnknown => {
+                        last = status_error(status, &leader);
+                        Next::Retry(policy.retry_interval)
+                    }
+                    // INVALID_REQUEST, CHUNK_EXIST, EPOCH_TOO_OLD, NOSPACE (cluster full:
+                    // no retry loop), CHUNK_NOTEXIST on write, BACKWARD on read.
+                    _ => return Err(status_error(status, &leader)),
+                }
+            }
+            Err(e) => {
+                let timed_out = matches!(e, TransportError::Timeout(_));
+                last = Error::failed(format!("{} to {}: {e}", method.method, leader.endpoint));
+                let moved = core
+                    .copysets
+                    .refresh_leader(&entry, leader.version)
+                    .await
+                    .ok();
+                if timed_out {
+                    // The grown timeout is the backoff.
+                    Next::Retry(Duration::ZERO)
+                } else {
+                    Next::Retry(pause_unless_moved(&leader, moved, policy.retry_interval))
+                }
+            }
+        };
+        sleep_until_deadline(pause, deadline).await;
+    }
+}
+
+fn status_error(status: ChunkOpStatus, leader: &LeaderView) -> Error {
+    Error::new(
+        chunk_status_to_code(status),
+        format!(
+            "chunkserver {} answered {}",
+            leader.endpoint,
+            status.as_str_name()
+        ),
+    )
+}
+
+/// No pause when a different leader was found: the retry goes somewhere new.
+fn pause_unless_moved(before: &LeaderView, now: Option<LeaderView>, pause: Duration) -> Duration {
+    match now {
+        Some(l) if l.endpoint != before.endpoint => Duration::ZERO,
+        _ => pause,
+    }
+}
+
+async fn sleep_until_deadline(pause: Duration, deadline: Instant) {
+    let left = deadline.saturating_duration_since(Instant::now());
+    let pause = pause.min(left);
+    if !pause.is_zero() {
+        tokio::time::sleep(pause).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pow_of_ratio() {
+        assert_eq!(max_pow(0), 0);
+        assert_eq!(max_pow(1), 0);
+        assert_eq!(max_pow(8), 3);
+        assert_eq!(max_pow(9), 3);
+        assert_eq!(max_pow(64), 6);
+    }
+
+    fn policy(base_ms: u64, max_ms: u64) -> Policy {
+        Policy {
+            base_timeout: Duration::from_millis(base_ms),
+            max_timeout: Duration::from_millis(max_ms),
+            timeout_pow: max_pow(max_ms / base_ms),
+            retry_interval: Duration::from_millis(100),
+            max_sleep: Duration::from_secs(8),
+            overload_pow: max_pow(80),
+            max_retry: 10,
+            budget: Duration::from_secs(60),
+        }
+    }
+
+    #[test]
+    fn timeout_doubles_up_to_the_cap() {
+        let p = policy(1000, 8000);
+        let got: Vec<u64> = (0..6).map(|r| p.timeout(r).as_millis() as u64).collect();
+        assert_eq!(got, vec![1000, 2000, 4000, 8000, 8000, 8000]);
+        let p = policy(1000, 5000);
+        assert_eq!(p.timeout(10), Duration::from_millis(4000));
+    }
+
+    #[test]
+    fn overload_sleep_grows_with_jitter_and_stays_clamped() {
+        let p = policy(1000, 8000);
+        for r in 0..20 {
+            let s = p.overload_sleep(r);
+            assert!(
+                s >= Duration::from_millis(100) && s <= Duration::from_secs(8),
+                "{s:?}"
+            );
+        }
+        let s3 = p.overload_sleep(3);
+        assert!(
+            s3 >= Duration::from_millis(720) && s3 <= Duration::from_millis(880),
+            "{s3:?}"
+        );
+    }
+}
