@@ -116,9 +116,24 @@ pub enum Error {
     },
     #[error("the MDS server failed: {0}")]
     Serve(#[from] tonic::transport::Error),
+    #[error("the MDS start-up task failed: {0}")]
+    Startup(String),
 }
 
-/// Binds `config.listen` and serves the MDS until `shutdown` completes.
+/// Binds `config.listen` and serves both MDS services on it until `shutdown` completes.
+///
+/// The store `<data_dir>/mds.redb` is created on first start and reused afterwards; only one
+/// process may hold it. Returns `Err` if the port cannot be bound, the config is unusable or
+/// the store cannot be opened; `Ok` after `shutdown` once open connections have drained.
+///
+/// ```no_run
+/// # async fn run(config: curve_mds::MdsConfig) -> Result<(), curve_mds::Error> {
+/// curve_mds::serve(config, async {
+///     let _ = tokio::signal::ctrl_c().await;
+/// })
+/// .await
+/// # }
+/// ```
 pub async fn serve(
     config: MdsConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
@@ -152,7 +167,7 @@ pub async fn serve_with_listener(
             .map(|opened| (opened, topology))
     })
     .await
-    .map_err(|e| Error::Config(format!("store opening task failed: {e}")))??;
+    .map_err(|e| Error::Startup(e.to_string()))??;
     let (opened, topology) = opened;
     let topology = Arc::new(topology::Topology {
         config: topology,

@@ -257,3 +257,78 @@ async fn serve_stops_on_shutdown() {
         .unwrap()
         .unwrap();
 }
+
+/// Env var naming the dir a child MDS process serves from (see `child_mds`).
+const CHILD_DIR: &str = "CURVE_MDS_TEST_CHILD_DIR";
+
+/// Not a test on its own: the MDS process `sigkill_loses_nothing_acknowledged` kills.
+#[tokio::test]
+#[ignore = "started as a child process by sigkill_loses_nothing_acknowledged"]
+async fn child_mds() {
+    let Some(dir) = std::env::var_os(CHILD_DIR) else {
+        return;
+    };
+    let dir = std::path::PathBuf::from(dir);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let config = curve_mds::MdsConfig {
+        listen: listener.local_addr().unwrap(),
+        data_dir: dir.join("mds"),
+        options: options(),
+        topology: topology(),
+    };
+    let tmp = dir.join("port.tmp");
+    std::fs::write(&tmp, port.to_string()).unwrap();
+    std::fs::rename(&tmp, dir.join("port")).unwrap();
+    curve_mds::serve_with_listener(config, listener, std::future::pending())
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn sigkill_loses_nothing_acknowledged() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["child_mds", "--exact", "--ignored", "--nocapture"])
+        .env(CHILD_DIR, dir.path())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let port_file = dir.path().join("port");
+    let mut port = None;
+    for _ in 0..500 {
+        if let Ok(text) = std::fs::read_to_string(&port_file) {
+            port = Some(text.parse::<u16>().unwrap());
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let port = port.expect("child MDS never reported its port");
+    let url = format!("http://127.0.0.1:{port}");
+    let mut fs = None;
+    for _ in 0..250 {
+        if let Ok(c) =
+            curve_proto::mds::curve_fs_service_client::CurveFsServiceClient::connect(url.clone())
+                .await
+        {
+            fs = Some(Fs(c));
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let mut fs = fs.unwrap();
+    assert_eq!(fs.mkdir("/d", "alice").await, S::KOk);
+    assert_eq!(fs.create("/d/vol", "alice", 10 * GIB).await, S::KOk);
+    let (status, seg) = fs.segment("/d/vol", "alice", 0, true, None).await;
+    assert_eq!(status, S::KOk);
+    assert_eq!(fs.chown("/d/vol", "bob", ROOT).await, S::KOk);
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    let mds = Mds::start(&dir.path().join("mds"), options()).await;
+    let mut fs = mds.fs().await;
+    let info = fs.stat("/d/vol", ROOT).await.1.unwrap();
+    assert_eq!(info.owner.as_deref(), Some("bob"));
+    assert_eq!(fs.segment("/d/vol", ROOT, 0, false, None).await.1, seg);
+    mds.stop().await;
+}
