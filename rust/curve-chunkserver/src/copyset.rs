@@ -1,15 +1,90 @@
-//! One hosted copyset's replicas and who leads it. Leadership is a decision of this
-//! type alone, so the services ask `leader()`/`is_leader()` and never look at member
-//! order themselves.
+//! One hosted copyset's replicas, who leads it, and — on the leader — which followers
+//! hold every acknowledged write. Leadership is decided here (driven by
+//! `election.rs`); the services only ask `leader()`/`is_leader()`.
 //!
-//! Today the leader is always `members[0]` (the preferred leader the MDS lists first):
-//! there is no failover, so a dead `members[0]` leaves the copyset without a serving
-//! leader until it returns. A failover policy would change `leader` here and nothing in
-//! the services.
+//! The rules, a much simplified stand-in for braft:
+//! - `members[0]` is the preferred leader. A follower probes the leader it follows every
+//!   ~500 ms; after 3 failed probes it moves on to the next live member in order, and a
+//!   member becomes leader itself only if it is *eligible*: the leader kept sending it
+//!   heartbeats (which it does only to followers that hold every acknowledged write)
+//!   until it was last seen alive.
+//! - A new leader trusts no follower: it copies every chunk of the copyset to each of
+//!   them (catch-up) before it heartbeats them, so a follower that missed writes never
+//!   looks eligible.
+//! - A member earlier in order than the leader asks for leadership back with every probe
+//!   (`GetLeader` with `peer` set to itself); the leader hands it over once that member
+//!   has caught up.
+//!
+//! Known gap: a write that a follower missed less than one heartbeat interval before the
+//! leader died is not visible to that follower, which may then lead without it.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
 
+use crate::store::{read_sn, write_sn};
 use crate::{HostedCopyset, PeerEntry};
+
+const NO_LEADER: usize = usize::MAX;
+/// Probes that must fail in a row before a leader is given up.
+pub(crate) const PROBE_FAILURES_TO_FAILOVER: u32 = 3;
+/// How far the last heartbeat may trail the last sign of life of the leader for a
+/// follower to still count itself as holding every write (three heartbeat intervals).
+const ELIGIBLE_SLACK: Duration = Duration::from_millis(1500);
+
+/// Which chunks a follower may lack.
+#[derive(Debug, Clone)]
+pub(crate) enum Dirty {
+    /// Unknown: copy every chunk of the copyset.
+    All,
+    Chunks(HashSet<u64>),
+}
+
+/// The leader's view of one follower.
+#[derive(Debug)]
+pub(crate) struct FollowerSync {
+    pub in_sync: bool,
+    pub dirty: Dirty,
+    pub catching_up: bool,
+    /// The chunk a catch-up copy is sending now, and whether a write touched it since the
+    /// copy read it (then the copy may have overwritten newer data and is redone).
+    pub copying: Option<u64>,
+    pub touched: bool,
+}
+
+impl FollowerSync {
+    fn unknown() -> Self {
+        FollowerSync {
+            in_sync: false,
+            dirty: Dirty::All,
+            catching_up: false,
+            copying: None,
+            touched: false,
+        }
+    }
+
+    fn mark_dirty(&mut self, chunk_id: u64) {
+        self.in_sync = false;
+        if let Dirty::Chunks(set) = &mut self.dirty {
+            set.insert(chunk_id);
+        }
+    }
+}
+
+/// Election and sync state; behind one lock because it changes a few times a second.
+#[derive(Debug)]
+pub(crate) struct Election {
+    /// Consecutive failed probes per member index.
+    pub probe_failures: Vec<u32>,
+    pub last_heartbeat: Option<Instant>,
+    pub last_leader_contact: Option<Instant>,
+    /// Leader only: per member index (this chunkserver's own entry unused).
+    pub followers: Vec<FollowerSync>,
+    /// Leader only: writes in flight per chunk, so a catch-up copy knows it raced one.
+    pub writes_in_flight: HashMap<u64, u32>,
+}
 
 #[derive(Debug)]
 pub(crate) struct CopysetState {
@@ -18,41 +93,165 @@ pub(crate) struct CopysetState {
     members: Vec<PeerEntry>,
     /// This chunkserver's position in `members`.
     self_index: usize,
+    /// Index of the leader in `members`, or `NO_LEADER` while unknown (startup).
+    leader: AtomicUsize,
     /// Writes applied here, leader or follower; reported as `appliedIndex`.
     applied_index: AtomicU64,
+    /// The highest leadership term seen; each new leader takes the next one, so a
+    /// deposed leader that wakes up (SIGSTOP, partition) learns it is out of date.
+    term: AtomicU64,
+    /// Where `term` is kept across restarts (a restarted leader must not reuse a term).
+    term_path: PathBuf,
+    election: Mutex<Election>,
+}
+
+/// What this chunkserver currently is for the copyset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Role {
+    Leader,
+    Follower(usize),
+    Unknown,
 }
 
 impl CopysetState {
-    /// `None` when this chunkserver is not among the copyset's members (a config error
-    /// the caller reports) or the copyset has no members.
-    pub fn new(hosted: &HostedCopyset, self_id: u32) -> Option<Self> {
+    /// `None` when this chunkserver is not among the copyset's members. `term_path` is
+    /// a file in the copyset's folder.
+    pub fn new(hosted: &HostedCopyset, self_id: u32, term_path: PathBuf) -> Option<Self> {
         let self_index = hosted.members.iter().position(|m| m.id == self_id)?;
+        let n = hosted.members.len();
+        // An unreadable term file counts as term 0: the peers' heartbeats teach us theirs.
+        let term = read_sn(&term_path).unwrap_or(0);
         Some(CopysetState {
+            term: AtomicU64::new(term),
+            term_path,
             logical_pool_id: hosted.logical_pool_id,
             copyset_id: hosted.copyset_id,
             members: hosted.members.clone(),
             self_index,
+            leader: AtomicUsize::new(NO_LEADER),
             applied_index: AtomicU64::new(0),
+            election: Mutex::new(Election {
+                probe_failures: vec![0; n],
+                last_heartbeat: None,
+                last_leader_contact: None,
+                followers: (0..n).map(|_| FollowerSync::unknown()).collect(),
+                writes_in_flight: HashMap::new(),
+            }),
         })
     }
 
-    pub fn leader(&self) -> &PeerEntry {
-        // `new` guarantees at least one member (this chunkserver).
-        &self.members[0]
+    pub fn election(&self) -> MutexGuard<'_, Election> {
+        self.election.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub fn members(&self) -> &[PeerEntry] {
+        &self.members
+    }
+
+    pub fn self_index(&self) -> usize {
+        self.self_index
+    }
+
+    pub fn member_index(&self, id: u32) -> Option<usize> {
+        self.members.iter().position(|m| m.id == id)
+    }
+
+    /// The member whose PeerId text or "ip:port" is `address`.
+    pub fn member_by_address(&self, address: &str) -> Option<usize> {
+        let addr = address.strip_suffix(":0").unwrap_or(address);
+        self.members.iter().position(|m| m.addr == addr)
+    }
+
+    pub fn role(&self) -> Role {
+        match self.leader.load(Ordering::Acquire) {
+            NO_LEADER => Role::Unknown,
+            i if i == self.self_index => Role::Leader,
+            i => Role::Follower(i),
+        }
+    }
+
+    /// The leader this chunkserver knows of, if any.
+    pub fn leader(&self) -> Option<&PeerEntry> {
+        self.members.get(self.leader.load(Ordering::Acquire))
     }
 
     pub fn is_leader(&self) -> bool {
-        self.self_index == 0
+        self.leader.load(Ordering::Acquire) == self.self_index
     }
 
-    /// Every member except this chunkserver, in order.
-    pub fn peers(&self) -> impl Iterator<Item = &PeerEntry> {
+    /// Follow member `index` (not this chunkserver).
+    pub fn follow(&self, index: usize) {
+        if index == self.self_index || index >= self.members.len() {
+            return;
+        }
+        let previous = self.leader.swap(index, Ordering::AcqRel);
+        if previous != index {
+            tracing::info!(
+                copyset = %self.name(),
+                leader = self.members[index].id,
+                "following a new leader"
+            );
+            self.election().probe_failures[index] = 0;
+        }
+    }
+
+    /// Take leadership in a new term. Every follower starts unknown and gets a full
+    /// catch-up copy.
+    pub fn lead(&self) {
+        let mut election = self.election();
+        for f in &mut election.followers {
+            *f = FollowerSync::unknown();
+        }
+        election.writes_in_flight.clear();
+        let term = self.term.fetch_add(1, Ordering::AcqRel) + 1;
+        self.persist_term(term);
+        self.leader.store(self.self_index, Ordering::Release);
+        tracing::info!(copyset = %self.name(), term, "leading");
+    }
+
+    /// Forget the leader (a newer term exists somewhere); discovery finds it again.
+    pub fn step_down(&self) {
+        self.leader.store(NO_LEADER, Ordering::Release);
+        tracing::info!(copyset = %self.name(), "stepped down");
+    }
+
+    pub fn term(&self) -> u64 {
+        self.term.load(Ordering::Acquire)
+    }
+
+    /// Records a term announced by a leader. `false`: it is older than one already seen.
+    pub fn observe_term(&self, term: u64) -> bool {
+        let previous = self.term.fetch_max(term, Ordering::AcqRel);
+        if term > previous {
+            self.persist_term(term);
+        }
+        term >= previous
+    }
+
+    fn persist_term(&self, term: u64) {
+        if let Err(e) = write_sn(&self.term_path, term) {
+            tracing::warn!(copyset = %self.name(), error = %e, "cannot persist term");
+        }
+    }
+
+    /// Whether this follower may lead: it was heartbeated (held every acknowledged
+    /// write) up to about when the leader was last seen.
+    pub fn eligible(&self) -> bool {
+        let election = self.election();
+        match (election.last_heartbeat, election.last_leader_contact) {
+            (None, _) => false,
+            (Some(_), None) => true,
+            (Some(hb), Some(contact)) => hb + ELIGIBLE_SLACK >= contact,
+        }
+    }
+
+    /// Every member except this chunkserver, with its index.
+    pub fn peers(&self) -> impl Iterator<Item = (usize, &PeerEntry)> {
         let me = self.self_index;
         self.members
             .iter()
             .enumerate()
             .filter(move |(i, _)| *i != me)
-            .map(|(_, m)| m)
     }
 
     pub fn is_member(&self, id: u32) -> bool {
@@ -70,6 +269,49 @@ impl CopysetState {
 
     pub fn bump_applied_index(&self) -> u64 {
         self.applied_index.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    /// Leader: a write to `chunk_id` is about to be applied and replicated.
+    pub fn write_started(&self, chunk_id: u64) {
+        let mut election = self.election();
+        *election.writes_in_flight.entry(chunk_id).or_insert(0) += 1;
+        for f in &mut election.followers {
+            if f.copying == Some(chunk_id) {
+                f.touched = true;
+            }
+        }
+    }
+
+    /// Leader: the write finished; `missed` are the member indexes that do not have it.
+    pub fn write_finished(&self, chunk_id: u64, missed: &[usize]) {
+        let mut election = self.election();
+        if let Some(n) = election.writes_in_flight.get_mut(&chunk_id) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                election.writes_in_flight.remove(&chunk_id);
+            }
+        }
+        for (i, f) in election.followers.iter_mut().enumerate() {
+            if f.copying == Some(chunk_id) {
+                f.touched = true;
+            }
+            if missed.contains(&i) {
+                f.mark_dirty(chunk_id);
+            }
+        }
+    }
+
+    /// Leader: whether member `index` holds every acknowledged write.
+    pub fn follower_in_sync(&self, index: usize) -> bool {
+        self.election()
+            .followers
+            .get(index)
+            .is_some_and(|f| f.in_sync)
+    }
+
+    /// "pool-copyset", for logs.
+    pub fn name(&self) -> String {
+        format!("{}-{}", self.logical_pool_id, self.copyset_id)
     }
 }
 

@@ -33,6 +33,7 @@ pub struct ChunkServerConfig {
 }
 
 mod copyset;
+mod election;
 mod replication;
 mod service;
 mod store;
@@ -99,6 +100,15 @@ pub async fn serve_with_listener(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
     let node = Arc::new(build_node(&config)?);
+    let election = tokio::spawn(election::run(node.clone()));
+    // Aborting on every exit path stops the probes and catch-up copies with the server.
+    struct AbortOnDrop(tokio::task::JoinHandle<()>);
+    impl Drop for AbortOnDrop {
+        fn drop(&mut self) {
+            self.0.abort();
+        }
+    }
+    let _election = AbortOnDrop(election);
     let handlers = Handlers(node);
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     Server::builder()
@@ -137,7 +147,8 @@ fn build_node(config: &ChunkServerConfig) -> Result<Node, Error> {
     let mut copysets = HashMap::new();
     for hosted in &config.copysets {
         let key = (hosted.logical_pool_id, hosted.copyset_id);
-        let state = CopysetState::new(hosted, config.id).ok_or_else(|| {
+        let term_path = store.copyset_dir(key.0, key.1).join("term");
+        let state = CopysetState::new(hosted, config.id, term_path).ok_or_else(|| {
             invalid(format!(
                 "copyset {}-{} does not list this chunkserver among its members",
                 key.0, key.1

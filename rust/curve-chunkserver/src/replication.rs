@@ -1,6 +1,7 @@
 //! The leader's side of replication: sends an applied write to every other member with
-//! `curvefs.local.ReplicaService/ReplicateWrite` and tallies who has it. There is no log
-//! and no catch-up: a member that cannot be reached simply misses the write.
+//! `curvefs.local.ReplicaService/ReplicateWrite` and tallies who has it. There is no log:
+//! a member that cannot be reached misses the write until the leader's catch-up copy
+//! (election.rs) brings it the whole chunk.
 
 use std::collections::HashMap;
 use std::sync::{Mutex, PoisonError};
@@ -18,7 +19,7 @@ use crate::store::ChunkKey;
 
 /// A follower slower than this is treated as not live for that write; Curve's client
 /// waits 1 s for the whole WriteChunk by default, so longer would only stall it.
-const REPLICATE_DEADLINE: Duration = Duration::from_secs(1);
+pub(crate) const REPLICATE_DEADLINE: Duration = Duration::from_secs(1);
 /// A refused connection answers in microseconds on loopback; this bounds a black hole.
 const CONNECT_TIMEOUT: Duration = Duration::from_millis(200);
 
@@ -55,7 +56,30 @@ impl PeerChannels {
     }
 }
 
-/// Sends the write to every peer of the copyset concurrently; one outcome per peer.
+/// Sends one ReplicateWrite (a write, a catch-up piece or a heartbeat) to `addr`.
+pub(crate) async fn send_replicate(
+    channels: &PeerChannels,
+    addr: &str,
+    request: ReplicateWriteRequest,
+    deadline: Duration,
+) -> ReplicaOutcome {
+    let Some(channel) = channels.channel(addr) else {
+        return ReplicaOutcome::Unreachable;
+    };
+    let mut client = ReplicaServiceClient::new(channel)
+        .max_decoding_message_size(MAX_MESSAGE_SIZE)
+        .max_encoding_message_size(MAX_MESSAGE_SIZE);
+    match tokio::time::timeout(deadline, client.replicate_write(request)).await {
+        Ok(Ok(resp)) => match resp.into_inner().status {
+            0 => ReplicaOutcome::Applied,
+            s => ReplicaOutcome::Refused(s),
+        },
+        Ok(Err(_)) | Err(_) => ReplicaOutcome::Unreachable,
+    }
+}
+
+/// Sends the write to every peer of the copyset concurrently; one outcome per peer,
+/// with the peer's member index.
 pub(crate) async fn replicate_write(
     channels: &PeerChannels,
     copyset: &CopysetState,
@@ -64,9 +88,8 @@ pub(crate) async fn replicate_write(
     offset: u32,
     data: &Bytes,
     sn: Option<u64>,
-) -> Vec<ReplicaOutcome> {
-    let calls = copyset.peers().map(|peer| {
-        let channel = channels.channel(&peer.addr);
+) -> Vec<(usize, ReplicaOutcome)> {
+    let calls = copyset.peers().map(|(index, peer)| {
         let request = ReplicateWriteRequest {
             logic_pool_id: key.logical_pool_id,
             copyset_id: key.copyset_id,
@@ -78,19 +101,8 @@ pub(crate) async fn replicate_write(
             leader_id: self_id,
         };
         async move {
-            let Some(channel) = channel else {
-                return ReplicaOutcome::Unreachable;
-            };
-            let mut client = ReplicaServiceClient::new(channel)
-                .max_decoding_message_size(MAX_MESSAGE_SIZE)
-                .max_encoding_message_size(MAX_MESSAGE_SIZE);
-            match tokio::time::timeout(REPLICATE_DEADLINE, client.replicate_write(request)).await {
-                Ok(Ok(resp)) => match resp.into_inner().status {
-                    0 => ReplicaOutcome::Applied,
-                    s => ReplicaOutcome::Refused(s),
-                },
-                Ok(Err(_)) | Err(_) => ReplicaOutcome::Unreachable,
-            }
+            let outcome = send_replicate(channels, &peer.addr, request, REPLICATE_DEADLINE).await;
+            (index, outcome)
         }
     });
     join_all(calls).await
@@ -98,13 +110,16 @@ pub(crate) async fn replicate_write(
 
 /// Whether a write applied locally may be acknowledged: every live follower has it and,
 /// counting the leader, a majority does.
-pub(crate) fn write_committed(copyset: &CopysetState, outcomes: &[ReplicaOutcome]) -> bool {
+pub(crate) fn write_committed(
+    copyset: &CopysetState,
+    outcomes: &[(usize, ReplicaOutcome)],
+) -> bool {
     let applied = 1 + outcomes
         .iter()
-        .filter(|o| **o == ReplicaOutcome::Applied)
+        .filter(|(_, o)| *o == ReplicaOutcome::Applied)
         .count();
     let refused = outcomes
         .iter()
-        .any(|o| matches!(o, ReplicaOutcome::Refused(_)));
+        .any(|(_, o)| matches!(o, ReplicaOutcome::Refused(_)));
     !refused && applied >= copyset.majority()
 }

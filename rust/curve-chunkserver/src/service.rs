@@ -19,8 +19,9 @@ use curve_proto::local::replica_service_server::ReplicaService;
 use curve_proto::local::{ReplicateWriteRequest, ReplicateWriteResponse};
 use tonic::{Request, Response, Status};
 
-use crate::copyset::{CopysetState, peer_id_text};
-use crate::replication::{PeerChannels, replicate_write, write_committed};
+use crate::copyset::{CopysetState, Role, peer_id_text};
+use crate::election::{HEARTBEAT_OFFSET, NO_LEADER_MESSAGE};
+use crate::replication::{PeerChannels, ReplicaOutcome, replicate_write, write_committed};
 use crate::store::{ChunkKey, ChunkStore, WriteError};
 
 /// Positioned IO up to this size runs on the reactor thread: on page cache it takes
@@ -77,6 +78,18 @@ impl Node {
         self.copysets.get(&(logical_pool_id, copyset_id))
     }
 
+    pub fn copysets(&self) -> impl Iterator<Item = &Arc<CopysetState>> {
+        self.copysets.values()
+    }
+
+    pub fn channels(&self) -> &PeerChannels {
+        &self.channels
+    }
+
+    pub fn store(&self) -> &Arc<ChunkStore> {
+        &self.store
+    }
+
     /// `offset + size ≤ chunk_size`, both multiples of the block size (Curve's
     /// CheckRequestOffsetAndLength). A missing offset or size is refused: without them
     /// there is nothing well-defined to read or write.
@@ -87,10 +100,12 @@ impl Node {
         (fits && offset % block == 0 && size % block == 0).then_some(Range { offset, size })
     }
 
+    /// REDIRECTED with the leader's PeerId, or without a hint while no leader is known
+    /// (the client then asks GetLeader).
     fn redirect(copyset: &CopysetState) -> ChunkResponse {
         ChunkResponse {
             status: ChunkOpStatus::Redirected as i32,
-            redirect: Some(peer_id_text(copyset.leader())),
+            redirect: copyset.leader().map(peer_id_text),
             ..Default::default()
         }
     }
@@ -184,6 +199,7 @@ impl Node {
         }
         // The local write and the followers' run concurrently: the write is idempotent
         // at its offset, so a failure on either side is settled by the client's retry.
+        copyset.write_started(key.chunk_id);
         let store = self.store.clone();
         let local_data = data.clone();
         let offset = u64::from(range.offset);
@@ -198,6 +214,12 @@ impl Node {
             req.sn,
         );
         let (local, outcomes) = futures::join!(local, remote);
+        let missed: Vec<usize> = outcomes
+            .iter()
+            .filter(|(_, o)| *o != ReplicaOutcome::Applied)
+            .map(|(i, _)| *i)
+            .collect();
+        copyset.write_finished(key.chunk_id, &missed);
         if let Err(e) = local {
             tracing::warn!(?key, error = %e, "chunk write failed");
             return status_response(ChunkOpStatus::DiskFail);
@@ -225,7 +247,7 @@ impl Node {
         if !copyset.is_leader() {
             return GetChunkInfoResponse {
                 status: ChunkOpStatus::Redirected as i32,
-                redirect: Some(peer_id_text(copyset.leader())),
+                redirect: copyset.leader().map(peer_id_text),
                 chunk_sn: Vec::new(),
             };
         }
@@ -273,6 +295,13 @@ impl Node {
         if !copyset.is_member(req.leader_id) || req.leader_id == self.id {
             return ChunkOpStatus::InvalidRequest;
         }
+        if req.offset == HEARTBEAT_OFFSET && req.data.is_empty() {
+            return Self::heartbeat(copyset, &req);
+        }
+        // Two leaders must not both commit: the one that is leader here refuses.
+        if copyset.is_leader() {
+            return ChunkOpStatus::Redirected;
+        }
         let Ok(size) = u32::try_from(req.data.len()) else {
             return ChunkOpStatus::InvalidRequest;
         };
@@ -305,6 +334,32 @@ impl Node {
                 ChunkOpStatus::DiskFail
             }
         }
+    }
+}
+
+impl Node {
+    /// A leader's heartbeat (format in election.rs): adopt it as leader unless it is
+    /// from an older term, and note whether it says we hold every write.
+    fn heartbeat(copyset: &CopysetState, req: &ReplicateWriteRequest) -> ChunkOpStatus {
+        let Some(sender) = copyset.member_index(req.leader_id) else {
+            return ChunkOpStatus::InvalidRequest;
+        };
+        let term = req.sn.unwrap_or(0);
+        if !copyset.observe_term(term) {
+            return ChunkOpStatus::Backward;
+        }
+        if copyset.is_leader() && term == copyset.term() && copyset.self_index() < sender {
+            // Same term on two leaders: the earlier member in order keeps it.
+            return ChunkOpStatus::Backward;
+        }
+        copyset.follow(sender);
+        let mut election = copyset.election();
+        let now = std::time::Instant::now();
+        election.last_leader_contact = Some(now);
+        if req.chunk_id == 1 {
+            election.last_heartbeat = Some(now);
+        }
+        ChunkOpStatus::Success
     }
 }
 
@@ -370,7 +425,23 @@ impl CliService2 for Handlers {
                 req.logic_pool_id, req.copyset_id
             )));
         };
-        let leader = copyset.leader();
+        // A member earlier in order than us asks for leadership back; it gets it once
+        // it holds every write.
+        if copyset.role() == Role::Leader
+            && let Some(asking) = req
+                .peer
+                .as_ref()
+                .and_then(|p| p.address.as_deref())
+                .and_then(|a| copyset.member_by_address(a))
+            && asking < copyset.self_index()
+            && copyset.follower_in_sync(asking)
+        {
+            tracing::info!(copyset = %copyset.name(), to = asking, "handing leadership back");
+            copyset.follow(asking);
+        }
+        let Some(leader) = copyset.leader() else {
+            return Err(Status::unavailable(NO_LEADER_MESSAGE));
+        };
         Ok(Response::new(GetLeaderResponse2 {
             leader: Peer {
                 id: Some(u64::from(leader.id)),

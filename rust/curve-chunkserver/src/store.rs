@@ -173,9 +173,35 @@ impl ChunkStore {
     }
 }
 
+impl ChunkStore {
+    /// The chunk file's length (its furthest written byte), or `None` if never written.
+    pub fn chunk_len(&self, key: ChunkKey) -> io::Result<Option<u64>> {
+        match self.chunk(key, false)? {
+            Some(c) => Ok(Some(c.file.metadata()?.len())),
+            None => Ok(None),
+        }
+    }
+
+    /// Ids of every chunk stored for a copyset.
+    pub fn chunk_ids(&self, logical_pool_id: u32, copyset_id: u32) -> io::Result<Vec<u64>> {
+        let mut ids = Vec::new();
+        for entry in std::fs::read_dir(self.copyset_dir(logical_pool_id, copyset_id))? {
+            let name = entry?.file_name();
+            if let Some(id) = name
+                .to_str()
+                .and_then(|n| n.strip_prefix("chunk_"))
+                .and_then(|n| n.parse::<u64>().ok())
+            {
+                ids.push(id);
+            }
+        }
+        Ok(ids)
+    }
+}
+
 /// A missing or short sidecar means no sn was ever recorded (a chunk written without
 /// one, or a crash between creating the chunk and its first sidecar write).
-fn read_sn(path: &Path) -> io::Result<u64> {
+pub(crate) fn read_sn(path: &Path) -> io::Result<u64> {
     match std::fs::read(path) {
         Ok(bytes) => Ok(bytes
             .get(..8)
@@ -187,8 +213,8 @@ fn read_sn(path: &Path) -> io::Result<u64> {
 }
 
 /// Write-then-rename, so a crash leaves either the old or the new sn, never a torn one.
-fn write_sn(path: &Path, sn: u64) -> io::Result<()> {
-    let tmp = path.with_extension("sn.tmp");
+pub(crate) fn write_sn(path: &Path, sn: u64) -> io::Result<()> {
+    let tmp = path.with_extension("tmp");
     std::fs::write(&tmp, sn.to_le_bytes())?;
     std::fs::rename(&tmp, path)
 }

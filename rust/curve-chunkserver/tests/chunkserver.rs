@@ -320,6 +320,7 @@ async fn restart_keeps_data_and_sn() -> TestResult {
     for i in 0..3 {
         cluster.restart(i)?;
     }
+    cluster.wait_leader(CS_A, 0, &[0, 1, 2]).await?;
     let mut leader = cluster.chunk_client(0).await?;
     let resp = read(&mut leader, read_request(CS_A, 21, 131072, 65536)).await?;
     assert_eq!(status(resp.status), ChunkOpStatus::Success);
@@ -338,6 +339,8 @@ async fn restart_keeps_data_and_sn() -> TestResult {
     for i in 0..3 {
         cluster.restart(i)?;
     }
+    // Server 2 is now preferred: it takes leadership over once it has caught up.
+    cluster.wait_leader(CS_A, 2, &[0, 1, 2]).await?;
     let mut new_leader = cluster.chunk_client(2).await?;
     let resp = read(&mut new_leader, read_request(CS_A, 21, 131072, 65536)).await?;
     assert_eq!(status(resp.status), ChunkOpStatus::Success);
@@ -367,6 +370,7 @@ async fn write_is_acknowledged_with_one_follower_down_not_two() -> TestResult {
 
     // A follower that comes back receives new writes again.
     cluster.restart(1)?;
+    cluster.wait_leader(CS_A, 0, &[0, 1]).await?;
     let resp = write(&mut leader, write_request(CS_A, 32, 0, data.clone(), 0)).await?;
     assert_eq!(status(resp.status), ChunkOpStatus::Success);
     assert_eq!(on_disk(&cluster.chunk_path(1, CS_A, 32), 0, 4096)?, data);
@@ -401,6 +405,86 @@ async fn whole_chunk_write_and_concurrent_small_writes() -> TestResult {
     let got = resp.attachment.unwrap_or_default();
     for i in 0..64usize {
         assert_eq!(&got[i * 4096..(i + 1) * 4096], &pattern(4096, i as u8)[..]);
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leader_failover_and_handback_after_catch_up() -> TestResult {
+    let mut cluster = Cluster::start().await?;
+    let before = pattern(8192, 1);
+    {
+        let mut leader = cluster.chunk_client(0).await?;
+        let resp = write(&mut leader, write_request(CS_A, 50, 0, before.clone(), 0)).await?;
+        assert_eq!(status(resp.status), ChunkOpStatus::Success);
+    }
+    // Let the followers be heartbeated as holding every write.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+
+    let started = std::time::Instant::now();
+    cluster.kill(0);
+    cluster.wait_leader(CS_A, 1, &[1, 2]).await?;
+    let failover = started.elapsed();
+    assert!(
+        failover < Duration::from_secs(6),
+        "failover took {failover:?}"
+    );
+
+    let mut acting = cluster.chunk_client(1).await?;
+    let resp = read(&mut acting, read_request(CS_A, 50, 0, 8192)).await?;
+    assert_eq!(resp.attachment.as_deref(), Some(&before[..]));
+    // Written while server 0 is down: it must get this before leading again.
+    let during = pattern(4096, 2);
+    let resp = write(
+        &mut acting,
+        write_request(CS_A, 51, 4096, during.clone(), 0),
+    )
+    .await?;
+    assert_eq!(status(resp.status), ChunkOpStatus::Success);
+    let resp = write(&mut acting, write_request(CS_A, 50, 0, during.clone(), 0)).await?;
+    assert_eq!(status(resp.status), ChunkOpStatus::Success);
+
+    // The other copyset's leader (server 1) kept serving throughout.
+    let mut b_leader = cluster.chunk_client(1).await?;
+    let resp = write(
+        &mut b_leader,
+        write_request(CS_B, 1, 0, pattern(4096, 3), 0),
+    )
+    .await?;
+    assert_eq!(status(resp.status), ChunkOpStatus::Success);
+
+    cluster.restart(0)?;
+    cluster.wait_leader(CS_A, 0, &[0, 1, 2]).await?;
+    let mut leader = cluster.chunk_client(0).await?;
+    let resp = read(&mut leader, read_request(CS_A, 51, 4096, 4096)).await?;
+    assert_eq!(status(resp.status), ChunkOpStatus::Success);
+    assert_eq!(resp.attachment.as_deref(), Some(&during[..]));
+    let resp = read(&mut leader, read_request(CS_A, 50, 0, 8192)).await?;
+    let got = resp.attachment.unwrap_or_default();
+    assert_eq!(&got[..4096], &during[..]);
+    assert_eq!(&got[4096..], &before[4096..]);
+
+    // Server 1 gave leadership back and redirects again.
+    let resp = write(&mut acting, write_request(CS_A, 52, 0, pattern(4096, 4), 0)).await?;
+    assert_eq!(status(resp.status), ChunkOpStatus::Redirected);
+    assert_eq!(resp.redirect, Some(format!("{}:0", cluster.addr(0))));
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn follower_that_missed_writes_is_caught_up() -> TestResult {
+    let mut cluster = Cluster::start().await?;
+    let mut leader = cluster.chunk_client(0).await?;
+    cluster.kill(2);
+    let data = pattern(65536, 6);
+    let resp = write(&mut leader, write_request(CS_A, 60, 65536, data.clone(), 0)).await?;
+    assert_eq!(status(resp.status), ChunkOpStatus::Success);
+    cluster.restart(2)?;
+    let path = cluster.chunk_path(2, CS_A, 60);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while on_disk(&path, 65536, 65536).ok() != Some(data.clone()) {
+        assert!(std::time::Instant::now() < deadline, "no catch-up");
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
     Ok(())
 }

@@ -73,6 +73,8 @@ impl Cluster {
         for (i, listener) in listeners.into_iter().enumerate() {
             cluster.run(i, listener)?;
         }
+        cluster.wait_leader(CS_A, 0, &[0, 1, 2]).await?;
+        cluster.wait_leader(CS_B, 1, &[0, 1, 2]).await?;
         Ok(cluster)
     }
 
@@ -175,6 +177,47 @@ impl Cluster {
         i: usize,
     ) -> Result<CliService2Client<Channel>, tonic::transport::Error> {
         CliService2Client::connect(format!("http://{}", self.addr(i))).await
+    }
+}
+
+impl Cluster {
+    /// Waits (up to 15 s) until every server in `on` names server `leader` as the
+    /// copyset's leader and that server leads it.
+    pub async fn wait_leader(
+        &self,
+        copyset_id: u32,
+        leader: usize,
+        on: &[usize],
+    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        let expected = format!("{}:0", self.addr(leader));
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(15);
+        loop {
+            let mut settled = true;
+            for &i in on {
+                let answer = match self.cli_client(i).await {
+                    Ok(mut cli) => cli
+                        .get_leader(curve_proto::chunkserver::GetLeaderRequest2 {
+                            logic_pool_id: POOL,
+                            copyset_id,
+                            peer: None,
+                        })
+                        .await
+                        .ok()
+                        .and_then(|r| r.into_inner().leader.address),
+                    Err(_) => None,
+                };
+                settled &= answer.as_deref() == Some(expected.as_str());
+            }
+            if settled {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() > deadline {
+                return Err(
+                    format!("copyset {copyset_id}: server {leader} did not become leader").into(),
+                );
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
     }
 }
 

@@ -1,0 +1,388 @@
+//! The chunkserver's background leadership loop (rules in copyset.rs), every ~500 ms for
+//! each hosted copyset: a leader heartbeats its followers and copies chunks to those
+//! that may lack writes; a follower probes its leader and fails over when it stops
+//! answering; a chunkserver that does not know the leader yet (startup) asks its peers.
+//!
+//! Heartbeats travel as `ReplicateWrite` requests that cannot be writes: empty `data`
+//! at offset `HEARTBEAT_OFFSET`, `sn` = the leader's term, `chunkId` = 1 when the
+//! follower holds every acknowledged write and 0 otherwise. The message is our own
+//! (curvefs.local), so this needs no proto change.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use curve_proto::chunkserver::GetLeaderRequest2;
+use curve_proto::chunkserver::cli_service2_client::CliService2Client;
+use curve_proto::common::Peer;
+use curve_proto::local::ReplicateWriteRequest;
+use futures::future::join_all;
+use tokio::task::JoinSet;
+
+use crate::copyset::{CopysetState, Dirty, PROBE_FAILURES_TO_FAILOVER, Role, peer_id_text};
+use crate::replication::{REPLICATE_DEADLINE, ReplicaOutcome, send_replicate};
+use crate::service::Node;
+use crate::store::ChunkKey;
+
+pub(crate) const TICK: Duration = Duration::from_millis(500);
+/// GetLeader probes and heartbeats: short, so one dead peer cannot stretch a tick.
+const PROBE_DEADLINE: Duration = Duration::from_millis(300);
+pub(crate) const HEARTBEAT_OFFSET: u32 = u32::MAX;
+/// Catch-up copies go in pieces of this size.
+const CATCH_UP_PIECE: u64 = 1024 * 1024;
+/// gRPC status message of GetLeader while this chunkserver knows no leader, so a probing
+/// peer can tell "alive, no leader yet" from a connection failure (both UNAVAILABLE).
+pub(crate) const NO_LEADER_MESSAGE: &str = "no leader known for this copyset";
+
+/// Runs until dropped; the catch-up copies it started stop with it.
+pub(crate) async fn run(node: Arc<Node>) {
+    let mut catch_ups = JoinSet::new();
+    loop {
+        let ticks = node.copysets().map(|cs| tick(&node, cs));
+        for (cs, follower) in join_all(ticks).await.into_iter().flatten() {
+            catch_ups.spawn(catch_up(node.clone(), cs, follower));
+        }
+        // Reap finished copies so the set does not grow.
+        while catch_ups.try_join_next().is_some() {}
+        tokio::time::sleep(TICK).await;
+    }
+}
+
+/// One round for one copyset; returns the catch-up copies to start.
+async fn tick(node: &Arc<Node>, cs: &Arc<CopysetState>) -> Vec<(Arc<CopysetState>, usize)> {
+    match cs.role() {
+        Role::Leader => heartbeat(node, cs).await,
+        Role::Follower(leader) => {
+            probe(node, cs, leader).await;
+            Vec::new()
+        }
+        Role::Unknown => {
+            discover(node, cs).await;
+            Vec::new()
+        }
+    }
+}
+
+async fn heartbeat(node: &Arc<Node>, cs: &Arc<CopysetState>) -> Vec<(Arc<CopysetState>, usize)> {
+    let mut start = Vec::new();
+    let mut beats = Vec::new();
+    {
+        let mut election = cs.election();
+        for (index, peer) in cs.peers() {
+            let Some(f) = election.followers.get_mut(index) else {
+                continue;
+            };
+            if !f.in_sync && !f.catching_up {
+                f.catching_up = true;
+                start.push((cs.clone(), index));
+            }
+            let request = ReplicateWriteRequest {
+                logic_pool_id: cs.logical_pool_id,
+                copyset_id: cs.copyset_id,
+                chunk_id: u64::from(f.in_sync),
+                offset: HEARTBEAT_OFFSET,
+                data: Vec::new(),
+                sn: Some(cs.term()),
+                leader_id: node.id,
+            };
+            beats.push(send_replicate(
+                node.channels(),
+                &peer.addr,
+                request,
+                PROBE_DEADLINE,
+            ));
+        }
+    }
+    let outcomes = join_all(beats).await;
+    let deposed = outcomes.iter().any(|o| {
+        *o == ReplicaOutcome::Refused(curve_proto::chunkserver::ChunkOpStatus::Backward as u32)
+    });
+    if deposed && cs.is_leader() {
+        // A follower has seen a newer term: another member leads now.
+        cs.step_down();
+        return Vec::new();
+    }
+    start
+}
+
+/// What a peer said when asked for the leader.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Answer {
+    /// Names this member index.
+    Names(usize),
+    /// Alive but knows no leader (or named someone outside the copyset).
+    NoLeader,
+    Unreachable,
+}
+
+async fn ask(node: &Node, cs: &CopysetState, index: usize) -> Answer {
+    let Some(peer) = cs.members().get(index) else {
+        return Answer::Unreachable;
+    };
+    let Some(channel) = node.channels().channel(&peer.addr) else {
+        return Answer::Unreachable;
+    };
+    let me = &cs.members()[cs.self_index()];
+    let request = GetLeaderRequest2 {
+        logic_pool_id: cs.logical_pool_id,
+        copyset_id: cs.copyset_id,
+        peer: Some(Peer {
+            id: Some(u64::from(me.id)),
+            address: Some(peer_id_text(me)),
+        }),
+    };
+    let mut client = CliService2Client::new(channel);
+    match tokio::time::timeout(PROBE_DEADLINE, client.get_leader(request)).await {
+        Ok(Ok(resp)) => {
+            let leader = resp.into_inner().leader;
+            leader
+                .address
+                .as_deref()
+                .and_then(|a| cs.member_by_address(a))
+                .map_or(Answer::NoLeader, Answer::Names)
+        }
+        Ok(Err(status)) if status.message() == NO_LEADER_MESSAGE => Answer::NoLeader,
+        Ok(Err(_)) | Err(_) => Answer::Unreachable,
+    }
+}
+
+/// Follower: is the leader still there, and whom does it name?
+async fn probe(node: &Node, cs: &CopysetState, leader: usize) {
+    let answer = ask(node, cs, leader).await;
+    if answer != Answer::Unreachable {
+        let mut election = cs.election();
+        election.last_leader_contact = Some(Instant::now());
+        if let Some(n) = election.probe_failures.get_mut(leader) {
+            *n = 0;
+        }
+    }
+    match answer {
+        Answer::Names(i) if i == leader => {}
+        // The leader hands leadership back to us (we are earlier in order and caught up).
+        Answer::Names(i) if i == cs.self_index() => cs.lead(),
+        Answer::Names(i) => cs.follow(i),
+        Answer::NoLeader => {}
+        Answer::Unreachable => {
+            let failures = {
+                let mut election = cs.election();
+                match election.probe_failures.get_mut(leader) {
+                    Some(n) => {
+                        *n += 1;
+                        *n
+                    }
+                    None => 0,
+                }
+            };
+            if failures >= PROBE_FAILURES_TO_FAILOVER {
+                fail_over(node, cs, leader).await;
+            }
+        }
+    }
+}
+
+/// The leader stopped answering: follow whoever leads already, or the first live
+/// member in order, or lead if that is us and we hold every write.
+async fn fail_over(node: &Node, cs: &CopysetState, dead: usize) {
+    let me = cs.self_index();
+    let answers = ask_peers(node, cs, Some(dead)).await;
+    // Someone already took over.
+    if let Some((j, _)) = answers
+        .iter()
+        .find(|(j, a)| *a == Answer::Names(*j) && *j != dead)
+    {
+        cs.follow(*j);
+        return;
+    }
+    let eligible = cs.eligible();
+    for (i, _) in cs.members().iter().enumerate() {
+        if i == dead {
+            continue;
+        }
+        if i == me {
+            if eligible {
+                cs.lead();
+                return;
+            }
+            continue;
+        }
+        match answers.iter().find(|(j, _)| *j == i).map(|(_, a)| *a) {
+            // Defers to a live member other than the dead leader: it declines.
+            Some(Answer::Names(x)) if x != i && x != dead && x != me => continue,
+            // Defers to us, but we may lack writes: nobody safe leads.
+            Some(Answer::Names(x)) if x == me => continue,
+            Some(Answer::Names(_)) | Some(Answer::NoLeader) => {
+                cs.follow(i);
+                return;
+            }
+            Some(Answer::Unreachable) | None => continue,
+        }
+    }
+    // No safe candidate: keep the dead leader and try again next round.
+}
+
+/// Startup: learn the leader from the peers, or lead a cold cluster if first in order.
+async fn discover(node: &Node, cs: &CopysetState) {
+    let me = cs.self_index();
+    let answers = ask_peers(node, cs, None).await;
+    if let Some((j, _)) = answers.iter().find(|(j, a)| *a == Answer::Names(*j)) {
+        cs.follow(*j);
+        return;
+    }
+    // The peers still follow us: we restarted before anyone took over.
+    if answers.iter().any(|(_, a)| *a == Answer::Names(me)) {
+        cs.lead();
+        return;
+    }
+    if let Some((_, Answer::Names(x))) = answers.iter().find(|(_, a)| matches!(a, Answer::Names(_)))
+    {
+        cs.follow(*x);
+        return;
+    }
+    // Cold start: the first member in order that is up leads; an earlier member that
+    // does not answer is waited for a few rounds (it may still be starting).
+    let mut election = cs.election();
+    for (i, _) in cs.members().iter().enumerate() {
+        if i == me {
+            drop(election);
+            cs.lead();
+            return;
+        }
+        match answers.iter().find(|(j, _)| *j == i).map(|(_, a)| *a) {
+            Some(Answer::NoLeader) => {
+                drop(election);
+                cs.follow(i);
+                return;
+            }
+            _ => {
+                if let Some(n) = election.probe_failures.get_mut(i) {
+                    *n += 1;
+                    if *n < PROBE_FAILURES_TO_FAILOVER {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+}
+
+async fn ask_peers(node: &Node, cs: &CopysetState, skip: Option<usize>) -> Vec<(usize, Answer)> {
+    let asks = cs
+        .peers()
+        .filter(|(i, _)| Some(*i) != skip)
+        .map(|(i, _)| async move { (i, ask(node, cs, i).await) });
+    join_all(asks).await
+}
+
+/// Leader: copy the chunks follower `index` may lack, one at a time, then mark it in
+/// sync. Gives up on the first failure; the next tick starts again.
+async fn catch_up(node: Arc<Node>, cs: Arc<CopysetState>, index: usize) {
+    let result = copy_dirty_chunks(&node, &cs, index).await;
+    let mut election = cs.election();
+    if let Some(f) = election.followers.get_mut(index) {
+        f.catching_up = false;
+        f.copying = None;
+        if result.is_ok() && matches!(&f.dirty, Dirty::Chunks(set) if set.is_empty()) {
+            f.in_sync = true;
+            tracing::info!(copyset = %cs.name(), follower = index, "follower caught up");
+        }
+    }
+}
+
+async fn copy_dirty_chunks(node: &Node, cs: &CopysetState, index: usize) -> Result<(), ()> {
+    let Some(peer) = cs.members().get(index) else {
+        return Err(());
+    };
+    let needs_listing = matches!(
+        cs.election().followers.get(index).map(|f| &f.dirty),
+        Some(Dirty::All)
+    );
+    if needs_listing {
+        let ids = node
+            .store()
+            .chunk_ids(cs.logical_pool_id, cs.copyset_id)
+            .map_err(|_| ())?;
+        let mut election = cs.election();
+        if let Some(f) = election.followers.get_mut(index) {
+            // Writes since leading were sent to the follower or marked (as no-ops on
+            // `All`); the listing covers every chunk that existed before.
+            f.dirty = Dirty::Chunks(ids.into_iter().collect());
+        }
+    }
+    loop {
+        if !cs.is_leader() {
+            return Err(());
+        }
+        let chunk_id = {
+            let mut election = cs.election();
+            let in_flight = |c: u64| election.writes_in_flight.contains_key(&c);
+            let Some(f) = election.followers.get(index) else {
+                return Err(());
+            };
+            let Dirty::Chunks(set) = &f.dirty else {
+                return Err(());
+            };
+            let Some(&chunk_id) = set.iter().next() else {
+                return Ok(());
+            };
+            let racing = in_flight(chunk_id);
+            if let Some(f) = election.followers.get_mut(index) {
+                f.copying = Some(chunk_id);
+                f.touched = racing;
+            }
+            chunk_id
+        };
+        copy_chunk(node, cs, &peer.addr, chunk_id).await?;
+        let mut election = cs.election();
+        let Some(f) = election.followers.get_mut(index) else {
+            return Err(());
+        };
+        f.copying = None;
+        if !std::mem::take(&mut f.touched)
+            && let Dirty::Chunks(set) = &mut f.dirty
+        {
+            set.remove(&chunk_id);
+        }
+    }
+}
+
+async fn copy_chunk(node: &Node, cs: &CopysetState, addr: &str, chunk_id: u64) -> Result<(), ()> {
+    let key = ChunkKey {
+        logical_pool_id: cs.logical_pool_id,
+        copyset_id: cs.copyset_id,
+        chunk_id,
+    };
+    let store = node.store();
+    let Some(len) = store.chunk_len(key).map_err(|_| ())? else {
+        return Ok(());
+    };
+    let sn = store.sn(key).map_err(|_| ())?;
+    let mut offset = 0u64;
+    while offset < len {
+        let piece = CATCH_UP_PIECE.min(len - offset);
+        let (Ok(piece_len), Ok(wire_offset)) = (usize::try_from(piece), u32::try_from(offset))
+        else {
+            return Err(());
+        };
+        let reader = store.clone();
+        let data = tokio::task::spawn_blocking(move || reader.read(key, offset, piece_len))
+            .await
+            .map_err(|_| ())?
+            .map_err(|_| ())?
+            .ok_or(())?;
+        let request = ReplicateWriteRequest {
+            logic_pool_id: key.logical_pool_id,
+            copyset_id: key.copyset_id,
+            chunk_id,
+            offset: wire_offset,
+            data,
+            sn,
+            leader_id: node.id,
+        };
+        if send_replicate(node.channels(), addr, request, REPLICATE_DEADLINE).await
+            != ReplicaOutcome::Applied
+        {
+            return Err(());
+        }
+        offset += piece;
+    }
+    Ok(())
+}
