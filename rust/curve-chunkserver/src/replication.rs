@@ -3,7 +3,7 @@
 //! a member that cannot be reached misses the write until the leader's catch-up copy
 //! (election.rs) brings it the whole chunk.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
@@ -31,6 +31,8 @@ pub(crate) enum ReplicaOutcome {
     Unreachable,
     /// The follower answered and did not apply it (a CHUNK_OP_STATUS value).
     Refused(u32),
+    /// Not sent: the follower recently failed to answer (see `PeerChannels::suspects`).
+    Skipped,
 }
 
 /// One reused channel per peer address; tonic reconnects a channel by itself after the
@@ -38,9 +40,36 @@ pub(crate) enum ReplicaOutcome {
 #[derive(Default)]
 pub(crate) struct PeerChannels {
     channels: Mutex<HashMap<String, Channel>>,
+    /// Peers whose last replicated write or catch-up piece went unanswered. Writes skip
+    /// them while a majority is reachable without them, so a hung (SIGSTOPped) follower
+    /// costs one deadline instead of one per write; the writes they miss are marked
+    /// for catch-up. Any answer from the peer (a heartbeat, every tick) clears this.
+    suspects: Mutex<HashSet<String>>,
 }
 
 impl PeerChannels {
+    pub fn is_suspect(&self, addr: &str) -> bool {
+        self.suspects
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains(addr)
+    }
+
+    fn record(&self, addr: &str, outcome: ReplicaOutcome, deadline: Duration) {
+        let mut suspects = self.suspects.lock().unwrap_or_else(PoisonError::into_inner);
+        match outcome {
+            ReplicaOutcome::Applied | ReplicaOutcome::Refused(_) => {
+                suspects.remove(addr);
+            }
+            // A heartbeat's short deadline says little about a loaded peer; only the
+            // full write deadline makes it suspect.
+            ReplicaOutcome::Unreachable if deadline >= REPLICATE_DEADLINE => {
+                suspects.insert(addr.to_string());
+            }
+            ReplicaOutcome::Unreachable | ReplicaOutcome::Skipped => {}
+        }
+    }
+
     pub fn channel(&self, addr: &str) -> Option<Channel> {
         let mut channels = self.channels.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(c) = channels.get(addr) {
@@ -69,17 +98,19 @@ pub(crate) async fn send_replicate(
     let mut client = ReplicaServiceClient::new(channel)
         .max_decoding_message_size(MAX_MESSAGE_SIZE)
         .max_encoding_message_size(MAX_MESSAGE_SIZE);
-    match tokio::time::timeout(deadline, client.replicate_write(request)).await {
+    let outcome = match tokio::time::timeout(deadline, client.replicate_write(request)).await {
         Ok(Ok(resp)) => match resp.into_inner().status {
             0 => ReplicaOutcome::Applied,
             s => ReplicaOutcome::Refused(s),
         },
         Ok(Err(_)) | Err(_) => ReplicaOutcome::Unreachable,
-    }
+    };
+    channels.record(addr, outcome, deadline);
+    outcome
 }
 
-/// Sends the write to every peer of the copyset concurrently; one outcome per peer,
-/// with the peer's member index.
+/// Sends the write to every peer of the copyset concurrently (suspects only when a
+/// majority needs them); one outcome per peer, with the peer's member index.
 pub(crate) async fn replicate_write(
     channels: &PeerChannels,
     copyset: &CopysetState,
@@ -89,18 +120,27 @@ pub(crate) async fn replicate_write(
     data: &Bytes,
     sn: Option<u64>,
 ) -> Vec<(usize, ReplicaOutcome)> {
+    let healthy = copyset
+        .peers()
+        .filter(|(_, p)| !channels.is_suspect(&p.addr))
+        .count();
+    let include_suspects = healthy + 1 < copyset.majority();
     let calls = copyset.peers().map(|(index, peer)| {
-        let request = ReplicateWriteRequest {
-            logic_pool_id: key.logical_pool_id,
-            copyset_id: key.copyset_id,
-            chunk_id: key.chunk_id,
-            offset,
-            // prost's generated field is a Vec; one copy per follower.
-            data: data.to_vec(),
-            sn,
-            leader_id: self_id,
-        };
+        let skip = !include_suspects && channels.is_suspect(&peer.addr);
         async move {
+            if skip {
+                return (index, ReplicaOutcome::Skipped);
+            }
+            let request = ReplicateWriteRequest {
+                logic_pool_id: key.logical_pool_id,
+                copyset_id: key.copyset_id,
+                chunk_id: key.chunk_id,
+                offset,
+                // prost's generated field is a Vec; one copy per follower.
+                data: data.to_vec(),
+                sn,
+                leader_id: self_id,
+            };
             let outcome = send_replicate(channels, &peer.addr, request, REPLICATE_DEADLINE).await;
             (index, outcome)
         }

@@ -488,3 +488,49 @@ async fn follower_that_missed_writes_is_caught_up() -> TestResult {
     }
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hung_follower_costs_one_deadline_not_one_per_write() -> TestResult {
+    let mut cluster = Cluster::start().await?;
+    let mut leader = cluster.chunk_client(0).await?;
+    cluster.kill(2);
+    // A listener that never accepts: connections open, nothing answers (like SIGSTOP).
+    let black_hole = {
+        let mut attempts = 0;
+        loop {
+            let socket = tokio::net::TcpSocket::new_v4()?;
+            socket.set_reuseaddr(true)?;
+            match socket
+                .bind(cluster.configs[2].listen)
+                .and_then(|()| socket.listen(64))
+            {
+                Ok(l) => break l,
+                Err(_) if attempts < 100 => {
+                    attempts += 1;
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    };
+    let first = std::time::Instant::now();
+    let resp = write(&mut leader, write_request(CS_A, 70, 0, pattern(4096, 1), 0)).await?;
+    assert_eq!(status(resp.status), ChunkOpStatus::Success);
+    assert!(first.elapsed() < Duration::from_secs(3));
+    let rest = std::time::Instant::now();
+    for i in 1..20u32 {
+        let resp = write(
+            &mut leader,
+            write_request(CS_A, 70, i * 4096, pattern(4096, i as u8), 0),
+        )
+        .await?;
+        assert_eq!(status(resp.status), ChunkOpStatus::Success);
+    }
+    assert!(
+        rest.elapsed() < Duration::from_secs(2),
+        "19 writes took {:?}",
+        rest.elapsed()
+    );
+    drop(black_hole);
+    Ok(())
+}
