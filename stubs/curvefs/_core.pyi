@@ -6,9 +6,63 @@ instead. Wrong argument *types* raise ``TypeError``; out-of-range values return 
 """
 
 import os
-from typing import Final
+from typing import Final, final
 
 from typing_extensions import Buffer, Self
+
+__all__ = [
+    "CURVEINODE_APPENDFILE",
+    "CURVE_ERROR_AUTHFAIL",
+    "CURVE_ERROR_BAD_FD",
+    "CURVE_ERROR_CLIENT_NOT_SUPPORT_SNAPSHOT",
+    "CURVE_ERROR_CRC_ERROR",
+    "CURVE_ERROR_DELETE_BEING_CLONED",
+    "CURVE_ERROR_DELETE_ERROR",
+    "CURVE_ERROR_DELETING",
+    "CURVE_ERROR_DISABLEIO",
+    "CURVE_ERROR_DISK_FAIL",
+    "CURVE_ERROR_EXISTS",
+    "CURVE_ERROR_FAILED",
+    "CURVE_ERROR_FILE_OCCUPIED",
+    "CURVE_ERROR_INTERNAL_ERROR",
+    "CURVE_ERROR_INVALID_REQUEST",
+    "CURVE_ERROR_LENGTH_NOT_SUPPORT",
+    "CURVE_ERROR_NOTEXIST",
+    "CURVE_ERROR_NOT_ALIGNED",
+    "CURVE_ERROR_NOT_ALLOCATE",
+    "CURVE_ERROR_NOT_EMPTY",
+    "CURVE_ERROR_NOT_SUPPORT",
+    "CURVE_ERROR_NOT_UNDERSNAPSHOT",
+    "CURVE_ERROR_NO_SHRINK_BIGGER_FILE",
+    "CURVE_ERROR_NO_SPACE",
+    "CURVE_ERROR_OK",
+    "CURVE_ERROR_PARAM_ERROR",
+    "CURVE_ERROR_SESSION_NOTEXISTS",
+    "CURVE_ERROR_SESSION_NOT_EXIST",
+    "CURVE_ERROR_SNAPSTHO_FROZEN",
+    "CURVE_ERROR_STATUS_NOT_MATCH",
+    "CURVE_ERROR_UNDER_SNAPSHOT",
+    "CURVE_ERROR_UNKNOWN",
+    "CURVE_FILE_BEINGCLONED",
+    "CURVE_FILE_CLONED",
+    "CURVE_FILE_CLONEMETAINSTALLED",
+    "CURVE_FILE_CLONING",
+    "CURVE_FILE_CREATED",
+    "CURVE_FILE_DELETING",
+    "CURVE_INODE_APPENDECFILE",
+    "CURVE_INODE_DIRECTORY",
+    "CURVE_INODE_PAGEFILE",
+    "CURVE_OP_READ",
+    "CURVE_OP_WRITE",
+    "CBDClient",
+    "CreateContext",
+    "FileInfo_t",
+    "UserInfo_t",
+    "__version__",
+    "debug_build",
+    "serve_chunkserver",
+    "serve_mds",
+]
 
 __version__: Final[str]
 debug_build: Final[bool]
@@ -60,6 +114,7 @@ CURVE_ERROR_UNKNOWN: Final = 100
 CURVE_OP_READ: Final = 0
 CURVE_OP_WRITE: Final = 1
 
+@final
 class UserInfo_t:
     """Who makes a call. ``password`` matters only for root."""
 
@@ -68,6 +123,7 @@ class UserInfo_t:
     def __new__(cls, owner: str = "", password: str = "") -> Self: ...
     def __getnewargs__(self) -> tuple[str, str]: ...
 
+@final
 class FileInfo_t:
     """A file's attributes, filled in place by ``CBDClient.StatFile``."""
 
@@ -83,6 +139,7 @@ class FileInfo_t:
     stripeCount: int
     def __new__(cls) -> Self: ...
 
+@final
 class CreateContext:
     """The arguments of ``CBDClient.Create2``. ``user`` is shared, not copied."""
 
@@ -102,6 +159,7 @@ class CreateContext:
         stripeCount: int = 0,
     ) -> Self: ...
 
+@final
 class CBDClient:
     """A client of one Curve cluster; safe to share between threads."""
 

@@ -5,6 +5,23 @@
 
 use pyo3::prelude::*;
 
+/// `s` quoted as Python's `repr` quotes a str (single quotes, escapes), for `__repr__`s that
+/// read like the constructor call.
+fn quote(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('\'');
+    for c in s.chars() {
+        match c {
+            '\'' => out.push_str("\\'"),
+            '\\' => out.push_str("\\\\"),
+            c if c.is_control() => out.extend(c.escape_default()),
+            c => out.push(c),
+        }
+    }
+    out.push('\'');
+    out
+}
+
 /// Who makes a call: `owner` and `password` (empty unless the owner is root).
 #[pyclass(name = "UserInfo_t", module = "curvefs")]
 #[derive(Clone, Default)]
@@ -19,6 +36,7 @@ pub struct UserInfo {
 impl UserInfo {
     #[new]
     #[pyo3(signature = (owner = String::new(), password = String::new()))]
+    #[pyo3(text_signature = "(owner='', password='')")]
     fn new(owner: String, password: String) -> Self {
         UserInfo { owner, password }
     }
@@ -30,7 +48,11 @@ impl UserInfo {
     fn __repr__(&self) -> String {
         // The password stays out of reprs, which end up in logs and tracebacks.
         let password = if self.password.is_empty() { "" } else { "***" };
-        format!("UserInfo_t(owner={:?}, password={password:?})", self.owner)
+        format!(
+            "UserInfo_t(owner={}, password={})",
+            quote(&self.owner),
+            quote(password)
+        )
     }
 }
 
@@ -78,15 +100,15 @@ impl FileInfo {
 
     fn __repr__(&self) -> String {
         format!(
-            "FileInfo_t(id={}, parentid={}, filetype={}, length={}, ctime={}, filename={:?}, \
-             owner={:?}, fileStatus={}, stripeUnit={}, stripeCount={})",
+            "FileInfo_t(id={}, parentid={}, filetype={}, length={}, ctime={}, filename={}, \
+             owner={}, fileStatus={}, stripeUnit={}, stripeCount={})",
             self.id,
             self.parentid,
             self.filetype,
             self.length,
             self.ctime,
-            self.filename,
-            self.owner,
+            quote(&self.filename),
+            quote(&self.owner),
             self.file_status,
             self.stripe_unit,
             self.stripe_count
@@ -132,6 +154,9 @@ pub struct CreateContext {
 impl CreateContext {
     #[new]
     #[pyo3(signature = (name = String::new(), length = 0, user = None, poolset = String::new(), stripeUnit = 0, stripeCount = 0))]
+    #[pyo3(
+        text_signature = "(name='', length=0, user=None, poolset='', stripeUnit=0, stripeCount=0)"
+    )]
     #[allow(non_snake_case)] // keyword names are the attributes' names
     fn new(
         py: Python<'_>,
@@ -159,9 +184,13 @@ impl CreateContext {
     fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
         let user = self.user.bind(py).borrow().__repr__();
         Ok(format!(
-            "CreateContext(name={:?}, length={}, user={user}, poolset={:?}, stripeUnit={}, \
+            "CreateContext(name={}, length={}, user={user}, poolset={}, stripeUnit={}, \
              stripeCount={})",
-            self.name, self.length, self.poolset, self.stripe_unit, self.stripe_count
+            quote(&self.name),
+            self.length,
+            quote(&self.poolset),
+            self.stripe_unit,
+            self.stripe_count
         ))
     }
 }
