@@ -46,6 +46,9 @@ pub(crate) enum Dirty {
 #[derive(Debug)]
 pub(crate) struct FollowerSync {
     pub in_sync: bool,
+    /// It accepted a heartbeat saying so in this term, hence knows this term and its
+    /// next leadership will take a higher one (required before handing leadership back).
+    pub in_sync_acked: bool,
     pub dirty: Dirty,
     pub catching_up: bool,
     /// The chunk a catch-up copy is sending now, and whether a write touched it since the
@@ -58,6 +61,7 @@ impl FollowerSync {
     fn unknown() -> Self {
         FollowerSync {
             in_sync: false,
+            in_sync_acked: false,
             dirty: Dirty::All,
             catching_up: false,
             copying: None,
@@ -67,6 +71,7 @@ impl FollowerSync {
 
     fn mark_dirty(&mut self, chunk_id: u64) {
         self.in_sync = false;
+        self.in_sync_acked = false;
         if let Dirty::Chunks(set) = &mut self.dirty {
             set.insert(chunk_id);
         }
@@ -301,12 +306,12 @@ impl CopysetState {
         }
     }
 
-    /// Leader: whether member `index` holds every acknowledged write.
-    pub fn follower_in_sync(&self, index: usize) -> bool {
+    /// Leader: whether member `index` holds every acknowledged write and knows it.
+    pub fn follower_ready_to_lead(&self, index: usize) -> bool {
         self.election()
             .followers
             .get(index)
-            .is_some_and(|f| f.in_sync)
+            .is_some_and(|f| f.in_sync && f.in_sync_acked)
     }
 
     /// "pool-copyset", for logs.

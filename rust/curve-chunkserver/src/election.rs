@@ -75,24 +75,37 @@ async fn heartbeat(node: &Arc<Node>, cs: &Arc<CopysetState>) -> Vec<(Arc<Copyset
                 f.catching_up = true;
                 start.push((cs.clone(), index));
             }
+            let in_sync = f.in_sync;
             let request = ReplicateWriteRequest {
                 logic_pool_id: cs.logical_pool_id,
                 copyset_id: cs.copyset_id,
-                chunk_id: u64::from(f.in_sync),
+                chunk_id: u64::from(in_sync),
                 offset: HEARTBEAT_OFFSET,
                 data: Vec::new(),
                 sn: Some(cs.term()),
                 leader_id: node.id,
             };
-            beats.push(send_replicate(
-                node.channels(),
-                &peer.addr,
-                request,
-                PROBE_DEADLINE,
-            ));
+            let channels = node.channels();
+            beats.push(async move {
+                let outcome = send_replicate(channels, &peer.addr, request, PROBE_DEADLINE).await;
+                (index, in_sync, outcome)
+            });
         }
     }
-    let outcomes = join_all(beats).await;
+    let results = join_all(beats).await;
+    {
+        let mut election = cs.election();
+        for (index, in_sync, outcome) in &results {
+            if let Some(f) = election.followers.get_mut(*index)
+                && *in_sync
+                && f.in_sync
+                && *outcome == ReplicaOutcome::Applied
+            {
+                f.in_sync_acked = true;
+            }
+        }
+    }
+    let outcomes: Vec<ReplicaOutcome> = results.iter().map(|(_, _, o)| *o).collect();
     let deposed = outcomes.iter().any(|o| {
         *o == ReplicaOutcome::Refused(curve_proto::chunkserver::ChunkOpStatus::Backward as u32)
     });

@@ -345,7 +345,11 @@ impl Node {
             return ChunkOpStatus::InvalidRequest;
         };
         let term = req.sn.unwrap_or(0);
-        if !copyset.observe_term(term) {
+        // An older term is refused unless it comes from the leader we follow anyway:
+        // terms are per node and restart from what each persisted, so after a cluster
+        // restart the leader everyone agreed on may carry a lower one.
+        let from_our_leader = copyset.role() == Role::Follower(sender);
+        if !copyset.observe_term(term) && !from_our_leader {
             return ChunkOpStatus::Backward;
         }
         if copyset.is_leader() && term == copyset.term() && copyset.self_index() < sender {
@@ -434,7 +438,7 @@ impl CliService2 for Handlers {
                 .and_then(|p| p.address.as_deref())
                 .and_then(|a| copyset.member_by_address(a))
             && asking < copyset.self_index()
-            && copyset.follower_in_sync(asking)
+            && copyset.follower_ready_to_lead(asking)
         {
             tracing::info!(copyset = %copyset.name(), to = asking, "handing leadership back");
             copyset.follow(asking);

@@ -534,3 +534,79 @@ async fn hung_follower_costs_one_deadline_not_one_per_write() -> TestResult {
     drop(black_hole);
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_returns_after_shutdown_with_open_connections() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let config = curve_chunkserver::ChunkServerConfig {
+        id: 5,
+        listen: addr,
+        data_dir: dir.path().to_path_buf(),
+        chunk_size: CHUNK_SIZE,
+        block_size: BLOCK_SIZE,
+        copysets: vec![curve_chunkserver::HostedCopyset {
+            logical_pool_id: POOL,
+            copyset_id: CS_A,
+            members: vec![curve_chunkserver::PeerEntry {
+                id: 5,
+                addr: addr.to_string(),
+            }],
+        }],
+    };
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(curve_chunkserver::serve_with_listener(
+        config,
+        listener,
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+    // A single-member copyset leads itself and acknowledges alone.
+    let mut client = curve_proto::chunkserver::chunk_service_client::ChunkServiceClient::connect(
+        format!("http://{addr}"),
+    )
+    .await?;
+    let mut acknowledged = false;
+    for _ in 0..100 {
+        let resp = write(&mut client, write_request(CS_A, 1, 0, pattern(4096, 1), 0)).await?;
+        if status(resp.status) == ChunkOpStatus::Success {
+            acknowledged = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(acknowledged);
+    let _ = stop.send(());
+    tokio::time::timeout(Duration::from_secs(5), server).await???;
+    drop(client);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn config_errors_are_reported() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let config = curve_chunkserver::ChunkServerConfig {
+        id: 1,
+        listen: listener.local_addr()?,
+        data_dir: dir.path().to_path_buf(),
+        chunk_size: CHUNK_SIZE,
+        block_size: BLOCK_SIZE,
+        copysets: vec![curve_chunkserver::HostedCopyset {
+            logical_pool_id: POOL,
+            copyset_id: CS_A,
+            members: vec![curve_chunkserver::PeerEntry {
+                id: 2,
+                addr: "127.0.0.1:1".to_string(),
+            }],
+        }],
+    };
+    let result = curve_chunkserver::serve_with_listener(config, listener, async {}).await;
+    assert!(matches!(
+        result,
+        Err(curve_chunkserver::Error::InvalidConfig { id: 1, .. })
+    ));
+    Ok(())
+}
