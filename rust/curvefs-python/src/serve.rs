@@ -15,6 +15,42 @@ where
     F: FnOnce(std::pin::Pin<Box<dyn Future<Output = ()> + Send>>) -> Fut + Send,
     Fut: Future<Output = Result<(), curve_cluster::Error>>,
 {
+    // tokio's handler chains to the one installed before it. Python's SIGINT handler would
+    // then flag the signal too, and a KeyboardInterrupt would follow the clean shutdown;
+    // hand SIGINT to tokio alone for the run and give Python its handler back after.
+    let saved = take_sigint(py)?;
+    let served = serve_detached(py, serve);
+    if let Some((signal_mod, handler)) = saved {
+        signal_mod.call_method1("signal", (SIGINT, handler))?;
+    }
+    served
+}
+
+const SIGINT: i32 = 2;
+
+/// Python's SIGINT handler, replaced by the default one; `None` off the main thread, where
+/// Python cannot change handlers (the server then stops on SIGTERM as usual).
+fn take_sigint(py: Python<'_>) -> PyResult<Option<(Bound<'_, PyModule>, Bound<'_, PyAny>)>> {
+    let threading = py.import("threading")?;
+    let main = threading.call_method0("main_thread")?;
+    if !threading.call_method0("current_thread")?.is(&main) {
+        return Ok(None);
+    }
+    let signal_mod = py.import("signal")?;
+    let handler = signal_mod.call_method1("getsignal", (SIGINT,))?;
+    if handler.is_none() {
+        // Installed outside Python; leave it alone.
+        return Ok(None);
+    }
+    signal_mod.call_method1("signal", (SIGINT, signal_mod.getattr("SIG_DFL")?))?;
+    Ok(Some((signal_mod, handler)))
+}
+
+fn serve_detached<F, Fut>(py: Python<'_>, serve: F) -> PyResult<()>
+where
+    F: FnOnce(std::pin::Pin<Box<dyn Future<Output = ()> + Send>>) -> Fut + Send,
+    Fut: Future<Output = Result<(), curve_cluster::Error>>,
+{
     py.detach(|| {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
