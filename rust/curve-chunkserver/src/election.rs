@@ -50,62 +50,35 @@ pub(crate) async fn run(node: Arc<Node>) {
 /// One round for one copyset; returns the catch-up copies to start.
 async fn tick(node: &Arc<Node>, cs: &Arc<CopysetState>) -> Vec<(Arc<CopysetState>, usize)> {
     match cs.role() {
-        Role::Leader => heartbeat(node, cs).await,
-        Role::Follower(leader) => {
-            probe(node, cs, leader).await;
-            Vec::new()
-        }
-        Role::Unknown => {
-            discover(node, cs).await;
-            Vec::new()
-        }
+        Role::Leader => return heartbeat(node, cs).await,
+        Role::Follower(leader) => probe(node, cs, leader).await,
+        Role::Unknown => discover(node, cs).await,
+    }
+    // A new leader starts its followers' catch-up now rather than a tick later: until
+    // they are heartbeated as in sync, none of them could take over from it.
+    if cs.is_leader() {
+        heartbeat(node, cs).await
+    } else {
+        Vec::new()
     }
 }
 
+/// Leader: heartbeats every follower; returns the catch-up copies to start.
 async fn heartbeat(node: &Arc<Node>, cs: &Arc<CopysetState>) -> Vec<(Arc<CopysetState>, usize)> {
     let mut start = Vec::new();
-    let mut beats = Vec::new();
     {
         let mut election = cs.election();
-        for (index, peer) in cs.peers() {
-            let Some(f) = election.followers.get_mut(index) else {
-                continue;
-            };
-            if !f.in_sync && !f.catching_up {
+        for (index, _) in cs.peers() {
+            if let Some(f) = election.followers.get_mut(index)
+                && !f.in_sync
+                && !f.catching_up
+            {
                 f.catching_up = true;
                 start.push((cs.clone(), index));
             }
-            let in_sync = f.in_sync;
-            let request = ReplicateWriteRequest {
-                logic_pool_id: cs.logical_pool_id,
-                copyset_id: cs.copyset_id,
-                chunk_id: u64::from(in_sync),
-                offset: HEARTBEAT_OFFSET,
-                data: Vec::new(),
-                sn: Some(cs.term()),
-                leader_id: node.id,
-            };
-            let channels = node.channels();
-            beats.push(async move {
-                let outcome = send_replicate(channels, &peer.addr, request, PROBE_DEADLINE).await;
-                (index, in_sync, outcome)
-            });
         }
     }
-    let results = join_all(beats).await;
-    {
-        let mut election = cs.election();
-        for (index, in_sync, outcome) in &results {
-            if let Some(f) = election.followers.get_mut(*index)
-                && *in_sync
-                && f.in_sync
-                && *outcome == ReplicaOutcome::Applied
-            {
-                f.in_sync_acked = true;
-            }
-        }
-    }
-    let outcomes: Vec<ReplicaOutcome> = results.iter().map(|(_, _, o)| *o).collect();
+    let outcomes = join_all(cs.peers().map(|(index, _)| beat(node, cs, index))).await;
     let deposed = outcomes.iter().any(|o| {
         *o == ReplicaOutcome::Refused(curve_proto::chunkserver::ChunkOpStatus::Backward as u32)
     });
@@ -115,6 +88,37 @@ async fn heartbeat(node: &Arc<Node>, cs: &Arc<CopysetState>) -> Vec<(Arc<Copyset
         return Vec::new();
     }
     start
+}
+
+/// Leader: one heartbeat to follower `index`, telling it whether it holds every write.
+async fn beat(node: &Node, cs: &CopysetState, index: usize) -> ReplicaOutcome {
+    let Some(peer) = cs.members().get(index) else {
+        return ReplicaOutcome::Unreachable;
+    };
+    let in_sync = cs
+        .election()
+        .followers
+        .get(index)
+        .is_some_and(|f| f.in_sync);
+    let request = ReplicateWriteRequest {
+        logic_pool_id: cs.logical_pool_id,
+        copyset_id: cs.copyset_id,
+        chunk_id: u64::from(in_sync),
+        offset: HEARTBEAT_OFFSET,
+        data: Vec::new(),
+        sn: Some(cs.term()),
+        leader_id: node.id,
+    };
+    let outcome = send_replicate(node.channels(), &peer.addr, request, PROBE_DEADLINE).await;
+    if in_sync && outcome == ReplicaOutcome::Applied {
+        let mut election = cs.election();
+        if let Some(f) = election.followers.get_mut(index)
+            && f.in_sync
+        {
+            f.in_sync_acked = true;
+        }
+    }
+    outcome
 }
 
 /// What a peer said when asked for the leader.
@@ -289,14 +293,22 @@ async fn ask_peers(node: &Node, cs: &CopysetState, skip: Option<usize>) -> Vec<(
 /// sync. Gives up on the first failure; the next tick starts again.
 async fn catch_up(node: Arc<Node>, cs: Arc<CopysetState>, index: usize) {
     let result = copy_dirty_chunks(&node, &cs, index).await;
-    let mut election = cs.election();
-    if let Some(f) = election.followers.get_mut(index) {
+    let caught_up = {
+        let mut election = cs.election();
+        let Some(f) = election.followers.get_mut(index) else {
+            return;
+        };
         f.catching_up = false;
         f.copying = None;
         if result.is_ok() && matches!(&f.dirty, Dirty::Chunks(set) if set.is_empty()) {
             f.in_sync = true;
             tracing::info!(copyset = %cs.name(), follower = index, "follower caught up");
         }
+        f.in_sync
+    };
+    // Tell it at once, so it can take over should we die before the next tick.
+    if caught_up && cs.is_leader() {
+        beat(&node, &cs, index).await;
     }
 }
 

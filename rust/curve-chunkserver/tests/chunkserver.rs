@@ -610,3 +610,24 @@ async fn config_errors_are_reported() -> TestResult {
     ));
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leader_killed_soon_after_start_fails_over_and_reads_its_writes() -> TestResult {
+    let mut cluster = Cluster::start().await?;
+    let data = pattern(4096, 8);
+    {
+        let mut leader = cluster.chunk_client(0).await?;
+        let resp = write(&mut leader, write_request(CS_A, 80, 0, data.clone(), 0)).await?;
+        assert_eq!(status(resp.status), ChunkOpStatus::Success);
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    cluster.kill(0);
+    cluster.wait_leader(CS_A, 1, &[1, 2]).await?;
+    let mut acting = cluster.chunk_client(1).await?;
+    let resp = read(&mut acting, read_request(CS_A, 80, 0, 4096)).await?;
+    assert_eq!(resp.attachment, Some(data));
+    // With two of three members left, writes still reach a majority.
+    let resp = write(&mut acting, write_request(CS_A, 81, 0, pattern(4096, 9), 0)).await?;
+    assert_eq!(status(resp.status), ChunkOpStatus::Success);
+    Ok(())
+}
