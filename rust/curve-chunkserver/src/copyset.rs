@@ -22,7 +22,7 @@ use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use crate::store::{read_sn, write_sn};
 use crate::{HostedCopyset, PeerEntry};
@@ -34,11 +34,20 @@ pub(crate) const PROBE_FAILURES_TO_FAILOVER: u32 = 3;
 /// follower to still count itself as holding every write (three heartbeat intervals).
 const ELIGIBLE_SLACK: Duration = Duration::from_millis(1500);
 
+/// A follower that held every write this recently (by its last in-sync heartbeat)
+/// says so when a new leader first heartbeats it; the new leader then copies only the
+/// chunks written since, instead of the whole copyset.
+pub(crate) const RECENTLY_IN_SYNC: Duration = Duration::from_secs(10);
+/// Margin for writes in flight around that last heartbeat (one write deadline, twice).
+const IN_FLIGHT_MARGIN: Duration = Duration::from_secs(2);
+
 /// Which chunks a follower may lack.
 #[derive(Debug, Clone)]
 pub(crate) enum Dirty {
     /// Unknown: copy every chunk of the copyset.
     All,
+    /// Every chunk modified here since this time.
+    Since(SystemTime),
     Chunks(HashSet<u64>),
 }
 
@@ -69,6 +78,16 @@ impl FollowerSync {
         }
     }
 
+    /// The follower answered our first heartbeat saying it was in sync recently.
+    pub fn recently_in_sync(&mut self) {
+        if matches!(self.dirty, Dirty::All) {
+            let since = SystemTime::now()
+                .checked_sub(RECENTLY_IN_SYNC + IN_FLIGHT_MARGIN)
+                .unwrap_or(SystemTime::UNIX_EPOCH);
+            self.dirty = Dirty::Since(since);
+        }
+    }
+
     fn mark_dirty(&mut self, chunk_id: u64) {
         self.in_sync = false;
         self.in_sync_acked = false;
@@ -83,7 +102,11 @@ impl FollowerSync {
 pub(crate) struct Election {
     /// Consecutive failed probes per member index.
     pub probe_failures: Vec<u32>,
+    /// Last in-sync heartbeat received (or, for a former leader, the last time it had
+    /// a majority behind it).
     pub last_heartbeat: Option<Instant>,
+    /// Leader only: the last heartbeat round a majority answered.
+    pub last_led: Option<Instant>,
     pub last_leader_contact: Option<Instant>,
     /// Leader only: per member index (this chunkserver's own entry unused).
     pub followers: Vec<FollowerSync>,
@@ -138,6 +161,7 @@ impl CopysetState {
             election: Mutex::new(Election {
                 probe_failures: vec![0; n],
                 last_heartbeat: None,
+                last_led: None,
                 last_leader_contact: None,
                 followers: (0..n).map(|_| FollowerSync::unknown()).collect(),
                 writes_in_flight: HashMap::new(),
@@ -190,6 +214,9 @@ impl CopysetState {
             return;
         }
         let previous = self.leader.swap(index, Ordering::AcqRel);
+        if previous == self.self_index {
+            self.note_former_leadership();
+        }
         if previous != index {
             tracing::info!(
                 copyset = %self.name(),
@@ -216,8 +243,24 @@ impl CopysetState {
 
     /// Forget the leader (a newer term exists somewhere); discovery finds it again.
     pub fn step_down(&self) {
-        self.leader.store(NO_LEADER, Ordering::Release);
+        if self.leader.swap(NO_LEADER, Ordering::AcqRel) == self.self_index {
+            self.note_former_leadership();
+        }
         tracing::info!(copyset = %self.name(), "stepped down");
+    }
+
+    /// A leader held every write up to its last majority-confirmed heartbeat round;
+    /// not beyond, since it may have been stopped (SIGSTOP) while others wrote.
+    fn note_former_leadership(&self) {
+        let mut election = self.election();
+        election.last_heartbeat = election.last_heartbeat.max(election.last_led);
+    }
+
+    /// Whether this chunkserver held every write within [`RECENTLY_IN_SYNC`].
+    pub fn recently_in_sync(&self) -> bool {
+        self.election()
+            .last_heartbeat
+            .is_some_and(|t| t.elapsed() < RECENTLY_IN_SYNC)
     }
 
     pub fn term(&self) -> u64 {

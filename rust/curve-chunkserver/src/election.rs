@@ -5,14 +5,17 @@
 //!
 //! Heartbeats travel as `ReplicateWrite` requests that cannot be writes: empty `data`
 //! at offset `HEARTBEAT_OFFSET`, `sn` = the leader's term, `chunkId` = 1 when the
-//! follower holds every acknowledged write and 0 otherwise. The message is our own
-//! (curvefs.local), so this needs no proto change.
+//! follower holds every acknowledged write and 0 otherwise. A follower answers a
+//! heartbeat with status 0, or with CHUNK_EXIST (11) to a "not in sync" heartbeat when
+//! it held every write within the last `RECENTLY_IN_SYNC` (so a new leader copies only
+//! recently written chunks to it). The message is our own (curvefs.local), so this
+//! needs no proto change.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use curve_proto::chunkserver::GetLeaderRequest2;
 use curve_proto::chunkserver::cli_service2_client::CliService2Client;
+use curve_proto::chunkserver::{ChunkOpStatus, GetLeaderRequest2};
 use curve_proto::common::Peer;
 use curve_proto::local::ReplicateWriteRequest;
 use futures::future::join_all;
@@ -79,9 +82,17 @@ async fn heartbeat(node: &Arc<Node>, cs: &Arc<CopysetState>) -> Vec<(Arc<Copyset
         }
     }
     let outcomes = join_all(cs.peers().map(|(index, _)| beat(node, cs, index))).await;
-    let deposed = outcomes.iter().any(|o| {
-        *o == ReplicaOutcome::Refused(curve_proto::chunkserver::ChunkOpStatus::Backward as u32)
-    });
+    let answered = outcomes
+        .iter()
+        .filter(|o| {
+            **o == ReplicaOutcome::Applied
+                || **o == ReplicaOutcome::Refused(ChunkOpStatus::ChunkExist as u32)
+        })
+        .count();
+    if answered + 1 >= cs.majority() {
+        cs.election().last_led = Some(Instant::now());
+    }
+    let deposed = outcomes.contains(&ReplicaOutcome::Refused(ChunkOpStatus::Backward as u32));
     if deposed && cs.is_leader() {
         // A follower has seen a newer term: another member leads now.
         cs.step_down();
@@ -110,6 +121,12 @@ async fn beat(node: &Node, cs: &CopysetState, index: usize) -> ReplicaOutcome {
         leader_id: node.id,
     };
     let outcome = send_replicate(node.channels(), &peer.addr, request, PROBE_DEADLINE).await;
+    if outcome == ReplicaOutcome::Refused(ChunkOpStatus::ChunkExist as u32) {
+        let mut election = cs.election();
+        if let Some(f) = election.followers.get_mut(index) {
+            f.recently_in_sync();
+        }
+    }
     if in_sync && outcome == ReplicaOutcome::Applied {
         let mut election = cs.election();
         if let Some(f) = election.followers.get_mut(index)
@@ -316,14 +333,15 @@ async fn copy_dirty_chunks(node: &Node, cs: &CopysetState, index: usize) -> Resu
     let Some(peer) = cs.members().get(index) else {
         return Err(());
     };
-    let needs_listing = matches!(
-        cs.election().followers.get(index).map(|f| &f.dirty),
-        Some(Dirty::All)
-    );
-    if needs_listing {
+    let listing = match cs.election().followers.get(index).map(|f| &f.dirty) {
+        Some(Dirty::All) => Some(None),
+        Some(Dirty::Since(t)) => Some(Some(*t)),
+        _ => None,
+    };
+    if let Some(since) = listing {
         let ids = node
             .store()
-            .chunk_ids(cs.logical_pool_id, cs.copyset_id)
+            .chunk_ids(cs.logical_pool_id, cs.copyset_id, since)
             .map_err(|_| ())?;
         let mut election = cs.election();
         if let Some(f) = election.followers.get_mut(index) {

@@ -357,13 +357,19 @@ impl Node {
             return ChunkOpStatus::Backward;
         }
         copyset.follow(sender);
+        // Asked before this heartbeat counts: it is about what we held until now.
+        let answer = if req.chunk_id == 0 && copyset.recently_in_sync() {
+            ChunkOpStatus::ChunkExist
+        } else {
+            ChunkOpStatus::Success
+        };
         let mut election = copyset.election();
         let now = std::time::Instant::now();
         election.last_leader_contact = Some(now);
         if req.chunk_id == 1 {
             election.last_heartbeat = Some(now);
         }
-        ChunkOpStatus::Success
+        answer
     }
 }
 

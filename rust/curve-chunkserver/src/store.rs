@@ -15,6 +15,7 @@ use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::SystemTime;
 
 /// At most this many chunk files stay open; beyond it an arbitrary handle is dropped
 /// (requests holding it keep their `Arc`, so nothing in flight is disturbed).
@@ -182,18 +183,33 @@ impl ChunkStore {
         }
     }
 
-    /// Ids of every chunk stored for a copyset.
-    pub fn chunk_ids(&self, logical_pool_id: u32, copyset_id: u32) -> io::Result<Vec<u64>> {
+    /// Ids of the chunks stored for a copyset; with `since`, only those whose data
+    /// file was modified at or after it.
+    pub fn chunk_ids(
+        &self,
+        logical_pool_id: u32,
+        copyset_id: u32,
+        since: Option<SystemTime>,
+    ) -> io::Result<Vec<u64>> {
         let mut ids = Vec::new();
         for entry in std::fs::read_dir(self.copyset_dir(logical_pool_id, copyset_id))? {
-            let name = entry?.file_name();
-            if let Some(id) = name
+            let entry = entry?;
+            let Some(id) = entry
+                .file_name()
                 .to_str()
                 .and_then(|n| n.strip_prefix("chunk_"))
                 .and_then(|n| n.parse::<u64>().ok())
-            {
-                ids.push(id);
+            else {
+                continue;
+            };
+            if let Some(since) = since {
+                // An unreadable mtime counts as recent: copying too much is safe.
+                let modified = entry.metadata().and_then(|m| m.modified());
+                if modified.is_ok_and(|m| m < since) {
+                    continue;
+                }
             }
+            ids.push(id);
         }
         Ok(ids)
     }
