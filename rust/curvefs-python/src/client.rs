@@ -67,6 +67,24 @@ impl CBDClient {
     }
 }
 
+impl Drop for CBDClient {
+    /// A client dropped without UnInit still stops its lease refreshers, as upstream's
+    /// destructor did; in a forked child there is nothing left to stop.
+    fn drop(&mut self) {
+        let client = self
+            .inner
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(client) = client
+            && let Ok(rt) = runtime::get()
+        {
+            let _entered = rt.enter();
+            client.shutdown();
+        }
+    }
+}
+
 /// Bytes to write: borrowed from `bytes` or `str` (immutable while we hold a reference) or
 /// from any other buffer through the buffer protocol, never copied.
 enum WriteData<'a> {
