@@ -275,6 +275,7 @@ async fn sleep_until_deadline(pause: Duration, deadline: Instant) {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -135,6 +135,7 @@ pub fn chunk_status_to_code(status: ChunkOpStatus) -> ErrorCode {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

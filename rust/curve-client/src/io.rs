@@ -126,6 +126,7 @@ pub fn split(geo: &Geometry, offset: u64, len: u64, max_piece: u64) -> Vec<Chunk
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

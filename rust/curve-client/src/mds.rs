@@ -393,7 +393,9 @@ impl MdsClient {
         }
     }
 
-    /// CloseFile; SessionNotExist counts as closed.
+    /// CloseFile; SessionNotExist counts as closed, and so does FileNotExists (deviation:
+    /// upstream returns FAILED, but a file deleted or renamed away has nothing left to
+    /// close).
     pub async fn close_file(&self, path: &str, user: &UserInfo) -> Result<()> {
         let resp: CloseFileResponse = self
             .call(&methods::CLOSE_FILE, CallKind::Metadata, || {
@@ -411,7 +413,7 @@ impl MdsClient {
             })
             .await?;
         match status_of(resp.status_code) {
-            StatusCode::KOk | StatusCode::KSessionNotExist => Ok(()),
+            StatusCode::KOk | StatusCode::KSessionNotExist | StatusCode::KFileNotExists => Ok(()),
             s => Err(Error::from_mds(s, "CloseFile")),
         }
     }

@@ -447,8 +447,10 @@ impl Transport for GrpcTransport {
                 })
             };
             match tokio::time::timeout(timeout, call).await {
+                Ok(Err(TransportError::Timeout(_))) | Err(_) => {
+                    Err(TransportError::Timeout(timeout))
+                }
                 Ok(r) => r,
-                Err(_) => Err(TransportError::Timeout(timeout)),
             }
         })
     }
@@ -459,6 +461,9 @@ fn is_connection_error(err: &(dyn std::error::Error + 'static)) -> bool {
     use std::io::ErrorKind as K;
     let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(err);
     while let Some(e) = cur {
+        if e.downcast_ref::<tonic::ConnectError>().is_some() {
+            return true;
+        }
         if let Some(io) = e.downcast_ref::<std::io::Error>()
             && matches!(
                 io.kind(),
@@ -488,8 +493,22 @@ fn is_connection_error(err: &(dyn std::error::Error + 'static)) -> bool {
     false
 }
 
+/// True if tonic's own deadline (the grpc-timeout we set) fired somewhere in the chain.
+fn is_timeout(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = cur {
+        if e.downcast_ref::<tonic::TimeoutExpired>().is_some() {
+            return true;
+        }
+        cur = e.source();
+    }
+    false
+}
+
 fn classify_error(endpoint: &str, err: &(dyn std::error::Error + 'static)) -> TransportError {
-    if is_connection_error(err) {
+    if is_timeout(err) {
+        TransportError::Timeout(Duration::ZERO)
+    } else if is_connection_error(err) {
         TransportError::Connect {
             endpoint: endpoint.to_string(),
             message: err.to_string(),
@@ -503,6 +522,7 @@ fn classify_status(endpoint: &str, status: &tonic::Status) -> TransportError {
     // A status with a source was made on this side from a transport failure; one without
     // a source came from the server.
     match std::error::Error::source(status) {
+        Some(src) if is_timeout(src) => TransportError::Timeout(Duration::ZERO),
         Some(src) if is_connection_error(src) => TransportError::Connect {
             endpoint: endpoint.to_string(),
             message: status.message().to_string(),
@@ -516,6 +536,7 @@ fn classify_status(endpoint: &str, status: &tonic::Status) -> TransportError {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use curve_proto::chunkserver::{ChunkOpStatus, ChunkRequest, ChunkResponse};
