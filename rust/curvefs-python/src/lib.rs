@@ -61,6 +61,8 @@ const CONSTANTS: &[(&str, i32)] = &[
     ("CURVE_OP_WRITE", 1),
 ];
 
+/// The native module of curvefs: Curve's SWIG SDK surface (CBDClient, UserInfo_t,
+/// FileInfo_t, CreateContext, constants) and the local cluster's server entry points.
 #[pymodule(gil_used = false)]
 mod _core {
     use super::*;
