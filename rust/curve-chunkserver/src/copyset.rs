@@ -38,6 +38,9 @@ const ELIGIBLE_SLACK: Duration = Duration::from_millis(1500);
 /// says so when a new leader first heartbeats it; the new leader then copies only the
 /// chunks written since, instead of the whole copyset.
 pub(crate) const RECENTLY_IN_SYNC: Duration = Duration::from_secs(10);
+/// How long a majority's last answer keeps a leader serving reads: three heartbeat
+/// rounds, less than the ~1.5 s + a round after which followers elect another leader.
+const LEADER_LEASE: Duration = Duration::from_millis(1500);
 /// Margin for writes in flight around that last heartbeat (one write deadline, twice).
 const IN_FLIGHT_MARGIN: Duration = Duration::from_secs(2);
 
@@ -254,6 +257,21 @@ impl CopysetState {
     fn note_former_leadership(&self) {
         let mut election = self.election();
         election.last_heartbeat = election.last_heartbeat.max(election.last_led);
+    }
+
+    /// Leader: a majority just confirmed us (a heartbeat round or a committed write).
+    pub fn note_majority(&self) {
+        self.election().last_led = Some(Instant::now());
+    }
+
+    /// Leader: whether reads may be served locally. A leader that has not heard from a
+    /// majority for a while may have been replaced (it was stopped or cut off) and its
+    /// data may be stale; like braft's leader lease, it stops serving reads until it
+    /// hears from a majority again or learns of the new leader.
+    pub fn lease_valid(&self) -> bool {
+        self.election()
+            .last_led
+            .is_some_and(|t| t.elapsed() < LEADER_LEASE)
     }
 
     /// Whether this chunkserver held every write within [`RECENTLY_IN_SYNC`].

@@ -90,7 +90,7 @@ async fn heartbeat(node: &Arc<Node>, cs: &Arc<CopysetState>) -> Vec<(Arc<Copyset
         })
         .count();
     if answered + 1 >= cs.majority() {
-        cs.election().last_led = Some(Instant::now());
+        cs.note_majority();
     }
     let deposed = outcomes.contains(&ReplicaOutcome::Refused(ChunkOpStatus::Backward as u32));
     if deposed && cs.is_leader() {

@@ -133,6 +133,10 @@ impl Node {
         if !copyset.is_leader() {
             return Self::redirect(copyset);
         }
+        if !copyset.lease_valid() {
+            // No hint: we may no longer be the leader, and do not know who is.
+            return status_response(ChunkOpStatus::Redirected);
+        }
         let key = ChunkKey {
             logical_pool_id: req.logic_pool_id,
             copyset_id: req.copyset_id,
@@ -229,6 +233,7 @@ impl Node {
             tracing::warn!(?key, ?outcomes, "write not on a majority of replicas");
             return status_response(ChunkOpStatus::FailureUnknown);
         }
+        copyset.note_majority();
         ChunkResponse {
             status: ChunkOpStatus::Success as i32,
             applied_index: Some(applied_index),

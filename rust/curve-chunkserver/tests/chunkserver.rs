@@ -367,6 +367,12 @@ async fn write_is_acknowledged_with_one_follower_down_not_two() -> TestResult {
     )
     .await??;
     assert_eq!(status(resp.status), ChunkOpStatus::FailureUnknown);
+    // Cut off from every follower, the leader's lease lapses: it stops serving reads
+    // (it might have been replaced) and says so without naming a leader.
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    let resp = read(&mut leader, read_request(CS_A, 30, 0, 4096)).await?;
+    assert_eq!(status(resp.status), ChunkOpStatus::Redirected);
+    assert_eq!(resp.redirect, None);
 
     // A follower that comes back receives new writes again.
     cluster.restart(1)?;
@@ -374,6 +380,8 @@ async fn write_is_acknowledged_with_one_follower_down_not_two() -> TestResult {
     let resp = write(&mut leader, write_request(CS_A, 32, 0, data.clone(), 0)).await?;
     assert_eq!(status(resp.status), ChunkOpStatus::Success);
     assert_eq!(on_disk(&cluster.chunk_path(1, CS_A, 32), 0, 4096)?, data);
+    let resp = read(&mut leader, read_request(CS_A, 30, 0, 4096)).await?;
+    assert_eq!(status(resp.status), ChunkOpStatus::Success);
     Ok(())
 }
 
