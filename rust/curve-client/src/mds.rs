@@ -545,3 +545,275 @@ impl MdsClient {
             .collect())
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use futures::future::BoxFuture;
+    use prost::Message;
+    use std::sync::Mutex;
+
+    use crate::transport::RpcReply;
+
+    /// (endpoint, attempt number from 1) → reply.
+    type Script = Box<dyn Fn(&str, usize) -> Result<Bytes, TransportError> + Send + Sync>;
+
+    /// Answers per endpoint from a script; records every attempt.
+    struct Fake {
+        script: Script,
+        calls: Mutex<Vec<(String, Duration, Bytes)>>,
+    }
+
+    impl Transport for Fake {
+        fn call(
+            &self,
+            endpoint: &str,
+            _method: &RpcMethod,
+            request: Bytes,
+            _attachment: Bytes,
+            timeout: Duration,
+        ) -> BoxFuture<'static, Result<RpcReply, TransportError>> {
+            let mut calls = self.calls.lock().unwrap();
+            calls.push((endpoint.to_string(), timeout, request));
+            let r = (self.script)(endpoint, calls.len()).map(|payload| RpcReply {
+                payload,
+                attachment: Bytes::new(),
+            });
+            Box::pin(async move { r })
+        }
+    }
+
+    fn ok_info() -> Bytes {
+        Bytes::from(
+            GetFileInfoResponse {
+                status_code: StatusCode::KOk as i32,
+                file_info: Some(FileInfo {
+                    id: Some(7),
+                    ..Default::default()
+                }),
+            }
+            .encode_to_vec(),
+        )
+    }
+
+    fn client(
+        addrs: &[&str],
+        script: impl Fn(&str, usize) -> Result<Bytes, TransportError> + Send + Sync + 'static,
+        tweak: impl FnOnce(&mut ClientConfig),
+    ) -> (MdsClient, Arc<Fake>) {
+        let mut conf = ClientConfig {
+            mds_addrs: addrs.iter().map(|s| s.to_string()).collect(),
+            mds_rpc_retry_interval_us: 1000,
+            mds_max_failed_times_before_change_mds: 2,
+            ..ClientConfig::default()
+        };
+        tweak(&mut conf);
+        let fake = Arc::new(Fake {
+            script: Box::new(script),
+            calls: Mutex::new(Vec::new()),
+        });
+        let endpoint = Some(ClientEndpoint {
+            ip: "127.0.0.1".into(),
+            port: 9999,
+        });
+        (MdsClient::new(fake.clone(), Arc::new(conf), endpoint), fake)
+    }
+
+    fn user() -> UserInfo {
+        UserInfo {
+            owner: "u".into(),
+            password: String::new(),
+        }
+    }
+
+    fn refused(ep: &str) -> TransportError {
+        TransportError::Connect {
+            endpoint: ep.into(),
+            message: "refused".into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn refused_address_switches_at_once_and_is_remembered() {
+        let (mds, fake) = client(
+            &["a:1", "b:2"],
+            |ep, _| {
+                if ep == "a:1" {
+                    Err(refused(ep))
+                } else {
+                    Ok(ok_info())
+                }
+            },
+            |_| {},
+        );
+        mds.get_file_info("/f", &user()).await.unwrap();
+        mds.get_file_info("/f", &user()).await.unwrap();
+        let eps: Vec<String> = fake
+            .calls
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|c| c.0.clone())
+            .collect();
+        assert_eq!(eps, ["a:1", "b:2", "b:2"]);
+    }
+
+    #[tokio::test]
+    async fn timeouts_double_then_switch_after_max_failed() {
+        let (mds, fake) = client(
+            &["a:1", "b:2"],
+            |ep, _| {
+                if ep == "a:1" {
+                    Err(TransportError::Timeout(Duration::ZERO))
+                } else {
+                    Ok(ok_info())
+                }
+            },
+            |c| {
+                c.mds_rpc_timeout_ms = 500;
+                c.mds_max_rpc_timeout_ms = 1500;
+            },
+        );
+        mds.get_file_info("/f", &user()).await.unwrap();
+        let calls = fake.calls.lock().unwrap();
+        let got: Vec<(String, u128)> = calls
+            .iter()
+            .map(|c| (c.0.clone(), c.1.as_millis()))
+            .collect();
+        // Third failure on a:1 switches (maxFailedTimesBeforeChangeMDS = 2); the timeout
+        // doubles, is clamped to maxRPCTimeoutMS, and resets on the switch.
+        assert_eq!(
+            got,
+            [
+                ("a:1".to_string(), 500),
+                ("a:1".to_string(), 1000),
+                ("a:1".to_string(), 1500),
+                ("b:2".to_string(), 500),
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn budget_bounds_a_dead_cluster() {
+        let (mds, fake) = client(
+            &["a:1", "b:2"],
+            |ep, _| Err(refused(ep)),
+            |c| c.mds_max_retry_ms = 200,
+        );
+        let start = std::time::Instant::now();
+        let e = mds.get_file_info("/f", &user()).await.unwrap_err();
+        assert_eq!(e.code, ErrorCode::Failed);
+        assert!(start.elapsed() < Duration::from_secs(2));
+        // Both addresses were tried, with pauses once every address refused.
+        let calls = fake.calls.lock().unwrap();
+        assert!(calls.len() >= 2 && calls.len() < 1000, "{}", calls.len());
+    }
+
+    #[tokio::test]
+    async fn status_codes_are_final_and_mapped() {
+        let (mds, fake) = client(
+            &["a:1"],
+            |_, _| {
+                Ok(Bytes::from(
+                    RenameFileResponse {
+                        status_code: StatusCode::KNotSupported as i32,
+                    }
+                    .encode_to_vec(),
+                ))
+            },
+            |_| {},
+        );
+        let e = mds.rename_file(&user(), "/a", "/b").await.unwrap_err();
+        assert_eq!(e.code, ErrorCode::NotSupport);
+        // Answered at once: no retry of kNotSupported.
+        assert_eq!(fake.calls.lock().unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn refresh_and_close_carry_version_and_endpoint() {
+        let (mds, fake) = client(
+            &["a:1"],
+            |_, n| {
+                Ok(Bytes::from(if n == 1 {
+                    ReFreshSessionResponse {
+                        status_code: StatusCode::KOk as i32,
+                        session_id: String::new(),
+                        file_info: Some(FileInfo::default()),
+                        proto_session: None,
+                    }
+                    .encode_to_vec()
+                } else {
+                    CloseFileResponse {
+                        status_code: StatusCode::KSessionNotExist as i32,
+                    }
+                    .encode_to_vec()
+                }))
+            },
+            |_| {},
+        );
+        assert!(matches!(
+            mds.refresh_session("/f", &user(), "").await,
+            RefreshOutcome::Ok(_)
+        ));
+        mds.close_file("/f", &user()).await.unwrap();
+        let calls = fake.calls.lock().unwrap();
+        let r = ReFreshSessionRequest::decode(calls[0].2.clone()).unwrap();
+        assert_eq!(r.client_version.as_deref(), Some(CLIENT_VERSION));
+        assert!(CLIENT_VERSION > "0.0.5.3");
+        assert_eq!(r.client_ip.as_deref(), Some("127.0.0.1"));
+        assert_eq!(r.client_port, Some(9999));
+        assert_eq!(r.signature.as_deref(), Some(""));
+        let c = CloseFileRequest::decode(calls[1].2.clone()).unwrap();
+        assert_eq!(c.session_id, "");
+        assert_eq!(c.client_port, Some(9999));
+    }
+
+    #[tokio::test]
+    async fn segment_lookup_statuses() {
+        let status = std::sync::Arc::new(Mutex::new(StatusCode::KSegmentNotAllocated));
+        let s2 = status.clone();
+        let (mds, fake) = client(
+            &["a:1"],
+            move |_, _| {
+                Ok(Bytes::from(
+                    GetOrAllocateSegmentResponse {
+                        status_code: *s2.lock().unwrap() as i32,
+                        page_file_segment: None,
+                    }
+                    .encode_to_vec(),
+                ))
+            },
+            |_| {},
+        );
+        assert!(
+            mds.get_or_allocate_segment("/f", &user(), 0, false, 0)
+                .await
+                .unwrap()
+                .is_none()
+        );
+        for (st, want) in [
+            (StatusCode::KParaError, ErrorCode::Failed),
+            (StatusCode::KFileNotExists, ErrorCode::Failed),
+            (StatusCode::KOwnerAuthFail, ErrorCode::AuthFail),
+            (StatusCode::KEpochTooOld, ErrorCode::EpochTooOld),
+            (StatusCode::KSegmentAllocateError, ErrorCode::NoSpace),
+            (StatusCode::KOk, ErrorCode::Failed), // OK without chunks
+        ] {
+            *status.lock().unwrap() = st;
+            let e = mds
+                .get_or_allocate_segment("/f", &user(), 0, true, 3)
+                .await
+                .unwrap_err();
+            assert_eq!(e.code, want, "{st:?}");
+        }
+        let calls = fake.calls.lock().unwrap();
+        let first = GetOrAllocateSegmentRequest::decode(calls[0].2.clone()).unwrap();
+        assert!(!first.allocate_if_not_exist);
+        assert_eq!(first.epoch, None);
+        let last = GetOrAllocateSegmentRequest::decode(calls[1].2.clone()).unwrap();
+        assert!(last.allocate_if_not_exist);
+        assert_eq!(last.epoch, Some(3));
+    }
+}

@@ -302,3 +302,31 @@ async fn deleted_open_file_disables_io() {
     }
     c.close(fd).await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lost_mds_keeps_io_within_the_lease_then_disables_it() {
+    let mut cluster = Cluster::start().await;
+    let conf = curve_client::ClientConfig {
+        mds_max_retry_ms: 300,
+        chunkserver_max_retry_time_ms: 2000,
+        ..cluster.config()
+    };
+    let c = Client::new(conf).unwrap();
+    let (u, path) = volume(&c, "lease", "v", SEG).await;
+    let fd = c.open(&path, &u).await.unwrap();
+    c.write(fd, 0, &pattern(1, 8192)).await.unwrap();
+    cluster.kill_mds();
+    // Allocated segments keep working while the lease lasts.
+    c.write(fd, 4096, &pattern(2, 4096)).await.unwrap();
+    assert_eq!(read_vec(&c, fd, 4096, 4096).await, pattern(2, 4096));
+    // Past the lease, IO waits for a renewal that never comes, then fails: no hang.
+    tokio::time::sleep(Duration::from_micros(RECORD_EXPIRE_US + 200_000)).await;
+    let start = Instant::now();
+    let mut buf = vec![0u8; 4096];
+    assert_eq!(code(c.read(fd, 0, &mut buf).await), ErrorCode::DisableIo);
+    let waited = start.elapsed();
+    assert!(
+        waited >= Duration::from_millis(1500) && waited < Duration::from_secs(5),
+        "{waited:?}"
+    );
+}
