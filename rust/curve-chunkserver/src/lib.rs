@@ -1,6 +1,13 @@
 //! The local cluster's chunkserver: Curve's `curve.chunkserver.ChunkService` and
-//! `CliService2.GetLeader` over tonic. Chunks live in sparse files; a copyset's leader
-//! applies each write locally and on every live follower before acknowledging it.
+//! `CliService2.GetLeader` over tonic, plus curvefs's own `ReplicaService` between
+//! chunkservers, all on one port. Chunks live in sparse files; a copyset's leader
+//! applies each write locally and on every live follower before acknowledging it, and
+//! leadership fails over to the next member in order when the leader stops answering
+//! (rules in `copyset.rs`). It is a test cluster, not braft: see the gaps noted there.
+//!
+//! On disk, under `data_dir`: `copysets/<logicalPoolId>-<copysetId>/chunk_<chunkId>`
+//! (the data, at its real offsets), `chunk_<chunkId>.sn` (the chunk's sn) and `term`
+//! (the copyset's last leadership term).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
