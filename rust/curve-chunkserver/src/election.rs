@@ -181,6 +181,20 @@ async fn ask(node: &Node, cs: &CopysetState, index: usize) -> Answer {
 
 /// Follower: is the leader still there, and whom does it name?
 async fn probe(node: &Node, cs: &CopysetState, leader: usize) {
+    // A heartbeat this round already proved the leader alive; only a member earlier in
+    // order still asks, since asking is how it requests leadership back.
+    if cs.self_index() > leader {
+        let mut election = cs.election();
+        let heard = election
+            .last_leader_contact
+            .is_some_and(|t| t.elapsed() < TICK + TICK / 5);
+        if heard {
+            if let Some(n) = election.probe_failures.get_mut(leader) {
+                *n = 0;
+            }
+            return;
+        }
+    }
     let answer = ask(node, cs, leader).await;
     if answer != Answer::Unreachable {
         let mut election = cs.election();
