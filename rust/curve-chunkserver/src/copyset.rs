@@ -2,21 +2,28 @@
 //! hold every acknowledged write. Leadership is decided here (driven by
 //! `election.rs`); the services only ask `leader()`/`is_leader()`.
 //!
-//! The rules, a much simplified stand-in for braft:
+//! The rules, a much simplified stand-in for braft (no log; whole chunks are copied):
 //! - `members[0]` is the preferred leader. A follower probes the leader it follows every
-//!   ~500 ms; after 3 failed probes it moves on to the next live member in order, and a
-//!   member becomes leader itself only if it is *eligible*: the leader kept sending it
-//!   heartbeats (which it does only to followers that hold every acknowledged write)
-//!   until it was last seen alive.
-//! - A new leader trusts no follower: it copies every chunk of the copyset to each of
-//!   them (catch-up) before it heartbeats them, so a follower that missed writes never
-//!   looks eligible.
+//!   ~500 ms (a `GetLeader` call, skipped when a heartbeat just arrived); after 3 failed
+//!   probes it moves on to the next live member in order, and a member becomes leader
+//!   itself only if it is *eligible*: the leader kept sending it in-sync heartbeats
+//!   (sent only to followers holding every acknowledged write) until it was last seen.
+//! - Each leadership has a term (persisted); a leader that hears of a newer one steps
+//!   down, so a leader that was stopped (SIGSTOP) and resumes cannot keep writing.
+//! - A new leader knows nothing of its followers: it copies them every chunk (catch-up)
+//!   before calling them in sync, or only the chunks written in the last ~12 s to a
+//!   follower that says it held every write 10 s ago.
+//! - Writes a follower misses (dead, hung) mark their chunk dirty for that follower;
+//!   the leader copies dirty chunks over once it answers again.
 //! - A member earlier in order than the leader asks for leadership back with every probe
 //!   (`GetLeader` with `peer` set to itself); the leader hands it over once that member
-//!   has caught up.
+//!   has caught up and acknowledged an in-sync heartbeat of the current term.
+//! - A leader serves reads only while a majority answered it within 1.5 s (a lease).
 //!
-//! Known gap: a write that a follower missed less than one heartbeat interval before the
-//! leader died is not visible to that follower, which may then lead without it.
+//! Known gaps: a write a follower missed less than one heartbeat interval before the
+//! leader died is invisible to that follower, which may then lead without it; a chunk
+//! written continuously never finishes its catch-up copy (the copy restarts whenever a
+//! write races it), so that follower stays out of sync until the writes pause.
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
