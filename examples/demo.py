@@ -69,7 +69,9 @@ def run(conf_path: str) -> int:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
     parser.add_argument("--dir", help="data folder of the local cluster")
     parser.add_argument("--conf", help="client.conf of a running cluster")
     args = parser.parse_args()

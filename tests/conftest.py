@@ -10,6 +10,7 @@ import pytest
 import curvefs
 from curvefs.testing import LocalCluster
 
+
 @pytest.fixture(scope="session")
 def cluster() -> Iterator[LocalCluster]:
     with LocalCluster() as c:

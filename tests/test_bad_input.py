@@ -156,9 +156,7 @@ def test_conf_with_garbage_values_fails_init(tmp_path: Path) -> None:
 
 @settings(max_examples=150, deadline=None)
 @given(path=st.text(max_size=300), size=st.integers(min_value=-(1 << 66), max_value=1 << 66))
-def test_any_path_and_size_get_an_sdk_code(
-    cluster: LocalCluster, path: str, size: int
-) -> None:
+def test_any_path_and_size_get_an_sdk_code(cluster: LocalCluster, path: str, size: int) -> None:
     cbd = curvefs.CBDClient()
     assert cbd.Init(cluster.conf_path) == 0
     u = curvefs.UserInfo_t()

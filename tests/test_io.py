@@ -156,7 +156,9 @@ def test_fds_are_distinct_and_not_reused(
     cbd.Close(c)
 
 
-def test_open_errors_are_precise(cbd: curvefs.CBDClient, user: curvefs.UserInfo_t, name: str) -> None:
+def test_open_errors_are_precise(
+    cbd: curvefs.CBDClient, user: curvefs.UserInfo_t, name: str
+) -> None:
     assert cbd.Open(name, user) == NOTEXIST
     assert cbd.Create(name, user, 10 * GiB) == 0
     mallory = curvefs.UserInfo_t()
@@ -204,7 +206,11 @@ def test_open_file_is_occupied_until_closed(
 
 
 def test_file_deleted_under_an_open_fd_disables_io(
-    cbd: curvefs.CBDClient, cluster: LocalCluster, root: curvefs.UserInfo_t, user: curvefs.UserInfo_t, name: str
+    cbd: curvefs.CBDClient,
+    cluster: LocalCluster,
+    root: curvefs.UserInfo_t,
+    user: curvefs.UserInfo_t,
+    name: str,
 ) -> None:
     # Rename it away through a second client before the first refresh registers the opener.
     assert cbd.Create(name, user, 10 * GiB) == 0

@@ -9,12 +9,16 @@ import pytest
 
 import curvefs
 from curvefs.testing import LocalCluster
-
 from tests.helpers import GiB, make_user
 
 EXISTS, FAILED, AUTHFAIL, NOTEXIST = -1, -2, -4, -6
 NOT_SUPPORT, NOT_EMPTY, NO_SHRINK, PARAM_ERROR, LENGTH_NOT_SUPPORT, UNKNOWN = (
-    -11, -12, -13, -16, -24, -100,
+    -11,
+    -12,
+    -13,
+    -16,
+    -24,
+    -100,
 )
 
 
@@ -27,7 +31,9 @@ def stat(cbd: curvefs.CBDClient, path: str, user: curvefs.UserInfo_t) -> curvefs
 # -- Create ---------------------------------------------------------------------------
 
 
-def test_create_makes_a_page_file(cbd: curvefs.CBDClient, user: curvefs.UserInfo_t, name: str) -> None:
+def test_create_makes_a_page_file(
+    cbd: curvefs.CBDClient, user: curvefs.UserInfo_t, name: str
+) -> None:
     before = time.time()
     assert cbd.Create(name, user, 10 * GiB) == 0
     info = stat(cbd, name, user)
@@ -41,7 +47,9 @@ def test_create_makes_a_page_file(cbd: curvefs.CBDClient, user: curvefs.UserInfo
     assert before - 5 <= info.ctime / 1e6 <= time.time() + 5
 
 
-def test_create_existing_is_exists(cbd: curvefs.CBDClient, user: curvefs.UserInfo_t, name: str) -> None:
+def test_create_existing_is_exists(
+    cbd: curvefs.CBDClient, user: curvefs.UserInfo_t, name: str
+) -> None:
     assert cbd.Create(name, user, 10 * GiB) == 0
     assert cbd.Create(name, user, 10 * GiB) == EXISTS
     assert cbd.Mkdir(name, user) == EXISTS
@@ -63,7 +71,9 @@ def test_create_largest_file(cbd: curvefs.CBDClient, user: curvefs.UserInfo_t, n
     assert cbd.Create(name, user, 21_990_232_555_520) == 0
 
 
-def test_create_under_missing_parent(cbd: curvefs.CBDClient, user: curvefs.UserInfo_t, name: str) -> None:
+def test_create_under_missing_parent(
+    cbd: curvefs.CBDClient, user: curvefs.UserInfo_t, name: str
+) -> None:
     assert cbd.Create(f"{name}/vol", user, 10 * GiB) == NOTEXIST
 
 
@@ -73,7 +83,9 @@ def test_create_under_a_file(cbd: curvefs.CBDClient, user: curvefs.UserInfo_t, n
     assert cbd.Create(f"{name}/vol", user, 10 * GiB) == UNKNOWN
 
 
-def test_create_in_someone_elses_dir(cbd: curvefs.CBDClient, user: curvefs.UserInfo_t, name: str) -> None:
+def test_create_in_someone_elses_dir(
+    cbd: curvefs.CBDClient, user: curvefs.UserInfo_t, name: str
+) -> None:
     assert cbd.Mkdir(name, user) == 0
     assert cbd.Create(f"{name}/vol", make_user("mallory"), 10 * GiB) == AUTHFAIL
 
@@ -85,7 +97,9 @@ def test_stat_missing(cbd: curvefs.CBDClient, user: curvefs.UserInfo_t, name: st
     assert cbd.StatFile(name, user, curvefs.FileInfo_t()) == NOTEXIST
 
 
-def test_stat_foreign_file_is_authfail(cbd: curvefs.CBDClient, user: curvefs.UserInfo_t, name: str) -> None:
+def test_stat_foreign_file_is_authfail(
+    cbd: curvefs.CBDClient, user: curvefs.UserInfo_t, name: str
+) -> None:
     assert cbd.Create(name, user, 10 * GiB) == 0
     assert cbd.StatFile(name, make_user("mallory"), curvefs.FileInfo_t()) == AUTHFAIL
 
@@ -132,7 +146,9 @@ def test_extend_errors(cbd: curvefs.CBDClient, user: curvefs.UserInfo_t, name: s
     assert stat(cbd, name, user).length == 11 * GiB
 
 
-def test_extend_directory_not_supported(cbd: curvefs.CBDClient, user: curvefs.UserInfo_t, name: str) -> None:
+def test_extend_directory_not_supported(
+    cbd: curvefs.CBDClient, user: curvefs.UserInfo_t, name: str
+) -> None:
     assert cbd.Mkdir(name, user) == 0
     assert cbd.Extend(name, user, 20 * GiB) == NOT_SUPPORT
 

@@ -42,23 +42,27 @@ def test_errors_are_catchable_as_builtins() -> None:
 
 
 def test_cli_cluster_start_prints_conf_and_stops_on_ctrl_c(tmp_path: Path) -> None:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "curvefs", "cluster", "start", "--dir", str(tmp_path / "d")],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert proc.stdout is not None
-        conf = proc.stdout.readline().strip()
-        assert os.path.isfile(conf), proc.stderr.read() if proc.stderr else ""
-        cbd = curvefs.CBDClient()
-        assert cbd.Init(conf) == 0
-        assert cbd.GetClusterId() != ""
-        cbd.UnInit()
-    finally:
-        proc.send_signal(signal.SIGINT)
-        assert proc.wait(timeout=30) == 0
+    log = tmp_path / "cli.log"
+    with (
+        open(log, "w") as err,
+        subprocess.Popen(
+            [sys.executable, "-m", "curvefs", "cluster", "start", "--dir", str(tmp_path / "d")],
+            stdout=subprocess.PIPE,
+            stderr=err,
+            text=True,
+        ) as proc,
+    ):
+        try:
+            assert proc.stdout is not None
+            conf = proc.stdout.readline().strip()
+            assert os.path.isfile(conf), log.read_text()
+            cbd = curvefs.CBDClient()
+            assert cbd.Init(conf) == 0
+            assert cbd.GetClusterId() != ""
+            cbd.UnInit()
+        finally:
+            proc.send_signal(signal.SIGINT)
+            assert proc.wait(timeout=30) == 0
     # the cluster's servers are gone with it: nothing listens on the MDS address any more
     text = Path(conf).read_text(encoding="utf-8")
     addr = re.search(r"^mds\.listen\.addr=([\d.]+):(\d+)", text, re.M)

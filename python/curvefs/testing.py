@@ -26,7 +26,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
 
-__all__ = ["LocalCluster", "ClusterStartError"]
+from typing_extensions import Self
+
+__all__ = ["ClusterStartError", "LocalCluster"]
 
 _HOST = "127.0.0.1"
 _LAYOUT = "cluster.json"
@@ -251,8 +253,9 @@ class LocalCluster:
         """The process id of ``"mds"`` or ``"chunkserver-<id>"``."""
         return self._procs[server].pid
 
-    def __enter__(self) -> LocalCluster:
-        return self.start()
+    def __enter__(self) -> Self:
+        self.start()
+        return self
 
     def __exit__(
         self,
@@ -285,13 +288,16 @@ class LocalCluster:
         path = self._dir / _LAYOUT
         if path.exists():
             with open(path, encoding="utf-8") as f:
-                layout = json.load(f)
-            if not isinstance(layout, dict):
+                loaded = json.load(f)
+            if not isinstance(loaded, dict):
                 raise ClusterStartError(f"{path} does not hold a cluster layout")
-            return layout
+            return {str(k): v for k, v in loaded.items()}
         n = self._requested_chunkservers
         ports = _free_ports(n + 1)
-        mds = {"root_user": "root", "root_password": self._requested_root_password}
+        mds: dict[str, int | str] = {
+            "root_user": "root",
+            "root_password": self._requested_root_password,
+        }
         mds.update(self._mds_options)
         layout: dict[str, object] = {
             "host": _HOST,
