@@ -134,6 +134,8 @@ impl Namespace {
     }
 
     /// The existing entry at `comps`, owned by the caller unless root. "/" is root's only.
+    /// Like upstream's GetFileInfo, a file in the middle of the path reads as "no such file"
+    /// for root; users hit the ownership walk's kNotDirectory first.
     fn target<I, D, Sg>(
         &self,
         t: &Tables<I, D, Sg>,
@@ -151,16 +153,24 @@ impl Namespace {
                 Caller::User(_) => Err(S::KOwnerAuthFail.into()),
             };
         }
-        let target = self
-            .walk(t, comps, caller)?
-            .target
-            .ok_or(Refusal(S::KFileNotExists))?;
+        let walked = self
+            .walk(t, comps, caller)
+            .map_err(|r| match (caller, r.0) {
+                (Caller::Root, S::KNotDirectory) => Refusal(S::KFileNotExists),
+                _ => r,
+            })?;
+        let target = walked.target.ok_or(Refusal(S::KFileNotExists))?;
         check_owner(&target, caller)?;
         Ok(target)
     }
 
-    /// kFileOccupied while some client holds the file open (reference §10).
-    fn check_not_occupied(&self, path: &str) -> NsResult<()> {
+    /// Upstream's CheckFileCanChange for a page file about to be deleted, renamed or given
+    /// away: refused while the MDS is younger than one record expiry (records live in memory,
+    /// so an open file would look closed) and while some client holds it open (§10).
+    fn check_can_change(&self, path: &str) -> NsResult<()> {
+        if self.started.elapsed() < self.record_expiry() {
+            return Err(S::KNotSupported.into());
+        }
         if self.records.is_occupied(path, Instant::now()) {
             return Err(S::KFileOccupied.into());
         }
@@ -202,6 +212,9 @@ impl Namespace {
     pub(crate) fn create_file(&self, req: &CreateFileRequest) -> NsResult<()> {
         let comps = components(&req.file_name)?;
         let caller = self.caller(&req.owner, req.signature.as_deref(), req.date)?;
+        if comps.is_empty() && caller != Caller::Root {
+            return Err(S::KOwnerAuthFail.into());
+        }
         let page_file = match FileType::try_from(req.file_type) {
             Ok(FileType::InodePagefile) => true,
             Ok(FileType::InodeDirectory) => false,
@@ -211,25 +224,24 @@ impl Namespace {
         let stripe_unit = req.stripe_unit.unwrap_or(0);
         let stripe_count = req.stripe_count.unwrap_or(0);
         if page_file {
-            rules::check_create_length(&self.options, length, u64::MAX)?;
-            rules::check_stripe(&self.options, stripe_unit, stripe_count)?;
             let poolset = req.poolset.as_deref().unwrap_or("");
             if !poolset.is_empty() && poolset != self.pool().poolset {
                 return Err(S::KPoolsetNotExist.into());
             }
         }
-        if comps.is_empty() {
-            return Err(S::KFileExists.into());
-        }
         let txn = self.store.write()?;
         {
             let mut t = store::write_tables(&txn)?;
+            if page_file {
+                rules::check_create_length(&self.options, length, self.pool_free(&t)?)?;
+            }
+            rules::check_stripe(&self.options, stripe_unit, stripe_count)?;
+            if comps.is_empty() {
+                return Err(S::KFileExists.into());
+            }
             let walked = self.walk(&t, &comps, &caller)?;
             if walked.target.is_some() {
                 return Err(S::KFileExists.into());
-            }
-            if page_file {
-                rules::check_create_length(&self.options, length, self.pool_free(&t)?)?;
             }
             let id = store::take_inode_id(&txn)?;
             let parent = walked.parent.id.unwrap_or(ROOT_ID);
@@ -273,9 +285,6 @@ impl Namespace {
     pub(crate) fn extend_file(&self, req: &ExtendFileRequest) -> NsResult<()> {
         let comps = components(&req.file_name)?;
         let caller = self.caller(&req.owner, req.signature.as_deref(), req.date)?;
-        if req.new_size > self.options.max_file_length {
-            return Err(S::KFileLengthNotSupported.into());
-        }
         let txn = self.store.write()?;
         {
             let mut t = store::write_tables(&txn)?;
@@ -298,10 +307,14 @@ impl Namespace {
 
     pub(crate) fn delete_file(&self, req: &DeleteFileRequest) -> NsResult<()> {
         let comps = components(&req.file_name)?;
-        if comps.is_empty() {
-            return Err(S::KParaError.into());
-        }
         let caller = self.caller(&req.owner, req.signature.as_deref(), req.date)?;
+        if comps.is_empty() {
+            return Err(match caller {
+                Caller::Root => S::KParaError,
+                Caller::User(_) => S::KOwnerAuthFail,
+            }
+            .into());
+        }
         let txn = self.store.write()?;
         {
             let mut t = store::write_tables(&txn)?;
@@ -309,12 +322,7 @@ impl Namespace {
             let target = walked.target.ok_or(Refusal(S::KFileNotExists))?;
             check_owner(&target, &caller)?;
             let id = target.id.ok_or(Refusal(S::KStorageError))?;
-            if let Some(wanted) = req.file_id
-                && wanted != 0
-                && wanted != id
-            {
-                return Err(S::KFileIdNotMatch.into());
-            }
+            check_id(req.file_id, id)?;
             let parent = walked.parent.id.unwrap_or(ROOT_ID);
             if is_directory(&target) {
                 if id == RECYCLEBIN_ID {
@@ -327,19 +335,17 @@ impl Namespace {
                 t.unlink(parent, walked.name)?;
                 t.remove_inode(id)?;
             } else if is_page_file(&target) {
+                self.check_can_change(&req.file_name)?;
                 if req.force_delete.unwrap_or(false) {
                     if parent != RECYCLEBIN_ID {
                         return Err(S::KNotSupported.into());
                     }
+                    // Upstream marks the entry kFileDeleting and cleans chunks in the
+                    // background; the local cluster has nothing to clean, so it goes at once.
                     t.unlink(parent, walked.name)?;
                     t.remove_inode(id)?;
                     t.remove_segments(id)?;
                 } else {
-                    self.check_not_occupied(&req.file_name)?;
-                    // Records live in memory: right after a restart an open file looks closed.
-                    if self.started.elapsed() < self.record_expiry() {
-                        return Err(S::KNotSupported.into());
-                    }
                     let secs = now_us() / 1_000_000;
                     let name = recycled_name(walked.name, &format!("-{id}-{secs}"));
                     self.recycle(&mut t, target, parent, walked.name, &req.file_name, name)?;
@@ -354,14 +360,12 @@ impl Namespace {
 
     pub(crate) fn recover_file(&self, req: &RecoverFileRequest) -> NsResult<()> {
         let comps = components(&req.file_name)?;
-        if comps.is_empty() {
-            return Err(S::KParaError.into());
-        }
-        let caller = self.caller(&req.owner, req.signature.as_deref(), req.date)?;
         let wanted = req.file_id.unwrap_or(0);
         let txn = self.store.write()?;
         {
             let mut t = store::write_tables(&txn)?;
+            // Upstream looks the entry up before authenticating, so a missing entry is
+            // reported as such whoever asks.
             let recycled = t.children(RECYCLEBIN_ID)?;
             let by_id = (wanted != 0)
                 .then(|| recycled.iter().find(|f| f.id == Some(wanted)))
@@ -375,11 +379,22 @@ impl Namespace {
                     .cloned()
                     .ok_or(Refusal(S::KFileNotExists))?,
             };
-            let id = chosen.id.ok_or(Refusal(S::KStorageError))?;
-            if wanted != 0 && wanted != id {
-                return Err(S::KFileIdNotMatch.into());
-            }
+            let caller = self.caller(&req.owner, req.signature.as_deref(), req.date)?;
             check_owner(&chosen, &caller)?;
+            if caller != Caller::Root {
+                // The caller must own where the file was deleted from, as upstream checks.
+                let original = chosen.original_full_path_name.as_deref().unwrap_or("");
+                let original = path::components(original).ok_or(Refusal(S::KOwnerAuthFail))?;
+                if let Some(existing) = self.walk(&t, &original, &caller)?.target {
+                    check_owner(&existing, &caller)?;
+                }
+            }
+            let walked = self.walk(&t, &comps, &Caller::Root)?;
+            if walked.target.is_some() {
+                return Err(S::KFileExists.into());
+            }
+            let id = chosen.id.ok_or(Refusal(S::KStorageError))?;
+            check_id(req.file_id, id)?;
             match chosen.file_status.map(FileStatus::try_from) {
                 Some(Ok(FileStatus::KFileDeleting)) => return Err(S::KFileUnderDeleting.into()),
                 Some(Ok(FileStatus::KFileCloneMetaInstalled)) => {
@@ -387,10 +402,6 @@ impl Namespace {
                 }
                 Some(Ok(FileStatus::KFileCloning)) => return Err(S::KRecoverFileError.into()),
                 _ => {}
-            }
-            let walked = self.walk(&t, &comps, &caller)?;
-            if walked.target.is_some() {
-                return Err(S::KFileExists.into());
             }
             let recycled_name = chosen.file_name.clone().unwrap_or_default();
             let parent = walked.parent.id.unwrap_or(ROOT_ID);
@@ -412,36 +423,51 @@ impl Namespace {
         if old.is_empty() || new.is_empty() {
             return Err(S::KParaError.into());
         }
-        if old == new {
-            return Err(S::KFileExists.into());
-        }
-        if path::is_component_prefix(&old, &new) {
+        // Neither path may contain the other; identical paths fail later, as upstream.
+        if old != new && path::is_component_prefix(&old, &new) {
             return Err(S::KParaError.into());
         }
         let caller = self.caller(&req.owner, req.signature.as_deref(), req.date)?;
         let txn = self.store.write()?;
         {
             let mut t = store::write_tables(&txn)?;
-            let src_walk = self.walk(&t, &old, &caller)?;
+            let src_walk = self.walk(&t, &old, &caller);
+            let dst_walk = self.walk(&t, &new, &caller);
+            if caller != Caller::Root {
+                // Upstream authenticates both paths before looking at anything else.
+                let src = src_walk.as_ref().map_err(|r| *r)?;
+                check_owner(
+                    src.target.as_ref().ok_or(Refusal(S::KFileNotExists))?,
+                    &caller,
+                )?;
+                if let Some(dst) = &dst_walk.as_ref().map_err(|r| *r)?.target {
+                    check_owner(dst, &caller)?;
+                }
+            }
+            if old == new {
+                return Err(S::KFileExists.into());
+            }
+            let src_walk = src_walk.map_err(|r| match r.0 {
+                S::KNotDirectory => Refusal(S::KFileNotExists),
+                _ => r,
+            })?;
             let mut src = src_walk.target.ok_or(Refusal(S::KFileNotExists))?;
-            check_owner(&src, &caller)?;
+            let src_id = src.id.ok_or(Refusal(S::KStorageError))?;
+            check_id(req.old_file_id, src_id)?;
             if !is_page_file(&src) {
                 return Err(S::KNotSupported.into());
             }
-            let src_id = src.id.ok_or(Refusal(S::KStorageError))?;
-            check_id(req.old_file_id, src_id)?;
-            self.check_not_occupied(&req.old_file_name)?;
+            self.check_can_change(&req.old_file_name)?;
 
-            let dst_walk = self.walk(&t, &new, &caller)?;
+            let dst_walk = dst_walk.map_err(|_| Refusal(S::KFileNotExists))?;
             let dst_parent = dst_walk.parent.id.unwrap_or(ROOT_ID);
             if let Some(dst) = dst_walk.target {
-                check_owner(&dst, &caller)?;
                 let dst_id = dst.id.ok_or(Refusal(S::KStorageError))?;
                 check_id(req.new_file_id, dst_id)?;
                 if !is_page_file(&dst) {
                     return Err(S::KFileExists.into());
                 }
-                self.check_not_occupied(&req.new_file_name)?;
+                self.check_can_change(&req.new_file_name)?;
                 let name = recycled_name(dst_walk.name, &format!("-{dst_id}"));
                 self.recycle(
                     &mut t,
@@ -480,12 +506,6 @@ impl Namespace {
         let comps = components(&req.file_name)?;
         self.auth
             .authenticate_root(&req.root_owner, &req.signature, req.date, now_us())?;
-        if req.new_owner.is_empty() {
-            return Err(S::KParaError.into());
-        }
-        if comps.is_empty() {
-            return Err(S::KNotSupported.into());
-        }
         let txn = self.store.write()?;
         {
             let mut t = store::write_tables(&txn)?;
@@ -494,7 +514,7 @@ impl Namespace {
                 return Ok(());
             }
             if is_page_file(&info) {
-                self.check_not_occupied(&req.file_name)?;
+                self.check_can_change(&req.file_name)?;
             } else if is_directory(&info) {
                 if t.has_children(info.id.unwrap_or(ROOT_ID))? {
                     return Err(S::KDirNotEmpty.into());
@@ -552,12 +572,15 @@ impl Namespace {
     }
 
     /// The file and its segment at `offset`, after the checks every segment call shares.
+    /// A writer's `epoch` older than the file's is refused before anything else (IO fencing),
+    /// even if the segment exists.
     fn segment_of<I, D, Sg>(
         &self,
         t: &Tables<I, D, Sg>,
         comps: &[&str],
         caller: &Caller,
         offset: u64,
+        writer_epoch: Option<u64>,
     ) -> NsResult<(FileInfo, Option<PageFileSegment>)>
     where
         I: ReadableTable<u64, &'static [u8]>,
@@ -565,6 +588,11 @@ impl Namespace {
         Sg: ReadableTable<(u64, u64), &'static [u8]>,
     {
         let info = self.target(t, comps, caller)?;
+        if let (Some(epoch), Some(file_epoch)) = (writer_epoch, info.epoch)
+            && file_epoch > epoch
+        {
+            return Err(S::KEpochTooOld.into());
+        }
         if !is_page_file(&info) {
             return Err(S::KParaError.into());
         }
@@ -588,11 +616,12 @@ impl Namespace {
     ) -> NsResult<PageFileSegment> {
         let comps = components(&req.file_name)?;
         let caller = self.caller(&req.owner, req.signature.as_deref(), req.date)?;
+        let writer_epoch = req.epoch.filter(|_| req.allocate_if_not_exist);
         // Most lookups find the segment: answer them from a read transaction so they never
         // wait behind a commit.
         {
             let t = self.store.read()?;
-            let (_, segment) = self.segment_of(&t, &comps, &caller, req.offset)?;
+            let (_, segment) = self.segment_of(&t, &comps, &caller, req.offset, writer_epoch)?;
             if let Some(segment) = segment {
                 return Ok(segment);
             }
@@ -603,15 +632,11 @@ impl Namespace {
         let txn = self.store.write()?;
         let segment = {
             let mut t = store::write_tables(&txn)?;
-            let (info, existing) = self.segment_of(&t, &comps, &caller, req.offset)?;
+            let (info, existing) =
+                self.segment_of(&t, &comps, &caller, req.offset, writer_epoch)?;
             if let Some(segment) = existing {
                 // Another writer allocated it while this call waited for the write lock.
                 return Ok(segment);
-            }
-            if let Some(epoch) = req.epoch
-                && info.epoch.unwrap_or(0) > epoch
-            {
-                return Err(S::KEpochTooOld.into());
             }
             let segment = self.allocate(&txn, &info, req.offset)?;
             t.put_segment(info.id.ok_or(Refusal(S::KStorageError))?, &segment)?;
@@ -662,7 +687,7 @@ impl Namespace {
         let txn = self.store.write()?;
         {
             let mut t = store::write_tables(&txn)?;
-            let (info, segment) = self.segment_of(&t, &comps, &caller, req.offset)?;
+            let (info, segment) = self.segment_of(&t, &comps, &caller, req.offset, None)?;
             if segment.is_none() {
                 return Err(S::KSegmentNotAllocated.into());
             }
@@ -678,13 +703,13 @@ impl Namespace {
     ) -> NsResult<(FileInfo, Vec<ChunkServerLocation>)> {
         let comps = components(&req.file_name)?;
         let caller = self.caller(&req.owner, req.signature.as_deref(), req.date)?;
+        if comps.is_empty() && caller == Caller::Root {
+            return Err(S::KParaError.into());
+        }
         let txn = self.store.write()?;
         let info = {
             let mut t = store::write_tables(&txn)?;
             let mut info = self.target(&t, &comps, &caller)?;
-            if !is_page_file(&info) {
-                return Err(S::KNotSupported.into());
-            }
             info.epoch = Some(info.epoch.unwrap_or(0).saturating_add(1));
             t.put_inode(&info)?;
             info
@@ -719,11 +744,12 @@ fn recycled_name(base: &str, suffix: &str) -> String {
     format!("{}{suffix}", &base[..cut])
 }
 
-/// The client endpoint of a file record: the registered address, else the peer's IP, port 0.
+/// The client endpoint of a file record: each registered field if present (even empty, as
+/// upstream), else the peer's IP and port 0.
 fn endpoint(ip: Option<&str>, port: Option<u32>, peer: Option<IpAddr>) -> Endpoint {
     let ip = match ip {
-        Some(ip) if !ip.is_empty() => ip.to_owned(),
-        _ => peer.map(|p| p.to_string()).unwrap_or_default(),
+        Some(ip) => ip.to_owned(),
+        None => peer.map(|p| p.to_string()).unwrap_or_default(),
     };
     (ip, port.unwrap_or(0))
 }
@@ -749,10 +775,8 @@ mod tests {
             ("1.2.3.4".into(), 9000)
         );
         assert_eq!(endpoint(None, None, Some(peer)), ("10.0.0.9".into(), 0));
-        assert_eq!(
-            endpoint(Some(""), Some(5), Some(peer)),
-            ("10.0.0.9".into(), 5)
-        );
+        assert_eq!(endpoint(None, Some(5), Some(peer)), ("10.0.0.9".into(), 5));
+        assert_eq!(endpoint(Some(""), None, Some(peer)), (String::new(), 0));
     }
 
     #[test]

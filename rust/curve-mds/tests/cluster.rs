@@ -269,6 +269,11 @@ async fn child_mds() {
         return;
     };
     let dir = std::path::PathBuf::from(dir);
+    // Exit with the parent test: its end (or crash) closes our stdin.
+    std::thread::spawn(|| {
+        let _ = std::io::copy(&mut std::io::stdin(), &mut std::io::sink());
+        std::process::exit(0);
+    });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let config = curve_mds::MdsConfig {
@@ -288,12 +293,15 @@ async fn child_mds() {
 #[tokio::test]
 async fn sigkill_loses_nothing_acknowledged() {
     let dir = tempfile::tempdir().unwrap();
-    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
-        .args(["child_mds", "--exact", "--ignored", "--nocapture"])
-        .env(CHILD_DIR, dir.path())
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = KillOnDrop(
+        std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["child_mds", "--exact", "--ignored", "--nocapture"])
+            .env(CHILD_DIR, dir.path())
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     let port_file = dir.path().join("port");
     let mut port = None;
     for _ in 0..500 {
@@ -321,14 +329,24 @@ async fn sigkill_loses_nothing_acknowledged() {
     assert_eq!(fs.create("/d/vol", "alice", 10 * GIB).await, S::KOk);
     let (status, seg) = fs.segment("/d/vol", "alice", 0, true, None).await;
     assert_eq!(status, S::KOk);
-    assert_eq!(fs.chown("/d/vol", "bob", ROOT).await, S::KOk);
-    child.kill().unwrap();
-    child.wait().unwrap();
+    assert_eq!(fs.extend("/d/vol", "alice", 12 * GIB).await, S::KOk);
+    child.0.kill().unwrap();
+    child.0.wait().unwrap();
 
     let mds = Mds::start(&dir.path().join("mds"), options()).await;
     let mut fs = mds.fs().await;
     let info = fs.stat("/d/vol", ROOT).await.1.unwrap();
-    assert_eq!(info.owner.as_deref(), Some("bob"));
+    assert_eq!(info.length, Some(12 * GIB));
     assert_eq!(fs.segment("/d/vol", ROOT, 0, false, None).await.1, seg);
     mds.stop().await;
+}
+
+/// Kills the child MDS if the test fails before killing it on purpose.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }

@@ -40,7 +40,8 @@ async fn create_and_stat() {
     assert!(ctime.abs_diff(now_us()) < 60_000_000, "ctime is in µs");
 
     assert_eq!(fs.create("/vol", "alice", 10 * GIB).await, S::KFileExists);
-    assert_eq!(fs.create("/", "root", 10 * GIB).await, S::KFileExists);
+    assert_eq!(fs.create("/", ROOT, 10 * GIB).await, S::KFileExists);
+    assert_eq!(fs.create("/", "alice", 10 * GIB).await, S::KOwnerAuthFail);
     assert_eq!(fs.stat("/nope", "alice").await.0, S::KFileNotExists);
     assert_eq!(
         fs.create("/no/such", "alice", 10 * GIB).await,
@@ -50,6 +51,12 @@ async fn create_and_stat() {
         fs.create("/vol/x", "alice", 10 * GIB).await,
         S::KNotDirectory
     );
+    assert_eq!(fs.create("/vol/x", ROOT, 10 * GIB).await, S::KNotDirectory);
+    // A file in the middle of a path: root looks it up like GetFileInfo ("no such file"),
+    // users fail the ownership walk on it.
+    assert_eq!(fs.stat("/vol/x/y", ROOT).await.0, S::KFileNotExists);
+    assert_eq!(fs.stat("/vol/x/y", "alice").await.0, S::KNotDirectory);
+    assert_eq!(fs.list("/vol/x/y", ROOT).await.0, S::KDirNotExist);
     mds.stop().await;
 }
 
@@ -75,18 +82,6 @@ async fn create_rules() {
             "{bad}"
         );
     }
-    // The pool holds 100 GiB: 60 + 40 fit, one more does not, recycled files still count.
-    assert_eq!(fs.create("/a", "alice", 60 * GIB).await, S::KOk);
-    assert_eq!(
-        fs.create("/b", "alice", 50 * GIB).await,
-        S::KFileLengthNotSupported
-    );
-    assert_eq!(fs.create("/b", "alice", 40 * GIB).await, S::KOk);
-    assert_eq!(
-        fs.create("/c", "alice", 10 * GIB).await,
-        S::KFileLengthNotSupported
-    );
-
     let (owner, signature, date) = cred("alice");
     let base = CreateFileRequest {
         file_name: "/p".into(),
@@ -115,6 +110,18 @@ async fn create_rules() {
         ..base.clone()
     };
     assert_eq!(fs.create_req(other_type).await, S::KNotSupported);
+
+    // The pool holds 100 GiB: 60 + 40 fit, one more does not.
+    assert_eq!(fs.create("/a", "alice", 60 * GIB).await, S::KOk);
+    assert_eq!(
+        fs.create("/b", "alice", 50 * GIB).await,
+        S::KFileLengthNotSupported
+    );
+    assert_eq!(fs.create("/b", "alice", 40 * GIB).await, S::KOk);
+    assert_eq!(
+        fs.create("/c", "alice", 10 * GIB).await,
+        S::KFileLengthNotSupported
+    );
     mds.stop().await;
 }
 
@@ -215,6 +222,7 @@ async fn directories() {
     assert_eq!(fs.unlink("/d", "alice").await, S::KOk);
     assert_eq!(fs.stat("/d", "alice").await.0, S::KFileNotExists);
     assert_eq!(fs.unlink("/", ROOT).await, S::KParaError);
+    assert_eq!(fs.unlink("/", "alice").await, S::KOwnerAuthFail);
     assert_eq!(fs.names("/RecycleBin", ROOT).await.len(), 2);
     mds.stop().await;
 }
@@ -406,7 +414,7 @@ async fn rename() {
 #[tokio::test]
 async fn change_owner() {
     let dir = tempfile::tempdir().unwrap();
-    let mds = Mds::start(dir.path(), options()).await;
+    let mds = Mds::start_settled(dir.path()).await;
     let mut fs = mds.fs().await;
     assert_eq!(fs.create("/vol", "alice", 10 * GIB).await, S::KOk);
     assert_eq!(fs.mkdir("/d", "alice").await, S::KOk);
@@ -421,6 +429,7 @@ async fn change_owner() {
     assert_eq!(fs.chown("/d/e", "bob", ROOT).await, S::KOk);
     assert_eq!(fs.chown("/nope", "bob", ROOT).await, S::KFileNotExists);
     assert_eq!(fs.chown("bad", "bob", ROOT).await, S::KParaError);
+    assert_eq!(fs.chown("/", "bob", ROOT).await, S::KDirNotEmpty);
     mds.stop().await;
 }
 
@@ -498,12 +507,21 @@ async fn segments_and_epoch() {
     assert_eq!(r.file_info.unwrap().epoch, Some(1));
     assert_eq!(r.cs_locs.len(), 3);
     assert_eq!(
-        code(fs.bump_epoch("/d", "alice").await.status_code),
-        S::KNotSupported
+        code(fs.bump_epoch("/", ROOT).await.status_code),
+        S::KParaError
+    );
+    assert_eq!(
+        code(fs.bump_epoch("/", "alice").await.status_code),
+        S::KOwnerAuthFail
     );
     assert_eq!(fs.stat("/vol", "alice").await.1.unwrap().epoch, Some(1));
     let (status, _) = fs.segment("/vol", "alice", 2 * GIB, true, Some(0)).await;
     assert_eq!(status, S::KEpochTooOld);
+    // A stale writer is fenced even where the segment exists; readers are not checked.
+    let (status, _) = fs.segment("/vol", "alice", 0, true, Some(0)).await;
+    assert_eq!(status, S::KEpochTooOld);
+    let (status, _) = fs.segment("/vol", "alice", 0, false, Some(0)).await;
+    assert_eq!(status, S::KOk);
     let (status, _) = fs.segment("/vol", "alice", 2 * GIB, true, Some(1)).await;
     assert_eq!(status, S::KOk);
     mds.stop().await;
@@ -604,6 +622,8 @@ async fn young_mds_refuses_unlink() {
     let mut fs = mds.fs().await;
     assert_eq!(fs.create("/vol", "alice", 10 * GIB).await, S::KOk);
     assert_eq!(fs.unlink("/vol", "alice").await, S::KNotSupported);
+    assert_eq!(fs.rename("/vol", "/vol2", "alice").await, S::KNotSupported);
+    assert_eq!(fs.chown("/vol", "bob", ROOT).await, S::KNotSupported);
     // Directories are not guarded: they cannot be open.
     assert_eq!(fs.mkdir("/d", "alice").await, S::KOk);
     assert_eq!(fs.unlink("/d", "alice").await, S::KOk);
