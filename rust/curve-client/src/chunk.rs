@@ -1,6 +1,7 @@
 //! One chunk sub-request, sent to the copyset leader and retried per §11.2 until it
-//! succeeds, fails for good, exhausts `chunkserver.opMaxRetry`, or runs out of the wall-time
-//! budget `chunkserver.maxRetryTimeMS` (curvefs's addition: upstream retries ~forever).
+//! succeeds, fails for good, exhausts `chunkserver.opMaxRetry`, or reaches the deadline of
+//! the user IO it belongs to (`chunkserver.maxRetryTimeMS` after the IO began; curvefs's
+//! addition: upstream retries ~forever).
 
 use std::time::{Duration, Instant};
 
@@ -38,7 +39,6 @@ struct Policy {
     max_sleep: Duration,
     overload_pow: u32,
     max_retry: u64,
-    budget: Duration,
 }
 
 impl Policy {
@@ -56,7 +56,6 @@ impl Policy {
             max_sleep: Duration::from_micros(max_sleep_us),
             overload_pow: max_pow(max_sleep_us / interval_us.max(1)),
             max_retry: c.chunkserver_op_max_retry.max(1),
-            budget: Duration::from_millis(c.chunkserver_max_retry_time_ms),
         }
     }
 
@@ -88,8 +87,8 @@ enum Next {
     Retry(Duration),
 }
 
-/// Sends one chunk sub-request with retries. `Ok(None)` only for a read of a chunk that
-/// was never written.
+/// Sends one chunk sub-request with retries until `deadline`. `Ok(None)` only for a read
+/// of a chunk that was never written.
 pub async fn send(
     core: &Core,
     file: &OpenFile,
@@ -97,10 +96,10 @@ pub async fn send(
     offset_in_chunk: u32,
     size: u32,
     op: ChunkOp,
+    deadline: Instant,
 ) -> Result<Option<Bytes>> {
     let policy = Policy::new(core);
     let start = Instant::now();
-    let deadline = start + policy.budget;
     let entry = core
         .copysets
         .entry(addr.logical_pool_id, addr.copyset_id)
@@ -297,7 +296,6 @@ mod tests {
             max_sleep: Duration::from_secs(8),
             overload_pow: max_pow(80),
             max_retry: 10,
-            budget: Duration::from_secs(60),
         }
     }
 

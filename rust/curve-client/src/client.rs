@@ -51,7 +51,7 @@ pub struct Core {
 }
 
 impl Core {
-    /// Wall time an IO may wait or retry (`chunkserver.maxRetryTimeMS`).
+    /// Wall time one user IO may spend waiting and retrying (`chunkserver.maxRetryTimeMS`).
     pub fn io_budget(&self) -> Duration {
         Duration::from_millis(self.conf.chunkserver_max_retry_time_ms)
     }
@@ -324,12 +324,7 @@ impl Client {
         for file in self.core.files.close_all() {
             file.stop_refresher();
             // IO still running on another thread fails at its next retry.
-            let f = file.clone();
-            if let Ok(rt) = tokio::runtime::Handle::try_current() {
-                rt.spawn(async move { f.shut("the client was shut down").await });
-            } else {
-                file.disable_now("the client was shut down");
-            }
+            file.disable("the client was shut down");
         }
     }
 }

@@ -9,9 +9,10 @@
 //! in upstream's sample client.conf where the two differ).
 //!
 //! Keys added by curvefs (all optional):
-//! - `chunkserver.maxRetryTimeMS` (60000): wall time one chunk request may spend retrying,
-//!   and the longest an IO waits for a lapsed lease to be renewed, before the IO fails
-//!   (FAILED resp. DISABLEIO). Upstream retries ~forever; a Python caller needs an answer.
+//! - `chunkserver.maxRetryTimeMS` (60000): wall time one user IO may spend waiting for a
+//!   lapsed lease to be renewed and retrying its chunk requests before it fails (DISABLEIO
+//!   resp. the last chunk error, FAILED for transport errors). Upstream retries ~forever; a
+//!   Python caller needs an answer. Segment lookups on the MDS have their own budget:
 //! - `mds.maxRetryMsInIOPath` (60000): upstream's key, which upstream does not read; here it
 //!   bounds the IO-path MDS calls (GetOrAllocateSegment, GetChunkServerListInCopySets) that
 //!   upstream retries without limit.

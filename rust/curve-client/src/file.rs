@@ -5,8 +5,8 @@
 //! Lease handling follows §10 with one deliberate deviation: where upstream blocks IO
 //! forever (file deleted, renamed away or replaced by another inode), IO on that fd fails
 //! with DISABLEIO from then on. A lease that lapsed because the MDS is unreachable (or
-//! answered kOwnerAuthFail) makes IO wait for a successful refresh for up to
-//! `chunkserver.maxRetryTimeMS`, then fail with DISABLEIO.
+//! answered kOwnerAuthFail) makes IO wait for a successful refresh, within the IO's
+//! deadline (`chunkserver.maxRetryTimeMS` after it began), then fail with DISABLEIO.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
@@ -142,12 +142,8 @@ impl OpenFile {
         Ok(())
     }
 
-    /// Fails IO on this fd from now on (shutdown outside a runtime).
-    pub fn disable_now(&self, why: &str) {
-        self.disable(why);
-    }
-
-    fn disable(&self, why: &str) {
+    /// Fails IO on this fd from now on.
+    pub fn disable(&self, why: &str) {
         self.lease.send_replace(Lease::Disabled(why.to_string()));
     }
 
@@ -162,9 +158,8 @@ impl OpenFile {
         }
     }
 
-    /// Waits until the lease is valid, for at most `budget`.
-    async fn wait_for_lease(&self, budget: Duration) -> Result<()> {
-        let deadline = tokio::time::Instant::now() + budget;
+    /// Waits until the lease is valid, at most until `deadline`.
+    async fn wait_for_lease(&self, deadline: Instant) -> Result<()> {
         let mut rx = self.lease.subscribe();
         loop {
             match &*rx.borrow_and_update() {
@@ -177,13 +172,13 @@ impl OpenFile {
                 }
                 _ => {}
             }
-            match tokio::time::timeout_at(deadline, rx.changed()).await {
+            match tokio::time::timeout_at(deadline.into(), rx.changed()).await {
                 Ok(Ok(())) => {}
                 Ok(Err(_)) | Err(_) => {
                     return Err(Error::new(
                         ErrorCode::DisableIo,
                         format!(
-                            "lease of fd {} was not renewed within {budget:?} (MDS unreachable?)",
+                            "lease of fd {} was not renewed in time (MDS unreachable?)",
                             self.fd
                         ),
                     ));
@@ -303,9 +298,10 @@ impl OpenFile {
         offset: u64,
         len: u64,
         allocate: bool,
+        deadline: Instant,
     ) -> Result<(Vec<ChunkPiece>, Vec<Option<ChunkAddr>>)> {
         self.check_aligned(offset, len)?;
-        self.wait_for_lease(core.io_budget()).await?;
+        self.wait_for_lease(deadline).await?;
         self.check_range(core, offset, len).await?;
         let pieces = io::split(&self.geometry, offset, len, core.split_size());
         let addrs = self.locate(core, &pieces, allocate).await?;
@@ -318,6 +314,7 @@ impl OpenFile {
         addr: ChunkAddr,
         piece: &ChunkPiece,
         op: ChunkOp,
+        deadline: Instant,
     ) -> Result<Option<Bytes>> {
         let _permit = self
             .inflight
@@ -328,7 +325,7 @@ impl OpenFile {
             .map_err(|_| Error::failed("offset inside a chunk exceeds 4 GiB"))?;
         let size =
             u32::try_from(piece.len).map_err(|_| Error::failed("sub-request exceeds 4 GiB"))?;
-        chunk::send(core, self, addr, offset, size, op).await
+        chunk::send(core, self, addr, offset, size, op, deadline).await
     }
 
     pub async fn read(&self, core: &Core, offset: u64, buf: &mut [u8]) -> Result<()> {
@@ -336,7 +333,10 @@ impl OpenFile {
         if *gate {
             return Err(Error::bad_fd(self.fd));
         }
-        let (pieces, addrs) = self.prepare(core, offset, buf.len() as u64, false).await?;
+        let deadline = Instant::now() + core.io_budget();
+        let (pieces, addrs) = self
+            .prepare(core, offset, buf.len() as u64, false, deadline)
+            .await?;
         // Hand each piece its own disjoint slice of the caller's buffer.
         let mut rest: &mut [u8] = buf;
         let mut jobs = Vec::with_capacity(pieces.len());
@@ -345,7 +345,10 @@ impl OpenFile {
             rest = tail;
             jobs.push(async move {
                 let data = match addr {
-                    Some(a) => self.send_piece(core, a, piece, ChunkOp::Read).await?,
+                    Some(a) => {
+                        self.send_piece(core, a, piece, ChunkOp::Read, deadline)
+                            .await?
+                    }
                     None => None,
                 };
                 match data {
@@ -363,7 +366,10 @@ impl OpenFile {
         if *gate {
             return Err(Error::bad_fd(self.fd));
         }
-        let (pieces, addrs) = self.prepare(core, offset, data.len() as u64, true).await?;
+        let deadline = Instant::now() + core.io_budget();
+        let (pieces, addrs) = self
+            .prepare(core, offset, data.len() as u64, true, deadline)
+            .await?;
         let mut jobs = Vec::with_capacity(pieces.len());
         for (piece, addr) in pieces.iter().zip(addrs) {
             let start = piece.buf_offset as usize;
@@ -376,7 +382,7 @@ impl OpenFile {
                 let addr = addr.ok_or_else(|| {
                     Error::failed("write landed in a segment the MDS did not allocate")
                 })?;
-                self.send_piece(core, addr, piece, ChunkOp::Write(body))
+                self.send_piece(core, addr, piece, ChunkOp::Write(body), deadline)
                     .await
                     .map(|_| ())
             });

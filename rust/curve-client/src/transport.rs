@@ -431,11 +431,12 @@ impl Transport for GrpcTransport {
                     method.service, method.method
                 ))
                 .map_err(|e| TransportError::Other(format!("bad method path: {e}")))?;
-                let mut req = tonic::Request::new(Frame {
+                // No grpc-timeout header: the deadline below is ours, and tonic would
+                // arm a second timer for the same instant.
+                let req = tonic::Request::new(Frame {
                     payload: request,
                     attachment,
                 });
-                req.set_timeout(timeout);
                 let resp = grpc
                     .unary(req, path, RawCodec)
                     .await
