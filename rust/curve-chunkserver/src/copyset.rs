@@ -14,16 +14,15 @@
 //!   before calling them in sync, or only the chunks written in the last ~12 s to a
 //!   follower that says it held every write 10 s ago.
 //! - Writes a follower misses (dead, hung) mark their chunk dirty for that follower;
-//!   the leader copies dirty chunks over once it answers again.
+//!   the leader copies dirty chunks over once it answers again, holding back writes to
+//!   the chunk being copied (for the few ms a copy takes).
 //! - A member earlier in order than the leader asks for leadership back with every probe
 //!   (`GetLeader` with `peer` set to itself); the leader hands it over once that member
 //!   has caught up and acknowledged an in-sync heartbeat of the current term.
 //! - A leader serves reads only while a majority answered it within 1.5 s (a lease).
 //!
-//! Known gaps: a write a follower missed less than one heartbeat interval before the
-//! leader died is invisible to that follower, which may then lead without it; a chunk
-//! written continuously never finishes its catch-up copy (the copy restarts whenever a
-//! write races it), so that follower stays out of sync until the writes pause.
+//! Known gap: a write a follower missed less than one heartbeat interval before the
+//! leader died is invisible to that follower, which may then lead without it.
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
@@ -70,10 +69,6 @@ pub(crate) struct FollowerSync {
     pub in_sync_acked: bool,
     pub dirty: Dirty,
     pub catching_up: bool,
-    /// The chunk a catch-up copy is sending now, and whether a write touched it since the
-    /// copy read it (then the copy may have overwritten newer data and is redone).
-    pub copying: Option<u64>,
-    pub touched: bool,
 }
 
 impl FollowerSync {
@@ -83,8 +78,6 @@ impl FollowerSync {
             in_sync_acked: false,
             dirty: Dirty::All,
             catching_up: false,
-            copying: None,
-            touched: false,
         }
     }
 
@@ -120,8 +113,11 @@ pub(crate) struct Election {
     pub last_leader_contact: Option<Instant>,
     /// Leader only: per member index (this chunkserver's own entry unused).
     pub followers: Vec<FollowerSync>,
-    /// Leader only: writes in flight per chunk, so a catch-up copy knows it raced one.
+    /// Leader only: writes in flight per chunk, which a catch-up copy waits out.
     pub writes_in_flight: HashMap<u64, u32>,
+    /// Leader only: chunks being copied to a follower; their writes wait, or the copy
+    /// could land after (and undo) a newer write on the follower.
+    pub copy_blocked: HashSet<u64>,
 }
 
 #[derive(Debug)]
@@ -141,6 +137,47 @@ pub(crate) struct CopysetState {
     /// Where `term` is kept across restarts (a restarted leader must not reuse a term).
     term_path: PathBuf,
     election: Mutex<Election>,
+    /// Wakes writes waiting for a chunk copy to finish.
+    unblocked: tokio::sync::Notify,
+}
+
+/// Holds a chunk's writes back while it is copied to a follower; released on drop, so
+/// an aborted or failed copy never leaves writes waiting.
+pub(crate) struct CopyBlock<'a> {
+    copyset: &'a CopysetState,
+    chunk_id: u64,
+}
+
+impl Drop for CopyBlock<'_> {
+    fn drop(&mut self) {
+        self.copyset.election().copy_blocked.remove(&self.chunk_id);
+        self.copyset.unblocked.notify_waiters();
+    }
+}
+
+/// A leader's write between `begin_write` and `finish`. Dropped unfinished (the
+/// client went away and tonic dropped the handler), it still leaves the in-flight count
+/// and marks the chunk dirty on every follower, since nobody knows who got it.
+pub(crate) struct WriteInFlight<'a> {
+    copyset: &'a CopysetState,
+    chunk_id: u64,
+    done: bool,
+}
+
+impl WriteInFlight<'_> {
+    /// `missed`: member indexes that do not have the write.
+    pub fn finish(mut self, missed: &[usize]) {
+        self.done = true;
+        self.copyset.end_write(self.chunk_id, Some(missed));
+    }
+}
+
+impl Drop for WriteInFlight<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            self.copyset.end_write(self.chunk_id, None);
+        }
+    }
 }
 
 /// What this chunkserver currently is for the copyset.
@@ -175,7 +212,9 @@ impl CopysetState {
                 last_leader_contact: None,
                 followers: (0..n).map(|_| FollowerSync::unknown()).collect(),
                 writes_in_flight: HashMap::new(),
+                copy_blocked: HashSet::new(),
             }),
+            unblocked: tokio::sync::Notify::new(),
         })
     }
 
@@ -244,7 +283,6 @@ impl CopysetState {
         for f in &mut election.followers {
             *f = FollowerSync::unknown();
         }
-        election.writes_in_flight.clear();
         let term = self.term.fetch_add(1, Ordering::AcqRel) + 1;
         self.persist_term(term);
         self.leader.store(self.self_index, Ordering::Release);
@@ -344,19 +382,43 @@ impl CopysetState {
         self.applied_index.fetch_add(1, Ordering::Relaxed) + 1
     }
 
-    /// Leader: a write to `chunk_id` is about to be applied and replicated.
-    pub fn write_started(&self, chunk_id: u64) {
-        let mut election = self.election();
-        *election.writes_in_flight.entry(chunk_id).or_insert(0) += 1;
-        for f in &mut election.followers {
-            if f.copying == Some(chunk_id) {
-                f.touched = true;
+    /// Leader: a write to `chunk_id` is about to be applied and replicated; waits while
+    /// the chunk is being copied to a follower.
+    pub async fn begin_write(&self, chunk_id: u64) -> WriteInFlight<'_> {
+        loop {
+            let unblocked = self.unblocked.notified();
+            tokio::pin!(unblocked);
+            // Registered before the check, so a release between the two is not missed.
+            unblocked.as_mut().enable();
+            {
+                let mut election = self.election();
+                if !election.copy_blocked.contains(&chunk_id) {
+                    *election.writes_in_flight.entry(chunk_id).or_insert(0) += 1;
+                    return WriteInFlight {
+                        copyset: self,
+                        chunk_id,
+                        done: false,
+                    };
+                }
             }
+            unblocked.await;
         }
     }
 
-    /// Leader: the write finished; `missed` are the member indexes that do not have it.
-    pub fn write_finished(&self, chunk_id: u64, missed: &[usize]) {
+    /// Leader: holds back new writes to `chunk_id` until the returned block is dropped.
+    pub fn block_chunk(&self, chunk_id: u64) -> CopyBlock<'_> {
+        self.election().copy_blocked.insert(chunk_id);
+        CopyBlock {
+            copyset: self,
+            chunk_id,
+        }
+    }
+
+    pub fn writes_in_flight(&self, chunk_id: u64) -> bool {
+        self.election().writes_in_flight.contains_key(&chunk_id)
+    }
+
+    fn end_write(&self, chunk_id: u64, missed: Option<&[usize]>) {
         let mut election = self.election();
         if let Some(n) = election.writes_in_flight.get_mut(&chunk_id) {
             *n = n.saturating_sub(1);
@@ -364,11 +426,10 @@ impl CopysetState {
                 election.writes_in_flight.remove(&chunk_id);
             }
         }
+        let me = self.self_index;
         for (i, f) in election.followers.iter_mut().enumerate() {
-            if f.copying == Some(chunk_id) {
-                f.touched = true;
-            }
-            if missed.contains(&i) {
+            // An abandoned write may or may not have reached anyone.
+            if i != me && missed.is_none_or(|m| m.contains(&i)) {
                 f.mark_dirty(chunk_id);
             }
         }

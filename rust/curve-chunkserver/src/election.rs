@@ -30,6 +30,9 @@ pub(crate) const TICK: Duration = Duration::from_millis(500);
 /// GetLeader probes and heartbeats: short, so one dead peer cannot stretch a tick.
 const PROBE_DEADLINE: Duration = Duration::from_millis(300);
 pub(crate) const HEARTBEAT_OFFSET: u32 = u32::MAX;
+/// A copy waits this long for the chunk's writes in flight (at most one replication
+/// deadline each) before giving up until the next tick.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(3);
 /// Catch-up copies go in pieces of this size.
 const CATCH_UP_PIECE: u64 = 1024 * 1024;
 /// gRPC status message of GetLeader while this chunkserver knows no leader, so a probing
@@ -330,7 +333,6 @@ async fn catch_up(node: Arc<Node>, cs: Arc<CopysetState>, index: usize) {
             return;
         };
         f.catching_up = false;
-        f.copying = None;
         if result.is_ok() && matches!(&f.dirty, Dirty::Chunks(set) if set.is_empty()) {
             f.in_sync = true;
             tracing::info!(copyset = %cs.name(), follower = index, "follower caught up");
@@ -369,35 +371,30 @@ async fn copy_dirty_chunks(node: &Node, cs: &CopysetState, index: usize) -> Resu
             return Err(());
         }
         let chunk_id = {
-            let mut election = cs.election();
-            let in_flight = |c: u64| election.writes_in_flight.contains_key(&c);
-            let Some(f) = election.followers.get(index) else {
-                return Err(());
-            };
-            let Dirty::Chunks(set) = &f.dirty else {
+            let election = cs.election();
+            let Some(Dirty::Chunks(set)) = election.followers.get(index).map(|f| &f.dirty) else {
                 return Err(());
             };
             let Some(&chunk_id) = set.iter().next() else {
                 return Ok(());
             };
-            let racing = in_flight(chunk_id);
-            if let Some(f) = election.followers.get_mut(index) {
-                f.copying = Some(chunk_id);
-                f.touched = racing;
-            }
             chunk_id
         };
+        let block = cs.block_chunk(chunk_id);
+        let drain_deadline = Instant::now() + DRAIN_TIMEOUT;
+        while cs.writes_in_flight(chunk_id) {
+            if Instant::now() > drain_deadline {
+                return Err(());
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
         copy_chunk(node, cs, &peer.addr, chunk_id).await?;
-        let mut election = cs.election();
-        let Some(f) = election.followers.get_mut(index) else {
-            return Err(());
-        };
-        f.copying = None;
-        if !std::mem::take(&mut f.touched)
+        if let Some(f) = cs.election().followers.get_mut(index)
             && let Dirty::Chunks(set) = &mut f.dirty
         {
             set.remove(&chunk_id);
         }
+        drop(block);
     }
 }
 

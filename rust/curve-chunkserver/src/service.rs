@@ -203,7 +203,7 @@ impl Node {
         }
         // The local write and the followers' run concurrently: the write is idempotent
         // at its offset, so a failure on either side is settled by the client's retry.
-        copyset.write_started(key.chunk_id);
+        let in_flight = copyset.begin_write(key.chunk_id).await;
         let store = self.store.clone();
         let local_data = data.clone();
         let offset = u64::from(range.offset);
@@ -223,7 +223,7 @@ impl Node {
             .filter(|(_, o)| *o != ReplicaOutcome::Applied)
             .map(|(i, _)| *i)
             .collect();
-        copyset.write_finished(key.chunk_id, &missed);
+        in_flight.finish(&missed);
         if let Err(e) = local {
             tracing::warn!(?key, error = %e, "chunk write failed");
             return status_response(ChunkOpStatus::DiskFail);

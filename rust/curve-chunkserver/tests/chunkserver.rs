@@ -639,3 +639,64 @@ async fn leader_killed_soon_after_start_fails_over_and_reads_its_writes() -> Tes
     assert_eq!(status(resp.status), ChunkOpStatus::Success);
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn catch_up_completes_while_the_chunk_keeps_being_written() -> TestResult {
+    let mut cluster = Cluster::start().await?;
+    let mut leader = cluster.chunk_client(0).await?;
+    cluster.kill(2);
+    // Region A: written only while server 2 is down.
+    let missed = pattern(1 << 20, 12);
+    let resp = write(&mut leader, write_request(CS_A, 90, 0, missed.clone(), 0)).await?;
+    assert_eq!(status(resp.status), ChunkOpStatus::Success);
+    cluster.restart(2)?;
+
+    // Region B of the same chunk is rewritten without pause meanwhile.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writers = (0..4u32).map(|w| {
+        let mut client = leader.clone();
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let mut n = 0u32;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let offset = (1 << 20) + ((n * 4 + w) % 256) * 4096;
+                let r = write(
+                    &mut client,
+                    write_request(CS_A, 90, offset, pattern(4096, 1), 0),
+                )
+                .await;
+                if !matches!(r, Ok(ref resp) if status(resp.status) == ChunkOpStatus::Success) {
+                    return Err(format!("write failed: {r:?}"));
+                }
+                n += 1;
+            }
+            Ok(n)
+        })
+    });
+    let writers: Vec<_> = writers.collect();
+    let path = cluster.chunk_path(2, CS_A, 90);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while on_disk(&path, 0, 1 << 20).ok() != Some(missed.clone()) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "catch-up did not finish under writes"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for w in writers {
+        let n = w.await??;
+        assert!(n > 0);
+    }
+    // Every replica ends identical.
+    let resp = read(&mut leader, read_request(CS_A, 90, 0, 2 << 20)).await?;
+    let expected = resp.attachment.unwrap_or_default();
+    for i in 0..3 {
+        assert_eq!(
+            on_disk(&cluster.chunk_path(i, CS_A, 90), 0, 2 << 20)?,
+            expected,
+            "replica {i}"
+        );
+    }
+    Ok(())
+}
