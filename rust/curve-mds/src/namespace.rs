@@ -245,28 +245,30 @@ impl Namespace {
             }
             let id = store::take_inode_id(&txn)?;
             let parent = walked.parent.id.unwrap_or(ROOT_ID);
-            let now = now_us();
-            let info = if page_file {
-                FileInfo {
-                    id: Some(id),
-                    file_name: Some(walked.name.to_owned()),
-                    parent_id: Some(parent),
-                    file_type: Some(FileType::InodePagefile as i32),
-                    owner: Some(req.owner.clone()),
-                    chunk_size: Some(self.options.chunk_size),
-                    segment_size: Some(self.options.segment_size),
-                    length: Some(length),
-                    ctime: Some(now),
-                    seq_num: Some(1),
-                    file_status: Some(FileStatus::KFileCreated as i32),
-                    stripe_unit: Some(stripe_unit),
-                    stripe_count: Some(stripe_count),
-                    poolset: Some(self.pool().poolset.clone()),
-                    blocksize: Some(self.options.block_size),
-                    ..Default::default()
-                }
+            // Upstream fills directories the same way (geometry included), with the
+            // request's poolset as given.
+            let poolset = if page_file {
+                self.pool().poolset.clone()
             } else {
-                store::directory(id, walked.name, parent, &req.owner, now)
+                req.poolset.clone().unwrap_or_default()
+            };
+            let info = FileInfo {
+                id: Some(id),
+                file_name: Some(walked.name.to_owned()),
+                parent_id: Some(parent),
+                file_type: Some(req.file_type),
+                owner: Some(req.owner.clone()),
+                chunk_size: Some(self.options.chunk_size),
+                segment_size: Some(self.options.segment_size),
+                length: Some(length),
+                ctime: Some(now_us()),
+                seq_num: Some(1),
+                file_status: Some(FileStatus::KFileCreated as i32),
+                stripe_unit: Some(stripe_unit),
+                stripe_count: Some(stripe_count),
+                poolset: Some(poolset),
+                blocksize: Some(self.options.block_size),
+                ..Default::default()
             };
             t.put_inode(&info)?;
             t.link(parent, walked.name, id)?;

@@ -81,7 +81,9 @@ pub(crate) fn check_stripe(
         && chunk.is_multiple_of(stripe_count)
         && stripe_unit.is_multiple_of(STRIPE_UNIT_ALIGN)
         && chunk != 0
-        && stripe_count <= segment / chunk;
+        && stripe_count <= segment / chunk
+        // One stripe per chunk is only "not striped" when the unit is the whole chunk.
+        && (stripe_count != 1 || stripe_unit == chunk);
     if ok {
         Ok(())
     } else {
@@ -174,6 +176,7 @@ mod tests {
             (2048, 2),
             (1 << 20, 3),
             (1 << 20, 128),
+            (1 << 20, 1),
         ] {
             assert_eq!(
                 check_stripe(&o, unit, count),

@@ -17,8 +17,9 @@ use crate::{ChunkServerEntry, TopologyConfig};
 
 /// Topology status codes (sint32 on the wire).
 const TOPO_OK: i32 = 0;
+const TOPO_INVALID_PARAM: i32 = -2;
 const TOPO_CHUNKSERVER_NOT_FOUND: i32 = -6;
-const TOPO_LOGICAL_POOL_NOT_FOUND: i32 = -10;
+const TOPO_SERVER_NOT_FOUND: i32 = -7;
 const TOPO_COPYSET_NOT_FOUND: i32 = -11;
 
 /// The only poolset's id, as upstream numbers its default poolset.
@@ -71,22 +72,22 @@ impl Topology {
         }
     }
 
+    /// Upstream stops at the first unknown (pool, copyset) with -11, keeping what it filled.
     pub(crate) fn copyset_servers(
         &self,
         logical_pool_id: u32,
         copyset_ids: &[u32],
     ) -> GetChunkServerListInCopySetsResponse {
-        let fail = |status_code| GetChunkServerListInCopySetsResponse {
-            status_code,
-            cs_info: Vec::new(),
-        };
-        if logical_pool_id != self.config.logical_pool_id {
-            return fail(TOPO_LOGICAL_POOL_NOT_FOUND);
-        }
         let mut cs_info = Vec::with_capacity(copyset_ids.len());
         for &id in copyset_ids {
-            let Some(copyset) = self.config.copysets.iter().find(|c| c.id == id) else {
-                return fail(TOPO_COPYSET_NOT_FOUND);
+            let copyset = (logical_pool_id == self.config.logical_pool_id)
+                .then(|| self.config.copysets.iter().find(|c| c.id == id))
+                .flatten();
+            let Some(copyset) = copyset else {
+                return GetChunkServerListInCopySetsResponse {
+                    status_code: TOPO_COPYSET_NOT_FOUND,
+                    cs_info,
+                };
             };
             let cs_locs = copyset
                 .members
@@ -116,7 +117,12 @@ impl Topology {
                 .chunkservers
                 .iter()
                 .find(|c| c.host == ip && u32::from(c.port) == port),
-            _ => None,
+            _ => {
+                return GetChunkServerInfoResponse {
+                    status_code: TOPO_INVALID_PARAM,
+                    chunk_server_info: None,
+                };
+            }
         };
         match found {
             Some(cs) => GetChunkServerInfoResponse {
@@ -130,16 +136,48 @@ impl Topology {
         }
     }
 
+    /// The local cluster's "servers" are its distinct hosts, numbered from 1 in config order.
+    fn servers(&self) -> Vec<&str> {
+        let mut hosts: Vec<&str> = Vec::new();
+        for cs in &self.config.chunkservers {
+            if !hosts.contains(&cs.host.as_str()) {
+                hosts.push(&cs.host);
+            }
+        }
+        hosts
+    }
+
+    /// The chunkservers of one server, found by ip (upstream's port there is the server's,
+    /// not a chunkserver's, so it is ignored) or by server id.
     pub(crate) fn list_chunkservers(
         &self,
         req: &ListChunkServerRequest,
     ) -> ListChunkServerResponse {
+        let servers = self.servers();
+        let host = match (req.ip.as_deref(), req.server_id) {
+            (Some(ip), _) => servers.iter().find(|h| **h == ip).copied(),
+            (None, Some(id)) => id
+                .checked_sub(1)
+                .and_then(|i| servers.get(i as usize))
+                .copied(),
+            (None, None) => {
+                return ListChunkServerResponse {
+                    status_code: TOPO_INVALID_PARAM,
+                    chunk_server_infos: Vec::new(),
+                };
+            }
+        };
+        let Some(host) = host else {
+            return ListChunkServerResponse {
+                status_code: TOPO_SERVER_NOT_FOUND,
+                chunk_server_infos: Vec::new(),
+            };
+        };
         let chunk_server_infos = self
             .config
             .chunkservers
             .iter()
-            .filter(|c| req.ip.as_deref().is_none_or(|ip| c.host == ip))
-            .filter(|c| req.port.is_none_or(|p| u32::from(c.port) == p))
+            .filter(|c| c.host == host)
             .map(|c| self.info(c))
             .collect();
         ListChunkServerResponse {

@@ -54,6 +54,15 @@ async fn topology_service() {
         .unwrap()
         .into_inner();
     assert_eq!(r.status_code, -11);
+    let r = topo
+        .get_chunk_server_list_in_copy_sets(GetChunkServerListInCopySetsRequest {
+            logical_pool_id: 7,
+            copyset_id: vec![1],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.status_code, -11);
 
     let r = topo
         .get_cluster_info(GetClusterInfoRequest {})
@@ -105,12 +114,17 @@ async fn topology_service() {
             host_ip: Some("127.0.0.1".into()),
             port: Some(1),
         },
-        GetChunkServerInfoRequest::default(),
     ] {
         let r = topo.get_chunk_server(req).await.unwrap().into_inner();
         assert_eq!(r.status_code, -6);
         assert!(r.chunk_server_info.is_none());
     }
+    let r = topo
+        .get_chunk_server(GetChunkServerInfoRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.status_code, -2);
 
     let r = topo
         .list_chunk_server(ListChunkServerRequest {
@@ -132,7 +146,24 @@ async fn topology_service() {
         .await
         .unwrap()
         .into_inner();
+    assert_eq!(r.status_code, -7);
     assert!(r.chunk_server_infos.is_empty());
+    let r = topo
+        .list_chunk_server(ListChunkServerRequest {
+            ip: None,
+            port: None,
+            server_id: Some(1),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((r.status_code, r.chunk_server_infos.len()), (0, 3));
+    let r = topo
+        .list_chunk_server(ListChunkServerRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.status_code, -2);
 
     let r = topo
         .list_poolset(ListPoolsetRequest {})
