@@ -128,7 +128,7 @@ pub async fn send(
             ));
         }
         retries += 1;
-        let leader = match core.copysets.leader(&entry).await {
+        let leader = match core.copysets.leader(&entry, deadline).await {
             Ok(l) => l,
             Err(e) => {
                 last = e;
@@ -187,7 +187,7 @@ pub async fn send(
                             Some(r) => core.copysets.redirect(&entry, r),
                             None => core
                                 .copysets
-                                .refresh_leader(&entry, leader.version)
+                                .refresh_leader(&entry, leader.version, deadline)
                                 .await
                                 .ok(),
                         };
@@ -200,7 +200,7 @@ pub async fn send(
                     ChunkOpStatus::CopysetNotexist => {
                         last = status_error(status, &leader);
                         core.copysets
-                            .refresh_leader(&entry, leader.version)
+                            .refresh_leader(&entry, leader.version, deadline)
                             .await
                             .ok();
                         Next::Retry(policy.retry_interval)
@@ -231,7 +231,7 @@ pub async fn send(
                 last = Error::failed(format!("{} to {}: {e}", method.method, leader.endpoint));
                 let moved = core
                     .copysets
-                    .refresh_leader(&entry, leader.version)
+                    .refresh_leader(&entry, leader.version, deadline)
                     .await
                     .ok();
                 if timed_out {

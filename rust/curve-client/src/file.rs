@@ -23,12 +23,9 @@ use crate::chunk::{self, ChunkOp};
 use crate::client::{Core, UserInfo};
 use crate::error::{Error, ErrorCode, Result};
 use crate::io::{self, ChunkPiece, Geometry};
+use crate::lock;
 use crate::mds::RefreshOutcome;
 use crate::metacache::{ChunkAddr, SegmentCache, SegmentInfo, SegmentSlot};
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
 
 /// The file's values that RefreshSession/GetFileInfo may update while it is open.
 #[derive(Debug, Clone, Copy)]

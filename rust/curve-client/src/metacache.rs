@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use curve_proto::chunkserver::{GetLeaderRequest2, GetLeaderResponse2};
 use curve_proto::mds::PageFileSegment;
@@ -15,12 +15,9 @@ use futures::stream::FuturesUnordered;
 
 use crate::conf::ClientConfig;
 use crate::error::{Error, ErrorCode, Result};
+use crate::lock;
 use crate::mds::MdsClient;
 use crate::transport::{self, Transport, methods};
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
 
 // ---------------------------------------------------------------------------------------
 // Segments of one open file.
@@ -322,11 +319,11 @@ impl CopysetCache {
         })
     }
 
-    /// The leader to send to: the cached one or a fresh lookup.
-    pub async fn leader(&self, entry: &CopysetEntry) -> Result<LeaderView> {
+    /// The leader to send to: the cached one or a fresh lookup finished by `deadline`.
+    pub async fn leader(&self, entry: &CopysetEntry, deadline: Instant) -> Result<LeaderView> {
         match entry.cached_leader() {
             Some(l) => Ok(l),
-            None => self.refresh_leader(entry, entry.version()).await,
+            None => self.refresh_leader(entry, entry.version(), deadline).await,
         }
     }
 
@@ -336,8 +333,29 @@ impl CopysetCache {
     }
 
     /// Asks the peers who leads (§11.1), unless the leader already changed since the
-    /// caller read `seen_version`.
+    /// caller read `seen_version`. Gives up at `deadline`: the MDS lookups it may make
+    /// would otherwise outlast the IO that asked.
     pub async fn refresh_leader(
+        &self,
+        entry: &CopysetEntry,
+        seen_version: u64,
+        deadline: Instant,
+    ) -> Result<LeaderView> {
+        match tokio::time::timeout_at(
+            deadline.into(),
+            self.refresh_leader_inner(entry, seen_version),
+        )
+        .await
+        {
+            Ok(r) => r,
+            Err(_) => Err(Error::failed(format!(
+                "no leader for copyset ({}, {}) before the IO's deadline",
+                entry.logical_pool_id, entry.copyset_id
+            ))),
+        }
+    }
+
+    async fn refresh_leader_inner(
         &self,
         entry: &CopysetEntry,
         seen_version: u64,
