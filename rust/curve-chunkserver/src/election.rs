@@ -33,6 +33,8 @@ pub(crate) const HEARTBEAT_OFFSET: u32 = u32::MAX;
 /// A copy waits this long for the chunk's writes in flight (at most one replication
 /// deadline each) before giving up until the next tick.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(3);
+/// Longest a chunk's writes are held back for one copy (a 16 MiB chunk takes ~20 ms).
+const CHUNK_COPY_TIMEOUT: Duration = Duration::from_secs(4);
 /// Catch-up copies go in pieces of this size.
 const CATCH_UP_PIECE: u64 = 1024 * 1024;
 /// gRPC status message of GetLeader while this chunkserver knows no leader, so a probing
@@ -71,35 +73,36 @@ async fn tick(node: &Arc<Node>, cs: &Arc<CopysetState>) -> Vec<(Arc<CopysetState
 
 /// Leader: heartbeats every follower; returns the catch-up copies to start.
 async fn heartbeat(node: &Arc<Node>, cs: &Arc<CopysetState>) -> Vec<(Arc<CopysetState>, usize)> {
-    let mut start = Vec::new();
-    {
-        let mut election = cs.election();
-        for (index, _) in cs.peers() {
-            if let Some(f) = election.followers.get_mut(index)
-                && !f.in_sync
-                && !f.catching_up
-            {
-                f.catching_up = true;
-                start.push((cs.clone(), index));
-            }
-        }
-    }
-    let outcomes = join_all(cs.peers().map(|(index, _)| beat(node, cs, index))).await;
-    let answered = outcomes
-        .iter()
-        .filter(|o| {
-            **o == ReplicaOutcome::Applied
-                || **o == ReplicaOutcome::Refused(ChunkOpStatus::ChunkExist as u32)
-        })
-        .count();
-    if answered + 1 >= cs.majority() {
+    let beats = cs
+        .peers()
+        .map(|(index, _)| async move { (index, beat(node, cs, index).await) });
+    let outcomes = join_all(beats).await;
+    let answered = |o: &ReplicaOutcome| {
+        *o == ReplicaOutcome::Applied
+            || *o == ReplicaOutcome::Refused(ChunkOpStatus::ChunkExist as u32)
+    };
+    if outcomes.iter().filter(|(_, o)| answered(o)).count() + 1 >= cs.majority() {
         cs.note_majority();
     }
-    let deposed = outcomes.contains(&ReplicaOutcome::Refused(ChunkOpStatus::Backward as u32));
-    if deposed && cs.is_leader() {
+    let backward = ReplicaOutcome::Refused(ChunkOpStatus::Backward as u32);
+    if outcomes.iter().any(|(_, o)| *o == backward) && cs.is_leader() {
         // A follower has seen a newer term: another member leads now.
         cs.step_down();
         return Vec::new();
+    }
+    // Only followers that just answered get a copy: a copy holds back writes to its
+    // chunk, and one to a hung follower would hold them for a whole deadline.
+    let mut start = Vec::new();
+    let mut election = cs.election();
+    for (index, outcome) in &outcomes {
+        if let Some(f) = election.followers.get_mut(*index)
+            && answered(outcome)
+            && !f.in_sync
+            && !f.catching_up
+        {
+            f.catching_up = true;
+            start.push((cs.clone(), *index));
+        }
     }
     start
 }
@@ -388,7 +391,12 @@ async fn copy_dirty_chunks(node: &Node, cs: &CopysetState, index: usize) -> Resu
             }
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
-        copy_chunk(node, cs, &peer.addr, chunk_id).await?;
+        tokio::time::timeout(
+            CHUNK_COPY_TIMEOUT,
+            copy_chunk(node, cs, &peer.addr, chunk_id),
+        )
+        .await
+        .map_err(|_| ())??;
         if let Some(f) = cs.election().followers.get_mut(index)
             && let Dirty::Chunks(set) = &mut f.dirty
         {
