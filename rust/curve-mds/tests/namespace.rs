@@ -629,3 +629,105 @@ async fn young_mds_refuses_unlink() {
     assert_eq!(fs.unlink("/d", "alice").await, S::KOk);
     mds.stop().await;
 }
+
+#[tokio::test]
+async fn malformed_requests_are_refused_not_fatal() {
+    let dir = tempfile::tempdir().unwrap();
+    let mds = Mds::start(dir.path(), options()).await;
+    let mut fs = mds.fs().await;
+    assert_eq!(fs.create("/vol", "alice", 10 * GIB).await, S::KOk);
+
+    let (owner, signature, date) = cred("alice");
+    let weird = CreateFileRequest {
+        file_name: "/w".into(),
+        owner,
+        file_type: 12345,
+        file_length: Some(u64::MAX),
+        signature,
+        date,
+        stripe_unit: Some(u64::MAX),
+        stripe_count: Some(u64::MAX),
+        poolset: None,
+    };
+    assert_eq!(fs.create_req(weird.clone()).await, S::KNotSupported);
+    let huge = CreateFileRequest {
+        file_type: FileType::InodePagefile as i32,
+        ..weird.clone()
+    };
+    assert_eq!(fs.create_req(huge).await, S::KFileLengthNotSupported);
+    let bad_stripes = CreateFileRequest {
+        file_type: FileType::InodePagefile as i32,
+        file_length: Some(10 * GIB),
+        ..weird
+    };
+    assert_eq!(fs.create_req(bad_stripes).await, S::KParaError);
+
+    for offset in [u64::MAX, u64::MAX - GIB + 1, 1] {
+        assert_eq!(
+            fs.segment("/vol", "alice", offset, true, None).await.0,
+            S::KParaError
+        );
+    }
+    assert_eq!(
+        fs.extend("/vol", "alice", u64::MAX).await,
+        S::KFileLengthNotSupported
+    );
+    let r =
+        fs.0.get_file_info(GetFileInfoRequest {
+            file_name: "/vol".into(),
+            owner: "alice".into(),
+            signature: None,
+            date: u64::MAX,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(code(r.status_code), S::KOwnerAuthFail);
+    assert_eq!(fs.mkdir("/nul\0byte", "alice").await, S::KOk);
+    assert_eq!(fs.names("/nul\0byte", "alice").await.len(), 0);
+    // The server is still there.
+    assert_eq!(fs.stat("/vol", "alice").await.0, S::KOk);
+    mds.stop().await;
+}
+
+#[tokio::test]
+async fn concurrent_allocation_hands_out_one_segment() {
+    let dir = tempfile::tempdir().unwrap();
+    let mds = Mds::start(dir.path(), options()).await;
+    let mut fs = mds.fs().await;
+    assert_eq!(fs.create("/vol", "alice", 10 * GIB).await, S::KOk);
+    let mut seg_tasks = Vec::new();
+    let mut dir_tasks = Vec::new();
+    for i in 0..16u64 {
+        let mut seg_fs = Fs(fs.0.clone());
+        seg_tasks.push(tokio::spawn(async move {
+            let (status, seg) = seg_fs
+                .segment("/vol", "alice", (i % 2) * GIB, true, None)
+                .await;
+            assert_eq!(status, S::KOk);
+            seg.unwrap()
+        }));
+        let mut dir_fs = Fs(fs.0.clone());
+        dir_tasks.push(tokio::spawn(async move {
+            assert_eq!(dir_fs.mkdir(&format!("/d{i}"), "alice").await, S::KOk);
+            dir_fs.stat(&format!("/d{i}"), "alice").await.1.unwrap()
+        }));
+    }
+    let mut segments = Vec::new();
+    for task in seg_tasks {
+        segments.push(task.await.unwrap());
+    }
+    let mut dir_ids = std::collections::HashSet::new();
+    for task in dir_tasks {
+        let dir = task.await.unwrap();
+        assert!(dir_ids.insert(dir.id.unwrap()), "inode ids are unique");
+    }
+    for (i, seg) in segments.iter().enumerate() {
+        assert_eq!(seg, &segments[i % 2], "one allocation per segment");
+    }
+    assert_ne!(
+        segments[0].chunks[0].chunk_id,
+        segments[1].chunks[0].chunk_id
+    );
+    mds.stop().await;
+}
