@@ -110,11 +110,13 @@ impl Namespace {
         };
         let mut dir = t.inode(ROOT_ID)?.ok_or(Refusal(S::KStorageError))?;
         for comp in ancestors {
-            if !is_directory(&dir) {
+            let next = t
+                .child(id_of(&dir)?, comp)?
+                .ok_or(Refusal(S::KFileNotExists))?;
+            // Upstream's ownership walk tests the type before the owner.
+            if !is_directory(&next) {
                 return Err(S::KNotDirectory.into());
             }
-            let id = dir.id.unwrap_or(ROOT_ID);
-            let next = t.child(id, comp)?.ok_or(Refusal(S::KFileNotExists))?;
             if let Some(owner) = caller.checked_owner()
                 && next.owner.as_deref() != Some(owner)
             {
@@ -122,10 +124,7 @@ impl Namespace {
             }
             dir = next;
         }
-        if !is_directory(&dir) {
-            return Err(S::KNotDirectory.into());
-        }
-        let target = t.child(dir.id.unwrap_or(ROOT_ID), name)?;
+        let target = t.child(id_of(&dir)?, name)?;
         Ok(Walked {
             parent: dir,
             name,
@@ -200,7 +199,7 @@ impl Namespace {
             tracing::error!("recycle bin already holds {name:?}");
             return Err(S::KInternalError.into());
         }
-        let id = info.id.ok_or(Refusal(S::KStorageError))?;
+        let id = id_of(&info)?;
         t.unlink(from_parent, from_name)?;
         t.link(RECYCLEBIN_ID, &name, id)?;
         info.parent_id = Some(RECYCLEBIN_ID);
@@ -215,36 +214,43 @@ impl Namespace {
         if comps.is_empty() && caller != Caller::Root {
             return Err(S::KOwnerAuthFail.into());
         }
-        let page_file = match FileType::try_from(req.file_type) {
-            Ok(FileType::InodePagefile) => true,
-            Ok(FileType::InodeDirectory) => false,
-            _ => return Err(S::KNotSupported.into()),
-        };
-        let length = req.file_length.unwrap_or(0);
-        let stripe_unit = req.stripe_unit.unwrap_or(0);
-        let stripe_count = req.stripe_count.unwrap_or(0);
-        if page_file {
-            let poolset = req.poolset.as_deref().unwrap_or("");
-            if !poolset.is_empty() && poolset != self.pool().poolset {
-                return Err(S::KPoolsetNotExist.into());
-            }
-        }
         let txn = self.store.write()?;
         {
             let mut t = store::write_tables(&txn)?;
+            // A user's ownership walk comes first, as upstream authenticates before it looks
+            // at the request; root is not walked until the request is known to be sound.
+            let user_walk = match caller {
+                Caller::User(_) => Some(self.walk(&t, &comps, &caller)?),
+                Caller::Root => None,
+            };
+            let page_file = match FileType::try_from(req.file_type) {
+                Ok(FileType::InodePagefile) => true,
+                Ok(FileType::InodeDirectory) => false,
+                _ => return Err(S::KNotSupported.into()),
+            };
+            let length = req.file_length.unwrap_or(0);
+            let stripe_unit = req.stripe_unit.unwrap_or(0);
+            let stripe_count = req.stripe_count.unwrap_or(0);
             if page_file {
+                let poolset = req.poolset.as_deref().unwrap_or("");
+                if !poolset.is_empty() && poolset != self.pool().poolset {
+                    return Err(S::KPoolsetNotExist.into());
+                }
                 rules::check_create_length(&self.options, length, self.pool_free(&t)?)?;
             }
             rules::check_stripe(&self.options, stripe_unit, stripe_count)?;
             if comps.is_empty() {
                 return Err(S::KFileExists.into());
             }
-            let walked = self.walk(&t, &comps, &caller)?;
+            let walked = match user_walk {
+                Some(walked) => walked,
+                None => self.walk(&t, &comps, &caller)?,
+            };
             if walked.target.is_some() {
                 return Err(S::KFileExists.into());
             }
             let id = store::take_inode_id(&txn)?;
-            let parent = walked.parent.id.unwrap_or(ROOT_ID);
+            let parent = id_of(&walked.parent)?;
             // Upstream fills directories the same way (geometry included), with the
             // request's poolset as given.
             let poolset = if page_file {
@@ -323,9 +329,9 @@ impl Namespace {
             let walked = self.walk(&t, &comps, &caller)?;
             let target = walked.target.ok_or(Refusal(S::KFileNotExists))?;
             check_owner(&target, &caller)?;
-            let id = target.id.ok_or(Refusal(S::KStorageError))?;
+            let id = id_of(&target)?;
             check_id(req.file_id, id)?;
-            let parent = walked.parent.id.unwrap_or(ROOT_ID);
+            let parent = id_of(&walked.parent)?;
             if is_directory(&target) {
                 if id == RECYCLEBIN_ID {
                     // Deleting the recycle bin would leave nowhere to put unlinked files.
@@ -395,7 +401,7 @@ impl Namespace {
             if walked.target.is_some() {
                 return Err(S::KFileExists.into());
             }
-            let id = chosen.id.ok_or(Refusal(S::KStorageError))?;
+            let id = id_of(&chosen)?;
             check_id(req.file_id, id)?;
             match chosen.file_status.map(FileStatus::try_from) {
                 Some(Ok(FileStatus::KFileDeleting)) => return Err(S::KFileUnderDeleting.into()),
@@ -406,7 +412,7 @@ impl Namespace {
                 _ => {}
             }
             let recycled_name = chosen.file_name.clone().unwrap_or_default();
-            let parent = walked.parent.id.unwrap_or(ROOT_ID);
+            let parent = id_of(&walked.parent)?;
             t.unlink(RECYCLEBIN_ID, &recycled_name)?;
             t.link(parent, walked.name, id)?;
             let mut info = chosen;
@@ -454,7 +460,7 @@ impl Namespace {
                 _ => r,
             })?;
             let mut src = src_walk.target.ok_or(Refusal(S::KFileNotExists))?;
-            let src_id = src.id.ok_or(Refusal(S::KStorageError))?;
+            let src_id = id_of(&src)?;
             check_id(req.old_file_id, src_id)?;
             if !is_page_file(&src) {
                 return Err(S::KNotSupported.into());
@@ -462,9 +468,9 @@ impl Namespace {
             self.check_can_change(&req.old_file_name)?;
 
             let dst_walk = dst_walk.map_err(|_| Refusal(S::KFileNotExists))?;
-            let dst_parent = dst_walk.parent.id.unwrap_or(ROOT_ID);
+            let dst_parent = id_of(&dst_walk.parent)?;
             if let Some(dst) = dst_walk.target {
-                let dst_id = dst.id.ok_or(Refusal(S::KStorageError))?;
+                let dst_id = id_of(&dst)?;
                 check_id(req.new_file_id, dst_id)?;
                 if !is_page_file(&dst) {
                     return Err(S::KFileExists.into());
@@ -480,7 +486,7 @@ impl Namespace {
                     name,
                 )?;
             }
-            t.unlink(src_walk.parent.id.unwrap_or(ROOT_ID), src_walk.name)?;
+            t.unlink(id_of(&src_walk.parent)?, src_walk.name)?;
             t.link(dst_parent, dst_walk.name, src_id)?;
             src.parent_id = Some(dst_parent);
             src.file_name = Some(dst_walk.name.to_owned());
@@ -501,7 +507,7 @@ impl Namespace {
         if !is_directory(&dir) {
             return Err(S::KNotDirectory.into());
         }
-        t.children(dir.id.unwrap_or(ROOT_ID))
+        t.children(id_of(&dir)?)
     }
 
     pub(crate) fn change_owner(&self, req: &ChangeOwnerRequest) -> NsResult<()> {
@@ -518,7 +524,7 @@ impl Namespace {
             if is_page_file(&info) {
                 self.check_can_change(&req.file_name)?;
             } else if is_directory(&info) {
-                if t.has_children(info.id.unwrap_or(ROOT_ID))? {
+                if t.has_children(id_of(&info)?)? {
                     return Err(S::KDirNotEmpty.into());
                 }
             } else {
@@ -607,7 +613,7 @@ impl Namespace {
         if !aligned || !inside {
             return Err(S::KParaError.into());
         }
-        let id = info.id.ok_or(Refusal(S::KStorageError))?;
+        let id = id_of(&info)?;
         let segment = t.segment(id, offset)?;
         Ok((info, segment))
     }
@@ -641,7 +647,7 @@ impl Namespace {
                 return Ok(segment);
             }
             let segment = self.allocate(&txn, &info, req.offset)?;
-            t.put_segment(info.id.ok_or(Refusal(S::KStorageError))?, &segment)?;
+            t.put_segment(id_of(&info)?, &segment)?;
             segment
         };
         txn.commit()?;
@@ -693,7 +699,7 @@ impl Namespace {
             if segment.is_none() {
                 return Err(S::KSegmentNotAllocated.into());
             }
-            t.remove_segment(info.id.ok_or(Refusal(S::KStorageError))?, req.offset)?;
+            t.remove_segment(id_of(&info)?, req.offset)?;
         }
         txn.commit()?;
         Ok(())
@@ -719,6 +725,11 @@ impl Namespace {
         txn.commit()?;
         Ok((info, self.topology.all_locations()))
     }
+}
+
+/// An inode's id; stored inodes always carry one, so a missing id is store corruption.
+fn id_of(info: &FileInfo) -> NsResult<u64> {
+    info.id.ok_or(Refusal(S::KStorageError))
 }
 
 fn check_owner(info: &FileInfo, caller: &Caller) -> NsResult<()> {

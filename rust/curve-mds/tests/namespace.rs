@@ -273,6 +273,13 @@ async fn authentication() {
         S::KOwnerAuthFail
     );
     assert_eq!(fs.stat("/", "alice").await.0, S::KOwnerAuthFail);
+    // Authentication comes before the request's own checks.
+    assert_eq!(fs.create("/alice/bad", "bob", GIB).await, S::KOwnerAuthFail);
+    assert_eq!(fs.create("/nodir/bad", "bob", GIB).await, S::KFileNotExists);
+    assert_eq!(
+        fs.create("/nodir/bad", ROOT, GIB).await,
+        S::KFileLengthNotSupported
+    );
     // ...but anyone may create at the top level.
     assert_eq!(fs.create("/bobs", "bob", 10 * GIB).await, S::KOk);
     // Root may create inside anyone's directory; the entry is root's.
