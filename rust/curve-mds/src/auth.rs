@@ -1,6 +1,6 @@
 //! Curve's request authentication as the MDS performs it (reference §9): the `date` must be
 //! fresh, the `owner` non-empty, and the root user must prove the root password with
-//! Base64(HMAC-SHA256(password, "<date>:<owner>")). Ownership of paths is checked by the
+//! Base64(HMAC-SHA256(password, `"<date>:<owner>"`)). Ownership of paths is checked by the
 //! namespace, not here; this module only decides who the caller is.
 
 use base64::Engine as _;

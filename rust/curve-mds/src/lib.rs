@@ -1,6 +1,16 @@
 //! The local cluster's MDS: Curve's namespace (`curve.mds.CurveFSService`) and topology
 //! (`curve.mds.topology.TopologyService`) services over tonic, with every acknowledged
 //! change written through to an embedded redb store first.
+//!
+//! Start it with [`serve`] (binds `MdsConfig::listen`) or [`serve_with_listener`]; both
+//! return when the shutdown future completes. What it answers follows upstream Curve's MDS
+//! (reference §3, §4, §9, §10, §13), including its order of checks. Knowingly different:
+//! DeleteForce removes a recycle-bin entry at once (upstream marks it kFileDeleting and
+//! cleans chunks in the background), and the topology is the static one of the config.
+//!
+//! Modules: `auth` (date/owner/signature), `path` (path validation), `rules` (length and
+//! stripe rules), `store` (redb tables), `records` (file records of open files),
+//! `namespace` (the namespace calls), `service` and `topology` (the tonic faces).
 
 use std::future::Future;
 use std::net::SocketAddr;
