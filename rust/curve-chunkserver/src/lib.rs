@@ -63,6 +63,10 @@ use crate::store::ChunkStore;
 /// room for chunk sizes up to 64 MiB (tonic's default of 4 MiB would refuse a 4 MiB write).
 pub const MAX_MESSAGE_SIZE: usize = 80 * 1024 * 1024 + 64 * 1024;
 
+/// HTTP/2 receive windows for chunk data (server side and the leader's peer channels).
+pub(crate) const H2_STREAM_WINDOW: u32 = 8 * 1024 * 1024;
+pub(crate) const H2_CONNECTION_WINDOW: u32 = 32 * 1024 * 1024;
+
 /// Why a chunkserver could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -120,6 +124,9 @@ pub async fn serve_with_listener(
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     Server::builder()
         .tcp_nodelay(true)
+        // Chunk writes of MiBs would otherwise stall on 1 MiB flow-control windows.
+        .initial_stream_window_size(H2_STREAM_WINDOW)
+        .initial_connection_window_size(H2_CONNECTION_WINDOW)
         .add_service(
             ChunkServiceServer::new(handlers.clone())
                 .max_decoding_message_size(MAX_MESSAGE_SIZE)

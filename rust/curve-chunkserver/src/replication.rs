@@ -13,7 +13,7 @@ use curve_proto::local::replica_service_client::ReplicaServiceClient;
 use futures::future::join_all;
 use tonic::transport::{Channel, Endpoint};
 
-use crate::MAX_MESSAGE_SIZE;
+use crate::{H2_CONNECTION_WINDOW, H2_STREAM_WINDOW, MAX_MESSAGE_SIZE};
 use crate::copyset::CopysetState;
 use crate::store::ChunkKey;
 
@@ -79,6 +79,8 @@ impl PeerChannels {
         let channel = endpoint
             .connect_timeout(CONNECT_TIMEOUT)
             .tcp_nodelay(true)
+            .initial_stream_window_size(H2_STREAM_WINDOW)
+            .initial_connection_window_size(H2_CONNECTION_WINDOW)
             .connect_lazy();
         channels.insert(addr.to_string(), channel.clone());
         Some(channel)
