@@ -17,7 +17,7 @@ pub fn now_us() -> u64 {
         .unwrap_or(0)
 }
 
-/// Base64(HMAC-SHA256(password, "<date>:<owner>")) for root with a password, else "".
+/// Base64(HMAC-SHA256(password, `"<date>:<owner>"`)) for root with a password, else "".
 pub fn signature(owner: &str, password: &str, date: u64) -> String {
     if owner != ROOT_USER || password.is_empty() {
         return String::new();

@@ -110,6 +110,11 @@ pub async fn send(
     };
     let is_write = matches!(op, ChunkOp::Write(_));
     let mut retries: u64 = 0;
+    // Tries sent to the current leader: the timeout backoff starts over when the leader
+    // changes, so a request that leaves a hung leader is not stuck with its long timeout
+    // (what upstream gets from its "leader may change" flag).
+    let mut tries_on_leader: u64 = 0;
+    let mut last_endpoint = String::new();
     let mut last = Error::failed("chunk request was not sent");
     loop {
         file.check_not_disabled()?;
@@ -136,6 +141,11 @@ pub async fn send(
                 continue;
             }
         };
+        if leader.endpoint != last_endpoint {
+            last_endpoint.clone_from(&leader.endpoint);
+            tries_on_leader = 0;
+        }
+        tries_on_leader += 1;
         let (sn, epoch) = file.write_sn_and_epoch();
         let req = ChunkRequest {
             op_type: op_type as i32,
@@ -150,7 +160,7 @@ pub async fn send(
             ..Default::default()
         };
         let timeout = policy
-            .timeout(retries - 1)
+            .timeout(tries_on_leader - 1)
             .min(deadline.saturating_duration_since(now))
             .max(Duration::from_millis(1));
         let reply = transport::unary_with_attachment::<_, ChunkResponse>(
