@@ -13,9 +13,9 @@ use curve_proto::local::replica_service_client::ReplicaServiceClient;
 use futures::future::join_all;
 use tonic::transport::{Channel, Endpoint};
 
-use crate::{H2_CONNECTION_WINDOW, H2_STREAM_WINDOW, MAX_MESSAGE_SIZE};
 use crate::copyset::CopysetState;
 use crate::store::ChunkKey;
+use crate::{H2_CONNECTION_WINDOW, H2_STREAM_WINDOW, MAX_MESSAGE_SIZE};
 
 /// A follower slower than this is treated as not live for that write; Curve's client
 /// waits 1 s for the whole WriteChunk by default, so longer would only stall it.

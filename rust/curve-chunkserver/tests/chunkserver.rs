@@ -700,3 +700,117 @@ async fn catch_up_completes_while_the_chunk_keeps_being_written() -> TestResult 
     }
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replica_service_refuses_malformed_or_misdirected_writes() -> TestResult {
+    use curve_proto::local::ReplicateWriteRequest;
+    use curve_proto::local::replica_service_client::ReplicaServiceClient;
+    let cluster = Cluster::start().await?;
+    let mut follower = ReplicaServiceClient::connect(format!("http://{}", cluster.addr(1))).await?;
+    let mut leader = ReplicaServiceClient::connect(format!("http://{}", cluster.addr(0))).await?;
+    let base = ReplicateWriteRequest {
+        logic_pool_id: POOL,
+        copyset_id: CS_A,
+        chunk_id: 200,
+        offset: 0,
+        data: pattern(4096, 1),
+        sn: Some(0),
+        leader_id: 0,
+    };
+    let cases = [
+        (
+            "unknown copyset",
+            ReplicateWriteRequest {
+                copyset_id: 99,
+                ..base.clone()
+            },
+            ChunkOpStatus::CopysetNotexist,
+        ),
+        (
+            "sender not a member",
+            ReplicateWriteRequest {
+                leader_id: 42,
+                ..base.clone()
+            },
+            ChunkOpStatus::InvalidRequest,
+        ),
+        (
+            "sender is the receiver",
+            ReplicateWriteRequest {
+                leader_id: 1,
+                ..base.clone()
+            },
+            ChunkOpStatus::InvalidRequest,
+        ),
+        (
+            "misaligned",
+            ReplicateWriteRequest {
+                offset: 100,
+                ..base.clone()
+            },
+            ChunkOpStatus::InvalidRequest,
+        ),
+        (
+            "past the chunk end",
+            ReplicateWriteRequest {
+                offset: CHUNK_SIZE,
+                ..base.clone()
+            },
+            ChunkOpStatus::InvalidRequest,
+        ),
+        (
+            "data at the heartbeat offset",
+            ReplicateWriteRequest {
+                offset: u32::MAX,
+                ..base.clone()
+            },
+            ChunkOpStatus::InvalidRequest,
+        ),
+        (
+            "odd length",
+            ReplicateWriteRequest {
+                data: vec![1; 100],
+                ..base.clone()
+            },
+            ChunkOpStatus::InvalidRequest,
+        ),
+    ];
+    for (what, request, expected) in cases {
+        let resp = follower.replicate_write(request).await?.into_inner();
+        assert_eq!(resp.status, expected as u32, "{what}");
+    }
+    assert!(!cluster.chunk_path(1, CS_A, 200).exists());
+    // The leader itself refuses replicated writes: two leaders must not both commit.
+    let resp = leader
+        .replicate_write(ReplicateWriteRequest {
+            leader_id: 1,
+            ..base.clone()
+        })
+        .await?
+        .into_inner();
+    assert_eq!(resp.status, ChunkOpStatus::Redirected as u32);
+    // A heartbeat of an older term from a member we do not follow is refused (once the
+    // leader's own heartbeats have taught this follower the current term).
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let resp = follower
+        .replicate_write(ReplicateWriteRequest {
+            leader_id: 2,
+            offset: u32::MAX,
+            data: Vec::new(),
+            sn: Some(0),
+            chunk_id: 1,
+            ..base.clone()
+        })
+        .await?
+        .into_inner();
+    assert_eq!(resp.status, ChunkOpStatus::Backward as u32);
+    cluster.wait_leader(CS_A, 0, &[0, 1, 2]).await?;
+    // A well-formed one is applied.
+    let resp = follower.replicate_write(base).await?.into_inner();
+    assert_eq!(resp.status, 0);
+    assert_eq!(
+        on_disk(&cluster.chunk_path(1, CS_A, 200), 0, 4096)?,
+        pattern(4096, 1)
+    );
+    Ok(())
+}
