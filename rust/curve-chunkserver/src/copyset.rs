@@ -453,3 +453,82 @@ impl CopysetState {
 pub(crate) fn peer_id_text(peer: &PeerEntry) -> String {
     format!("{}:0", peer.addr)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn copyset(dir: &std::path::Path) -> Option<CopysetState> {
+        let members = (0..3)
+            .map(|id| PeerEntry {
+                id,
+                addr: format!("127.0.0.1:{}", 9000 + id),
+            })
+            .collect();
+        let hosted = HostedCopyset {
+            logical_pool_id: 1,
+            copyset_id: 1,
+            members,
+        };
+        CopysetState::new(&hosted, 0, dir.join("term"))
+    }
+
+    #[tokio::test]
+    async fn writes_wait_for_a_chunk_copy_and_abandoned_writes_mark_dirty() {
+        let dir = tempfile::tempdir().ok();
+        let Some(cs) = dir.as_ref().and_then(|d| copyset(d.path())) else {
+            panic!("copyset");
+        };
+        cs.lead();
+        for f in &mut cs.election().followers {
+            f.dirty = Dirty::Chunks(HashSet::new());
+            f.in_sync = true;
+        }
+        let block = cs.block_chunk(7);
+        // Another chunk is not held back.
+        cs.begin_write(8).await.finish(&[]);
+        let waiting = tokio::time::timeout(Duration::from_millis(50), cs.begin_write(7)).await;
+        assert!(waiting.is_err(), "write went through a copy block");
+        drop(block);
+        let write = tokio::time::timeout(Duration::from_secs(1), cs.begin_write(7)).await;
+        let Ok(write) = write else {
+            panic!("write still held back after the copy");
+        };
+        assert!(cs.writes_in_flight(7));
+        drop(write);
+        assert!(!cs.writes_in_flight(7));
+        let election = cs.election();
+        for i in [1, 2] {
+            let f = &election.followers[i];
+            assert!(!f.in_sync);
+            assert!(matches!(&f.dirty, Dirty::Chunks(set) if set.contains(&7)));
+        }
+    }
+
+    #[test]
+    fn terms_only_grow_and_survive_a_restart() {
+        let dir = tempfile::tempdir().ok();
+        let Some(path) = dir.as_ref().map(|d| d.path().to_path_buf()) else {
+            panic!("tempdir");
+        };
+        let Some(cs) = copyset(&path) else {
+            panic!("copyset");
+        };
+        assert_eq!(cs.role(), Role::Unknown);
+        cs.lead();
+        assert!(cs.is_leader());
+        assert_eq!(cs.term(), 1);
+        assert!(cs.observe_term(5));
+        assert!(!cs.observe_term(4));
+        drop(cs);
+        let Some(cs) = copyset(&path) else {
+            panic!("copyset");
+        };
+        assert_eq!(cs.term(), 5);
+        cs.lead();
+        assert_eq!(cs.term(), 6);
+        cs.follow(2);
+        assert_eq!(cs.role(), Role::Follower(2));
+        assert_eq!(cs.leader().map(|p| p.id), Some(2));
+    }
+}
