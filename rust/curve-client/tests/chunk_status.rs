@@ -1,0 +1,440 @@
+//! The chunk path's reaction to every chunkserver answer (§7.3, §11.2), driven through the
+//! public `Client` over a scripted in-memory transport: a fake MDS and three fake
+//! chunkservers whose ReadChunk/WriteChunk answers come from a script.
+#![allow(clippy::unwrap_used)]
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use curve_client::transport::{RpcMethod, RpcReply, Transport, TransportError};
+use curve_client::{Client, ClientConfig, ErrorCode, UserInfo};
+use curve_proto::chunkserver::{
+    ChunkOpStatus, ChunkRequest, ChunkResponse, GetLeaderRequest2, GetLeaderResponse2,
+};
+use curve_proto::common::{ChunkServerLocation, Peer};
+use curve_proto::mds::topology::{
+    CopySetServerInfo, GetChunkServerListInCopySetsRequest, GetChunkServerListInCopySetsResponse,
+};
+use curve_proto::mds::*;
+use futures::future::BoxFuture;
+use prost::Message;
+
+const MIB: u64 = 1 << 20;
+const MDS: &str = "10.0.0.9:6666";
+const CS: [&str; 3] = ["10.0.0.1:8200", "10.0.0.2:8200", "10.0.0.3:8200"];
+
+#[derive(Default)]
+struct State {
+    /// Answers for the next ReadChunk/WriteChunk calls; Success once empty.
+    script: VecDeque<ChunkOpStatus>,
+    redirect: Option<String>,
+    leader: String,
+    seq_num: u64,
+    epoch: u64,
+    dead: HashSet<String>,
+    data: HashMap<(u64, u32), Vec<u8>>,
+    /// (endpoint, method, chunk request if any)
+    calls: Vec<(String, &'static str, Option<ChunkRequest>)>,
+}
+
+#[derive(Clone, Default)]
+struct Fake(Arc<Mutex<State>>);
+
+fn file_info(s: &State) -> FileInfo {
+    FileInfo {
+        id: Some(42),
+        file_name: Some("v".into()),
+        file_type: Some(FileType::InodePagefile as i32),
+        chunk_size: Some(MIB as u32),
+        segment_size: Some(4 * MIB as u32),
+        length: Some(16 * MIB),
+        seq_num: Some(s.seq_num),
+        epoch: Some(s.epoch),
+        blocksize: Some(4096),
+        ..Default::default()
+    }
+}
+
+impl Fake {
+    fn new() -> Fake {
+        let f = Fake::default();
+        {
+            let mut s = f.0.lock().unwrap();
+            s.leader = format!("{}:0", CS[0]);
+            s.seq_num = 1;
+        }
+        f
+    }
+
+    fn answer(
+        &self,
+        endpoint: &str,
+        method: &RpcMethod,
+        req: Bytes,
+        att: Bytes,
+    ) -> Result<RpcReply, TransportError> {
+        let mut s = self.0.lock().unwrap();
+        let chunk_req = if method.service.ends_with("ChunkService") {
+            Some(ChunkRequest::decode(req.clone()).unwrap())
+        } else {
+            None
+        };
+        s.calls
+            .push((endpoint.to_string(), method.method, chunk_req.clone()));
+        if s.dead.contains(endpoint) {
+            return Err(TransportError::Connect {
+                endpoint: endpoint.into(),
+                message: "refused".into(),
+            });
+        }
+        let ok = StatusCode::KOk as i32;
+        let payload = match method.method {
+            "OpenFile" => OpenFileResponse {
+                status_code: ok,
+                proto_session: Some(ProtoSession {
+                    session_id: String::new(),
+                    lease_time: 5_000_000,
+                    create_time: 1,
+                    session_status: 0,
+                }),
+                file_info: Some(file_info(&s)),
+                clone_source_segment: None,
+            }
+            .encode_to_vec(),
+            "GetFileInfo" => GetFileInfoResponse {
+                status_code: ok,
+                file_info: Some(file_info(&s)),
+            }
+            .encode_to_vec(),
+            "RefreshSession" => ReFreshSessionResponse {
+                status_code: ok,
+                session_id: String::new(),
+                file_info: Some(file_info(&s)),
+                proto_session: None,
+            }
+            .encode_to_vec(),
+            "CloseFile" => CloseFileResponse { status_code: ok }.encode_to_vec(),
+            "GetOrAllocateSegment" => {
+                let r = GetOrAllocateSegmentRequest::decode(req).unwrap();
+                GetOrAllocateSegmentResponse {
+                    status_code: ok,
+                    page_file_segment: Some(PageFileSegment {
+                        logical_pool_id: 1,
+                        start_offset: r.offset,
+                        segment_size: 4 * MIB as u32,
+                        chunk_size: MIB as u32,
+                        chunks: (0..4)
+                            .map(|i| PageFileChunkInfo {
+                                chunk_id: r.offset / MIB + i + 100,
+                                copyset_id: 7,
+                            })
+                            .collect(),
+                    }),
+                }
+                .encode_to_vec()
+            }
+            "GetChunkServerListInCopySets" => {
+                let r = GetChunkServerListInCopySetsRequest::decode(req).unwrap();
+                GetChunkServerListInCopySetsResponse {
+                    status_code: 0,
+                    cs_info: r
+                        .copyset_id
+                        .iter()
+                        .map(|id| CopySetServerInfo {
+                            copyset_id: *id,
+                            cs_locs: CS
+                                .iter()
+                                .enumerate()
+                                .map(|(i, a)| {
+                                    let (ip, port) = a.split_once(':').unwrap();
+                                    ChunkServerLocation {
+                                        chunk_server_id: i as u32 + 1,
+                                        host_ip: ip.into(),
+                                        port: port.parse().unwrap(),
+                                        external_ip: Some(ip.into()),
+                                    }
+                                })
+                                .collect(),
+                        })
+                        .collect(),
+                }
+                .encode_to_vec()
+            }
+            "GetLeader" => {
+                let _ = GetLeaderRequest2::decode(req).unwrap();
+                GetLeaderResponse2 {
+                    leader: Peer {
+                        id: None,
+                        address: Some(s.leader.clone()),
+                    },
+                }
+                .encode_to_vec()
+            }
+            "ReadChunk" | "WriteChunk" => {
+                let r = chunk_req.unwrap();
+                let status = s.script.pop_front().unwrap_or(ChunkOpStatus::Success);
+                let mut resp = ChunkResponse {
+                    status: status as i32,
+                    ..Default::default()
+                };
+                let mut out = Bytes::new();
+                if status == ChunkOpStatus::Redirected {
+                    resp.redirect = s.redirect.clone();
+                }
+                if status == ChunkOpStatus::Success {
+                    let key = (r.chunk_id, r.offset.unwrap());
+                    if method.method == "WriteChunk" {
+                        assert_eq!(att.len(), r.size.unwrap() as usize);
+                        s.data.insert(key, att.to_vec());
+                    } else {
+                        out = Bytes::from(
+                            s.data
+                                .get(&key)
+                                .cloned()
+                                .unwrap_or_else(|| vec![0; r.size.unwrap() as usize]),
+                        );
+                    }
+                }
+                return Ok(RpcReply {
+                    payload: Bytes::from(resp.encode_to_vec()),
+                    attachment: out,
+                });
+            }
+            other => panic!("unexpected method {other}"),
+        };
+        Ok(RpcReply {
+            payload: Bytes::from(payload),
+            attachment: Bytes::new(),
+        })
+    }
+
+    fn chunk_calls(&self) -> Vec<(String, ChunkRequest)> {
+        self.0
+            .lock()
+            .unwrap()
+            .calls
+            .iter()
+            .filter_map(|(e, _, r)| r.clone().map(|r| (e.clone(), r)))
+            .collect()
+    }
+
+    fn count(&self, method: &str) -> usize {
+        let s = self.0.lock().unwrap();
+        s.calls.iter().filter(|c| c.1 == method).count()
+    }
+
+    fn script(&self, statuses: &[ChunkOpStatus]) {
+        let mut s = self.0.lock().unwrap();
+        s.script = statuses.iter().copied().collect();
+        s.calls.clear();
+    }
+}
+
+impl Transport for Fake {
+    fn call(
+        &self,
+        endpoint: &str,
+        method: &RpcMethod,
+        request: Bytes,
+        attachment: Bytes,
+        _timeout: Duration,
+    ) -> BoxFuture<'static, Result<RpcReply, TransportError>> {
+        let r = self.answer(endpoint, method, request, attachment);
+        Box::pin(async move { r })
+    }
+}
+
+fn setup(tweak: impl FnOnce(&mut ClientConfig)) -> (Client, Fake) {
+    let mut conf = ClientConfig {
+        mds_addrs: vec![MDS.into()],
+        chunkserver_op_retry_interval_us: 10_000,
+        chunkserver_op_max_retry: 5,
+        chunkserver_max_retry_time_ms: 5_000,
+        ..ClientConfig::default()
+    };
+    tweak(&mut conf);
+    let fake = Fake::new();
+    (
+        Client::with_transport(conf, Arc::new(fake.clone())).unwrap(),
+        fake,
+    )
+}
+
+fn user() -> UserInfo {
+    UserInfo {
+        owner: "u".into(),
+        password: String::new(),
+    }
+}
+
+/// Opens the file and warms the caches with one successful write.
+async fn opened(c: &Client, f: &Fake) -> i32 {
+    let fd = c.open("/v", &user()).await.unwrap();
+    c.write(fd, 0, &[1u8; 4096]).await.unwrap();
+    f.script(&[]);
+    fd
+}
+
+#[tokio::test]
+async fn write_carries_sn_file_id_and_no_zero_epoch() {
+    let (c, f) = setup(|_| {});
+    let fd = opened(&c, &f).await;
+    c.write(fd, MIB + 8192, &[2u8; 8192]).await.unwrap();
+    let mut buf = [0u8; 8192];
+    c.read(fd, MIB + 8192, &mut buf).await.unwrap();
+    assert_eq!(buf, [2u8; 8192]);
+    let calls = f.chunk_calls();
+    let (ep, w) = &calls[0];
+    assert_eq!(ep, CS[0]);
+    assert_eq!(w.op_type, 2);
+    assert_eq!(
+        (w.chunk_id, w.offset, w.size),
+        (101, Some(8192), Some(8192))
+    );
+    assert_eq!((w.sn, w.file_id, w.epoch), (Some(1), Some(42), None));
+    let (_, r) = &calls[1];
+    assert_eq!(r.op_type, 1);
+    assert_eq!((r.sn, r.file_id, r.epoch), (None, None, None));
+
+    // A non-zero epoch travels with writes.
+    let (c, f) = setup(|_| {});
+    f.0.lock().unwrap().epoch = 3;
+    let fd = opened(&c, &f).await;
+    c.write(fd, 0, &[3u8; 4096]).await.unwrap();
+    assert_eq!(f.chunk_calls()[0].1.epoch, Some(3));
+}
+
+#[tokio::test]
+async fn redirect_with_hint_goes_straight_to_the_new_leader() {
+    let (c, f) = setup(|_| {});
+    let fd = opened(&c, &f).await;
+    f.0.lock().unwrap().redirect = Some(format!("{}:0", CS[2]));
+    f.script(&[ChunkOpStatus::Redirected]);
+    c.write(fd, 0, &[4u8; 4096]).await.unwrap();
+    let eps: Vec<String> = f.chunk_calls().into_iter().map(|c| c.0).collect();
+    assert_eq!(eps, [CS[0], CS[2]]);
+    assert_eq!(f.count("GetLeader"), 0);
+    // Without a hint the client asks the peers.
+    f.0.lock().unwrap().redirect = None;
+    f.0.lock().unwrap().leader = format!("{}:0", CS[1]);
+    f.script(&[ChunkOpStatus::Redirected]);
+    c.write(fd, 0, &[4u8; 4096]).await.unwrap();
+    let eps: Vec<String> = f.chunk_calls().into_iter().map(|c| c.0).collect();
+    assert_eq!(eps, [CS[2], CS[1]]);
+    assert!(f.count("GetLeader") >= 1);
+}
+
+#[tokio::test]
+async fn unreachable_leader_is_replaced_via_get_leader() {
+    let (c, f) = setup(|_| {});
+    let fd = opened(&c, &f).await;
+    {
+        let mut s = f.0.lock().unwrap();
+        s.dead.insert(CS[0].into());
+        s.leader = format!("{}:0", CS[1]);
+    }
+    c.write(fd, 0, &[5u8; 4096]).await.unwrap();
+    let eps: Vec<String> = f.chunk_calls().into_iter().map(|c| c.0).collect();
+    assert_eq!(eps, [CS[0], CS[1]]);
+}
+
+#[tokio::test]
+async fn final_statuses_fail_at_once() {
+    for (status, code) in [
+        (ChunkOpStatus::EpochTooOld, ErrorCode::EpochTooOld),
+        (ChunkOpStatus::Nospace, ErrorCode::NoSpace),
+        (ChunkOpStatus::InvalidRequest, ErrorCode::InvalidRequest),
+        (ChunkOpStatus::ChunkExist, ErrorCode::Exists),
+        (ChunkOpStatus::ChunkNotexist, ErrorCode::NotExist),
+    ] {
+        let (c, f) = setup(|_| {});
+        let fd = opened(&c, &f).await;
+        f.script(&[status]);
+        let e = c.write(fd, 0, &[6u8; 4096]).await.unwrap_err();
+        assert_eq!(e.code, code, "{status:?}: {e}");
+        assert_eq!(f.chunk_calls().len(), 1, "{status:?} must not be retried");
+    }
+}
+
+#[tokio::test]
+async fn read_of_a_chunk_never_written_is_zeros() {
+    let (c, f) = setup(|_| {});
+    let fd = opened(&c, &f).await;
+    f.script(&[ChunkOpStatus::ChunkNotexist]);
+    let mut buf = [9u8; 4096];
+    c.read(fd, 2 * MIB, &mut buf).await.unwrap();
+    assert_eq!(buf, [0u8; 4096]);
+    // BACKWARD on a read is final.
+    f.script(&[ChunkOpStatus::Backward]);
+    assert_eq!(
+        c.read(fd, 0, &mut buf).await.unwrap_err().code,
+        ErrorCode::Failed
+    );
+}
+
+#[tokio::test]
+async fn retryable_statuses_retry_then_report_their_code() {
+    for (status, code) in [
+        (ChunkOpStatus::DiskFail, ErrorCode::DiskFail),
+        (ChunkOpStatus::CrcFail, ErrorCode::CrcError),
+        (ChunkOpStatus::FailureUnknown, ErrorCode::Failed),
+        (ChunkOpStatus::CopysetNotexist, ErrorCode::NotExist),
+        (ChunkOpStatus::Overload, ErrorCode::Failed),
+        (ChunkOpStatus::Redirected, ErrorCode::Failed),
+    ] {
+        let (c, f) = setup(|_| {});
+        let fd = opened(&c, &f).await;
+        // Fails every one of the 5 tries (opMaxRetry = 5).
+        f.script(&[status; 5]);
+        let e = c.write(fd, 0, &[7u8; 4096]).await.unwrap_err();
+        assert_eq!(e.code, code, "{status:?}: {e}");
+        assert_eq!(f.chunk_calls().len(), 5, "{status:?}");
+        // One failure less and the request succeeds.
+        f.script(&[status; 4]);
+        c.write(fd, 0, &[7u8; 4096]).await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn overload_backs_off_exponentially() {
+    let (c, f) = setup(|conf| conf.chunkserver_op_max_retry = 10);
+    let fd = opened(&c, &f).await;
+    f.script(&[ChunkOpStatus::Overload; 4]);
+    let start = Instant::now();
+    c.write(fd, 0, &[8u8; 4096]).await.unwrap();
+    // 10 + 20 + 40 + 80 ms, ±10 %.
+    let took = start.elapsed();
+    assert!(took >= Duration::from_millis(130), "{took:?}");
+}
+
+#[tokio::test]
+async fn backward_adopts_the_new_sequence_number() {
+    let (c, f) = setup(|_| {});
+    let fd = opened(&c, &f).await;
+    f.0.lock().unwrap().seq_num = 2;
+    f.script(&[ChunkOpStatus::Backward]);
+    c.write(fd, 0, &[9u8; 4096]).await.unwrap();
+    let sns: Vec<Option<u64>> = f.chunk_calls().into_iter().map(|c| c.1.sn).collect();
+    assert_eq!(sns, [Some(1), Some(2)]);
+    assert_eq!(f.count("GetFileInfo"), 1);
+}
+
+#[tokio::test]
+async fn the_io_deadline_bounds_retries() {
+    let (c, f) = setup(|conf| {
+        conf.chunkserver_op_max_retry = 1_000_000;
+        conf.chunkserver_max_retry_time_ms = 300;
+    });
+    let fd = opened(&c, &f).await;
+    f.script(&[ChunkOpStatus::FailureUnknown; 1000]);
+    let start = Instant::now();
+    let e = c.write(fd, 0, &[1u8; 4096]).await.unwrap_err();
+    assert_eq!(e.code, ErrorCode::Failed);
+    let took = start.elapsed();
+    assert!(
+        took >= Duration::from_millis(250) && took < Duration::from_secs(2),
+        "{took:?}"
+    );
+}
