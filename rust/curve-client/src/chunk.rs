@@ -75,8 +75,8 @@ impl Policy {
             .min(self.overload_pow);
         let nominal = self.retry_interval.saturating_mul(1u32 << pow.min(31));
         let jitter = rand::thread_rng().gen_range(0.9..=1.1);
-        nominal
-            .mul_f64(jitter)
+        Duration::try_from_secs_f64(nominal.as_secs_f64() * jitter)
+            .unwrap_or(self.max_sleep)
             .clamp(self.retry_interval, self.max_sleep)
     }
 }

@@ -131,12 +131,17 @@ impl OpenFile {
     /// Re-reads the file's info from the MDS (BACKWARD, or IO past the known length).
     pub async fn refresh_info(&self, core: &Core) -> Result<()> {
         let info = core.mds.get_file_info(&self.path, &self.user).await?;
-        if info.id.unwrap_or(0) != self.file_id {
+        if self.replaced_by(&info) {
             self.disable("the file was replaced by another inode");
             return Err(Error::new(ErrorCode::DisableIo, "file replaced"));
         }
         self.adopt(&info);
         Ok(())
+    }
+
+    /// True if `info` names another inode than the one opened (an absent id says nothing).
+    fn replaced_by(&self, info: &FileInfo) -> bool {
+        info.id.is_some_and(|id| id != self.file_id)
     }
 
     /// Fails IO on this fd from now on.
@@ -330,7 +335,7 @@ impl OpenFile {
         if *gate {
             return Err(Error::bad_fd(self.fd));
         }
-        let deadline = Instant::now() + core.io_budget();
+        let deadline = crate::deadline_after(core.io_budget());
         let (pieces, addrs) = self
             .prepare(core, offset, buf.len() as u64, false, deadline)
             .await?;
@@ -363,7 +368,7 @@ impl OpenFile {
         if *gate {
             return Err(Error::bad_fd(self.fd));
         }
-        let deadline = Instant::now() + core.io_budget();
+        let deadline = crate::deadline_after(core.io_budget());
         let (pieces, addrs) = self
             .prepare(core, offset, data.len() as u64, true, deadline)
             .await?;
@@ -424,7 +429,8 @@ impl OpenFile {
 
     /// Starts the lease refresher: every leaseTime / `mds.refreshTimesPerLease`.
     pub fn start_refresher(self: &Arc<Self>, core: Weak<Core>, refresh_times: u32) {
-        let interval = self.lease_time / refresh_times.max(1);
+        // A floor, so a bogus tiny lease from the MDS cannot turn this into a busy loop.
+        let interval = (self.lease_time / refresh_times.max(1)).max(Duration::from_millis(10));
         let file = Arc::downgrade(self);
         let handle = tokio::spawn(async move {
             loop {
@@ -449,7 +455,7 @@ impl OpenFile {
             .await
         {
             RefreshOutcome::Ok(info) => {
-                if info.id.unwrap_or(0) != self.file_id {
+                if self.replaced_by(&info) {
                     self.disable("the file was replaced by another inode");
                     return false;
                 }

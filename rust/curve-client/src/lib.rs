@@ -52,3 +52,12 @@ pub use error::{Error, ErrorCode, Result};
 pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
+
+/// `budget` from now, saturating: budgets come from client.conf, and a huge one must mean
+/// "practically forever", not an overflow panic.
+pub(crate) fn deadline_after(budget: std::time::Duration) -> std::time::Instant {
+    let now = std::time::Instant::now();
+    now.checked_add(budget)
+        .or_else(|| now.checked_add(std::time::Duration::from_secs(100 * 365 * 86_400)))
+        .unwrap_or(now)
+}

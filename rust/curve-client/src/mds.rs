@@ -133,7 +133,7 @@ impl MdsClient {
             CallKind::Metadata => c.mds_max_retry_ms,
             CallKind::IoPath => c.mds_max_retry_ms_in_io_path,
         });
-        let deadline = Instant::now() + budget;
+        let deadline = crate::deadline_after(budget);
         let mut idx = self.working.load(Ordering::Relaxed) % n;
         let mut timeout = base;
         let mut failures_here: u32 = 0;
@@ -189,7 +189,7 @@ impl MdsClient {
                         }
                         TransportError::Timeout(_) => {
                             failures_here += 1;
-                            timeout = (timeout * 2).min(max_timeout);
+                            timeout = timeout.saturating_mul(2).min(max_timeout);
                             switch = failures_here > c.mds_max_failed_times_before_change_mds;
                         }
                         _ => {

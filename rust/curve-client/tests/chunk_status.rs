@@ -438,3 +438,24 @@ async fn the_io_deadline_bounds_retries() {
         "{took:?}"
     );
 }
+
+#[tokio::test]
+async fn huge_budgets_in_the_conf_do_not_panic() {
+    let (c, f) = setup(|conf| {
+        conf.mds_rpc_timeout_ms = u64::MAX;
+        conf.mds_max_rpc_timeout_ms = u64::MAX;
+        conf.mds_max_retry_ms = u64::MAX;
+        conf.mds_max_retry_ms_in_io_path = u64::MAX;
+        conf.chunkserver_rpc_timeout_ms = u64::MAX;
+        conf.chunkserver_max_rpc_timeout_ms = u64::MAX;
+        conf.chunkserver_max_retry_time_ms = u64::MAX;
+        conf.chunkserver_max_retry_sleep_interval_us = u64::MAX;
+    });
+    let fd = opened(&c, &f).await;
+    f.script(&[ChunkOpStatus::Overload, ChunkOpStatus::FailureUnknown]);
+    c.write(fd, 0, &[1u8; 4096]).await.unwrap();
+    let mut buf = [0u8; 4096];
+    c.read(fd, 0, &mut buf).await.unwrap();
+    assert_eq!(buf, [1u8; 4096]);
+    c.close(fd).await.unwrap();
+}
