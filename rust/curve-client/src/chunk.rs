@@ -10,7 +10,7 @@ use curve_proto::chunkserver::{ChunkOpStatus, ChunkOpType, ChunkRequest, ChunkRe
 use rand::Rng;
 
 use crate::client::Core;
-use crate::error::{Error, Result, chunk_status_to_code};
+use crate::error::{Error, ErrorCode, Result, chunk_status_to_code};
 use crate::file::OpenFile;
 use crate::metacache::{ChunkAddr, LeaderView};
 use crate::transport::{self, TransportError, methods};
@@ -235,6 +235,13 @@ pub async fn send(
                     // no retry loop), CHUNK_NOTEXIST on write, BACKWARD on read.
                     _ => return Err(status_error(status, &leader)),
                 }
+            }
+            Err(TransportError::Rejected(why)) => {
+                // The chunkserver cannot run this request at all; no retry can fix it.
+                return Err(Error::new(
+                    ErrorCode::InvalidRequest,
+                    format!("{} to {}: {why}", method.method, leader.endpoint),
+                ));
             }
             Err(e) => {
                 let timed_out = matches!(e, TransportError::Timeout(_));

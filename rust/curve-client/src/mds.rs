@@ -171,6 +171,14 @@ impl MdsClient {
                     self.working.store(idx, Ordering::Relaxed);
                     return Ok(resp);
                 }
+                Err(TransportError::Rejected(message)) => {
+                    // The server cannot run this request at all; asking again (or another
+                    // MDS of the same build) cannot change that.
+                    return Err(Error::failed(format!(
+                        "{}: MDS refused the request: {message}",
+                        method.method
+                    )));
+                }
                 Err(e) => {
                     tracing::debug!(mds = %addr, method = method.method, error = %e, "MDS call failed");
                     let switch;
@@ -709,6 +717,18 @@ mod tests {
         // Both addresses were tried, with pauses once every address refused.
         let calls = fake.calls.lock().unwrap();
         assert!(calls.len() >= 2 && calls.len() < 1000, "{}", calls.len());
+    }
+
+    #[tokio::test]
+    async fn unimplemented_method_is_not_retried() {
+        let (mds, fake) = client(
+            &["a:1", "b:2"],
+            |_, _| Err(TransportError::Rejected("no such method".into())),
+            |_| {},
+        );
+        let e = mds.list_poolsets().await.unwrap_err();
+        assert_eq!(e.code, ErrorCode::Failed);
+        assert_eq!(fake.calls.lock().unwrap().len(), 1);
     }
 
     #[tokio::test]

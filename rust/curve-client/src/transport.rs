@@ -85,6 +85,10 @@ pub enum TransportError {
     /// (gRPC status; brpc error code for baidu_std).
     #[error("server error {code}: {message}")]
     Remote { code: i32, message: String },
+    /// The server cannot run this request at all (no such service or method, a request it
+    /// cannot parse): asking again cannot help.
+    #[error("server rejected the request: {0}")]
+    Rejected(String),
     /// Bytes that do not form the expected message.
     #[error("malformed message: {0}")]
     Malformed(String),
@@ -529,6 +533,13 @@ fn classify_status(endpoint: &str, status: &tonic::Status) -> TransportError {
             message: status.message().to_string(),
         },
         Some(src) => TransportError::Other(format!("{endpoint}: {}: {src}", status.message())),
+        None if matches!(
+            status.code(),
+            tonic::Code::Unimplemented | tonic::Code::InvalidArgument
+        ) =>
+        {
+            TransportError::Rejected(format!("{endpoint}: {}", status.message()))
+        }
         None => TransportError::Remote {
             code: status.code() as i32,
             message: status.message().to_string(),
