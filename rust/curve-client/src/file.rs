@@ -132,8 +132,9 @@ impl OpenFile {
     pub async fn refresh_info(&self, core: &Core) -> Result<()> {
         let info = core.mds.get_file_info(&self.path, &self.user).await?;
         if self.replaced_by(&info) {
-            self.disable("the file was replaced by another inode");
-            return Err(Error::new(ErrorCode::DisableIo, "file replaced"));
+            let why = "the file was replaced by another inode";
+            self.disable(why);
+            return Err(self.disabled_error(why));
         }
         self.adopt(&info);
         Ok(())
@@ -149,13 +150,17 @@ impl OpenFile {
         self.lease.send_replace(Lease::Disabled(why.to_string()));
     }
 
+    fn disabled_error(&self, why: &str) -> Error {
+        Error::new(
+            ErrorCode::DisableIo,
+            format!("IO on fd {} is disabled: {why}", self.fd),
+        )
+    }
+
     /// Fails with DISABLEIO once the fd is disabled for good; cheap, checked per attempt.
     pub fn check_not_disabled(&self) -> Result<()> {
         match &*self.lease.borrow() {
-            Lease::Disabled(why) => Err(Error::new(
-                ErrorCode::DisableIo,
-                format!("IO on fd {} is disabled: {why}", self.fd),
-            )),
+            Lease::Disabled(why) => Err(self.disabled_error(why)),
             _ => Ok(()),
         }
     }
@@ -166,24 +171,15 @@ impl OpenFile {
         loop {
             match &*rx.borrow_and_update() {
                 Lease::Valid(at) if at.elapsed() < self.lease_time => return Ok(()),
-                Lease::Disabled(why) => {
-                    return Err(Error::new(
-                        ErrorCode::DisableIo,
-                        format!("IO on fd {} is disabled: {why}", self.fd),
-                    ));
-                }
+                Lease::Disabled(why) => return Err(self.disabled_error(why)),
                 _ => {}
             }
             match tokio::time::timeout_at(deadline.into(), rx.changed()).await {
                 Ok(Ok(())) => {}
                 Ok(Err(_)) | Err(_) => {
-                    return Err(Error::new(
-                        ErrorCode::DisableIo,
-                        format!(
-                            "lease of fd {} was not renewed in time (MDS unreachable?)",
-                            self.fd
-                        ),
-                    ));
+                    return Err(
+                        self.disabled_error("the lease was not renewed in time (MDS unreachable?)")
+                    );
                 }
             }
         }
