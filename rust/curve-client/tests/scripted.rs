@@ -1,6 +1,7 @@
-//! The chunk path's reaction to every chunkserver answer (§7.3, §11.2), driven through the
-//! public `Client` over a scripted in-memory transport: a fake MDS and three fake
-//! chunkservers whose ReadChunk/WriteChunk answers come from a script.
+//! The client's reaction to answers a real cluster rarely gives on demand: every chunk
+//! status (§7.3, §11.2) and every RefreshSession outcome (§10). Driven through the public
+//! `Client` over a scripted in-memory transport: a fake MDS and three fake chunkservers
+//! whose ReadChunk/WriteChunk and RefreshSession answers come from a script.
 #![allow(clippy::unwrap_used)]
 
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -33,6 +34,10 @@ struct State {
     leader: String,
     seq_num: u64,
     epoch: u64,
+    /// What RefreshSession answers, and the inode id it reports.
+    refresh_status: Option<StatusCode>,
+    refresh_id: Option<u64>,
+    lease_us: u32,
     dead: HashSet<String>,
     data: HashMap<(u64, u32), Vec<u8>>,
     /// (endpoint, method, chunk request if any)
@@ -64,6 +69,7 @@ impl Fake {
             let mut s = f.0.lock().unwrap();
             s.leader = format!("{}:0", CS[0]);
             s.seq_num = 1;
+            s.lease_us = 5_000_000;
         }
         f
     }
@@ -95,7 +101,7 @@ impl Fake {
                 status_code: ok,
                 proto_session: Some(ProtoSession {
                     session_id: String::new(),
-                    lease_time: 5_000_000,
+                    lease_time: s.lease_us,
                     create_time: 1,
                     session_status: 0,
                 }),
@@ -108,13 +114,20 @@ impl Fake {
                 file_info: Some(file_info(&s)),
             }
             .encode_to_vec(),
-            "RefreshSession" => ReFreshSessionResponse {
-                status_code: ok,
-                session_id: String::new(),
-                file_info: Some(file_info(&s)),
-                proto_session: None,
+            "RefreshSession" => {
+                let status = s.refresh_status.unwrap_or(StatusCode::KOk);
+                let mut info = file_info(&s);
+                if let Some(id) = s.refresh_id {
+                    info.id = Some(id);
+                }
+                ReFreshSessionResponse {
+                    status_code: status as i32,
+                    session_id: String::new(),
+                    file_info: (status == StatusCode::KOk).then_some(info),
+                    proto_session: None,
+                }
+                .encode_to_vec()
             }
-            .encode_to_vec(),
             "CloseFile" => CloseFileResponse { status_code: ok }.encode_to_vec(),
             "GetOrAllocateSegment" => {
                 let r = GetOrAllocateSegmentRequest::decode(req).unwrap();
@@ -458,4 +471,68 @@ async fn huge_budgets_in_the_conf_do_not_panic() {
     c.read(fd, 0, &mut buf).await.unwrap();
     assert_eq!(buf, [1u8; 4096]);
     c.close(fd).await.unwrap();
+}
+
+/// A client whose lease is 200 ms, refreshed every 50 ms.
+async fn short_lease() -> (Client, Fake, i32) {
+    let (c, f) = setup(|conf| conf.chunkserver_max_retry_time_ms = 1000);
+    f.0.lock().unwrap().lease_us = 200_000;
+    let fd = opened(&c, &f).await;
+    (c, f, fd)
+}
+
+#[tokio::test]
+async fn refused_refresh_blocks_io_until_a_refresh_succeeds() {
+    let (c, f, fd) = short_lease().await;
+    f.0.lock().unwrap().refresh_status = Some(StatusCode::KOwnerAuthFail);
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    // Blocked: waits for the IO's whole budget, then DISABLEIO.
+    let start = Instant::now();
+    let e = c.write(fd, 0, &[1u8; 4096]).await.unwrap_err();
+    assert_eq!(e.code, ErrorCode::DisableIo, "{e}");
+    assert!(start.elapsed() >= Duration::from_millis(900));
+    // A later successful refresh releases IO that is waiting.
+    let writer = {
+        let c = c.clone();
+        tokio::spawn(async move { c.write(fd, 0, &[2u8; 4096]).await })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    f.0.lock().unwrap().refresh_status = None;
+    writer.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn vanished_file_disables_io_at_once() {
+    let (c, f, fd) = short_lease().await;
+    f.0.lock().unwrap().refresh_status = Some(StatusCode::KFileNotExists);
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let start = Instant::now();
+    let e = c.write(fd, 0, &[1u8; 4096]).await.unwrap_err();
+    assert_eq!(e.code, ErrorCode::DisableIo, "{e}");
+    assert!(start.elapsed() < Duration::from_millis(100));
+    // Refreshing stopped for good.
+    let refreshes = f.count("RefreshSession");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(f.count("RefreshSession"), refreshes);
+    c.close(fd).await.unwrap();
+}
+
+#[tokio::test]
+async fn replaced_inode_disables_io() {
+    let (c, f, fd) = short_lease().await;
+    f.0.lock().unwrap().refresh_id = Some(43);
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let mut buf = [0u8; 4096];
+    let e = c.read(fd, 0, &mut buf).await.unwrap_err();
+    assert_eq!(e.code, ErrorCode::DisableIo, "{e}");
+}
+
+#[tokio::test]
+async fn refresh_adopts_a_new_sequence_number() {
+    let (c, f, fd) = short_lease().await;
+    f.0.lock().unwrap().seq_num = 5;
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    f.script(&[]);
+    c.write(fd, 0, &[1u8; 4096]).await.unwrap();
+    assert_eq!(f.chunk_calls()[0].1.sn, Some(5));
 }
