@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import array
 import os
+import signal
+import subprocess
+import sys
 import threading
+import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -205,26 +210,57 @@ def test_open_file_is_occupied_until_closed(
     other.UnInit()
 
 
-def test_file_deleted_under_an_open_fd_disables_io(
-    cbd: curvefs.CBDClient,
-    cluster: LocalCluster,
-    root: curvefs.UserInfo_t,
-    user: curvefs.UserInfo_t,
-    name: str,
+OPENER = """
+import sys, curvefs
+cbd = curvefs.CBDClient()
+assert cbd.Init(sys.argv[1]) == 0
+user = curvefs.UserInfo_t()
+user.owner = "curve"
+fd = cbd.Open(sys.argv[2], user)
+assert cbd.Write(fd, b"q" * 4096, 0, 4096) == 4096
+print("open", flush=True)
+sys.stdin.readline()  # frozen here by SIGSTOP while the file is renamed away
+for _ in range(100):
+    rc = cbd.Write(fd, b"q" * 4096, 0, 4096)
+    if rc != 4096:
+        break
+    time.sleep(0.05)
+print(rc, cbd.Read(fd, "", 0, 4096), flush=True)
+"""
+
+
+def test_file_renamed_away_under_an_open_fd_disables_io(
+    tmp_path: Path, user: curvefs.UserInfo_t
 ) -> None:
-    # Rename it away through a second client before the first refresh registers the opener.
-    assert cbd.Create(name, user, 10 * GiB) == 0
-    fd = cbd.Open(name, user)
-    other = curvefs.CBDClient()
-    assert other.Init(cluster.conf_path) == 0
-    assert other.Rename(user, name, name + "-moved") == 0
-    for _ in range(60):
-        rc = cbd.Write(fd, b"q" * 4096, 0, 4096)
-        if rc == DISABLEIO:
-            break
-        threading.Event().wait(0.1)
-    else:
-        pytest.fail("IO on a file renamed away was never disabled")
-    assert cbd.Read(fd, "", 0, 4096) == DISABLEIO
-    assert cbd.Close(fd) in (0, FAILED, NOTEXIST)
-    other.UnInit()
+    # The opener is another process; freezing it lets its lease lapse so that the file
+    # can be renamed away. Once it runs again, its next refresh finds the file gone and
+    # IO on the fd must fail with DISABLEIO rather than hang or reach the new name.
+    lease_us = 1_500_000
+    with LocalCluster(tmp_path / "c", mds_options={"file_record_expire_us": lease_us}) as cluster:
+        cbd = curvefs.CBDClient()
+        assert cbd.Init(cluster.conf_path) == 0
+        assert cbd.Create("/vol", user, 10 * GiB) == 0
+        script = "import time\n" + OPENER
+        with subprocess.Popen(
+            [sys.executable, "-c", script, cluster.conf_path, "/vol"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        ) as opener:
+            assert opener.stdin is not None and opener.stdout is not None
+            assert opener.stdout.readline().strip() == "open"
+            assert cbd.Rename(user, "/vol", "/moved") == -15  # occupied while it refreshes
+            opener.send_signal(signal.SIGSTOP)
+            try:
+                deadline = time.monotonic() + 20
+                while cbd.Rename(user, "/vol", "/moved") != 0:
+                    assert time.monotonic() < deadline, "the lease never lapsed"
+                    time.sleep(0.2)
+            finally:
+                opener.send_signal(signal.SIGCONT)
+            opener.stdin.write("go\n")
+            opener.stdin.flush()
+            rc, read = opener.stdout.readline().split()
+            assert (int(rc), int(read)) == (DISABLEIO, DISABLEIO)
+            assert opener.wait(timeout=30) == 0
+        cbd.UnInit()

@@ -8,13 +8,18 @@
 //!   ≤ 4096 bytes, components ≤ 255 bytes) → PARAM_ERROR without an RPC.
 //! - Close of an unknown fd is BAD_FD (upstream: FAILED); a failing CloseFile still
 //!   releases the fd (upstream keeps it registered) and reports the error.
-//! - Rename of a directory: the MDS's kNotSupported comes back at once as NOT_SUPPORT
-//!   (upstream retries it for 8 s first); same for Unlink/ChangeOwner.
+//! - kNotSupported from Rename/Unlink/ChangeOwner is retried only while it can change:
+//!   when the target is a page file, the refusal is the MDS's start-up window and is
+//!   retried within `mds.maxRetryMS` as upstream does; otherwise (a directory rename, a
+//!   DeleteForce outside /RecycleBin) it comes back at once as NOT_SUPPORT, where
+//!   upstream spends 8 s retrying an answer that cannot change.
+//! - Open registers the client's endpoint with a first RefreshSession before returning,
+//!   so an open file is FILE_OCCUPIED for others at once (upstream: after 1.25 s).
 //! - Listdir of a file: UNKNOWN (kNotDirectory maps to -100 upstream; kept).
 
 use std::net::TcpListener;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 pub use curve_proto::mds::FileInfo;
 use curve_proto::mds::FileType;
@@ -68,6 +73,7 @@ pub struct Client {
 }
 
 const MAX_PATH_BYTES: usize = 4096;
+const RECYCLE_BIN_PREFIX: &str = "/RecycleBin/";
 const MAX_NAME_BYTES: usize = 255;
 
 fn check_path(path: &str) -> Result<()> {
@@ -214,14 +220,20 @@ impl Client {
     pub async fn unlink(&self, path: &str, user: &UserInfo) -> Result<()> {
         self.alive()?;
         check(path, user)?;
-        self.core.mds.delete_file(path, user, false).await
+        self.while_mds_starts(path, user, || self.core.mds.delete_file(path, user, false))
+            .await
     }
 
     /// DeleteFile(forceDelete=true): real deletion of a /RecycleBin entry.
     pub async fn delete_force(&self, path: &str, user: &UserInfo) -> Result<()> {
         self.alive()?;
         check(path, user)?;
-        self.core.mds.delete_file(path, user, true).await
+        if !path.starts_with(RECYCLE_BIN_PREFIX) {
+            // Only /RecycleBin entries can be purged: the MDS's NOT_SUPPORT is final.
+            return self.core.mds.delete_file(path, user, true).await;
+        }
+        self.while_mds_starts(path, user, || self.core.mds.delete_file(path, user, true))
+            .await
     }
 
     pub async fn recover(&self, path: &str, user: &UserInfo, file_id: u64) -> Result<()> {
@@ -234,7 +246,8 @@ impl Client {
         self.alive()?;
         check_path(old)?;
         check(new, user)?;
-        self.core.mds.rename_file(user, old, new).await
+        self.while_mds_starts(old, user, || self.core.mds.rename_file(user, old, new))
+            .await
     }
 
     pub async fn list_dir(&self, path: &str, user: &UserInfo) -> Result<Vec<FileInfo>> {
@@ -249,7 +262,41 @@ impl Client {
         if new_owner.is_empty() {
             return Err(Error::param("new owner is empty"));
         }
-        self.core.mds.change_owner(path, new_owner, user).await
+        self.while_mds_starts(path, user, || {
+            self.core.mds.change_owner(path, new_owner, user)
+        })
+        .await
+    }
+
+    /// Runs a call that changes a page file, retrying the one kNotSupported that can
+    /// change. Right after it starts, an MDS has lost its in-memory record of which files
+    /// are open, so for one record lifetime it refuses to delete, rename or chown any page
+    /// file. Any other kNotSupported (wrong file type) is final and returned at once.
+    async fn while_mds_starts<F, Fut>(&self, target: &str, user: &UserInfo, call: F) -> Result<()>
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = Result<()>>,
+    {
+        let conf = &self.core.conf;
+        let deadline = Instant::now() + Duration::from_millis(conf.mds_max_retry_ms);
+        let pause = Duration::from_micros(conf.mds_rpc_retry_interval_us.max(10_000));
+        loop {
+            match call().await {
+                Err(e) if e.code == ErrorCode::NotSupport => {
+                    let page_file = self
+                        .core
+                        .mds
+                        .get_file_info(target, user)
+                        .await
+                        .is_ok_and(|info| info.file_type == Some(FileType::InodePagefile as i32));
+                    if !page_file || Instant::now() + pause > deadline {
+                        return Err(e);
+                    }
+                    tokio::time::sleep(pause).await;
+                }
+                done => return done,
+            }
+        }
     }
 
     pub async fn cluster_id(&self) -> Result<String> {
@@ -277,6 +324,11 @@ impl Client {
             &info,
             self.core.conf.file_max_in_flight_rpc_num as usize,
         )?);
+        // Register this client with the MDS before Open returns (upstream waits one
+        // refresh interval): from here on the file is FILE_OCCUPIED for every other
+        // client, with no window in which another one may delete or rename it. Should the
+        // file vanish in between, the refresh disables IO on the fd and says why.
+        file.refresh_once(&self.core).await;
         file.start_refresher(
             Arc::downgrade(&self.core),
             self.core.conf.mds_refresh_times_per_lease,

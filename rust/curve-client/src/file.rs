@@ -443,7 +443,7 @@ impl OpenFile {
     }
 
     /// One refresh; false when refreshing must stop.
-    async fn refresh_once(&self, core: &Core) -> bool {
+    pub(crate) async fn refresh_once(&self, core: &Core) -> bool {
         let sent_at = Instant::now();
         match core
             .mds
