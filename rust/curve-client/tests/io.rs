@@ -3,7 +3,15 @@
 
 mod common;
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use curve_client::transport::{
+    GrpcTransport, RpcMethod, RpcReply, Transport, TransportError, methods,
+};
+use futures::future::BoxFuture;
 
 use common::*;
 use curve_client::{Client, CreateOptions, ErrorCode, UserInfo};
@@ -275,18 +283,65 @@ async fn io_survives_losing_a_chunkserver() {
     c.close(fd).await.unwrap();
 }
 
+/// A transport that drops this client's RefreshSession calls while `cut` is set, as a
+/// partition between it and the MDS would: everything else goes through the real one.
+struct RefreshCut {
+    inner: GrpcTransport,
+    cut: Arc<AtomicBool>,
+}
+
+impl Transport for RefreshCut {
+    fn call(
+        &self,
+        endpoint: &str,
+        method: &RpcMethod,
+        request: Bytes,
+        attachment: Bytes,
+        timeout: Duration,
+    ) -> BoxFuture<'static, Result<RpcReply, TransportError>> {
+        if self.cut.load(Ordering::SeqCst) && *method == methods::REFRESH_SESSION {
+            let endpoint = endpoint.to_string();
+            return Box::pin(async move {
+                Err(TransportError::Connect {
+                    endpoint,
+                    message: "refreshes cut by the test".into(),
+                })
+            });
+        }
+        self.inner
+            .call(endpoint, method, request, attachment, timeout)
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deleted_open_file_disables_io() {
     let cluster = Cluster::start().await;
     cluster.settle().await;
-    let c = cluster.client();
+    let conf = cluster.config();
+    let cut = Arc::new(AtomicBool::new(false));
+    let transport = RefreshCut {
+        inner: GrpcTransport::new(Duration::from_secs(1), 1),
+        cut: cut.clone(),
+    };
+    let c = Client::with_transport(conf, Arc::new(transport)).unwrap();
     let (u, path) = volume(&c, "gone", "v", SEG).await;
-    // Another client renames the file away before this one's first refresh lands;
-    // the refresh then reports kFileNotExists and IO must fail, not hang.
     let fd = c.open(&path, &u).await.unwrap();
     c.write(fd, 0, &pattern(1, 4096)).await.unwrap();
     let other = cluster.client();
-    other.rename(&u, &path, "/gone/w").await.unwrap();
+    // Open registered this client: the file cannot be renamed away under it.
+    assert_eq!(
+        code(other.rename(&u, &path, "/gone/w").await),
+        ErrorCode::FileOccupied
+    );
+    // Cut the refreshes until the MDS forgets the record, then rename it away.
+    cut.store(true, Ordering::SeqCst);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while other.rename(&u, &path, "/gone/w").await.is_err() {
+        assert!(Instant::now() < deadline, "the record never expired");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The next refresh reports kFileNotExists: IO must fail, not hang or go on.
+    cut.store(false, Ordering::SeqCst);
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         match c.write(fd, 0, &pattern(2, 4096)).await {
