@@ -334,7 +334,7 @@ impl Client {
             self.core.conf.mds_refresh_times_per_lease,
         );
         if let Err(e) = self.core.files.insert(file.clone()) {
-            file.stop_refresher();
+            file.abort_refresher();
             return Err(e);
         }
         Ok(fd)
@@ -347,7 +347,7 @@ impl Client {
             .files
             .remove(fd)
             .ok_or_else(|| Error::bad_fd(fd))?;
-        file.stop_refresher();
+        file.stop_refresher().await;
         let closed = self.core.mds.close_file(&file.path, &file.user).await;
         file.shut("the fd was closed").await;
         closed
@@ -374,7 +374,7 @@ impl Client {
     /// records expire by themselves). Later calls fail: FAILED, or BAD_FD for fds.
     pub fn shutdown(&self) {
         for file in self.core.files.close_all() {
-            file.stop_refresher();
+            file.abort_refresher();
             // IO still running on another thread fails at its next retry.
             file.disable("the client was shut down");
         }

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use curve_proto::mds::{FileInfo, ProtoSession};
 use futures::{StreamExt, TryStreamExt};
-use tokio::sync::{RwLock, Semaphore, watch};
+use tokio::sync::{Notify, RwLock, Semaphore, watch};
 use tokio::task::JoinHandle;
 
 use crate::chunk::{self, ChunkOp};
@@ -64,7 +64,13 @@ pub struct OpenFile {
     max_in_flight: usize,
     /// Read-held by each IO; Close write-locks it to wait for IO in flight. `true` = closed.
     gate: RwLock<bool>,
-    refresher: Mutex<Option<JoinHandle<()>>>,
+    refresher: Mutex<Option<Refresher>>,
+}
+
+/// The lease refresher task and the signal that ends it between two refreshes.
+struct Refresher {
+    task: JoinHandle<()>,
+    stop: Arc<Notify>,
 }
 
 impl OpenFile {
@@ -412,14 +418,28 @@ impl OpenFile {
     /// Close's teardown: fail waiting IO, stop the refresher, wait for IO in flight.
     pub async fn shut(&self, why: &str) {
         self.disable(why);
-        self.stop_refresher();
+        self.stop_refresher().await;
         let mut gate = self.gate.write().await;
         *gate = true;
     }
 
-    pub fn stop_refresher(&self) {
-        if let Some(h) = lock(&self.refresher).take() {
-            h.abort();
+    /// Ends the refresher between two refreshes and waits for it. A refresh already on
+    /// the wire is let finish: cut short, it could still reach the MDS after CloseFile
+    /// and register this client again, leaving the file FILE_OCCUPIED for a lease.
+    pub async fn stop_refresher(&self) {
+        let refresher = lock(&self.refresher).take();
+        if let Some(Refresher { task, stop }) = refresher {
+            stop.notify_one();
+            // A panic or abort inside the task leaves nothing to wait for.
+            let _ = task.await;
+        }
+    }
+
+    /// Drops the refresher at once, for UnInit and failed opens: no CloseFile follows,
+    /// so a late refresh only keeps a record the MDS expires by itself.
+    pub fn abort_refresher(&self) {
+        if let Some(Refresher { task, .. }) = lock(&self.refresher).take() {
+            task.abort();
         }
     }
 
@@ -428,9 +448,14 @@ impl OpenFile {
         // A floor, so a bogus tiny lease from the MDS cannot turn this into a busy loop.
         let interval = (self.lease_time / refresh_times.max(1)).max(Duration::from_millis(10));
         let file = Arc::downgrade(self);
-        let handle = tokio::spawn(async move {
+        let stop = Arc::new(Notify::new());
+        let stopped = stop.clone();
+        let task = tokio::spawn(async move {
             loop {
-                tokio::time::sleep(interval).await;
+                tokio::select! {
+                    () = tokio::time::sleep(interval) => {}
+                    () = stopped.notified() => return,
+                }
                 let (Some(core), Some(file)) = (core.upgrade(), file.upgrade()) else {
                     return;
                 };
@@ -439,7 +464,7 @@ impl OpenFile {
                 }
             }
         });
-        *lock(&self.refresher) = Some(handle);
+        *lock(&self.refresher) = Some(Refresher { task, stop });
     }
 
     /// One refresh; false when refreshing must stop.
