@@ -122,6 +122,13 @@ def test_negative_offset_and_length(cbd: curvefs.CBDClient, fd: int) -> None:
     assert cbd.Write(fd, b"\0" * 4096, 0, -4096) == PARAM_ERROR
 
 
+def test_huge_read_length_is_refused_before_allocating(cbd: curvefs.CBDClient, fd: int) -> None:
+    # 1 TiB past a 10 GiB file: refused with FAILED, never a MemoryError
+    assert cbd.Read(fd, "", 0, 1 << 40) == FAILED
+    assert cbd.Read(fd, "", 0, (1 << 63) - 4096) in (FAILED, PARAM_ERROR)
+    assert cbd.Read(fd, "", 0, 1 << 64) == PARAM_ERROR
+
+
 def test_io_past_end_of_file(cbd: curvefs.CBDClient, fd: int) -> None:
     assert cbd.Write(fd, b"\0" * 8192, 10 * GiB - 4096, 8192) == FAILED
     assert cbd.Read(fd, "", 10 * GiB, 4096) == FAILED

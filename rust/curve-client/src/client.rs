@@ -354,6 +354,16 @@ impl Client {
     }
 
     /// Fills `buf` from `offset`. Holes and never-written chunks read as zeros.
+    /// Refuses a read that cannot succeed (bad fd, unaligned, past the file's end) before
+    /// any buffer exists, so a caller never allocates `len` bytes for a read that fails.
+    pub async fn check_read(&self, fd: i32, offset: u64, len: u64) -> Result<()> {
+        let file = self.core.files.get(fd)?;
+        if len == 0 {
+            return Ok(());
+        }
+        file.check_bounds(&self.core, offset, len).await
+    }
+
     pub async fn read(&self, fd: i32, offset: u64, buf: &mut [u8]) -> Result<()> {
         let file = self.core.files.get(fd)?;
         if buf.is_empty() {

@@ -332,6 +332,11 @@ impl CBDClient {
             Err(e) => return code(errors::as_int(Err(e))?),
         };
         let rt = runtime::get()?;
+        // An impossible read (past the end, unaligned) is refused before `length` bytes
+        // are allocated for it: a huge length must give a code, not a MemoryError.
+        if let Err(e) = py.detach(|| rt.block_on(client.check_read(fd, offset, length as u64))) {
+            return code(e.sdk_code());
+        }
         // The data lands once, directly in the bytes object handed to Python.
         let mut failure = None;
         let data = PyBytes::new_with(py, length, |out| {
