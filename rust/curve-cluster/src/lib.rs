@@ -52,54 +52,6 @@ pub struct ChunkServerLayout {
     pub port: u16,
 }
 
-/// The MDS settings of `cluster.json`; absent fields take upstream's defaults.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(default)]
-pub struct MdsLayout {
-    pub root_user: String,
-    pub root_password: String,
-    pub chunk_size: u32,
-    pub segment_size: u32,
-    pub block_size: u32,
-    pub min_file_length: u64,
-    pub max_file_length: u64,
-    pub file_record_expire_us: u64,
-    pub auth_date_tolerance_us: u64,
-}
-
-impl Default for MdsLayout {
-    fn default() -> Self {
-        let o = MdsOptions::default();
-        Self {
-            root_user: o.root_user,
-            root_password: o.root_password,
-            chunk_size: o.chunk_size,
-            segment_size: o.segment_size,
-            block_size: o.block_size,
-            min_file_length: o.min_file_length,
-            max_file_length: o.max_file_length,
-            file_record_expire_us: o.file_record_expire_us,
-            auth_date_tolerance_us: o.auth_date_tolerance_us,
-        }
-    }
-}
-
-impl From<&MdsLayout> for MdsOptions {
-    fn from(m: &MdsLayout) -> Self {
-        MdsOptions {
-            root_user: m.root_user.clone(),
-            root_password: m.root_password.clone(),
-            chunk_size: m.chunk_size,
-            segment_size: m.segment_size,
-            block_size: m.block_size,
-            min_file_length: m.min_file_length,
-            max_file_length: m.max_file_length,
-            file_record_expire_us: m.file_record_expire_us,
-            auth_date_tolerance_us: m.auth_date_tolerance_us,
-        }
-    }
-}
-
 fn default_host() -> String {
     "127.0.0.1".into()
 }
@@ -142,7 +94,7 @@ struct LayoutFile {
     #[serde(default = "default_pool_capacity")]
     pool_capacity: u64,
     #[serde(default)]
-    mds: MdsLayout,
+    mds: MdsOptions,
 }
 
 /// A validated `cluster.json` and the directory it was read from.
@@ -156,7 +108,7 @@ pub struct ClusterLayout {
     pub copysets: u32,
     pub poolset: String,
     pub pool_capacity: u64,
-    pub mds: MdsLayout,
+    pub mds: MdsOptions,
 }
 
 impl ClusterLayout {
@@ -331,7 +283,7 @@ impl ClusterLayout {
         Ok(MdsConfig {
             listen: self.socket_addr(port)?,
             data_dir: self.dir.join("mds"),
-            options: MdsOptions::from(&self.mds),
+            options: self.mds.clone(),
             topology,
         })
     }
@@ -430,7 +382,7 @@ mod tests {
         assert_eq!(l.copysets, 100);
         assert_eq!(l.poolset, "default");
         assert_eq!(l.pool_capacity, 1125899906842624);
-        assert_eq!(l.mds, MdsLayout::default());
+        assert_eq!(l.mds, MdsOptions::default());
         assert_eq!(l.mds.root_user, "root");
         assert_eq!(l.mds.min_file_length, 10 << 30);
         assert_eq!(l.mds_addrs(), "127.0.0.1:6700,127.0.0.1:6701");

@@ -61,8 +61,10 @@ pub struct TopologyConfig {
     pub copysets: Vec<CopysetEntry>,
 }
 
-/// Upstream's MDS settings that shape the namespace; defaults are upstream's.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Upstream's MDS settings that shape the namespace; defaults are upstream's. The local
+/// cluster reads them from the `mds` section of cluster.json, absent fields defaulted.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(default)]
 pub struct MdsOptions {
     pub root_user: String,
     pub root_password: String,
