@@ -223,19 +223,46 @@ impl OpenFile {
         )))
     }
 
-    /// The slot of a segment, asking the MDS on a miss (or on a cached hole when writing).
+    /// A cached slot that serves this IO: a hole does not serve a write.
+    fn cached_segment(&self, segment_index: u64, allocate: bool) -> Option<SegmentSlot> {
+        self.segments
+            .get(segment_index)
+            .filter(|s| !(allocate && matches!(s, SegmentSlot::Hole)))
+    }
+
+    /// The slot of a segment, asking the MDS on a miss (or on a cached hole when writing),
+    /// by `deadline`: lookups run one at a time, and an IO queued behind others that each
+    /// spend a whole budget on an unreachable MDS must not wait for all of them.
     async fn segment(
         &self,
         core: &Core,
         segment_index: u64,
         allocate: bool,
+        deadline: Instant,
     ) -> Result<SegmentSlot> {
-        let usable = |s: &SegmentSlot| !(allocate && matches!(s, SegmentSlot::Hole));
-        if let Some(s) = self.segments.get(segment_index).filter(usable) {
+        if let Some(s) = self.cached_segment(segment_index, allocate) {
             return Ok(s);
         }
+        tokio::time::timeout_at(
+            deadline.into(),
+            self.look_up_segment(core, segment_index, allocate),
+        )
+        .await
+        .unwrap_or_else(|_| {
+            Err(Error::failed(format!(
+                "segment {segment_index}: no answer from the MDS within mds.maxRetryMsInIOPath"
+            )))
+        })
+    }
+
+    async fn look_up_segment(
+        &self,
+        core: &Core,
+        segment_index: u64,
+        allocate: bool,
+    ) -> Result<SegmentSlot> {
         let _one_lookup = self.segments.fetch_lock().lock().await;
-        if let Some(s) = self.segments.get(segment_index).filter(usable) {
+        if let Some(s) = self.cached_segment(segment_index, allocate) {
             return Ok(s);
         }
         let (_, epoch) = self.write_sn_and_epoch();
@@ -267,6 +294,8 @@ impl OpenFile {
         allocate: bool,
     ) -> Result<Vec<Option<ChunkAddr>>> {
         let g = &self.geometry;
+        let deadline =
+            crate::deadline_after(Duration::from_millis(core.conf.mds_max_retry_ms_in_io_path));
         let mut cached: Option<(u64, SegmentSlot)> = None;
         let mut out = Vec::with_capacity(pieces.len());
         for p in pieces {
@@ -274,7 +303,7 @@ impl OpenFile {
             let slot = match &cached {
                 Some((i, s)) if *i == seg => s.clone(),
                 _ => {
-                    let s = self.segment(core, seg, allocate).await?;
+                    let s = self.segment(core, seg, allocate, deadline).await?;
                     cached = Some((seg, s.clone()));
                     s
                 }

@@ -536,3 +536,29 @@ async fn refresh_adopts_a_new_sequence_number() {
     c.write(fd, 0, &[1u8; 4096]).await.unwrap();
     assert_eq!(f.chunk_calls()[0].1.sn, Some(5));
 }
+
+#[tokio::test]
+async fn segment_lookups_queued_behind_a_dead_mds_keep_their_own_budget() {
+    let (c, f) = setup(|conf| {
+        conf.mds_max_retry_ms_in_io_path = 300;
+        conf.mds_rpc_retry_interval_us = 20_000;
+    });
+    let fd = opened(&c, &f).await;
+    f.0.lock().unwrap().dead.insert(MDS.into());
+    // Four writes into segment 1, not cached yet: one MDS lookup at a time, and each
+    // must give up within mds.maxRetryMsInIOPath of its own start, not queue for
+    // four budgets in a row.
+    let start = Instant::now();
+    let writes: Vec<_> = (0..4u64)
+        .map(|i| {
+            let c = c.clone();
+            tokio::spawn(async move { c.write(fd, 4 * MIB + i * 4096, &[1u8; 4096]).await })
+        })
+        .collect();
+    for w in writes {
+        let e = w.await.unwrap().unwrap_err();
+        assert_eq!(e.code, ErrorCode::Failed, "{e}");
+    }
+    let took = start.elapsed();
+    assert!(took < Duration::from_millis(700), "{took:?}");
+}
