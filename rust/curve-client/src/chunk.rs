@@ -216,10 +216,16 @@ pub async fn send(
                         Next::Retry(policy.retry_interval)
                     }
                     ChunkOpStatus::Backward if is_write => {
-                        // A snapshot bumped the file's sn: adopt it and resend.
+                        // A snapshot bumped the file's sn: adopt it and resend at once.
+                        // If the MDS has no newer sn (yet), resending the same one can
+                        // only be refused again: pause as for any other retry.
                         last = status_error(status, &leader);
                         file.refresh_info(core).await.ok();
-                        Next::Retry(Duration::ZERO)
+                        if file.write_sn_and_epoch().0 > sn {
+                            Next::Retry(Duration::ZERO)
+                        } else {
+                            Next::Retry(policy.retry_interval)
+                        }
                     }
                     ChunkOpStatus::Overload => {
                         last = status_error(status, &leader);

@@ -562,3 +562,20 @@ async fn segment_lookups_queued_behind_a_dead_mds_keep_their_own_budget() {
     let took = start.elapsed();
     assert!(took < Duration::from_millis(700), "{took:?}");
 }
+
+#[tokio::test]
+async fn backward_without_a_newer_sequence_number_pauses_between_tries() {
+    let (c, f) = setup(|conf| {
+        conf.chunkserver_op_max_retry = 1_000_000;
+        conf.chunkserver_max_retry_time_ms = 300;
+    });
+    let fd = opened(&c, &f).await;
+    // The MDS keeps reporting sn 1: resending at once would only hammer both servers.
+    f.script(&[ChunkOpStatus::Backward; 10_000]);
+    let r = c.write(fd, 0, &[1u8; 4096]).await;
+    let tries = f.chunk_calls().len();
+    // 300 ms at opRetryIntervalUS = 10 ms.
+    assert!((5..=40).contains(&tries), "{tries} tries");
+    assert!(f.count("GetFileInfo") <= 40, "{}", f.count("GetFileInfo"));
+    assert_eq!(r.unwrap_err().code, ErrorCode::Failed);
+}
