@@ -193,8 +193,14 @@ pub async fn send(
                     ChunkOpStatus::ChunkNotexist if !is_write => return Ok(None),
                     ChunkOpStatus::Redirected => {
                         last = status_error(status, &leader);
-                        let moved = match resp.redirect.as_deref().filter(|r| !r.is_empty()) {
-                            Some(r) => core.copysets.redirect(&entry, r),
+                        // A hint naming no known peer is no better than no hint.
+                        let hinted = resp
+                            .redirect
+                            .as_deref()
+                            .filter(|r| !r.is_empty())
+                            .and_then(|r| core.copysets.redirect(&entry, r));
+                        let moved = match hinted {
+                            Some(l) => Some(l),
                             None => core
                                 .copysets
                                 .refresh_leader(&entry, leader.version, deadline)

@@ -579,3 +579,21 @@ async fn backward_without_a_newer_sequence_number_pauses_between_tries() {
     assert!(f.count("GetFileInfo") <= 40, "{}", f.count("GetFileInfo"));
     assert_eq!(r.unwrap_err().code, ErrorCode::Failed);
 }
+
+#[tokio::test]
+async fn redirect_to_an_unknown_peer_asks_who_leads() {
+    let (c, f) = setup(|_| {});
+    let fd = opened(&c, &f).await;
+    {
+        let mut s = f.0.lock().unwrap();
+        // A hint the client cannot use (not a member it knows): it must ask the peers
+        // instead of resending to the node that just refused.
+        s.redirect = Some("10.9.9.9:8200:0".into());
+        s.leader = format!("{}:0", CS[1]);
+    }
+    f.script(&[ChunkOpStatus::Redirected]);
+    c.write(fd, 0, &[4u8; 4096]).await.unwrap();
+    let eps: Vec<String> = f.chunk_calls().into_iter().map(|c| c.0).collect();
+    assert_eq!(eps, [CS[0], CS[1]]);
+    assert!(f.count("GetLeader") >= 1);
+}
