@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import signal
+import socket
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -114,3 +115,29 @@ def test_two_clusters_two_clients(tmp_path: Path) -> None:
             assert fb.result() == b"b" * MiB
         ca.UnInit()
         cb.UnInit()
+
+
+def test_user_can_be_changed_while_a_call_using_it_waits(tmp_path: Path) -> None:
+    # A call copies its UserInfo_t before it releases the GIL: a borrow kept for the wait
+    # would make another thread's `user.owner = ...` raise "Already borrowed".
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    conf = tmp_path / "client.conf"
+    conf.write_text(f"mds.listen.addr=127.0.0.1:{port}\nmds.maxRetryMS=1500\n", encoding="utf-8")
+    cbd = curvefs.CBDClient()
+    assert cbd.Init(str(conf)) == 0
+    user = make_user("curve")
+    results: list[int] = []
+    t = threading.Thread(
+        target=lambda: results.append(cbd.StatFile("/x", user, curvefs.FileInfo_t()))
+    )
+    t.start()
+    time.sleep(0.3)
+    assert t.is_alive(), "the call returned early; the test proves nothing"
+    user.owner = "someone-else"
+    user.password = "pw"
+    t.join(timeout=30)
+    assert results == [-2]  # the MDS never answered
+    assert (user.owner, user.password) == ("someone-else", "pw")
+    cbd.UnInit()

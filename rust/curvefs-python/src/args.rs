@@ -10,6 +10,7 @@ use pyo3::prelude::*;
 use pyo3::types::PyString;
 
 use crate::errors::{CallError, CallResult};
+use crate::types::UserInfo;
 
 /// A path, owner or other text argument.
 pub fn text(obj: &Bound<'_, PyAny>, name: &str) -> CallResult<String> {
@@ -46,4 +47,11 @@ fn type_name(obj: &Bound<'_, PyAny>) -> String {
         .name()
         .map(|n| n.to_string())
         .unwrap_or_else(|_| "?".into())
+}
+
+/// The caller's `UserInfo_t`, copied out so that no borrow of it outlives this line: a
+/// borrow kept while the GIL is released would make `user.owner = ...` in another
+/// thread fail with "Already borrowed" for as long as the call waits.
+pub fn user(obj: &Bound<'_, UserInfo>) -> PyResult<curve_client::UserInfo> {
+    Ok(obj.try_borrow()?.to_client())
 }

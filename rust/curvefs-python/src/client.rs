@@ -210,14 +210,14 @@ impl CBDClient {
         &self,
         py: Python<'_>,
         filename: &Bound<'_, PyAny>,
-        user: PyRef<'_, UserInfo>,
+        user: &Bound<'_, UserInfo>,
         size: &Bound<'_, PyAny>,
     ) -> PyResult<i32> {
         let (path, size) = match (args::text(filename, "filename"), args::uint(size, "size")) {
             (Ok(p), Ok(s)) => (p, s),
             (Err(e), _) | (_, Err(e)) => return errors::as_int(Err(e)),
         };
-        let user = user.to_client();
+        let user = args::user(user)?;
         self.status(py, move |c| async move {
             c.create(&path, &user, size, &CreateOptions::default())
                 .await
@@ -228,7 +228,7 @@ impl CBDClient {
     fn create2(&self, py: Python<'_>, context: PyRef<'_, CreateContext>) -> PyResult<i32> {
         let path = context.name.clone();
         let size = context.length;
-        let user = context.user.bind(py).borrow().to_client();
+        let user = args::user(context.user.bind(py))?;
         let opts = CreateOptions {
             stripe_unit: context.stripe_unit,
             stripe_count: context.stripe_count,
@@ -246,17 +246,20 @@ impl CBDClient {
         &self,
         py: Python<'_>,
         filename: &Bound<'_, PyAny>,
-        user: PyRef<'_, UserInfo>,
+        user: &Bound<'_, UserInfo>,
         finfo: &Bound<'_, FileInfo>,
     ) -> PyResult<i32> {
-        let user = user.to_client();
+        let user = args::user(user)?;
         let r = args::text(filename, "filename").and_then(|path| {
             let c = self.client(FAILED)?;
             Self::wait(py, c, move |c| async move { c.stat(&path, &user).await })
         });
-        errors::as_int(r.map(|info| {
-            finfo.borrow_mut().fill_from(&info);
-            0
+        errors::as_int(r.and_then(|info| {
+            finfo
+                .try_borrow_mut()
+                .map_err(PyErr::from)?
+                .fill_from(&info);
+            Ok(0)
         }))
     }
 
@@ -265,14 +268,14 @@ impl CBDClient {
         &self,
         py: Python<'_>,
         filename: &Bound<'_, PyAny>,
-        user: PyRef<'_, UserInfo>,
+        user: &Bound<'_, UserInfo>,
         size: &Bound<'_, PyAny>,
     ) -> PyResult<i32> {
         let (path, size) = match (args::text(filename, "filename"), args::uint(size, "size")) {
             (Ok(p), Ok(s)) => (p, s),
             (Err(e), _) | (_, Err(e)) => return errors::as_int(Err(e)),
         };
-        let user = user.to_client();
+        let user = args::user(user)?;
         self.status(
             py,
             move |c| async move { c.extend(&path, &user, size).await },
@@ -285,9 +288,9 @@ impl CBDClient {
         &self,
         py: Python<'_>,
         filename: &Bound<'_, PyAny>,
-        user: PyRef<'_, UserInfo>,
+        user: &Bound<'_, UserInfo>,
     ) -> PyResult<i32> {
-        let user = user.to_client();
+        let user = args::user(user)?;
         errors::as_int(args::text(filename, "filename").and_then(|path| {
             let c = self.client(FAILED)?;
             Self::wait(py, c, move |c| async move { c.open(&path, &user).await })
@@ -393,9 +396,9 @@ impl CBDClient {
         &self,
         py: Python<'_>,
         filename: &Bound<'_, PyAny>,
-        user: PyRef<'_, UserInfo>,
+        user: &Bound<'_, UserInfo>,
     ) -> PyResult<i32> {
-        let user = user.to_client();
+        let user = args::user(user)?;
         match args::text(filename, "filename") {
             Ok(path) => self.status(py, move |c| async move { c.unlink(&path, &user).await }),
             Err(e) => errors::as_int(Err(e)),
@@ -407,9 +410,9 @@ impl CBDClient {
         &self,
         py: Python<'_>,
         filename: &Bound<'_, PyAny>,
-        user: PyRef<'_, UserInfo>,
+        user: &Bound<'_, UserInfo>,
     ) -> PyResult<i32> {
-        let user = user.to_client();
+        let user = args::user(user)?;
         match args::text(filename, "filename") {
             Ok(path) => self.status(
                 py,
@@ -426,7 +429,7 @@ impl CBDClient {
         &self,
         py: Python<'_>,
         filename: &Bound<'_, PyAny>,
-        user: PyRef<'_, UserInfo>,
+        user: &Bound<'_, UserInfo>,
         fileId: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<i32> {
         let file_id = match fileId {
@@ -437,7 +440,7 @@ impl CBDClient {
             (Ok(p), Ok(id)) => (p, id),
             (Err(e), _) | (_, Err(e)) => return errors::as_int(Err(e)),
         };
-        let user = user.to_client();
+        let user = args::user(user)?;
         self.status(py, move |c| async move {
             c.recover(&path, &user, file_id).await
         })
@@ -447,7 +450,7 @@ impl CBDClient {
     fn rename(
         &self,
         py: Python<'_>,
-        user: PyRef<'_, UserInfo>,
+        user: &Bound<'_, UserInfo>,
         oldpath: &Bound<'_, PyAny>,
         newpath: &Bound<'_, PyAny>,
     ) -> PyResult<i32> {
@@ -458,7 +461,7 @@ impl CBDClient {
             (Ok(o), Ok(n)) => (o, n),
             (Err(e), _) | (_, Err(e)) => return errors::as_int(Err(e)),
         };
-        let user = user.to_client();
+        let user = args::user(user)?;
         self.status(
             py,
             move |c| async move { c.rename(&user, &old, &new).await },
@@ -470,9 +473,9 @@ impl CBDClient {
         &self,
         py: Python<'_>,
         dirpath: &Bound<'_, PyAny>,
-        user: PyRef<'_, UserInfo>,
+        user: &Bound<'_, UserInfo>,
     ) -> PyResult<i32> {
-        let user = user.to_client();
+        let user = args::user(user)?;
         match args::text(dirpath, "dirpath") {
             Ok(path) => self.status(py, move |c| async move { c.mkdir(&path, &user).await }),
             Err(e) => errors::as_int(Err(e)),
@@ -485,7 +488,7 @@ impl CBDClient {
         &self,
         py: Python<'_>,
         dirpath: &Bound<'_, PyAny>,
-        user: PyRef<'_, UserInfo>,
+        user: &Bound<'_, UserInfo>,
     ) -> PyResult<i32> {
         self.unlink(py, dirpath, user)
     }
@@ -497,9 +500,9 @@ impl CBDClient {
         &self,
         py: Python<'py>,
         dirpath: &Bound<'py, PyAny>,
-        user: PyRef<'py, UserInfo>,
+        user: &Bound<'py, UserInfo>,
     ) -> PyResult<Bound<'py, PyList>> {
-        let user = user.to_client();
+        let user = args::user(user)?;
         let r = args::text(dirpath, "dirpath").and_then(|path| {
             let c = self.client(FAILED)?;
             Self::wait(
@@ -537,7 +540,7 @@ impl CBDClient {
         py: Python<'_>,
         filename: &Bound<'_, PyAny>,
         newOwner: &Bound<'_, PyAny>,
-        user: PyRef<'_, UserInfo>,
+        user: &Bound<'_, UserInfo>,
     ) -> PyResult<i32> {
         let (path, owner) = match (
             args::text(filename, "filename"),
@@ -546,7 +549,7 @@ impl CBDClient {
             (Ok(p), Ok(o)) => (p, o),
             (Err(e), _) | (_, Err(e)) => return errors::as_int(Err(e)),
         };
-        let user = user.to_client();
+        let user = args::user(user)?;
         self.status(py, move |c| async move {
             c.change_owner(&path, &owner, &user).await
         })

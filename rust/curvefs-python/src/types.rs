@@ -182,7 +182,7 @@ impl CreateContext {
     }
 
     fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
-        let user = self.user.bind(py).borrow().__repr__();
+        let user = self.user.bind(py).try_borrow()?.__repr__();
         Ok(format!(
             "CreateContext(name={}, length={}, user={user}, poolset={}, stripeUnit={}, \
              stripeCount={})",
