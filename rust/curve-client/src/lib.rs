@@ -17,8 +17,10 @@
 //!   fail with DISABLEIO (upstream: IO blocks until Close).
 //! - Open returns the MDS's mapped code (NOTEXIST, AUTHFAIL, …) instead of FAILED; an empty
 //!   owner is AUTHFAIL for every call, Open included (upstream's Open: EXISTS).
-//! - kNotSupported (directory rename, young MDS) is answered at once, not after 8 s of
-//!   retries.
+//! - kNotSupported from Rename/Unlink/ChangeOwner is retried (within `mds.maxRetryMS`)
+//!   only while it can change: on a page file, during the MDS's start-up window. Any other
+//!   (a directory rename, DeleteForce outside /RecycleBin) is answered at once, not after
+//!   8 s of retries.
 //! - Paths are checked before any RPC (absolute, no trailing '/', no empty, '.' or '..'
 //!   component, ≤ 4096 bytes, components ≤ 255 bytes) → PARAM_ERROR.
 //! - Close of an unknown fd is BAD_FD (upstream: FAILED); Close of a file that no longer

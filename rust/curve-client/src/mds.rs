@@ -3,8 +3,9 @@
 //!
 //! Only transport failures are retried; an MDS `statusCode` is a final answer. Deviations
 //! from upstream, on purpose:
-//! - `kNotSupported` is answered at once. Upstream re-sends Rename/DeleteFile/ChangeOwner
-//!   for `mds.maxRetryMS` (8 s) first; that only delays the same -11.
+//! - `kNotSupported` is returned at once, like any status. Upstream re-sends
+//!   Rename/DeleteFile/ChangeOwner for `mds.maxRetryMS` (8 s); `client` retries only the
+//!   one case where the answer can change (a page file in the MDS's start-up window).
 //! - OpenFile returns the mapped code (NotExist, AuthFail, …) where upstream returns FAILED
 //!   for every MDS-side refusal.
 //! - IO-path calls (GetOrAllocateSegment, GetChunkServerListInCopySets) are bounded by

@@ -451,12 +451,9 @@ impl Transport for GrpcTransport {
                     attachment,
                 })
             };
-            match tokio::time::timeout(timeout, call).await {
-                Ok(Err(TransportError::Timeout(_))) | Err(_) => {
-                    Err(TransportError::Timeout(timeout))
-                }
-                Ok(r) => r,
-            }
+            tokio::time::timeout(timeout, call)
+                .await
+                .unwrap_or(Err(TransportError::Timeout(timeout)))
         })
     }
 }
@@ -498,22 +495,11 @@ fn is_connection_error(err: &(dyn std::error::Error + 'static)) -> bool {
     false
 }
 
-/// True if tonic's own deadline (the grpc-timeout we set) fired somewhere in the chain.
-fn is_timeout(err: &(dyn std::error::Error + 'static)) -> bool {
-    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(err);
-    while let Some(e) = cur {
-        if e.downcast_ref::<tonic::TimeoutExpired>().is_some() {
-            return true;
-        }
-        cur = e.source();
-    }
-    false
-}
-
+// No timeout error is classified here: the only deadline is the `tokio::time::timeout`
+// in `call` (no grpc-timeout header, no `Endpoint::timeout`), and hyper reports a connect
+// timeout as a connect error.
 fn classify_error(endpoint: &str, err: &(dyn std::error::Error + 'static)) -> TransportError {
-    if is_timeout(err) {
-        TransportError::Timeout(Duration::ZERO)
-    } else if is_connection_error(err) {
+    if is_connection_error(err) {
         TransportError::Connect {
             endpoint: endpoint.to_string(),
             message: err.to_string(),
@@ -527,7 +513,6 @@ fn classify_status(endpoint: &str, status: &tonic::Status) -> TransportError {
     // A status with a source was made on this side from a transport failure; one without
     // a source came from the server.
     match std::error::Error::source(status) {
-        Some(src) if is_timeout(src) => TransportError::Timeout(Duration::ZERO),
         Some(src) if is_connection_error(src) => TransportError::Connect {
             endpoint: endpoint.to_string(),
             message: status.message().to_string(),
