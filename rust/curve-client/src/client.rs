@@ -315,7 +315,7 @@ impl Client {
         self.alive()?;
         check(path, user)?;
         let (session, info) = self.core.mds.open_file(path, user).await?;
-        let fd = self.core.files.next_fd();
+        let fd = self.core.files.next_fd()?;
         let file = Arc::new(OpenFile::new(
             fd,
             path,

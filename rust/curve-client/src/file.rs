@@ -554,8 +554,12 @@ pub struct FdTable {
 }
 
 impl FdTable {
-    pub fn next_fd(&self) -> i32 {
-        self.next.fetch_add(1, Ordering::Relaxed)
+    /// The next fd; an error once 2^31 fds were handed out, because a wrapped fd would
+    /// be negative (an error code to the SDK's caller, who could never close it).
+    pub fn next_fd(&self) -> Result<i32> {
+        self.next
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_add(1))
+            .map_err(|_| Error::failed("this client has handed out every fd"))
     }
 
     /// Registers an open file; refused after shutdown.
@@ -588,5 +592,22 @@ impl FdTable {
 
     pub fn is_closed(&self) -> bool {
         self.closed.load(Ordering::Acquire)
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fds_never_wrap_to_negative() {
+        let t = FdTable::default();
+        assert_eq!(t.next_fd().unwrap(), 0);
+        assert_eq!(t.next_fd().unwrap(), 1);
+        t.next.store(i32::MAX - 1, Ordering::Relaxed);
+        assert_eq!(t.next_fd().unwrap(), i32::MAX - 1);
+        assert_eq!(t.next_fd().unwrap_err().code, ErrorCode::Failed);
+        assert_eq!(t.next_fd().unwrap_err().code, ErrorCode::Failed);
     }
 }
