@@ -489,6 +489,12 @@ impl MdsClient {
         let what = "GetOrAllocateSegment";
         match status_of(resp.status_code) {
             StatusCode::KOk => match resp.page_file_segment {
+                // Chunks are placed by their position in the segment asked for: those of
+                // another segment would put data at the wrong file offsets.
+                Some(seg) if seg.start_offset != offset => Err(Error::failed(format!(
+                    "{what}: asked for the segment at {offset}, MDS answered the one at {}",
+                    seg.start_offset
+                ))),
                 Some(seg) if !seg.chunks.is_empty() => Ok(Some(seg)),
                 _ => Err(Error::failed(format!(
                     "{what}: MDS answered OK without chunks at offset {offset}"
@@ -836,5 +842,43 @@ mod tests {
         let last = GetOrAllocateSegmentRequest::decode(calls[1].2.clone()).unwrap();
         assert!(last.allocate_if_not_exist);
         assert_eq!(last.epoch, Some(3));
+    }
+
+    #[tokio::test]
+    async fn segment_of_another_offset_is_refused() {
+        use curve_proto::mds::PageFileChunkInfo;
+        let (mds, _) = client(
+            &["a:1"],
+            |_, _| {
+                Ok(Bytes::from(
+                    GetOrAllocateSegmentResponse {
+                        status_code: StatusCode::KOk as i32,
+                        page_file_segment: Some(PageFileSegment {
+                            logical_pool_id: 1,
+                            start_offset: 1 << 30,
+                            segment_size: 1 << 30,
+                            chunk_size: 16 << 20,
+                            chunks: vec![PageFileChunkInfo {
+                                chunk_id: 1,
+                                copyset_id: 1,
+                            }],
+                        }),
+                    }
+                    .encode_to_vec(),
+                ))
+            },
+            |_| {},
+        );
+        let e = mds
+            .get_or_allocate_segment("/f", &user(), 2 << 30, true, 0)
+            .await
+            .unwrap_err();
+        assert_eq!(e.code, ErrorCode::Failed);
+        assert!(
+            mds.get_or_allocate_segment("/f", &user(), 1 << 30, true, 0)
+                .await
+                .unwrap()
+                .is_some()
+        );
     }
 }
