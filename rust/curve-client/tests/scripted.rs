@@ -38,6 +38,8 @@ struct State {
     refresh_status: Option<StatusCode>,
     refresh_id: Option<u64>,
     lease_us: u32,
+    /// When set, a successful ReadChunk returns this many bytes whatever was asked.
+    read_len: Option<usize>,
     dead: HashSet<String>,
     data: HashMap<(u64, u32), Vec<u8>>,
     /// (endpoint, method, chunk request if any)
@@ -202,12 +204,15 @@ impl Fake {
                         assert_eq!(att.len(), r.size.unwrap() as usize);
                         s.data.insert(key, att.to_vec());
                     } else {
-                        out = Bytes::from(
-                            s.data
-                                .get(&key)
-                                .cloned()
-                                .unwrap_or_else(|| vec![0; r.size.unwrap() as usize]),
-                        );
+                        let mut data = s
+                            .data
+                            .get(&key)
+                            .cloned()
+                            .unwrap_or_else(|| vec![0; r.size.unwrap() as usize]);
+                        if let Some(n) = s.read_len {
+                            data.resize(n, 0xee);
+                        }
+                        out = Bytes::from(data);
                     }
                 }
                 return Ok(RpcReply {
@@ -596,4 +601,24 @@ async fn redirect_to_an_unknown_peer_asks_who_leads() {
     let eps: Vec<String> = f.chunk_calls().into_iter().map(|c| c.0).collect();
     assert_eq!(eps, [CS[0], CS[1]]);
     assert!(f.count("GetLeader") >= 1);
+}
+
+#[tokio::test]
+async fn read_reply_of_the_wrong_length_is_an_error_not_a_partial_copy() {
+    let (c, f) = setup(|_| {});
+    let fd = opened(&c, &f).await;
+    for n in [0, 4095, 4097, 8192] {
+        f.0.lock().unwrap().read_len = Some(n);
+        f.script(&[]);
+        let mut buf = [7u8; 4096];
+        let e = c.read(fd, 0, &mut buf).await.unwrap_err();
+        assert_eq!(e.code, ErrorCode::Failed, "{n}: {e}");
+        assert_eq!(buf, [7u8; 4096], "{n}: the caller's buffer was written");
+        // opMaxRetry = 5: retried like any failed try, never accepted.
+        assert_eq!(f.chunk_calls().len(), 5, "{n}");
+    }
+    f.0.lock().unwrap().read_len = None;
+    let mut buf = [7u8; 4096];
+    c.read(fd, 0, &mut buf).await.unwrap();
+    assert_eq!(buf, [1u8; 4096]);
 }
