@@ -324,7 +324,6 @@ impl OpenFile {
         Ok(out)
     }
 
-    /// Common entry of read and write: alignment, lease, range, splitting, lookup.
     /// What an IO of `len` bytes at `offset` is checked against before it is split:
     /// alignment and the file's end (re-read once, so a fresh Extend counts).
     pub async fn check_bounds(&self, core: &Core, offset: u64, len: u64) -> Result<()> {
@@ -332,6 +331,7 @@ impl OpenFile {
         self.check_range(core, offset, len).await
     }
 
+    /// Common entry of read and write: alignment, lease, range, splitting, lookup.
     async fn prepare(
         &self,
         core: &Core,
