@@ -113,8 +113,10 @@ pub(crate) struct Election {
     pub last_leader_contact: Option<Instant>,
     /// Leader only: per member index (this chunkserver's own entry unused).
     pub followers: Vec<FollowerSync>,
-    /// Leader only: writes in flight per chunk, which a catch-up copy waits out.
-    pub writes_in_flight: HashMap<u64, u32>,
+    /// Leader only: byte ranges `[start, end)` of the writes in flight per chunk. A
+    /// catch-up copy waits them out, and a write waits for those it overlaps, so that
+    /// every replica applies overlapping writes in the same order.
+    pub writes_in_flight: HashMap<u64, Vec<(u64, u64)>>,
     /// Leader only: chunks being copied to a follower; their writes wait, or the copy
     /// could land after (and undo) a newer write on the follower.
     pub copy_blocked: HashSet<u64>,
@@ -137,7 +139,7 @@ pub(crate) struct CopysetState {
     /// Where `term` is kept across restarts (a restarted leader must not reuse a term).
     term_path: PathBuf,
     election: Mutex<Election>,
-    /// Wakes writes waiting for a chunk copy to finish.
+    /// Wakes writes waiting for a chunk copy or an overlapping write to finish.
     unblocked: tokio::sync::Notify,
 }
 
@@ -161,6 +163,7 @@ impl Drop for CopyBlock<'_> {
 pub(crate) struct WriteInFlight<'a> {
     copyset: &'a CopysetState,
     chunk_id: u64,
+    range: (u64, u64),
     done: bool,
 }
 
@@ -168,14 +171,15 @@ impl WriteInFlight<'_> {
     /// `missed`: member indexes that do not have the write.
     pub fn finish(mut self, missed: &[usize]) {
         self.done = true;
-        self.copyset.end_write(self.chunk_id, Some(missed));
+        self.copyset
+            .end_write(self.chunk_id, self.range, Some(missed));
     }
 }
 
 impl Drop for WriteInFlight<'_> {
     fn drop(&mut self) {
         if !self.done {
-            self.copyset.end_write(self.chunk_id, None);
+            self.copyset.end_write(self.chunk_id, self.range, None);
         }
     }
 }
@@ -382,9 +386,16 @@ impl CopysetState {
         self.applied_index.fetch_add(1, Ordering::Relaxed) + 1
     }
 
-    /// Leader: a write to `chunk_id` is about to be applied and replicated; waits while
-    /// the chunk is being copied to a follower.
-    pub async fn begin_write(&self, chunk_id: u64) -> WriteInFlight<'_> {
+    /// Leader: a write of `len` bytes at `offset` of `chunk_id` is about to be applied
+    /// and replicated; waits while the chunk is being copied to a follower, and while a
+    /// write it overlaps is in flight. The leader applies a write locally while sending
+    /// it to the followers, so two overlapping writes let through together could land
+    /// in one order here and the other on a follower: replicas would differ for good.
+    pub async fn begin_write(&self, chunk_id: u64, offset: u64, len: u64) -> WriteInFlight<'_> {
+        let range = (offset, offset.saturating_add(len));
+        // An empty write touches no byte, so it overlaps nothing.
+        let overlaps =
+            |&(start, end): &(u64, u64)| range.0 < range.1 && start < range.1 && range.0 < end;
         loop {
             let unblocked = self.unblocked.notified();
             tokio::pin!(unblocked);
@@ -392,11 +403,21 @@ impl CopysetState {
             unblocked.as_mut().enable();
             {
                 let mut election = self.election();
-                if !election.copy_blocked.contains(&chunk_id) {
-                    *election.writes_in_flight.entry(chunk_id).or_insert(0) += 1;
+                let held_back = election.copy_blocked.contains(&chunk_id)
+                    || election
+                        .writes_in_flight
+                        .get(&chunk_id)
+                        .is_some_and(|ranges| ranges.iter().any(overlaps));
+                if !held_back {
+                    election
+                        .writes_in_flight
+                        .entry(chunk_id)
+                        .or_default()
+                        .push(range);
                     return WriteInFlight {
                         copyset: self,
                         chunk_id,
+                        range,
                         done: false,
                     };
                 }
@@ -418,11 +439,13 @@ impl CopysetState {
         self.election().writes_in_flight.contains_key(&chunk_id)
     }
 
-    fn end_write(&self, chunk_id: u64, missed: Option<&[usize]>) {
+    fn end_write(&self, chunk_id: u64, range: (u64, u64), missed: Option<&[usize]>) {
         let mut election = self.election();
-        if let Some(n) = election.writes_in_flight.get_mut(&chunk_id) {
-            *n = n.saturating_sub(1);
-            if *n == 0 {
+        if let Some(ranges) = election.writes_in_flight.get_mut(&chunk_id) {
+            if let Some(i) = ranges.iter().position(|r| *r == range) {
+                ranges.swap_remove(i);
+            }
+            if ranges.is_empty() {
                 election.writes_in_flight.remove(&chunk_id);
             }
         }
@@ -433,6 +456,9 @@ impl CopysetState {
                 f.mark_dirty(chunk_id);
             }
         }
+        drop(election);
+        // Wakes the writes this one held back.
+        self.unblocked.notify_waiters();
     }
 
     /// Leader: whether member `index` holds every acknowledged write and knows it.
@@ -486,11 +512,12 @@ mod tests {
         }
         let block = cs.block_chunk(7);
         // Another chunk is not held back.
-        cs.begin_write(8).await.finish(&[]);
-        let waiting = tokio::time::timeout(Duration::from_millis(50), cs.begin_write(7)).await;
+        cs.begin_write(8, 0, 4096).await.finish(&[]);
+        let waiting =
+            tokio::time::timeout(Duration::from_millis(50), cs.begin_write(7, 0, 4096)).await;
         assert!(waiting.is_err(), "write went through a copy block");
         drop(block);
-        let write = tokio::time::timeout(Duration::from_secs(1), cs.begin_write(7)).await;
+        let write = tokio::time::timeout(Duration::from_secs(1), cs.begin_write(7, 0, 4096)).await;
         let Ok(write) = write else {
             panic!("write still held back after the copy");
         };
@@ -503,6 +530,46 @@ mod tests {
             assert!(!f.in_sync);
             assert!(matches!(&f.dirty, Dirty::Chunks(set) if set.contains(&7)));
         }
+    }
+
+    #[tokio::test]
+    async fn overlapping_writes_to_a_chunk_go_one_at_a_time() {
+        let dir = tempfile::tempdir().ok();
+        let Some(cs) = dir.as_ref().and_then(|d| copyset(d.path())) else {
+            panic!("copyset");
+        };
+        cs.lead();
+        let short = Duration::from_millis(50);
+        let first = cs.begin_write(7, 4096, 8192).await;
+        // Beside it, in another chunk, or empty: not held back.
+        for (chunk, offset, len) in [
+            (7, 0, 4096),
+            (7, 12288, 4096),
+            (8, 4096, 8192),
+            (7, 8192, 0),
+        ] {
+            let Ok(write) = tokio::time::timeout(short, cs.begin_write(chunk, offset, len)).await
+            else {
+                panic!("{chunk}:{offset}+{len} was held back");
+            };
+            write.finish(&[]);
+        }
+        for (offset, len) in [(4096, 8192), (0, 8192), (8192, 4096), (0, 1 << 20)] {
+            let overlapping = tokio::time::timeout(short, cs.begin_write(7, offset, len)).await;
+            assert!(
+                overlapping.is_err(),
+                "{offset}+{len} overlapped a write in flight"
+            );
+        }
+        let waiter = cs.begin_write(7, 8192, 4096);
+        tokio::pin!(waiter);
+        assert!(tokio::time::timeout(short, waiter.as_mut()).await.is_err());
+        first.finish(&[]);
+        let Ok(second) = tokio::time::timeout(Duration::from_secs(1), waiter).await else {
+            panic!("overlapping write still held back after the first finished");
+        };
+        second.finish(&[]);
+        assert!(!cs.writes_in_flight(7));
     }
 
     #[test]

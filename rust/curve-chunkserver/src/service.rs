@@ -203,7 +203,9 @@ impl Node {
         }
         // The local write and the followers' run concurrently: the write is idempotent
         // at its offset, so a failure on either side is settled by the client's retry.
-        let in_flight = copyset.begin_write(key.chunk_id).await;
+        let in_flight = copyset
+            .begin_write(key.chunk_id, u64::from(range.offset), u64::from(range.size))
+            .await;
         let store = self.store.clone();
         let local_data = data.clone();
         let offset = u64::from(range.offset);
