@@ -1,6 +1,8 @@
 //! File records: which client endpoints hold which file open, learnt from RefreshSession and
 //! forgotten on CloseFile or after one expiry without a refresh (reference §10). They live in
 //! memory only, as upstream's do; a restarted MDS therefore refuses deletions for one expiry.
+//! Clients that exit without CloseFile (UnInit sends none) leave records behind, so expired
+//! ones are swept as upstream's 0.5 s scan does, or memory would only ever grow.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -9,38 +11,67 @@ use std::time::{Duration, Instant};
 /// A client as the MDS identifies it: (clientIP, clientPort).
 pub(crate) type Endpoint = (String, u32);
 
+type ByPath = HashMap<String, HashMap<Endpoint, Instant>>;
+
 #[derive(Debug)]
 pub(crate) struct FileRecords {
     expiry: Duration,
-    by_path: Mutex<HashMap<String, HashMap<Endpoint, Instant>>>,
+    state: Mutex<State>,
 }
+
+#[derive(Debug, Default)]
+struct State {
+    by_path: ByPath,
+    /// When expired records of every path were last dropped.
+    last_sweep: Option<Instant>,
+}
+
+/// How often `refresh` drops the expired records of every path (upstream scans every 0.5 s).
+const SWEEP_INTERVAL: Duration = Duration::from_millis(500);
 
 impl FileRecords {
     pub(crate) fn new(expiry: Duration) -> Self {
         Self {
             expiry,
-            by_path: Mutex::new(HashMap::new()),
+            state: Mutex::new(State::default()),
         }
     }
 
-    fn with<R>(&self, f: impl FnOnce(&mut HashMap<String, HashMap<Endpoint, Instant>>) -> R) -> R {
+    fn with<R>(&self, f: impl FnOnce(&mut State) -> R) -> R {
         // A panic elsewhere while holding the lock leaves the map consistent (each operation is
         // a single insert/remove), so a poisoned lock is still safe to use.
-        let mut guard = match self.by_path.lock() {
+        let mut guard = match self.state.lock() {
             Ok(g) => g,
             Err(poisoned) => poisoned.into_inner(),
         };
         f(&mut guard)
     }
 
+    /// Records a refresh; at most every [`SWEEP_INTERVAL`] also drops every expired record,
+    /// so paths nobody asks about again do not keep theirs for ever.
     pub(crate) fn refresh(&self, path: &str, endpoint: Endpoint, now: Instant) {
-        self.with(|m| {
-            m.entry(path.to_owned()).or_default().insert(endpoint, now);
+        let expiry = self.expiry;
+        self.with(|s| {
+            let due = s
+                .last_sweep
+                .is_none_or(|t| now.saturating_duration_since(t) >= SWEEP_INTERVAL);
+            if due {
+                s.by_path.retain(|_, eps| {
+                    eps.retain(|_, last| now.saturating_duration_since(*last) < expiry);
+                    !eps.is_empty()
+                });
+                s.last_sweep = Some(now);
+            }
+            s.by_path
+                .entry(path.to_owned())
+                .or_default()
+                .insert(endpoint, now);
         });
     }
 
     pub(crate) fn close(&self, path: &str, endpoint: &Endpoint) {
-        self.with(|m| {
+        self.with(|s| {
+            let m = &mut s.by_path;
             if let Some(eps) = m.get_mut(path) {
                 eps.remove(endpoint);
                 if eps.is_empty() {
@@ -53,7 +84,8 @@ impl FileRecords {
     /// Whether some client refreshed `path` less than one expiry ago; drops stale records.
     pub(crate) fn is_occupied(&self, path: &str, now: Instant) -> bool {
         let expiry = self.expiry;
-        self.with(|m| {
+        self.with(|s| {
+            let m = &mut s.by_path;
             let Some(eps) = m.get_mut(path) else {
                 return false;
             };
@@ -88,5 +120,27 @@ mod tests {
         assert!(!r.is_occupied("/f", t0));
         r.refresh("/f", a, t0);
         assert!(!r.is_occupied("/f", t0 + Duration::from_secs(5)));
+    }
+
+    #[test]
+    fn records_nobody_asks_about_are_swept() {
+        let r = FileRecords::new(Duration::from_secs(5));
+        let t0 = Instant::now();
+        for port in 0..100 {
+            r.refresh("/gone", ("10.0.0.1".into(), port), t0);
+        }
+        r.refresh("/live", ("10.0.0.2".into(), 0), t0 + Duration::from_secs(4));
+        // Nobody deletes or renames "/gone" again; later refreshes of others drop it.
+        r.refresh(
+            "/other",
+            ("10.0.0.3".into(), 0),
+            t0 + Duration::from_secs(6),
+        );
+        let paths = r.with(|s| {
+            let mut paths: Vec<String> = s.by_path.keys().cloned().collect();
+            paths.sort();
+            paths
+        });
+        assert_eq!(paths, ["/live", "/other"]);
     }
 }
