@@ -17,8 +17,10 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::SystemTime;
 
-/// At most this many chunk files stay open; beyond it an arbitrary handle is dropped
-/// (requests holding it keep their `Arc`, so nothing in flight is disturbed).
+/// At most this many chunk files stay open; beyond it a handle no request holds is
+/// dropped. One in use is never dropped: a second handle opened beside it would have its
+/// own sn lock and sn read from the sidecar, so two writes could both pass the sn check
+/// and the sidecar could go backwards.
 const MAX_OPEN_CHUNKS: usize = 4096;
 
 /// Identifies a chunk inside this chunkserver.
@@ -54,6 +56,7 @@ struct ChunkFile {
 pub(crate) struct ChunkStore {
     copysets_dir: PathBuf,
     open: Mutex<HashMap<ChunkKey, Arc<ChunkFile>>>,
+    max_open: usize,
 }
 
 /// A poisoned lock only means another request panicked mid-update of a map that is a
@@ -64,9 +67,14 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl ChunkStore {
     pub fn new(data_dir: &Path) -> Self {
+        Self::with_max_open(data_dir, MAX_OPEN_CHUNKS)
+    }
+
+    fn with_max_open(data_dir: &Path, max_open: usize) -> Self {
         ChunkStore {
             copysets_dir: data_dir.join("copysets"),
             open: Mutex::new(HashMap::new()),
+            max_open,
         }
     }
 
@@ -111,8 +119,13 @@ impl ChunkStore {
             sn_path,
         });
         let mut open = lock(&self.open);
-        if open.len() >= MAX_OPEN_CHUNKS
-            && let Some(victim) = open.keys().next().copied()
+        // Handles are only cloned under this lock, so a count of 1 cannot grow meanwhile.
+        if open.len() >= self.max_open
+            && !open.contains_key(&key)
+            && let Some(victim) = open
+                .iter()
+                .find(|(_, c)| Arc::strong_count(c) == 1)
+                .map(|(k, _)| *k)
         {
             open.remove(&victim);
         }
@@ -270,6 +283,37 @@ mod tests {
         assert_eq!(store.sn(key(7))?, Some(3));
         let got = store.read(key(7), 4096, 4096)?.unwrap_or_default();
         assert_eq!(got, vec![5u8; 4096]);
+        Ok(())
+    }
+
+    #[test]
+    fn a_chunk_in_use_keeps_its_one_handle_when_the_cache_is_full() -> io::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let store = ChunkStore::with_max_open(dir.path(), 1);
+        store.create_copyset_dir(1, 2)?;
+        let Some(in_use) = store.chunk(key(7), true)? else {
+            panic!("chunk 7 not created");
+        };
+        // Opening another chunk must not evict 7 while a request holds it...
+        store
+            .admit_sn(key(8), Some(1))
+            .map_err(|_| io::Error::other("admit 8"))?;
+        let Some(again) = store.chunk(key(7), false)? else {
+            panic!("chunk 7 vanished");
+        };
+        assert!(Arc::ptr_eq(&in_use, &again), "two handles of one chunk");
+        // ...so its sn check sees what the holder recorded.
+        *lock(&in_use.sn) = 5;
+        assert!(matches!(
+            store.admit_sn(key(7), Some(4)),
+            Err(WriteError::Backward)
+        ));
+        drop((in_use, again));
+        // Unused handles are still dropped to make room.
+        store
+            .admit_sn(key(9), Some(1))
+            .map_err(|_| io::Error::other("admit 9"))?;
+        assert!(lock(&store.open).len() <= 2);
         Ok(())
     }
 }
