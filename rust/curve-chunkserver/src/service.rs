@@ -120,28 +120,42 @@ impl Node {
             .is_some_and(|&recorded| recorded != epoch)
     }
 
-    async fn read(&self, req: ChunkRequest) -> ChunkResponse {
-        if req.op_type != ChunkOpType::ChunkOpRead as i32 {
-            return status_response(ChunkOpStatus::InvalidRequest);
+    /// What ReadChunk and WriteChunk check first, in this order: the op type matches
+    /// the method, the range is valid, the copyset is hosted here and led by us.
+    fn admit(
+        &self,
+        req: &ChunkRequest,
+        op: ChunkOpType,
+    ) -> Result<(&Arc<CopysetState>, Range, ChunkKey), ChunkResponse> {
+        if req.op_type != op as i32 {
+            return Err(status_response(ChunkOpStatus::InvalidRequest));
         }
         let Some(range) = self.check_range(req.offset, req.size) else {
-            return status_response(ChunkOpStatus::InvalidRequest);
+            return Err(status_response(ChunkOpStatus::InvalidRequest));
         };
         let Some(copyset) = self.copyset(req.logic_pool_id, req.copyset_id) else {
-            return status_response(ChunkOpStatus::CopysetNotexist);
+            return Err(status_response(ChunkOpStatus::CopysetNotexist));
         };
         if !copyset.is_leader() {
-            return Self::redirect(copyset);
-        }
-        if !copyset.lease_valid() {
-            // No hint: we may no longer be the leader, and do not know who is.
-            return status_response(ChunkOpStatus::Redirected);
+            return Err(Self::redirect(copyset));
         }
         let key = ChunkKey {
             logical_pool_id: req.logic_pool_id,
             copyset_id: req.copyset_id,
             chunk_id: req.chunk_id,
         };
+        Ok((copyset, range, key))
+    }
+
+    async fn read(&self, req: ChunkRequest) -> ChunkResponse {
+        let (copyset, range, key) = match self.admit(&req, ChunkOpType::ChunkOpRead) {
+            Ok(admitted) => admitted,
+            Err(refusal) => return refusal,
+        };
+        if !copyset.lease_valid() {
+            // No hint: we may no longer be the leader, and do not know who is.
+            return status_response(ChunkOpStatus::Redirected);
+        }
         let store = self.store.clone();
         let (offset, len) = (u64::from(range.offset), range.size as usize);
         let result = run_io(len, move || store.read(key, offset, len)).await;
@@ -161,18 +175,10 @@ impl Node {
     }
 
     async fn write(&self, req: ChunkRequest) -> ChunkResponse {
-        if req.op_type != ChunkOpType::ChunkOpWrite as i32 {
-            return status_response(ChunkOpStatus::InvalidRequest);
-        }
-        let Some(range) = self.check_range(req.offset, req.size) else {
-            return status_response(ChunkOpStatus::InvalidRequest);
+        let (copyset, range, key) = match self.admit(&req, ChunkOpType::ChunkOpWrite) {
+            Ok(admitted) => admitted,
+            Err(refusal) => return refusal,
         };
-        let Some(copyset) = self.copyset(req.logic_pool_id, req.copyset_id) else {
-            return status_response(ChunkOpStatus::CopysetNotexist);
-        };
-        if !copyset.is_leader() {
-            return Self::redirect(copyset);
-        }
         if self.epoch_too_old(req.file_id, req.epoch) {
             return status_response(ChunkOpStatus::EpochTooOld);
         }
@@ -181,11 +187,6 @@ impl Node {
         if data.len() != range.size as usize {
             return status_response(ChunkOpStatus::InvalidRequest);
         }
-        let key = ChunkKey {
-            logical_pool_id: req.logic_pool_id,
-            copyset_id: req.copyset_id,
-            chunk_id: req.chunk_id,
-        };
         // Checked before replicating so a BACKWARD write reaches no replica.
         match self.store.admit_sn(key, req.sn) {
             Ok(()) => {}
