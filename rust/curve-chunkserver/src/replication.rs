@@ -13,7 +13,7 @@ use curve_proto::local::replica_service_client::ReplicaServiceClient;
 use futures::future::join_all;
 use tonic::transport::{Channel, Endpoint};
 
-use crate::copyset::CopysetState;
+use crate::copyset::{CopysetState, Role};
 use crate::store::ChunkKey;
 use crate::{H2_CONNECTION_WINDOW, H2_STREAM_WINDOW, MAX_MESSAGE_SIZE};
 
@@ -151,7 +151,10 @@ pub(crate) async fn replicate_write(
 }
 
 /// Whether a write applied locally may be acknowledged: every live follower has it and,
-/// counting the leader, a majority does.
+/// counting the leader, a majority does. If leadership moved while it was in flight (a
+/// hand-back to an earlier member), the new leader must be among those that have it: it
+/// took over without waiting for this write, and reads and catch-up copies now come from
+/// it, so a write it missed would be acknowledged and then lost.
 pub(crate) fn write_committed(
     copyset: &CopysetState,
     outcomes: &[(usize, ReplicaOutcome)],
@@ -163,5 +166,53 @@ pub(crate) fn write_committed(
     let refused = outcomes
         .iter()
         .any(|(_, o)| matches!(o, ReplicaOutcome::Refused(_)));
-    !refused && applied >= copyset.majority()
+    let leader_has_it = match copyset.role() {
+        Role::Leader => true,
+        Role::Follower(leader) => outcomes
+            .iter()
+            .any(|(i, o)| *i == leader && *o == ReplicaOutcome::Applied),
+        Role::Unknown => false,
+    };
+    !refused && leader_has_it && applied >= copyset.majority()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{HostedCopyset, PeerEntry};
+
+    #[test]
+    fn a_write_outlived_by_its_leadership_needs_the_new_leader() {
+        let dir = tempfile::tempdir().ok();
+        let Some(dir) = dir.as_ref().map(|d| d.path().join("term")) else {
+            panic!("tempdir");
+        };
+        let hosted = HostedCopyset {
+            logical_pool_id: 1,
+            copyset_id: 1,
+            members: (0..3)
+                .map(|id| PeerEntry {
+                    id,
+                    addr: format!("127.0.0.1:{}", 9000 + id),
+                })
+                .collect(),
+        };
+        let Some(cs) = CopysetState::new(&hosted, 1, dir) else {
+            panic!("copyset");
+        };
+        use ReplicaOutcome::{Applied, Refused, Unreachable};
+        let missed_by_0 = [(0, Unreachable), (2, Applied)];
+        let on_all = [(0, Applied), (2, Applied)];
+        cs.lead();
+        assert!(write_committed(&cs, &missed_by_0));
+        assert!(write_committed(&cs, &on_all));
+        assert!(!write_committed(&cs, &[(0, Unreachable), (2, Unreachable)]));
+        assert!(!write_committed(&cs, &[(0, Refused(1)), (2, Applied)]));
+        // Handed back to member 0 while the write was in flight.
+        cs.follow(0);
+        assert!(!write_committed(&cs, &missed_by_0));
+        assert!(write_committed(&cs, &on_all));
+        cs.step_down();
+        assert!(!write_committed(&cs, &on_all));
+    }
 }
