@@ -5,8 +5,9 @@
 //! Start it with [`serve`] (binds `MdsConfig::listen`) or [`serve_with_listener`]; both
 //! return when the shutdown future completes. What it answers follows upstream Curve's MDS
 //! (reference §3, §4, §9, §10, §13), including its order of checks. Knowingly different:
-//! DeleteForce removes a recycle-bin entry at once (upstream marks it kFileDeleting and
-//! cleans chunks in the background), and the topology is the static one of the config.
+//! DeleteForce removes a recycle-bin entry at once and leaves its chunks on the chunkservers
+//! (upstream marks it kFileDeleting and deletes its chunks in the background), and the
+//! topology is the static one of the config.
 //!
 //! Modules: `auth` (date/owner/signature), `path` (path validation), `rules` (length and
 //! stripe rules), `store` (redb tables), `records` (file records of open files),

@@ -348,8 +348,10 @@ impl Namespace {
                     if parent != RECYCLEBIN_ID {
                         return Err(S::KNotSupported.into());
                     }
-                    // Upstream marks the entry kFileDeleting and cleans chunks in the
-                    // background; the local cluster has nothing to clean, so it goes at once.
+                    // Upstream marks the entry kFileDeleting and has a background job
+                    // delete its chunks. This MDS never calls the chunkservers, so the entry
+                    // goes at once and its chunk files stay on disk (chunk ids are never
+                    // reused, so no later file can read them).
                     t.unlink(parent, walked.name)?;
                     t.remove_inode(id)?;
                     t.remove_segments(id)?;
