@@ -21,10 +21,21 @@
 //!   has caught up and acknowledged an in-sync heartbeat of the current term.
 //! - A leader serves reads only while a majority answered it within 1.5 s (a lease).
 //!
+//! - Every member records which members lack acknowledged writes (`Lagging`, persisted
+//!   in the copyset's `lagging` file, so it survives a restart of every chunkserver).
+//!   The leader adds a member when a write is acknowledged without it, and before
+//!   acknowledging makes sure every follower that has the write records it too (one
+//!   extra heartbeat per change of the set, not per write); it removes the member once
+//!   caught up. Heartbeats carry the record; `(term, version)` orders records.
+//!   A member in the record never leads (so never serves reads or copies its chunks to
+//!   others). At start, before claiming leadership, a chunkserver asks its peers for
+//!   their term and record (`ReplicaState`), and leads only with a majority answering,
+//!   not in the newest record, and with no candidate of a higher term before it.
+//!
 //! Known gap: a write a follower missed less than one heartbeat interval before the
 //! leader died is invisible to that follower, which may then lead without it.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
@@ -50,6 +61,43 @@ const LEADER_LEASE: Duration = Duration::from_millis(1500);
 /// Margin for writes in flight around that last heartbeat (one write deadline, twice).
 const IN_FLIGHT_MARGIN: Duration = Duration::from_secs(2);
 
+/// Which members lack acknowledged writes (chunkserver ids), as this chunkserver last
+/// learnt it. `(term, version)` orders records: a leader starts a new term at version 1
+/// and bumps the version with every change, so a follower never replaces a record with
+/// an older one arriving late.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Lagging {
+    pub term: u64,
+    pub version: u64,
+    pub ids: BTreeSet<u32>,
+}
+
+impl Lagging {
+    pub fn key(&self) -> (u64, u64) {
+        (self.term, self.version)
+    }
+
+    /// "term version id id ..." on one line; `None` if malformed.
+    fn decode(text: &str) -> Option<Self> {
+        let mut words = text.split_whitespace().map(str::parse::<u64>);
+        let term = words.next()?.ok()?;
+        let version = words.next()?.ok()?;
+        let ids = words
+            .map(|w| w.ok().and_then(|id| u32::try_from(id).ok()))
+            .collect::<Option<BTreeSet<u32>>>()?;
+        Some(Lagging { term, version, ids })
+    }
+
+    fn encode(&self) -> String {
+        let mut text = format!("{} {}", self.term, self.version);
+        for id in &self.ids {
+            text.push_str(&format!(" {id}"));
+        }
+        text.push('\n');
+        text
+    }
+}
+
 /// Which chunks a follower may lack.
 #[derive(Debug, Clone)]
 pub(crate) enum Dirty {
@@ -69,6 +117,8 @@ pub(crate) struct FollowerSync {
     pub in_sync_acked: bool,
     pub dirty: Dirty,
     pub catching_up: bool,
+    /// The newest version of this term's `Lagging` record it acknowledged.
+    pub lagging_acked: u64,
 }
 
 impl FollowerSync {
@@ -78,6 +128,7 @@ impl FollowerSync {
             in_sync_acked: false,
             dirty: Dirty::All,
             catching_up: false,
+            lagging_acked: 0,
         }
     }
 
@@ -120,6 +171,8 @@ pub(crate) struct Election {
     /// Leader only: chunks being copied to a follower; their writes wait, or the copy
     /// could land after (and undo) a newer write on the follower.
     pub copy_blocked: HashSet<u64>,
+    /// Which members lack acknowledged writes (persisted in `lagging_path`).
+    pub lagging: Lagging,
 }
 
 #[derive(Debug)]
@@ -138,6 +191,8 @@ pub(crate) struct CopysetState {
     term: AtomicU64,
     /// Where `term` is kept across restarts (a restarted leader must not reuse a term).
     term_path: PathBuf,
+    /// Where `Election::lagging` is kept across restarts (beside `term_path`).
+    lagging_path: PathBuf,
     election: Mutex<Election>,
     /// Wakes writes waiting for a chunk copy or an overlapping write to finish.
     unblocked: tokio::sync::Notify,
@@ -200,7 +255,15 @@ impl CopysetState {
         let n = hosted.members.len();
         // An unreadable term file counts as term 0: the peers' heartbeats teach us theirs.
         let term = read_sn(&term_path).unwrap_or(0);
+        let lagging_path = term_path.with_file_name("lagging");
+        // A missing record means nobody was ever left behind; an unreadable one is
+        // treated alike and the newer records of the peers win at start anyway.
+        let lagging = std::fs::read_to_string(&lagging_path)
+            .ok()
+            .and_then(|text| Lagging::decode(&text))
+            .unwrap_or_default();
         Some(CopysetState {
+            lagging_path,
             term: AtomicU64::new(term),
             term_path,
             logical_pool_id: hosted.logical_pool_id,
@@ -217,6 +280,7 @@ impl CopysetState {
                 followers: (0..n).map(|_| FollowerSync::unknown()).collect(),
                 writes_in_flight: HashMap::new(),
                 copy_blocked: HashSet::new(),
+                lagging,
             }),
             unblocked: tokio::sync::Notify::new(),
         })
@@ -281,16 +345,100 @@ impl CopysetState {
     }
 
     /// Take leadership in a new term. Every follower starts unknown and gets a full
-    /// catch-up copy.
+    /// catch-up copy. The lagging record carries over (from `newest`, the newest one
+    /// the peers had at start, when given) under the new term.
     pub fn lead(&self) {
+        self.lead_with(None);
+    }
+
+    pub fn lead_with(&self, newest: Option<BTreeSet<u32>>) {
         let mut election = self.election();
         for f in &mut election.followers {
             *f = FollowerSync::unknown();
         }
         let term = self.term.fetch_add(1, Ordering::AcqRel) + 1;
         self.persist_term(term);
+        if let Some(ids) = newest {
+            election.lagging.ids = ids;
+        }
+        election.lagging.term = term;
+        election.lagging.version = 1;
+        self.persist_lagging(&election.lagging);
         self.leader.store(self.self_index, Ordering::Release);
-        tracing::info!(copyset = %self.name(), term, "leading");
+        tracing::info!(copyset = %self.name(), term, lagging = ?election.lagging.ids, "leading");
+    }
+
+    fn persist_lagging(&self, lagging: &Lagging) {
+        let tmp = self.lagging_path.with_extension("tmp");
+        let written = std::fs::write(&tmp, lagging.encode())
+            .and_then(|()| std::fs::rename(&tmp, &self.lagging_path));
+        if let Err(e) = written {
+            tracing::warn!(copyset = %self.name(), error = %e, "cannot persist lagging members");
+        }
+    }
+
+    pub fn lagging(&self) -> Lagging {
+        self.election().lagging.clone()
+    }
+
+    /// Whether this chunkserver's own record says it lacks acknowledged writes.
+    pub fn self_lagging(&self) -> bool {
+        let me = self.members[self.self_index].id;
+        self.election().lagging.ids.contains(&me)
+    }
+
+    /// Leader: the members at `missed` lack a write; returns the record version that
+    /// the followers holding the write must acknowledge before it is acknowledged.
+    /// Persists only when the set changes.
+    pub fn note_missed(&self, missed: &[usize]) -> u64 {
+        let mut election = self.election();
+        let mut changed = false;
+        for &i in missed {
+            if let Some(m) = self.members.get(i) {
+                changed |= election.lagging.ids.insert(m.id);
+            }
+        }
+        if changed {
+            election.lagging.version += 1;
+            self.persist_lagging(&election.lagging);
+            tracing::info!(copyset = %self.name(), lagging = ?election.lagging.ids, "members lack writes");
+        }
+        election.lagging.version
+    }
+
+    /// Leader: member `index` holds every acknowledged write again.
+    pub fn clear_lagging(&self, election: &mut Election, index: usize) {
+        if let Some(m) = self.members.get(index)
+            && election.lagging.ids.remove(&m.id)
+        {
+            election.lagging.version += 1;
+            self.persist_lagging(&election.lagging);
+        }
+    }
+
+    /// Leader: whether follower `index` acknowledged record version `version`.
+    pub fn lagging_known_by(&self, index: usize, version: u64) -> bool {
+        self.election()
+            .followers
+            .get(index)
+            .is_some_and(|f| f.lagging_acked >= version)
+    }
+
+    /// Follower: a record from the leader. `false` if it is from an older term than
+    /// the one held (the sender's view is out of date); a late older version of the
+    /// same term is ignored (the newer one already covers it) but accepted.
+    pub fn adopt_lagging(&self, incoming: Lagging) -> bool {
+        let mut election = self.election();
+        if incoming.term < election.lagging.term {
+            return false;
+        }
+        if incoming.key() > election.lagging.key() {
+            if incoming.ids != election.lagging.ids || incoming.term != election.lagging.term {
+                self.persist_lagging(&incoming);
+            }
+            election.lagging = incoming;
+        }
+        true
     }
 
     /// Forget the leader (a newer term exists somewhere); discovery finds it again.
@@ -352,6 +500,9 @@ impl CopysetState {
     /// Whether this follower may lead: it was heartbeated (held every acknowledged
     /// write) up to about when the leader was last seen.
     pub fn eligible(&self) -> bool {
+        if self.self_lagging() {
+            return false;
+        }
         let election = self.election();
         match (election.last_heartbeat, election.last_leader_contact) {
             (None, _) => false,
@@ -570,6 +721,57 @@ mod tests {
         };
         second.finish(&[]);
         assert!(!cs.writes_in_flight(7));
+    }
+
+    #[test]
+    fn lagging_record_survives_a_restart_and_never_goes_back() {
+        let dir = tempfile::tempdir().ok();
+        let Some(path) = dir.as_ref().map(|d| d.path().to_path_buf()) else {
+            panic!("tempdir");
+        };
+        let Some(cs) = copyset(&path) else {
+            panic!("copyset");
+        };
+        assert_eq!(cs.lagging(), Lagging::default());
+        cs.lead();
+        assert_eq!(cs.lagging().key(), (1, 1));
+        // Once per change of the set, not per write.
+        assert_eq!(cs.note_missed(&[2]), 2);
+        assert_eq!(cs.note_missed(&[2]), 2);
+        assert_eq!(cs.note_missed(&[1, 2, 7]), 3);
+        {
+            let mut election = cs.election();
+            cs.clear_lagging(&mut election, 1);
+        }
+        let expected = Lagging {
+            term: 1,
+            version: 4,
+            ids: BTreeSet::from([2]),
+        };
+        assert_eq!(cs.lagging(), expected);
+        drop(cs);
+        let Some(cs) = copyset(&path) else {
+            panic!("copyset");
+        };
+        assert_eq!(cs.lagging(), expected);
+        // As a follower: a late older version of the same term changes nothing, an
+        // older term is refused, a newer record replaces it.
+        let record = |term, version, ids: &[u32]| Lagging {
+            term,
+            version,
+            ids: ids.iter().copied().collect(),
+        };
+        assert!(cs.adopt_lagging(record(1, 2, &[])));
+        assert_eq!(cs.lagging(), expected);
+        assert!(!cs.adopt_lagging(record(0, 9, &[])));
+        assert!(cs.adopt_lagging(record(3, 1, &[0])));
+        assert!(cs.self_lagging());
+        assert!(!cs.eligible());
+        // Garbage on disk is an empty record, never a panic.
+        for text in ["", "x", "1", "1 2 y", "1 2 99999999999"] {
+            assert_eq!(Lagging::decode(text), None, "{text:?}");
+        }
+        assert_eq!(Lagging::decode("3 1 0\n"), Some(record(3, 1, &[0])));
     }
 
     #[test]

@@ -8,8 +8,12 @@
 //! follower holds every acknowledged write and 0 otherwise. A follower answers a
 //! heartbeat with status 0, or with CHUNK_EXIST (11) to a "not in sync" heartbeat when
 //! it held every write within the last `RECENTLY_IN_SYNC` (so a new leader copies only
-//! recently written chunks to it). The message is our own (curvefs.local), so this
-//! needs no proto change.
+//! recently written chunks to it). Heartbeats also carry the leader's record of the
+//! members lacking writes (`laggingTerm`/`laggingVersion`/`lagging`); a follower that
+//! holds a record of a newer term answers BACKWARD.
+//!
+//! A chunkserver that knows no leader (startup) asks its peers `ReplicaState` (term and
+//! lagging record) before it claims leadership: see `discover`.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -17,11 +21,14 @@ use std::time::{Duration, Instant};
 use curve_proto::chunkserver::cli_service2_client::CliService2Client;
 use curve_proto::chunkserver::{ChunkOpStatus, GetLeaderRequest2};
 use curve_proto::common::Peer;
-use curve_proto::local::ReplicateWriteRequest;
+use curve_proto::local::replica_service_client::ReplicaServiceClient;
+use curve_proto::local::{ReplicaStateRequest, ReplicateWriteRequest};
 use futures::future::join_all;
 use tokio::task::JoinSet;
 
-use crate::copyset::{CopysetState, Dirty, PROBE_FAILURES_TO_FAILOVER, Role, peer_id_text};
+use crate::copyset::{
+    CopysetState, Dirty, Lagging, PROBE_FAILURES_TO_FAILOVER, Role, peer_id_text,
+};
 use crate::replication::{REPLICATE_DEADLINE, ReplicaOutcome, send_replicate};
 use crate::service::Node;
 use crate::store::ChunkKey;
@@ -112,11 +119,11 @@ async fn beat(node: &Node, cs: &CopysetState, index: usize) -> ReplicaOutcome {
     let Some(peer) = cs.members().get(index) else {
         return ReplicaOutcome::Unreachable;
     };
-    let in_sync = cs
-        .election()
-        .followers
-        .get(index)
-        .is_some_and(|f| f.in_sync);
+    let (in_sync, lagging) = {
+        let election = cs.election();
+        let in_sync = election.followers.get(index).is_some_and(|f| f.in_sync);
+        (in_sync, election.lagging.clone())
+    };
     let request = ReplicateWriteRequest {
         logic_pool_id: cs.logical_pool_id,
         copyset_id: cs.copyset_id,
@@ -125,8 +132,22 @@ async fn beat(node: &Node, cs: &CopysetState, index: usize) -> ReplicaOutcome {
         data: Vec::new(),
         sn: Some(cs.term()),
         leader_id: node.id,
+        lagging_term: Some(lagging.term),
+        lagging_version: Some(lagging.version),
+        lagging: lagging.ids.iter().copied().collect(),
     };
     let outcome = send_replicate(node.channels(), &peer.addr, request, PROBE_DEADLINE).await;
+    if outcome == ReplicaOutcome::Applied
+        || outcome == ReplicaOutcome::Refused(ChunkOpStatus::ChunkExist as u32)
+    {
+        let mut election = cs.election();
+        // Only a record of this leadership counts (versions restart with each term).
+        if election.lagging.term == lagging.term
+            && let Some(f) = election.followers.get_mut(index)
+        {
+            f.lagging_acked = f.lagging_acked.max(lagging.version);
+        }
+    }
     if outcome == ReplicaOutcome::Refused(ChunkOpStatus::ChunkExist as u32) {
         let mut election = cs.election();
         if let Some(f) = election.followers.get_mut(index) {
@@ -211,8 +232,13 @@ async fn probe(node: &Node, cs: &CopysetState, leader: usize) {
     }
     match answer {
         Answer::Names(i) if i == leader => {}
-        // The leader hands leadership back to us (we are earlier in order and caught up).
-        Answer::Names(i) if i == cs.self_index() => cs.lead(),
+        // The leader hands leadership back to us (we are earlier in order and caught up);
+        // a stale answer naming us while our record says we lack writes is not enough.
+        Answer::Names(i) if i == cs.self_index() => {
+            if !cs.self_lagging() {
+                cs.lead();
+            }
+        }
         Answer::Names(i) => cs.follow(i),
         Answer::NoLeader => {}
         Answer::Unreachable => {
@@ -273,7 +299,44 @@ async fn fail_over(node: &Node, cs: &CopysetState, dead: usize) {
     // No safe candidate: keep the dead leader and try again next round.
 }
 
-/// Startup: learn the leader from the peers, or lead a cold cluster if first in order.
+/// What a peer answered to `ReplicaState`.
+struct PeerState {
+    term: u64,
+    lagging: Lagging,
+}
+
+/// Asks member `index` for its term and lagging record; `None` if it did not answer
+/// within the probe deadline (it may be down or still starting).
+async fn ask_state(node: &Node, cs: &CopysetState, index: usize) -> Option<PeerState> {
+    let peer = cs.members().get(index)?;
+    let channel = node.channels().channel(&peer.addr)?;
+    let mut client = ReplicaServiceClient::new(channel);
+    let request = ReplicaStateRequest {
+        logic_pool_id: cs.logical_pool_id,
+        copyset_id: cs.copyset_id,
+    };
+    // Short: a starting chunkserver must not wait long on a dead peer.
+    let resp = tokio::time::timeout(PROBE_DEADLINE, client.replica_state(request))
+        .await
+        .ok()?
+        .ok()?
+        .into_inner();
+    if resp.status != 0 {
+        return None;
+    }
+    Some(PeerState {
+        term: resp.term.unwrap_or(0),
+        lagging: Lagging {
+            term: resp.lagging_term.unwrap_or(0),
+            version: resp.lagging_version.unwrap_or(0),
+            ids: resp.lagging.into_iter().collect(),
+        },
+    })
+}
+
+/// Startup: learn the leader from the peers, or, with a majority answering, lead if we
+/// are the first member in order that holds every acknowledged write by the newest
+/// lagging record any of them (or we) kept, and whose term none of those is above.
 async fn discover(node: &Node, cs: &CopysetState) {
     let me = cs.self_index();
     let answers = ask_peers(node, cs, None).await;
@@ -281,32 +344,81 @@ async fn discover(node: &Node, cs: &CopysetState) {
         cs.follow(*j);
         return;
     }
-    // The peers still follow us: we restarted before anyone took over.
-    if answers.iter().any(|(_, a)| *a == Answer::Names(me)) {
-        cs.lead();
-        return;
-    }
-    if let Some((_, Answer::Names(x))) = answers.iter().find(|(_, a)| matches!(a, Answer::Names(_)))
+    if let Some((_, Answer::Names(x))) = answers
+        .iter()
+        .find(|(_, a)| matches!(a, Answer::Names(x) if *x != me))
     {
         cs.follow(*x);
         return;
     }
-    // Cold start: the first member in order that is up leads; an earlier member that
-    // does not answer is waited for a few rounds (it may still be starting).
-    let mut election = cs.election();
-    for (i, _) in cs.members().iter().enumerate() {
+    // Nobody leads. Whoever leads now copies its chunks over everyone else's, so it
+    // must hold every acknowledged write: ask the peers what they know first.
+    let asks = cs
+        .peers()
+        .map(|(i, _)| async move { (i, ask_state(node, cs, i).await) });
+    let states = join_all(asks).await;
+    let reachable = 1 + states.iter().filter(|(_, s)| s.is_some()).count();
+    if reachable < cs.majority() {
+        // Without a majority we could not serve anyway (no lease), and our own word is
+        // not enough to copy our chunks to anyone: wait for more peers.
+        return;
+    }
+    let own = cs.lagging();
+    let newest = states
+        .iter()
+        .filter_map(|(_, s)| s.as_ref().map(|s| &s.lagging))
+        .chain(std::iter::once(&own))
+        .max_by_key(|l| l.key())
+        .cloned()
+        .unwrap_or_default();
+    let term_of = |i: usize| -> Option<u64> {
         if i == me {
-            drop(election);
-            cs.lead();
-            return;
+            return Some(cs.term());
         }
-        match answers.iter().find(|(j, _)| *j == i).map(|(_, a)| *a) {
-            Some(Answer::NoLeader) => {
+        states
+            .iter()
+            .find(|(j, _)| *j == i)
+            .and_then(|(_, s)| s.as_ref().map(|s| s.term))
+    };
+    let lacks = |i: usize| {
+        cs.members()
+            .get(i)
+            .is_some_and(|m| newest.ids.contains(&m.id))
+    };
+    // The highest term among the members that answered and hold every write: one of
+    // those led last (or followed the last leader), so it is the one to defer to.
+    let top_term = (0..cs.members().len())
+        .filter(|&i| !lacks(i))
+        .filter_map(term_of)
+        .max()
+        .unwrap_or(0);
+    // A new term above every one seen, so no peer takes our heartbeats for stale ones.
+    let max_term = (0..cs.members().len())
+        .filter_map(term_of)
+        .max()
+        .unwrap_or(0);
+    cs.observe_term(max_term);
+    let mut election = cs.election();
+    for i in 0..cs.members().len() {
+        if lacks(i) {
+            continue;
+        }
+        match term_of(i) {
+            Some(t) if t < top_term => continue,
+            Some(_) if i == me => {
+                drop(election);
+                cs.lead_with(Some(newest.ids));
+                return;
+            }
+            Some(_) => {
+                // The first candidate in order is alive: it leads, we follow.
                 drop(election);
                 cs.follow(i);
                 return;
             }
-            _ => {
+            None => {
+                // An earlier member that does not answer is waited for a few rounds (it
+                // may still be starting and may hold a newer record).
                 if let Some(n) = election.probe_failures.get_mut(i) {
                     *n += 1;
                     if *n < PROBE_FAILURES_TO_FAILOVER {
@@ -336,16 +448,43 @@ async fn catch_up(node: Arc<Node>, cs: Arc<CopysetState>, index: usize) {
             return;
         };
         f.catching_up = false;
-        if result.is_ok() && matches!(&f.dirty, Dirty::Chunks(set) if set.is_empty()) {
+        let now_in_sync =
+            result.is_ok() && matches!(&f.dirty, Dirty::Chunks(set) if set.is_empty());
+        if now_in_sync {
             f.in_sync = true;
             tracing::info!(copyset = %cs.name(), follower = index, "follower caught up");
         }
-        f.in_sync
+        let in_sync = f.in_sync;
+        if now_in_sync {
+            // It holds every acknowledged write again; the heartbeat below tells it.
+            cs.clear_lagging(&mut election, index);
+        }
+        in_sync
     };
     // Tell it at once, so it can take over should we die before the next tick.
     if caught_up && cs.is_leader() {
         beat(&node, &cs, index).await;
     }
+}
+
+/// Leader: before a write missed by some members is acknowledged, every follower in
+/// `holders` (they have the write) must have recorded record version `version`, which
+/// names the members that missed it: otherwise, after a restart of every chunkserver,
+/// one of those members could lead and copy its older chunks over the write. Only
+/// followers that have not acknowledged that version yet are sent a heartbeat, so this
+/// costs one round trip per change of the set, not per write. `false`: one did not.
+pub(crate) async fn share_lagging(
+    node: &Node,
+    cs: &CopysetState,
+    holders: &[usize],
+    version: u64,
+) -> bool {
+    let beats = holders
+        .iter()
+        .filter(|&&i| !cs.lagging_known_by(i, version))
+        .map(|&i| beat(node, cs, i));
+    join_all(beats).await;
+    holders.iter().all(|&i| cs.lagging_known_by(i, version))
 }
 
 async fn copy_dirty_chunks(node: &Node, cs: &CopysetState, index: usize) -> Result<(), ()> {
@@ -438,6 +577,10 @@ async fn copy_chunk(node: &Node, cs: &CopysetState, addr: &str, chunk_id: u64) -
             data,
             sn,
             leader_id: node.id,
+            // Only heartbeats carry the lagging record.
+            lagging_term: None,
+            lagging_version: None,
+            lagging: Vec::new(),
         };
         if send_replicate(node.channels(), addr, request, REPLICATE_DEADLINE).await
             != ReplicaOutcome::Applied

@@ -6,8 +6,9 @@
 //! (rules in `copyset.rs`). It is a test cluster, not braft: see the gaps noted there.
 //!
 //! On disk, under `data_dir`: `copysets/<logicalPoolId>-<copysetId>/chunk_<chunkId>`
-//! (the data, at its real offsets), `chunk_<chunkId>.sn` (the chunk's sn) and `term`
-//! (the copyset's last leadership term).
+//! (the data, at its real offsets), `chunk_<chunkId>.sn` (the chunk's sn), `term`
+//! (the copyset's last leadership term) and `lagging` (which members lack acknowledged
+//! writes, as this chunkserver last learnt it; see `copyset.rs`).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -142,6 +142,10 @@ pub(crate) async fn replicate_write(
                 data: data.to_vec(),
                 sn,
                 leader_id: self_id,
+                // Only heartbeats carry the lagging record.
+                lagging_term: None,
+                lagging_version: None,
+                lagging: Vec::new(),
             };
             let outcome = send_replicate(channels, &peer.addr, request, REPLICATE_DEADLINE).await;
             (index, outcome)

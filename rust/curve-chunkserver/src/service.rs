@@ -16,11 +16,13 @@ use curve_proto::chunkserver::{
 };
 use curve_proto::common::Peer;
 use curve_proto::local::replica_service_server::ReplicaService;
-use curve_proto::local::{ReplicateWriteRequest, ReplicateWriteResponse};
+use curve_proto::local::{
+    ReplicaStateRequest, ReplicaStateResponse, ReplicateWriteRequest, ReplicateWriteResponse,
+};
 use tonic::{Request, Response, Status};
 
-use crate::copyset::{CopysetState, Role, peer_id_text};
-use crate::election::{HEARTBEAT_OFFSET, NO_LEADER_MESSAGE};
+use crate::copyset::{CopysetState, Lagging, Role, peer_id_text};
+use crate::election::{HEARTBEAT_OFFSET, NO_LEADER_MESSAGE, share_lagging};
 use crate::replication::{PeerChannels, ReplicaOutcome, replicate_write, write_committed};
 use crate::store::{ChunkKey, ChunkStore, WriteError};
 
@@ -233,8 +235,31 @@ impl Node {
         }
         let applied_index = copyset.bump_applied_index();
         if !write_committed(copyset, &outcomes) {
+            if !missed.is_empty() {
+                // It may be on some replicas: the members without it may lack it.
+                copyset.note_missed(&missed);
+            }
             tracing::warn!(?key, ?outcomes, "write not on a majority of replicas");
             return status_response(ChunkOpStatus::FailureUnknown);
+        }
+        if !missed.is_empty() {
+            // Acknowledged without some members: every replica holding it must record
+            // that they lack writes before the client hears of it (see copyset.rs).
+            let version = copyset.note_missed(&missed);
+            if !copyset.is_leader() {
+                // Leadership moved while it was in flight: the new leader's record does
+                // not name the members that missed it, and only a leader may share one.
+                return status_response(ChunkOpStatus::FailureUnknown);
+            }
+            let holders: Vec<usize> = outcomes
+                .iter()
+                .filter(|(_, o)| *o == ReplicaOutcome::Applied)
+                .map(|(i, _)| *i)
+                .collect();
+            if !share_lagging(self, copyset, &holders, version).await {
+                tracing::warn!(?key, "followers did not record the members lacking writes");
+                return status_response(ChunkOpStatus::FailureUnknown);
+            }
         }
         copyset.note_majority();
         ChunkResponse {
@@ -364,6 +389,18 @@ impl Node {
             // Same term on two leaders: the earlier member in order keeps it.
             return ChunkOpStatus::Backward;
         }
+        if let Some(version) = req.lagging_version {
+            let incoming = Lagging {
+                term: req.lagging_term.unwrap_or(0),
+                version,
+                ids: req.lagging.iter().copied().collect(),
+            };
+            // We hold a record from a newer leadership than the sender's: it must not
+            // lead on an older view of who lacks writes.
+            if !copyset.adopt_lagging(incoming) {
+                return ChunkOpStatus::Backward;
+            }
+        }
         copyset.follow(sender);
         // Asked before this heartbeat counts: it is about what we held until now.
         let answer = if req.chunk_id == 0 && copyset.recently_in_sync() {
@@ -469,8 +506,35 @@ impl CliService2 for Handlers {
     }
 }
 
+impl Node {
+    /// What a starting peer asks before it claims leadership (election.rs `discover`).
+    fn replica_state(&self, req: ReplicaStateRequest) -> ReplicaStateResponse {
+        let Some(copyset) = self.copyset(req.logic_pool_id, req.copyset_id) else {
+            return ReplicaStateResponse {
+                status: ChunkOpStatus::CopysetNotexist as u32,
+                ..Default::default()
+            };
+        };
+        let lagging = copyset.lagging();
+        ReplicaStateResponse {
+            status: 0,
+            term: Some(copyset.term()),
+            lagging_term: Some(lagging.term),
+            lagging_version: Some(lagging.version),
+            lagging: lagging.ids.into_iter().collect(),
+        }
+    }
+}
+
 #[tonic::async_trait]
 impl ReplicaService for Handlers {
+    async fn replica_state(
+        &self,
+        request: Request<ReplicaStateRequest>,
+    ) -> Result<Response<ReplicaStateResponse>, Status> {
+        Ok(Response::new(self.0.replica_state(request.into_inner())))
+    }
+
     async fn replicate_write(
         &self,
         request: Request<ReplicateWriteRequest>,

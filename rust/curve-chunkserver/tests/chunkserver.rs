@@ -716,6 +716,7 @@ async fn replica_service_refuses_malformed_or_misdirected_writes() -> TestResult
         data: pattern(4096, 1),
         sn: Some(0),
         leader_id: 0,
+        ..Default::default()
     };
     let cases = [
         (
@@ -812,5 +813,140 @@ async fn replica_service_refuses_malformed_or_misdirected_writes() -> TestResult
         on_disk(&cluster.chunk_path(1, CS_A, 200), 0, 4096)?,
         pattern(4096, 1)
     );
+    Ok(())
+}
+
+/// Reads through whichever server serves reads for the copyset: the first successful
+/// read must already hold `expected` (a stale leader answering is a failure, not a retry).
+async fn read_through_leader(cluster: &Cluster, chunk_id: u64, expected: &[u8]) -> TestResult {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        for i in 0..3 {
+            let Ok(mut client) = cluster.chunk_client(i).await else {
+                continue;
+            };
+            let Ok(resp) = read(
+                &mut client,
+                read_request(CS_A, chunk_id, 0, expected.len() as u32),
+            )
+            .await
+            else {
+                continue;
+            };
+            if status(resp.status) == ChunkOpStatus::Success {
+                assert!(
+                    resp.attachment.as_deref() == Some(expected),
+                    "server {i} served a stale chunk {chunk_id}"
+                );
+                return Ok(());
+            }
+        }
+        assert!(std::time::Instant::now() < deadline, "nobody serves reads");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Writes acknowledged while `members[0]` was down survive a restart of every server,
+/// whatever order they come back in: the stale member neither leads nor copies its
+/// chunks over the newer ones, and ends up with them itself.
+async fn cold_restart_keeps_writes_missed_by_first_member(staggered: bool) -> TestResult {
+    let mut cluster = Cluster::start().await?;
+    let before = pattern(8192, 1);
+    {
+        let mut leader = cluster.chunk_client(0).await?;
+        let resp = write(&mut leader, write_request(CS_A, 100, 0, before.clone(), 0)).await?;
+        assert_eq!(status(resp.status), ChunkOpStatus::Success);
+    }
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    cluster.kill(0);
+    cluster.wait_leader(CS_A, 1, &[1, 2]).await?;
+    let during = pattern(8192, 2);
+    let fresh = pattern(4096, 3);
+    {
+        let mut acting = cluster.chunk_client(1).await?;
+        let resp = write(&mut acting, write_request(CS_A, 100, 0, during.clone(), 0)).await?;
+        assert_eq!(status(resp.status), ChunkOpStatus::Success);
+        let resp = write(&mut acting, write_request(CS_A, 101, 0, fresh.clone(), 0)).await?;
+        assert_eq!(status(resp.status), ChunkOpStatus::Success);
+    }
+    cluster.kill(1);
+    cluster.kill(2);
+    if staggered {
+        cluster.restart(0)?;
+        // Alone, it may neither lead nor serve what it has.
+        tokio::time::sleep(Duration::from_millis(2000)).await;
+        let mut stale = cluster.chunk_client(0).await?;
+        let resp = read(&mut stale, read_request(CS_A, 100, 0, 8192)).await?;
+        assert_ne!(status(resp.status), ChunkOpStatus::Success);
+        cluster.restart(1)?;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        cluster.restart(2)?;
+    } else {
+        for i in 0..3 {
+            cluster.restart(i)?;
+        }
+    }
+    read_through_leader(&cluster, 100, &during).await?;
+    read_through_leader(&cluster, 101, &fresh).await?;
+    // Every replica ends up with them (catch-up went the right way).
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    for i in 0..3 {
+        while on_disk(&cluster.chunk_path(i, CS_A, 100), 0, 8192).ok() != Some(during.clone())
+            || on_disk(&cluster.chunk_path(i, CS_A, 101), 0, 4096).ok() != Some(fresh.clone())
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "replica {i} lacks the writes"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    // And members[0] takes leadership back once it has them.
+    cluster.wait_leader(CS_A, 0, &[0, 1, 2]).await?;
+    read_through_leader(&cluster, 100, &during).await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cold_restart_of_every_server_keeps_acknowledged_writes() -> TestResult {
+    cold_restart_keeps_writes_missed_by_first_member(false).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cold_restart_with_stale_first_member_first_keeps_acknowledged_writes() -> TestResult {
+    cold_restart_keeps_writes_missed_by_first_member(true).await
+}
+
+/// The leader and a follower that missed writes go down with everyone; the follower
+/// and the third member come back without the leader. The follower is first in order
+/// among them but must not lead: the third member does, and catches it up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cold_restart_without_the_leader_skips_the_member_that_missed_writes() -> TestResult {
+    let mut cluster = Cluster::start().await?;
+    let before = pattern(8192, 4);
+    let after = pattern(8192, 5);
+    {
+        let mut leader = cluster.chunk_client(0).await?;
+        let resp = write(&mut leader, write_request(CS_A, 110, 0, before.clone(), 0)).await?;
+        assert_eq!(status(resp.status), ChunkOpStatus::Success);
+        cluster.kill(1);
+        let resp = write(&mut leader, write_request(CS_A, 110, 0, after.clone(), 0)).await?;
+        assert_eq!(status(resp.status), ChunkOpStatus::Success);
+    }
+    cluster.kill(0);
+    cluster.kill(2);
+    cluster.restart(1)?;
+    cluster.restart(2)?;
+    cluster.wait_leader(CS_A, 2, &[1, 2]).await?;
+    read_through_leader(&cluster, 110, &after).await?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while on_disk(&cluster.chunk_path(1, CS_A, 110), 0, 8192).ok() != Some(after.clone()) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "server 1 not caught up"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(on_disk(&cluster.chunk_path(2, CS_A, 110), 0, 8192)?, after);
     Ok(())
 }
