@@ -65,3 +65,32 @@ def test_allocated_io_survives_a_short_mds_outage(tmp_path: Path) -> None:
         assert cbd.Read(fd, "", 5 * GiB, MiB) == third
         assert cbd.Close(fd) == 0
         cbd.UnInit()
+
+
+def test_cold_restart_after_a_chunkserver_missed_writes(tmp_path: Path) -> None:
+    # A chunkserver is down while writes are acknowledged without it; then the whole
+    # cluster restarts. The member that missed the writes must not lead with stale data.
+    user = make_user("curve")
+    cluster = LocalCluster(tmp_path / "c", copysets=6).start()
+    try:
+        cbd = curvefs.CBDClient()
+        assert cbd.Init(cluster.conf_path) == 0
+        assert cbd.Create("/vol", user, 10 * GiB) == 0
+        fd = cbd.Open("/vol", user)
+        old = os.urandom(6 * 16 * MiB)
+        assert cbd.Write(fd, old, 0, len(old)) == len(old)
+        cluster.kill_chunkserver(1, signal.SIGKILL)
+        new = os.urandom(6 * 16 * MiB)
+        assert cbd.Write(fd, new, 0, len(new)) == len(new)
+        assert cbd.Close(fd) == 0
+        cbd.UnInit()
+
+        cluster.restart()
+        cbd = curvefs.CBDClient()
+        assert cbd.Init(cluster.conf_path) == 0
+        fd = cbd.Open("/vol", user)
+        assert cbd.Read(fd, "", 0, len(new)) == new
+        assert cbd.Close(fd) == 0
+        cbd.UnInit()
+    finally:
+        cluster.stop()
