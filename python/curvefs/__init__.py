@@ -136,3 +136,14 @@ __all__ = [
     "error_name",
     "from_code",
 ]
+
+if debug_build:
+    import warnings
+
+    # An unoptimised core is many times slower; say so once rather than let a benchmark
+    # or a deployment quietly run it.
+    warnings.warn(
+        "curvefs._core was built without --release; IO will be much slower",
+        RuntimeWarning,
+        stacklevel=2,
+    )
