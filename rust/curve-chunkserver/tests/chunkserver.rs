@@ -6,9 +6,12 @@ mod common;
 use std::time::Duration;
 
 use common::*;
+use curve_proto::chunkserver::chunk_service_client::ChunkServiceClient;
 use curve_proto::chunkserver::{
-    ChunkOpStatus, ChunkOpType, GetChunkInfoRequest, GetLeaderRequest2, UpdateEpochRequest,
+    ChunkOpStatus, ChunkOpType, ChunkRequest, ChunkResponse, GetChunkInfoRequest,
+    GetLeaderRequest2, UpdateEpochRequest,
 };
+use tonic::transport::Channel;
 
 fn status(code: i32) -> ChunkOpStatus {
     ChunkOpStatus::try_from(code).unwrap_or(ChunkOpStatus::FailureUnknown)
@@ -322,7 +325,7 @@ async fn restart_keeps_data_and_sn() -> TestResult {
     }
     cluster.wait_leader(CS_A, 0, &[0, 1, 2]).await?;
     let mut leader = cluster.chunk_client(0).await?;
-    let resp = read(&mut leader, read_request(CS_A, 21, 131072, 65536)).await?;
+    let resp = read_once_leading(&mut leader, read_request(CS_A, 21, 131072, 65536)).await?;
     assert_eq!(status(resp.status), ChunkOpStatus::Success);
     assert_eq!(resp.attachment, Some(data.clone()));
     let resp = write(&mut leader, write_request(CS_A, 21, 0, pattern(4096, 1), 3)).await?;
@@ -342,7 +345,7 @@ async fn restart_keeps_data_and_sn() -> TestResult {
     // Server 2 is now preferred: it takes leadership over once it has caught up.
     cluster.wait_leader(CS_A, 2, &[0, 1, 2]).await?;
     let mut new_leader = cluster.chunk_client(2).await?;
-    let resp = read(&mut new_leader, read_request(CS_A, 21, 131072, 65536)).await?;
+    let resp = read_once_leading(&mut new_leader, read_request(CS_A, 21, 131072, 65536)).await?;
     assert_eq!(status(resp.status), ChunkOpStatus::Success);
     assert_eq!(resp.attachment, Some(data));
     Ok(())
@@ -464,7 +467,7 @@ async fn leader_failover_and_handback_after_catch_up() -> TestResult {
     cluster.restart(0)?;
     cluster.wait_leader(CS_A, 0, &[0, 1, 2]).await?;
     let mut leader = cluster.chunk_client(0).await?;
-    let resp = read(&mut leader, read_request(CS_A, 51, 4096, 4096)).await?;
+    let resp = read_once_leading(&mut leader, read_request(CS_A, 51, 4096, 4096)).await?;
     assert_eq!(status(resp.status), ChunkOpStatus::Success);
     assert_eq!(resp.attachment.as_deref(), Some(&during[..]));
     let resp = read(&mut leader, read_request(CS_A, 50, 0, 8192)).await?;
@@ -632,7 +635,7 @@ async fn leader_killed_soon_after_start_fails_over_and_reads_its_writes() -> Tes
     cluster.kill(0);
     cluster.wait_leader(CS_A, 1, &[1, 2]).await?;
     let mut acting = cluster.chunk_client(1).await?;
-    let resp = read(&mut acting, read_request(CS_A, 80, 0, 4096)).await?;
+    let resp = read_once_leading(&mut acting, read_request(CS_A, 80, 0, 4096)).await?;
     assert_eq!(resp.attachment, Some(data));
     // With two of three members left, writes still reach a majority.
     let resp = write(&mut acting, write_request(CS_A, 81, 0, pattern(4096, 9), 0)).await?;
@@ -814,6 +817,24 @@ async fn replica_service_refuses_malformed_or_misdirected_writes() -> TestResult
         pattern(4096, 1)
     );
     Ok(())
+}
+
+/// Reads from a server that every member already names leader. Right after it takes
+/// over, a leader answers REDIRECTED until a majority has confirmed its lease (it must not
+/// serve reads before then), so that answer is retried for a while; any other is returned.
+async fn read_once_leading(
+    client: &mut ChunkServiceClient<Channel>,
+    request: ChunkRequest,
+) -> Result<ChunkResponse, tonic::Status> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let resp = read(client, request.clone()).await?;
+        if status(resp.status) != ChunkOpStatus::Redirected || std::time::Instant::now() > deadline
+        {
+            return Ok(resp);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// Reads through whichever server serves reads for the copyset: the first successful
