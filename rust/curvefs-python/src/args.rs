@@ -13,6 +13,11 @@ use crate::errors::{CallError, CallResult};
 use crate::types::UserInfo;
 
 /// A path, owner or other text argument.
+/// Two converted arguments together; the first bad one (in call order) is the answer.
+pub fn both<A, B>(a: CallResult<A>, b: CallResult<B>) -> CallResult<(A, B)> {
+    a.and_then(|a| b.map(|b| (a, b)))
+}
+
 pub fn text(obj: &Bound<'_, PyAny>, name: &str) -> CallResult<String> {
     let s = obj
         .cast::<PyString>()

@@ -53,16 +53,20 @@ impl CBDClient {
             .map_err(CallError::from)
     }
 
-    /// A namespace call that answers 0 or a negative code.
-    fn status<F, Fut>(&self, py: Python<'_>, call: F) -> PyResult<i32>
+    /// A namespace call that answers 0 or a negative code. `args` are the converted
+    /// Python arguments: a bad one is answered with its code before any client is needed.
+    fn status<A, F, Fut>(&self, py: Python<'_>, args: CallResult<A>, call: F) -> PyResult<i32>
     where
-        F: FnOnce(Arc<Client>) -> Fut + Send,
+        A: Send,
+        F: FnOnce(Arc<Client>, A) -> Fut + Send,
         Fut: Future<Output = curve_client::Result<()>>,
     {
         errors::as_int(
-            self.client(FAILED)
-                .and_then(|c| Self::wait(py, c, call))
-                .map(|()| 0),
+            args.and_then(|a| {
+                let c = self.client(FAILED)?;
+                Self::wait(py, c, move |c| call(c, a))
+            })
+            .map(|()| 0),
         )
     }
 }
@@ -213,12 +217,9 @@ impl CBDClient {
         user: &Bound<'_, UserInfo>,
         size: &Bound<'_, PyAny>,
     ) -> PyResult<i32> {
-        let (path, size) = match (args::text(filename, "filename"), args::uint(size, "size")) {
-            (Ok(p), Ok(s)) => (p, s),
-            (Err(e), _) | (_, Err(e)) => return errors::as_int(Err(e)),
-        };
+        let args = args::both(args::text(filename, "filename"), args::uint(size, "size"));
         let user = args::user(user)?;
-        self.status(py, move |c| async move {
+        self.status(py, args, move |c, (path, size)| async move {
             c.create(&path, &user, size, &CreateOptions::default())
                 .await
         })
@@ -235,7 +236,7 @@ impl CBDClient {
             poolset: context.poolset.clone(),
         };
         drop(context);
-        self.status(py, move |c| async move {
+        self.status(py, Ok(()), move |c, ()| async move {
             c.create(&path, &user, size, &opts).await
         })
     }
@@ -271,15 +272,11 @@ impl CBDClient {
         user: &Bound<'_, UserInfo>,
         size: &Bound<'_, PyAny>,
     ) -> PyResult<i32> {
-        let (path, size) = match (args::text(filename, "filename"), args::uint(size, "size")) {
-            (Ok(p), Ok(s)) => (p, s),
-            (Err(e), _) | (_, Err(e)) => return errors::as_int(Err(e)),
-        };
+        let args = args::both(args::text(filename, "filename"), args::uint(size, "size"));
         let user = args::user(user)?;
-        self.status(
-            py,
-            move |c| async move { c.extend(&path, &user, size).await },
-        )
+        self.status(py, args, move |c, (path, size)| async move {
+            c.extend(&path, &user, size).await
+        })
     }
 
     /// An fd (≥ 0) or a negative code.
@@ -399,10 +396,11 @@ impl CBDClient {
         user: &Bound<'_, UserInfo>,
     ) -> PyResult<i32> {
         let user = args::user(user)?;
-        match args::text(filename, "filename") {
-            Ok(path) => self.status(py, move |c| async move { c.unlink(&path, &user).await }),
-            Err(e) => errors::as_int(Err(e)),
-        }
+        self.status(
+            py,
+            args::text(filename, "filename"),
+            move |c, path| async move { c.unlink(&path, &user).await },
+        )
     }
 
     #[pyo3(name = "DeleteForce")]
@@ -413,13 +411,11 @@ impl CBDClient {
         user: &Bound<'_, UserInfo>,
     ) -> PyResult<i32> {
         let user = args::user(user)?;
-        match args::text(filename, "filename") {
-            Ok(path) => self.status(
-                py,
-                move |c| async move { c.delete_force(&path, &user).await },
-            ),
-            Err(e) => errors::as_int(Err(e)),
-        }
+        self.status(
+            py,
+            args::text(filename, "filename"),
+            move |c, path| async move { c.delete_force(&path, &user).await },
+        )
     }
 
     #[pyo3(name = "Recover", signature = (filename, user, fileId = None))]
@@ -436,12 +432,9 @@ impl CBDClient {
             Some(id) => args::uint(id, "fileId"),
             None => Ok(0),
         };
-        let (path, file_id) = match (args::text(filename, "filename"), file_id) {
-            (Ok(p), Ok(id)) => (p, id),
-            (Err(e), _) | (_, Err(e)) => return errors::as_int(Err(e)),
-        };
+        let args = args::both(args::text(filename, "filename"), file_id);
         let user = args::user(user)?;
-        self.status(py, move |c| async move {
+        self.status(py, args, move |c, (path, file_id)| async move {
             c.recover(&path, &user, file_id).await
         })
     }
@@ -454,18 +447,14 @@ impl CBDClient {
         oldpath: &Bound<'_, PyAny>,
         newpath: &Bound<'_, PyAny>,
     ) -> PyResult<i32> {
-        let (old, new) = match (
+        let args = args::both(
             args::text(oldpath, "oldpath"),
             args::text(newpath, "newpath"),
-        ) {
-            (Ok(o), Ok(n)) => (o, n),
-            (Err(e), _) | (_, Err(e)) => return errors::as_int(Err(e)),
-        };
+        );
         let user = args::user(user)?;
-        self.status(
-            py,
-            move |c| async move { c.rename(&user, &old, &new).await },
-        )
+        self.status(py, args, move |c, (old, new)| async move {
+            c.rename(&user, &old, &new).await
+        })
     }
 
     #[pyo3(name = "Mkdir")]
@@ -476,10 +465,11 @@ impl CBDClient {
         user: &Bound<'_, UserInfo>,
     ) -> PyResult<i32> {
         let user = args::user(user)?;
-        match args::text(dirpath, "dirpath") {
-            Ok(path) => self.status(py, move |c| async move { c.mkdir(&path, &user).await }),
-            Err(e) => errors::as_int(Err(e)),
-        }
+        self.status(
+            py,
+            args::text(dirpath, "dirpath"),
+            move |c, path| async move { c.mkdir(&path, &user).await },
+        )
     }
 
     /// The same DeleteFile call as Unlink, as upstream (no type check on the client).
@@ -542,15 +532,12 @@ impl CBDClient {
         newOwner: &Bound<'_, PyAny>,
         user: &Bound<'_, UserInfo>,
     ) -> PyResult<i32> {
-        let (path, owner) = match (
+        let args = args::both(
             args::text(filename, "filename"),
             args::text(newOwner, "newOwner"),
-        ) {
-            (Ok(p), Ok(o)) => (p, o),
-            (Err(e), _) | (_, Err(e)) => return errors::as_int(Err(e)),
-        };
+        );
         let user = args::user(user)?;
-        self.status(py, move |c| async move {
+        self.status(py, args, move |c, (path, owner)| async move {
             c.change_owner(&path, &owner, &user).await
         })
     }
