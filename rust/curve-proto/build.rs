@@ -11,12 +11,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "chunk.proto",
         "cli2.proto",
         "local_replica.proto",
+        "baidu_rpc_meta.proto",
     ];
     for f in &files {
         println!("cargo:rerun-if-changed={}", root.join(f).display());
     }
     let fds = protox::compile(files, [&root])?;
     tonic_prost_build::configure()
+        // Chunk data as `Bytes`: decoding slices the receive buffer instead of copying it,
+        // and a write's data passes from one message to the next without a copy.
+        .bytes(".")
         .build_client(true)
         .build_server(true)
         .compile_fds(fds)?;

@@ -18,6 +18,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use curve_proto::chunkserver::cli_service2_client::CliService2Client;
 use curve_proto::chunkserver::{ChunkOpStatus, GetLeaderRequest2};
 use curve_proto::common::Peer;
@@ -129,7 +130,7 @@ async fn beat(node: &Node, cs: &CopysetState, index: usize) -> ReplicaOutcome {
         copyset_id: cs.copyset_id,
         chunk_id: u64::from(in_sync),
         offset: HEARTBEAT_OFFSET,
-        data: Vec::new(),
+        data: Bytes::new(),
         sn: Some(cs.term()),
         leader_id: node.id,
         lagging_term: Some(lagging.term),
@@ -574,7 +575,7 @@ async fn copy_chunk(node: &Node, cs: &CopysetState, addr: &str, chunk_id: u64) -
             copyset_id: key.copyset_id,
             chunk_id,
             offset: wire_offset,
-            data,
+            data: Bytes::from(data),
             sn,
             leader_id: node.id,
             // Only heartbeats carry the lagging record.

@@ -1,6 +1,8 @@
 //! The local cluster's chunkserver: Curve's `curve.chunkserver.ChunkService` and
-//! `CliService2.GetLeader` over tonic, plus curvefs's own `ReplicaService` between
-//! chunkservers, all on one port. Chunks live in sparse files; a copyset's leader
+//! `CliService2.GetLeader` over brpc's baidu_std (as stock chunkservers serve them) and
+//! over gRPC, plus curvefs's own `ReplicaService` between chunkservers and
+//! `LocalChunkServer.Identify`, all on one port: a connection whose first bytes are `PRPC`
+//! is baidu_std, any other is gRPC, as brpc itself tells them apart. Chunks live in sparse files; a copyset's leader
 //! applies each write locally and on every live follower before acknowledging it, and
 //! leadership fails over to the next member in order when the leader stops answering
 //! (rules in `copyset.rs`). It is a test cluster, not braft: see the gaps noted there.
@@ -38,8 +40,12 @@ pub struct ChunkServerConfig {
     pub chunk_size: u32,
     pub block_size: u32,
     pub copysets: Vec<HostedCopyset>,
+    /// Name the leader in REDIRECTED answers to reads and writes. Off is upstream's
+    /// behaviour (the client must ask GetLeader); on saves the client that lookup.
+    pub redirect_hints: bool,
 }
 
+mod baidu_std;
 mod copyset;
 mod election;
 mod replication;
@@ -52,9 +58,9 @@ use std::sync::Arc;
 
 use curve_proto::chunkserver::chunk_service_server::ChunkServiceServer;
 use curve_proto::chunkserver::cli_service2_server::CliService2Server;
+use curve_proto::local::local_chunk_server_server::LocalChunkServerServer;
 use curve_proto::local::replica_service_server::ReplicaServiceServer;
 use tonic::transport::Server;
-use tonic::transport::server::TcpIncoming;
 
 use crate::copyset::CopysetState;
 use crate::service::{Handlers, Node};
@@ -103,9 +109,10 @@ pub async fn serve(
     serve_with_listener(config, listener, shutdown).await
 }
 
-/// Serves ChunkService, CliService2 and ReplicaService on an already bound listener
-/// (tests bind port 0 first to learn the address) until `shutdown` resolves and the
-/// in-flight requests have finished.
+/// Serves ChunkService, CliService2, ReplicaService and LocalChunkServer on an already
+/// bound listener (tests bind port 0 first to learn the address), over baidu_std and gRPC,
+/// until `shutdown` resolves. In-flight gRPC requests finish first; baidu_std
+/// connections are closed.
 pub async fn serve_with_listener(
     config: ChunkServerConfig,
     listener: tokio::net::TcpListener,
@@ -121,8 +128,9 @@ pub async fn serve_with_listener(
         }
     }
     let _election = AbortOnDrop(election);
-    let handlers = Handlers(node);
-    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    let handlers = Handlers(node.clone());
+    let (incoming, baidu_std) =
+        curve_brpc::share_port(listener, Arc::new(baidu_std::BaiduStd(node)));
     Server::builder()
         .tcp_nodelay(true)
         // Chunk writes of MiBs would otherwise stall on 1 MiB flow-control windows.
@@ -134,6 +142,7 @@ pub async fn serve_with_listener(
                 .max_encoding_message_size(MAX_MESSAGE_SIZE),
         )
         .add_service(CliService2Server::new(handlers.clone()))
+        .add_service(LocalChunkServerServer::new(handlers.clone()))
         .add_service(
             ReplicaServiceServer::new(handlers)
                 .max_decoding_message_size(MAX_MESSAGE_SIZE)
@@ -141,6 +150,7 @@ pub async fn serve_with_listener(
         )
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await?;
+    baidu_std.shutdown();
     Ok(())
 }
 
@@ -185,5 +195,6 @@ fn build_node(config: &ChunkServerConfig) -> Result<Node, Error> {
         config.block_size,
         Arc::new(store),
         copysets,
+        config.redirect_hints,
     ))
 }

@@ -138,8 +138,8 @@ pub(crate) async fn replicate_write(
                 copyset_id: key.copyset_id,
                 chunk_id: key.chunk_id,
                 offset,
-                // prost's generated field is a Vec; one copy per follower.
-                data: data.to_vec(),
+                // Shared with the local write and every other follower, not copied.
+                data: data.clone(),
                 sn,
                 leader_id: self_id,
                 // Only heartbeats carry the lagging record.

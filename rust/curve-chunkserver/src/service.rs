@@ -15,9 +15,11 @@ use curve_proto::chunkserver::{
     UpdateEpochResponse,
 };
 use curve_proto::common::Peer;
+use curve_proto::local::local_chunk_server_server::LocalChunkServer;
 use curve_proto::local::replica_service_server::ReplicaService;
 use curve_proto::local::{
-    ReplicaStateRequest, ReplicaStateResponse, ReplicateWriteRequest, ReplicateWriteResponse,
+    IdentifyRequest, IdentifyResponse, ReplicaStateRequest, ReplicaStateResponse,
+    ReplicateWriteRequest, ReplicateWriteResponse,
 };
 use tonic::{Request, Response, Status};
 
@@ -42,6 +44,16 @@ pub(crate) struct Node {
     /// Per-fileId epoch set by UpdateEpoch (memory only, as upstream's epoch map).
     epochs: Mutex<HashMap<u64, u64>>,
     channels: PeerChannels,
+    /// Fill `redirect` in REDIRECTED answers to reads and writes. Upstream's chunkserver
+    /// does not (its code for it is commented out), so clients must find the leader with
+    /// GetLeader; the local cluster does the same unless asked.
+    redirect_hints: bool,
+}
+
+/// Why GetLeader has no answer: brpc fails the call with ENOENT resp. EAGAIN.
+pub(crate) enum LeaderRefusal {
+    NotHosted(String),
+    NoLeader,
 }
 
 /// What a request's offset and size turned out to be once validated.
@@ -64,6 +76,7 @@ impl Node {
         block_size: u32,
         store: Arc<ChunkStore>,
         copysets: HashMap<(u32, u32), Arc<CopysetState>>,
+        redirect_hints: bool,
     ) -> Self {
         Node {
             id,
@@ -73,6 +86,7 @@ impl Node {
             copysets,
             epochs: Mutex::new(HashMap::new()),
             channels: PeerChannels::default(),
+            redirect_hints,
         }
     }
 
@@ -102,12 +116,15 @@ impl Node {
         (fits && offset % block == 0 && size % block == 0).then_some(Range { offset, size })
     }
 
-    /// REDIRECTED with the leader's PeerId, or without a hint while no leader is known
-    /// (the client then asks GetLeader).
-    fn redirect(copyset: &CopysetState) -> ChunkResponse {
+    /// REDIRECTED, with the leader's PeerId if hints are on and a leader is known
+    /// (otherwise the client asks GetLeader).
+    fn redirect(&self, copyset: &CopysetState) -> ChunkResponse {
         ChunkResponse {
             status: ChunkOpStatus::Redirected as i32,
-            redirect: copyset.leader().map(peer_id_text),
+            redirect: self
+                .redirect_hints
+                .then(|| copyset.leader().map(peer_id_text))
+                .flatten(),
             ..Default::default()
         }
     }
@@ -123,7 +140,10 @@ impl Node {
     }
 
     /// What ReadChunk and WriteChunk check first, in this order: the op type matches
-    /// the method, the range is valid, the copyset is hosted here and led by us.
+    /// the method, the range is valid, the copyset is hosted here and led by us. The
+    /// refusal is the whole answer; it is built once per refused request, so its size
+    /// costs nothing worth a box.
+    #[allow(clippy::result_large_err)]
     fn admit(
         &self,
         req: &ChunkRequest,
@@ -139,7 +159,7 @@ impl Node {
             return Err(status_response(ChunkOpStatus::CopysetNotexist));
         };
         if !copyset.is_leader() {
-            return Err(Self::redirect(copyset));
+            return Err(self.redirect(copyset));
         }
         let key = ChunkKey {
             logical_pool_id: req.logic_pool_id,
@@ -149,7 +169,7 @@ impl Node {
         Ok((copyset, range, key))
     }
 
-    async fn read(&self, req: ChunkRequest) -> ChunkResponse {
+    pub(crate) async fn read(&self, req: ChunkRequest) -> ChunkResponse {
         let (copyset, range, key) = match self.admit(&req, ChunkOpType::ChunkOpRead) {
             Ok(admitted) => admitted,
             Err(refusal) => return refusal,
@@ -165,7 +185,7 @@ impl Node {
             Ok(Some(data)) => ChunkResponse {
                 status: ChunkOpStatus::Success as i32,
                 applied_index: Some(copyset.applied_index()),
-                attachment: Some(data),
+                attachment: Some(Bytes::from(data)),
                 ..Default::default()
             },
             Ok(None) => status_response(ChunkOpStatus::ChunkNotexist),
@@ -176,7 +196,7 @@ impl Node {
         }
     }
 
-    async fn write(&self, req: ChunkRequest) -> ChunkResponse {
+    pub(crate) async fn write(&self, req: ChunkRequest) -> ChunkResponse {
         let (copyset, range, key) = match self.admit(&req, ChunkOpType::ChunkOpWrite) {
             Ok(admitted) => admitted,
             Err(refusal) => return refusal,
@@ -185,7 +205,7 @@ impl Node {
             return status_response(ChunkOpStatus::EpochTooOld);
         }
         // Upstream crashes on a short attachment; we refuse it before touching anything.
-        let data = Bytes::from(req.attachment.unwrap_or_default());
+        let data = req.attachment.unwrap_or_default();
         if data.len() != range.size as usize {
             return status_response(ChunkOpStatus::InvalidRequest);
         }
@@ -269,7 +289,7 @@ impl Node {
         }
     }
 
-    fn chunk_info(&self, req: GetChunkInfoRequest) -> GetChunkInfoResponse {
+    pub(crate) fn chunk_info(&self, req: GetChunkInfoRequest) -> GetChunkInfoResponse {
         let response = |status: ChunkOpStatus| GetChunkInfoResponse {
             status: status as i32,
             ..Default::default()
@@ -305,7 +325,7 @@ impl Node {
 
     /// Records the epoch if it is newer; an older one than recorded is refused with
     /// EPOCH_TOO_OLD so a fenced writer cannot roll the fence back.
-    fn update_epoch(&self, req: UpdateEpochRequest) -> UpdateEpochResponse {
+    pub(crate) fn update_epoch(&self, req: UpdateEpochRequest) -> UpdateEpochResponse {
         let mut epochs = self.epochs.lock().unwrap_or_else(PoisonError::into_inner);
         let recorded = epochs.entry(req.file_id).or_insert(req.epoch);
         let status = if req.epoch < *recorded {
@@ -466,22 +486,19 @@ impl ChunkService for Handlers {
     }
 }
 
-#[tonic::async_trait]
-impl CliService2 for Handlers {
-    async fn get_leader(
+impl Node {
+    /// CliService2.GetLeader. A member earlier in order than us that asks (it names
+    /// itself in `peer`) gets leadership back once it holds every write.
+    pub(crate) fn get_leader(
         &self,
-        request: Request<GetLeaderRequest2>,
-    ) -> Result<Response<GetLeaderResponse2>, Status> {
-        let req = request.into_inner();
-        // brpc answers ENOENT here; NOT_FOUND is its gRPC counterpart.
-        let Some(copyset) = self.0.copyset(req.logic_pool_id, req.copyset_id) else {
-            return Err(Status::not_found(format!(
+        req: &GetLeaderRequest2,
+    ) -> Result<GetLeaderResponse2, LeaderRefusal> {
+        let Some(copyset) = self.copyset(req.logic_pool_id, req.copyset_id) else {
+            return Err(LeaderRefusal::NotHosted(format!(
                 "copyset {}-{} is not hosted here",
                 req.logic_pool_id, req.copyset_id
             )));
         };
-        // A member earlier in order than us asks for leadership back; it gets it once
-        // it holds every write.
         if copyset.role() == Role::Leader
             && let Some(asking) = req
                 .peer
@@ -495,14 +512,47 @@ impl CliService2 for Handlers {
             copyset.follow(asking);
         }
         let Some(leader) = copyset.leader() else {
-            return Err(Status::unavailable(NO_LEADER_MESSAGE));
+            return Err(LeaderRefusal::NoLeader);
         };
-        Ok(Response::new(GetLeaderResponse2 {
+        Ok(GetLeaderResponse2 {
             leader: Peer {
                 id: Some(u64::from(leader.id)),
                 address: Some(peer_id_text(leader)),
             },
-        }))
+        })
+    }
+
+    /// LocalChunkServer.Identify: what tells a gRPC client it may send chunk data here.
+    pub(crate) fn identify(&self) -> IdentifyResponse {
+        IdentifyResponse {
+            implementation: curve_proto::LOCAL_CHUNKSERVER_IDENTITY.to_string(),
+            chunkserver_id: self.id,
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl CliService2 for Handlers {
+    async fn get_leader(
+        &self,
+        request: Request<GetLeaderRequest2>,
+    ) -> Result<Response<GetLeaderResponse2>, Status> {
+        // brpc answers ENOENT and EAGAIN; NOT_FOUND and UNAVAILABLE are gRPC's.
+        match self.0.get_leader(request.get_ref()) {
+            Ok(r) => Ok(Response::new(r)),
+            Err(LeaderRefusal::NotHosted(why)) => Err(Status::not_found(why)),
+            Err(LeaderRefusal::NoLeader) => Err(Status::unavailable(NO_LEADER_MESSAGE)),
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl LocalChunkServer for Handlers {
+    async fn identify(
+        &self,
+        _request: Request<IdentifyRequest>,
+    ) -> Result<Response<IdentifyResponse>, Status> {
+        Ok(Response::new(self.0.identify()))
     }
 }
 

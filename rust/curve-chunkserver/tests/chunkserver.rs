@@ -246,7 +246,7 @@ async fn lower_sn_is_backward() -> TestResult {
     assert_eq!(status(resp.status), ChunkOpStatus::Backward);
     // The refused write changed nothing.
     let resp = read(&mut leader, read_request(CS_A, 8, 0, 4096)).await?;
-    assert_eq!(resp.attachment, Some(pattern(4096, 1)));
+    assert_eq!(resp.attachment.as_deref(), Some(&pattern(4096, 1)[..]));
     for sn in [5, 6] {
         let resp = write(&mut leader, write_request(CS_A, 8, 0, pattern(4096, 3), sn)).await?;
         assert_eq!(status(resp.status), ok, "sn {sn}");
@@ -327,7 +327,7 @@ async fn restart_keeps_data_and_sn() -> TestResult {
     let mut leader = cluster.chunk_client(0).await?;
     let resp = read_once_leading(&mut leader, read_request(CS_A, 21, 131072, 65536)).await?;
     assert_eq!(status(resp.status), ChunkOpStatus::Success);
-    assert_eq!(resp.attachment, Some(data.clone()));
+    assert_eq!(resp.attachment.as_deref(), Some(&data.clone()[..]));
     let resp = write(&mut leader, write_request(CS_A, 21, 0, pattern(4096, 1), 3)).await?;
     assert_eq!(status(resp.status), ChunkOpStatus::Backward);
 
@@ -347,7 +347,7 @@ async fn restart_keeps_data_and_sn() -> TestResult {
     let mut new_leader = cluster.chunk_client(2).await?;
     let resp = read_once_leading(&mut new_leader, read_request(CS_A, 21, 131072, 65536)).await?;
     assert_eq!(status(resp.status), ChunkOpStatus::Success);
-    assert_eq!(resp.attachment, Some(data));
+    assert_eq!(resp.attachment.as_deref(), Some(&data[..]));
     Ok(())
 }
 
@@ -565,6 +565,7 @@ async fn serve_returns_after_shutdown_with_open_connections() -> TestResult {
                 addr: addr.to_string(),
             }],
         }],
+        redirect_hints: true,
     };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(curve_chunkserver::serve_with_listener(
@@ -613,6 +614,7 @@ async fn config_errors_are_reported() -> TestResult {
                 addr: "127.0.0.1:1".to_string(),
             }],
         }],
+        redirect_hints: false,
     };
     let result = curve_chunkserver::serve_with_listener(config, listener, async {}).await;
     assert!(matches!(
@@ -636,7 +638,7 @@ async fn leader_killed_soon_after_start_fails_over_and_reads_its_writes() -> Tes
     cluster.wait_leader(CS_A, 1, &[1, 2]).await?;
     let mut acting = cluster.chunk_client(1).await?;
     let resp = read_once_leading(&mut acting, read_request(CS_A, 80, 0, 4096)).await?;
-    assert_eq!(resp.attachment, Some(data));
+    assert_eq!(resp.attachment.as_deref(), Some(&data[..]));
     // With two of three members left, writes still reach a majority.
     let resp = write(&mut acting, write_request(CS_A, 81, 0, pattern(4096, 9), 0)).await?;
     assert_eq!(status(resp.status), ChunkOpStatus::Success);
@@ -716,7 +718,7 @@ async fn replica_service_refuses_malformed_or_misdirected_writes() -> TestResult
         copyset_id: CS_A,
         chunk_id: 200,
         offset: 0,
-        data: pattern(4096, 1),
+        data: pattern(4096, 1).into(),
         sn: Some(0),
         leader_id: 0,
         ..Default::default()
@@ -773,7 +775,7 @@ async fn replica_service_refuses_malformed_or_misdirected_writes() -> TestResult
         (
             "odd length",
             ReplicateWriteRequest {
-                data: vec![1; 100],
+                data: vec![1; 100].into(),
                 ..base.clone()
             },
             ChunkOpStatus::InvalidRequest,
@@ -800,7 +802,7 @@ async fn replica_service_refuses_malformed_or_misdirected_writes() -> TestResult
         .replicate_write(ReplicateWriteRequest {
             leader_id: 2,
             offset: u32::MAX,
-            data: Vec::new(),
+            data: Default::default(),
             sn: Some(0),
             chunk_id: 1,
             ..base.clone()

@@ -109,6 +109,9 @@ pub async fn send(
         ChunkOp::Write(d) => (ChunkOpType::ChunkOpWrite, &methods::WRITE_CHUNK, d.clone()),
     };
     let is_write = matches!(op, ChunkOp::Write(_));
+    if is_write {
+        check_write_data(size, &attachment)?;
+    }
     let mut retries: u64 = 0;
     // Tries sent to the current leader: the timeout backoff starts over when the leader
     // changes, so a request that leaves a hung leader is not stuck with its long timeout
@@ -275,6 +278,21 @@ pub async fn send(
     }
 }
 
+/// A WriteChunk whose data is not exactly `size` bytes is what makes a stock chunkserver
+/// abort (it fails to apply it from its Raft log, on every replica): never send one.
+fn check_write_data(size: u32, data: &[u8]) -> Result<()> {
+    if data.len() == size as usize {
+        return Ok(());
+    }
+    Err(Error::new(
+        ErrorCode::InvalidRequest,
+        format!(
+            "WriteChunk of {size} bytes carries {} bytes of data; not sent",
+            data.len()
+        ),
+    ))
+}
+
 fn status_error(status: ChunkOpStatus, leader: &LeaderView) -> Error {
     Error::new(
         chunk_status_to_code(status),
@@ -306,6 +324,15 @@ async fn sleep_until_deadline(pause: Duration, deadline: Instant) {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn write_data_must_match_its_size() {
+        assert!(check_write_data(4096, &[0; 4096]).is_ok());
+        for len in [0, 4095, 4097] {
+            let e = check_write_data(4096, &vec![0; len]).unwrap_err();
+            assert_eq!(e.code, ErrorCode::InvalidRequest);
+        }
+    }
 
     #[test]
     fn pow_of_ratio() {

@@ -29,7 +29,7 @@ use crate::error::{Error, ErrorCode, Result};
 use crate::file::{FdTable, OpenFile};
 use crate::mds::{ClientEndpoint, MdsClient};
 use crate::metacache::CopysetCache;
-use crate::transport::{GrpcTransport, Transport};
+use crate::transport::{BaiduStdTransport, GrpcTransport, Protocol, RoutedTransport, Transport};
 
 #[derive(Debug, Clone, Default)]
 pub struct UserInfo {
@@ -117,9 +117,23 @@ fn check(path: &str, user: &UserInfo) -> Result<()> {
 impl Client {
     /// Init: parses nothing further and sends no RPC, so it succeeds with the MDS down.
     pub fn new(config: ClientConfig) -> Result<Client> {
-        let transport = GrpcTransport::new(
-            Duration::from_millis(config.rpc_connect_timeout_ms),
-            config.channels_per_chunkserver as usize,
+        let connect_timeout = Duration::from_millis(config.rpc_connect_timeout_ms);
+        let over = |protocol: Protocol, channels: usize| -> Arc<dyn Transport> {
+            match protocol {
+                Protocol::BaiduStd => Arc::new(BaiduStdTransport::new(
+                    connect_timeout,
+                    config.max_body_size,
+                )),
+                Protocol::Grpc => Arc::new(GrpcTransport::new(connect_timeout, channels)),
+            }
+        };
+        let transport = RoutedTransport::new(
+            over(config.mds_transport, 1),
+            over(
+                config.chunkserver_transport,
+                config.channels_per_chunkserver as usize,
+            ),
+            config.chunkserver_transport,
         );
         Self::with_transport(config, Arc::new(transport))
     }

@@ -18,13 +18,21 @@
 //!   upstream retries without limit.
 //! - `global.rpcConnectTimeoutMS` (1000): TCP connect timeout of every channel.
 //! - `global.channelsPerChunkServer` (2): HTTP/2 connections per chunkserver endpoint,
-//!   used round-robin, because one connection's buffer task serialises its requests.
+//!   used round-robin, because one connection's buffer task serialises its requests
+//!   (gRPC only; baidu_std keeps brpc's one connection per endpoint).
+//! - `mds.transport` and `chunkserver.transport` (`baidu_std`): the wire to the MDS and
+//!   to the chunkservers, `baidu_std` (brpc's protocol, what stock Curve servers speak) or
+//!   `grpc` (tonic; chunk IO over it only to curvefs's local chunkservers, see
+//!   `transport::route`). An unchanged upstream client.conf therefore gets baidu_std.
+//! - `global.maxBodySize` (67108864): the largest baidu_std frame body sent or accepted,
+//!   brpc's `max_body_size` default.
 
 use std::collections::HashMap;
 use std::path::Path;
 use std::str::FromStr;
 
 use crate::error::{Error, ErrorCode, Result};
+use crate::transport::Protocol;
 
 /// The client settings, typed. Field docs name the `client.conf` key.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -89,6 +97,12 @@ pub struct ClientConfig {
     pub channels_per_chunkserver: u32,
     /// `throttle.enable` (parsed; client-side QoS is not implemented).
     pub throttle_enable: bool,
+    /// `mds.transport` (curvefs).
+    pub mds_transport: Protocol,
+    /// `chunkserver.transport` (curvefs).
+    pub chunkserver_transport: Protocol,
+    /// `global.maxBodySize` (curvefs).
+    pub max_body_size: u32,
 }
 
 impl Default for ClientConfig {
@@ -126,6 +140,9 @@ impl Default for ClientConfig {
             rpc_connect_timeout_ms: 1000,
             channels_per_chunkserver: 2,
             throttle_enable: false,
+            mds_transport: Protocol::BaiduStd,
+            chunkserver_transport: Protocol::BaiduStd,
+            max_body_size: 64 << 20,
         }
     }
 }
@@ -232,6 +249,9 @@ impl ClientConfig {
             channels_per_chunkserver: r
                 .num("global.channelsPerChunkServer", d.channels_per_chunkserver)?,
             throttle_enable: r.boolean("throttle.enable", d.throttle_enable)?,
+            mds_transport: r.protocol("mds.transport", d.mds_transport)?,
+            chunkserver_transport: r.protocol("chunkserver.transport", d.chunkserver_transport)?,
+            max_body_size: r.num("global.maxBodySize", d.max_body_size)?,
         };
         conf.validate()?;
         Ok(conf)
@@ -271,11 +291,15 @@ impl ClientConfig {
         if let Some((key, _)) = positive.iter().find(|(_, v)| *v == 0) {
             return Err(Error::failed(format!("client conf key {key} must be > 0")));
         }
-        // A sub-request's size travels as a uint32 and must fit one chunk RPC frame.
-        if u64::from(self.file_io_split_max_size_kb) * 1024 > u64::from(u32::MAX) {
-            return Err(Error::failed(
-                "client conf key global.fileIOSplitMaxSizeKB is too large",
-            ));
+        // A sub-request's size travels as a uint32 and must fit one chunk RPC frame,
+        // with room for the messages around its data.
+        let split = u64::from(self.file_io_split_max_size_kb) * 1024;
+        if split > u64::from(u32::MAX) || split + 64 * 1024 > u64::from(self.max_body_size) {
+            return Err(Error::failed(format!(
+                "client conf key global.fileIOSplitMaxSizeKB is too large for \
+                 global.maxBodySize={}",
+                self.max_body_size
+            )));
         }
         Ok(())
     }
@@ -351,6 +375,17 @@ impl Reader<'_> {
                     "client conf key {key}: {v:?} is not a boolean"
                 ))),
             },
+        }
+    }
+
+    fn protocol(&self, key: &str, default: Protocol) -> Result<Protocol> {
+        match self.raw(key) {
+            None => Ok(default),
+            Some(v) => Protocol::parse(&v.to_ascii_lowercase()).ok_or_else(|| {
+                Error::failed(format!(
+                    "client conf key {key}: {v:?} is not a transport (baidu_std or grpc)"
+                ))
+            }),
         }
     }
 }
@@ -442,6 +477,21 @@ global.logPath=/data/log/curve/
         ))
         .expect("parses");
         assert_eq!(c.mds_rpc_timeout_ms, 250);
+    }
+
+    #[test]
+    fn transports_default_to_baidu_std_and_can_be_chosen_per_peer() {
+        let c = ClientConfig::parse(&minimal("")).expect("parses");
+        assert_eq!(c.mds_transport, Protocol::BaiduStd);
+        assert_eq!(c.chunkserver_transport, Protocol::BaiduStd);
+        let c = ClientConfig::parse(&minimal("mds.transport=grpc\nchunkserver.transport=GRPC\n"))
+            .expect("parses");
+        assert_eq!(c.mds_transport, Protocol::Grpc);
+        assert_eq!(c.chunkserver_transport, Protocol::Grpc);
+        let e = ClientConfig::parse(&minimal("chunkserver.transport=http\n")).unwrap_err();
+        assert!(e.message.contains("chunkserver.transport"), "{e}");
+        let e = ClientConfig::parse(&minimal("global.maxBodySize=65536\n")).unwrap_err();
+        assert!(e.message.contains("global.maxBodySize"), "{e}");
     }
 
     #[test]

@@ -315,6 +315,8 @@ impl ClusterLayout {
             chunk_size: self.mds.chunk_size,
             block_size: self.mds.block_size,
             copysets,
+            // Upstream's chunkservers name no leader in REDIRECTED: clients meet that here.
+            redirect_hints: false,
         })
     }
 }

@@ -1,5 +1,6 @@
 //! The local cluster's MDS: Curve's namespace (`curve.mds.CurveFSService`) and topology
-//! (`curve.mds.topology.TopologyService`) services over tonic, with every acknowledged
+//! (`curve.mds.topology.TopologyService`) services, over brpc's baidu_std and gRPC on one
+//! port, with every acknowledged
 //! change written through to an embedded redb store first.
 //!
 //! Start it with [`serve`] (binds `MdsConfig::listen`) or [`serve_with_listener`]; both
@@ -11,19 +12,20 @@
 //!
 //! Modules: `auth` (date/owner/signature), `path` (path validation), `rules` (length and
 //! stripe rules), `store` (redb tables), `records` (file records of open files),
-//! `namespace` (the namespace calls), `service` and `topology` (the tonic faces).
+//! `namespace` (the namespace calls), `service` and `topology` (the tonic faces),
+//! `baidu_std` (the same handlers over brpc's protocol).
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 use curve_proto::mds::curve_fs_service_server::CurveFsServiceServer;
 use curve_proto::mds::topology::topology_service_server::TopologyServiceServer;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 
 mod auth;
+mod baidu_std;
 mod namespace;
 mod path;
 mod records;
@@ -196,40 +198,24 @@ pub async fn serve_with_listener(
         listener.local_addr().ok(),
         topology.cluster_id
     );
-    let incoming = futures::stream::unfold(listener, |listener| async move {
-        let stream = accept(&listener).await;
-        Some((Ok::<TcpStream, std::io::Error>(stream), listener))
-    });
+    let namespace = Arc::new(service::CurveFsServiceImpl { ns });
+    let topology = Arc::new(topology::TopologyServiceImpl { topology });
+    // One port for both wires, as a brpc server has: baidu_std connections start with
+    // `PRPC`, the rest go to tonic. Accepting rides out EMFILE and sets TCP_NODELAY.
+    let (incoming, baidu_std) = curve_brpc::share_port(
+        listener,
+        Arc::new(baidu_std::BaiduStd {
+            namespace: namespace.clone(),
+            topology: topology.clone(),
+        }),
+    );
     tonic::transport::Server::builder()
-        .add_service(CurveFsServiceServer::new(service::CurveFsServiceImpl {
-            ns,
-        }))
-        .add_service(TopologyServiceServer::new(topology::TopologyServiceImpl {
-            topology,
-        }))
+        .add_service(CurveFsServiceServer::from_arc(namespace))
+        .add_service(TopologyServiceServer::from_arc(topology))
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await?;
+    baidu_std.shutdown();
     Ok(())
-}
-
-/// Accepts the next connection, riding out transient accept errors (e.g. EMFILE) instead of
-/// ending the server.
-async fn accept(listener: &TcpListener) -> TcpStream {
-    loop {
-        match listener.accept().await {
-            Ok((stream, _)) => {
-                // Curve's small metadata RPCs must not wait for Nagle.
-                if let Err(e) = stream.set_nodelay(true) {
-                    tracing::warn!("TCP_NODELAY: {e}");
-                }
-                return stream;
-            }
-            Err(e) => {
-                tracing::warn!("MDS accept: {e}");
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-        }
-    }
 }
 
 /// Geometry the namespace divides by must be sane before any request arrives.

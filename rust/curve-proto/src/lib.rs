@@ -28,6 +28,15 @@ pub mod local {
     tonic::include_proto!("curvefs.local");
 }
 
+/// `brpc.policy`: the meta that frames every baidu_std message (not a service).
+pub mod brpc {
+    tonic::include_proto!("brpc.policy");
+}
+
 /// Field number of the `attachment` field added to `ChunkRequest`/`ChunkResponse` for
 /// transports without brpc attachments (see protos/chunk.proto).
 pub const ATTACHMENT_FIELD: u32 = 1000;
+
+/// What curvefs's local chunkservers answer to `curvefs.local.LocalChunkServer/Identify`,
+/// and what a client checks for before it sends chunk data over gRPC.
+pub const LOCAL_CHUNKSERVER_IDENTITY: &str = "curvefs-local-chunkserver";

@@ -63,6 +63,9 @@ impl Cluster {
                         members: vec![peer(1), peer(2), peer(0)],
                     },
                 ],
+                // The tests of hints need them; `redirect_without_hint_by_default`
+                // covers upstream's behaviour.
+                redirect_hints: true,
             })
             .collect();
         let mut cluster = Cluster {
@@ -245,7 +248,7 @@ pub fn write_request(
         size: Some(data.len() as u32),
         sn: Some(sn),
         file_id: Some(1),
-        attachment: Some(data),
+        attachment: Some(data.into()),
         ..Default::default()
     }
 }

@@ -135,6 +135,7 @@ impl Cluster {
                             .collect(),
                     })
                     .collect(),
+                redirect_hints: false,
             };
             let rt = runtime();
             let listener = {

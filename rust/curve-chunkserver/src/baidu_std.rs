@@ -1,0 +1,97 @@
+//! The chunkserver's services over brpc's baidu_std, as stock chunkservers serve them:
+//! WriteChunk's data is the request attachment and ReadChunk's the response attachment;
+//! GetLeader fails with ENOENT (copyset not hosted) or EAGAIN (no leader known). The same
+//! handlers as the gRPC face run underneath.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use curve_brpc::server::unary;
+use curve_brpc::{Dispatch, Request, Response, RpcError, errors};
+use curve_proto::chunkserver::{
+    ChunkRequest, GetChunkInfoRequest, GetChunkInfoResponse, GetLeaderRequest2, GetLeaderResponse2,
+    UpdateEpochRequest, UpdateEpochResponse,
+};
+use curve_proto::local::{IdentifyRequest, IdentifyResponse};
+use futures::future::BoxFuture;
+use prost::Message;
+
+use crate::election::NO_LEADER_MESSAGE;
+use crate::service::{LeaderRefusal, Node};
+
+const CHUNK_SERVICE: &str = "curve.chunkserver.ChunkService";
+const CLI_SERVICE2: &str = "curve.chunkserver.CliService2";
+const LOCAL_CHUNK_SERVER: &str = "curvefs.local.LocalChunkServer";
+
+pub(crate) struct BaiduStd(pub Arc<Node>);
+
+fn decode_chunk_request(payload: Bytes) -> Result<ChunkRequest, RpcError> {
+    ChunkRequest::decode(payload)
+        .map_err(|e| RpcError::new(errors::EREQUEST, format!("cannot parse ChunkRequest: {e}")))
+}
+
+impl Dispatch for BaiduStd {
+    fn call(&self, r: Request) -> BoxFuture<'static, Result<Response, RpcError>> {
+        let node = self.0.clone();
+        Box::pin(async move {
+            match (r.service.as_str(), r.method.as_str()) {
+                (CHUNK_SERVICE, "WriteChunk") => {
+                    let mut req = decode_chunk_request(r.payload)?;
+                    // The data is the attachment, as on a stock chunkserver; field 1000
+                    // belongs to gRPC and is not looked at here.
+                    req.attachment = Some(r.attachment);
+                    let resp = node.write(req).await;
+                    Ok(Response {
+                        payload: Bytes::from(resp.encode_to_vec()),
+                        attachment: Bytes::new(),
+                    })
+                }
+                (CHUNK_SERVICE, "ReadChunk") => {
+                    let req = decode_chunk_request(r.payload)?;
+                    let mut resp = node.read(req).await;
+                    let data = resp.attachment.take().unwrap_or_default();
+                    Ok(Response {
+                        payload: Bytes::from(resp.encode_to_vec()),
+                        attachment: data,
+                    })
+                }
+                (CHUNK_SERVICE, "GetChunkInfo") => {
+                    unary(r.payload, |req: GetChunkInfoRequest| async move {
+                        Ok::<GetChunkInfoResponse, _>(node.chunk_info(req))
+                    })
+                    .await
+                }
+                (CHUNK_SERVICE, "UpdateEpoch") => {
+                    unary(r.payload, |req: UpdateEpochRequest| async move {
+                        Ok::<UpdateEpochResponse, _>(node.update_epoch(req))
+                    })
+                    .await
+                }
+                (CHUNK_SERVICE, m) => Err(RpcError::no_method(CHUNK_SERVICE, m)),
+                (CLI_SERVICE2, "GetLeader") => {
+                    unary(r.payload, |req: GetLeaderRequest2| async move {
+                        node.get_leader(&req)
+                            .map_err(|refusal| match refusal {
+                                LeaderRefusal::NotHosted(why) => {
+                                    RpcError::new(errors::SYS_ENOENT, why)
+                                }
+                                LeaderRefusal::NoLeader => {
+                                    RpcError::new(errors::SYS_EAGAIN, NO_LEADER_MESSAGE)
+                                }
+                            })
+                            .map(|r: GetLeaderResponse2| r)
+                    })
+                    .await
+                }
+                (CLI_SERVICE2, m) => Err(RpcError::no_method(CLI_SERVICE2, m)),
+                (LOCAL_CHUNK_SERVER, "Identify") => {
+                    unary(r.payload, |_: IdentifyRequest| async move {
+                        Ok::<IdentifyResponse, _>(node.identify())
+                    })
+                    .await
+                }
+                (s, _) => Err(RpcError::no_service(s)),
+            }
+        })
+    }
+}
