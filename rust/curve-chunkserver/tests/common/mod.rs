@@ -31,6 +31,13 @@ pub struct Cluster {
 
 impl Cluster {
     pub async fn start() -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
+        Self::start_with_hints(true).await
+    }
+
+    /// `redirect_hints: false` is upstream's behaviour (REDIRECTED names no leader).
+    pub async fn start_with_hints(
+        redirect_hints: bool,
+    ) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
         let dir = tempfile::tempdir()?;
         let mut listeners = Vec::new();
         for _ in 0..3 {
@@ -63,9 +70,7 @@ impl Cluster {
                         members: vec![peer(1), peer(2), peer(0)],
                     },
                 ],
-                // The tests of hints need them; `redirect_without_hint_by_default`
-                // covers upstream's behaviour.
-                redirect_hints: true,
+                redirect_hints,
             })
             .collect();
         let mut cluster = Cluster {

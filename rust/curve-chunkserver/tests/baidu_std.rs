@@ -1,0 +1,208 @@
+//! The chunkserver over brpc's baidu_std, as a stock Curve client reaches it: chunk data
+//! in attachments, GetLeader failures as errno codes, REDIRECTED without a leader hint.
+
+mod common;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::*;
+use curve_brpc::{CallError, Channel, DEFAULT_MAX_BODY, errors};
+use curve_proto::chunkserver::{
+    ChunkOpStatus, ChunkRequest, ChunkResponse, GetLeaderRequest2, GetLeaderResponse2,
+};
+use prost::Message;
+
+const CHUNK_SERVICE: &str = "curve.chunkserver.ChunkService";
+const T: Duration = Duration::from_secs(5);
+
+async fn channel(cluster: &Cluster, i: usize) -> Result<Channel, CallError> {
+    Channel::connect(&cluster.addr(i), Duration::from_secs(1), DEFAULT_MAX_BODY).await
+}
+
+/// Sends `req` with its data as the attachment, not in field 1000.
+async fn call_chunk(
+    ch: &Channel,
+    method: &str,
+    mut req: ChunkRequest,
+) -> Result<(ChunkResponse, Bytes), Box<dyn std::error::Error + Send + Sync>> {
+    let data = req.attachment.take().unwrap_or_default();
+    let reply = ch
+        .call(
+            CHUNK_SERVICE,
+            method,
+            Bytes::from(req.encode_to_vec()),
+            data,
+            T,
+        )
+        .await?;
+    let resp = ChunkResponse::decode(reply.payload)?;
+    assert!(
+        resp.attachment.is_none(),
+        "data never rides in field 1000 here"
+    );
+    Ok((resp, reply.attachment))
+}
+
+fn status(code: i32) -> ChunkOpStatus {
+    ChunkOpStatus::try_from(code).unwrap_or(ChunkOpStatus::FailureUnknown)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn write_and_read_carry_data_as_attachments() -> TestResult {
+    let cluster = Cluster::start_with_hints(false).await?;
+    let leader = channel(&cluster, 0).await?;
+    let data = pattern(8192, 3);
+    let (resp, att) = call_chunk(
+        &leader,
+        "WriteChunk",
+        write_request(CS_A, 21, 4096, data.clone(), 1),
+    )
+    .await?;
+    assert_eq!(status(resp.status), ChunkOpStatus::Success);
+    assert!(att.is_empty());
+    let (resp, att) = call_chunk(&leader, "ReadChunk", read_request(CS_A, 21, 4096, 8192)).await?;
+    assert_eq!(status(resp.status), ChunkOpStatus::Success);
+    assert_eq!(&att[..], &data[..]);
+    // Every replica holds it, written through the same path as over gRPC.
+    for i in 0..3 {
+        assert_eq!(on_disk(&cluster.chunk_path(i, CS_A, 21), 4096, 8192)?, data);
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_whose_attachment_is_not_its_size_is_refused_before_replication() -> TestResult {
+    let cluster = Cluster::start_with_hints(false).await?;
+    let leader = channel(&cluster, 0).await?;
+    let block = BLOCK_SIZE as usize;
+    for (what, len, size) in [
+        ("empty attachment", 0, BLOCK_SIZE),
+        ("short attachment", block, 2 * BLOCK_SIZE),
+        ("long attachment", 2 * block, BLOCK_SIZE),
+    ] {
+        let mut req = write_request(CS_A, 22, 0, pattern(len, 1), 1);
+        req.size = Some(size);
+        let (resp, _) = call_chunk(&leader, "WriteChunk", req).await?;
+        assert_eq!(status(resp.status), ChunkOpStatus::InvalidRequest, "{what}");
+    }
+    // Field 1000 does not count as data on this wire: only the attachment does.
+    let mut req = write_request(CS_A, 22, 0, pattern(block, 1), 1);
+    let reply = leader
+        .call(
+            CHUNK_SERVICE,
+            "WriteChunk",
+            Bytes::from(req.encode_to_vec()),
+            Bytes::new(),
+            T,
+        )
+        .await?;
+    req.attachment = None;
+    let resp = ChunkResponse::decode(reply.payload)?;
+    assert_eq!(status(resp.status), ChunkOpStatus::InvalidRequest);
+    for i in 0..3 {
+        assert!(!cluster.chunk_path(i, CS_A, 22).exists(), "replica {i}");
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn followers_redirect_without_naming_the_leader_as_upstream() -> TestResult {
+    let cluster = Cluster::start_with_hints(false).await?;
+    cluster.wait_leader(CS_A, 0, &[0, 1, 2]).await?;
+    for i in [1, 2] {
+        let follower = channel(&cluster, i).await?;
+        let (resp, _) = call_chunk(
+            &follower,
+            "WriteChunk",
+            write_request(CS_A, 23, 0, pattern(4096, 1), 1),
+        )
+        .await?;
+        assert_eq!(status(resp.status), ChunkOpStatus::Redirected);
+        assert_eq!(resp.redirect, None);
+        let (resp, att) =
+            call_chunk(&follower, "ReadChunk", read_request(CS_A, 23, 0, 4096)).await?;
+        assert_eq!(status(resp.status), ChunkOpStatus::Redirected);
+        assert_eq!(resp.redirect, None);
+        assert!(att.is_empty());
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn get_leader_and_unknown_calls_fail_with_brpc_codes() -> TestResult {
+    let cluster = Cluster::start_with_hints(false).await?;
+    cluster.wait_leader(CS_A, 0, &[0, 1, 2]).await?;
+    let ch = channel(&cluster, 1).await?;
+    let ask = |copyset_id| GetLeaderRequest2 {
+        logic_pool_id: POOL,
+        copyset_id,
+        peer: None,
+    };
+    let reply = ch
+        .call(
+            "curve.chunkserver.CliService2",
+            "GetLeader",
+            Bytes::from(ask(CS_A).encode_to_vec()),
+            Bytes::new(),
+            T,
+        )
+        .await?;
+    let leader = GetLeaderResponse2::decode(reply.payload)?;
+    assert_eq!(
+        leader.leader.address.as_deref(),
+        Some(format!("{}:0", cluster.addr(0)).as_str())
+    );
+    let r = ch
+        .call(
+            "curve.chunkserver.CliService2",
+            "GetLeader",
+            Bytes::from(ask(999).encode_to_vec()),
+            Bytes::new(),
+            T,
+        )
+        .await;
+    assert!(
+        matches!(
+            r,
+            Err(CallError::Remote {
+                code: errors::SYS_ENOENT,
+                ..
+            })
+        ),
+        "{r:?}"
+    );
+    for (service, method, code) in [
+        (CHUNK_SERVICE, "NoSuchMethod", errors::ENOMETHOD),
+        ("curve.chunkserver.NoSuchService", "X", errors::ENOSERVICE),
+    ] {
+        let r = ch
+            .call(service, method, Bytes::new(), Bytes::new(), T)
+            .await;
+        assert!(
+            matches!(&r, Err(CallError::Remote { code: c, .. }) if *c == code),
+            "{service}.{method}: {r:?}"
+        );
+    }
+    // Bytes that are no protobuf message (a truncated length-delimited field): EREQUEST.
+    let r = ch
+        .call(
+            CHUNK_SERVICE,
+            "ReadChunk",
+            Bytes::from_static(&[0x0a, 0x05, 0x01]),
+            Bytes::new(),
+            T,
+        )
+        .await;
+    assert!(
+        matches!(
+            r,
+            Err(CallError::Remote {
+                code: errors::EREQUEST,
+                ..
+            })
+        ),
+        "{r:?}"
+    );
+    Ok(())
+}
