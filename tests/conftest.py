@@ -1,4 +1,7 @@
-"""Fixtures: a real LocalCluster over loopback, shared by the session, and clients of it."""
+"""Fixtures: a real LocalCluster over loopback, shared by the session, and clients of it.
+
+The wire its client.conf selects follows `CURVEFS_TRANSPORT` (baidu_std by default; CI
+also runs the data-path tests with `CURVEFS_TRANSPORT=grpc`)."""
 
 from __future__ import annotations
 

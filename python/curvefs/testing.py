@@ -28,7 +28,7 @@ from types import TracebackType
 
 from typing_extensions import Self
 
-__all__ = ["ClusterStartError", "LocalCluster"]
+__all__ = ["TRANSPORTS", "TRANSPORT_ENV", "ClusterStartError", "LocalCluster"]
 
 _HOST = "127.0.0.1"
 _LAYOUT = "cluster.json"
@@ -72,6 +72,14 @@ _CLIENT_DEFAULTS: dict[str, str] = {
     "discard.granularity": "4096",
     "discard.taskDelayMs": "60000",
 }
+
+
+# The wires a client can reach the local cluster over (`mds.transport` and
+# `chunkserver.transport` in client.conf); the servers answer both on every port.
+TRANSPORTS = ("baidu_std", "grpc")
+# Picks the transport of clusters that do not name one: the switch that runs a whole test
+# suite over gRPC (`CURVEFS_TRANSPORT=grpc pytest`).
+TRANSPORT_ENV = "CURVEFS_TRANSPORT"
 
 
 class ClusterStartError(RuntimeError):
@@ -128,6 +136,10 @@ class LocalCluster:
     and stops it on exit; ``LocalCluster(data_dir=...)`` uses and keeps a given folder, so a
     second cluster on the same folder finds the first one's files, volumes and data.
     ``cluster.conf_path`` is a client.conf that ``CBDClient.Init`` accepts.
+
+    ``transport`` is the wire that client.conf selects: ``"baidu_std"`` (brpc's protocol,
+    what stock Curve servers speak, and what a client.conf without curvefs's keys gets) or
+    ``"grpc"``; by default the ``CURVEFS_TRANSPORT`` environment variable, else baidu_std.
     """
 
     def __init__(
@@ -139,12 +151,17 @@ class LocalCluster:
         root_password: str = "root_password",
         mds_options: Mapping[str, int | str] | None = None,
         client_options: Mapping[str, str | int] | None = None,
+        transport: str | None = None,
         start_timeout: float = 30.0,
     ) -> None:
         if chunkservers < 1:
             raise ValueError("a cluster needs at least one chunkserver")
         if copysets < 1:
             raise ValueError("a logical pool needs at least one copyset")
+        transport = transport or os.environ.get(TRANSPORT_ENV) or "baidu_std"
+        if transport not in TRANSPORTS:
+            raise ValueError(f"transport must be one of {TRANSPORTS}, not {transport!r}")
+        self._transport = transport
         self._owns_dir = data_dir is None
         self._dir = Path(data_dir) if data_dir is not None else None
         self._requested_chunkservers = chunkservers
@@ -164,6 +181,11 @@ class LocalCluster:
         if self._dir is None:
             raise RuntimeError("the cluster has not been started")
         return str(self._dir)
+
+    @property
+    def transport(self) -> str:
+        """The wire the generated client.conf selects: ``"baidu_std"`` or ``"grpc"``."""
+        return self._transport
 
     @property
     def conf_path(self) -> str:
@@ -322,6 +344,10 @@ class LocalCluster:
         conf = dict(_CLIENT_DEFAULTS)
         conf["mds.listen.addr"] = ",".join(self.mds_addrs)
         conf["global.logPath"] = str(self._dir / "logs")
+        if self._transport != "baidu_std":
+            # baidu_std is the default: the conf then holds only upstream's keys.
+            conf["mds.transport"] = self._transport
+            conf["chunkserver.transport"] = self._transport
         conf.update(self._client_options)
         lines = ["# client.conf for the curvefs local cluster in this folder"]
         lines += [f"{k}={v}" for k, v in conf.items()]

@@ -1,0 +1,106 @@
+"""The wire a client.conf selects: baidu_std by default (what stock Curve servers speak),
+gRPC on request; the local cluster serves both on every port."""
+
+from __future__ import annotations
+
+import os
+import socket
+import struct
+from pathlib import Path
+
+import pytest
+
+import curvefs
+from curvefs.testing import TRANSPORT_ENV, LocalCluster
+from tests.helpers import GiB, MiB, conf_with, make_user
+
+
+def _conf_keys(path: str) -> dict[str, str]:
+    pairs = (line.split("=", 1) for line in Path(path).read_text().splitlines() if "=" in line)
+    return {k.strip(): v.strip() for k, v in pairs}
+
+
+def test_default_conf_holds_only_upstream_keys_and_gets_baidu_std(
+    cluster: LocalCluster, tmp_path: Path
+) -> None:
+    keys = _conf_keys(cluster.conf_path)
+    if cluster.transport == "baidu_std":
+        assert "mds.transport" not in keys and "chunkserver.transport" not in keys
+    else:
+        assert keys["chunkserver.transport"] == keys["mds.transport"] == cluster.transport
+
+
+@pytest.mark.parametrize(
+    ("mds", "chunkserver"),
+    [("baidu_std", "baidu_std"), ("grpc", "grpc"), ("grpc", "baidu_std"), ("baidu_std", "grpc")],
+)
+def test_io_over_each_pairing(
+    cluster: LocalCluster, tmp_path: Path, name: str, mds: str, chunkserver: str
+) -> None:
+    conf = conf_with(
+        cluster, tmp_path, {"mds.transport": mds, "chunkserver.transport": chunkserver}
+    )
+    cbd = curvefs.CBDClient()
+    assert cbd.Init(conf) == 0
+    user = make_user("curve")
+    assert cbd.Create(name, user, 10 * GiB) == 0
+    fd = cbd.Open(name, user)
+    assert fd >= 0
+    data = os.urandom(MiB)
+    offset = 16 * MiB - 512 * 1024  # across a chunk boundary
+    assert cbd.Write(fd, data, offset, MiB) == MiB
+    assert cbd.Read(fd, "", offset, MiB) == data
+    assert cbd.Close(fd) == 0
+    cbd.UnInit()
+
+
+@pytest.mark.parametrize("value", ["http", "", "baidu-std"])
+def test_unknown_transport_is_refused_at_init(
+    cluster: LocalCluster, tmp_path: Path, value: str
+) -> None:
+    conf = conf_with(cluster, tmp_path, {"chunkserver.transport": value})
+    assert curvefs.CBDClient().Init(conf) == -1
+
+
+def test_environment_switch_and_argument(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(TRANSPORT_ENV, "grpc")
+    assert LocalCluster().transport == "grpc"
+    assert LocalCluster(transport="baidu_std").transport == "baidu_std"
+    monkeypatch.delenv(TRANSPORT_ENV)
+    assert LocalCluster().transport == "baidu_std"
+    with pytest.raises(ValueError, match="transport"):
+        LocalCluster(transport="tcp")
+
+
+def _frame(meta: bytes, body: bytes) -> bytes:
+    return b"PRPC" + struct.pack(">II", len(meta) + len(body), len(meta)) + meta + body
+
+
+def _field(number: int, payload: bytes) -> bytes:
+    return bytes([number << 3 | 2, len(payload)]) + payload
+
+
+def test_mds_port_answers_a_hand_framed_baidu_std_call(cluster: LocalCluster) -> None:
+    """A baidu_std request framed here byte by byte (not by curvefs's encoder): the MDS
+    answers on its one port with an RpcMeta whose error_code is ENOMETHOD (1002)."""
+    request_meta = _field(1, b"curve.mds.CurveFSService") + _field(2, b"NoSuchMethod")
+    meta = _field(1, request_meta) + bytes([4 << 3, 42])  # correlation_id = 42
+    host, port = cluster.mds_addr.rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=5) as s:
+        s.sendall(_frame(meta, b""))
+        head = b""
+        while len(head) < 12:
+            chunk = s.recv(12 - len(head))
+            assert chunk, "closed before the header"
+            head += chunk
+        assert head[:4] == b"PRPC"
+        body_size, meta_size = struct.unpack(">II", head[4:])
+        body = b""
+        while len(body) < body_size:
+            chunk = s.recv(body_size - len(body))
+            assert chunk
+            body += chunk
+    reply_meta = body[:meta_size]
+    # correlation_id 42 echoed; response meta (field 2) holds error_code 1002 (0xea 0x07).
+    assert bytes([4 << 3, 42]) in reply_meta
+    assert bytes([1 << 3, 0xEA, 0x07]) in reply_meta
