@@ -3,9 +3,11 @@ gRPC on request; the local cluster serves both on every port."""
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import struct
+import threading
 from pathlib import Path
 
 import pytest
@@ -104,3 +106,50 @@ def test_mds_port_answers_a_hand_framed_baidu_std_call(cluster: LocalCluster) ->
     # correlation_id 42 echoed; response meta (field 2) holds error_code 1002 (0xea 0x07).
     assert bytes([4 << 3, 42]) in reply_meta
     assert bytes([1 << 3, 0xEA, 0x07]) in reply_meta
+
+
+def test_core_events_reach_python_logging_under_curvefs(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A peer that answers baidu_std with HTTP: the core closes the connection and logs
+    why; the record reaches a handler through the `curvefs` logger, not stderr."""
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen()
+    srv.settimeout(0.2)
+    stop = threading.Event()
+
+    def answer_garbage() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = srv.accept()
+            except OSError:
+                continue
+            with conn:
+                conn.settimeout(2)
+                try:
+                    conn.recv(4096)
+                    conn.sendall(b"HTTP/1.1 400 Bad Request\r\n\r\n")
+                except OSError:
+                    pass
+
+    worker = threading.Thread(target=answer_garbage)
+    worker.start()
+    try:
+        conf = tmp_path / "client.conf"
+        port = srv.getsockname()[1]
+        conf.write_text(f"mds.listen.addr=127.0.0.1:{port}\nmds.maxRetryMS=300\n")
+        cbd = curvefs.CBDClient()
+        assert cbd.Init(str(conf)) == 0
+        with caplog.at_level(logging.WARNING, logger="curvefs"):
+            rc = cbd.StatFile("/x", make_user("curve"), curvefs.FileInfo_t())
+        cbd.UnInit()
+    finally:
+        stop.set()
+        worker.join()
+        srv.close()
+    assert rc < 0
+    records = [r for r in caplog.records if r.name.startswith("curvefs.curve_brpc")]
+    assert records, [r.name for r in caplog.records]
+    assert records[0].levelno == logging.WARNING
+    assert "does not speak baidu_std" in records[0].getMessage()

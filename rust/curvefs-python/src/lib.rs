@@ -61,6 +61,26 @@ const CONSTANTS: &[(&str, i32)] = &[
     ("CURVE_OP_WRITE", 1),
 ];
 
+/// Sends the Rust crates' log events to Python's `logging`, under the `curvefs` logger
+/// (`curvefs.curve_client.transport.route`, …), so nothing reaches stderr unless the
+/// application's logging config says so. Loggers are looked up once per target, levels
+/// on every record, so a level set after import takes effect; debug and trace events stay
+/// in Rust, because asking Python about them would take the GIL on the IO path.
+fn install_logging(py: Python<'_>) {
+    let installed = pyo3_log::Logger::new(py, pyo3_log::Caching::Loggers).map(|l| {
+        l.set_prefix("curvefs")
+            .filter(log::LevelFilter::Info)
+            .install()
+    });
+    match installed {
+        Ok(Ok(_)) => {}
+        // Another extension in this process installed the global logger first; its
+        // bridge then carries our records.
+        Ok(Err(_)) => {}
+        Err(e) => e.print(py),
+    }
+}
+
 /// The native module of curvefs: Curve's SWIG SDK surface (CBDClient, UserInfo_t,
 /// FileInfo_t, CreateContext, constants) and the local cluster's server entry points.
 #[pymodule(gil_used = false)]
@@ -82,6 +102,7 @@ mod _core {
         m.add("__version__", env!("CARGO_PKG_VERSION"))?;
         // Debug builds are an order of magnitude slower on the IO path; let callers tell.
         m.add("debug_build", cfg!(debug_assertions))?;
+        install_logging(m.py());
         Ok(())
     }
 }
