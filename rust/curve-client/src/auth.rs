@@ -79,3 +79,10 @@ mod tests {
         );
     }
 }
+
+/// Who a call is made as: the owner and, for root, the password that signs the request.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UserInfo {
+    pub owner: String,
+    pub password: String,
+}

@@ -9,9 +9,10 @@ use bytes::Bytes;
 use curve_proto::chunkserver::{ChunkOpStatus, ChunkOpType, ChunkRequest, ChunkResponse};
 use rand::Rng;
 
-use crate::client::Core;
+use futures::future::BoxFuture;
+
+use crate::context::Context;
 use crate::error::{Error, ErrorCode, Result, chunk_status_to_code};
-use crate::file::OpenFile;
 use crate::metacache::{ChunkAddr, LeaderView};
 use crate::transport::{self, TransportError, methods};
 
@@ -22,6 +23,19 @@ fn max_pow(ratio: u64) -> u32 {
     } else {
         63 - ratio.leading_zeros()
     }
+}
+
+/// What the chunk path needs of the open file a request belongs to. The file layer
+/// implements it; this module does not know what an open file is beyond this.
+pub trait ChunkTarget: Sync {
+    /// The inode id, sent with writes for IO fencing.
+    fn file_id(&self) -> u64;
+    /// The `sn` and `epoch` a WriteChunk carries now.
+    fn write_sn_and_epoch(&self) -> (u64, u64);
+    /// Fails once IO on the file is disabled for good (checked before every attempt).
+    fn check_not_disabled(&self) -> Result<()>;
+    /// Re-reads the file's sn and epoch from the MDS (after BACKWARD).
+    fn refresh_info(&self) -> BoxFuture<'_, Result<()>>;
 }
 
 /// Read or write; reads return the data, `None` for a chunk never written (zeros).
@@ -42,8 +56,8 @@ struct Policy {
 }
 
 impl Policy {
-    fn new(core: &Core) -> Self {
-        let c = &core.conf;
+    fn new(ctx: &Context) -> Self {
+        let c = &ctx.conf;
         let base_ms = c.chunkserver_rpc_timeout_ms.max(1);
         let max_ms = c.chunkserver_max_rpc_timeout_ms.max(base_ms);
         let interval_us = c.chunkserver_op_retry_interval_us;
@@ -90,17 +104,17 @@ enum Next {
 /// Sends one chunk sub-request with retries until `deadline`. `Ok(None)` only for a read
 /// of a chunk that was never written.
 pub async fn send(
-    core: &Core,
-    file: &OpenFile,
+    ctx: &Context,
+    file: &impl ChunkTarget,
     addr: ChunkAddr,
     offset_in_chunk: u32,
     size: u32,
     op: ChunkOp,
     deadline: Instant,
 ) -> Result<Option<Bytes>> {
-    let policy = Policy::new(core);
+    let policy = Policy::new(ctx);
     let start = Instant::now();
-    let entry = core
+    let entry = ctx
         .copysets
         .entry(addr.logical_pool_id, addr.copyset_id)
         .await?;
@@ -136,7 +150,7 @@ pub async fn send(
             ));
         }
         retries += 1;
-        let leader = match core.copysets.leader(&entry, deadline).await {
+        let leader = match ctx.copysets.leader(&entry, deadline).await {
             Ok(l) => l,
             Err(e) => {
                 last = e;
@@ -158,7 +172,7 @@ pub async fn send(
             offset: Some(offset_in_chunk),
             size: Some(size),
             sn: is_write.then_some(sn),
-            file_id: is_write.then_some(file.file_id),
+            file_id: is_write.then_some(file.file_id()),
             epoch: (is_write && epoch != 0).then_some(epoch),
             ..Default::default()
         };
@@ -167,7 +181,7 @@ pub async fn send(
             .min(deadline.saturating_duration_since(now))
             .max(Duration::from_millis(1));
         let reply = transport::unary_with_attachment::<_, ChunkResponse>(
-            core.transport.as_ref(),
+            ctx.transport.as_ref(),
             &leader.endpoint,
             method,
             &req,
@@ -201,10 +215,10 @@ pub async fn send(
                             .redirect
                             .as_deref()
                             .filter(|r| !r.is_empty())
-                            .and_then(|r| core.copysets.redirect(&entry, r));
+                            .and_then(|r| ctx.copysets.redirect(&entry, r));
                         let moved = match hinted {
                             Some(l) => Some(l),
-                            None => core
+                            None => ctx
                                 .copysets
                                 .refresh_leader(&entry, leader.version, deadline)
                                 .await
@@ -218,7 +232,7 @@ pub async fn send(
                     }
                     ChunkOpStatus::CopysetNotexist => {
                         last = status_error(status, &leader);
-                        core.copysets
+                        ctx.copysets
                             .refresh_leader(&entry, leader.version, deadline)
                             .await
                             .ok();
@@ -229,7 +243,7 @@ pub async fn send(
                         // If the MDS has no newer sn (yet), resending the same one can
                         // only be refused again: pause as for any other retry.
                         last = status_error(status, &leader);
-                        file.refresh_info(core).await.ok();
+                        file.refresh_info().await.ok();
                         if file.write_sn_and_epoch().0 > sn {
                             Next::Retry(Duration::ZERO)
                         } else {
@@ -261,7 +275,7 @@ pub async fn send(
             Err(e) => {
                 let timed_out = matches!(e, TransportError::Timeout(_));
                 last = Error::failed(format!("{} to {}: {e}", method.method, leader.endpoint));
-                let moved = core
+                let moved = ctx
                     .copysets
                     .refresh_leader(&entry, leader.version, deadline)
                     .await

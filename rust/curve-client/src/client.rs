@@ -17,59 +17,34 @@
 //!   so an open file is FILE_OCCUPIED for others at once (upstream: after 1.25 s).
 //! - Listdir of a file: UNKNOWN (kNotDirectory maps to -100 upstream; kept).
 
-use std::net::TcpListener;
-use std::sync::Arc;
+use std::collections::HashMap;
+
+use bytes::Bytes;
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-pub use curve_proto::mds::FileInfo;
 use curve_proto::mds::FileType;
 
+pub use crate::auth::UserInfo;
 use crate::conf::ClientConfig;
+use crate::context::Context;
 use crate::error::{Error, ErrorCode, Result};
-use crate::file::{FdTable, OpenFile};
-use crate::mds::{ClientEndpoint, MdsClient};
-use crate::metacache::CopysetCache;
-use crate::transport::{BaiduStdTransport, GrpcTransport, Protocol, RoutedTransport, Transport};
+use crate::file::OpenFile;
+use crate::lock;
+pub use crate::mds::CreateOptions;
+use crate::stat::FileStat;
+use crate::transport::Transport;
 
-#[derive(Debug, Clone, Default)]
-pub struct UserInfo {
-    pub owner: String,
-    pub password: String,
-}
-
-#[derive(Debug, Clone, Default)]
-pub struct CreateOptions {
-    pub stripe_unit: u64,
-    pub stripe_count: u64,
-    pub poolset: String,
-}
-
-/// Everything a Client shares with its open files and background tasks.
-pub struct Core {
-    pub conf: Arc<ClientConfig>,
-    pub transport: Arc<dyn Transport>,
-    pub mds: Arc<MdsClient>,
-    pub copysets: CopysetCache,
-    pub files: FdTable,
-    /// Held open so the port reported to the MDS stays ours (`mds.registerToMDS`).
-    _registration: Option<TcpListener>,
-}
-
-impl Core {
-    /// Wall time one user IO may spend waiting and retrying (`chunkserver.maxRetryTimeMS`).
-    pub fn io_budget(&self) -> Duration {
-        Duration::from_millis(self.conf.chunkserver_max_retry_time_ms)
-    }
-
-    /// Largest chunk sub-request in bytes.
-    pub fn split_size(&self) -> u64 {
-        u64::from(self.conf.file_io_split_max_size_kb) * 1024
-    }
-}
-
+/// The SDK's client: the shared context and the fd table over it.
 #[derive(Clone)]
 pub struct Client {
     core: Arc<Core>,
+}
+
+struct Core {
+    ctx: Arc<Context>,
+    files: FdTable,
 }
 
 const MAX_PATH_BYTES: usize = 4096;
@@ -117,65 +92,30 @@ fn check(path: &str, user: &UserInfo) -> Result<()> {
 impl Client {
     /// Init: parses nothing further and sends no RPC, so it succeeds with the MDS down.
     pub fn new(config: ClientConfig) -> Result<Client> {
-        let connect_timeout = Duration::from_millis(config.rpc_connect_timeout_ms);
-        let over = |protocol: Protocol, channels: usize| -> Arc<dyn Transport> {
-            match protocol {
-                Protocol::BaiduStd => Arc::new(BaiduStdTransport::new(
-                    connect_timeout,
-                    config.max_body_size,
-                )),
-                Protocol::Grpc => Arc::new(GrpcTransport::new(connect_timeout, channels)),
-            }
-        };
-        let transport = RoutedTransport::new(
-            over(config.mds_transport, 1),
-            over(
-                config.chunkserver_transport,
-                config.channels_per_chunkserver as usize,
-            ),
-            config.chunkserver_transport,
-        );
-        Self::with_transport(config, Arc::new(transport))
+        Ok(Self::over(Context::new(config)?))
     }
 
-    /// A client over another transport (baidu_std, or a fake in tests).
+    /// A client over another transport (a fake in tests).
     pub fn with_transport(config: ClientConfig, transport: Arc<dyn Transport>) -> Result<Client> {
-        let conf = Arc::new(config);
-        let (registration, endpoint) = if conf.mds_register_to_mds {
-            // A port unique to this client, so the MDS tells its file records apart from
-            // other clients' on the same host.
-            let l = TcpListener::bind("127.0.0.1:0")
-                .map_err(|e| Error::failed(format!("cannot reserve a client port: {e}")))?;
-            let port = l
-                .local_addr()
-                .map_err(|e| Error::failed(format!("cannot read the client port: {e}")))?
-                .port();
-            (
-                Some(l),
-                Some(ClientEndpoint {
-                    ip: "127.0.0.1".to_string(),
-                    port: u32::from(port),
-                }),
-            )
-        } else {
-            (None, None)
-        };
-        let mds = Arc::new(MdsClient::new(transport.clone(), conf.clone(), endpoint));
-        let copysets = CopysetCache::new(mds.clone(), transport.clone(), &conf);
-        Ok(Client {
+        Ok(Self::over(Context::with_transport(config, transport)?))
+    }
+
+    fn over(ctx: Context) -> Client {
+        Client {
             core: Arc::new(Core {
-                conf,
-                transport,
-                mds,
-                copysets,
+                ctx: Arc::new(ctx),
                 files: FdTable::default(),
-                _registration: registration,
             }),
-        })
+        }
+    }
+
+    /// What this client's calls and open files share.
+    pub fn context(&self) -> &Arc<Context> {
+        &self.core.ctx
     }
 
     pub fn config(&self) -> &ClientConfig {
-        &self.core.conf
+        &self.core.ctx.conf
     }
 
     fn alive(&self) -> Result<()> {
@@ -195,16 +135,10 @@ impl Client {
     ) -> Result<()> {
         self.alive()?;
         check(path, user)?;
-        let stripe = (opts.stripe_unit, opts.stripe_count, opts.poolset.clone());
         self.core
+            .ctx
             .mds
-            .create_file(
-                path,
-                user,
-                FileType::InodePagefile,
-                Some(size),
-                Some(stripe),
-            )
+            .create_file(path, user, FileType::InodePagefile, Some(size), Some(opts))
             .await
     }
 
@@ -212,21 +146,23 @@ impl Client {
         self.alive()?;
         check(path, user)?;
         self.core
+            .ctx
             .mds
             .create_file(path, user, FileType::InodeDirectory, None, None)
             .await
     }
 
-    pub async fn stat(&self, path: &str, user: &UserInfo) -> Result<FileInfo> {
+    pub async fn stat(&self, path: &str, user: &UserInfo) -> Result<FileStat> {
         self.alive()?;
         check(path, user)?;
-        self.core.mds.get_file_info(path, user).await
+        let info = self.core.ctx.mds.get_file_info(path, user).await?;
+        Ok(FileStat::from(&info))
     }
 
     pub async fn extend(&self, path: &str, user: &UserInfo, new_size: u64) -> Result<()> {
         self.alive()?;
         check(path, user)?;
-        self.core.mds.extend_file(path, user, new_size).await
+        self.core.ctx.mds.extend_file(path, user, new_size).await
     }
 
     /// Unlink and Rmdir: DeleteFile(forceDelete=false), which moves page files to
@@ -234,8 +170,10 @@ impl Client {
     pub async fn unlink(&self, path: &str, user: &UserInfo) -> Result<()> {
         self.alive()?;
         check(path, user)?;
-        self.while_mds_starts(path, user, || self.core.mds.delete_file(path, user, false))
-            .await
+        self.while_mds_starts(path, user, || {
+            self.core.ctx.mds.delete_file(path, user, false)
+        })
+        .await
     }
 
     /// DeleteFile(forceDelete=true): real deletion of a /RecycleBin entry.
@@ -244,30 +182,33 @@ impl Client {
         check(path, user)?;
         if !path.starts_with(RECYCLE_BIN_PREFIX) {
             // Only /RecycleBin entries can be purged: the MDS's NOT_SUPPORT is final.
-            return self.core.mds.delete_file(path, user, true).await;
+            return self.core.ctx.mds.delete_file(path, user, true).await;
         }
-        self.while_mds_starts(path, user, || self.core.mds.delete_file(path, user, true))
-            .await
+        self.while_mds_starts(path, user, || {
+            self.core.ctx.mds.delete_file(path, user, true)
+        })
+        .await
     }
 
     pub async fn recover(&self, path: &str, user: &UserInfo, file_id: u64) -> Result<()> {
         self.alive()?;
         check(path, user)?;
-        self.core.mds.recover_file(path, user, file_id).await
+        self.core.ctx.mds.recover_file(path, user, file_id).await
     }
 
     pub async fn rename(&self, user: &UserInfo, old: &str, new: &str) -> Result<()> {
         self.alive()?;
         check_path(old)?;
         check(new, user)?;
-        self.while_mds_starts(old, user, || self.core.mds.rename_file(user, old, new))
+        self.while_mds_starts(old, user, || self.core.ctx.mds.rename_file(user, old, new))
             .await
     }
 
-    pub async fn list_dir(&self, path: &str, user: &UserInfo) -> Result<Vec<FileInfo>> {
+    pub async fn list_dir(&self, path: &str, user: &UserInfo) -> Result<Vec<FileStat>> {
         self.alive()?;
         check(path, user)?;
-        self.core.mds.list_dir(path, user).await
+        let infos = self.core.ctx.mds.list_dir(path, user).await?;
+        Ok(infos.iter().map(FileStat::from).collect())
     }
 
     pub async fn change_owner(&self, path: &str, new_owner: &str, user: &UserInfo) -> Result<()> {
@@ -277,7 +218,7 @@ impl Client {
             return Err(Error::param("new owner is empty"));
         }
         self.while_mds_starts(path, user, || {
-            self.core.mds.change_owner(path, new_owner, user)
+            self.core.ctx.mds.change_owner(path, new_owner, user)
         })
         .await
     }
@@ -291,7 +232,7 @@ impl Client {
         F: Fn() -> Fut,
         Fut: std::future::Future<Output = Result<()>>,
     {
-        let conf = &self.core.conf;
+        let conf = &self.core.ctx.conf;
         let deadline = Instant::now() + Duration::from_millis(conf.mds_max_retry_ms);
         let pause = Duration::from_micros(conf.mds_rpc_retry_interval_us.max(10_000));
         loop {
@@ -299,6 +240,7 @@ impl Client {
                 Err(e) if e.code == ErrorCode::NotSupport => {
                     let page_file = self
                         .core
+                        .ctx
                         .mds
                         .get_file_info(target, user)
                         .await
@@ -315,56 +257,46 @@ impl Client {
 
     pub async fn cluster_id(&self) -> Result<String> {
         self.alive()?;
-        self.core.mds.get_cluster_info().await
+        self.core.ctx.mds.get_cluster_info().await
     }
 
     pub async fn list_poolsets(&self) -> Result<Vec<String>> {
         self.alive()?;
-        self.core.mds.list_poolsets().await
+        self.core.ctx.mds.list_poolsets().await
     }
 
-    /// OpenFile, then a lease refresher every leaseTime / `mds.refreshTimesPerLease`.
-    /// fds start at 0 and are never reused.
+    /// Opens a file and gives it the next fd (from 0, never reused).
     pub async fn open(&self, path: &str, user: &UserInfo) -> Result<i32> {
-        self.alive()?;
-        check(path, user)?;
-        let (session, info) = self.core.mds.open_file(path, user).await?;
+        let file = self.open_file(path, user).await?;
         let fd = self.core.files.next_fd()?;
-        let file = Arc::new(OpenFile::new(
-            fd,
-            path,
-            user,
-            &session,
-            &info,
-            self.core.conf.file_max_in_flight_rpc_num as usize,
-        )?);
-        // Register this client with the MDS before Open returns (upstream waits one
-        // refresh interval): from here on the file is FILE_OCCUPIED for every other
-        // client, with no window in which another one may delete or rename it. Should the
-        // file vanish in between, the refresh disables IO on the fd and says why.
-        file.refresh_once(&self.core).await;
-        file.start_refresher(
-            Arc::downgrade(&self.core),
-            self.core.conf.mds_refresh_times_per_lease,
-        );
-        if let Err(e) = self.core.files.insert(file.clone()) {
+        if let Err(e) = self.core.files.insert(fd, file.clone()) {
             file.abort_refresher();
             return Err(e);
         }
         Ok(fd)
     }
 
-    /// Stops the refresher, sends CloseFile, waits for IO in flight, releases the fd.
+    /// Opens a file without an fd: the handle is the caller's (the Python `Volume`), and
+    /// closing it is too. [`Client::shutdown`] does not reach it.
+    pub async fn open_file(&self, path: &str, user: &UserInfo) -> Result<Arc<OpenFile>> {
+        self.alive()?;
+        check(path, user)?;
+        OpenFile::open(self.core.ctx.clone(), path, user).await
+    }
+
+    /// Releases the fd, then closes its file (see [`OpenFile::close`]).
     pub async fn close(&self, fd: i32) -> Result<()> {
         let file = self
             .core
             .files
             .remove(fd)
             .ok_or_else(|| Error::bad_fd(fd))?;
-        file.stop_refresher().await;
-        let closed = self.core.mds.close_file(&file.path, &file.user).await;
-        file.shut("the fd was closed").await;
-        closed
+        file.close().await
+    }
+
+    /// The open file behind an fd.
+    pub fn file(&self, fd: i32) -> Result<Arc<OpenFile>> {
+        self.core.files.get(fd)
     }
 
     /// Fills `buf` from `offset`. Holes and never-written chunks read as zeros.
@@ -375,7 +307,7 @@ impl Client {
         if len == 0 {
             return Ok(());
         }
-        file.check_bounds(&self.core, offset, len).await
+        file.check_bounds(offset, len).await
     }
 
     pub async fn read(&self, fd: i32, offset: u64, buf: &mut [u8]) -> Result<()> {
@@ -383,15 +315,25 @@ impl Client {
         if buf.is_empty() {
             return Ok(());
         }
-        file.read(&self.core, offset, buf).await
+        file.read(offset, buf).await
     }
 
+    /// Writes `data` at `offset`: copied once into a buffer the sub-requests share.
     pub async fn write(&self, fd: i32, offset: u64, data: &[u8]) -> Result<()> {
         let file = self.core.files.get(fd)?;
         if data.is_empty() {
             return Ok(());
         }
-        file.write(&self.core, offset, data).await
+        file.write(offset, Bytes::copy_from_slice(data)).await
+    }
+
+    /// Writes a buffer the caller hands over: not copied at all.
+    pub async fn write_bytes(&self, fd: i32, offset: u64, data: Bytes) -> Result<()> {
+        let file = self.core.files.get(fd)?;
+        if data.is_empty() {
+            return Ok(());
+        }
+        file.write(offset, data).await
     }
 
     /// UnInit: stops every refresher and drops every fd without CloseFile (the MDS's
@@ -402,6 +344,56 @@ impl Client {
             // IO still running on another thread fails at its next retry.
             file.disable("the client was shut down");
         }
+    }
+}
+
+/// fds from 0, increasing, never reused.
+#[derive(Default)]
+struct FdTable {
+    files: Mutex<HashMap<i32, Arc<OpenFile>>>,
+    next: AtomicI32,
+    closed: AtomicBool,
+}
+
+impl FdTable {
+    /// The next fd; an error once 2^31 fds were handed out, because a wrapped fd would
+    /// be negative (an error code to the SDK's caller, who could never close it).
+    fn next_fd(&self) -> Result<i32> {
+        self.next
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_add(1))
+            .map_err(|_| Error::failed("this client has handed out every fd"))
+    }
+
+    /// Registers an open file under `fd`; refused after shutdown.
+    fn insert(&self, fd: i32, file: Arc<OpenFile>) -> Result<()> {
+        let mut files = lock(&self.files);
+        if self.closed.load(Ordering::Acquire) {
+            return Err(Error::failed("client is shut down"));
+        }
+        files.insert(fd, file);
+        Ok(())
+    }
+
+    fn get(&self, fd: i32) -> Result<Arc<OpenFile>> {
+        lock(&self.files)
+            .get(&fd)
+            .cloned()
+            .ok_or_else(|| Error::bad_fd(fd))
+    }
+
+    fn remove(&self, fd: i32) -> Option<Arc<OpenFile>> {
+        lock(&self.files).remove(&fd)
+    }
+
+    /// Empties the table for good and returns what was open.
+    fn close_all(&self) -> Vec<Arc<OpenFile>> {
+        let mut files = lock(&self.files);
+        self.closed.store(true, Ordering::Release);
+        files.drain().map(|(_, f)| f).collect()
+    }
+
+    fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
     }
 }
 
@@ -446,5 +438,16 @@ mod tests {
     fn empty_owner_is_authfail() {
         let e = check("/a", &UserInfo::default()).unwrap_err();
         assert_eq!(e.code, ErrorCode::AuthFail);
+    }
+
+    #[test]
+    fn fds_never_wrap_to_negative() {
+        let t = FdTable::default();
+        assert_eq!(t.next_fd().unwrap(), 0);
+        assert_eq!(t.next_fd().unwrap(), 1);
+        t.next.store(i32::MAX - 1, Ordering::Relaxed);
+        assert_eq!(t.next_fd().unwrap(), i32::MAX - 1);
+        assert_eq!(t.next_fd().unwrap_err().code, ErrorCode::Failed);
+        assert_eq!(t.next_fd().unwrap_err().code, ErrorCode::Failed);
     }
 }

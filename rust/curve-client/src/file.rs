@@ -8,9 +8,7 @@
 //! answered kOwnerAuthFail) makes IO wait for a successful refresh, within the IO's
 //! deadline (`chunkserver.maxRetryTimeMS` after it began), then fail with DISABLEIO.
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -19,8 +17,10 @@ use futures::{StreamExt, TryStreamExt};
 use tokio::sync::{Notify, RwLock, Semaphore, watch};
 use tokio::task::JoinHandle;
 
-use crate::chunk::{self, ChunkOp};
-use crate::client::{Core, UserInfo};
+use crate::auth::UserInfo;
+use crate::blocks::BlockLocks;
+use crate::chunk::{self, ChunkOp, ChunkTarget};
+use crate::context::Context;
 use crate::error::{Error, ErrorCode, Result};
 use crate::io::{self, ChunkPiece, Geometry};
 use crate::lock;
@@ -47,7 +47,7 @@ enum Lease {
 }
 
 pub struct OpenFile {
-    pub fd: i32,
+    ctx: Arc<Context>,
     pub path: String,
     pub user: UserInfo,
     pub session_id: String,
@@ -64,6 +64,10 @@ pub struct OpenFile {
     max_in_flight: usize,
     /// Read-held by each IO; Close write-locks it to wait for IO in flight. `true` = closed.
     gate: RwLock<bool>,
+    /// Orders read-modify-writes of partial blocks against other writes to them.
+    blocks: BlockLocks,
+    /// Set by the first `close`.
+    closing: std::sync::atomic::AtomicBool,
     refresher: Mutex<Option<Refresher>>,
 }
 
@@ -74,14 +78,14 @@ struct Refresher {
 }
 
 impl OpenFile {
-    pub fn new(
-        fd: i32,
+    fn new(
+        ctx: Arc<Context>,
         path: &str,
         user: &UserInfo,
         session: &ProtoSession,
         info: &FileInfo,
-        max_in_flight: usize,
     ) -> Result<Self> {
+        let max_in_flight = ctx.conf.file_max_in_flight_rpc_num as usize;
         let geometry = Geometry::from_file_info(info)?;
         let blocksize = match info.blocksize {
             Some(b) if b > 0 => u64::from(b),
@@ -89,7 +93,7 @@ impl OpenFile {
         };
         let (lease, _) = watch::channel(Lease::Valid(Instant::now()));
         Ok(Self {
-            fd,
+            ctx,
             path: path.to_string(),
             user: user.clone(),
             session_id: session.session_id.clone(),
@@ -107,8 +111,57 @@ impl OpenFile {
             inflight: Semaphore::new(max_in_flight.max(1)),
             max_in_flight: max_in_flight.max(1),
             gate: RwLock::new(false),
+            blocks: BlockLocks::default(),
+            closing: std::sync::atomic::AtomicBool::new(false),
             refresher: Mutex::new(None),
         })
+    }
+
+    /// OpenFile on the MDS, then the lease refresher: every leaseTime /
+    /// `mds.refreshTimesPerLease`. The client registers with the MDS (a first refresh)
+    /// before this returns (upstream waits one refresh interval): from then on the file is
+    /// FILE_OCCUPIED for every other client, with no window in which another one may delete
+    /// or rename it. Should the file vanish in between, the refresh disables IO on it and
+    /// says why.
+    pub async fn open(ctx: Arc<Context>, path: &str, user: &UserInfo) -> Result<Arc<OpenFile>> {
+        let (session, info) = ctx.mds.open_file(path, user).await?;
+        let file = Arc::new(OpenFile::new(ctx, path, user, &session, &info)?);
+        file.refresh_once().await;
+        file.start_refresher();
+        Ok(file)
+    }
+
+    /// Stops the refresher, sends CloseFile, waits for IO in flight; IO after it fails with
+    /// BAD_FD. Only the first call does anything; later ones succeed at once.
+    pub async fn close(&self) -> Result<()> {
+        if self.closing.swap(true, std::sync::atomic::Ordering::AcqRel) {
+            return Ok(());
+        }
+        self.stop_refresher().await;
+        let closed = self.ctx.mds.close_file(&self.path, &self.user).await;
+        self.shut("the file was closed").await;
+        closed
+    }
+
+    fn closed_error(&self) -> Error {
+        Error::new(ErrorCode::BadFd, format!("{} is closed", self.path))
+    }
+
+    /// What the MDS says of the file now (the open file's length follows it).
+    pub async fn stat(&self) -> Result<crate::stat::FileStat> {
+        let info = self.ctx.mds.get_file_info(&self.path, &self.user).await?;
+        if self.replaced_by(&info) {
+            let why = "the file was replaced by another inode";
+            self.disable(why);
+            return Err(self.disabled_error(why));
+        }
+        self.adopt(&info);
+        Ok(crate::stat::FileStat::from(&info))
+    }
+
+    /// The file's length as last seen (at open, or by a refresh since).
+    pub fn known_length(&self) -> u64 {
+        self.length()
     }
 
     /// The `sn` and `epoch` a WriteChunk carries now.
@@ -135,8 +188,8 @@ impl OpenFile {
     }
 
     /// Re-reads the file's info from the MDS (BACKWARD, or IO past the known length).
-    pub async fn refresh_info(&self, core: &Core) -> Result<()> {
-        let info = core.mds.get_file_info(&self.path, &self.user).await?;
+    pub async fn refresh_info(&self) -> Result<()> {
+        let info = self.ctx.mds.get_file_info(&self.path, &self.user).await?;
         if self.replaced_by(&info) {
             let why = "the file was replaced by another inode";
             self.disable(why);
@@ -159,7 +212,7 @@ impl OpenFile {
     fn disabled_error(&self, why: &str) -> Error {
         Error::new(
             ErrorCode::DisableIo,
-            format!("IO on fd {} is disabled: {why}", self.fd),
+            format!("IO on {} is disabled: {why}", self.path),
         )
     }
 
@@ -206,14 +259,14 @@ impl OpenFile {
 
     /// IO past the end fails; the length is re-read once first, because another client
     /// (or this one) may have extended the file since the last refresh.
-    async fn check_range(&self, core: &Core, offset: u64, len: u64) -> Result<()> {
+    async fn check_range(&self, offset: u64, len: u64) -> Result<()> {
         let end = offset
             .checked_add(len)
             .ok_or_else(|| Error::failed("offset + length overflows"))?;
         if end <= self.length() {
             return Ok(());
         }
-        self.refresh_info(core).await?;
+        self.refresh_info().await?;
         let length = self.length();
         if end <= length {
             return Ok(());
@@ -235,7 +288,6 @@ impl OpenFile {
     /// spend a whole budget on an unreachable MDS must not wait for all of them.
     async fn segment(
         &self,
-        core: &Core,
         segment_index: u64,
         allocate: bool,
         deadline: Instant,
@@ -245,7 +297,7 @@ impl OpenFile {
         }
         tokio::time::timeout_at(
             deadline.into(),
-            self.look_up_segment(core, segment_index, allocate),
+            self.look_up_segment(segment_index, allocate),
         )
         .await
         .unwrap_or_else(|_| {
@@ -255,19 +307,15 @@ impl OpenFile {
         })
     }
 
-    async fn look_up_segment(
-        &self,
-        core: &Core,
-        segment_index: u64,
-        allocate: bool,
-    ) -> Result<SegmentSlot> {
+    async fn look_up_segment(&self, segment_index: u64, allocate: bool) -> Result<SegmentSlot> {
         let _one_lookup = self.segments.fetch_lock().lock().await;
         if let Some(s) = self.cached_segment(segment_index, allocate) {
             return Ok(s);
         }
         let (_, epoch) = self.write_sn_and_epoch();
         let offset = self.geometry.segment_offset(segment_index);
-        let slot = match core
+        let slot = match self
+            .ctx
             .mds
             .get_or_allocate_segment(&self.path, &self.user, offset, allocate, epoch)
             .await?
@@ -277,7 +325,7 @@ impl OpenFile {
                 let mut ids: Vec<u32> = info.chunks.iter().map(|c| c.1).collect();
                 ids.sort_unstable();
                 ids.dedup();
-                core.copysets.ensure(info.logical_pool_id, &ids).await?;
+                self.ctx.copysets.ensure(info.logical_pool_id, &ids).await?;
                 SegmentSlot::Allocated(Arc::new(info))
             }
             None => SegmentSlot::Hole,
@@ -289,13 +337,13 @@ impl OpenFile {
     /// Where each piece goes: `None` for pieces inside a hole (reads only).
     async fn locate(
         &self,
-        core: &Core,
         pieces: &[ChunkPiece],
         allocate: bool,
     ) -> Result<Vec<Option<ChunkAddr>>> {
         let g = &self.geometry;
-        let deadline =
-            crate::deadline_after(Duration::from_millis(core.conf.mds_max_retry_ms_in_io_path));
+        let deadline = crate::deadline_after(Duration::from_millis(
+            self.ctx.conf.mds_max_retry_ms_in_io_path,
+        ));
         let mut cached: Option<(u64, SegmentSlot)> = None;
         let mut out = Vec::with_capacity(pieces.len());
         for p in pieces {
@@ -303,7 +351,7 @@ impl OpenFile {
             let slot = match &cached {
                 Some((i, s)) if *i == seg => s.clone(),
                 _ => {
-                    let s = self.segment(core, seg, allocate, deadline).await?;
+                    let s = self.segment(seg, allocate, deadline).await?;
                     cached = Some((seg, s.clone()));
                     s
                 }
@@ -326,15 +374,14 @@ impl OpenFile {
 
     /// What an IO of `len` bytes at `offset` is checked against before it is split:
     /// alignment and the file's end (re-read once, so a fresh Extend counts).
-    pub async fn check_bounds(&self, core: &Core, offset: u64, len: u64) -> Result<()> {
+    pub async fn check_bounds(&self, offset: u64, len: u64) -> Result<()> {
         self.check_aligned(offset, len)?;
-        self.check_range(core, offset, len).await
+        self.check_range(offset, len).await
     }
 
     /// Common entry of read and write: alignment, lease, range, splitting, lookup.
     async fn prepare(
         &self,
-        core: &Core,
         offset: u64,
         len: u64,
         allocate: bool,
@@ -342,15 +389,14 @@ impl OpenFile {
     ) -> Result<(Vec<ChunkPiece>, Vec<Option<ChunkAddr>>)> {
         self.check_aligned(offset, len)?;
         self.wait_for_lease(deadline).await?;
-        self.check_range(core, offset, len).await?;
-        let pieces = io::split(&self.geometry, offset, len, core.split_size());
-        let addrs = self.locate(core, &pieces, allocate).await?;
+        self.check_range(offset, len).await?;
+        let pieces = io::split(&self.geometry, offset, len, self.ctx.split_size());
+        let addrs = self.locate(&pieces, allocate).await?;
         Ok((pieces, addrs))
     }
 
     async fn send_piece(
         &self,
-        core: &Core,
         addr: ChunkAddr,
         piece: &ChunkPiece,
         op: ChunkOp,
@@ -360,22 +406,22 @@ impl OpenFile {
             .inflight
             .acquire()
             .await
-            .map_err(|_| Error::bad_fd(self.fd))?;
+            .map_err(|_| self.closed_error())?;
         let offset = u32::try_from(piece.offset_in_chunk)
             .map_err(|_| Error::failed("offset inside a chunk exceeds 4 GiB"))?;
         let size =
             u32::try_from(piece.len).map_err(|_| Error::failed("sub-request exceeds 4 GiB"))?;
-        chunk::send(core, self, addr, offset, size, op, deadline).await
+        chunk::send(&self.ctx, self, addr, offset, size, op, deadline).await
     }
 
-    pub async fn read(&self, core: &Core, offset: u64, buf: &mut [u8]) -> Result<()> {
+    pub async fn read(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
         let gate = self.gate.read().await;
         if *gate {
-            return Err(Error::bad_fd(self.fd));
+            return Err(self.closed_error());
         }
-        let deadline = crate::deadline_after(core.io_budget());
+        let deadline = crate::deadline_after(self.ctx.io_budget());
         let (pieces, addrs) = self
-            .prepare(core, offset, buf.len() as u64, false, deadline)
+            .prepare(offset, buf.len() as u64, false, deadline)
             .await?;
         // Hand each piece its own disjoint slice of the caller's buffer.
         let mut rest: &mut [u8] = buf;
@@ -385,10 +431,7 @@ impl OpenFile {
             rest = tail;
             jobs.push(async move {
                 let data = match addr {
-                    Some(a) => {
-                        self.send_piece(core, a, piece, ChunkOp::Read, deadline)
-                            .await?
-                    }
+                    Some(a) => self.send_piece(a, piece, ChunkOp::Read, deadline).await?,
                     None => None,
                 };
                 match data {
@@ -401,33 +444,144 @@ impl OpenFile {
         self.run(jobs).await
     }
 
-    pub async fn write(&self, core: &Core, offset: u64, data: &[u8]) -> Result<()> {
+    /// Writes `data` (aligned) at `offset`. Each chunk sub-request carries a slice of
+    /// `data`: nothing is copied on the way to the transport.
+    pub async fn write(&self, offset: u64, data: Bytes) -> Result<()> {
+        let end = offset.saturating_add(data.len() as u64);
+        let _blocks = self.blocks.lock(offset, end, false).await;
+        self.write_aligned(offset, data).await
+    }
+
+    async fn write_aligned(&self, offset: u64, data: Bytes) -> Result<()> {
         let gate = self.gate.read().await;
         if *gate {
-            return Err(Error::bad_fd(self.fd));
+            return Err(self.closed_error());
         }
-        let deadline = crate::deadline_after(core.io_budget());
+        let deadline = crate::deadline_after(self.ctx.io_budget());
         let (pieces, addrs) = self
-            .prepare(core, offset, data.len() as u64, true, deadline)
+            .prepare(offset, data.len() as u64, true, deadline)
             .await?;
         let mut jobs = Vec::with_capacity(pieces.len());
         for (piece, addr) in pieces.iter().zip(addrs) {
             let start = piece.buf_offset as usize;
-            let slice = data
-                .get(start..start + piece.len as usize)
-                .ok_or_else(|| Error::failed("piece outside the write buffer"))?;
-            // tonic needs an owned body: one copy per sub-request.
-            let body = Bytes::copy_from_slice(slice);
+            let stop = start + piece.len as usize;
+            if stop > data.len() {
+                return Err(Error::failed("piece outside the write buffer"));
+            }
+            let body = data.slice(start..stop);
             jobs.push(async move {
                 let addr = addr.ok_or_else(|| {
                     Error::failed("write landed in a segment the MDS did not allocate")
                 })?;
-                self.send_piece(core, addr, piece, ChunkOp::Write(body), deadline)
+                self.send_piece(addr, piece, ChunkOp::Write(body), deadline)
                     .await
                     .map(|_| ())
             });
         }
         self.run(jobs).await
+    }
+
+    /// The blocks an unaligned IO of `len` bytes at `offset` touches: [start, stop).
+    fn block_span(&self, offset: u64, len: u64) -> Result<(u64, u64)> {
+        let bs = self.blocksize;
+        let end = offset
+            .checked_add(len)
+            .ok_or_else(|| Error::failed("offset + length overflows"))?;
+        let stop = end
+            .checked_next_multiple_of(bs)
+            .ok_or_else(|| Error::failed("offset + length overflows"))?;
+        Ok((offset - offset % bs, stop))
+    }
+
+    /// Writes `data` at any offset and of any length. Aligned IO goes straight through;
+    /// otherwise the partial first and last blocks are read, patched and written back
+    /// while no other write may touch them, and the aligned middle is sent as is.
+    pub async fn pwrite(&self, offset: u64, data: Bytes) -> Result<()> {
+        let len = data.len() as u64;
+        let bs = self.blocksize;
+        if len == 0 {
+            return Ok(());
+        }
+        if offset.is_multiple_of(bs) && len.is_multiple_of(bs) {
+            return self.write(offset, data).await;
+        }
+        let (start, stop) = self.block_span(offset, len)?;
+        let _blocks = self.blocks.lock(start, stop, true).await;
+        let end = offset + len;
+        // The partial blocks to patch: the first, and the last if it is another one.
+        let mut edges = Vec::with_capacity(2);
+        if !offset.is_multiple_of(bs) || stop - start == bs {
+            edges.push(start);
+        }
+        if !end.is_multiple_of(bs) && stop - bs != start {
+            edges.push(stop - bs);
+        }
+        let mut writes: Vec<(u64, Bytes)> = Vec::with_capacity(3);
+        for block in edges {
+            let mut buf = vec![0u8; bs as usize];
+            self.read(block, &mut buf).await?;
+            // The part of `data` that falls in this block.
+            let from = offset.max(block);
+            let to = end.min(block + bs);
+            let src = &data[(from - offset) as usize..(to - offset) as usize];
+            buf[(from - block) as usize..(to - block) as usize].copy_from_slice(src);
+            writes.push((block, Bytes::from(buf)));
+        }
+        let mid_start = offset.next_multiple_of(bs);
+        let mid_end = end - end % bs;
+        if mid_start < mid_end {
+            let s = (mid_start - offset) as usize;
+            let e = (mid_end - offset) as usize;
+            writes.push((mid_start, data.slice(s..e)));
+        }
+        futures::future::try_join_all(writes.into_iter().map(|(at, d)| self.write_aligned(at, d)))
+            .await
+            .map(|_| ())
+    }
+
+    /// Reads into `buf` from any offset, of any length: the partial first and last blocks
+    /// go through a block-sized buffer, the aligned middle straight into `buf`.
+    pub async fn pread(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
+        let len = buf.len() as u64;
+        let bs = self.blocksize;
+        if len == 0 {
+            return Ok(());
+        }
+        if offset.is_multiple_of(bs) && len.is_multiple_of(bs) {
+            return self.read(offset, buf).await;
+        }
+        let (start, stop) = self.block_span(offset, len)?;
+        let end = offset + len;
+        let mid_start = offset.next_multiple_of(bs).min(end);
+        let mid_end = (end - end % bs).max(mid_start);
+        let (head, rest) = buf.split_at_mut((mid_start - offset) as usize);
+        let (middle, tail) = rest.split_at_mut((mid_end - mid_start) as usize);
+        let head_io = async {
+            if head.is_empty() {
+                return Ok(());
+            }
+            let mut block = vec![0u8; bs as usize];
+            self.read(start, &mut block).await?;
+            let from = (offset - start) as usize;
+            head.copy_from_slice(&block[from..from + head.len()]);
+            Ok::<(), Error>(())
+        };
+        let middle_io = async {
+            if middle.is_empty() {
+                return Ok(());
+            }
+            self.read(mid_start, middle).await
+        };
+        let tail_io = async {
+            if tail.is_empty() {
+                return Ok(());
+            }
+            let mut block = vec![0u8; bs as usize];
+            self.read(stop - bs, &mut block).await?;
+            tail.copy_from_slice(&block[..tail.len()]);
+            Ok::<(), Error>(())
+        };
+        futures::try_join!(head_io, middle_io, tail_io).map(|_| ())
     }
 
     /// Runs sub-requests concurrently within the in-flight limit; the first error wins and
@@ -480,7 +634,8 @@ impl OpenFile {
     }
 
     /// Starts the lease refresher: every leaseTime / `mds.refreshTimesPerLease`.
-    pub fn start_refresher(self: &Arc<Self>, core: Weak<Core>, refresh_times: u32) {
+    fn start_refresher(self: &Arc<Self>) {
+        let refresh_times = self.ctx.conf.mds_refresh_times_per_lease;
         // A floor, so a bogus tiny lease from the MDS cannot turn this into a busy loop.
         let interval = (self.lease_time / refresh_times.max(1)).max(Duration::from_millis(10));
         let file = Arc::downgrade(self);
@@ -492,10 +647,10 @@ impl OpenFile {
                     () = tokio::time::sleep(interval) => {}
                     () = stopped.notified() => return,
                 }
-                let (Some(core), Some(file)) = (core.upgrade(), file.upgrade()) else {
+                let Some(file) = file.upgrade() else {
                     return;
                 };
-                if !file.refresh_once(&core).await {
+                if !file.refresh_once().await {
                     return;
                 }
             }
@@ -504,9 +659,10 @@ impl OpenFile {
     }
 
     /// One refresh; false when refreshing must stop.
-    pub(crate) async fn refresh_once(&self, core: &Core) -> bool {
+    pub(crate) async fn refresh_once(&self) -> bool {
         let sent_at = Instant::now();
-        match core
+        match self
+            .ctx
             .mds
             .refresh_session(&self.path, &self.user, &self.session_id)
             .await
@@ -545,69 +701,20 @@ impl OpenFile {
     }
 }
 
-/// fds from 0, increasing, never reused.
-#[derive(Default)]
-pub struct FdTable {
-    files: Mutex<HashMap<i32, Arc<OpenFile>>>,
-    next: AtomicI32,
-    closed: AtomicBool,
-}
-
-impl FdTable {
-    /// The next fd; an error once 2^31 fds were handed out, because a wrapped fd would
-    /// be negative (an error code to the SDK's caller, who could never close it).
-    pub fn next_fd(&self) -> Result<i32> {
-        self.next
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_add(1))
-            .map_err(|_| Error::failed("this client has handed out every fd"))
+impl ChunkTarget for OpenFile {
+    fn file_id(&self) -> u64 {
+        self.file_id
     }
 
-    /// Registers an open file; refused after shutdown.
-    pub fn insert(&self, file: Arc<OpenFile>) -> Result<()> {
-        let mut files = lock(&self.files);
-        if self.closed.load(Ordering::Acquire) {
-            return Err(Error::failed("client is shut down"));
-        }
-        files.insert(file.fd, file);
-        Ok(())
+    fn write_sn_and_epoch(&self) -> (u64, u64) {
+        OpenFile::write_sn_and_epoch(self)
     }
 
-    pub fn get(&self, fd: i32) -> Result<Arc<OpenFile>> {
-        lock(&self.files)
-            .get(&fd)
-            .cloned()
-            .ok_or_else(|| Error::bad_fd(fd))
+    fn check_not_disabled(&self) -> Result<()> {
+        OpenFile::check_not_disabled(self)
     }
 
-    pub fn remove(&self, fd: i32) -> Option<Arc<OpenFile>> {
-        lock(&self.files).remove(&fd)
-    }
-
-    /// Empties the table for good and returns what was open.
-    pub fn close_all(&self) -> Vec<Arc<OpenFile>> {
-        let mut files = lock(&self.files);
-        self.closed.store(true, Ordering::Release);
-        files.drain().map(|(_, f)| f).collect()
-    }
-
-    pub fn is_closed(&self) -> bool {
-        self.closed.load(Ordering::Acquire)
-    }
-}
-
-#[cfg(test)]
-#[allow(clippy::unwrap_used)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn fds_never_wrap_to_negative() {
-        let t = FdTable::default();
-        assert_eq!(t.next_fd().unwrap(), 0);
-        assert_eq!(t.next_fd().unwrap(), 1);
-        t.next.store(i32::MAX - 1, Ordering::Relaxed);
-        assert_eq!(t.next_fd().unwrap(), i32::MAX - 1);
-        assert_eq!(t.next_fd().unwrap_err().code, ErrorCode::Failed);
-        assert_eq!(t.next_fd().unwrap_err().code, ErrorCode::Failed);
+    fn refresh_info(&self) -> futures::future::BoxFuture<'_, Result<()>> {
+        Box::pin(OpenFile::refresh_info(self))
     }
 }

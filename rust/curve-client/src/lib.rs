@@ -2,12 +2,14 @@
 //! with failover, sessions and leases, the metadata cache and chunk IO. It knows nothing of
 //! Python; `curvefs-python` wraps [`Client`] call for call.
 //!
-//! Module map: [`conf`] parses client.conf; [`auth`] computes date and signature;
-//! [`transport`] is the one RPC interface (gRPC here); [`mds`] makes every MDS call with
-//! failover and maps status codes; [`metacache`] remembers segments, copysets and leaders;
-//! [`io`] maps file ranges to chunks (striping included); [`chunk`] sends one chunk
-//! request with retries; [`file`](mod@file) holds open files, leases and the read/write fan-out;
-//! [`client`] is the facade.
+//! Module map, bottom up (each module uses only those before it): [`error`], [`conf`]
+//! (client.conf), [`auth`] (credentials, date and signature), [`transport`] (the one RPC
+//! interface: baidu_std and gRPC), [`io`] (file ranges to chunks, striping included),
+//! [`mds`] (every MDS call with failover and status mapping), [`metacache`] (segments,
+//! copysets, leaders), [`context`] (what a client's files share; no fds), [`chunk`] (one
+//! chunk request with retries, speaking to its file through [`chunk::ChunkTarget`]),
+//! [`file`](mod@file) (an open file: lease, read/write fan-out, read-modify-write of partial
+//! blocks), and on top [`client`], the SDK's facade with its fd table.
 //!
 //! Where this client behaves differently from upstream's libcurve on purpose:
 //! - IO never hangs: one user IO has `chunkserver.maxRetryTimeMS` (60 s) for lease waits
@@ -35,19 +37,27 @@
 //!   Kept as upstream: Listdir of a file is UNKNOWN (kNotDirectory → -100).
 
 pub mod auth;
+mod blocks;
 pub mod chunk;
 pub mod client;
 pub mod conf;
+pub mod context;
 pub mod error;
 pub mod file;
 pub mod io;
 pub mod mds;
 pub mod metacache;
+pub mod stat;
 pub mod transport;
 
-pub use client::{Client, CreateOptions, FileInfo, UserInfo};
+pub use auth::UserInfo;
+pub use client::Client;
 pub use conf::ClientConfig;
+pub use context::Context;
 pub use error::{Error, ErrorCode, Result};
+pub use file::OpenFile;
+pub use mds::CreateOptions;
+pub use stat::FileStat;
 
 /// Locks a std mutex, ignoring poisoning: every critical section here leaves its data
 /// consistent, so a panic elsewhere must not turn into a panic in every later call.

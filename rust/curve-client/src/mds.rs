@@ -32,7 +32,7 @@ use curve_proto::mds::{
 };
 
 use crate::auth::Credentials;
-use crate::client::UserInfo;
+use crate::auth::UserInfo;
 use crate::conf::ClientConfig;
 use crate::error::{Error, ErrorCode, Result};
 use crate::transport::{self, RpcMethod, Transport, TransportError, methods};
@@ -49,6 +49,14 @@ pub enum CallKind {
     /// `mds.maxRetryMsInIOPath`, with `mds.waitSleepMs` pauses after
     /// `mds.normalRetryTimesBeforeTriggerWait` ordinary failures.
     IoPath,
+}
+
+/// How a new page file is laid out: its stripes and its poolset (empty: the MDS's default).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CreateOptions {
+    pub stripe_unit: u64,
+    pub stripe_count: u64,
+    pub poolset: String,
 }
 
 /// This client's endpoint as reported to the MDS (`mds.registerToMDS`).
@@ -236,13 +244,17 @@ impl MdsClient {
         user: &UserInfo,
         file_type: FileType,
         length: Option<u64>,
-        stripe: Option<(u64, u64, String)>,
+        layout: Option<&CreateOptions>,
     ) -> Result<()> {
         let resp: CreateFileResponse = self
             .call(&methods::CREATE_FILE, CallKind::Metadata, || {
                 let cr = Credentials::now(&user.owner, &user.password);
-                let (stripe_unit, stripe_count, poolset) = match &stripe {
-                    Some((u, c, p)) => (Some(*u), Some(*c), Some(p.clone())),
+                let (stripe_unit, stripe_count, poolset) = match layout {
+                    Some(o) => (
+                        Some(o.stripe_unit),
+                        Some(o.stripe_count),
+                        Some(o.poolset.clone()),
+                    ),
                     None => (None, None, None),
                 };
                 CreateFileRequest {

@@ -39,15 +39,13 @@ async fn create_stat_extend_list() {
     );
 
     let info = c.stat("/alice/vol", &u).await.unwrap();
-    assert_eq!(info.file_name.as_deref(), Some("vol"));
-    assert_eq!(info.length, Some(2 * SEG));
-    assert_eq!(info.owner.as_deref(), Some("alice"));
-    assert_eq!(info.file_type, Some(FileType::InodePagefile as i32));
-    assert_eq!(info.seq_num, Some(1));
-    assert!(
-        info.ctime.unwrap_or(0) > 1_600_000_000_000_000,
-        "ctime in µs"
-    );
+    assert_eq!(info.name, "vol");
+    assert_eq!(info.length, 2 * SEG);
+    assert_eq!(info.owner, "alice");
+    assert_eq!(info.file_type, FileType::InodePagefile as i32);
+    assert_eq!(info.seq_num, 1);
+    assert_eq!(info.block_size, BLOCK_SIZE);
+    assert!(info.ctime_us > 1_600_000_000_000_000, "ctime in µs");
     assert_eq!(code(c.stat("/alice/nope", &u).await), ErrorCode::NotExist);
     assert_eq!(
         code(c.stat("/alice/vol", &user("bob")).await),
@@ -55,10 +53,7 @@ async fn create_stat_extend_list() {
     );
 
     c.extend("/alice/vol", &u, 3 * SEG).await.unwrap();
-    assert_eq!(
-        c.stat("/alice/vol", &u).await.unwrap().length,
-        Some(3 * SEG)
-    );
+    assert_eq!(c.stat("/alice/vol", &u).await.unwrap().length, 3 * SEG);
     assert_eq!(
         code(c.extend("/alice/vol", &u, SEG).await),
         ErrorCode::NoShrinkBiggerFile
@@ -74,7 +69,7 @@ async fn create_stat_extend_list() {
         .await
         .unwrap()
         .into_iter()
-        .filter_map(|f| f.file_name)
+        .map(|f| f.name)
         .collect();
     names.sort();
     assert_eq!(names, ["vol", "vol2"]);
@@ -87,7 +82,7 @@ async fn create_stat_extend_list() {
         .await
         .unwrap()
         .into_iter()
-        .filter_map(|f| f.file_name)
+        .map(|f| f.name)
         .collect();
     assert!(top.contains(&"alice".to_string()), "{top:?}");
     let wrong_root = curve_client::UserInfo {
@@ -139,11 +134,11 @@ async fn rename_unlink_recover_delete() {
     c.mkdir("/bob", &u).await.unwrap();
     c.mkdir("/bob/dir", &u).await.unwrap();
     c.create("/bob/a", &u, SEG, &none).await.unwrap();
-    let id = c.stat("/bob/a", &u).await.unwrap().id.unwrap();
+    let id = c.stat("/bob/a", &u).await.unwrap().id;
 
     c.rename(&u, "/bob/a", "/bob/b").await.unwrap();
     assert_eq!(code(c.stat("/bob/a", &u).await), ErrorCode::NotExist);
-    assert_eq!(c.stat("/bob/b", &u).await.unwrap().id, Some(id));
+    assert_eq!(c.stat("/bob/b", &u).await.unwrap().id, id);
     assert_eq!(
         code(c.rename(&u, "/bob/b", "/bob/b").await),
         ErrorCode::Exists
@@ -164,11 +159,11 @@ async fn rename_unlink_recover_delete() {
     c.unlink("/bob/b", &u).await.unwrap();
     assert_eq!(code(c.stat("/bob/b", &u).await), ErrorCode::NotExist);
     c.recover("/bob/b", &u, id).await.unwrap();
-    assert_eq!(c.stat("/bob/b", &u).await.unwrap().id, Some(id));
+    assert_eq!(c.stat("/bob/b", &u).await.unwrap().id, id);
     // Recover by path (id 0) picks the entry whose original path matches.
     c.unlink("/bob/b", &u).await.unwrap();
     c.recover("/bob/b", &u, 0).await.unwrap();
-    assert_eq!(c.stat("/bob/b", &u).await.unwrap().id, Some(id));
+    assert_eq!(c.stat("/bob/b", &u).await.unwrap().id, id);
     assert_eq!(
         code(c.recover("/bob/never", &u, 0).await),
         ErrorCode::NotExist
@@ -187,7 +182,7 @@ async fn rename_unlink_recover_delete() {
         .await
         .unwrap()
         .into_iter()
-        .filter_map(|f| f.file_name)
+        .map(|f| f.name)
         .collect();
     let f = recycled
         .iter()
@@ -218,10 +213,7 @@ async fn change_owner_cluster_id_poolsets() {
         ErrorCode::AuthFail
     );
     c.change_owner("/carol/v", "dave", &root()).await.unwrap();
-    assert_eq!(
-        c.stat("/carol/v", &root()).await.unwrap().owner.as_deref(),
-        Some("dave")
-    );
+    assert_eq!(c.stat("/carol/v", &root()).await.unwrap().owner, "dave");
     // Non-empty directory.
     assert_eq!(
         code(c.change_owner("/carol", "dave", &root()).await),

@@ -502,12 +502,7 @@ impl CBDClient {
             )
         });
         let entries = errors::raising(py, r)?;
-        PyList::new(
-            py,
-            entries
-                .iter()
-                .map(|f| f.file_name.as_deref().unwrap_or_default()),
-        )
+        PyList::new(py, entries.iter().map(|f| f.name.as_str()))
     }
 
     /// The cluster's id, or "" on any failure.

@@ -117,18 +117,18 @@ impl FileInfo {
 }
 
 impl FileInfo {
-    /// Copies what the MDS reported; absent fields read as 0 or "" as in upstream's C struct.
-    pub fn fill_from(&mut self, f: &curve_client::FileInfo) {
-        self.id = f.id.unwrap_or(0);
-        self.parentid = f.parent_id.unwrap_or(0);
-        self.filetype = f.file_type.unwrap_or(0);
-        self.length = f.length.unwrap_or(0);
-        self.ctime = f.ctime.unwrap_or(0);
-        self.filename = f.file_name.clone().unwrap_or_default();
-        self.owner = f.owner.clone().unwrap_or_default();
-        self.file_status = f.file_status.unwrap_or(0);
-        self.stripe_unit = f.stripe_unit.unwrap_or(0);
-        self.stripe_count = f.stripe_count.unwrap_or(0);
+    /// Copies what the MDS reported (absent fields are already 0 or "").
+    pub fn fill_from(&mut self, f: &curve_client::FileStat) {
+        self.id = f.id;
+        self.parentid = f.parent_id;
+        self.filetype = f.file_type;
+        self.length = f.length;
+        self.ctime = f.ctime_us;
+        self.filename = f.name.clone();
+        self.owner = f.owner.clone();
+        self.file_status = f.status;
+        self.stripe_unit = f.stripe_unit;
+        self.stripe_count = f.stripe_count;
     }
 }
 
