@@ -11,57 +11,49 @@ from __future__ import annotations
 
 import errno as _errno
 
+from curvefs import _core
+
 __all__ = [
     "CurveAuthError",
     "CurveBadFdError",
+    "CurveClientNotSupportSnapshotError",
+    "CurveCrcError",
+    "CurveDeleteBeingClonedError",
+    "CurveDeleteError",
+    "CurveDeletingError",
+    "CurveDisableIoError",
+    "CurveDiskFailError",
+    "CurveEpochTooOldError",
     "CurveError",
     "CurveExistsError",
+    "CurveFailedError",
     "CurveFileOccupiedError",
+    "CurveInternalError",
+    "CurveInvalidRequestError",
     "CurveLengthNotSupportError",
+    "CurveNoShrinkError",
+    "CurveNoSpaceError",
+    "CurveNotAlignedError",
+    "CurveNotAllocateError",
     "CurveNotEmptyError",
     "CurveNotExistError",
     "CurveNotSupportError",
+    "CurveNotUnderSnapshotError",
     "CurveParamError",
+    "CurveRetryUntilSuccessError",
+    "CurveSessionNotExistError",
+    "CurveSessionNotExistsError",
+    "CurveSnapshotFrozenError",
+    "CurveStatusNotMatchError",
+    "CurveUnderSnapshotError",
+    "CurveUnknownError",
     "error_name",
     "from_code",
 ]
 
-# LIBCURVE_ERROR names by positive value (upstream spelling, including SNAPSTHO_FROZEN).
-_NAMES: dict[int, str] = {
-    0: "OK",
-    1: "EXISTS",
-    2: "FAILED",
-    3: "DISABLEIO",
-    4: "AUTHFAIL",
-    5: "DELETING",
-    6: "NOTEXIST",
-    7: "UNDER_SNAPSHOT",
-    8: "NOT_UNDERSNAPSHOT",
-    9: "DELETE_ERROR",
-    10: "NOT_ALLOCATE",
-    11: "NOT_SUPPORT",
-    12: "NOT_EMPTY",
-    13: "NO_SHRINK_BIGGER_FILE",
-    14: "SESSION_NOTEXISTS",
-    15: "FILE_OCCUPIED",
-    16: "PARAM_ERROR",
-    17: "INTERNAL_ERROR",
-    18: "CRC_ERROR",
-    19: "INVALID_REQUEST",
-    20: "DISK_FAIL",
-    21: "NO_SPACE",
-    22: "NOT_ALIGNED",
-    23: "BAD_FD",
-    24: "LENGTH_NOT_SUPPORT",
-    25: "SESSION_NOT_EXIST",
-    26: "STATUS_NOT_MATCH",
-    27: "DELETE_BEING_CLONED",
-    28: "CLIENT_NOT_SUPPORT_SNAPSHOT",
-    29: "SNAPSTHO_FROZEN",
-    30: "RETRY_UNTIL_SUCCESS",
-    31: "EPOCH_TOO_OLD",
-    100: "UNKNOWN",
-}
+# LIBCURVE_ERROR names by positive value: the core's code table (curve-client's
+# SDK_CODES), read from the native module rather than typed out again here.
+_NAMES: dict[int, str] = dict(_core.ERROR_NAMES)
 
 # The POSIX errno that best describes each code, so that ``OSError.errno`` stays meaningful
 # to code that only knows built-in exceptions. Codes without a close match get EIO.
@@ -78,6 +70,11 @@ _ERRNOS: dict[int, int] = {
     22: _errno.EINVAL,
     23: _errno.EBADF,
     24: _errno.EFBIG,
+    3: _errno.EIO,
+    5: _errno.EBUSY,
+    14: _errno.ENOENT,
+    25: _errno.ENOENT,
+    31: _errno.ESTALE,
 }
 
 
@@ -91,6 +88,7 @@ class CurveError(OSError):
     ``errno`` is the closest POSIX errno."""
 
     code: int
+    code_name: str
     message: str
 
     def __init__(self, code: int, message: str = "") -> None:
@@ -99,6 +97,7 @@ class CurveError(OSError):
         text = f"{name} ({code})" + (f": {message}" if message else "")
         super().__init__(_ERRNOS.get(-code, _errno.EIO), text)
         self.code = code
+        self.code_name = name
         self.message = message
 
     @staticmethod
@@ -115,51 +114,167 @@ class CurveExistsError(CurveError, FileExistsError):
     """EXISTS (-1): the file or directory already exists."""
 
 
-class CurveNotExistError(CurveError, FileNotFoundError):
-    """NOTEXIST (-6): the file, directory or poolset does not exist."""
+class CurveFailedError(CurveError):
+    """FAILED (-2): the call failed (an unreachable MDS, IO past the end, …)."""
+
+
+class CurveDisableIoError(CurveError):
+    """DISABLEIO (-3): IO on this open file is disabled (deleted, replaced, lease lost)."""
 
 
 class CurveAuthError(CurveError, PermissionError):
     """AUTHFAIL (-4): the user is not allowed to do this."""
 
 
-class CurveNotEmptyError(CurveError):
-    """NOT_EMPTY (-12): the directory is not empty."""
+class CurveDeletingError(CurveError):
+    """DELETING (-5): the file is being deleted."""
+
+
+class CurveNotExistError(CurveError, FileNotFoundError):
+    """NOTEXIST (-6): the file, directory or poolset does not exist."""
+
+
+class CurveUnderSnapshotError(CurveError):
+    """UNDER_SNAPSHOT (-7)."""
+
+
+class CurveNotUnderSnapshotError(CurveError):
+    """NOT_UNDERSNAPSHOT (-8)."""
+
+
+class CurveDeleteError(CurveError):
+    """DELETE_ERROR (-9)."""
+
+
+class CurveNotAllocateError(CurveError):
+    """NOT_ALLOCATE (-10): the segment is not allocated."""
 
 
 class CurveNotSupportError(CurveError):
     """NOT_SUPPORT (-11): the operation is not supported on this entry."""
 
 
+class CurveNotEmptyError(CurveError):
+    """NOT_EMPTY (-12): the directory is not empty (``errno.ENOTEMPTY``)."""
+
+
+class CurveNoShrinkError(CurveError):
+    """NO_SHRINK_BIGGER_FILE (-13): volumes only grow."""
+
+
+class CurveSessionNotExistsError(CurveError):
+    """SESSION_NOTEXISTS (-14)."""
+
+
 class CurveFileOccupiedError(CurveError):
-    """FILE_OCCUPIED (-15): the file is open by a client."""
+    """FILE_OCCUPIED (-15): the file is open by a client (``errno.EBUSY``)."""
 
 
-class CurveParamError(CurveError):
+class CurveParamError(CurveError, ValueError):
     """PARAM_ERROR (-16): an argument was refused."""
 
 
+class CurveInternalError(CurveError):
+    """INTERNAL_ERROR (-17)."""
+
+
+class CurveCrcError(CurveError):
+    """CRC_ERROR (-18)."""
+
+
+class CurveInvalidRequestError(CurveError):
+    """INVALID_REQUEST (-19): a chunkserver cannot run this request."""
+
+
+class CurveDiskFailError(CurveError):
+    """DISK_FAIL (-20)."""
+
+
+class CurveNoSpaceError(CurveError):
+    """NO_SPACE (-21): the pool is full (``errno.ENOSPC``)."""
+
+
+class CurveNotAlignedError(CurveError, ValueError):
+    """NOT_ALIGNED (-22): offset or length is not a multiple of the block size."""
+
+
 class CurveBadFdError(CurveError):
-    """BAD_FD (-23): the fd is not open."""
+    """BAD_FD (-23): the fd or volume is not open (``errno.EBADF``)."""
 
 
 class CurveLengthNotSupportError(CurveError):
     """LENGTH_NOT_SUPPORT (-24): the file length is out of range or not aligned."""
 
 
-_CLASSES: dict[int, type[CurveError]] = {
-    1: CurveExistsError,
-    4: CurveAuthError,
-    6: CurveNotExistError,
-    11: CurveNotSupportError,
-    12: CurveNotEmptyError,
-    15: CurveFileOccupiedError,
-    16: CurveParamError,
-    23: CurveBadFdError,
-    24: CurveLengthNotSupportError,
+class CurveSessionNotExistError(CurveError):
+    """SESSION_NOT_EXIST (-25)."""
+
+
+class CurveStatusNotMatchError(CurveError):
+    """STATUS_NOT_MATCH (-26)."""
+
+
+class CurveDeleteBeingClonedError(CurveError):
+    """DELETE_BEING_CLONED (-27)."""
+
+
+class CurveClientNotSupportSnapshotError(CurveError):
+    """CLIENT_NOT_SUPPORT_SNAPSHOT (-28)."""
+
+
+class CurveSnapshotFrozenError(CurveError):
+    """SNAPSTHO_FROZEN (-29)."""
+
+
+class CurveRetryUntilSuccessError(CurveError):
+    """RETRY_UNTIL_SUCCESS (-30)."""
+
+
+class CurveEpochTooOldError(CurveError):
+    """EPOCH_TOO_OLD (-31): another client fenced this one off the file."""
+
+
+class CurveUnknownError(CurveError):
+    """UNKNOWN (-100): an MDS answer without a closer code."""
+
+
+# By LIBCURVE_ERROR name; a test checks that every name of the core's table has a class.
+_BY_NAME: dict[str, type[CurveError]] = {
+    "EXISTS": CurveExistsError,
+    "FAILED": CurveFailedError,
+    "DISABLEIO": CurveDisableIoError,
+    "AUTHFAIL": CurveAuthError,
+    "DELETING": CurveDeletingError,
+    "NOTEXIST": CurveNotExistError,
+    "UNDER_SNAPSHOT": CurveUnderSnapshotError,
+    "NOT_UNDERSNAPSHOT": CurveNotUnderSnapshotError,
+    "DELETE_ERROR": CurveDeleteError,
+    "NOT_ALLOCATE": CurveNotAllocateError,
+    "NOT_SUPPORT": CurveNotSupportError,
+    "NOT_EMPTY": CurveNotEmptyError,
+    "NO_SHRINK_BIGGER_FILE": CurveNoShrinkError,
+    "SESSION_NOTEXISTS": CurveSessionNotExistsError,
+    "FILE_OCCUPIED": CurveFileOccupiedError,
+    "PARAM_ERROR": CurveParamError,
+    "INTERNAL_ERROR": CurveInternalError,
+    "CRC_ERROR": CurveCrcError,
+    "INVALID_REQUEST": CurveInvalidRequestError,
+    "DISK_FAIL": CurveDiskFailError,
+    "NO_SPACE": CurveNoSpaceError,
+    "NOT_ALIGNED": CurveNotAlignedError,
+    "BAD_FD": CurveBadFdError,
+    "LENGTH_NOT_SUPPORT": CurveLengthNotSupportError,
+    "SESSION_NOT_EXIST": CurveSessionNotExistError,
+    "STATUS_NOT_MATCH": CurveStatusNotMatchError,
+    "DELETE_BEING_CLONED": CurveDeleteBeingClonedError,
+    "CLIENT_NOT_SUPPORT_SNAPSHOT": CurveClientNotSupportSnapshotError,
+    "SNAPSTHO_FROZEN": CurveSnapshotFrozenError,
+    "RETRY_UNTIL_SUCCESS": CurveRetryUntilSuccessError,
+    "EPOCH_TOO_OLD": CurveEpochTooOldError,
+    "UNKNOWN": CurveUnknownError,
 }
 
 
 def from_code(code: int, message: str = "") -> CurveError:
     """The exception for SDK code ``code`` (either sign), of the most specific class."""
-    return _CLASSES.get(abs(code), CurveError)(code, message)
+    return _BY_NAME.get(error_name(code), CurveError)(code, message)

@@ -8,7 +8,7 @@ instead. Wrong argument *types* raise ``TypeError``; out-of-range values return 
 import os
 from typing import Final, final
 
-from typing_extensions import Buffer, Self
+from typing_extensions import Buffer, Self, TypeAlias
 
 __all__ = [
     "CURVEINODE_APPENDFILE",
@@ -21,6 +21,7 @@ __all__ = [
     "CURVE_ERROR_DELETING",
     "CURVE_ERROR_DISABLEIO",
     "CURVE_ERROR_DISK_FAIL",
+    "CURVE_ERROR_EPOCH_TOO_OLD",
     "CURVE_ERROR_EXISTS",
     "CURVE_ERROR_FAILED",
     "CURVE_ERROR_FILE_OCCUPIED",
@@ -37,6 +38,7 @@ __all__ = [
     "CURVE_ERROR_NO_SPACE",
     "CURVE_ERROR_OK",
     "CURVE_ERROR_PARAM_ERROR",
+    "CURVE_ERROR_RETRY_UNTIL_SUCCESS",
     "CURVE_ERROR_SESSION_NOTEXISTS",
     "CURVE_ERROR_SESSION_NOT_EXIST",
     "CURVE_ERROR_SNAPSTHO_FROZEN",
@@ -54,14 +56,18 @@ __all__ = [
     "CURVE_INODE_PAGEFILE",
     "CURVE_OP_READ",
     "CURVE_OP_WRITE",
+    "ERROR_NAMES",
     "CBDClient",
+    "ClientHandle",
     "CreateContext",
     "FileInfo_t",
     "UserInfo_t",
+    "VolumeHandle",
     "__version__",
     "debug_build",
     "serve_chunkserver",
     "serve_mds",
+    "set_runtime_threads",
 ]
 
 __version__: Final[str]
@@ -109,7 +115,15 @@ CURVE_ERROR_STATUS_NOT_MATCH: Final = 26
 CURVE_ERROR_DELETE_BEING_CLONED: Final = 27
 CURVE_ERROR_CLIENT_NOT_SUPPORT_SNAPSHOT: Final = 28
 CURVE_ERROR_SNAPSTHO_FROZEN: Final = 29
+CURVE_ERROR_RETRY_UNTIL_SUCCESS: Final = 30
+CURVE_ERROR_EPOCH_TOO_OLD: Final = 31
 CURVE_ERROR_UNKNOWN: Final = 100
+
+ERROR_NAMES: Final[dict[int, str]]
+"""``LIBCURVE_ERROR`` names by positive code: the core's one table of codes."""
+
+def set_runtime_threads(threads: int) -> None:
+    """Sizes the runtime's worker threads; only before the first call that uses it."""
 
 CURVE_OP_READ: Final = 0
 CURVE_OP_WRITE: Final = 1
@@ -204,3 +218,47 @@ def serve_mds(data_dir: str | os.PathLike[str]) -> None:
 
 def serve_chunkserver(data_dir: str | os.PathLike[str], chunkserver_id: int) -> None:
     """Serves chunkserver ``chunkserver_id`` of the local cluster until SIGTERM or SIGINT."""
+
+_Stat: TypeAlias = tuple[int, int, str, str, int, int, int, int, int, int, int]
+
+@final
+class ClientHandle:
+    """The native half of ``curvefs.Client``: raises ``curvefs.exceptions`` errors."""
+
+    def __new__(cls, conf: str, owner: str, password: str) -> Self: ...
+    def create(
+        self,
+        path: str,
+        size: int,
+        stripe_unit: int = 0,
+        stripe_count: int = 0,
+        poolset: str | None = None,
+    ) -> None: ...
+    def mkdir(self, path: str) -> None: ...
+    def stat(self, path: str) -> _Stat: ...
+    def extend(self, path: str, size: int) -> None: ...
+    def remove(self, path: str) -> None: ...
+    def delete_force(self, path: str) -> None: ...
+    def recover(self, path: str, file_id: int = 0) -> None: ...
+    def rename(self, old: str, new: str) -> None: ...
+    def listdir(self, path: str) -> list[str]: ...
+    def change_owner(self, path: str, new_owner: str) -> None: ...
+    def cluster_id(self) -> str: ...
+    def poolsets(self) -> list[str]: ...
+    def open(self, path: str) -> VolumeHandle: ...
+    @staticmethod
+    def conf_keys() -> list[tuple[str, str]]: ...
+
+@final
+class VolumeHandle:
+    """The native half of ``curvefs.Volume``: positioned IO at any offset and length."""
+
+    @property
+    def path(self) -> str: ...
+    def pread(self, length: int, offset: int) -> bytes: ...
+    def preadinto(self, buffer: Buffer, offset: int) -> int: ...
+    def pwrite(self, data: Buffer, offset: int) -> int: ...
+    def stat(self) -> _Stat: ...
+    def size(self) -> int: ...
+    def block_size(self) -> int: ...
+    def close(self) -> None: ...

@@ -147,6 +147,83 @@ impl Default for ClientConfig {
     }
 }
 
+/// Every key the core reads, with the name of its [`ClientConfig`] field: the Python API
+/// takes these names as keyword arguments (`curvefs.Client(mds_rpc_timeout_ms=1000)`).
+pub const KEYS: &[(&str, &str)] = &[
+    ("mds_addrs", "mds.listen.addr"),
+    ("mds_register_to_mds", "mds.registerToMDS"),
+    ("mds_rpc_timeout_ms", "mds.rpcTimeoutMS"),
+    ("mds_max_rpc_timeout_ms", "mds.maxRPCTimeoutMS"),
+    ("mds_max_retry_ms", "mds.maxRetryMS"),
+    (
+        "mds_max_failed_times_before_change_mds",
+        "mds.maxFailedTimesBeforeChangeMDS",
+    ),
+    ("mds_refresh_times_per_lease", "mds.refreshTimesPerLease"),
+    ("mds_rpc_retry_interval_us", "mds.rpcRetryIntervalUS"),
+    (
+        "mds_normal_retry_times_before_trigger_wait",
+        "mds.normalRetryTimesBeforeTriggerWait",
+    ),
+    ("mds_max_retry_ms_in_io_path", "mds.maxRetryMsInIOPath"),
+    ("mds_wait_sleep_ms", "mds.waitSleepMs"),
+    (
+        "metacache_get_leader_timeout_ms",
+        "metacache.getLeaderTimeOutMS",
+    ),
+    ("metacache_get_leader_retry", "metacache.getLeaderRetry"),
+    (
+        "metacache_rpc_retry_interval_us",
+        "metacache.rpcRetryIntervalUS",
+    ),
+    (
+        "chunkserver_op_retry_interval_us",
+        "chunkserver.opRetryIntervalUS",
+    ),
+    ("chunkserver_op_max_retry", "chunkserver.opMaxRetry"),
+    ("chunkserver_rpc_timeout_ms", "chunkserver.rpcTimeoutMS"),
+    (
+        "chunkserver_max_retry_sleep_interval_us",
+        "chunkserver.maxRetrySleepIntervalUS",
+    ),
+    (
+        "chunkserver_max_rpc_timeout_ms",
+        "chunkserver.maxRPCTimeoutMS",
+    ),
+    (
+        "chunkserver_max_stable_timeout_times",
+        "chunkserver.maxStableTimeoutTimes",
+    ),
+    (
+        "chunkserver_check_health_timeout_ms",
+        "chunkserver.checkHealthTimeoutMs",
+    ),
+    (
+        "chunkserver_server_stable_threshold",
+        "chunkserver.serverStableThreshold",
+    ),
+    (
+        "chunkserver_min_retry_times_force_timeout_backoff",
+        "chunkserver.minRetryTimesForceTimeoutBackoff",
+    ),
+    (
+        "chunkserver_slow_request_threshold_ms",
+        "chunkserver.slowRequestThresholdMS",
+    ),
+    (
+        "chunkserver_max_retry_time_ms",
+        "chunkserver.maxRetryTimeMS",
+    ),
+    ("file_max_in_flight_rpc_num", "global.fileMaxInFlightRPCNum"),
+    ("file_io_split_max_size_kb", "global.fileIOSplitMaxSizeKB"),
+    ("rpc_connect_timeout_ms", "global.rpcConnectTimeoutMS"),
+    ("channels_per_chunkserver", "global.channelsPerChunkServer"),
+    ("throttle_enable", "throttle.enable"),
+    ("mds_transport", "mds.transport"),
+    ("chunkserver_transport", "chunkserver.transport"),
+    ("max_body_size", "global.maxBodySize"),
+];
+
 /// The one key a conf must have. Upstream's Init also refuses a conf that lacks any of
 /// the keys its sample marks required; here every other key falls back to upstream's
 /// default, so a two-line conf is enough to reach a cluster.
@@ -492,6 +569,20 @@ global.logPath=/data/log/curve/
         assert!(e.message.contains("chunkserver.transport"), "{e}");
         let e = ClientConfig::parse(&minimal("global.maxBodySize=65536\n")).unwrap_err();
         assert!(e.message.contains("global.maxBodySize"), "{e}");
+    }
+
+    #[test]
+    fn every_key_in_the_table_is_read() {
+        for (field, key) in KEYS {
+            if *key == "mds.listen.addr" {
+                continue;
+            }
+            let e =
+                ClientConfig::parse(&minimal(&format!("{key}=not-a-value\n"))).expect_err(field);
+            assert!(e.message.contains(key), "{key}: {e}");
+        }
+        let keys: std::collections::HashSet<&str> = KEYS.iter().map(|(_, k)| *k).collect();
+        assert_eq!(keys.len(), KEYS.len(), "no key twice");
     }
 
     #[test]

@@ -43,6 +43,57 @@ pub enum ErrorCode {
     Unknown = 100,
 }
 
+/// Every code with upstream's `LIBCURVE_ERROR` name (its spelling, SNAPSTHO_FROZEN
+/// included): the one table the binding's `CURVE_ERROR_*` constants, its `ERROR_NAMES` and
+/// the Python exception classes are checked against.
+pub const SDK_CODES: &[(ErrorCode, &str)] = &[
+    (ErrorCode::Exists, "EXISTS"),
+    (ErrorCode::Failed, "FAILED"),
+    (ErrorCode::DisableIo, "DISABLEIO"),
+    (ErrorCode::AuthFail, "AUTHFAIL"),
+    (ErrorCode::Deleting, "DELETING"),
+    (ErrorCode::NotExist, "NOTEXIST"),
+    (ErrorCode::UnderSnapshot, "UNDER_SNAPSHOT"),
+    (ErrorCode::NotUnderSnapshot, "NOT_UNDERSNAPSHOT"),
+    (ErrorCode::DeleteError, "DELETE_ERROR"),
+    (ErrorCode::NotAllocate, "NOT_ALLOCATE"),
+    (ErrorCode::NotSupport, "NOT_SUPPORT"),
+    (ErrorCode::NotEmpty, "NOT_EMPTY"),
+    (ErrorCode::NoShrinkBiggerFile, "NO_SHRINK_BIGGER_FILE"),
+    (ErrorCode::SessionNotExists, "SESSION_NOTEXISTS"),
+    (ErrorCode::FileOccupied, "FILE_OCCUPIED"),
+    (ErrorCode::ParamError, "PARAM_ERROR"),
+    (ErrorCode::InternalError, "INTERNAL_ERROR"),
+    (ErrorCode::CrcError, "CRC_ERROR"),
+    (ErrorCode::InvalidRequest, "INVALID_REQUEST"),
+    (ErrorCode::DiskFail, "DISK_FAIL"),
+    (ErrorCode::NoSpace, "NO_SPACE"),
+    (ErrorCode::NotAligned, "NOT_ALIGNED"),
+    (ErrorCode::BadFd, "BAD_FD"),
+    (ErrorCode::LengthNotSupport, "LENGTH_NOT_SUPPORT"),
+    (ErrorCode::SessionNotExist, "SESSION_NOT_EXIST"),
+    (ErrorCode::StatusNotMatch, "STATUS_NOT_MATCH"),
+    (ErrorCode::DeleteBeingCloned, "DELETE_BEING_CLONED"),
+    (
+        ErrorCode::ClientNotSupportSnapshot,
+        "CLIENT_NOT_SUPPORT_SNAPSHOT",
+    ),
+    (ErrorCode::SnapshotFrozen, "SNAPSTHO_FROZEN"),
+    (ErrorCode::RetryUntilSuccess, "RETRY_UNTIL_SUCCESS"),
+    (ErrorCode::EpochTooOld, "EPOCH_TOO_OLD"),
+    (ErrorCode::Unknown, "UNKNOWN"),
+];
+
+impl ErrorCode {
+    /// Upstream's name, e.g. "NOTEXIST".
+    pub fn name(self) -> &'static str {
+        SDK_CODES
+            .iter()
+            .find(|(c, _)| *c == self)
+            .map_or("UNKNOWN", |(_, n)| n)
+    }
+}
+
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{code:?}: {message}")]
 pub struct Error {

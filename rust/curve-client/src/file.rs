@@ -372,6 +372,12 @@ impl OpenFile {
         Ok(out)
     }
 
+    /// Fails if [offset, offset + len) reaches past the file's end (its length re-read once
+    /// first): lets a caller refuse a read before allocating its buffer.
+    pub async fn check_end(&self, offset: u64, len: u64) -> Result<()> {
+        self.check_range(offset, len).await
+    }
+
     /// What an IO of `len` bytes at `offset` is checked against before it is split:
     /// alignment and the file's end (re-read once, so a fresh Extend counts).
     pub async fn check_bounds(&self, offset: u64, len: u64) -> Result<()> {

@@ -46,11 +46,9 @@ impl CBDClient {
     where
         T: Send,
         F: FnOnce(Arc<Client>) -> Fut + Send,
-        Fut: Future<Output = curve_client::Result<T>>,
+        Fut: Future<Output = curve_client::Result<T>> + Send,
     {
-        let rt = runtime::get()?;
-        py.detach(|| rt.block_on(call(client)))
-            .map_err(CallError::from)
+        runtime::wait(py, call(client))?.map_err(CallError::from)
     }
 
     /// A namespace call that answers 0 or a negative code. `args` are the converted
@@ -59,7 +57,7 @@ impl CBDClient {
     where
         A: Send,
         F: FnOnce(Arc<Client>, A) -> Fut + Send,
-        Fut: Future<Output = curve_client::Result<()>>,
+        Fut: Future<Output = curve_client::Result<()>> + Send,
     {
         errors::as_int(
             args.and_then(|a| {
@@ -331,16 +329,15 @@ impl CBDClient {
             Ok(c) => c,
             Err(e) => return code(errors::as_int(Err(e))?),
         };
-        let rt = runtime::get()?;
         // An impossible read (past the end, unaligned) is refused before `length` bytes
         // are allocated for it: a huge length must give a code, not a MemoryError.
-        if let Err(e) = py.detach(|| rt.block_on(client.check_read(fd, offset, length as u64))) {
+        if let Err(e) = runtime::wait(py, client.check_read(fd, offset, length as u64))? {
             return code(e.sdk_code());
         }
         // The data lands once, directly in the bytes object handed to Python.
         let mut failure = None;
         let data = PyBytes::new_with(py, length, |out| {
-            match py.detach(|| rt.block_on(client.read(fd, offset, out))) {
+            match runtime::wait(py, client.read(fd, offset, out))? {
                 Ok(_) => Ok(()),
                 Err(e) => {
                     failure = Some(e.sdk_code());
@@ -382,8 +379,7 @@ impl CBDClient {
                 ));
             };
             let client = self.client(BAD_FD)?;
-            let rt = runtime::get()?;
-            py.detach(|| rt.block_on(client.write(fd, offset, bytes)))?;
+            runtime::wait(py, client.write(fd, offset, bytes))??;
             Ok(length)
         })())
     }

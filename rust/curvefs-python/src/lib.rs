@@ -9,12 +9,14 @@ use pyo3::prelude::*;
 mod args;
 mod client;
 mod errors;
+mod handles;
 mod runtime;
 mod serve;
 mod types;
 
 /// Constants of upstream's SWIG module (curve_type.h), with upstream's names and values.
-/// Error codes are positive here; the calls return them negated.
+/// The `CURVE_ERROR_*` ones come from the core's code table (`SDK_CODES`), positive, as
+/// upstream's; the calls return them negated.
 const CONSTANTS: &[(&str, i32)] = &[
     ("CURVE_FILE_CREATED", 0),
     ("CURVE_FILE_DELETING", 1),
@@ -26,37 +28,6 @@ const CONSTANTS: &[(&str, i32)] = &[
     ("CURVE_INODE_PAGEFILE", 1),
     ("CURVEINODE_APPENDFILE", 2),
     ("CURVE_INODE_APPENDECFILE", 3),
-    ("CURVE_ERROR_OK", 0),
-    ("CURVE_ERROR_EXISTS", 1),
-    ("CURVE_ERROR_FAILED", 2),
-    ("CURVE_ERROR_DISABLEIO", 3),
-    ("CURVE_ERROR_AUTHFAIL", 4),
-    ("CURVE_ERROR_DELETING", 5),
-    ("CURVE_ERROR_NOTEXIST", 6),
-    ("CURVE_ERROR_UNDER_SNAPSHOT", 7),
-    ("CURVE_ERROR_NOT_UNDERSNAPSHOT", 8),
-    ("CURVE_ERROR_DELETE_ERROR", 9),
-    ("CURVE_ERROR_NOT_ALLOCATE", 10),
-    ("CURVE_ERROR_NOT_SUPPORT", 11),
-    ("CURVE_ERROR_NOT_EMPTY", 12),
-    ("CURVE_ERROR_NO_SHRINK_BIGGER_FILE", 13),
-    ("CURVE_ERROR_SESSION_NOTEXISTS", 14),
-    ("CURVE_ERROR_FILE_OCCUPIED", 15),
-    ("CURVE_ERROR_PARAM_ERROR", 16),
-    ("CURVE_ERROR_INTERNAL_ERROR", 17),
-    ("CURVE_ERROR_CRC_ERROR", 18),
-    ("CURVE_ERROR_INVALID_REQUEST", 19),
-    ("CURVE_ERROR_DISK_FAIL", 20),
-    ("CURVE_ERROR_NO_SPACE", 21),
-    ("CURVE_ERROR_NOT_ALIGNED", 22),
-    ("CURVE_ERROR_BAD_FD", 23),
-    ("CURVE_ERROR_LENGTH_NOT_SUPPORT", 24),
-    ("CURVE_ERROR_SESSION_NOT_EXIST", 25),
-    ("CURVE_ERROR_STATUS_NOT_MATCH", 26),
-    ("CURVE_ERROR_DELETE_BEING_CLONED", 27),
-    ("CURVE_ERROR_CLIENT_NOT_SUPPORT_SNAPSHOT", 28),
-    ("CURVE_ERROR_SNAPSTHO_FROZEN", 29),
-    ("CURVE_ERROR_UNKNOWN", 100),
     ("CURVE_OP_READ", 0),
     ("CURVE_OP_WRITE", 1),
 ];
@@ -90,19 +61,37 @@ mod _core {
     #[pymodule_export]
     use super::client::CBDClient;
     #[pymodule_export]
+    use super::handles::{ClientHandle, VolumeHandle};
+    #[pymodule_export]
     use super::serve::{serve_chunkserver, serve_mds};
     #[pymodule_export]
     use super::types::{CreateContext, FileInfo, UserInfo};
+
+    /// Sizes the tokio runtime (worker threads) before its first use.
+    #[pyfunction]
+    fn set_runtime_threads(threads: usize) -> PyResult<()> {
+        super::runtime::set_threads(threads)
+    }
 
     #[pymodule_init]
     fn init(m: &Bound<'_, PyModule>) -> PyResult<()> {
         for (name, value) in CONSTANTS {
             m.add(*name, *value)?;
         }
+        m.add("CURVE_ERROR_OK", 0)?;
+        let names = pyo3::types::PyDict::new(m.py());
+        for (code, name) in curve_client::error::SDK_CODES {
+            m.add(format!("CURVE_ERROR_{name}"), *code as i32)?;
+            names.set_item(*code as i32, *name)?;
+        }
+        names.set_item(0, "OK")?;
+        // `curvefs.exceptions` names its codes and picks its classes from this.
+        m.add("ERROR_NAMES", names)?;
         m.add("__version__", env!("CARGO_PKG_VERSION"))?;
         // Debug builds are an order of magnitude slower on the IO path; let callers tell.
         m.add("debug_build", cfg!(debug_assertions))?;
         install_logging(m.py());
+        super::runtime::note_main_thread(m.py())?;
         Ok(())
     }
 }

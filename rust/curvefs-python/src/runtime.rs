@@ -5,10 +5,13 @@
 //! threads, so any wait on it would hang forever. We record the pid that built it and refuse
 //! to run in another one.
 
+use std::future::Future;
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
-use pyo3::PyResult;
-use pyo3::exceptions::PyRuntimeError;
+use pyo3::exceptions::{PyRuntimeError, PyValueError};
+use pyo3::prelude::*;
 use tokio::runtime::Runtime;
 
 /// Worker threads when `CURVEFS_RUNTIME_THREADS` is unset: the client's IO is driven on the
@@ -25,7 +28,31 @@ struct Built {
 
 static RUNTIME: OnceLock<Result<Built, String>> = OnceLock::new();
 
+/// Worker threads asked for through `set_threads` before the runtime was built (0: none).
+static REQUESTED_THREADS: AtomicUsize = AtomicUsize::new(0);
+
+/// Sizes the runtime before its first use (`curvefs.set_runtime_threads`); refused once
+/// it runs, because tokio cannot resize a running runtime.
+pub fn set_threads(n: usize) -> PyResult<()> {
+    if !(1..=1024).contains(&n) {
+        return Err(PyValueError::new_err(format!(
+            "threads must be from 1 to 1024, not {n}"
+        )));
+    }
+    if RUNTIME.get().is_some() {
+        return Err(PyRuntimeError::new_err(
+            "the curvefs runtime is already running; set its size before the first call",
+        ));
+    }
+    REQUESTED_THREADS.store(n, Ordering::Release);
+    Ok(())
+}
+
 fn threads() -> Result<usize, String> {
+    let requested = REQUESTED_THREADS.load(Ordering::Acquire);
+    if requested > 0 {
+        return Ok(requested);
+    }
     match std::env::var(THREADS_ENV) {
         Err(std::env::VarError::NotPresent) => Ok(DEFAULT_THREADS),
         Err(e) => Err(format!("{THREADS_ENV}: {e}")),
@@ -64,4 +91,66 @@ pub fn get() -> PyResult<&'static Runtime> {
         ))),
         Err(msg) => Err(PyRuntimeError::new_err(msg.clone())),
     }
+}
+
+/// Python's main thread, as `threading.get_ident()` names it; only it receives signals.
+static MAIN_THREAD: OnceLock<u64> = OnceLock::new();
+
+/// Records the interpreter's main thread (at import).
+pub fn note_main_thread(py: Python<'_>) -> PyResult<()> {
+    let ident: u64 = py
+        .import("threading")?
+        .call_method0("main_thread")?
+        .getattr("ident")?
+        .extract()?;
+    let _ = MAIN_THREAD.set(ident);
+    Ok(())
+}
+
+fn on_main_thread() -> bool {
+    // SAFETY: pthread_self has no preconditions and cannot fail; on Linux its value is
+    // what `threading.get_ident()` reports.
+    let me = unsafe { libc::pthread_self() };
+    MAIN_THREAD.get().is_some_and(|m| me == *m)
+}
+
+/// How often a waiting call on the main thread looks for Ctrl-C.
+const SIGNAL_POLL: Duration = Duration::from_millis(20);
+
+/// Runs `fut` on the shared runtime with the GIL released. On the main thread it also
+/// looks for pending signals every 20 ms: a Ctrl-C makes it drop `fut` (abandoning the
+/// request: every pending reply and lock is released by dropping) and raise
+/// `KeyboardInterrupt` within that time, instead of waiting out the call's deadline.
+pub fn wait<F>(py: Python<'_>, fut: F) -> PyResult<F::Output>
+where
+    F: Future + Send,
+    F::Output: Send,
+{
+    let rt = get()?;
+    if !on_main_thread() {
+        return Ok(py.detach(|| rt.block_on(fut)));
+    }
+    py.detach(|| {
+        rt.block_on(async {
+            tokio::pin!(fut);
+            let mut tick = tokio::time::interval(SIGNAL_POLL);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            tick.tick().await;
+            loop {
+                tokio::select! {
+                    biased;
+                    out = &mut fut => return Ok(out),
+                    _ = tick.tick() => {
+                        // SAFETY: Py_IsInitialized only reads a flag of the runtime; it
+                        // may be called at any time, with or without the GIL.
+                        // At interpreter exit (a volume closed by a finalizer) there is
+                        // no interpreter left to ask about signals: just wait.
+                        if unsafe { pyo3::ffi::Py_IsInitialized() } != 0 {
+                            Python::attach(|py| py.check_signals())?;
+                        }
+                    }
+                }
+            }
+        })
+    })
 }

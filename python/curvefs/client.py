@@ -1,0 +1,382 @@
+"""The Pythonic API: :class:`Client`, a file-like :class:`Volume`, typed :class:`FileInfo`.
+
+``CBDClient`` keeps the SWIG SDK's shape (integer codes, 4 KiB alignment); this API raises
+:mod:`curvefs.exceptions` errors (``except FileNotFoundError`` works), takes any offset and
+length, and reads into or writes from any buffer. Both run on the same Rust core::
+
+    with curvefs.Client(conf_path, user="curve") as client:
+        client.create("/vol", 10 * 2**30)
+        with client.open("/vol") as vol:
+            vol.pwrite(b"hello", 1000)
+            assert vol.pread(5, 1000) == b"hello"
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import enum
+import io
+import os
+import weakref
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from typing_extensions import Buffer, Self
+
+from curvefs import _core
+
+__all__ = ["Client", "FileInfo", "FileStatus", "FileType", "Volume", "conf_options"]
+
+
+class FileType(enum.IntEnum):
+    """``curve.mds.FileType``."""
+
+    DIRECTORY = 0
+    PAGEFILE = 1
+    APPENDFILE = 2
+    APPENDECFILE = 3
+    SNAPSHOT_PAGEFILE = 4
+
+
+class FileStatus(enum.IntEnum):
+    """``curve.mds.FileStatus``."""
+
+    CREATED = 0
+    DELETING = 1
+    CLONING = 2
+    CLONE_META_INSTALLED = 3
+    CLONED = 4
+    BEING_CLONED = 5
+
+
+@dataclass(frozen=True)
+class FileInfo:
+    """What the MDS says of a file or directory."""
+
+    id: int
+    parent_id: int
+    name: str
+    owner: str
+    length: int
+    ctime: _dt.datetime
+    file_type: FileType
+    status: FileStatus
+    stripe_unit: int
+    stripe_count: int
+    block_size: int
+
+    @classmethod
+    def _from_native(cls, t: tuple[int, int, str, str, int, int, int, int, int, int, int]) -> Self:
+        id_, parent, name, owner, ftype, status, length, ctime_us, su, sc, bs = t
+        return cls(
+            id=id_,
+            parent_id=parent,
+            name=name,
+            owner=owner,
+            length=length,
+            ctime=_dt.datetime.fromtimestamp(ctime_us / 1e6, tz=_dt.timezone.utc),
+            file_type=FileType(ftype),
+            status=FileStatus(status),
+            stripe_unit=su,
+            stripe_count=sc,
+            block_size=bs,
+        )
+
+
+def conf_options() -> dict[str, str]:
+    """Every keyword option of :class:`Client` and the ``client.conf`` key it sets."""
+    return dict(_core.ClientHandle.conf_keys())
+
+
+def _conf_value(name: str, value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, str):
+        if "\n" in value or "#" in value:
+            raise ValueError(f"option {name}: {value!r} cannot be written to client.conf")
+        return value
+    if name == "mds_addrs" and isinstance(value, Sequence):
+        return ",".join(_conf_value(name, v) for v in value)
+    raise TypeError(f"option {name} must be int, bool or str, not {type(value).__name__}")
+
+
+class Client:
+    """A client of one Curve cluster, as one user.
+
+    ``conf_path`` is a ``client.conf`` (Curve's format); ``mds_addrs`` lists MDS
+    addresses (``"ip:port"``) instead of or on top of it; every other ``client.conf`` key
+    is a keyword argument named like the core's field (``mds_rpc_timeout_ms=1000`` for
+    ``mds.rpcTimeoutMS``; :func:`conf_options` lists them). Unknown keywords raise
+    ``TypeError``. No RPC is made until the first call. Safe to share between threads;
+    pickles by its configuration.
+    """
+
+    def __init__(
+        self,
+        conf_path: str | os.PathLike[str] | None = None,
+        *,
+        user: str,
+        password: str = "",
+        mds_addrs: Sequence[str] | None = None,
+        **options: Any,
+    ) -> None:
+        keys = conf_options()
+        lines = []
+        if conf_path is not None:
+            lines.append(Path(conf_path).read_text(encoding="utf-8"))
+        if mds_addrs is not None:
+            lines.append(f"mds.listen.addr={_conf_value('mds_addrs', list(mds_addrs))}")
+        for name, value in options.items():
+            key = keys.get(name)
+            if key is None or name == "mds_addrs":
+                raise TypeError(f"Client() got an unknown option {name!r}")
+            lines.append(f"{key}={_conf_value(name, value)}")
+        if conf_path is None and mds_addrs is None:
+            raise TypeError("Client() needs conf_path or mds_addrs")
+        self._args: tuple[str | None, str, str, list[str] | None, dict[str, Any]] = (
+            None if conf_path is None else os.fspath(conf_path),
+            user,
+            password,
+            None if mds_addrs is None else list(mds_addrs),
+            dict(options),
+        )
+        self._handle: _core.ClientHandle | None = _core.ClientHandle(
+            "\n".join(lines) + "\n", user, password
+        )
+        self._volumes: weakref.WeakSet[Volume] = weakref.WeakSet()
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        conf_path, user, password, mds_addrs, options = self._args
+        return (_rebuild, (conf_path, user, password, mds_addrs, options))
+
+    def __repr__(self) -> str:
+        state = "closed" if self._handle is None else "open"
+        return f"<curvefs.Client user={self._args[1]!r} {state}>"
+
+    @property
+    def _h(self) -> _core.ClientHandle:
+        if self._handle is None:
+            raise ValueError("the client is closed")
+        return self._handle
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Closes every volume this client opened; later calls raise ``ValueError``."""
+        for vol in list(self._volumes):
+            vol.close()
+        self._handle = None
+
+    def create(
+        self,
+        path: str,
+        size: int,
+        *,
+        stripe_unit: int | None = None,
+        stripe_count: int | None = None,
+        poolset: str | None = None,
+    ) -> None:
+        """Creates a volume of ``size`` bytes (a multiple of the segment size, ≥ 10 GiB on
+        a stock MDS), optionally striped and in a poolset."""
+        self._h.create(path, size, stripe_unit or 0, stripe_count or 0, poolset)
+
+    def stat(self, path: str) -> FileInfo:
+        return FileInfo._from_native(self._h.stat(path))
+
+    def extend(self, path: str, size: int) -> None:
+        """Grows a volume to ``size`` bytes (volumes never shrink)."""
+        self._h.extend(path, size)
+
+    def remove(self, path: str) -> None:
+        """Moves a volume to ``/RecycleBin`` (see :meth:`recover`)."""
+        self._h.remove(path)
+
+    def recover(self, path: str, file_id: int = 0) -> None:
+        """Brings a removed volume back from ``/RecycleBin`` to ``path``."""
+        self._h.recover(path, file_id)
+
+    def rename(self, old: str, new: str) -> None:
+        self._h.rename(old, new)
+
+    def mkdir(self, path: str) -> None:
+        self._h.mkdir(path)
+
+    def rmdir(self, path: str) -> None:
+        """Removes an empty directory."""
+        self._h.remove(path)
+
+    def listdir(self, path: str) -> list[str]:
+        return self._h.listdir(path)
+
+    def change_owner(self, path: str, new_owner: str) -> None:
+        """Gives a file to another owner (root only)."""
+        self._h.change_owner(path, new_owner)
+
+    def cluster_id(self) -> str:
+        return self._h.cluster_id()
+
+    def poolsets(self) -> list[str]:
+        return self._h.poolsets()
+
+    def open(self, path: str, *, read_only: bool = False) -> Volume:
+        """Opens a volume: a file-like object with its own lease, closed by ``close()``."""
+        vol = Volume(self._h.open(path), read_only=read_only)
+        self._volumes.add(vol)
+        return vol
+
+
+def _rebuild(
+    conf_path: str | None,
+    user: str,
+    password: str,
+    mds_addrs: list[str] | None,
+    options: Mapping[str, Any],
+) -> Client:
+    return Client(conf_path, user=user, password=password, mds_addrs=mds_addrs, **options)
+
+
+class Volume(io.RawIOBase):
+    """An open volume: readable, writable (unless opened read-only), seekable.
+
+    Besides the file protocol (``read``, ``readinto``, ``write``, ``seek``, ``tell``;
+    ``io.BufferedReader``/``BufferedWriter`` and ``shutil.copyfileobj`` work on it), it
+    has positioned IO: :meth:`pread`, :meth:`preadinto`, :meth:`pwrite`. Any offset and
+    length work (partial blocks are read, patched and written back, with concurrent writes
+    to the same block kept in order). Reads stop at the end of the volume; writes past it
+    fail, because volumes grow only through :meth:`Client.extend`.
+    """
+
+    def __init__(self, handle: _core.VolumeHandle, *, read_only: bool = False) -> None:
+        super().__init__()
+        self._handle = handle
+        self._read_only = read_only
+        self._pos = 0
+
+    def __repr__(self) -> str:
+        state = "closed" if self.closed else "open"
+        return f"<curvefs.Volume {self._handle.path!r} {state}>"
+
+    @property
+    def path(self) -> str:
+        return self._handle.path
+
+    @property
+    def size(self) -> int:
+        """The volume's size in bytes (as of open, the last lease refresh or ``stat``)."""
+        return self._handle.size()
+
+    @property
+    def block_size(self) -> int:
+        """The alignment below which writes are read-modify-write."""
+        return self._handle.block_size()
+
+    def stat(self) -> FileInfo:
+        """The volume's attributes, asked of the MDS now (``size`` follows them)."""
+        self._check_open()
+        return FileInfo._from_native(self._handle.stat())
+
+    def _check_open(self) -> None:
+        if self.closed:
+            raise ValueError("I/O operation on closed volume")
+
+    def _check_writable(self) -> None:
+        self._check_open()
+        if self._read_only:
+            raise io.UnsupportedOperation("the volume was opened read-only")
+
+    def readable(self) -> bool:
+        self._check_open()
+        return True
+
+    def writable(self) -> bool:
+        self._check_open()
+        return not self._read_only
+
+    def seekable(self) -> bool:
+        self._check_open()
+        return True
+
+    def close(self) -> None:
+        if not self.closed:
+            try:
+                self._handle.close()
+            finally:
+                super().close()
+
+    def tell(self) -> int:
+        self._check_open()
+        return self._pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        self._check_open()
+        if whence == io.SEEK_SET:
+            pos = offset
+        elif whence == io.SEEK_CUR:
+            pos = self._pos + offset
+        elif whence == io.SEEK_END:
+            pos = self.size + offset
+        else:
+            raise ValueError(f"invalid whence {whence}")
+        if pos < 0:
+            raise ValueError(f"negative seek position {pos}")
+        self._pos = pos
+        return pos
+
+    def truncate(self, size: int | None = None) -> int:
+        raise io.UnsupportedOperation("Curve volumes cannot be truncated; use Client.extend")
+
+    def _clamp(self, offset: int, length: int) -> int:
+        if offset < 0 or length < 0:
+            raise ValueError("offset and length must be non-negative")
+        return max(0, min(length, self.size - offset))
+
+    def pread(self, length: int, offset: int) -> bytes:
+        """Up to ``length`` bytes at ``offset`` (fewer at the end, ``b""`` past it)."""
+        self._check_open()
+        n = self._clamp(offset, length)
+        return self._handle.pread(n, offset) if n else b""
+
+    def preadinto(self, buffer: Buffer, offset: int) -> int:
+        """Fills ``buffer`` (any writable buffer: bytearray, memoryview, numpy array,
+        mmap) in place from ``offset``, without an intermediate copy; returns the bytes
+        read (fewer at the end of the volume)."""
+        self._check_open()
+        view = memoryview(buffer).cast("B")
+        n = self._clamp(offset, view.nbytes)
+        if n == 0:
+            return 0
+        return self._handle.preadinto(view[:n], offset)
+
+    def pwrite(self, data: Buffer, offset: int) -> int:
+        """Writes all of ``data`` (any C-contiguous buffer) at ``offset``."""
+        self._check_writable()
+        if offset < 0:
+            raise ValueError("offset must be non-negative")
+        view = memoryview(data).cast("B")
+        if view.nbytes == 0:
+            return 0
+        return self._handle.pwrite(view, offset)
+
+    def readinto(self, buffer: Buffer) -> int:
+        n = self.preadinto(buffer, self._pos)
+        self._pos += n
+        return n
+
+    def write(self, data: Buffer) -> int:
+        n = self.pwrite(data, self._pos)
+        self._pos += n
+        return n

@@ -1,0 +1,315 @@
+//! The native half of the Pythonic API (`curvefs.Client`, `curvefs.Volume`): a client
+//! handle and an open-volume handle that raise `curvefs.exceptions` errors, where
+//! `CBDClient` returns codes. The Python classes add the file-like protocol, enums and
+//! typing; everything Curve does is in curve-client.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use curve_client::{Client, ClientConfig, CreateOptions, FileStat, OpenFile, UserInfo};
+use pyo3::buffer::PyBuffer;
+use pyo3::exceptions::{PyTypeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::PyBytes;
+
+use crate::errors;
+use crate::runtime;
+
+/// What a stat answers, as a tuple for `curvefs.FileInfo`: (id, parent_id, name, owner,
+/// file_type, status, length, ctime_us, stripe_unit, stripe_count, block_size).
+type StatTuple = (u64, u64, String, String, i32, i32, u64, u64, u64, u64, u32);
+
+fn stat_tuple(s: FileStat) -> StatTuple {
+    (
+        s.id,
+        s.parent_id,
+        s.name,
+        s.owner,
+        s.file_type,
+        s.status,
+        s.length,
+        s.ctime_us,
+        s.stripe_unit,
+        s.stripe_count,
+        s.block_size,
+    )
+}
+
+/// The exception for a failed call: its class from the code, its message naming the
+/// operation and the path.
+fn raise(py: Python<'_>, what: &str, e: curve_client::Error) -> PyErr {
+    errors::curve_error(py, e.sdk_code(), &format!("{what}: {}", e.message))
+}
+
+/// Runs a core call with the GIL released (Ctrl-C-aware), raising on failure.
+fn call<T: Send>(
+    py: Python<'_>,
+    what: impl FnOnce() -> String,
+    fut: impl std::future::Future<Output = curve_client::Result<T>> + Send,
+) -> PyResult<T> {
+    match runtime::wait(py, fut)? {
+        Ok(v) => Ok(v),
+        Err(e) => Err(raise(py, &what(), e)),
+    }
+}
+
+/// A client of one cluster, as one user.
+#[pyclass(frozen, module = "curvefs._core")]
+pub struct ClientHandle {
+    client: Client,
+    user: UserInfo,
+}
+
+#[pymethods]
+impl ClientHandle {
+    /// `conf` is the text of a client.conf (Curve's format); no RPC is made.
+    #[new]
+    fn new(py: Python<'_>, conf: &str, owner: &str, password: &str) -> PyResult<Self> {
+        let rt = runtime::get()?;
+        let built = py.detach(|| {
+            let _entered = rt.enter();
+            ClientConfig::parse(conf).and_then(Client::new)
+        });
+        let client = built.map_err(|e| raise(py, "client.conf", e))?;
+        Ok(ClientHandle {
+            client,
+            user: UserInfo {
+                owner: owner.to_string(),
+                password: password.to_string(),
+            },
+        })
+    }
+
+    #[pyo3(signature = (path, size, stripe_unit=0, stripe_count=0, poolset=None))]
+    fn create(
+        &self,
+        py: Python<'_>,
+        path: String,
+        size: u64,
+        stripe_unit: u64,
+        stripe_count: u64,
+        poolset: Option<String>,
+    ) -> PyResult<()> {
+        let opts = CreateOptions {
+            stripe_unit,
+            stripe_count,
+            poolset: poolset.unwrap_or_default(),
+        };
+        call(
+            py,
+            || format!("create {path}"),
+            self.client.create(&path, &self.user, size, &opts),
+        )
+    }
+
+    fn mkdir(&self, py: Python<'_>, path: String) -> PyResult<()> {
+        call(
+            py,
+            || format!("mkdir {path}"),
+            self.client.mkdir(&path, &self.user),
+        )
+    }
+
+    fn stat(&self, py: Python<'_>, path: String) -> PyResult<StatTuple> {
+        call(
+            py,
+            || format!("stat {path}"),
+            self.client.stat(&path, &self.user),
+        )
+        .map(stat_tuple)
+    }
+
+    fn extend(&self, py: Python<'_>, path: String, size: u64) -> PyResult<()> {
+        call(
+            py,
+            || format!("extend {path}"),
+            self.client.extend(&path, &self.user, size),
+        )
+    }
+
+    /// Files go to /RecycleBin; empty directories are removed.
+    fn remove(&self, py: Python<'_>, path: String) -> PyResult<()> {
+        call(
+            py,
+            || format!("remove {path}"),
+            self.client.unlink(&path, &self.user),
+        )
+    }
+
+    fn delete_force(&self, py: Python<'_>, path: String) -> PyResult<()> {
+        call(
+            py,
+            || format!("delete_force {path}"),
+            self.client.delete_force(&path, &self.user),
+        )
+    }
+
+    #[pyo3(signature = (path, file_id=0))]
+    fn recover(&self, py: Python<'_>, path: String, file_id: u64) -> PyResult<()> {
+        call(
+            py,
+            || format!("recover {path}"),
+            self.client.recover(&path, &self.user, file_id),
+        )
+    }
+
+    fn rename(&self, py: Python<'_>, old: String, new: String) -> PyResult<()> {
+        call(
+            py,
+            || format!("rename {old} to {new}"),
+            self.client.rename(&self.user, &old, &new),
+        )
+    }
+
+    fn listdir(&self, py: Python<'_>, path: String) -> PyResult<Vec<String>> {
+        call(
+            py,
+            || format!("listdir {path}"),
+            self.client.list_dir(&path, &self.user),
+        )
+        .map(|entries| entries.into_iter().map(|e| e.name).collect())
+    }
+
+    fn change_owner(&self, py: Python<'_>, path: String, new_owner: String) -> PyResult<()> {
+        call(
+            py,
+            || format!("change_owner {path}"),
+            self.client.change_owner(&path, &new_owner, &self.user),
+        )
+    }
+
+    fn cluster_id(&self, py: Python<'_>) -> PyResult<String> {
+        call(py, || "cluster_id".into(), self.client.cluster_id())
+    }
+
+    fn poolsets(&self, py: Python<'_>) -> PyResult<Vec<String>> {
+        call(py, || "poolsets".into(), self.client.list_poolsets())
+    }
+
+    fn open(&self, py: Python<'_>, path: String) -> PyResult<VolumeHandle> {
+        let file = call(
+            py,
+            || format!("open {path}"),
+            self.client.open_file(&path, &self.user),
+        )?;
+        Ok(VolumeHandle { file })
+    }
+
+    /// The conf keys the core reads, with the Python names of their keyword arguments.
+    #[staticmethod]
+    fn conf_keys() -> Vec<(&'static str, &'static str)> {
+        curve_client::conf::KEYS.to_vec()
+    }
+}
+
+/// An open volume: its own lease, closed by `close` (or when dropped, without CloseFile).
+#[pyclass(frozen, module = "curvefs._core")]
+pub struct VolumeHandle {
+    file: Arc<OpenFile>,
+}
+
+impl Drop for VolumeHandle {
+    fn drop(&mut self) {
+        // A handle dropped unclosed stops its refresher; the MDS expires the record.
+        if let Ok(rt) = runtime::get() {
+            let _entered = rt.enter();
+            self.file.abort_refresher();
+        }
+    }
+}
+
+/// A C-contiguous byte view of a buffer the caller passed in.
+fn contiguous(obj: &Bound<'_, PyAny>, writable: bool) -> PyResult<PyBuffer<u8>> {
+    let buf = PyBuffer::<u8>::get(obj).map_err(|_| {
+        PyTypeError::new_err("expected a bytes-like object of unsigned bytes (format 'B')")
+    })?;
+    if !buf.is_c_contiguous() {
+        return Err(PyValueError::new_err("the buffer must be C-contiguous"));
+    }
+    if writable && buf.readonly() {
+        return Err(PyTypeError::new_err("the buffer is read-only"));
+    }
+    Ok(buf)
+}
+
+#[pymethods]
+impl VolumeHandle {
+    /// Reads exactly `length` bytes at `offset`, written once into the returned bytes.
+    fn pread<'py>(
+        &self,
+        py: Python<'py>,
+        length: usize,
+        offset: u64,
+    ) -> PyResult<Bound<'py, PyBytes>> {
+        let file = &self.file;
+        let what = || format!("read {} at {offset}", file.path);
+        // Past the end is refused before `length` bytes exist for it.
+        let end = offset.checked_add(length as u64);
+        if end.is_none_or(|e| e > file.known_length()) {
+            call(py, what, file.check_end(offset, length as u64))?;
+        }
+        PyBytes::new_with(py, length, |out| call(py, what, file.pread(offset, out)))
+    }
+
+    /// Fills `buffer` (any writable C-contiguous buffer) from `offset` in place.
+    fn preadinto(&self, py: Python<'_>, buffer: &Bound<'_, PyAny>, offset: u64) -> PyResult<usize> {
+        let buf = contiguous(buffer, true)?;
+        let len = buf.len_bytes();
+        // SAFETY: the buffer is C-contiguous and writable (checked above) and spans
+        // `len_bytes` bytes from `buf_ptr`; `buf` keeps the export alive and the memory
+        // unresized until it is released at the end of this function, after the last use
+        // of the slice. Another Python thread may touch the memory meanwhile; the bytes
+        // are then unspecified, the memory stays valid.
+        let out = unsafe { std::slice::from_raw_parts_mut(buf.buf_ptr().cast::<u8>(), len) };
+        let file = &self.file;
+        call(
+            py,
+            || format!("read {} at {offset}", file.path),
+            file.pread(offset, out),
+        )?;
+        Ok(len)
+    }
+
+    /// Writes all of `data` (any C-contiguous buffer) at `offset`; returns its length.
+    fn pwrite(&self, py: Python<'_>, data: &Bound<'_, PyAny>, offset: u64) -> PyResult<usize> {
+        let buf = contiguous(data, false)?;
+        let len = buf.len_bytes();
+        // SAFETY: as in `preadinto`; the slice is only read, and copied before the GIL is
+        // released, so nothing outlives `buf`.
+        let src = unsafe { std::slice::from_raw_parts(buf.buf_ptr().cast::<u8>(), len) };
+        // One copy into a buffer the chunk requests share (each sends a slice of it).
+        let bytes = Bytes::copy_from_slice(src);
+        drop(buf);
+        let file = &self.file;
+        call(
+            py,
+            || format!("write {} at {offset}", file.path),
+            file.pwrite(offset, bytes),
+        )?;
+        Ok(len)
+    }
+
+    fn stat(&self, py: Python<'_>) -> PyResult<StatTuple> {
+        let file = &self.file;
+        call(py, || format!("stat {}", file.path), file.stat()).map(stat_tuple)
+    }
+
+    /// The volume's size in bytes as last seen (open, a refresh or `stat` since).
+    fn size(&self) -> u64 {
+        self.file.known_length()
+    }
+
+    fn block_size(&self) -> u64 {
+        self.file.blocksize
+    }
+
+    fn close(&self, py: Python<'_>) -> PyResult<()> {
+        let file = &self.file;
+        call(py, || format!("close {}", file.path), file.close())
+    }
+
+    #[getter]
+    fn path(&self) -> String {
+        self.file.path.clone()
+    }
+}
