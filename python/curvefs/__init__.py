@@ -1,12 +1,40 @@
 """curvefs: a Python client for Curve block storage (CurveBS).
 
-Call-for-call compatible with Curve's SWIG SDK (``import curvefs; curvefs.CBDClient()``),
-with a Rust core underneath. ``curvefs.testing.LocalCluster`` starts a local cluster (MDS and
-chunkservers on loopback) to try it against; ``curvefs`` on the command line does the same.
+Call-for-call compatible with Curve's SWIG SDK (``import curvefs; curvefs.CBDClient()``, and
+its module-level functions ``curvefs.Init``, ``curvefs.Open``, … over one process-wide
+client), with a Rust core underneath. ``curvefs.testing.LocalCluster`` starts a local cluster
+(MDS and chunkservers on loopback) to try it against; ``curvefs`` on the command line does the
+same, and ``curve`` is upstream's ``curve`` tool.
 """
 
 from __future__ import annotations
 
+from curvefs._c_api import (
+    CLUSTERIDMAX,
+    ChangeOwner,
+    Close,
+    CloseDir,
+    Create,
+    DeleteForce,
+    Extend,
+    GetClusterId,
+    Init,
+    Listdir,
+    Mkdir,
+    Open,
+    Open4Qemu,
+    OpenDir,
+    Read,
+    Recover,
+    Rename,
+    Rmdir,
+    StatFile,
+    StatFile4Qemu,
+    UnInit,
+    Unlink,
+    Write,
+)
+from curvefs._client import CBDClient, DirInfos_t
 from curvefs._core import (
     CURVE_ERROR_AUTHFAIL,
     CURVE_ERROR_BAD_FD,
@@ -51,7 +79,6 @@ from curvefs._core import (
     CURVE_OP_READ,
     CURVE_OP_WRITE,
     CURVEINODE_APPENDFILE,
-    CBDClient,
     CreateContext,
     FileInfo_t,
     UserInfo_t,
@@ -74,6 +101,7 @@ from curvefs.exceptions import (
 )
 
 __all__ = [
+    "CLUSTERIDMAX",
     "CURVEINODE_APPENDFILE",
     "CURVE_ERROR_AUTHFAIL",
     "CURVE_ERROR_BAD_FD",
@@ -118,6 +146,10 @@ __all__ = [
     "CURVE_OP_READ",
     "CURVE_OP_WRITE",
     "CBDClient",
+    "ChangeOwner",
+    "Close",
+    "CloseDir",
+    "Create",
     "CreateContext",
     "CurveAuthError",
     "CurveBadFdError",
@@ -129,8 +161,27 @@ __all__ = [
     "CurveNotExistError",
     "CurveNotSupportError",
     "CurveParamError",
+    "DeleteForce",
+    "DirInfos_t",
+    "Extend",
     "FileInfo_t",
+    "GetClusterId",
+    "Init",
+    "Listdir",
+    "Mkdir",
+    "Open",
+    "Open4Qemu",
+    "OpenDir",
+    "Read",
+    "Recover",
+    "Rename",
+    "Rmdir",
+    "StatFile",
+    "StatFile4Qemu",
+    "UnInit",
+    "Unlink",
     "UserInfo_t",
+    "Write",
     "__version__",
     "debug_build",
     "error_name",
