@@ -20,6 +20,7 @@ from curvefs.testing import LocalCluster
 from tests.helpers import GiB
 
 CURVE = str(Path(sys.executable).parent / "curve")
+# opencurve/curve's curvefs_python/test.py at 46d4b59b, verbatim (Apache-2.0; its header kept).
 UPSTREAM_TEST = Path(__file__).parent / "data" / "upstream_curvefs_python_test.py.txt"
 
 
