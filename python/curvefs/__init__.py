@@ -1,12 +1,40 @@
 """curvefs: a Python client for Curve block storage (CurveBS).
 
-Call-for-call compatible with Curve's SWIG SDK (``import curvefs; curvefs.CBDClient()``),
-with a Rust core underneath. ``curvefs.testing.LocalCluster`` starts a local cluster (MDS and
-chunkservers on loopback) to try it against; ``curvefs`` on the command line does the same.
+Call-for-call compatible with Curve's SWIG SDK (``import curvefs; curvefs.CBDClient()``, and
+its module-level functions ``curvefs.Init``, ``curvefs.Open``, … over one process-wide
+client), with a Rust core underneath. ``curvefs.testing.LocalCluster`` starts a local cluster
+(MDS and chunkservers on loopback) to try it against; ``curvefs`` on the command line does the
+same, and ``curve`` is upstream's ``curve`` tool.
 """
 
 from __future__ import annotations
 
+from curvefs._c_api import (
+    CLUSTERIDMAX,
+    ChangeOwner,
+    Close,
+    CloseDir,
+    Create,
+    DeleteForce,
+    Extend,
+    GetClusterId,
+    Init,
+    Listdir,
+    Mkdir,
+    Open,
+    Open4Qemu,
+    OpenDir,
+    Read,
+    Recover,
+    Rename,
+    Rmdir,
+    StatFile,
+    StatFile4Qemu,
+    UnInit,
+    Unlink,
+    Write,
+)
+from curvefs._client import CBDClient, DirInfos_t
 from curvefs._core import (
     CURVE_ERROR_AUTHFAIL,
     CURVE_ERROR_BAD_FD,
@@ -53,7 +81,6 @@ from curvefs._core import (
     CURVE_OP_READ,
     CURVE_OP_WRITE,
     CURVEINODE_APPENDFILE,
-    CBDClient,
     CreateContext,
     FileInfo_t,
     UserInfo_t,
@@ -101,6 +128,7 @@ from curvefs.exceptions import (
 )
 
 __all__ = [
+    "CLUSTERIDMAX",
     "CURVEINODE_APPENDFILE",
     "CURVE_ERROR_AUTHFAIL",
     "CURVE_ERROR_BAD_FD",
@@ -147,7 +175,11 @@ __all__ = [
     "CURVE_OP_READ",
     "CURVE_OP_WRITE",
     "CBDClient",
+    "ChangeOwner",
     "Client",
+    "Close",
+    "CloseDir",
+    "Create",
     "CreateContext",
     "CurveAuthError",
     "CurveBadFdError",
@@ -182,12 +214,31 @@ __all__ = [
     "CurveStatusNotMatchError",
     "CurveUnderSnapshotError",
     "CurveUnknownError",
+    "DeleteForce",
+    "DirInfos_t",
+    "Extend",
     "FileInfo",
     "FileInfo_t",
     "FileStatus",
     "FileType",
+    "GetClusterId",
+    "Init",
+    "Listdir",
+    "Mkdir",
+    "Open",
+    "Open4Qemu",
+    "OpenDir",
+    "Read",
+    "Recover",
+    "Rename",
+    "Rmdir",
+    "StatFile",
+    "StatFile4Qemu",
+    "UnInit",
+    "Unlink",
     "UserInfo_t",
     "Volume",
+    "Write",
     "__version__",
     "conf_options",
     "debug_build",
