@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
 from typing_extensions import assert_type
 
 import curvefs
+from curvefs.testing import LocalCluster
 from tests.helpers import GiB
 
 
@@ -36,3 +39,27 @@ def make_root(cbd: curvefs.CBDClient) -> curvefs.UserInfo_t:
     u.owner = "root"
     u.password = "root_password"
     return u
+
+
+def test_pythonic_return_types(cluster: LocalCluster, name: str) -> None:
+    with curvefs.Client(cluster.conf_path, user="curve") as client:
+        assert_type(client.create(name, 10 * GiB), None)
+        info = client.stat(name)
+        assert_type(info, curvefs.FileInfo)
+        assert_type(info.ctime, dt.datetime)
+        assert_type(info.file_type, curvefs.FileType)
+        assert_type(info.status, curvefs.FileStatus)
+        assert type(info.file_type) is curvefs.FileType and type(info.length) is int
+        with curvefs.Client(cluster.conf_path, user="root", password="root_password") as root:
+            assert_type(root.listdir("/"), list[str])
+        assert_type(client.cluster_id(), str)
+        assert_type(client.poolsets(), list[str])
+        with client.open(name) as vol:
+            assert_type(vol, curvefs.Volume)
+            data = vol.pread(4, 0)
+            assert_type(data, bytes)
+            assert type(data) is bytes
+            assert_type(vol.pwrite(b"abcd", 1), int)
+            assert_type(vol.preadinto(bytearray(4), 1), int)
+            assert_type(vol.size, int)
+            assert_type(vol.stat(), curvefs.FileInfo)
