@@ -13,12 +13,13 @@ length, and reads into or writes from any buffer. Both run on the same Rust core
 
 from __future__ import annotations
 
+import asyncio
 import datetime as _dt
 import enum
 import io
 import os
 import weakref
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -84,6 +85,29 @@ class FileInfo:
             stripe_count=sc,
             block_size=bs,
         )
+
+
+def _resolve(fut: asyncio.Future[Any], ok: bool, value: Any) -> None:
+    # Runs on the loop's thread (call_soon_threadsafe); a cancelled await wants nothing.
+    if fut.cancelled():
+        return
+    if ok:
+        fut.set_result(value)
+    else:
+        fut.set_exception(value)
+
+
+async def _run_async(start: Callable[[tuple[Any, Any, Any]], _core.TaskHandle]) -> Any:
+    """Starts a call on the core's runtime and awaits it. Cancelling the awaiting task
+    aborts the call and returns only once the core has let go of everything it held."""
+    loop = asyncio.get_running_loop()
+    fut: asyncio.Future[Any] = loop.create_future()
+    task = start((loop, fut, _resolve))
+    try:
+        return await fut
+    except asyncio.CancelledError:
+        task.cancel()
+        raise
 
 
 def conf_options() -> dict[str, str]:
@@ -238,6 +262,64 @@ class Client:
         self._volumes.add(vol)
         return vol
 
+    # asyncio twins: the same core calls, awaited; no thread per call.
+
+    def _call_async(self, op: str, *args: Any) -> Any:
+        handle = self._h
+        return _run_async(lambda waiter: handle.call_async(op, args, waiter))
+
+    async def create_async(
+        self,
+        path: str,
+        size: int,
+        *,
+        stripe_unit: int | None = None,
+        stripe_count: int | None = None,
+        poolset: str | None = None,
+    ) -> None:
+        await self._call_async("create", path, size, stripe_unit or 0, stripe_count or 0, poolset)
+
+    async def stat_async(self, path: str) -> FileInfo:
+        return FileInfo._from_native(await self._call_async("stat", path))
+
+    async def extend_async(self, path: str, size: int) -> None:
+        await self._call_async("extend", path, size)
+
+    async def remove_async(self, path: str) -> None:
+        await self._call_async("remove", path)
+
+    async def recover_async(self, path: str, file_id: int = 0) -> None:
+        await self._call_async("recover", path, file_id)
+
+    async def rename_async(self, old: str, new: str) -> None:
+        await self._call_async("rename", old, new)
+
+    async def mkdir_async(self, path: str) -> None:
+        await self._call_async("mkdir", path)
+
+    async def rmdir_async(self, path: str) -> None:
+        await self._call_async("remove", path)
+
+    async def listdir_async(self, path: str) -> list[str]:
+        names: list[str] = await self._call_async("listdir", path)
+        return names
+
+    async def change_owner_async(self, path: str, new_owner: str) -> None:
+        await self._call_async("change_owner", path, new_owner)
+
+    async def cluster_id_async(self) -> str:
+        cid: str = await self._call_async("cluster_id")
+        return cid
+
+    async def poolsets_async(self) -> list[str]:
+        names: list[str] = await self._call_async("poolsets")
+        return names
+
+    async def open_async(self, path: str, *, read_only: bool = False) -> Volume:
+        vol = Volume(await self._call_async("open", path), read_only=read_only)
+        self._volumes.add(vol)
+        return vol
+
 
 def _rebuild(
     conf_path: str | None,
@@ -355,21 +437,23 @@ class Volume(io.RawIOBase):
         mmap) in place from ``offset``, without an intermediate copy; returns the bytes
         read (fewer at the end of the volume)."""
         self._check_open()
-        view = memoryview(buffer).cast("B")
-        n = self._clamp(offset, view.nbytes)
-        if n == 0:
-            return 0
-        return self._handle.preadinto(view[:n], offset)
+        # Views released on the way out, so the caller's buffer is free again at once.
+        with memoryview(buffer) as mv, mv.cast("B") as view:
+            n = self._clamp(offset, view.nbytes)
+            if n == 0:
+                return 0
+            with view[:n] as part:
+                return self._handle.preadinto(part, offset)
 
     def pwrite(self, data: Buffer, offset: int) -> int:
         """Writes all of ``data`` (any C-contiguous buffer) at ``offset``."""
         self._check_writable()
         if offset < 0:
             raise ValueError("offset must be non-negative")
-        view = memoryview(data).cast("B")
-        if view.nbytes == 0:
-            return 0
-        return self._handle.pwrite(view, offset)
+        with memoryview(data) as mv, mv.cast("B") as view:
+            if view.nbytes == 0:
+                return 0
+            return self._handle.pwrite(view, offset)
 
     def readinto(self, buffer: Buffer) -> int:
         n = self.preadinto(buffer, self._pos)
@@ -380,3 +464,41 @@ class Volume(io.RawIOBase):
         n = self.pwrite(data, self._pos)
         self._pos += n
         return n
+
+    # asyncio twins of pread, preadinto and pwrite.
+
+    async def pread_async(self, length: int, offset: int) -> bytes:
+        self._check_open()
+        n = self._clamp(offset, length)
+        if n == 0:
+            return b""
+        handle = self._handle
+        data: bytes = await _run_async(lambda w: handle.pread_async(n, offset, w))
+        return data
+
+    async def preadinto_async(self, buffer: Buffer, offset: int) -> int:
+        """Fills ``buffer`` in place; it stays borrowed until the call ends or, if the
+        awaiting task is cancelled, until the cancellation returns."""
+        self._check_open()
+        handle = self._handle
+        # The views are released when this returns or is cancelled (a traceback that
+        # keeps this frame must not keep the caller's buffer exported).
+        with memoryview(buffer) as mv, mv.cast("B") as view:
+            n = self._clamp(offset, view.nbytes)
+            if n == 0:
+                return 0
+            with view[:n] as part:
+                got: int = await _run_async(lambda w: handle.preadinto_async(part, offset, w))
+                return got
+
+    async def pwrite_async(self, data: Buffer, offset: int) -> int:
+        """Writes all of ``data`` (copied when the call starts) at ``offset``."""
+        self._check_writable()
+        if offset < 0:
+            raise ValueError("offset must be non-negative")
+        handle = self._handle
+        with memoryview(data) as mv, mv.cast("B") as view:
+            if view.nbytes == 0:
+                return 0
+            written: int = await _run_async(lambda w: handle.pwrite_async(view, offset, w))
+            return written

@@ -61,6 +61,7 @@ __all__ = [
     "ClientHandle",
     "CreateContext",
     "FileInfo_t",
+    "TaskHandle",
     "UserInfo_t",
     "VolumeHandle",
     "__version__",
@@ -220,6 +221,7 @@ def serve_chunkserver(data_dir: str | os.PathLike[str], chunkserver_id: int) -> 
     """Serves chunkserver ``chunkserver_id`` of the local cluster until SIGTERM or SIGINT."""
 
 _Stat: TypeAlias = tuple[int, int, str, str, int, int, int, int, int, int, int]
+_Waiter: TypeAlias = tuple[object, object, object]
 
 @final
 class ClientHandle:
@@ -246,6 +248,10 @@ class ClientHandle:
     def cluster_id(self) -> str: ...
     def poolsets(self) -> list[str]: ...
     def open(self, path: str) -> VolumeHandle: ...
+    def call_async(self, op: str, args: tuple[object, ...], waiter: _Waiter) -> TaskHandle:
+        """Starts namespace call ``op`` on the runtime; ``waiter`` is
+        ``(loop, future, resolve)``, and ``resolve(future, ok, value)`` runs on the loop."""
+
     @staticmethod
     def conf_keys() -> list[tuple[str, str]]: ...
 
@@ -262,3 +268,13 @@ class VolumeHandle:
     def size(self) -> int: ...
     def block_size(self) -> int: ...
     def close(self) -> None: ...
+    def pread_async(self, length: int, offset: int, waiter: _Waiter) -> TaskHandle: ...
+    def preadinto_async(self, buffer: Buffer, offset: int, waiter: _Waiter) -> TaskHandle: ...
+    def pwrite_async(self, data: Buffer, offset: int, waiter: _Waiter) -> TaskHandle: ...
+
+@final
+class TaskHandle:
+    """An async call running on the runtime."""
+
+    def cancel(self) -> None:
+        """Aborts the call; returns once it let go of everything it held."""

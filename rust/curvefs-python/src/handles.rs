@@ -195,6 +195,130 @@ impl ClientHandle {
         Ok(VolumeHandle { file })
     }
 
+    /// Starts namespace call `op` (a method name of this class) with `args`; `waiter` is
+    /// `(loop, future, resolve)`.
+    fn call_async(
+        &self,
+        py: Python<'_>,
+        op: &str,
+        args: &Bound<'_, pyo3::types::PyTuple>,
+        waiter: &Bound<'_, PyAny>,
+    ) -> PyResult<TaskHandle> {
+        let c = self.client.clone();
+        let u = self.user.clone();
+        let s = |i: usize| -> PyResult<String> { args.get_item(i)?.extract() };
+        let n = |i: usize| -> PyResult<u64> { args.get_item(i)?.extract() };
+        macro_rules! go {
+            ($what:expr, $fut:expr, $conv:expr) => {
+                spawn_resolving(py, waiter, $what, $fut, $conv)
+            };
+        }
+        match op {
+            "create" => {
+                let (path, size) = (s(0)?, n(1)?);
+                let opts = CreateOptions {
+                    stripe_unit: n(2)?,
+                    stripe_count: n(3)?,
+                    poolset: args
+                        .get_item(4)?
+                        .extract::<Option<String>>()?
+                        .unwrap_or_default(),
+                };
+                go!(
+                    format!("create {path}"),
+                    async move { c.create(&path, &u, size, &opts).await },
+                    unit
+                )
+            }
+            "mkdir" => {
+                let path = s(0)?;
+                go!(
+                    format!("mkdir {path}"),
+                    async move { c.mkdir(&path, &u).await },
+                    unit
+                )
+            }
+            "stat" => {
+                let path = s(0)?;
+                go!(
+                    format!("stat {path}"),
+                    async move { c.stat(&path, &u).await },
+                    |py, st| { Ok(stat_tuple(st).into_pyobject(py)?.into_any().unbind()) }
+                )
+            }
+            "extend" => {
+                let (path, size) = (s(0)?, n(1)?);
+                go!(
+                    format!("extend {path}"),
+                    async move { c.extend(&path, &u, size).await },
+                    unit
+                )
+            }
+            "remove" => {
+                let path = s(0)?;
+                go!(
+                    format!("remove {path}"),
+                    async move { c.unlink(&path, &u).await },
+                    unit
+                )
+            }
+            "recover" => {
+                let (path, id) = (s(0)?, n(1)?);
+                go!(
+                    format!("recover {path}"),
+                    async move { c.recover(&path, &u, id).await },
+                    unit
+                )
+            }
+            "rename" => {
+                let (old, new) = (s(0)?, s(1)?);
+                go!(
+                    format!("rename {old} to {new}"),
+                    async move { c.rename(&u, &old, &new).await },
+                    unit
+                )
+            }
+            "listdir" => {
+                let path = s(0)?;
+                go!(
+                    format!("listdir {path}"),
+                    async move { c.list_dir(&path, &u).await },
+                    |py, entries| {
+                        let names: Vec<String> = entries.into_iter().map(|e| e.name).collect();
+                        Ok(names.into_pyobject(py)?.into_any().unbind())
+                    }
+                )
+            }
+            "change_owner" => {
+                let (path, owner) = (s(0)?, s(1)?);
+                go!(
+                    format!("change_owner {path}"),
+                    async move { c.change_owner(&path, &owner, &u).await },
+                    unit
+                )
+            }
+            "cluster_id" => go!(
+                "cluster_id".into(),
+                async move { c.cluster_id().await },
+                |py, id| { Ok(id.into_pyobject(py)?.into_any().unbind()) }
+            ),
+            "poolsets" => go!(
+                "poolsets".into(),
+                async move { c.list_poolsets().await },
+                |py, p| { Ok(p.into_pyobject(py)?.into_any().unbind()) }
+            ),
+            "open" => {
+                let path = s(0)?;
+                go!(
+                    format!("open {path}"),
+                    async move { c.open_file(&path, &u).await },
+                    |py, file| { Ok(Py::new(py, VolumeHandle { file })?.into_any()) }
+                )
+            }
+            other => Err(PyValueError::new_err(format!("no async call {other:?}"))),
+        }
+    }
+
     /// The conf keys the core reads, with the Python names of their keyword arguments.
     #[staticmethod]
     fn conf_keys() -> Vec<(&'static str, &'static str)> {
@@ -308,8 +432,167 @@ impl VolumeHandle {
         call(py, || format!("close {}", file.path), file.close())
     }
 
+    /// Starts a read of `length` bytes at `offset` (checked against the end first).
+    fn pread_async(
+        &self,
+        py: Python<'_>,
+        length: usize,
+        offset: u64,
+        waiter: &Bound<'_, PyAny>,
+    ) -> PyResult<TaskHandle> {
+        let file = self.file.clone();
+        let what = format!("read {} at {offset}", file.path);
+        spawn_resolving(
+            py,
+            waiter,
+            what,
+            async move {
+                file.check_end(offset, length as u64).await?;
+                let mut buf = vec![0u8; length];
+                file.pread(offset, &mut buf).await?;
+                Ok(buf)
+            },
+            |py, buf| Ok(PyBytes::new(py, &buf).into_any().unbind()),
+        )
+    }
+
+    /// Starts a read into `buffer` (any writable C-contiguous buffer), which the task
+    /// holds until it ends or is cancelled.
+    fn preadinto_async(
+        &self,
+        py: Python<'_>,
+        buffer: &Bound<'_, PyAny>,
+        offset: u64,
+        waiter: &Bound<'_, PyAny>,
+    ) -> PyResult<TaskHandle> {
+        let buf = contiguous(buffer, true)?;
+        let file = self.file.clone();
+        let what = format!("read {} at {offset}", file.path);
+        spawn_resolving(
+            py,
+            waiter,
+            what,
+            async move {
+                let len = buf.len_bytes();
+                // SAFETY: as in `preadinto`: C-contiguous, writable, `len` bytes from
+                // `buf_ptr`, kept exported and unresized by `buf`, which this task owns
+                // and drops only after the slice's last use (at its end, or when it is
+                // cancelled, and `TaskHandle::cancel` returns only after that).
+                let out =
+                    unsafe { std::slice::from_raw_parts_mut(buf.buf_ptr().cast::<u8>(), len) };
+                let r = file.pread(offset, out).await.map(|()| len);
+                drop(buf);
+                r
+            },
+            |py, n| Ok(n.into_pyobject(py)?.into_any().unbind()),
+        )
+    }
+
+    /// Starts a write of `data` (copied now, so the caller may reuse its buffer at once).
+    fn pwrite_async(
+        &self,
+        py: Python<'_>,
+        data: &Bound<'_, PyAny>,
+        offset: u64,
+        waiter: &Bound<'_, PyAny>,
+    ) -> PyResult<TaskHandle> {
+        let buf = contiguous(data, false)?;
+        let len = buf.len_bytes();
+        // SAFETY: as in `pwrite`; copied before this function returns.
+        let src = unsafe { std::slice::from_raw_parts(buf.buf_ptr().cast::<u8>(), len) };
+        let bytes = Bytes::copy_from_slice(src);
+        drop(buf);
+        let file = self.file.clone();
+        let what = format!("write {} at {offset}", file.path);
+        spawn_resolving(
+            py,
+            waiter,
+            what,
+            async move { file.pwrite(offset, bytes).await.map(|()| len) },
+            |py, n| Ok(n.into_pyobject(py)?.into_any().unbind()),
+        )
+    }
+
     #[getter]
     fn path(&self) -> String {
         self.file.path.clone()
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// asyncio: each call is a tokio task that resolves an asyncio future through
+// `loop.call_soon_threadsafe`, so no thread waits per call.
+
+/// A running async call; `cancel` aborts it and returns only once the task is gone, so
+/// nothing it held (a caller's buffer) is still borrowed afterwards.
+#[pyclass(frozen, module = "curvefs._core")]
+pub struct TaskHandle {
+    task: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+#[pymethods]
+impl TaskHandle {
+    fn cancel(&self, py: Python<'_>) -> PyResult<()> {
+        let task = self
+            .task
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        if let Some(task) = task {
+            task.abort();
+            let rt = runtime::get()?;
+            // The task drops what it holds (a PyBuffer takes the GIL to release), so wait
+            // with the GIL released.
+            let _ = py.detach(|| rt.block_on(task));
+        }
+        Ok(())
+    }
+}
+
+/// The outcome of an async call as `resolve(future, ok, value)` takes it.
+type Outcome = PyResult<Py<PyAny>>;
+
+/// Spawns `fut`; when it ends, `convert` turns its value into a Python object (with the
+/// GIL) and `resolve(future, ok, value)` runs on the event loop's thread.
+fn spawn_resolving<T, F, C>(
+    py: Python<'_>,
+    waiter: &Bound<'_, PyAny>,
+    what: String,
+    fut: F,
+    convert: C,
+) -> PyResult<TaskHandle>
+where
+    T: Send + 'static,
+    F: std::future::Future<Output = curve_client::Result<T>> + Send + 'static,
+    C: FnOnce(Python<'_>, T) -> Outcome + Send + 'static,
+{
+    let rt = runtime::get()?;
+    let (event_loop, future, resolve) = waiter.extract::<(Py<PyAny>, Py<PyAny>, Py<PyAny>)>()?;
+    let _ = py;
+    let task = rt.spawn(async move {
+        let out = fut.await;
+        Python::attach(|py| {
+            let outcome: Outcome = match out {
+                Ok(v) => convert(py, v),
+                Err(e) => Err(raise(py, &what, e)),
+            };
+            let (ok, value) = match outcome {
+                Ok(v) => (true, v),
+                Err(e) => (false, e.into_value(py).into_any()),
+            };
+            let scheduled =
+                event_loop.call_method1(py, "call_soon_threadsafe", (resolve, future, ok, value));
+            if let Err(e) = scheduled {
+                // The loop is closed: nobody awaits the future any more.
+                e.write_unraisable(py, None);
+            }
+        });
+    });
+    Ok(TaskHandle {
+        task: std::sync::Mutex::new(Some(task)),
+    })
+}
+
+fn unit(py: Python<'_>, (): ()) -> Outcome {
+    Ok(py.None())
 }

@@ -61,7 +61,7 @@ mod _core {
     #[pymodule_export]
     use super::client::CBDClient;
     #[pymodule_export]
-    use super::handles::{ClientHandle, VolumeHandle};
+    use super::handles::{ClientHandle, TaskHandle, VolumeHandle};
     #[pymodule_export]
     use super::serve::{serve_chunkserver, serve_mds};
     #[pymodule_export]
