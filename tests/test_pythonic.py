@@ -206,6 +206,34 @@ def test_client_pickles_by_its_configuration(cluster: LocalCluster) -> None:
     assert again.cluster_id() == c.cluster_id()
 
 
+def test_budget_exhausted_is_a_timeout_or_a_connection_error() -> None:
+    import socket
+
+    # Nobody listens: unreachable, a ConnectionError.
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed = f"127.0.0.1:{s.getsockname()[1]}"
+    c = curvefs.Client(mds_addrs=[closed], user="curve", mds_max_retry_ms=300)
+    with pytest.raises(ConnectionError) as refused:
+        c.stat("/x")
+    assert isinstance(refused.value, curvefs.CurveFailedError)
+    assert refused.value.cause == "unreachable" and refused.value.code == -2
+    again = pickle.loads(pickle.dumps(refused.value))
+    assert isinstance(again, ConnectionError) and isinstance(again, curvefs.CurveError)
+    assert again.code == -2
+    # Accepts and never answers (a blackhole): a TimeoutError.
+    with socket.socket() as hole:
+        hole.bind(("127.0.0.1", 0))
+        hole.listen(16)
+        addr = f"127.0.0.1:{hole.getsockname()[1]}"
+        c = curvefs.Client(mds_addrs=[addr], user="curve", mds_max_retry_ms=600)
+        started = time.monotonic()
+        with pytest.raises(TimeoutError) as slow:
+            c.stat("/x")
+        assert time.monotonic() - started < 5
+        assert isinstance(slow.value, curvefs.CurveFailedError) and slow.value.cause == "timeout"
+
+
 def test_every_code_has_an_exception_class() -> None:
     for code, name in curvefs._core.ERROR_NAMES.items():
         if code == 0:

@@ -10,6 +10,7 @@ maps a code to its class; the native module calls it.
 from __future__ import annotations
 
 import errno as _errno
+from collections.abc import Callable
 
 from curvefs import _core
 
@@ -90,6 +91,8 @@ class CurveError(OSError):
     code: int
     code_name: str
     message: str
+    #: Why the call gave up, when known: "timeout", "unreachable" or "".
+    cause: str = ""
 
     def __init__(self, code: int, message: str = "") -> None:
         code = -abs(int(code))
@@ -105,9 +108,10 @@ class CurveError(OSError):
         """The exception for ``code``, of the most specific class (see :func:`from_code`)."""
         return from_code(code, message)
 
-    def __reduce__(self) -> tuple[type[CurveError], tuple[int, str]]:
-        # OSError pickles its (errno, strerror) args, which would rebuild a different code.
-        return (type(self), (self.code, self.message))
+    def __reduce__(self) -> tuple[Callable[[int, str, str], CurveError], tuple[int, str, str]]:
+        # OSError pickles its (errno, strerror) args, which would rebuild a different code;
+        # and a class mixed with a cause is made at run time, so rebuild through from_code.
+        return (from_code, (self.code, self.message, self.cause))
 
 
 class CurveExistsError(CurveError, FileExistsError):
@@ -275,6 +279,29 @@ _BY_NAME: dict[str, type[CurveError]] = {
 }
 
 
-def from_code(code: int, message: str = "") -> CurveError:
-    """The exception for SDK code ``code`` (either sign), of the most specific class."""
-    return _BY_NAME.get(error_name(code), CurveError)(code, message)
+# Why a call gave up, when the core knows: such an exception is also the built-in of it.
+_CAUSES: dict[str, type[OSError]] = {"timeout": TimeoutError, "unreachable": ConnectionError}
+_MIXED: dict[tuple[type[CurveError], str], type[CurveError]] = {}
+
+
+def _with_cause(cls: type[CurveError], cause: str) -> type[CurveError]:
+    builtin = _CAUSES.get(cause)
+    if builtin is None:
+        return cls
+    mixed = _MIXED.get((cls, cause))
+    if mixed is None:
+        name = cls.__name__.removesuffix("Error") + (
+            "TimeoutError" if cause == "timeout" else "UnreachableError"
+        )
+        mixed = type(name, (cls, builtin), {"__module__": __name__, "cause": cause})
+        _MIXED[(cls, cause)] = mixed
+    return mixed
+
+
+def from_code(code: int, message: str = "", cause: str = "") -> CurveError:
+    """The exception for SDK code ``code`` (either sign), of the most specific class.
+
+    ``cause`` is why the call gave up, when the core knows: ``"timeout"`` (its budget ran
+    out with requests unanswered) makes it also a :class:`TimeoutError`, ``"unreachable"``
+    (no server could be reached) also a :class:`ConnectionError`."""
+    return _with_cause(_BY_NAME.get(error_name(code), CurveError), cause)(code, message)

@@ -12,7 +12,7 @@ use rand::Rng;
 use futures::future::BoxFuture;
 
 use crate::context::Context;
-use crate::error::{Error, ErrorCode, Result, chunk_status_to_code};
+use crate::error::{Cause, Error, ErrorCode, Result, chunk_status_to_code};
 use crate::metacache::{ChunkAddr, LeaderView};
 use crate::transport::{self, TransportError, methods};
 
@@ -133,6 +133,8 @@ pub async fn send(
     let mut tries_on_leader: u64 = 0;
     let mut last_endpoint = String::new();
     let mut last = Error::failed("chunk request was not sent");
+    // Whether the last failure was a reply, a timeout or an unreachable chunkserver.
+    let mut last_cause = Cause::Answered;
     loop {
         file.check_not_disabled()?;
         let now = Instant::now();
@@ -147,12 +149,14 @@ pub async fn send(
                     now - start,
                     last.message
                 ),
-            ));
+            )
+            .because(last_cause));
         }
         retries += 1;
         let leader = match ctx.copysets.leader(&entry, deadline).await {
             Ok(l) => l,
             Err(e) => {
+                last_cause = e.cause;
                 last = e;
                 sleep_until_deadline(policy.retry_interval, deadline).await;
                 continue;
@@ -191,6 +195,7 @@ pub async fn send(
         .await;
         let Next::Retry(pause) = match reply {
             Ok((resp, data)) => {
+                last_cause = Cause::Answered;
                 let status =
                     ChunkOpStatus::try_from(resp.status).unwrap_or(ChunkOpStatus::FailureUnknown);
                 match status {
@@ -274,6 +279,13 @@ pub async fn send(
             }
             Err(e) => {
                 let timed_out = matches!(e, TransportError::Timeout(_));
+                last_cause = if timed_out {
+                    Cause::TimedOut
+                } else if matches!(e, TransportError::Connect { .. }) {
+                    Cause::Unreachable
+                } else {
+                    Cause::Answered
+                };
                 last = Error::failed(format!("{} to {}: {e}", method.method, leader.endpoint));
                 let moved = ctx
                     .copysets

@@ -94,11 +94,25 @@ impl ErrorCode {
     }
 }
 
+/// Why a call gave up, beyond its code: the SDK's codes do not say whether the cluster
+/// answered, so callers that map errors to `TimeoutError`/`ConnectionError` read this.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Cause {
+    /// A server's answer (or a local check) decided it.
+    #[default]
+    Answered,
+    /// The call's time budget ran out while requests went unanswered.
+    TimedOut,
+    /// The budget ran out while the servers could not be reached at all.
+    Unreachable,
+}
+
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{code:?}: {message}")]
 pub struct Error {
     pub code: ErrorCode,
     pub message: String,
+    pub cause: Cause,
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -108,7 +122,14 @@ impl Error {
         Self {
             code,
             message: message.into(),
+            cause: Cause::Answered,
         }
+    }
+
+    /// The same error, marked with why the call gave up.
+    pub fn because(mut self, cause: Cause) -> Self {
+        self.cause = cause;
+        self
     }
 
     /// The value the SWIG SDK returned to Python for this error: `-(code)`.

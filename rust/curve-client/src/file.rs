@@ -21,7 +21,7 @@ use crate::auth::UserInfo;
 use crate::blocks::BlockLocks;
 use crate::chunk::{self, ChunkOp, ChunkTarget};
 use crate::context::Context;
-use crate::error::{Error, ErrorCode, Result};
+use crate::error::{Cause, Error, ErrorCode, Result};
 use crate::io::{self, ChunkPiece, Geometry};
 use crate::lock;
 use crate::mds::RefreshOutcome;
@@ -236,9 +236,9 @@ impl OpenFile {
             match tokio::time::timeout_at(deadline.into(), rx.changed()).await {
                 Ok(Ok(())) => {}
                 Ok(Err(_)) | Err(_) => {
-                    return Err(
-                        self.disabled_error("the lease was not renewed in time (MDS unreachable?)")
-                    );
+                    return Err(self
+                        .disabled_error("the lease was not renewed in time (MDS unreachable?)")
+                        .because(Cause::TimedOut));
                 }
             }
         }
@@ -303,7 +303,8 @@ impl OpenFile {
         .unwrap_or_else(|_| {
             Err(Error::failed(format!(
                 "segment {segment_index}: no answer from the MDS within mds.maxRetryMsInIOPath"
-            )))
+            ))
+            .because(Cause::TimedOut))
         })
     }
 

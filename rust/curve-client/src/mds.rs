@@ -34,7 +34,7 @@ use curve_proto::mds::{
 use crate::auth::Credentials;
 use crate::auth::UserInfo;
 use crate::conf::ClientConfig;
-use crate::error::{Error, ErrorCode, Result};
+use crate::error::{Cause, Error, ErrorCode, Result};
 use crate::transport::{self, RpcMethod, Transport, TransportError, methods};
 
 /// The version string sent with OpenFile and RefreshSession. It must compare (as a string)
@@ -153,11 +153,16 @@ impl MdsClient {
             let now = Instant::now();
             // Every call gets at least one attempt, even with a zero budget.
             if now >= deadline && last_err.is_some() {
+                let cause = match &last_err {
+                    Some(TransportError::Connect { .. }) => Cause::Unreachable,
+                    _ => Cause::TimedOut,
+                };
                 let e = last_err.map(|e| e.to_string()).unwrap_or_default();
                 return Err(Error::failed(format!(
                     "{}: MDS unreachable within {budget:?}: {e}",
                     method.method
-                )));
+                ))
+                .because(cause));
             }
             let attempt_timeout = timeout.min(deadline.saturating_duration_since(now)).max(
                 // A sliver of budget still deserves a real attempt.

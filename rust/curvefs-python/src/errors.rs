@@ -73,10 +73,27 @@ pub fn raising<T>(py: Python<'_>, r: CallResult<T>) -> PyResult<T> {
 /// The exception for `code`, of the class `curvefs.exceptions.from_code` picks: the mapping
 /// from code to class lives in Python, next to the classes.
 pub fn curve_error(py: Python<'_>, code: i32, message: &str) -> PyErr {
+    curve_error_because(py, code, message, curve_client::error::Cause::Answered)
+}
+
+/// As [`curve_error`], with why the call gave up: a timed-out call's exception is also a
+/// `TimeoutError`, an unreachable cluster's also a `ConnectionError`.
+pub fn curve_error_because(
+    py: Python<'_>,
+    code: i32,
+    message: &str,
+    cause: curve_client::error::Cause,
+) -> PyErr {
+    use curve_client::error::Cause;
+    let cause = match cause {
+        Cause::Answered => "",
+        Cause::TimedOut => "timeout",
+        Cause::Unreachable => "unreachable",
+    };
     let built = py
         .import("curvefs.exceptions")
         .and_then(|m| m.getattr("from_code"))
-        .and_then(|f| f.call1((code, message)));
+        .and_then(|f| f.call1((code, message, cause)));
     match built {
         Ok(exc) => PyErr::from_value(exc),
         // Only if the Python half of the package is broken; keep the code anyway.

@@ -38,7 +38,7 @@ fn stat_tuple(s: FileStat) -> StatTuple {
 /// The exception for a failed call: its class from the code, its message naming the
 /// operation and the path.
 fn raise(py: Python<'_>, what: &str, e: curve_client::Error) -> PyErr {
-    errors::curve_error(py, e.sdk_code(), &format!("{what}: {}", e.message))
+    errors::curve_error_because(py, e.sdk_code(), &format!("{what}: {}", e.message), e.cause)
 }
 
 /// Runs a core call with the GIL released (Ctrl-C-aware), raising on failure.
