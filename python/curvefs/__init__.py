@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from curvefs._c_api import (
     CLUSTERIDMAX,
+    AioRead,
+    AioWrite,
     ChangeOwner,
     Close,
     CloseDir,
@@ -81,6 +83,7 @@ from curvefs._core import (
     CURVE_OP_READ,
     CURVE_OP_WRITE,
     CURVEINODE_APPENDFILE,
+    AioContext_t,
     CreateContext,
     FileInfo_t,
     UserInfo_t,
@@ -174,6 +177,9 @@ __all__ = [
     "CURVE_INODE_PAGEFILE",
     "CURVE_OP_READ",
     "CURVE_OP_WRITE",
+    "AioContext_t",
+    "AioRead",
+    "AioWrite",
     "CBDClient",
     "ChangeOwner",
     "Client",

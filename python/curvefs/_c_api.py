@@ -23,11 +23,13 @@ from typing_extensions import Buffer
 
 from curvefs import _core
 from curvefs._client import DirInfos_t, close_dirinfo, fill_dirinfo
-from curvefs._core import FileInfo_t, UserInfo_t
+from curvefs._core import AioContext_t, FileInfo_t, UserInfo_t
 from curvefs.exceptions import CurveError
 
 __all__ = [
     "CLUSTERIDMAX",
+    "AioRead",
+    "AioWrite",
     "ChangeOwner",
     "Close",
     "CloseDir",
@@ -126,6 +128,18 @@ def Read(fd: int, buf: object, offset: int, length: int) -> bytes | int:
 def Write(fd: int, buf: str | Buffer, offset: int, length: int) -> int:
     client = _client
     return _FAILED if client is None else client.Write(fd, buf, offset, length)
+
+
+def AioRead(fd: int, aioctx: AioContext_t) -> int:
+    """Starts an asynchronous read (see ``CBDClient.AioRead``): 0 once submitted."""
+    client = _client
+    return _FAILED if client is None else client.AioRead(fd, aioctx)
+
+
+def AioWrite(fd: int, aioctx: AioContext_t) -> int:
+    """Starts an asynchronous write (see ``CBDClient.AioWrite``): 0 once submitted."""
+    client = _client
+    return _FAILED if client is None else client.AioWrite(fd, aioctx)
 
 
 def StatFile4Qemu(filename: str, finfo: FileInfo_t) -> int:

@@ -15,7 +15,7 @@ from typing import Any, final, overload
 from typing_extensions import Buffer
 
 from curvefs import _core
-from curvefs._core import CreateContext, FileInfo_t, UserInfo_t
+from curvefs._core import AioContext_t, CreateContext, FileInfo_t, UserInfo_t
 from curvefs.exceptions import CurveError
 
 __all__ = ["CBDClient", "DirInfos_t"]
@@ -167,6 +167,16 @@ class CBDClient:
         """Writes the first ``length`` bytes of ``buf`` (a str is written as UTF-8): returns
         ``length`` or a negative code."""
         return self._native.Write(fd, buf, offset, length)
+
+    def AioRead(self, fd: int, ctx: AioContext_t) -> int:
+        """Starts reading ``ctx.length`` bytes at ``ctx.offset`` into ``ctx.buf``: 0 once
+        submitted; then ``ctx.ret`` is set and ``ctx.cb(ctx)`` called on a curvefs thread."""
+        return self._native.AioRead(fd, ctx)
+
+    def AioWrite(self, fd: int, ctx: AioContext_t) -> int:
+        """Starts writing ``ctx.length`` bytes of ``ctx.buf`` (copied now) at ``ctx.offset``:
+        0 once submitted, as ``AioRead``."""
+        return self._native.AioWrite(fd, ctx)
 
     def Unlink(self, filename: str, user: UserInfo_t) -> int:
         return self._native.Unlink(filename, user)

@@ -6,6 +6,7 @@ instead. Wrong argument *types* raise ``TypeError``; out-of-range values return 
 """
 
 import os
+from collections.abc import Callable
 from typing import Final, final
 
 from typing_extensions import Buffer, Self, TypeAlias
@@ -57,6 +58,7 @@ __all__ = [
     "CURVE_OP_READ",
     "CURVE_OP_WRITE",
     "ERROR_NAMES",
+    "AioContext_t",
     "CBDClient",
     "ClientHandle",
     "CreateContext",
@@ -175,6 +177,27 @@ class CreateContext:
     ) -> Self: ...
 
 @final
+class AioContext_t:
+    """One asynchronous IO: AioRead fills ``buf`` (any writable buffer) in place, AioWrite
+    sends it. When the IO ends, ``ret`` holds the length or a negative code and
+    ``cb(ctx)`` runs with the GIL on a curvefs thread; an exception in it is logged on the
+    ``curvefs`` logger."""
+
+    offset: int
+    length: int
+    ret: int
+    op: int
+    cb: Callable[[AioContext_t], object] | None
+    buf: Buffer | None
+    def __new__(
+        cls,
+        offset: int = 0,
+        length: int = 0,
+        buf: Buffer | None = None,
+        cb: Callable[[AioContext_t], object] | None = None,
+    ) -> Self: ...
+
+@final
 class CBDClient:
     """A client of one Curve cluster; safe to share between threads."""
 
@@ -193,6 +216,12 @@ class CBDClient:
     def Close(self, fd: int) -> int: ...
     def Read(self, fd: int, buf: object, offset: int, length: int) -> bytes | int:
         """``length`` bytes, or a negative code. ``buf`` is ignored, as upstream."""
+
+    def AioRead(self, fd: int, ctx: AioContext_t) -> int:
+        """Starts a read into ``ctx.buf``: 0 once submitted, or a negative code."""
+
+    def AioWrite(self, fd: int, ctx: AioContext_t) -> int:
+        """Starts a write of ``ctx.buf`` (copied now): 0 once submitted, or a code."""
 
     def Write(self, fd: int, buf: str | Buffer, offset: int, length: int) -> int:
         """Writes the first ``length`` bytes of ``buf`` (a str is written as UTF-8): returns

@@ -15,6 +15,7 @@ use pyo3::exceptions::{PyBufferError, PyTypeError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList, PyMemoryView, PyString};
 
+use crate::aio::{self, AioContext};
 use crate::args;
 use crate::errors::{self, BAD_FD, CallError, CallResult, FAILED, PARAM_ERROR};
 use crate::runtime;
@@ -354,6 +355,38 @@ impl CBDClient {
 
     /// `length` (the bytes written) or a negative code. `buf` is `str` (written as UTF-8) or
     /// any C-contiguous buffer of at least `length` bytes; it is not copied.
+    /// Starts an asynchronous read of `ctx.length` bytes at `ctx.offset` into `ctx.buf`:
+    /// 0 once submitted (then `ctx.ret` and `ctx.cb(ctx)` tell the outcome), or a code.
+    #[pyo3(name = "AioRead")]
+    fn aio_read(
+        &self,
+        py: Python<'_>,
+        fd: &Bound<'_, PyAny>,
+        ctx: &Bound<'_, AioContext>,
+    ) -> PyResult<i32> {
+        errors::as_int(
+            args::fd(fd)
+                .and_then(|fd| aio::submit(py, self.client(BAD_FD), fd, ctx, false))
+                .map(|()| 0),
+        )
+    }
+
+    /// Starts an asynchronous write of `ctx.length` bytes of `ctx.buf` (copied now) at
+    /// `ctx.offset`: 0 once submitted, or a code.
+    #[pyo3(name = "AioWrite")]
+    fn aio_write(
+        &self,
+        py: Python<'_>,
+        fd: &Bound<'_, PyAny>,
+        ctx: &Bound<'_, AioContext>,
+    ) -> PyResult<i32> {
+        errors::as_int(
+            args::fd(fd)
+                .and_then(|fd| aio::submit(py, self.client(BAD_FD), fd, ctx, true))
+                .map(|()| 0),
+        )
+    }
+
     #[pyo3(name = "Write")]
     fn write(
         &self,

@@ -6,6 +6,7 @@
 
 use pyo3::prelude::*;
 
+mod aio;
 mod args;
 mod client;
 mod errors;
@@ -58,6 +59,8 @@ fn install_logging(py: Python<'_>) {
 mod _core {
     use super::*;
 
+    #[pymodule_export]
+    use super::aio::AioContext;
     #[pymodule_export]
     use super::client::CBDClient;
     #[pymodule_export]
