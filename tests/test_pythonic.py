@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import errno
 import io
@@ -338,3 +339,42 @@ def test_a_forked_child_gets_a_clear_error(cluster: LocalCluster, name: str) -> 
         answer = f.read()
     os.waitpid(pid, 0)
     assert answer == b"ok"
+
+
+@pytest.mark.parametrize("enable", [True, False])
+def test_discard_and_write_zeroes_read_back_as_zeros(
+    cluster: LocalCluster, name: str, enable: bool
+) -> None:
+    with curvefs.Client(cluster.conf_path, user="curve", discard_enable=enable) as c:
+        c.create(name, 10 * GiB)
+        with c.open(name) as vol:
+            data = os.urandom(2 * MiB)
+            for seg in (0, 1, 2):
+                vol.pwrite(data, seg * GiB + 5 * MiB)
+            # A whole segment (released through the MDS when enabled) and a partial range.
+            vol.discard(GiB, GiB)
+            vol.discard(5 * MiB + 1000, 4000)
+            vol.write_zeroes(2 * GiB + 5 * MiB + 100, MiB)
+            assert vol.pread(2 * MiB, GiB + 5 * MiB) == bytes(2 * MiB)
+            got = vol.pread(2 * MiB, 5 * MiB)
+            assert got[:1000] == data[:1000] and got[1000:5000] == bytes(4000)
+            assert got[5000:] == data[5000:]
+            got = vol.pread(2 * MiB, 2 * GiB + 5 * MiB)
+            assert got[:100] == data[:100] and got[100 : 100 + MiB] == bytes(MiB)
+            assert got[100 + MiB :] == data[100 + MiB :]
+            # The released segment takes writes again (fresh chunks).
+            vol.pwrite(b"again", GiB + 7)
+            assert vol.pread(5, GiB + 7) == b"again"
+
+            async def twins() -> None:
+                await vol.write_zeroes_async(GiB + 7, 5)
+                await vol.discard_async(5 * MiB, 4096)
+
+            asyncio.run(twins())
+            assert vol.pread(5, GiB + 7) == bytes(5)
+            assert vol.pread(4096, 5 * MiB) == bytes(4096)
+        # Another client sees the same.
+        with c.open(name, read_only=True) as again:
+            assert again.pread(MiB, GiB + 5 * MiB) == bytes(MiB)
+            with pytest.raises(io.UnsupportedOperation):
+                again.discard(0, 4096)

@@ -455,6 +455,23 @@ class Volume(io.RawIOBase):
                 return 0
             return self._handle.pwrite(view, offset)
 
+    def _check_span(self, offset: int, length: int) -> None:
+        if offset < 0 or length < 0:
+            raise ValueError("offset and length must be non-negative")
+
+    def discard(self, offset: int, length: int) -> None:
+        """Discards a range (libcurve's discard): it reads as zeros afterwards. With
+        ``discard.enable`` in client.conf, segments it covers whole go back to the pool."""
+        self._check_writable()
+        self._check_span(offset, length)
+        self._handle.discard(offset, length)
+
+    def write_zeroes(self, offset: int, length: int) -> None:
+        """Zeroes a range (any alignment); never-allocated segments are left as they are."""
+        self._check_writable()
+        self._check_span(offset, length)
+        self._handle.write_zeroes(offset, length)
+
     def readinto(self, buffer: Buffer) -> int:
         n = self.preadinto(buffer, self._pos)
         self._pos += n
@@ -502,3 +519,15 @@ class Volume(io.RawIOBase):
                 return 0
             written: int = await _run_async(lambda w: handle.pwrite_async(view, offset, w))
             return written
+
+    async def discard_async(self, offset: int, length: int) -> None:
+        self._check_writable()
+        self._check_span(offset, length)
+        handle = self._handle
+        await _run_async(lambda w: handle.discard_async(offset, length, w))
+
+    async def write_zeroes_async(self, offset: int, length: int) -> None:
+        self._check_writable()
+        self._check_span(offset, length)
+        handle = self._handle
+        await _run_async(lambda w: handle.write_zeroes_async(offset, length, w))

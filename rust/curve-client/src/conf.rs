@@ -4,7 +4,7 @@
 //! after the first `#` dropped, later duplicates win, unknown keys tolerated. A key the core
 //! needs that upstream marks *required* must be present, otherwise parsing fails, as Init
 //! did. Keys upstream reads but the core has no use for (schedule.*, isolation.*,
-//! global.logPath, discard.*, …) are not required: they configure machinery this client does
+//! global.logPath, …) are not required: they configure machinery this client does
 //! not have. Absent optional keys take upstream's built-in defaults (not the values written
 //! in upstream's sample client.conf where the two differ).
 //!
@@ -103,6 +103,12 @@ pub struct ClientConfig {
     pub chunkserver_transport: Protocol,
     /// `global.maxBodySize` (curvefs).
     pub max_body_size: u32,
+    /// `discard.enable`: discard releases whole segments through the MDS.
+    pub discard_enable: bool,
+    /// `discard.granularity` (parsed; discard here zeroes partial ranges at any size).
+    pub discard_granularity: u32,
+    /// `discard.taskDelayMs` (parsed; segments are released at once, see `file.rs`).
+    pub discard_task_delay_ms: u64,
 }
 
 impl Default for ClientConfig {
@@ -143,6 +149,9 @@ impl Default for ClientConfig {
             mds_transport: Protocol::BaiduStd,
             chunkserver_transport: Protocol::BaiduStd,
             max_body_size: 64 << 20,
+            discard_enable: false,
+            discard_granularity: 4096,
+            discard_task_delay_ms: 60_000,
         }
     }
 }
@@ -222,6 +231,9 @@ pub const KEYS: &[(&str, &str)] = &[
     ("mds_transport", "mds.transport"),
     ("chunkserver_transport", "chunkserver.transport"),
     ("max_body_size", "global.maxBodySize"),
+    ("discard_enable", "discard.enable"),
+    ("discard_granularity", "discard.granularity"),
+    ("discard_task_delay_ms", "discard.taskDelayMs"),
 ];
 
 /// The one key a conf must have. Upstream's Init also refuses a conf that lacks any of
@@ -329,6 +341,9 @@ impl ClientConfig {
             mds_transport: r.protocol("mds.transport", d.mds_transport)?,
             chunkserver_transport: r.protocol("chunkserver.transport", d.chunkserver_transport)?,
             max_body_size: r.num("global.maxBodySize", d.max_body_size)?,
+            discard_enable: r.boolean("discard.enable", d.discard_enable)?,
+            discard_granularity: r.num("discard.granularity", d.discard_granularity)?,
+            discard_task_delay_ms: r.num("discard.taskDelayMs", d.discard_task_delay_ms)?,
         };
         conf.validate()?;
         Ok(conf)

@@ -71,6 +71,9 @@ pub struct OpenFile {
     refresher: Mutex<Option<Refresher>>,
 }
 
+/// What write_zeroes and discard write: 1 MiB of zeros, shared by every piece.
+static ZEROS: [u8; 1 << 20] = [0; 1 << 20];
+
 /// The lease refresher task and the signal that ends it between two refreshes.
 struct Refresher {
     task: JoinHandle<()>,
@@ -544,6 +547,80 @@ impl OpenFile {
         futures::future::try_join_all(writes.into_iter().map(|(at, d)| self.write_aligned(at, d)))
             .await
             .map(|_| ())
+    }
+
+    /// Zeroes [offset, offset + len), at any alignment: partial blocks by read-modify-write,
+    /// the rest by writing zeros, skipping segments never allocated (they read as zeros).
+    pub async fn write_zeroes(&self, offset: u64, len: u64) -> Result<()> {
+        self.zero_range(offset, len, false).await
+    }
+
+    /// libcurve's discard: afterwards the range reads as zeros. With `discard.enable`, each
+    /// segment the range covers whole is released through the MDS (`DeAllocateSegment`:
+    /// the space goes back to the pool, and the next write allocates fresh chunks); the
+    /// rest, and everything when discard is off, is zeroed as [`OpenFile::write_zeroes`]
+    /// does. Upstream delays the release by `discard.taskDelayMs` so in-flight IO cannot
+    /// race it; here writes to the segment are locked out while it is released instead.
+    pub async fn discard(&self, offset: u64, len: u64) -> Result<()> {
+        self.zero_range(offset, len, self.ctx.conf.discard_enable)
+            .await
+    }
+
+    async fn zero_range(&self, offset: u64, len: u64, release: bool) -> Result<()> {
+        if len == 0 {
+            return Ok(());
+        }
+        self.check_not_disabled()?;
+        self.check_range(offset, len).await?;
+        let end = offset + len;
+        let g = &self.geometry;
+        if g.is_striped() {
+            // A striped file's bytes do not map onto one segment each: zero it all.
+            return self.write_zero_bytes(offset, end).await;
+        }
+        let seg = g.segment_size;
+        let mut at = offset;
+        while at < end {
+            let index = at / seg;
+            let seg_start = index * seg;
+            let seg_end = (seg_start + seg).min(end);
+            let whole = at == seg_start && seg_end == seg_start + seg;
+            if release && whole {
+                let _blocks = self.blocks.lock(seg_start, seg_start + seg, true).await;
+                self.ctx
+                    .mds
+                    .deallocate_segment(&self.path, &self.user, seg_start)
+                    .await?;
+                self.segments.put(index, SegmentSlot::Hole);
+            } else {
+                let deadline = crate::deadline_after(Duration::from_millis(
+                    self.ctx.conf.mds_max_retry_ms_in_io_path,
+                ));
+                if !matches!(
+                    self.segment(index, false, deadline).await?,
+                    SegmentSlot::Hole
+                ) {
+                    self.write_zero_bytes(at, seg_end).await?;
+                }
+            }
+            at = seg_end;
+        }
+        Ok(())
+    }
+
+    /// Writes zeros over [from, to) in pieces of one shared zero buffer (never copied).
+    async fn write_zero_bytes(&self, from: u64, to: u64) -> Result<()> {
+        let mut at = from;
+        while at < to {
+            // Pieces end on 1 MiB boundaries, so only the first and last can be partial
+            // blocks (1 MiB is a multiple of every block size).
+            let step = ZEROS.len() as u64;
+            let n = (to - at).min(step - at % step);
+            self.pwrite(at, Bytes::from_static(&ZEROS[..n as usize]))
+                .await?;
+            at += n;
+        }
+        Ok(())
     }
 
     /// Reads into `buf` from any offset, of any length: the partial first and last blocks

@@ -23,12 +23,12 @@ use curve_proto::mds::topology::{
 };
 use curve_proto::mds::{
     ChangeOwnerRequest, ChangeOwnerResponse, CloseFileRequest, CloseFileResponse,
-    CreateFileRequest, CreateFileResponse, DeleteFileRequest, DeleteFileResponse,
-    ExtendFileRequest, ExtendFileResponse, FileInfo, FileType, GetFileInfoRequest,
-    GetFileInfoResponse, GetOrAllocateSegmentRequest, GetOrAllocateSegmentResponse, ListDirRequest,
-    ListDirResponse, OpenFileRequest, OpenFileResponse, PageFileSegment, ProtoSession,
-    ReFreshSessionRequest, ReFreshSessionResponse, RecoverFileRequest, RecoverFileResponse,
-    RenameFileRequest, RenameFileResponse, StatusCode,
+    CreateFileRequest, CreateFileResponse, DeAllocateSegmentRequest, DeAllocateSegmentResponse,
+    DeleteFileRequest, DeleteFileResponse, ExtendFileRequest, ExtendFileResponse, FileInfo,
+    FileType, GetFileInfoRequest, GetFileInfoResponse, GetOrAllocateSegmentRequest,
+    GetOrAllocateSegmentResponse, ListDirRequest, ListDirResponse, OpenFileRequest,
+    OpenFileResponse, PageFileSegment, ProtoSession, ReFreshSessionRequest, ReFreshSessionResponse,
+    RecoverFileRequest, RecoverFileResponse, RenameFileRequest, RenameFileResponse, StatusCode,
 };
 
 use crate::auth::Credentials;
@@ -309,6 +309,27 @@ impl MdsClient {
             })
             .await?;
         check(resp.status_code, "ExtendFile")
+    }
+
+    /// Releases the segment at `offset` (discard). A segment that is not allocated is
+    /// released already: that is success, not an error.
+    pub async fn deallocate_segment(&self, path: &str, user: &UserInfo, offset: u64) -> Result<()> {
+        let resp: DeAllocateSegmentResponse = self
+            .call(&methods::DE_ALLOCATE_SEGMENT, CallKind::IoPath, || {
+                let cr = Credentials::now(&user.owner, &user.password);
+                DeAllocateSegmentRequest {
+                    file_name: path.to_string(),
+                    owner: cr.owner,
+                    offset,
+                    signature: Some(cr.signature),
+                    date: cr.date,
+                }
+            })
+            .await?;
+        if resp.status_code == StatusCode::KSegmentNotAllocated as i32 {
+            return Ok(());
+        }
+        check(resp.status_code, "DeAllocateSegment")
     }
 
     pub async fn delete_file(&self, path: &str, user: &UserInfo, force: bool) -> Result<()> {

@@ -413,6 +413,61 @@ impl VolumeHandle {
         Ok(len)
     }
 
+    /// Discards [offset, offset + length): reads of it return zeros afterwards.
+    fn discard(&self, py: Python<'_>, offset: u64, length: u64) -> PyResult<()> {
+        let file = &self.file;
+        call(
+            py,
+            || format!("discard {} at {offset}", file.path),
+            file.discard(offset, length),
+        )
+    }
+
+    fn write_zeroes(&self, py: Python<'_>, offset: u64, length: u64) -> PyResult<()> {
+        let file = &self.file;
+        call(
+            py,
+            || format!("write_zeroes {} at {offset}", file.path),
+            file.write_zeroes(offset, length),
+        )
+    }
+
+    fn discard_async(
+        &self,
+        py: Python<'_>,
+        offset: u64,
+        length: u64,
+        waiter: &Bound<'_, PyAny>,
+    ) -> PyResult<TaskHandle> {
+        let file = self.file.clone();
+        let what = format!("discard {} at {offset}", file.path);
+        spawn_resolving(
+            py,
+            waiter,
+            what,
+            async move { file.discard(offset, length).await },
+            unit,
+        )
+    }
+
+    fn write_zeroes_async(
+        &self,
+        py: Python<'_>,
+        offset: u64,
+        length: u64,
+        waiter: &Bound<'_, PyAny>,
+    ) -> PyResult<TaskHandle> {
+        let file = self.file.clone();
+        let what = format!("write_zeroes {} at {offset}", file.path);
+        spawn_resolving(
+            py,
+            waiter,
+            what,
+            async move { file.write_zeroes(offset, length).await },
+            unit,
+        )
+    }
+
     fn stat(&self, py: Python<'_>) -> PyResult<StatTuple> {
         let file = &self.file;
         call(py, || format!("stat {}", file.path), file.stat()).map(stat_tuple)

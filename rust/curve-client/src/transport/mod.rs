@@ -53,6 +53,7 @@ pub mod methods {
     pub const GET_FILE_INFO: RpcMethod = RpcMethod::new(CURVEFS_SERVICE, "GetFileInfo");
     pub const GET_OR_ALLOCATE_SEGMENT: RpcMethod =
         RpcMethod::new(CURVEFS_SERVICE, "GetOrAllocateSegment");
+    pub const DE_ALLOCATE_SEGMENT: RpcMethod = RpcMethod::new(CURVEFS_SERVICE, "DeAllocateSegment");
     pub const RENAME_FILE: RpcMethod = RpcMethod::new(CURVEFS_SERVICE, "RenameFile");
     pub const EXTEND_FILE: RpcMethod = RpcMethod::new(CURVEFS_SERVICE, "ExtendFile");
     pub const CHANGE_OWNER: RpcMethod = RpcMethod::new(CURVEFS_SERVICE, "ChangeOwner");
