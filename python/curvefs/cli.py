@@ -660,8 +660,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         _print_json({"cluster": where, "volume": path, "span": span, "results": results})
         return Exit.OK
     print(
-        f"curvefs bench: {where}, {args.jobs} jobs, {args.seconds:g} s per test, over "
-        f"{format_size(span)}"
+        f"curvefs bench: {where}, {args.jobs} jobs, {args.seconds:g} s per test; after seq "
+        f"write, IO within the {format_size(span)} it wrote"
     )
     header = f"{'test':<11} {'block':>7} {'IOPS':>10} {'MiB/s':>9} {'mean lat':>10}"
     print(header)
