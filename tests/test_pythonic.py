@@ -17,7 +17,6 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import cast
 
 import numpy as np
 import pytest
@@ -112,10 +111,9 @@ def test_eight_threads_writing_into_shared_blocks_lose_nothing(vol: curvefs.Volu
 
 def test_preadinto_fills_a_numpy_array_in_place(vol: curvefs.Volume) -> None:
     values = np.arange(4096, dtype=np.float64)
-    # numpy's stubs do not declare __buffer__ before Python 3.12; the arrays are buffers.
-    vol.pwrite(cast(Buffer, values), 12345)
+    vol.pwrite(values, 12345)
     out = np.zeros(4096, dtype=np.float64)
-    assert vol.preadinto(cast(Buffer, out), 12345) == out.nbytes
+    assert vol.preadinto(out, 12345) == out.nbytes
     assert np.array_equal(out, values)
     buf = bytearray(10)
     assert vol.preadinto(memoryview(buf)[2:], 12345) == 8

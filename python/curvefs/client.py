@@ -23,13 +23,31 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Protocol, Union, cast
 
 from typing_extensions import Buffer, Self
 
 from curvefs import _core
 
-__all__ = ["Client", "FileInfo", "FileStatus", "FileType", "Volume", "conf_options"]
+
+class _ArrayBuffer(Protocol):
+    """An array that exports the buffer protocol but whose type stubs do not say so
+    (numpy's before Python 3.12); accepted wherever a buffer is."""
+
+    @property
+    def __array_interface__(self) -> dict[str, Any]: ...
+
+
+#: Any C-contiguous buffer: bytes, bytearray, memoryview, mmap, array.array, numpy arrays.
+BufferLike = Union[Buffer, _ArrayBuffer]
+
+
+def _view(obj: BufferLike) -> memoryview:
+    # Both members of the union export the buffer protocol at run time.
+    return memoryview(cast(Buffer, obj))
+
+
+__all__ = ["BufferLike", "Client", "FileInfo", "FileStatus", "FileType", "Volume", "conf_options"]
 
 
 class FileType(enum.IntEnum):
@@ -432,25 +450,25 @@ class Volume(io.RawIOBase):
         n = self._clamp(offset, length)
         return self._handle.pread(n, offset) if n else b""
 
-    def preadinto(self, buffer: Buffer, offset: int) -> int:
+    def preadinto(self, buffer: BufferLike, offset: int) -> int:
         """Fills ``buffer`` (any writable buffer: bytearray, memoryview, numpy array,
         mmap) in place from ``offset``, without an intermediate copy; returns the bytes
         read (fewer at the end of the volume)."""
         self._check_open()
         # Views released on the way out, so the caller's buffer is free again at once.
-        with memoryview(buffer) as mv, mv.cast("B") as view:
+        with _view(buffer) as mv, mv.cast("B") as view:
             n = self._clamp(offset, view.nbytes)
             if n == 0:
                 return 0
             with view[:n] as part:
                 return self._handle.preadinto(part, offset)
 
-    def pwrite(self, data: Buffer, offset: int) -> int:
+    def pwrite(self, data: BufferLike, offset: int) -> int:
         """Writes all of ``data`` (any C-contiguous buffer) at ``offset``."""
         self._check_writable()
         if offset < 0:
             raise ValueError("offset must be non-negative")
-        with memoryview(data) as mv, mv.cast("B") as view:
+        with _view(data) as mv, mv.cast("B") as view:
             if view.nbytes == 0:
                 return 0
             return self._handle.pwrite(view, offset)
@@ -472,12 +490,12 @@ class Volume(io.RawIOBase):
         self._check_span(offset, length)
         self._handle.write_zeroes(offset, length)
 
-    def readinto(self, buffer: Buffer) -> int:
+    def readinto(self, buffer: BufferLike) -> int:
         n = self.preadinto(buffer, self._pos)
         self._pos += n
         return n
 
-    def write(self, data: Buffer) -> int:
+    def write(self, data: BufferLike) -> int:
         n = self.pwrite(data, self._pos)
         self._pos += n
         return n
@@ -493,14 +511,14 @@ class Volume(io.RawIOBase):
         data: bytes = await _run_async(lambda w: handle.pread_async(n, offset, w))
         return data
 
-    async def preadinto_async(self, buffer: Buffer, offset: int) -> int:
+    async def preadinto_async(self, buffer: BufferLike, offset: int) -> int:
         """Fills ``buffer`` in place; it stays borrowed until the call ends or, if the
         awaiting task is cancelled, until the cancellation returns."""
         self._check_open()
         handle = self._handle
         # The views are released when this returns or is cancelled (a traceback that
         # keeps this frame must not keep the caller's buffer exported).
-        with memoryview(buffer) as mv, mv.cast("B") as view:
+        with _view(buffer) as mv, mv.cast("B") as view:
             n = self._clamp(offset, view.nbytes)
             if n == 0:
                 return 0
@@ -508,13 +526,13 @@ class Volume(io.RawIOBase):
                 got: int = await _run_async(lambda w: handle.preadinto_async(part, offset, w))
                 return got
 
-    async def pwrite_async(self, data: Buffer, offset: int) -> int:
+    async def pwrite_async(self, data: BufferLike, offset: int) -> int:
         """Writes all of ``data`` (copied when the call starts) at ``offset``."""
         self._check_writable()
         if offset < 0:
             raise ValueError("offset must be non-negative")
         handle = self._handle
-        with memoryview(data) as mv, mv.cast("B") as view:
+        with _view(data) as mv, mv.cast("B") as view:
             if view.nbytes == 0:
                 return 0
             written: int = await _run_async(lambda w: handle.pwrite_async(view, offset, w))
