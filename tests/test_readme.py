@@ -33,6 +33,8 @@ def test_readme_examples_pass_mypy_strict(tmp_path: Path) -> None:
     blocks = re.findall(r"```python\n(.*?)```", README.read_text(encoding="utf-8"), re.S)
     for i, code in enumerate(blocks):
         (tmp_path / f"readme_block{i}.py").write_text(code, encoding="utf-8")
+    config = tmp_path / "mypy.ini"
+    config.write_text("[mypy]\n", encoding="utf-8")
     done = subprocess.run(
         [
             sys.executable,
@@ -41,7 +43,7 @@ def test_readme_examples_pass_mypy_strict(tmp_path: Path) -> None:
             "--strict",
             "--no-incremental",
             "--config-file",
-            "/dev/null",
+            str(config),
             str(tmp_path),
         ],
         capture_output=True,
