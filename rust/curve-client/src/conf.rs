@@ -586,6 +586,28 @@ global.logPath=/data/log/curve/
         assert!(e.message.contains("global.maxBodySize"), "{e}");
     }
 
+    proptest::proptest! {
+        /// Any text, and any mix of real keys with arbitrary values, parses to a config or
+        /// an error naming a problem; never a panic.
+        #[test]
+        fn arbitrary_conf_text_never_panics(text in ".{0,400}") {
+            let _ = ClientConfig::parse(&text);
+        }
+
+        #[test]
+        fn real_keys_with_arbitrary_values_never_panic(
+            picks in proptest::collection::vec((0..KEYS.len(), "[ -~]{0,24}"), 0..12)
+        ) {
+            let mut text = String::from("mds.listen.addr=127.0.0.1:6666\n");
+            for (i, value) in picks {
+                text.push_str(&format!("{}={value}\n", KEYS[i].1));
+            }
+            if let Err(e) = ClientConfig::parse(&text) {
+                proptest::prop_assert!(!e.message.is_empty());
+            }
+        }
+    }
+
     #[test]
     fn every_key_in_the_table_is_read() {
         for (field, key) in KEYS {
