@@ -138,7 +138,8 @@ pub(crate) async fn replicate_write(
                 copyset_id: key.copyset_id,
                 chunk_id: key.chunk_id,
                 offset,
-                // Shared with the local write and every other follower, not copied.
+                // Shared with the local write and every other follower (tonic still copies
+                // it into its HTTP/2 frames).
                 data: data.clone(),
                 sn,
                 leader_id: self_id,

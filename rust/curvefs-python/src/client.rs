@@ -89,7 +89,8 @@ impl Drop for CBDClient {
 }
 
 /// Bytes to write: borrowed from `bytes` or `str` (immutable while we hold a reference) or
-/// from any other buffer through the buffer protocol, never copied.
+/// from any other buffer through the buffer protocol; the binding makes no copy of its
+/// own (the core copies the slice once, see `Client::write`).
 enum WriteData<'a> {
     Bytes(&'a [u8]),
     Buffer(PyBuffer<u8>),
@@ -353,8 +354,6 @@ impl CBDClient {
         }
     }
 
-    /// `length` (the bytes written) or a negative code. `buf` is `str` (written as UTF-8) or
-    /// any C-contiguous buffer of at least `length` bytes; it is not copied.
     /// Starts an asynchronous read of `ctx.length` bytes at `ctx.offset` into `ctx.buf`:
     /// 0 once submitted (then `ctx.ret` and `ctx.cb(ctx)` tell the outcome), or a code.
     #[pyo3(name = "AioRead")]
@@ -387,6 +386,9 @@ impl CBDClient {
         )
     }
 
+    /// `length` (the bytes written) or a negative code. `buf` is `str` (written as UTF-8) or
+    /// any C-contiguous buffer of at least `length` bytes, borrowed without a copy until
+    /// the core copies it once into the buffer its chunk requests share.
     #[pyo3(name = "Write")]
     fn write(
         &self,
