@@ -174,8 +174,9 @@ class CBDClient:
         return self._native.AioRead(fd, ctx)
 
     def AioWrite(self, fd: int, ctx: AioContext_t) -> int:
-        """Starts writing ``ctx.length`` bytes of ``ctx.buf`` (copied now) at ``ctx.offset``:
-        0 once submitted, as ``AioRead``."""
+        """Starts writing ``ctx.length`` bytes of ``ctx.buf`` at ``ctx.offset``: 0 once
+        submitted, as ``AioRead``. ``ctx.buf`` is sent as it is, not copied: leave it
+        unchanged until the callback ran."""
         return self._native.AioWrite(fd, ctx)
 
     def Unlink(self, filename: str, user: UserInfo_t) -> int:

@@ -468,10 +468,12 @@ class Volume(io.RawIOBase):
         self._check_writable()
         if offset < 0:
             raise ValueError("offset must be non-negative")
-        with _view(data) as mv, mv.cast("B") as view:
-            if view.nbytes == 0:
+        with _view(data) as mv:
+            if mv.nbytes == 0:
                 return 0
-            return self._handle.pwrite(view, offset)
+        # The object itself, not a view of ours: the core pins it (no copy) for as long as
+        # its requests need it, and a view released here must not be the one it pins.
+        return self._handle.pwrite(cast(Buffer, data), offset)
 
     def _check_span(self, offset: int, length: int) -> None:
         if offset < 0 or length < 0:
@@ -527,16 +529,19 @@ class Volume(io.RawIOBase):
                 return got
 
     async def pwrite_async(self, data: BufferLike, offset: int) -> int:
-        """Writes all of ``data`` (copied when the call starts) at ``offset``."""
+        """Writes all of ``data`` at ``offset``; ``data`` is sent as it is, not copied, so
+        leave it unchanged until the call returns."""
         self._check_writable()
         if offset < 0:
             raise ValueError("offset must be non-negative")
         handle = self._handle
-        with _view(data) as mv, mv.cast("B") as view:
-            if view.nbytes == 0:
+        with _view(data) as mv:
+            if mv.nbytes == 0:
                 return 0
-            written: int = await _run_async(lambda w: handle.pwrite_async(view, offset, w))
-            return written
+        written: int = await _run_async(
+            lambda w: handle.pwrite_async(cast(Buffer, data), offset, w)
+        )
+        return written
 
     async def discard_async(self, offset: int, length: int) -> None:
         self._check_writable()

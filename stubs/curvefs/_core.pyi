@@ -221,7 +221,7 @@ class CBDClient:
         """Starts a read into ``ctx.buf``: 0 once submitted, or a negative code."""
 
     def AioWrite(self, fd: int, ctx: AioContext_t) -> int:
-        """Starts a write of ``ctx.buf`` (copied now): 0 once submitted, or a code."""
+        """Starts a write of ``ctx.buf`` (not copied): 0 once submitted, or a code."""
 
     def Write(self, fd: int, buf: str | Buffer, offset: int, length: int) -> int:
         """Writes the first ``length`` bytes of ``buf`` (a str is written as UTF-8): returns

@@ -30,7 +30,8 @@ pub struct AioContext {
     /// Called as `cb(ctx)` when the IO ends; `None` for no callback.
     #[pyo3(get, set)]
     pub cb: Option<Py<PyAny>>,
-    /// AioRead fills it in place (any writable buffer); AioWrite sends it (any buffer).
+    /// AioRead fills it in place (any writable buffer); AioWrite sends it (any buffer, not
+    /// copied: keep it unchanged until the callback ran).
     #[pyo3(get, set)]
     pub buf: Option<Py<PyAny>>,
 }
@@ -62,7 +63,7 @@ impl AioContext {
 enum Io {
     /// The buffer to fill, held (exported) until the IO ends.
     Read(PyBuffer<u8>),
-    /// The data, copied at submission.
+    /// The data: the caller's buffer itself, pinned until the write ends.
     Write(Bytes),
 }
 
@@ -98,10 +99,9 @@ pub fn submit(
         ));
     }
     let io = if write {
-        // SAFETY: C-contiguous and at least `len` bytes from `buf_ptr` (checked above);
-        // the export is alive (`view`) while the bytes are copied out here.
-        let src = unsafe { std::slice::from_raw_parts(view.buf_ptr().cast::<u8>(), len) };
-        Io::Write(Bytes::copy_from_slice(src))
+        drop(view);
+        // Pinned, not copied: the buffer stays referenced until the write ends.
+        Io::Write(crate::buffers::pinned_bytes(buf.bind(py))?.slice(..len))
     } else {
         if view.readonly() {
             return Err(CallError::param("ctx.buf is read-only"));

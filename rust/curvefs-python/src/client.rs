@@ -10,14 +10,14 @@ use std::path::PathBuf;
 use std::sync::{Arc, PoisonError, RwLock};
 
 use curve_client::{Client, ClientConfig, CreateOptions};
-use pyo3::buffer::PyBuffer;
-use pyo3::exceptions::{PyBufferError, PyTypeError};
+use pyo3::exceptions::PyBufferError;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyList, PyMemoryView, PyString};
+use pyo3::types::{PyBytes, PyList, PyString};
 
 use crate::aio::{self, AioContext};
 use crate::args;
 use crate::errors::{self, BAD_FD, CallError, CallResult, FAILED, PARAM_ERROR};
+use crate::buffers;
 use crate::runtime;
 use crate::types::{CreateContext, FileInfo, UserInfo};
 
@@ -84,67 +84,6 @@ impl Drop for CBDClient {
         {
             let _entered = rt.enter();
             client.shutdown();
-        }
-    }
-}
-
-/// Bytes to write: borrowed from `bytes` or `str` (immutable while we hold a reference) or
-/// from any other buffer through the buffer protocol; the binding makes no copy of its
-/// own (the core copies the slice once, see `Client::write`).
-enum WriteData<'a> {
-    Bytes(&'a [u8]),
-    Buffer(PyBuffer<u8>),
-}
-
-impl<'a> WriteData<'a> {
-    fn new(obj: &'a Bound<'_, PyAny>) -> CallResult<Self> {
-        if let Ok(b) = obj.cast::<PyBytes>() {
-            return Ok(WriteData::Bytes(b.as_bytes()));
-        }
-        if let Ok(s) = obj.cast::<PyString>() {
-            // The SDK's own examples write str ("aaaaaaaa" * 512); its UTF-8 form is cached
-            // inside the str object, so this borrows too.
-            return match s.to_str() {
-                Ok(s) => Ok(WriteData::Bytes(s.as_bytes())),
-                Err(_) => Err(CallError::param("buf is not valid UTF-8")),
-            };
-        }
-        let buffer = match PyBuffer::<u8>::get(obj) {
-            Ok(b) => b,
-            // A buffer of wider items (array('i'), a typed memoryview): view it as bytes.
-            Err(e) if e.is_instance_of::<PyBufferError>(obj.py()) => {
-                let view = PyMemoryView::from(obj)?;
-                let bytes = view
-                    .call_method1("cast", ("B",))
-                    .map_err(|_| PyTypeError::new_err("buf must be a C-contiguous buffer"))?;
-                PyBuffer::<u8>::get(&bytes)?
-            }
-            Err(_) => {
-                return Err(PyTypeError::new_err(format!(
-                    "buf must be str or a bytes-like object, not {}",
-                    obj.get_type().name()?
-                ))
-                .into());
-            }
-        };
-        if !buffer.is_c_contiguous() {
-            return Err(PyTypeError::new_err("buf must be a C-contiguous buffer").into());
-        }
-        Ok(WriteData::Buffer(buffer))
-    }
-
-    fn as_slice(&self) -> &[u8] {
-        match self {
-            WriteData::Bytes(b) => b,
-            // SAFETY: the buffer is C-contiguous (checked in `new`) and spans `len_bytes`
-            // bytes from `buf_ptr`; the exporter keeps that memory alive and unresized
-            // until `PyBuffer` is released, which happens after the last use of this slice
-            // (it borrows `self`). Another thread may still write into a mutable buffer
-            // while we read it; as with any C extension (and rbd's binding), the bytes sent
-            // are then unspecified, but the memory stays valid.
-            WriteData::Buffer(b) => unsafe {
-                std::slice::from_raw_parts(b.buf_ptr().cast::<u8>(), b.len_bytes())
-            },
         }
     }
 }
@@ -370,8 +309,8 @@ impl CBDClient {
         )
     }
 
-    /// Starts an asynchronous write of `ctx.length` bytes of `ctx.buf` (copied now) at
-    /// `ctx.offset`: 0 once submitted, or a code.
+    /// Starts an asynchronous write of `ctx.length` bytes of `ctx.buf` (sent as it is, not
+    /// copied) at `ctx.offset`: 0 once submitted, or a code.
     #[pyo3(name = "AioWrite")]
     fn aio_write(
         &self,
@@ -387,8 +326,8 @@ impl CBDClient {
     }
 
     /// `length` (the bytes written) or a negative code. `buf` is `str` (written as UTF-8) or
-    /// any C-contiguous buffer of at least `length` bytes, borrowed without a copy until
-    /// the core copies it once into the buffer its chunk requests share.
+    /// any C-contiguous buffer of at least `length` bytes; its chunk requests send slices
+    /// of it, never a copy.
     #[pyo3(name = "Write")]
     fn write(
         &self,
@@ -399,22 +338,27 @@ impl CBDClient {
         length: &Bound<'_, PyAny>,
     ) -> PyResult<i32> {
         errors::as_int((|| {
-            let data = WriteData::new(buf)?;
+            if let Ok(s) = buf.cast::<PyString>()
+                && s.to_str().is_err()
+            {
+                return Err(CallError::param("buf is not valid UTF-8"));
+            }
+            let data = buffers::pinned_bytes(buf)?;
             let fd = args::fd(fd)?;
             let offset = args::uint(offset, "offset")?;
             let length = args::uint(length, "length")?;
             // The SDK returns `length` as a C int.
             let length =
                 i32::try_from(length).map_err(|_| CallError::param("length is out of range"))?;
-            let bytes = data.as_slice();
-            let Some(bytes) = bytes.get(..length as usize) else {
+            if length as usize > data.len() {
                 return Err(CallError::code(
                     PARAM_ERROR,
-                    format!("length {length} exceeds the {} bytes of buf", bytes.len()),
+                    format!("length {length} exceeds the {} bytes of buf", data.len()),
                 ));
-            };
+            }
+            let bytes = data.slice(..length as usize);
             let client = self.client(BAD_FD)?;
-            runtime::wait(py, client.write(fd, offset, bytes))??;
+            runtime::wait(py, client.write_bytes(fd, offset, bytes))??;
             Ok(length)
         })())
     }

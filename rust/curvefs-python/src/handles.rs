@@ -5,13 +5,13 @@
 
 use std::sync::Arc;
 
-use bytes::Bytes;
 use curve_client::{Client, ClientConfig, CreateOptions, FileStat, OpenFile, UserInfo};
 use pyo3::buffer::PyBuffer;
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
+use crate::buffers;
 use crate::errors;
 use crate::runtime;
 
@@ -394,16 +394,11 @@ impl VolumeHandle {
         Ok(len)
     }
 
-    /// Writes all of `data` (any C-contiguous buffer) at `offset`; returns its length.
+    /// Writes all of `data` (any C-contiguous buffer) at `offset`; returns its length. The
+    /// chunk requests send slices of `data` itself, never a copy.
     fn pwrite(&self, py: Python<'_>, data: &Bound<'_, PyAny>, offset: u64) -> PyResult<usize> {
-        let buf = contiguous(data, false)?;
-        let len = buf.len_bytes();
-        // SAFETY: as in `preadinto`; the slice is only read, and copied before the GIL is
-        // released, so nothing outlives `buf`.
-        let src = unsafe { std::slice::from_raw_parts(buf.buf_ptr().cast::<u8>(), len) };
-        // One copy into a buffer the chunk requests share (each sends a slice of it).
-        let bytes = Bytes::copy_from_slice(src);
-        drop(buf);
+        let bytes = buffers::pinned_bytes(data)?;
+        let len = bytes.len();
         let file = &self.file;
         call(
             py,
@@ -543,7 +538,7 @@ impl VolumeHandle {
         )
     }
 
-    /// Starts a write of `data` (copied now, so the caller may reuse its buffer at once).
+    /// Starts a write of `data`, which stays referenced (not copied) until the write ends.
     fn pwrite_async(
         &self,
         py: Python<'_>,
@@ -551,12 +546,8 @@ impl VolumeHandle {
         offset: u64,
         waiter: &Bound<'_, PyAny>,
     ) -> PyResult<TaskHandle> {
-        let buf = contiguous(data, false)?;
-        let len = buf.len_bytes();
-        // SAFETY: as in `pwrite`; copied before this function returns.
-        let src = unsafe { std::slice::from_raw_parts(buf.buf_ptr().cast::<u8>(), len) };
-        let bytes = Bytes::copy_from_slice(src);
-        drop(buf);
+        let bytes = buffers::pinned_bytes(data)?;
+        let len = bytes.len();
         let file = self.file.clone();
         let what = format!("write {} at {offset}", file.path);
         spawn_resolving(

@@ -8,6 +8,7 @@ use pyo3::prelude::*;
 
 mod aio;
 mod args;
+mod buffers;
 mod client;
 mod errors;
 mod handles;
