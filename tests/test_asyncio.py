@@ -51,16 +51,16 @@ def test_256_concurrent_reads_and_writes(client: curvefs.Client, name: str) -> N
         with await client.open_async(name) as vol:
             offsets = [i * 9000 + 17 for i in range(256)]
             written = await asyncio.gather(
-                *(vol.pwrite_async(b, o) for b, o in zip(blocks, offsets))
+                *(vol.pwrite_async(b, o) for b, o in zip(blocks, offsets, strict=True))
             )
             assert written == [len(b) for b in blocks]
             got = await asyncio.gather(
-                *(vol.pread_async(len(b), o) for b, o in zip(blocks, offsets))
+                *(vol.pread_async(len(b), o) for b, o in zip(blocks, offsets, strict=True))
             )
             assert got == blocks
             bufs = [bytearray(len(b)) for b in blocks]
             n = await asyncio.gather(
-                *(vol.preadinto_async(buf, o) for buf, o in zip(bufs, offsets))
+                *(vol.preadinto_async(buf, o) for buf, o in zip(bufs, offsets, strict=True))
             )
             assert n == [len(b) for b in blocks] and [bytes(b) for b in bufs] == blocks
             assert await vol.pread_async(10, vol.size) == b""

@@ -64,7 +64,7 @@ def test_namespace_calls_and_typed_file_info(client: curvefs.Client, name: str) 
     assert info.status is curvefs.FileStatus.CREATED
     assert (info.stripe_unit, info.stripe_count, info.block_size) == (64 * 1024, 4, 4096)
     assert info.ctime.tzinfo is not None
-    assert abs(info.ctime - dt.datetime.now(dt.timezone.utc)) < dt.timedelta(minutes=5)
+    assert abs(info.ctime - dt.datetime.now(dt.UTC)) < dt.timedelta(minutes=5)
     with pytest.raises(AttributeError):
         info.length = 0  # type: ignore[misc]
     assert client.stat(name).file_type is curvefs.FileType.DIRECTORY

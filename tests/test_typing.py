@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-
-from typing_extensions import assert_type
+from typing import assert_type
 
 import curvefs
 from curvefs.testing import LocalCluster

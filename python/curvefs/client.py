@@ -23,9 +23,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Protocol, Union, cast
+from typing import Any, Protocol, Self, cast
 
-from typing_extensions import Buffer, Self
+from typing_extensions import Buffer
 
 from curvefs import _core
 
@@ -39,7 +39,7 @@ class _ArrayBuffer(Protocol):
 
 
 #: Any C-contiguous buffer: bytes, bytearray, memoryview, mmap, array.array, numpy arrays.
-BufferLike = Union[Buffer, _ArrayBuffer]
+BufferLike = Buffer | _ArrayBuffer
 
 
 def _view(obj: BufferLike) -> memoryview:
@@ -96,7 +96,7 @@ class FileInfo:
             name=name,
             owner=owner,
             length=length,
-            ctime=_dt.datetime.fromtimestamp(ctime_us / 1e6, tz=_dt.timezone.utc),
+            ctime=_dt.datetime.fromtimestamp(ctime_us / 1e6, tz=_dt.UTC),
             file_type=FileType(ftype),
             status=FileStatus(status),
             stripe_unit=su,

@@ -25,8 +25,7 @@ import weakref
 from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
-
-from typing_extensions import Self
+from typing import Self
 
 __all__ = ["TRANSPORTS", "TRANSPORT_ENV", "ClusterStartError", "LocalCluster"]
 

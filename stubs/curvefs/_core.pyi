@@ -7,9 +7,9 @@ instead. Wrong argument *types* raise ``TypeError``; out-of-range values return 
 
 import os
 from collections.abc import Callable
-from typing import Final, final
+from typing import Final, Self, TypeAlias, final
 
-from typing_extensions import Buffer, Self, TypeAlias
+from typing_extensions import Buffer
 
 __all__ = [
     "CURVEINODE_APPENDFILE",
