@@ -49,7 +49,10 @@ pub fn pinned_bytes(obj: &Bound<'_, PyAny>) -> PyResult<Bytes> {
     let view = PyMemoryView::from(obj).map_err(|_| {
         PyTypeError::new_err(format!(
             "expected str or a bytes-like object, not {}",
-            obj.get_type().name().map(|n| n.to_string()).unwrap_or_default()
+            obj.get_type()
+                .name()
+                .map(|n| n.to_string())
+                .unwrap_or_default()
         ))
     })?;
     // Wider items (array('i'), a typed memoryview, numpy): the same bytes, as unsigned.

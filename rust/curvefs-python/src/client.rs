@@ -16,8 +16,8 @@ use pyo3::types::{PyBytes, PyList, PyString};
 
 use crate::aio::{self, AioContext};
 use crate::args;
-use crate::errors::{self, BAD_FD, CallError, CallResult, FAILED, PARAM_ERROR};
 use crate::buffers;
+use crate::errors::{self, BAD_FD, CallError, CallResult, FAILED, PARAM_ERROR};
 use crate::runtime;
 use crate::types::{CreateContext, FileInfo, UserInfo};
 
