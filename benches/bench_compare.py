@@ -383,18 +383,35 @@ def measure(clients: dict[str, Bench], seconds: float, log: Callable[[str], None
 
 
 # ---------------------------------------------------------------------------------------
-# Memory of large reads, each in a fresh child process (ru_maxrss is a high-water mark).
+# Memory of large reads, each in a fresh child process of its own.
 
 PROBE = 64 * MiB
 
 
+def _status_kib(field: str) -> int:
+    with open("/proc/self/status", encoding="ascii") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * KiB
+    raise RuntimeError(f"/proc/self/status has no {field}")
+
+
 def rss_now() -> int:
-    with open("/proc/self/statm", encoding="ascii") as f:
-        return int(f.read().split()[1]) * resource.getpagesize()
+    """The current RSS; first resets the peak to it where the kernel allows (clear_refs 5).
+
+    The peak is VmHWM, this process's own; not ``ru_maxrss``, which a child started from
+    a larger parent inherits across exec.
+    """
+    try:
+        with open("/proc/self/clear_refs", "w", encoding="ascii") as f:
+            f.write("5")
+    except OSError:
+        pass  # then VmHWM may include an earlier peak: the figure errs high, not low
+    return _status_kib("VmRSS")
 
 
 def rss_peak() -> int:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * KiB
+    return _status_kib("VmHWM")
 
 
 def memory_probe(conf: str, path: str, how: str) -> dict[str, float]:
@@ -718,7 +735,7 @@ def plots(r: Results, ceil: dict[str, float], out: Path) -> list[Path]:
     fig.savefig(paths[-1], dpi=90)
     plt.close(fig)
 
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    fig, axes = plt.subplots(1, 2, figsize=(11, 5))
     for ax, kind in zip(axes, ("randread", "randwrite")):
         for n in names:
             label, colour = CLIENTS[n]
@@ -733,8 +750,9 @@ def plots(r: Results, ceil: dict[str, float], out: Path) -> list[Path]:
         ax.set_ylabel("latency, µs")
         ax.set_title(f"4 KiB random {'read' if kind == 'randread' else 'write'}: p50 —, p99 --")
         ax.grid(alpha=0.3, which="both")
-    axes[0].legend(fontsize=6, ncol=2)
-    fig.tight_layout()
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.tight_layout(rect=(0, 0.16, 1, 1))
+    fig.legend(handles, labels, loc="lower center", ncol=5, fontsize=7)
     paths.append(out / "latency.png")
     fig.savefig(paths[-1], dpi=90)
     plt.close(fig)
