@@ -46,7 +46,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 import curvefs
 from curvefs.testing import LocalCluster
@@ -309,7 +309,7 @@ class RustBench:
             self.proc.wait(timeout=30)
 
 
-Bench = Union[PyBench, RustBench]
+Bench = PyBench | RustBench
 
 
 def build_rust() -> Path:
@@ -695,7 +695,7 @@ def plots(r: Results, ceil: dict[str, float], out: Path) -> list[Path]:
     paths = []
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
-    for ax, kind in zip(axes, ("randread", "randwrite")):
+    for ax, kind in zip(axes, ("randread", "randwrite"), strict=True):
         for n in names:
             label, colour = CLIENTS[n]
             ys = [r[key(kind, BLOCK, t)][n].iops for t in THREADS]
@@ -736,7 +736,7 @@ def plots(r: Results, ceil: dict[str, float], out: Path) -> list[Path]:
     plt.close(fig)
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 5))
-    for ax, kind in zip(axes, ("randread", "randwrite")):
+    for ax, kind in zip(axes, ("randread", "randwrite"), strict=True):
         for n in names:
             label, colour = CLIENTS[n]
             p50 = [r[key(kind, BLOCK, t)][n].p50_us for t in THREADS]

@@ -365,7 +365,7 @@ class GrpcioFile:
     def _concurrently(self, op: str, targets: list[Any]) -> list[bytes]:
         """Pieces of one IO that spans chunks, sent at once."""
         futs = [self._method(op, t[0], t[1]).future(t[2], timeout=RPC_TIMEOUT) for t in targets]
-        return [self._call(op, t, f.result()) for t, f in zip(targets, futs)]
+        return [self._call(op, t, f.result()) for t, f in zip(targets, futs, strict=True)]
 
     def read(self, offset: int, length: int) -> bytes:
         pieces = self._pieces(offset, length)
@@ -375,7 +375,8 @@ class GrpcioFile:
         live = [t for t in targets if t is not None]
         got = iter(self._concurrently("read", live))
         return b"".join(
-            bytes(n) if t is None else next(got) for (_, _, n, _), t in zip(pieces, targets)
+            bytes(n) if t is None else next(got)
+            for (_, _, n, _), t in zip(pieces, targets, strict=True)
         )
 
     def write(self, offset: int, data: bytes) -> int:
