@@ -1,17 +1,51 @@
 """Fixtures: a real LocalCluster over loopback, shared by the session, and clients of it.
 
 The wire its client.conf selects follows `CURVEFS_TRANSPORT` (baidu_std by default; CI
-also runs the data-path tests with `CURVEFS_TRANSPORT=grpc`)."""
+also runs the data-path tests with `CURVEFS_TRANSPORT=grpc`).
+
+A failing test's report carries the tail of the server logs of every LocalCluster it
+started (and of the session's cluster if it used it), as a "server logs" section."""
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 
 import pytest
 
 import curvefs
+from curvefs import testing
 from curvefs.testing import LocalCluster
+
+# Lines of each server's log shown under a failed test.
+_LOG_LINES = 40
+
+
+@pytest.fixture(autouse=True)
+def _clusters_marker(request: pytest.FixtureRequest) -> None:
+    # Which clusters a test started: those started after this marker.
+    request.node._curvefs_clusters_before = testing.clusters_started()
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    rep = yield
+    # The standard recipe: fixtures can read item.rep_setup / rep_call / rep_teardown.
+    setattr(item, f"rep_{rep.when}", rep)
+    if rep.when == "call" and rep.failed:
+        since = getattr(item, "_curvefs_clusters_before", None)
+        if since is not None:
+            used_shared = "cluster" in getattr(item, "fixturenames", ())
+            logs = testing.recent_server_logs(since, lines=_LOG_LINES, running=used_shared)
+            if logs:
+                text = "\n".join(
+                    f"--- {server} ({where}), last {len(lines)} lines ---\n" + "\n".join(lines)
+                    for where, server, lines in logs
+                )
+                rep.sections.append(("server logs", text))
+    return rep
 
 
 @pytest.fixture(scope="session")

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 import curvefs
+from curvefs import testing
 from curvefs.testing import ClusterStartError, LocalCluster
 
 
@@ -82,3 +83,62 @@ def test_bad_arguments() -> None:
         LocalCluster(chunkservers=0)
     with pytest.raises(ValueError):
         LocalCluster(copysets=0)
+
+
+def test_fault_controls_and_server_logs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The servers take their filter from the environment: debug shows the MDS's calls.
+    monkeypatch.setenv(testing.LOG_ENV, "info,curve_mds=debug")
+    user = curvefs.UserInfo_t()
+    user.owner = "curve"
+    since = testing.clusters_started()
+    with LocalCluster(tmp_path / "c", copysets=3) as cluster:
+        assert "MDS serving" in cluster.log_tail("mds")
+        assert "chunkserver 1 serving" in cluster.log_tail("chunkserver-1")
+        cbd = curvefs.CBDClient()
+        assert cbd.Init(cluster.conf_path) == 0
+        assert cbd.Mkdir("/d", user) == 0
+        # The MDS logs a refusal at debug, before it answers.
+        assert cbd.StatFile("/missing", user, curvefs.FileInfo_t()) == -6
+        assert "DEBUG" in cluster.log_tail("mds", 5)
+
+        # A paused leader keeps its process and port; the others elect a new one.
+        leader = cluster.copyset_leader(1)
+        cluster.pause_chunkserver(leader)
+        pid = cluster.pid(f"chunkserver-{leader}")
+        assert alive(pid) and cluster.is_paused(f"chunkserver-{leader}")
+        assert leader not in cluster.running_chunkservers()
+        assert cluster.copyset_leader(1, timeout=30) != leader
+        cluster.resume_chunkserver(leader)
+        assert leader in cluster.running_chunkservers()
+
+        stopped = cluster.pid("chunkserver-2")
+        cluster.stop_chunkserver(2)
+        assert not alive(stopped)
+        assert "chunkserver 2 stopped" in cluster.log_tail("chunkserver-2", 5)
+        cluster.start_chunkserver(2)
+        assert 2 in cluster.running_chunkservers()
+
+        cluster.pause_mds()
+        cluster.resume_mds()
+        cluster.restart_mds()
+        assert "MDS stopped" in cluster.log_tail("mds", 100)
+        assert cbd.StatFile("/d", user, curvefs.FileInfo_t()) == 0
+        # A paused server is still stopped cleanly with the cluster.
+        cluster.pause_chunkserver(3)
+        cbd.UnInit()
+    logs = testing.recent_server_logs(since, lines=3)
+    assert {server for _, server, _ in logs} == {
+        "mds",
+        "chunkserver-1",
+        "chunkserver-2",
+        "chunkserver-3",
+    }
+    assert all(lines for _, _, lines in logs)
+
+
+def test_a_temporary_cluster_keeps_its_log_tails() -> None:
+    with LocalCluster(copysets=2) as cluster:
+        data_dir = cluster.data_dir
+    assert not os.path.exists(data_dir)
+    assert "MDS stopped" in cluster.log_tail("mds")
+    assert "chunkserver 3 stopped" in cluster.log_tail("chunkserver-3")

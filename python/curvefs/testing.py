@@ -8,10 +8,20 @@ SIGKILL and start it again on the same folder, which is how Curve's own fault te
 The first start writes ``cluster.json`` (ports, copyset count, MDS options) into the data
 folder; later starts on the same folder reuse it, so the cluster comes back on the same
 addresses with the same cluster id and data.
+
+Each server logs to ``<data_dir>/logs/<server>.log`` (``mds``, ``chunkserver-<id>``): its
+``tracing`` events at the level ``CURVEFS_LOG`` names (``info`` by default; any
+tracing-subscriber filter, e.g. ``debug`` or ``info,curve_chunkserver=debug``) and its
+stderr. ``log_tail`` reads them, also after a temporary cluster removed its folder.
+
+Fault controls for tests: ``kill_*`` (SIGKILL by default), ``stop_*`` (SIGTERM, a clean
+exit), ``start_*``, ``pause_*``/``resume_*`` (SIGSTOP/SIGCONT: a hung server whose sockets
+stay open), ``restart_mds`` and ``copyset_leader`` (asks the chunkservers' GetLeader).
 """
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
@@ -22,12 +32,13 @@ import sys
 import tempfile
 import time
 import weakref
+from collections import deque
 from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Self
 
-__all__ = ["TRANSPORTS", "TRANSPORT_ENV", "ClusterStartError", "LocalCluster"]
+__all__ = ["LOG_ENV", "TRANSPORTS", "TRANSPORT_ENV", "ClusterStartError", "LocalCluster"]
 
 _HOST = "127.0.0.1"
 _LAYOUT = "cluster.json"
@@ -81,8 +92,84 @@ TRANSPORTS = ("baidu_std", "grpc")
 TRANSPORT_ENV = "CURVEFS_TRANSPORT"
 
 
+# The servers' log filter (tracing-subscriber's EnvFilter syntax), read by each server
+# process at start; `info` when unset. Servers inherit the environment of the test.
+LOG_ENV = "CURVEFS_LOG"
+
+# How many lines of each server's log a stopped temporary cluster keeps in memory.
+_SAVED_LOG_LINES = 200
+
+
 class ClusterStartError(RuntimeError):
     """A server of the local cluster exited or did not serve in time."""
+
+
+class _LogBook:
+    """Where one cluster's server logs are, and their tails once its folder is gone.
+
+    Held by a module-level list rather than by the cluster, so that a test harness can
+    print the logs of a failed test's clusters after they were stopped and dropped
+    (``recent_server_logs``) without keeping any cluster alive."""
+
+    def __init__(self, serial: int) -> None:
+        self.serial = serial
+        self.dir: Path | None = None
+        self.servers: list[str] = []
+        self.saved: dict[str, list[str]] = {}
+        self.running = False
+
+    def tail(self, server: str, lines: int) -> list[str]:
+        if self.dir is not None:
+            path = self.dir / "logs" / f"{server}.log"
+            try:
+                with open(path, "rb") as f:
+                    return _last_lines(f, lines)
+            except OSError:
+                pass
+        return self.saved.get(server, [])[-lines:] if lines > 0 else []
+
+    def save(self) -> None:
+        self.saved = {s: self.tail(s, _SAVED_LOG_LINES) for s in self.servers}
+
+
+def _last_lines(f: io.BufferedReader, lines: int) -> list[str]:
+    if lines <= 0:
+        return []
+    # Read back from the end in blocks until enough newlines are in hand.
+    end = f.seek(0, os.SEEK_END)
+    block = 64 * 1024
+    data = b""
+    pos = end
+    while pos > 0 and data.count(b"\n") <= lines:
+        step = min(block, pos)
+        pos -= step
+        f.seek(pos)
+        data = f.read(step) + data
+    return data.decode("utf-8", "replace").splitlines()[-lines:]
+
+
+_LOGBOOKS: deque[_LogBook] = deque(maxlen=64)
+_serial = 0
+
+
+def clusters_started() -> int:
+    """How many ``LocalCluster`` starts this process has seen (a marker for
+    ``recent_server_logs``)."""
+    return _serial
+
+
+def recent_server_logs(
+    since: int, *, lines: int = 50, running: bool = False
+) -> list[tuple[str, str, list[str]]]:
+    """``(data_dir, server, last lines)`` of every server of the clusters started after
+    marker ``since`` (``clusters_started()``), and with ``running=True`` of the clusters
+    still running too, whenever they started. For printing when a test fails."""
+    out = []
+    for book in list(_LOGBOOKS):
+        if book.serial > since or (running and book.running):
+            where = str(book.dir) if book.dir is not None else "(removed)"
+            out += [(where, s, book.tail(s, lines)) for s in book.servers]
+    return out
 
 
 def _free_ports(count: int) -> list[int]:
@@ -112,12 +199,24 @@ def _stop_process(proc: subprocess.Popen[bytes], sig: int, grace: float) -> None
         return
     try:
         proc.send_signal(sig)
+        if sig != signal.SIGKILL:
+            # A paused (SIGSTOPped) server acts on SIGTERM only once it runs again.
+            proc.send_signal(signal.SIGCONT)
         proc.wait(timeout=grace)
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
     except ProcessLookupError:
         pass
+
+
+def _proc_state(pid: int) -> str | None:
+    """The state letter of /proc/<pid>/stat (R, S, T, Z, ...); None if it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+            return f.read().rsplit(") ", 1)[1][:1]
+    except (OSError, IndexError):
+        return None
 
 
 def _kill_all(procs: dict[str, subprocess.Popen[bytes]]) -> None:
@@ -171,6 +270,8 @@ class LocalCluster:
         self._start_timeout = start_timeout
         self._layout: dict[str, object] = {}
         self._procs: dict[str, subprocess.Popen[bytes]] = {}
+        self._paused: set[str] = set()
+        self._logbook: _LogBook | None = None
         self._finalizer = weakref.finalize(self, _kill_all, self._procs)
 
     # -- attributes -----------------------------------------------------------------
@@ -215,20 +316,52 @@ class LocalCluster:
                 return f"{_HOST}:{cs['port']}"
         raise KeyError(chunkserver_id)
 
+    @property
+    def logical_pool_id(self) -> int:
+        return int(str(self._layout.get("logical_pool_id", 1)))
+
+    @property
+    def copyset_ids(self) -> list[int]:
+        """The copysets of the logical pool: ``1..copysets``."""
+        count = self._layout.get("copysets")
+        if count is None:
+            raise RuntimeError("the cluster has not been started")
+        return list(range(1, int(str(count)) + 1))
+
+    def chunkserver_data_dir(self, chunkserver_id: int) -> str:
+        """The folder of chunkserver ``chunkserver_id``'s chunk files."""
+        self.chunkserver_addr(chunkserver_id)  # KeyError for an unknown id
+        return os.path.join(self.data_dir, f"chunkserver-{chunkserver_id}")
+
     def log_path(self, server: str) -> str:
         """The log file of ``"mds"`` or ``"chunkserver-<id>"``."""
         return os.path.join(self.data_dir, "logs", f"{server}.log")
+
+    def log_tail(self, server: str, lines: int = 50) -> str:
+        """The last ``lines`` lines of the log of ``"mds"`` or ``"chunkserver-<id>"``
+        (also after a temporary cluster removed its folder: the last 200 are kept)."""
+        if self._logbook is None:
+            return ""
+        return "\n".join(self._logbook.tail(server, lines))
 
     # -- lifecycle ------------------------------------------------------------------
 
     def start(self) -> LocalCluster:
         """Start every server not running and wait until each serves."""
+        global _serial
         if self._dir is None:
             self._dir = Path(tempfile.mkdtemp(prefix="curvefs-cluster-"))
         self._dir.mkdir(parents=True, exist_ok=True)
         (self._dir / "logs").mkdir(exist_ok=True)
         self._layout = self._load_or_create_layout()
         self._write_client_conf()
+        if self._logbook is None or self._logbook.dir != self._dir:
+            _serial += 1
+            self._logbook = _LogBook(_serial)
+            self._logbook.dir = self._dir
+            self._logbook.servers = ["mds"] + [f"chunkserver-{i}" for i in self.chunkserver_ids]
+            _LOGBOOKS.append(self._logbook)
+        self._logbook.running = True
         try:
             self.start_mds()
             for cs_id in self.chunkserver_ids:
@@ -241,7 +374,12 @@ class LocalCluster:
     def stop(self) -> None:
         """Stop every server gracefully (SIGTERM, then SIGKILL after a grace period)."""
         self._stop_all(signal.SIGTERM)
+        if self._logbook is not None:
+            self._logbook.running = False
         if self._owns_dir and self._dir is not None:
+            if self._logbook is not None:
+                self._logbook.save()
+                self._logbook.dir = None
             shutil.rmtree(self._dir, ignore_errors=True)
             self._dir = None
 
@@ -258,9 +396,23 @@ class LocalCluster:
         """Send ``sig`` (SIGKILL by default) to the MDS and wait for it to exit."""
         self._kill("mds", sig)
 
-    def restart_mds(self) -> None:
-        self.kill_mds(signal.SIGTERM)
+    def stop_mds(self) -> None:
+        """Stop the MDS cleanly (SIGTERM) and wait for it to exit."""
+        self._kill("mds", signal.SIGTERM)
+
+    def restart_mds(self, sig: int = signal.SIGTERM) -> None:
+        """Stop the MDS with ``sig`` (SIGTERM: cleanly; SIGKILL: a crash) and start it
+        again on the same folder and port; returns once it serves."""
+        self.kill_mds(sig)
         self.start_mds()
+
+    def pause_mds(self) -> None:
+        """SIGSTOP the MDS: it keeps its port and connections but answers nothing."""
+        self._pause("mds")
+
+    def resume_mds(self) -> None:
+        """SIGCONT a paused MDS."""
+        self._resume("mds")
 
     def start_chunkserver(self, chunkserver_id: int) -> None:
         port = int(self.chunkserver_addr(chunkserver_id).rsplit(":", 1)[1])
@@ -268,7 +420,66 @@ class LocalCluster:
         self._spawn(name, ["chunkserver", "--id", str(chunkserver_id)], port)
 
     def kill_chunkserver(self, chunkserver_id: int, sig: int = signal.SIGKILL) -> None:
+        """Send ``sig`` (SIGKILL by default) to a chunkserver and wait for it to exit."""
         self._kill(f"chunkserver-{chunkserver_id}", sig)
+
+    def stop_chunkserver(self, chunkserver_id: int) -> None:
+        """Stop a chunkserver cleanly (SIGTERM) and wait for it to exit."""
+        self._kill(f"chunkserver-{chunkserver_id}", signal.SIGTERM)
+
+    def pause_chunkserver(self, chunkserver_id: int) -> None:
+        """SIGSTOP a chunkserver: a hung server whose sockets stay open (connections are
+        accepted by the kernel, nothing is answered)."""
+        self._pause(f"chunkserver-{chunkserver_id}")
+
+    def resume_chunkserver(self, chunkserver_id: int) -> None:
+        """SIGCONT a paused chunkserver."""
+        self._resume(f"chunkserver-{chunkserver_id}")
+
+    def is_paused(self, server: str) -> bool:
+        return server in self._paused
+
+    def running_chunkservers(self) -> list[int]:
+        """Chunkservers whose process runs and is not paused."""
+        return [
+            i
+            for i in self.chunkserver_ids
+            if (p := self._procs.get(f"chunkserver-{i}")) is not None
+            and p.poll() is None
+            and f"chunkserver-{i}" not in self._paused
+        ]
+
+    def copyset_leader(self, copyset_id: int, timeout: float = 20.0) -> int:
+        """The id of the chunkserver leading ``copyset_id``, asked of the running
+        chunkservers through GetLeader. A member naming itself leads; if several do (an
+        old leader just resumed), the one most members name wins. Waits up to
+        ``timeout`` seconds for a leader (during a failover there is none)."""
+        from curvefs import _core
+
+        by_addr = {self.chunkserver_addr(i): i for i in self.chunkserver_ids}
+        deadline = time.monotonic() + timeout
+        while True:
+            named: dict[int, int] = {}
+            claims: set[int] = set()
+            for cs_id in self.running_chunkservers():
+                addr = self.chunkserver_addr(cs_id)
+                try:
+                    leader = _core.copyset_leader(
+                        addr, self.logical_pool_id, copyset_id, timeout_ms=500
+                    )
+                except OSError:
+                    continue
+                leader_id = by_addr.get(leader)
+                if leader_id is None:
+                    continue
+                named[leader_id] = named.get(leader_id, 0) + 1
+                if leader_id == cs_id:
+                    claims.add(cs_id)
+            if claims:
+                return max(claims, key=lambda c: named.get(c, 0))
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"copyset {copyset_id} has no leader after {timeout} s")
+            time.sleep(0.05)
 
     def pid(self, server: str) -> int:
         """The process id of ``"mds"`` or ``"chunkserver-<id>"``."""
@@ -386,14 +597,36 @@ class LocalCluster:
 
     def _kill(self, name: str, sig: int) -> None:
         proc = self._procs.pop(name, None)
+        self._paused.discard(name)
         if proc is not None:
             _stop_process(proc, sig, 10.0)
+
+    def _pause(self, name: str) -> None:
+        proc = self._procs.get(name)
+        if proc is None or proc.poll() is not None:
+            raise RuntimeError(f"{name} is not running")
+        proc.send_signal(signal.SIGSTOP)
+        self._paused.add(name)
+        # SIGSTOP is asynchronous: return once the kernel shows the process stopped.
+        deadline = time.monotonic() + 10.0
+        while _proc_state(proc.pid) not in ("T", "t", None):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{name} did not stop")
+            time.sleep(0.005)
+
+    def _resume(self, name: str) -> None:
+        proc = self._procs.get(name)
+        if proc is None or proc.poll() is not None:
+            raise RuntimeError(f"{name} is not running")
+        proc.send_signal(signal.SIGCONT)
+        self._paused.discard(name)
 
     def _stop_all(self, sig: int) -> None:
         # Chunkservers first: the MDS is what a restarting client reaches first.
         for name in sorted(self._procs, key=lambda n: n == "mds"):
             _stop_process(self._procs[name], sig, 10.0)
         self._procs.clear()
+        self._paused.clear()
 
     def _log_tail(self, name: str, limit: int = 2000) -> str:
         try:

@@ -67,6 +67,7 @@ __all__ = [
     "UserInfo_t",
     "VolumeHandle",
     "__version__",
+    "copyset_leader",
     "debug_build",
     "serve_chunkserver",
     "serve_mds",
@@ -248,6 +249,10 @@ def serve_mds(data_dir: str | os.PathLike[str]) -> None:
 
 def serve_chunkserver(data_dir: str | os.PathLike[str], chunkserver_id: int) -> None:
     """Serves chunkserver ``chunkserver_id`` of the local cluster until SIGTERM or SIGINT."""
+
+def copyset_leader(addr: str, logical_pool_id: int, copyset_id: int, timeout_ms: int = 1000) -> str:
+    """The "ip:port" that the chunkserver at ``addr`` names as the copyset's leader
+    (GetLeader over baidu_std); ``OSError`` if it names none or does not answer in time."""
 
 _Stat: TypeAlias = tuple[int, int, str, str, int, int, int, int, int, int, int]
 _Waiter: TypeAlias = tuple[object, object, object]

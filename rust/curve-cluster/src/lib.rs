@@ -4,6 +4,9 @@
 //! reads it here and derives its own configuration from it, so the MDS and the chunkservers
 //! always agree on copyset membership. Nothing here speaks the protocol: that lives in
 //! `curve-mds` and `curve-chunkserver`.
+//!
+//! The server processes log here too: [`install_server_log`] makes a `tracing` subscriber
+//! writing to `<data_dir>/logs/<server>.log` the process's global default.
 
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
@@ -43,6 +46,59 @@ pub enum Error {
     Mds(String),
     #[error("chunkserver {id}: {message}")]
     ChunkServer { id: u32, message: String },
+    #[error("cannot log to {path}: {message}")]
+    Log { path: PathBuf, message: String },
+}
+
+/// The environment variable holding the servers' log filter, in tracing-subscriber's
+/// `EnvFilter` syntax (`debug`, `warn,curve_chunkserver=debug`, ...); `info` when unset.
+pub const LOG_ENV: &str = "CURVEFS_LOG";
+
+/// The log file of `server` (`"mds"`, `"chunkserver-<id>"`) of the cluster in `dir`.
+pub fn server_log_path(dir: &Path, server: &str) -> PathBuf {
+    dir.join("logs").join(format!("{server}.log"))
+}
+
+/// Makes a subscriber appending `server`'s events to its log file the global default of
+/// this process. Call it once, in a server process, before serving.
+///
+/// The Python module bridges the `log` facade to Python's logging at import, and
+/// `tracing`'s `log` feature turns events into `log` records only while no subscriber is
+/// set; once this one is, the servers' events reach the file, not Python. The file is
+/// opened for appending, as `LocalCluster` opens it for the process's stderr, so a panic
+/// or a traceback lands among the events. A process that already has a global subscriber
+/// (a second server run in the same process) keeps it.
+pub fn install_server_log(dir: &Path, server: &str) -> Result<(), Error> {
+    if tracing::dispatcher::has_been_set() {
+        return Ok(());
+    }
+    let path = server_log_path(dir, server);
+    let fail = |message: String| Error::Log {
+        path: path.clone(),
+        message,
+    };
+    let filter = match std::env::var(LOG_ENV) {
+        Ok(text) if !text.trim().is_empty() => tracing_subscriber::EnvFilter::try_new(text.trim())
+            .map_err(|e| fail(format!("{LOG_ENV}={text:?}: {e}")))?,
+        _ => tracing_subscriber::EnvFilter::new("info"),
+    };
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).map_err(|e| fail(e.to_string()))?;
+    }
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .map_err(|e| fail(e.to_string()))?;
+    let subscriber = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(false)
+        .with_thread_names(false)
+        // One write per event on an O_APPEND file: lines from a process killed mid-run are
+        // whole, and nothing is left in a buffer to lose.
+        .with_writer(std::sync::Arc::new(file))
+        .finish();
+    tracing::subscriber::set_global_default(subscriber).map_err(|e| fail(e.to_string()))
 }
 
 /// One chunkserver of the layout.
@@ -327,9 +383,14 @@ pub async fn serve_mds(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
     let config = ClusterLayout::load(dir)?.mds_config()?;
-    curve_mds::serve(config, shutdown)
+    let served = curve_mds::serve(config, shutdown)
         .await
-        .map_err(|e| Error::Mds(e.to_string()))
+        .map_err(|e| Error::Mds(e.to_string()));
+    match &served {
+        Ok(()) => tracing::info!("MDS stopped"),
+        Err(e) => tracing::error!("{e}"),
+    }
+    served
 }
 
 /// Serves chunkserver `id` of the cluster in `dir` until `shutdown` completes.
@@ -339,12 +400,23 @@ pub async fn serve_chunkserver(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
     let config = ClusterLayout::load(dir)?.chunkserver_config(id)?;
-    curve_chunkserver::serve(config, shutdown)
+    tracing::info!(
+        "chunkserver {id} serving on {}, {} copysets, data in {}",
+        config.listen,
+        config.copysets.len(),
+        config.data_dir.display()
+    );
+    let served = curve_chunkserver::serve(config, shutdown)
         .await
         .map_err(|e| Error::ChunkServer {
             id,
             message: e.to_string(),
-        })
+        });
+    match &served {
+        Ok(()) => tracing::info!("chunkserver {id} stopped"),
+        Err(e) => tracing::error!("{e}"),
+    }
+    served
 }
 
 #[cfg(test)]
@@ -535,6 +607,14 @@ mod tests {
             l.chunkserver_config(9),
             Err(Error::UnknownChunkServer(9))
         ));
+    }
+
+    #[test]
+    fn server_logs_live_in_the_logs_folder() {
+        assert_eq!(
+            server_log_path(Path::new("/data"), "chunkserver-2"),
+            Path::new("/data/logs/chunkserver-2.log")
+        );
     }
 
     #[test]

@@ -74,9 +74,19 @@ where
     .map_err(PyOSError::new_err)
 }
 
+/// Sends the server's `tracing` events to `<data_dir>/logs/<server>.log` (level from
+/// `CURVEFS_LOG`, default info) instead of through the `log`→Python bridge the module
+/// installed at import: a server process has no Python logging config, and the bridge
+/// would take the GIL for every event.
+fn install_log(data_dir: &Path, server: &str) -> PyResult<()> {
+    curve_cluster::install_server_log(data_dir, server)
+        .map_err(|e| PyOSError::new_err(e.to_string()))
+}
+
 /// Serves the MDS of the local cluster in `data_dir` until SIGTERM or SIGINT.
 #[pyfunction]
 pub fn serve_mds(py: Python<'_>, data_dir: PathBuf) -> PyResult<()> {
+    install_log(&data_dir, "mds")?;
     run(py, move |shutdown| async move {
         curve_cluster::serve_mds(Path::new(&data_dir), shutdown).await
     })
@@ -86,7 +96,54 @@ pub fn serve_mds(py: Python<'_>, data_dir: PathBuf) -> PyResult<()> {
 /// SIGINT.
 #[pyfunction]
 pub fn serve_chunkserver(py: Python<'_>, data_dir: PathBuf, chunkserver_id: u32) -> PyResult<()> {
+    install_log(&data_dir, &format!("chunkserver-{chunkserver_id}"))?;
     run(py, move |shutdown| async move {
         curve_cluster::serve_chunkserver(Path::new(&data_dir), chunkserver_id, shutdown).await
     })
+}
+
+/// Asks the chunkserver at `addr` (over baidu_std, as the client does) which member leads
+/// copyset `copyset_id` of logical pool `logical_pool_id`, and returns that member's
+/// "ip:port". For tests that pick a copyset's leader to kill or pause; the chunkserver
+/// answers with what it believes, so only a leader naming itself is sure to lead.
+#[pyfunction]
+#[pyo3(signature = (addr, logical_pool_id, copyset_id, timeout_ms = 1000))]
+pub fn copyset_leader(
+    py: Python<'_>,
+    addr: String,
+    logical_pool_id: u32,
+    copyset_id: u32,
+    timeout_ms: u64,
+) -> PyResult<String> {
+    use curve_client::transport::{self, BaiduStdTransport, methods};
+    use curve_proto::chunkserver::{GetLeaderRequest2, GetLeaderResponse2};
+
+    let timeout = std::time::Duration::from_millis(timeout_ms.max(1));
+    let asked = crate::runtime::wait(py, async move {
+        let wire = BaiduStdTransport::new(timeout, 64 << 20);
+        let req = GetLeaderRequest2 {
+            logic_pool_id: logical_pool_id,
+            copyset_id,
+            peer: None,
+        };
+        let call = transport::unary::<_, GetLeaderResponse2>(
+            &wire,
+            &addr,
+            &methods::GET_LEADER,
+            &req,
+            timeout,
+        );
+        // The connect and the call each have `timeout`; bound the two together too.
+        match tokio::time::timeout(timeout, call).await {
+            Err(_) => Err(format!("GetLeader to {addr}: no answer within {timeout:?}")),
+            Ok(Err(e)) => Err(format!("GetLeader to {addr}: {e}")),
+            Ok(Ok(resp)) => resp
+                .leader
+                .address
+                .as_deref()
+                .and_then(curve_client::metacache::peer_ip_port)
+                .ok_or_else(|| format!("GetLeader to {addr} named no leader")),
+        }
+    })?;
+    asked.map_err(PyOSError::new_err)
 }

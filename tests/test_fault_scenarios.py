@@ -1,0 +1,644 @@
+"""Issue 9's fault scenarios, each against its own LocalCluster with a bound on its time.
+
+The numbers follow the issue's list (shared/reference/fault-scenarios.md has the
+expectations behind them). Every data scenario ends with a byte-for-byte check of the
+volume against a model of what was acknowledged: an acknowledged write must read back
+exactly; a write that returned an error may have landed or not (old or new bytes, never
+anything else); a slot never written reads as zeros.
+
+The figures (time until IO resumes after a leader is killed or paused) are printed as
+`FIGURE name=value` lines: `pytest -s -q tests/test_fault_scenarios.py | grep FIGURE`.
+"""
+
+from __future__ import annotations
+
+import random
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+import curvefs
+from curvefs.testing import LocalCluster
+from tests.helpers import GiB, MiB, conf_with, make_user
+
+KiB = 1 << 10
+CHUNK = 16 * MiB
+SLOT = 16 * KiB  # the unit every workload write covers: one thread owns each slot
+ZERO_SLOT = bytes(SLOT)
+THREADS = 8
+
+# The client's budget for one IO (curvefs's `chunkserver.maxRetryTimeMS`): no IO may take
+# longer than this plus scheduling slack, whatever the fault.
+IO_BUDGET_S = 30.0
+IO_SLACK_S = 10.0
+CLIENT_OPTIONS = {"chunkserver.maxRetryTimeMS": int(IO_BUDGET_S * 1000)}
+
+FILE_OCCUPIED = -curvefs.CURVE_ERROR_FILE_OCCUPIED
+
+
+def figure(name: str, value: float, unit: str = "s") -> None:
+    print(f"FIGURE {name}={value:.2f}{unit}", flush=True)
+
+
+def wait_for(cond: Callable[[], bool], timeout: float, what: str, every: float = 0.05) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            pytest.fail(f"{what}: not within {timeout} s")
+        time.sleep(every)
+
+
+@dataclass
+class Record:
+    thread: int
+    slot: int
+    start: float
+    end: float
+    rc: int
+
+
+@dataclass
+class Workload:
+    """THREADS threads writing whole random slots of the first `slots` slots of one fd,
+    thread t owning the slots t, t+THREADS, ... so the model needs no locking."""
+
+    cbd: curvefs.CBDClient
+    fd: int
+    slots: int
+    records: list[Record] = field(default_factory=list)
+    # slot -> the contents it may hold: [acknowledged] or, after failed writes, more.
+    model: dict[int, list[bytes]] = field(default_factory=dict)
+    stop: threading.Event = field(default_factory=threading.Event)
+    threads: list[threading.Thread] = field(default_factory=list)
+    errors: list[BaseException] = field(default_factory=list)
+
+    def start(self) -> None:
+        for t in range(THREADS):
+            th = threading.Thread(target=self._run, args=(t,), name=f"writer-{t}", daemon=True)
+            th.start()
+            self.threads.append(th)
+
+    def _run(self, t: int) -> None:
+        rng = random.Random(t * 7919 + self.slots)
+        mine = range(t, self.slots, THREADS)
+        try:
+            while not self.stop.is_set():
+                slot = rng.choice(mine)
+                data = rng.randbytes(SLOT)
+                start = time.monotonic()
+                rc = self.cbd.Write(self.fd, data, slot * SLOT, SLOT)
+                end = time.monotonic()
+                self.records.append(Record(t, slot, start, end, rc))
+                if rc == SLOT:
+                    self.model[slot] = [data]
+                else:
+                    assert rc < 0, f"Write returned {rc}, neither {SLOT} nor an error code"
+                    self.model[slot] = [*self.model.get(slot, [ZERO_SLOT]), data]
+        except BaseException as e:  # reported by finish()
+            self.errors.append(e)
+
+    def finish(self) -> None:
+        self.stop.set()
+        for th in self.threads:
+            th.join(timeout=IO_BUDGET_S + IO_SLACK_S)
+        hung = [th.name for th in self.threads if th.is_alive()]
+        assert not hung, f"writes hung past their deadline: {hung}"
+        if self.errors:
+            raise self.errors[0]
+        worst = max((r.end - r.start for r in self.records), default=0.0)
+        assert worst <= IO_BUDGET_S + IO_SLACK_S, f"a write took {worst:.1f} s"
+
+    def completed_since(self, t0: float) -> Counter[int]:
+        """Per thread, the successful writes that started after `t0`."""
+        return Counter(r.thread for r in list(self.records) if r.start >= t0 and r.rc == SLOT)
+
+    def wait_all_threads_progress(self, t0: float, writes: int, timeout: float) -> None:
+        wait_for(
+            lambda: len(c := self.completed_since(t0)) == THREADS and min(c.values()) >= writes,
+            timeout,
+            f"every writer completing {writes} writes",
+        )
+
+    def stall_after(self, t0: float) -> float:
+        """The longest any write waited on account of an event at `t0`: over the writes
+        still running at `t0` or started after it, completion minus max(start, t0)."""
+        return max(
+            (r.end - max(r.start, t0) for r in list(self.records) if r.end >= t0),
+            default=0.0,
+        )
+
+    def failed(self) -> int:
+        return sum(1 for r in self.records if r.rc != SLOT)
+
+    def verify(self, cbd: curvefs.CBDClient, fd: int, who: str) -> None:
+        """Reads the whole region back and checks every slot against the model."""
+        step = 256  # slots per read: 4 MiB
+        for first in range(0, self.slots, step):
+            n = min(step, self.slots - first)
+            t = time.monotonic()
+            got = cbd.Read(fd, "", first * SLOT, n * SLOT)
+            took = time.monotonic() - t
+            assert isinstance(got, bytes) and len(got) == n * SLOT, (
+                f"{who}: read at {first * SLOT} returned {got!r:.80} after {took:.1f} s"
+            )
+            for i in range(n):
+                slot = first + i
+                allowed = self.model.get(slot, [ZERO_SLOT])
+                actual = got[i * SLOT : (i + 1) * SLOT]
+                if actual not in allowed:
+                    kind = "acknowledged" if len(allowed) == 1 and slot in self.model else "any"
+                    pytest.fail(
+                        f"{who}: slot {slot} (offset {slot * SLOT}) does not hold {kind} data"
+                    )
+
+
+@contextmanager
+def volume(cluster: LocalCluster, path: str = "/vol") -> Iterator[tuple[curvefs.CBDClient, int]]:
+    user = make_user("curve")
+    cbd = curvefs.CBDClient()
+    assert cbd.Init(cluster.conf_path) == 0
+    try:
+        rc = cbd.Create(path, user, 10 * GiB)
+        assert rc in (0, -curvefs.CURVE_ERROR_EXISTS)
+        fd = cbd.Open(path, user)
+        assert fd >= 0
+        yield cbd, fd
+        cbd.Close(fd)
+    finally:
+        cbd.UnInit()
+
+
+def leaders(cluster: LocalCluster) -> dict[int, int]:
+    return {c: cluster.copyset_leader(c) for c in cluster.copyset_ids}
+
+
+def busiest_leader(cluster: LocalCluster) -> tuple[int, list[int]]:
+    """The chunkserver leading the most copysets, and those copysets."""
+    by_copyset = leaders(cluster)
+    victim, _ = Counter(by_copyset.values()).most_common(1)[0]
+    return victim, sorted(c for c, leader in by_copyset.items() if leader == victim)
+
+
+# The workload's region: 12 chunks of one segment, placed round robin over 12 copysets,
+# so every copyset (and every chunkserver as a leader) is busy.
+COPYSETS = 12
+REGION_SLOTS = COPYSETS * CHUNK // SLOT
+
+
+def leader_fault_run(tmp_path: Path, fault: str) -> None:
+    with (
+        LocalCluster(tmp_path / "c", copysets=COPYSETS, client_options=CLIENT_OPTIONS) as cluster,
+        volume(cluster) as (cbd, fd),
+    ):
+        work = Workload(cbd, fd, REGION_SLOTS)
+        work.start()
+        try:
+            # Warm up: every thread writing, every chunk of the region allocated.
+            work.wait_all_threads_progress(0.0, 20, timeout=60)
+            victim, led = busiest_leader(cluster)
+            before = max(r.end - r.start for r in list(work.records))
+            t0 = time.monotonic()
+            if fault == "kill":
+                cluster.kill_chunkserver(victim, signal.SIGKILL)
+            else:
+                cluster.pause_chunkserver(victim)
+            # IO resumed: every thread completed writes started after the fault.
+            work.wait_all_threads_progress(t0, 20, timeout=IO_BUDGET_S + IO_SLACK_S)
+            resumed = work.stall_after(t0)
+            if fault == "pause":
+                # Writes acknowledged while the old leader was frozen, then it thaws with
+                # stale chunks and a belief that it leads; writes go on across the thaw.
+                cluster.resume_chunkserver(victim)
+                t1 = time.monotonic()
+                work.wait_all_threads_progress(t1, 20, timeout=IO_BUDGET_S + IO_SLACK_S)
+        finally:
+            work.finish()
+        figure(f"leader_{fault}_io_resumed", resumed)
+        figure(f"leader_{fault}_worst_write_before_fault", before)
+        print(
+            f"FIGURE leader_{fault}_victim=chunkserver-{victim} leading copysets {led}; "
+            f"{len(work.records)} writes, {work.failed()} failed",
+            flush=True,
+        )
+        # The fault is bounded by the failover, well under the IO budget.
+        assert resumed < IO_BUDGET_S
+        work.verify(cbd, fd, "the writing client")
+        # A client that knows no leader yet asks every member, the thawed or restarted
+        # one included: it must not be served old bytes by it.
+        with volume(cluster) as (other, ofd):
+            work.verify(other, ofd, "a new client")
+        if fault == "kill":
+            cluster.start_chunkserver(victim)
+        # Once caught up, the preferred leader takes its copysets back: read them there.
+        wait_for(
+            lambda: cluster.copyset_leader(led[0]) == victim,
+            60,
+            f"chunkserver-{victim} leading copyset {led[0]} again",
+            every=0.2,
+        )
+        with volume(cluster) as (other, ofd):
+            work.verify(other, ofd, "a new client after the old leader led again")
+
+
+# ---------------------------------------------------------------------------------------
+# 1. The leader of busy copysets killed under an 8-thread write workload.
+
+
+@pytest.mark.timeout(240)
+def test_leader_killed_during_writes(tmp_path: Path) -> None:
+    leader_fault_run(tmp_path, "kill")
+
+
+# ---------------------------------------------------------------------------------------
+# 2. The same with the leader hung (SIGSTOP), then resumed: no stale reads.
+
+
+@pytest.mark.timeout(240)
+def test_leader_paused_during_writes(tmp_path: Path) -> None:
+    leader_fault_run(tmp_path, "pause")
+
+
+# ---------------------------------------------------------------------------------------
+# 3. A follower down, then back: writes go on; after catch-up the replicas are equal.
+
+
+def chunk_files(cluster: LocalCluster, cs_id: int) -> dict[str, Path]:
+    root = Path(cluster.chunkserver_data_dir(cs_id)) / "copysets"
+    return {
+        f"{p.parent.name}/{p.name}": p
+        for p in root.glob("*/chunk_*")
+        if p.suffix == "" and p.name[len("chunk_") :].isdigit()
+    }
+
+
+def chunk_bytes(path: Path) -> bytes:
+    # A chunk file is sparse and as long as its last written byte; beyond is zeros.
+    data = path.read_bytes()
+    return data + bytes(CHUNK - len(data))
+
+
+def replicas_differ(cluster: LocalCluster) -> list[str]:
+    """Chunk files missing on a replica or holding other bytes than on another."""
+    files = {cs: chunk_files(cluster, cs) for cs in cluster.chunkserver_ids}
+    names = set().union(*files.values())
+    differ = []
+    for name in sorted(names):
+        if any(name not in f for f in files.values()):
+            differ.append(f"{name}: missing on some replica")
+            continue
+        contents = {chunk_bytes(f[name]) for f in files.values()}
+        if len(contents) != 1:
+            differ.append(f"{name}: {len(contents)} different contents")
+    return differ
+
+
+@pytest.mark.timeout(240)
+def test_follower_down_then_back(tmp_path: Path) -> None:
+    # Two copysets over three chunkservers: 1 leads copyset 1, 2 leads copyset 2, and 3
+    # follows in both, so stopping 3 moves no leader.
+    slots = 4 * CHUNK // SLOT
+    with (
+        LocalCluster(tmp_path / "c", copysets=2, client_options=CLIENT_OPTIONS) as cluster,
+        volume(cluster) as (cbd, fd),
+    ):
+        work = Workload(cbd, fd, slots)
+        work.start()
+        try:
+            work.wait_all_threads_progress(0.0, 20, timeout=60)
+            follower = next(
+                cs for cs in cluster.chunkserver_ids if cs not in set(leaders(cluster).values())
+            )
+            t0 = time.monotonic()
+            cluster.kill_chunkserver(follower, signal.SIGKILL)
+            work.wait_all_threads_progress(t0, 50, timeout=IO_BUDGET_S + IO_SLACK_S)
+            stall = work.stall_after(t0)
+            cluster.start_chunkserver(follower)
+            t1 = time.monotonic()
+            work.wait_all_threads_progress(t1, 50, timeout=IO_BUDGET_S + IO_SLACK_S)
+        finally:
+            work.finish()
+        figure("follower_kill_worst_write", stall)
+        assert work.failed() == 0, "a write failed though a majority was up throughout"
+        assert stall < 10.0
+        work.verify(cbd, fd, "the writing client")
+        # Catch-up copies the chunks the follower missed; poll until the replicas agree.
+        deadline = time.monotonic() + 60
+        while differ := replicas_differ(cluster):
+            assert time.monotonic() < deadline, f"replicas still differ: {differ[:5]}"
+            time.sleep(0.5)
+        assert chunk_files(cluster, follower), "no chunk files to compare"
+
+
+# ---------------------------------------------------------------------------------------
+# 5. Sessions: an open file is FILE_OCCUPIED for others until closed, or until the lease
+# of a client that died without closing it runs out.
+
+HOLDER = """
+import sys, curvefs
+cbd = curvefs.CBDClient()
+assert cbd.Init(sys.argv[1]) == 0
+user = curvefs.UserInfo_t()
+user.owner = "curve"
+fd = cbd.Open(sys.argv[2], user)
+assert fd >= 0, fd
+assert cbd.Write(fd, b"h" * 4096, 0, 4096) == 4096
+print("open", flush=True)
+sys.stdin.readline()
+"""
+
+
+@pytest.mark.timeout(120)
+def test_open_file_is_occupied_until_closed_or_its_lease_runs_out(tmp_path: Path) -> None:
+    lease_s = 2.0
+    user = make_user("curve")
+    with LocalCluster(
+        tmp_path / "c", copysets=4, mds_options={"file_record_expire_us": int(lease_s * 1e6)}
+    ) as cluster:
+        cbd = curvefs.CBDClient()
+        assert cbd.Init(cluster.conf_path) == 0
+        other = curvefs.CBDClient()
+        assert other.Init(cluster.conf_path) == 0
+        try:
+            # Closed by its holder: free at once.
+            assert cbd.Create("/a", user, 10 * GiB) == 0
+            fd = cbd.Open("/a", user)
+            assert fd >= 0
+            assert other.Unlink("/a", user) == FILE_OCCUPIED
+            assert other.Rename(user, "/a", "/b") == FILE_OCCUPIED
+            assert cbd.Close(fd) == 0
+            assert other.Rename(user, "/a", "/b") == 0
+            assert other.Unlink("/b", user) == 0
+
+            # Held by a process that is SIGKILLed: occupied until its record expires.
+            assert cbd.Create("/held", user, 10 * GiB) == 0
+            with subprocess.Popen(
+                [sys.executable, "-c", HOLDER, cluster.conf_path, "/held"],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                text=True,
+            ) as holder:
+                assert holder.stdout is not None
+                assert holder.stdout.readline().strip() == "open"
+                assert other.Unlink("/held", user) == FILE_OCCUPIED
+                holder.kill()
+                holder.wait(timeout=10)
+                killed = time.monotonic()
+            assert other.Rename(user, "/held", "/moved") == FILE_OCCUPIED
+            deadline = killed + lease_s + 15
+            while (rc := other.Rename(user, "/held", "/moved")) != 0:
+                assert rc == FILE_OCCUPIED, rc
+                assert time.monotonic() < deadline, "the dead client's lease never ran out"
+                time.sleep(0.1)
+            freed = time.monotonic() - killed
+            figure("dead_client_file_freed_after", freed)
+            assert other.Unlink("/moved", user) == 0
+            # The record cannot lapse before its lifetime (less the refresh that may
+            # have just happened: a quarter of it).
+            assert freed >= lease_s * 0.5
+        finally:
+            other.UnInit()
+            cbd.UnInit()
+
+
+# ---------------------------------------------------------------------------------------
+# 7. An unreachable, a wrong and a blackholed MDS: the first call fails within the
+# configured budget (Init reads the conf only and makes no RPC).
+
+MDS_RETRY_MS = 3000
+MDS_MAX_RPC_MS = 1000
+
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextmanager
+def blackhole() -> Iterator[int]:
+    """A listening socket that is never accepted from: the kernel completes connections,
+    nothing ever answers."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen(64)
+        yield int(s.getsockname()[1])
+
+
+@pytest.mark.timeout(120)
+def test_bad_mds_addresses_fail_within_the_budget(tmp_path: Path) -> None:
+    user = make_user("curve")
+    budget = MDS_RETRY_MS / 1000 + MDS_MAX_RPC_MS / 1000
+    with LocalCluster(tmp_path / "c", copysets=2) as cluster, blackhole() as hole:
+        targets = {
+            "refused": f"127.0.0.1:{closed_port()}",
+            "not_an_mds": cluster.chunkserver_addr(1),
+            "blackholed": f"127.0.0.1:{hole}",
+            "blackholed_then_good": f"127.0.0.1:{hole},{cluster.mds_addr}",
+        }
+        for kind, addrs in targets.items():
+            conf = conf_with(
+                cluster,
+                tmp_path,
+                {
+                    "mds.listen.addr": addrs,
+                    "mds.maxRetryMS": MDS_RETRY_MS,
+                    "mds.rpcTimeoutMS": 300,
+                    "mds.maxRPCTimeoutMS": MDS_MAX_RPC_MS,
+                },
+            )
+            cbd = curvefs.CBDClient()
+            t = time.monotonic()
+            assert cbd.Init(conf) == 0
+            assert time.monotonic() - t < 1.0, "Init made an RPC"
+            try:
+                for call in ("Create", "StatFile", "Open"):
+                    t = time.monotonic()
+                    if call == "StatFile":
+                        rc = cbd.StatFile(f"/{kind}", user, curvefs.FileInfo_t())
+                    elif call == "Create":
+                        rc = cbd.Create(f"/{kind}", user, 10 * GiB)
+                    else:
+                        rc = cbd.Open(f"/{kind}", user)
+                    took = time.monotonic() - t
+                    if kind == "blackholed_then_good":
+                        # The client walks the address list past the silent one.
+                        assert rc >= 0, (call, rc)
+                    else:
+                        assert rc < 0, (kind, call, rc)
+                    assert took < budget + 3.0, f"{kind} {call}: {took:.1f} s"
+                    if call == "Create":
+                        figure(f"mds_{kind}_first_call", took)
+            finally:
+                cbd.UnInit()
+
+
+# ---------------------------------------------------------------------------------------
+# 8. Close and UnInit under IO in flight, and a process exiting with IO in flight.
+
+
+def hammer(
+    cbd: curvefs.CBDClient, fd: int, stop: threading.Event, results: list[int], seed: int
+) -> None:
+    rng = random.Random(seed)
+    while not stop.is_set():
+        off = rng.randrange(0, 4 * CHUNK // SLOT) * SLOT
+        if rng.random() < 0.5:
+            rc = cbd.Write(fd, rng.randbytes(SLOT), off, SLOT)
+        else:
+            got = cbd.Read(fd, "", off, SLOT)
+            rc = len(got) if isinstance(got, bytes) else got
+        results.append(rc)
+        if rc < 0:
+            return  # the fd is gone: every later call would say so too
+
+
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize("how", ["Close", "UnInit"])
+@pytest.mark.parametrize("stalled", [False, True], ids=["flowing", "stalled"])
+def test_close_and_uninit_with_io_in_flight(tmp_path: Path, how: str, stalled: bool) -> None:
+    # `stalled`: a chunkserver is paused first, so IO to the copysets it leads is stuck
+    # in retries when the fd or the client goes away.
+    user = make_user("curve")
+    with LocalCluster(tmp_path / "c", copysets=3, client_options=CLIENT_OPTIONS) as cluster:
+        cbd = curvefs.CBDClient()
+        assert cbd.Init(cluster.conf_path) == 0
+        assert cbd.Create("/vol", user, 10 * GiB) == 0
+        fd = cbd.Open("/vol", user)
+        assert cbd.Write(fd, bytes(4 * CHUNK), 0, 4 * CHUNK) == 4 * CHUNK
+        stop = threading.Event()
+        results: list[list[int]] = [[] for _ in range(THREADS)]
+        threads = [
+            threading.Thread(target=hammer, args=(cbd, fd, stop, results[i], i), daemon=True)
+            for i in range(THREADS)
+        ]
+        for th in threads:
+            th.start()
+        wait_for(lambda: all(len(r) >= 5 for r in results), 60, "every thread doing IO")
+        if stalled:
+            cluster.pause_chunkserver(cluster.copyset_leader(1))
+            time.sleep(0.3)  # let IO pile up on the frozen leader (nothing to poll)
+        t = time.monotonic()
+        if how == "Close":
+            assert cbd.Close(fd) in (0, -curvefs.CURVE_ERROR_FAILED)
+        else:
+            cbd.UnInit()
+        closed_in = time.monotonic() - t
+        for th in threads:
+            th.join(timeout=IO_BUDGET_S + IO_SLACK_S)
+        assert not any(th.is_alive() for th in threads), "IO hung after the fd went away"
+        stop.set()
+        for r in results:
+            # Every IO ended with its length or an error code; each thread met the end.
+            assert all(rc == SLOT or rc < 0 for rc in r), r
+            assert r[-1] < 0
+        figure(f"{how}_{'stalled' if stalled else 'flowing'}_returned_after", closed_in)
+        assert closed_in < IO_BUDGET_S + IO_SLACK_S
+        # The client (or a new one) still works.
+        if how == "Close":
+            fd = cbd.Open("/vol", user)
+            assert fd >= 0
+            got = cbd.Read(fd, "", CHUNK, SLOT)
+            assert isinstance(got, bytes) and len(got) == SLOT
+            cbd.Close(fd)
+        cbd.UnInit()
+        if stalled:
+            for cs in cluster.chunkserver_ids:
+                if cluster.is_paused(f"chunkserver-{cs}"):
+                    cluster.resume_chunkserver(cs)
+
+
+EXITER = """
+import os, random, sys, threading, curvefs
+cbd = curvefs.CBDClient()
+assert cbd.Init(sys.argv[1]) == 0
+user = curvefs.UserInfo_t()
+user.owner = "curve"
+fd = cbd.Open("/vol", user)
+assert fd >= 0, fd
+count = [0]
+def run(seed):
+    rng = random.Random(seed)
+    while True:
+        off = rng.randrange(0, 256) * 16384
+        cbd.Write(fd, rng.randbytes(16384), off, 16384)
+        count[0] += 1
+for i in range(8):
+    threading.Thread(target=run, args=(i,), daemon=True).start()
+while count[0] < 50:
+    threading.Event().wait(0.01)
+print("busy", flush=True)
+sys.stdin.readline()
+# {how}: the interpreter goes away under 8 threads inside Write.
+{exit}
+"""
+
+
+# Found by this test, not fixed here (the binding's wait is outside this change): on
+# Python < 3.14 a daemon thread that re-takes the GIL during finalization is ended with
+# pthread_exit, whose forced unwind through the binding's Rust frames aborts the process
+# ("FATAL: exception not rethrown", SIGABRT) once the main thread has exited. See
+# python/cpython#87135 and PyO3/pyo3#4874; the fix is to park such a thread in
+# `runtime::wait` instead of re-attaching while the interpreter is finalizing.
+FINALIZING_ABORT = pytest.mark.xfail(
+    sys.version_info < (3, 14),
+    reason="daemon threads inside IO abort the process at interpreter exit (pthread_exit "
+    "through Rust frames); os._exit is unaffected",
+    strict=False,
+)
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize(
+    "how",
+    [
+        pytest.param("sys.exit", marks=FINALIZING_ABORT),
+        "os._exit",
+        pytest.param("main_returns", marks=FINALIZING_ABORT),
+    ],
+)
+def test_process_exits_with_io_in_flight(tmp_path: Path, how: str) -> None:
+    user = make_user("curve")
+    exit_line = {"sys.exit": "sys.exit(0)", "os._exit": "os._exit(0)", "main_returns": "pass"}
+    with LocalCluster(tmp_path / "c", copysets=3) as cluster:
+        cbd = curvefs.CBDClient()
+        assert cbd.Init(cluster.conf_path) == 0
+        assert cbd.Create("/vol", user, 10 * GiB) == 0
+        script = EXITER.replace("{how}", how).replace("{exit}", exit_line[how])
+        with subprocess.Popen(
+            [sys.executable, "-c", script, cluster.conf_path],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        ) as child:
+            assert child.stdout is not None and child.stdin is not None
+            assert child.stdout.readline().strip() == "busy"
+            t = time.monotonic()
+            child.stdin.write("exit\n")
+            child.stdin.flush()
+            try:
+                rc = child.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                child.kill()
+                pytest.fail("the process did not exit with IO in flight (deadlock)")
+            took = time.monotonic() - t
+            stderr = child.stderr.read() if child.stderr is not None else ""
+        assert rc == 0, f"exit status {rc}: {stderr[-2000:]}"
+        figure(f"exit_{how}_took", took)
+        # Its file record is left to expire; the volume is intact for the next client.
+        fd = cbd.Open("/vol", user)
+        assert fd >= 0
+        got = cbd.Read(fd, "", 0, SLOT)
+        assert isinstance(got, bytes) and len(got) == SLOT
+        cbd.Close(fd)
+        cbd.UnInit()
