@@ -67,6 +67,7 @@ __all__ = [
     "UserInfo_t",
     "VolumeHandle",
     "__version__",
+    "_note_exiting",
     "copyset_leader",
     "debug_build",
     "serve_chunkserver",
@@ -125,6 +126,9 @@ CURVE_ERROR_UNKNOWN: Final = 100
 
 ERROR_NAMES: Final[dict[int, str]]
 """``LIBCURVE_ERROR`` names by positive code: the core's one table of codes."""
+
+def _note_exiting() -> None:
+    """The atexit hook that marks the interpreter as shutting down."""
 
 def set_runtime_threads(threads: int) -> None:
     """Sizes the runtime's worker threads; only before the first call that uses it."""

@@ -126,6 +126,11 @@ pub fn submit(
                 (r.map(|()| len), Some(view))
             }
         };
+        if !runtime::python_alive() {
+            // At interpreter exit no callback can run; the buffer's export dies with it.
+            std::mem::forget(held);
+            return;
+        }
         Python::attach(|py| {
             drop(held);
             let ret = match ret {

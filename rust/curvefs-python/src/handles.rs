@@ -617,6 +617,10 @@ where
     let _ = py;
     let task = rt.spawn(async move {
         let out = fut.await;
+        if !runtime::python_alive() {
+            // Nobody awaits at interpreter exit, and attaching could not succeed.
+            return;
+        }
         Python::attach(|py| {
             let outcome: Outcome = match out {
                 Ok(v) => convert(py, v),

@@ -77,6 +77,12 @@ mod _core {
         super::runtime::set_threads(threads)
     }
 
+    /// The `atexit` hook: marks the interpreter as shutting down (see runtime.rs).
+    #[pyfunction]
+    fn _note_exiting() {
+        super::runtime::note_exiting();
+    }
+
     #[pymodule_init]
     fn init(m: &Bound<'_, PyModule>) -> PyResult<()> {
         for (name, value) in CONSTANTS {
@@ -96,6 +102,8 @@ mod _core {
         m.add("debug_build", cfg!(debug_assertions))?;
         install_logging(m.py());
         super::runtime::note_main_thread(m.py())?;
+        let hook = m.getattr("_note_exiting")?;
+        m.py().import("atexit")?.call_method1("register", (hook,))?;
         Ok(())
     }
 }

@@ -7,7 +7,7 @@
 
 use std::future::Future;
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use pyo3::exceptions::{PyRuntimeError, PyValueError};
@@ -93,6 +93,33 @@ pub fn get() -> PyResult<&'static Runtime> {
     }
 }
 
+/// Set by an `atexit` hook: the interpreter is shutting down.
+static EXITING: AtomicBool = AtomicBool::new(false);
+
+/// Called at interpreter exit (registered with `atexit` at import).
+pub fn note_exiting() {
+    EXITING.store(true, Ordering::Release);
+}
+
+/// False once the interpreter is shutting down: runtime threads must not call into
+/// Python any more (they would wait for an interpreter that is going away).
+pub fn python_alive() -> bool {
+    !EXITING.load(Ordering::Acquire)
+}
+
+/// A thread other than the main one that finishes a wait while the interpreter exits
+/// never re-attaches: before Python 3.14, a thread taking the GIL during finalization is
+/// ended with `pthread_exit`, whose forced unwind through our frames aborts the process.
+/// Such a thread (a daemon thread; non-daemon ones were joined before `atexit`) sleeps
+/// until the process ends instead.
+fn park_if_exiting() {
+    if !python_alive() && !on_main_thread() {
+        loop {
+            std::thread::park();
+        }
+    }
+}
+
 /// Python's main thread, as `threading.get_ident()` names it; only it receives signals.
 static MAIN_THREAD: OnceLock<u64> = OnceLock::new();
 
@@ -128,7 +155,11 @@ where
 {
     let rt = get()?;
     if !on_main_thread() {
-        return Ok(py.detach(|| rt.block_on(fut)));
+        return Ok(py.detach(|| {
+            let out = rt.block_on(fut);
+            park_if_exiting();
+            out
+        }));
     }
     py.detach(|| {
         rt.block_on(async {
