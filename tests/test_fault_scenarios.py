@@ -583,28 +583,21 @@ sys.stdin.readline()
 """
 
 
-# Found by this test, not fixed yet: before Python 3.14 a daemon thread that re-takes the
-# GIL during finalization is ended with pthread_exit, and its forced unwind through PyO3's
-# frames aborts the process ("FATAL: exception not rethrown", SIGABRT); see
-# python/cpython#87135 and PyO3/pyo3#4874. The binding parks threads whose IO ends after
-# the atexit hooks ran (runtime.rs `park_if_exiting`), but a thread whose IO ended just
-# before and that is already waiting for the GIL when finalization takes it is still
-# ended that way. os._exit is unaffected.
-FINALIZING_ABORT = pytest.mark.xfail(
-    sys.version_info < (3, 14),
-    reason="daemon threads inside IO can abort the process at interpreter exit (pthread_exit "
-    "through PyO3 frames); os._exit is unaffected",
-    strict=False,
-)
+# Found by this test: before Python 3.14 a daemon thread that re-takes the GIL during
+# finalization is ended with pthread_exit, and its forced unwind through PyO3's frames
+# aborted the process ("FATAL: exception not rethrown", SIGABRT; python/cpython#87135,
+# PyO3/pyo3#4874). The binding's atexit hook now lets the threads already on their way back
+# re-attach first and parks every later one (runtime.rs `note_exiting`): every way out must
+# exit cleanly.
 
 
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize(
     "how",
     [
-        pytest.param("sys.exit", marks=FINALIZING_ABORT),
+        "sys.exit",
         "os._exit",
-        pytest.param("main_returns", marks=FINALIZING_ABORT),
+        "main_returns",
     ],
 )
 def test_process_exits_with_io_in_flight(tmp_path: Path, how: str) -> None:

@@ -79,8 +79,8 @@ mod _core {
 
     /// The `atexit` hook: marks the interpreter as shutting down (see runtime.rs).
     #[pyfunction]
-    fn _note_exiting() {
-        super::runtime::note_exiting();
+    fn _note_exiting(py: Python<'_>) {
+        super::runtime::note_exiting(py);
     }
 
     #[pymodule_init]

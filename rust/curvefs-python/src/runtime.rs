@@ -95,10 +95,22 @@ pub fn get() -> PyResult<&'static Runtime> {
 
 /// Set by an `atexit` hook: the interpreter is shutting down.
 static EXITING: AtomicBool = AtomicBool::new(false);
+/// Threads between the end of their wait and having the GIL back.
+static REATTACHING: AtomicUsize = AtomicUsize::new(0);
 
-/// Called at interpreter exit (registered with `atexit` at import).
-pub fn note_exiting() {
-    EXITING.store(true, Ordering::Release);
+/// The `atexit` hook (registered at import). Before Python 3.14 a thread that takes the
+/// GIL once finalization has begun is ended with `pthread_exit`, and that forced unwind
+/// through PyO3's frames aborts the process. So from here on a thread that finishes a
+/// wait parks instead of re-attaching, and the ones already on their way back get the
+/// GIL now, while that is still safe (at most 1 s is spent waiting for them).
+pub fn note_exiting(py: Python<'_>) {
+    EXITING.store(true, Ordering::SeqCst);
+    py.detach(|| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(1);
+        while REATTACHING.load(Ordering::SeqCst) > 0 && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    });
 }
 
 /// False once the interpreter is shutting down: runtime threads must not call into
@@ -107,13 +119,15 @@ pub fn python_alive() -> bool {
     !EXITING.load(Ordering::Acquire)
 }
 
-/// A thread other than the main one that finishes a wait while the interpreter exits
-/// never re-attaches: before Python 3.14, a thread taking the GIL during finalization is
-/// ended with `pthread_exit`, whose forced unwind through our frames aborts the process.
-/// Such a thread (a daemon thread; non-daemon ones were joined before `atexit`) sleeps
-/// until the process ends instead.
-fn park_if_exiting() {
-    if !python_alive() && !on_main_thread() {
+/// Called by a thread (not the main one) whose wait is over, before it re-attaches:
+/// counts it as re-attaching, or, once the interpreter exits, parks it for good (a daemon
+/// thread; non-daemon ones were joined before `atexit`). The order of the counter and the
+/// flag pairs with `note_exiting`: either the hook sees this thread coming back and waits
+/// for it, or this thread sees the flag and never re-attaches.
+fn begin_reattach() {
+    REATTACHING.fetch_add(1, Ordering::SeqCst);
+    if EXITING.load(Ordering::SeqCst) {
+        REATTACHING.fetch_sub(1, Ordering::SeqCst);
         loop {
             std::thread::park();
         }
@@ -155,11 +169,13 @@ where
 {
     let rt = get()?;
     if !on_main_thread() {
-        return Ok(py.detach(|| {
+        let out = py.detach(|| {
             let out = rt.block_on(fut);
-            park_if_exiting();
+            begin_reattach();
             out
-        }));
+        });
+        REATTACHING.fetch_sub(1, Ordering::SeqCst);
+        return Ok(out);
     }
     py.detach(|| {
         rt.block_on(async {
