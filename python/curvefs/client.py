@@ -440,8 +440,8 @@ class Volume(io.RawIOBase):
         raise io.UnsupportedOperation("Curve volumes cannot be truncated; use Client.extend")
 
     def _clamp(self, offset: int, length: int) -> int:
-        if offset < 0 or length < 0:
-            raise ValueError("offset and length must be non-negative")
+        """How much of ``length`` bytes at ``offset`` lies inside the volume."""
+        self._check_span(offset, length)
         return max(0, min(length, self.size - offset))
 
     def pread(self, length: int, offset: int) -> bytes:

@@ -18,11 +18,11 @@
 //! - Listdir of a file: UNKNOWN (kNotDirectory maps to -100 upstream; kept).
 
 use std::collections::HashMap;
-
-use bytes::Bytes;
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use bytes::Bytes;
 
 use curve_proto::mds::FileType;
 
@@ -107,11 +107,6 @@ impl Client {
                 files: FdTable::default(),
             }),
         }
-    }
-
-    /// What this client's calls and open files share.
-    pub fn context(&self) -> &Arc<Context> {
-        &self.core.ctx
     }
 
     pub fn config(&self) -> &ClientConfig {

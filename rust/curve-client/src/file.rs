@@ -164,17 +164,13 @@ impl OpenFile {
 
     /// The file's length as last seen (at open, or by a refresh since).
     pub fn known_length(&self) -> u64 {
-        self.length()
+        lock(&self.dynamic).length
     }
 
     /// The `sn` and `epoch` a WriteChunk carries now.
     pub fn write_sn_and_epoch(&self) -> (u64, u64) {
         let d = lock(&self.dynamic);
         (d.seq_num, d.epoch)
-    }
-
-    fn length(&self) -> u64 {
-        lock(&self.dynamic).length
     }
 
     fn adopt(&self, info: &FileInfo) {
@@ -192,14 +188,7 @@ impl OpenFile {
 
     /// Re-reads the file's info from the MDS (BACKWARD, or IO past the known length).
     pub async fn refresh_info(&self) -> Result<()> {
-        let info = self.ctx.mds.get_file_info(&self.path, &self.user).await?;
-        if self.replaced_by(&info) {
-            let why = "the file was replaced by another inode";
-            self.disable(why);
-            return Err(self.disabled_error(why));
-        }
-        self.adopt(&info);
-        Ok(())
+        self.stat().await.map(|_| ())
     }
 
     /// True if `info` names another inode than the one opened (an absent id says nothing).
@@ -266,11 +255,11 @@ impl OpenFile {
         let end = offset
             .checked_add(len)
             .ok_or_else(|| Error::failed("offset + length overflows"))?;
-        if end <= self.length() {
+        if end <= self.known_length() {
             return Ok(());
         }
         self.refresh_info().await?;
-        let length = self.length();
+        let length = self.known_length();
         if end <= length {
             return Ok(());
         }

@@ -8,7 +8,7 @@
 
 use bytes::Bytes;
 use pyo3::buffer::PyBuffer;
-use pyo3::exceptions::{PyBufferError, PyTypeError};
+use pyo3::exceptions::{PyBufferError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyMemoryView, PyString};
 
@@ -83,4 +83,18 @@ fn pin(owner: &Bound<'_, PyAny>, ptr: *const u8, len: usize) -> Bytes {
         ptr,
         len,
     })
+}
+
+/// A writable C-contiguous byte view of a buffer the caller passed in, to fill in place.
+pub fn writable(obj: &Bound<'_, PyAny>) -> PyResult<PyBuffer<u8>> {
+    let buf = PyBuffer::<u8>::get(obj).map_err(|_| {
+        PyTypeError::new_err("expected a bytes-like object of unsigned bytes (format 'B')")
+    })?;
+    if !buf.is_c_contiguous() {
+        return Err(PyValueError::new_err("the buffer must be C-contiguous"));
+    }
+    if buf.readonly() {
+        return Err(PyTypeError::new_err("the buffer is read-only"));
+    }
+    Ok(buf)
 }

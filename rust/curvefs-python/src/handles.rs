@@ -6,8 +6,7 @@
 use std::sync::Arc;
 
 use curve_client::{Client, ClientConfig, CreateOptions, FileStat, OpenFile, UserInfo};
-use pyo3::buffer::PyBuffer;
-use pyo3::exceptions::{PyTypeError, PyValueError};
+use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
@@ -199,7 +198,6 @@ impl ClientHandle {
     /// `(loop, future, resolve)`.
     fn call_async(
         &self,
-        py: Python<'_>,
         op: &str,
         args: &Bound<'_, pyo3::types::PyTuple>,
         waiter: &Bound<'_, PyAny>,
@@ -210,7 +208,7 @@ impl ClientHandle {
         let n = |i: usize| -> PyResult<u64> { args.get_item(i)?.extract() };
         macro_rules! go {
             ($what:expr, $fut:expr, $conv:expr) => {
-                spawn_resolving(py, waiter, $what, $fut, $conv)
+                spawn_resolving(waiter, $what, $fut, $conv)
             };
         }
         match op {
@@ -342,20 +340,6 @@ impl Drop for VolumeHandle {
     }
 }
 
-/// A C-contiguous byte view of a buffer the caller passed in.
-fn contiguous(obj: &Bound<'_, PyAny>, writable: bool) -> PyResult<PyBuffer<u8>> {
-    let buf = PyBuffer::<u8>::get(obj).map_err(|_| {
-        PyTypeError::new_err("expected a bytes-like object of unsigned bytes (format 'B')")
-    })?;
-    if !buf.is_c_contiguous() {
-        return Err(PyValueError::new_err("the buffer must be C-contiguous"));
-    }
-    if writable && buf.readonly() {
-        return Err(PyTypeError::new_err("the buffer is read-only"));
-    }
-    Ok(buf)
-}
-
 #[pymethods]
 impl VolumeHandle {
     /// Reads exactly `length` bytes at `offset`, written once into the returned bytes.
@@ -377,7 +361,7 @@ impl VolumeHandle {
 
     /// Fills `buffer` (any writable C-contiguous buffer) from `offset` in place.
     fn preadinto(&self, py: Python<'_>, buffer: &Bound<'_, PyAny>, offset: u64) -> PyResult<usize> {
-        let buf = contiguous(buffer, true)?;
+        let buf = buffers::writable(buffer)?;
         let len = buf.len_bytes();
         // SAFETY: the buffer is C-contiguous and writable (checked above) and spans
         // `len_bytes` bytes from `buf_ptr`; `buf` keeps the export alive and the memory
@@ -429,7 +413,6 @@ impl VolumeHandle {
 
     fn discard_async(
         &self,
-        py: Python<'_>,
         offset: u64,
         length: u64,
         waiter: &Bound<'_, PyAny>,
@@ -437,7 +420,6 @@ impl VolumeHandle {
         let file = self.file.clone();
         let what = format!("discard {} at {offset}", file.path);
         spawn_resolving(
-            py,
             waiter,
             what,
             async move { file.discard(offset, length).await },
@@ -447,7 +429,6 @@ impl VolumeHandle {
 
     fn write_zeroes_async(
         &self,
-        py: Python<'_>,
         offset: u64,
         length: u64,
         waiter: &Bound<'_, PyAny>,
@@ -455,7 +436,6 @@ impl VolumeHandle {
         let file = self.file.clone();
         let what = format!("write_zeroes {} at {offset}", file.path);
         spawn_resolving(
-            py,
             waiter,
             what,
             async move { file.write_zeroes(offset, length).await },
@@ -485,7 +465,6 @@ impl VolumeHandle {
     /// Starts a read of `length` bytes at `offset` (checked against the end first).
     fn pread_async(
         &self,
-        py: Python<'_>,
         length: usize,
         offset: u64,
         waiter: &Bound<'_, PyAny>,
@@ -493,7 +472,6 @@ impl VolumeHandle {
         let file = self.file.clone();
         let what = format!("read {} at {offset}", file.path);
         spawn_resolving(
-            py,
             waiter,
             what,
             async move {
@@ -510,16 +488,14 @@ impl VolumeHandle {
     /// holds until it ends or is cancelled.
     fn preadinto_async(
         &self,
-        py: Python<'_>,
         buffer: &Bound<'_, PyAny>,
         offset: u64,
         waiter: &Bound<'_, PyAny>,
     ) -> PyResult<TaskHandle> {
-        let buf = contiguous(buffer, true)?;
+        let buf = buffers::writable(buffer)?;
         let file = self.file.clone();
         let what = format!("read {} at {offset}", file.path);
         spawn_resolving(
-            py,
             waiter,
             what,
             async move {
@@ -541,7 +517,6 @@ impl VolumeHandle {
     /// Starts a write of `data`, which stays referenced (not copied) until the write ends.
     fn pwrite_async(
         &self,
-        py: Python<'_>,
         data: &Bound<'_, PyAny>,
         offset: u64,
         waiter: &Bound<'_, PyAny>,
@@ -551,7 +526,6 @@ impl VolumeHandle {
         let file = self.file.clone();
         let what = format!("write {} at {offset}", file.path);
         spawn_resolving(
-            py,
             waiter,
             what,
             async move { file.pwrite(offset, bytes).await.map(|()| len) },
@@ -601,7 +575,6 @@ type Outcome = PyResult<Py<PyAny>>;
 /// Spawns `fut`; when it ends, `convert` turns its value into a Python object (with the
 /// GIL) and `resolve(future, ok, value)` runs on the event loop's thread.
 fn spawn_resolving<T, F, C>(
-    py: Python<'_>,
     waiter: &Bound<'_, PyAny>,
     what: String,
     fut: F,
@@ -614,7 +587,6 @@ where
 {
     let rt = runtime::get()?;
     let (event_loop, future, resolve) = waiter.extract::<(Py<PyAny>, Py<PyAny>, Py<PyAny>)>()?;
-    let _ = py;
     let task = rt.spawn(async move {
         let out = fut.await;
         if !runtime::python_alive() {
