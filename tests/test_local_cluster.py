@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import json
 import os
 import socket
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -145,6 +147,23 @@ def test_a_temporary_cluster_keeps_its_log_tails() -> None:
     assert "chunkserver 3 stopped" in cluster.log_tail("chunkserver-3")
 
 
+@contextlib.contextmanager
+def _volume(cluster: LocalCluster) -> Iterator[tuple[curvefs.CBDClient, int]]:
+    """A CBDClient on ``cluster`` and the fd of a new 10 GiB volume, closed after."""
+    user = curvefs.UserInfo_t()
+    user.owner = "curve"
+    cbd = curvefs.CBDClient()
+    assert cbd.Init(cluster.conf_path) == 0
+    assert cbd.Create("/v", user, 10 << 30) == 0
+    fd = cbd.Open("/v", user)
+    assert fd >= 0
+    try:
+        yield cbd, fd
+    finally:
+        cbd.Close(fd)
+        cbd.UnInit()
+
+
 def _chunk_file_flags(pid: int) -> list[int]:
     """The open flags of every chunk file that process ``pid`` holds open."""
     flags = []
@@ -162,13 +181,8 @@ def _chunk_file_flags(pid: int) -> list[int]:
 
 @pytest.mark.parametrize("chunk_fsync", [False, True])
 def test_chunk_fsync_opens_chunk_files_synchronous(tmp_path: Path, chunk_fsync: bool) -> None:
-    user = curvefs.UserInfo_t()
-    user.owner = "curve"
-    with LocalCluster(tmp_path / "c", copysets=1, chunk_fsync=chunk_fsync) as cluster:
-        cbd = curvefs.CBDClient()
-        assert cbd.Init(cluster.conf_path) == 0
-        assert cbd.Create("/v", user, 10 << 30) == 0
-        fd = cbd.Open("/v", user)
+    cluster = LocalCluster(tmp_path / "c", copysets=1, chunk_fsync=chunk_fsync)
+    with cluster, _volume(cluster) as (cbd, fd):
         data = os.urandom(64 << 10)
         assert cbd.Write(fd, data, 0, len(data)) == len(data)
         assert cbd.Read(fd, bytearray(len(data)), 0, len(data)) == data
@@ -177,18 +191,11 @@ def test_chunk_fsync_opens_chunk_files_synchronous(tmp_path: Path, chunk_fsync: 
             flags = _chunk_file_flags(cluster.pid(f"chunkserver-{cs_id}"))
             assert flags, f"chunkserver {cs_id} holds no chunk file open"
             assert all(bool(f & os.O_DSYNC) == chunk_fsync for f in flags), (cs_id, flags)
-        cbd.Close(fd)
-        cbd.UnInit()
 
 
 def test_transfer_leader_moves_leadership_and_it_stays(tmp_path: Path) -> None:
-    user = curvefs.UserInfo_t()
-    user.owner = "curve"
-    with LocalCluster(tmp_path / "c", copysets=1) as cluster:
-        cbd = curvefs.CBDClient()
-        assert cbd.Init(cluster.conf_path) == 0
-        assert cbd.Create("/v", user, 10 << 30) == 0
-        fd = cbd.Open("/v", user)
+    cluster = LocalCluster(tmp_path / "c", copysets=1)
+    with cluster, _volume(cluster) as (cbd, fd):
         before = os.urandom(16 << 10)
         assert cbd.Write(fd, before, 0, len(before)) == len(before)
         leader = cluster.copyset_leader(1)
@@ -208,5 +215,3 @@ def test_transfer_leader_moves_leadership_and_it_stays(tmp_path: Path) -> None:
             cluster.transfer_leader(1, 99)
         cluster.transfer_leader(1, leader, timeout=20)
         assert cluster.copyset_leader(1) == leader
-        cbd.Close(fd)
-        cbd.UnInit()

@@ -221,6 +221,19 @@ impl Cluster {
 }
 
 impl Cluster {
+    /// The leader address (PeerId text) that server `i` names for the copyset, if any.
+    pub async fn named_leader(&self, i: usize, copyset_id: u32) -> Option<String> {
+        let mut cli = self.cli_client(i).await.ok()?;
+        cli.get_leader(curve_proto::chunkserver::GetLeaderRequest2 {
+            logic_pool_id: POOL,
+            copyset_id,
+            peer: None,
+        })
+        .await
+        .ok()
+        .and_then(|r| r.into_inner().leader.address)
+    }
+
     /// Waits (up to 15 s) until every server in `on` names one of them as the copyset's
     /// leader; returns it.
     pub async fn leader_among(
@@ -232,18 +245,7 @@ impl Cluster {
         loop {
             let mut named = Vec::new();
             for &i in on {
-                let answer = match self.cli_client(i).await {
-                    Ok(mut cli) => cli
-                        .get_leader(curve_proto::chunkserver::GetLeaderRequest2 {
-                            logic_pool_id: POOL,
-                            copyset_id,
-                            peer: None,
-                        })
-                        .await
-                        .ok()
-                        .and_then(|r| r.into_inner().leader.address),
-                    Err(_) => None,
-                };
+                let answer = self.named_leader(i, copyset_id).await;
                 named.push(answer);
             }
             let agreed = on.iter().copied().find(|&l| {
@@ -275,18 +277,7 @@ impl Cluster {
         loop {
             let mut settled = true;
             for &i in on {
-                let answer = match self.cli_client(i).await {
-                    Ok(mut cli) => cli
-                        .get_leader(curve_proto::chunkserver::GetLeaderRequest2 {
-                            logic_pool_id: POOL,
-                            copyset_id,
-                            peer: None,
-                        })
-                        .await
-                        .ok()
-                        .and_then(|r| r.into_inner().leader.address),
-                    Err(_) => None,
-                };
+                let answer = self.named_leader(i, copyset_id).await;
                 settled &= answer.as_deref() == Some(expected.as_str());
             }
             if settled {
