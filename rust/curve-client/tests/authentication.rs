@@ -111,7 +111,6 @@ async fn every_call(c: &Client, u: &UserInfo, dir: &str) -> Vec<(&'static str, O
     note("change_owner", c.change_owner(&moved, "carol", u).await);
     note("unlink", c.unlink(&moved, u).await);
     note("recover", c.recover(&moved, u, 0).await);
-    drop(note);
     codes
 }
 
