@@ -18,10 +18,11 @@ type HmacSha256 = Hmac<Sha256>;
 /// with kOwnerAuthFail; a valid root signature skips every ownership check.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Check {
-    /// `CheckPathOwner`: the caller owns every directory above the path; "/" itself is
-    /// refused. The entry need not exist (it is about to be created).
+    /// `CheckPathOwner`: the caller owns every directory above the path (a user naming "/"
+    /// itself is refused). The entry need not exist (it is about to be created).
     PathOwner,
-    /// `CheckFileOwner`: every directory above the path and the entry, which must exist.
+    /// `CheckFileOwner`: every directory above the path and the entry, which must exist
+    /// (again "/" is root's only).
     FileOwner,
     /// `CheckFileOwner` on the old path, then `CheckDestinationOwner` on the new one (the
     /// new entry, if it exists, must be the caller's too).
