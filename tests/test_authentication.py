@@ -1,5 +1,6 @@
 """Upstream's authentication through the Python APIs and the commands, against a real local
-cluster: every call that reaches the MDS, made by each caller the MDS must refuse (a wrong
+cluster: every call that reaches the MDS (the ``Client`` calls with their asyncio twins),
+made by each caller the MDS must refuse (a wrong
 root password, root without one, another owner, an owner differing only in case), gives
 AUTHFAIL (-4) or ``CurveAuthError`` and leaves the namespace as it was; the same calls by
 the owner and by root with its password succeed. The core stamps the date and computes the
@@ -8,9 +9,10 @@ Python: ``rust/curve-mds/tests/authentication.rs`` sends those as raw requests."
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 
 import pytest
@@ -185,6 +187,41 @@ CLIENT_CALLS: list[tuple[str, ClientCall]] = [
 ]
 
 
+async def _open_async(c: curvefs.Client, path: str) -> None:
+    (await c.open_async(path)).close()
+
+
+AsyncClientCall = Callable[[curvefs.Client, Tree], Awaitable[object]]
+
+# The asyncio twins of the same calls.
+ASYNC_CALLS: list[tuple[str, AsyncClientCall]] = [
+    ("create_async", lambda c, t: c.create_async(f"{t.top}/new", 10 * GiB)),
+    ("mkdir_async", lambda c, t: c.mkdir_async(f"{t.top}/newdir")),
+    ("stat_async", lambda c, t: c.stat_async(t.vol)),
+    ("extend_async", lambda c, t: c.extend_async(t.vol, 20 * GiB)),
+    ("listdir_async", lambda c, t: c.listdir_async(t.top)),
+    ("open_async", lambda c, t: _open_async(c, t.vol)),
+    ("rename_async", lambda c, t: c.rename_async(t.vol, f"{t.top}/vol2")),
+    ("change_owner_async", lambda c, t: c.change_owner_async(t.vol, "carol")),
+    ("remove_async", lambda c, t: c.remove_async(t.vol)),
+    ("rmdir_async", lambda c, t: c.rmdir_async(t.sub)),
+    ("recover_async", lambda c, t: c.recover_async(t.gone)),
+]
+
+
+async def _raised_async(
+    client: curvefs.Client, tree: Tree
+) -> dict[str, type[BaseException] | None]:
+    out: dict[str, type[BaseException] | None] = {}
+    for name, call in ASYNC_CALLS:
+        try:
+            await call(client, tree)
+            out[name] = None
+        except curvefs.CurveError as e:
+            out[name] = type(e)
+    return out
+
+
 def _raised(call: ClientCall, client: curvefs.Client, tree: Tree) -> type[BaseException] | None:
     try:
         call(client, tree)
@@ -201,6 +238,8 @@ def test_client_raises_permission_error(
     before = _namespace(cbd, cluster)
     with curvefs.Client(cluster.conf_path, user=user.owner, password=user.password) as client:
         raised = {name: _raised(call, client, tree) for name, call in CLIENT_CALLS}
+        raised |= asyncio.run(_raised_async(client, tree))
+    assert len(raised) == len(CLIENT_CALLS) + len(ASYNC_CALLS)
     assert raised == dict.fromkeys(raised, curvefs.CurveAuthError)
     assert issubclass(curvefs.CurveAuthError, PermissionError)
     assert _namespace(cbd, cluster) == before
