@@ -1,11 +1,11 @@
 """Upstream's authentication through the Python APIs and the commands, against a real local
 cluster: every call that reaches the MDS (the ``Client`` calls with their asyncio twins),
-made by each caller the MDS must refuse (a wrong
-root password, root without one, another owner, an owner differing only in case), gives
-AUTHFAIL (-4) or ``CurveAuthError`` and leaves the namespace as it was; the same calls by
-the owner and by root with its password succeed. The core stamps the date and computes the
-signature itself, so stale and future dates and forged signatures cannot be sent from
-Python: ``rust/curve-mds/tests/authentication.rs`` sends those as raw requests."""
+made by each caller the MDS must refuse (a wrong root password, root without one, another
+owner, an owner differing only in case), gives AUTHFAIL (-4) or ``CurveAuthError`` and
+leaves the namespace as it was; the same calls by the owner and by root with its password
+succeed. The core stamps the date and computes the signature itself, so stale and future
+dates and forged signatures cannot be sent from Python: ``rust/curve-mds/tests/
+authentication.rs`` sends those as raw requests."""
 
 from __future__ import annotations
 
