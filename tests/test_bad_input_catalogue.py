@@ -153,6 +153,53 @@ CATALOGUE: list[Case] = [
         lambda e: e.cbd.ChangeOwner(e.path, "eve", ROOT_WRONG),
         AUTHFAIL,
     ),
+    # Authentication (the MDS's refusals; dates and signatures: rust/curve-mds/tests).
+    Case(
+        "Create with a wrong root password",
+        lambda e: e.cbd.Create("/root-made", ROOT_WRONG, 10 * GiB),
+        AUTHFAIL,
+    ),
+    Case("Open as another owner", lambda e: e.cbd.Open(e.path, make_user("eve")), AUTHFAIL),
+    Case(
+        "Unlink as root without a password",
+        lambda e: e.cbd.Unlink(e.path, make_user("root")),
+        AUTHFAIL,
+    ),
+    Case(
+        "Rename as another owner",
+        lambda e: e.cbd.Rename(make_user("eve"), e.path, "/eve-took-it"),
+        AUTHFAIL,
+    ),
+    Case(
+        "Client.listdir with a wrong root password",
+        lambda e: curvefs.Client(e.cluster.conf_path, user="root", password="x").listdir("/"),
+        PermissionError,
+    ),
+    # Paths that could point elsewhere: refused before any RPC.
+    Case(
+        "Open through '/RecycleBin/..'",
+        lambda e: e.cbd.Open("/RecycleBin/../catalogue-vol", U),
+        PARAM_ERROR,
+    ),
+    Case("Rename to a path with '//'", lambda e: e.cbd.Rename(U, e.path, "/a//b"), PARAM_ERROR),
+    Case("Unlink of '/.'", lambda e: e.cbd.Unlink("/.", U), PARAM_ERROR),
+    Case(
+        "Extend of a path with a trailing '/'",
+        lambda e: e.cbd.Extend(e.path + "/", U, 20 * GiB),
+        PARAM_ERROR,
+    ),
+    Case("Recover of a NUL path", lambda e: e.cbd.Recover("/x\x00y", U), PARAM_ERROR),
+    Case(
+        "Create of a path over 4096 bytes",
+        lambda e: e.cbd.Create("/" + "/".join(["d" * 200] * 21), U, 10 * GiB),
+        PARAM_ERROR,
+    ),
+    Case("Listdir of '//' raises", lambda e: e.cbd.Listdir("//", U), curvefs.CurveParamError),
+    Case(
+        "Client.open of a '..' path",
+        lambda e: e.client.open("/x/../catalogue-vol"),
+        ValueError,
+    ),
     Case(
         "DeleteForce outside /RecycleBin",
         lambda e: e.cbd.DeleteForce(e.path, make_user("root", "root_password")),

@@ -1,7 +1,8 @@
 //! Curve's request authentication as the MDS performs it (reference §9): the `date` must be
 //! fresh, the `owner` non-empty, and the root user must prove the root password with
-//! Base64(HMAC-SHA256(password, `"<date>:<owner>"`)). Ownership of paths is checked by the
-//! namespace, not here; this module only decides who the caller is.
+//! Base64(HMAC-SHA256(password, `"<date>:<owner>"`)). [`METHODS`] says which check each
+//! method gets; the namespace walks the paths those checks name. This module only decides
+//! who the caller is.
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
@@ -10,6 +11,61 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
 type HmacSha256 = Hmac<Sha256>;
+
+/// How upstream's `NameSpaceService` authenticates a method (src/mds/nameserver2/curvefs.cpp).
+/// Every check but [`Check::None`] first refuses an empty owner, a date 15 s or more from
+/// the MDS's clock either way, and an owner named root without the root signature, each
+/// with kOwnerAuthFail; a valid root signature skips every ownership check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Check {
+    /// `CheckPathOwner`: the caller owns every directory above the path (a user naming "/"
+    /// itself is refused). The entry need not exist (it is about to be created).
+    PathOwner,
+    /// `CheckFileOwner`: every directory above the path and the entry, which must exist
+    /// (again "/" is root's only).
+    FileOwner,
+    /// `CheckFileOwner` on the old path, then `CheckDestinationOwner` on the new one (the
+    /// new entry, if it exists, must be the caller's too).
+    FileThenDestinationOwner,
+    /// Upstream first finds the recycled entry (a missing one is kFileNotExists for anyone),
+    /// then `CheckRecycleFileOwner` on it and `CheckDestinationOwner` on its original path.
+    RecycledFileOwner,
+    /// `CheckRootOwner`: the caller must be root, signed, whatever the path.
+    RootOwner,
+    /// Not authenticated upstream: the requests carry no owner, date or signature.
+    None,
+}
+
+/// The one table of which method authenticates how: every method the local MDS serves, by
+/// (service, method), in the order of Curve's protos. Upstream's snapshot, clone, throttle
+/// and cluster-listing methods are not served here; upstream leaves GetAllocatedSize,
+/// GetFileSize, ListClient, FindFileMountPoint and ListVolumesOnCopysets unauthenticated.
+pub const METHODS: &[(&str, &str, Check)] = &[
+    (CURVEFS, "CreateFile", Check::PathOwner),
+    (CURVEFS, "DeleteFile", Check::FileOwner),
+    (CURVEFS, "RecoverFile", Check::RecycledFileOwner),
+    (CURVEFS, "GetFileInfo", Check::FileOwner),
+    (CURVEFS, "GetOrAllocateSegment", Check::FileOwner),
+    (CURVEFS, "DeAllocateSegment", Check::FileOwner),
+    (CURVEFS, "RenameFile", Check::FileThenDestinationOwner),
+    (CURVEFS, "ExtendFile", Check::FileOwner),
+    (CURVEFS, "ChangeOwner", Check::RootOwner),
+    (CURVEFS, "ListDir", Check::FileOwner),
+    (CURVEFS, "OpenFile", Check::FileOwner),
+    (CURVEFS, "CloseFile", Check::FileOwner),
+    (CURVEFS, "RefreshSession", Check::FileOwner),
+    (CURVEFS, "IncreaseFileEpoch", Check::FileOwner),
+    (TOPOLOGY, "GetChunkServerListInCopySets", Check::None),
+    (TOPOLOGY, "GetClusterInfo", Check::None),
+    (TOPOLOGY, "GetChunkServer", Check::None),
+    (TOPOLOGY, "ListChunkServer", Check::None),
+    (TOPOLOGY, "ListPoolset", Check::None),
+];
+
+/// The namespace service's full name on the wire.
+pub const CURVEFS: &str = "curve.mds.CurveFSService";
+/// The topology service's full name on the wire.
+pub const TOPOLOGY: &str = "curve.mds.topology.TopologyService";
 
 /// Who an authenticated request comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -138,6 +194,48 @@ mod tests {
         assert!(!verify("root_password", DATE + 1, "root", &s));
         assert!(!verify("root_password", DATE, "root", "not base64 !"));
         assert!(!verify("root_password", DATE, "root", ""));
+    }
+
+    #[test]
+    fn only_the_exact_string_verifies() {
+        // Upstream compares the Base64 text itself; decoding first must accept no other
+        // spelling of the same bytes.
+        let s = sign("root_password", DATE, "root");
+        let unpadded = s.trim_end_matches('=');
+        let url_safe = s.replace('+', "-").replace('/', "_");
+        for other in [
+            unpadded.to_owned(),
+            format!("{s}\n"),
+            format!(" {s}"),
+            format!("{unpadded}=="),
+            s.to_lowercase(),
+        ] {
+            assert!(!verify("root_password", DATE, "root", &other), "{other:?}");
+        }
+        if url_safe != s {
+            assert!(!verify("root_password", DATE, "root", &url_safe));
+        }
+        // The last character carries 2 spare bits: a different one decoding to the same
+        // bytes would be a second spelling.
+        let last = s.len() - 2;
+        let mut twin = s.clone().into_bytes();
+        twin[last] = if twin[last] == b'4' { b'5' } else { b'4' };
+        let twin = String::from_utf8(twin).unwrap_or_default();
+        assert!(!verify("root_password", DATE, "root", &twin), "{twin:?}");
+    }
+
+    #[test]
+    fn methods_table_is_whole() {
+        let names: Vec<_> = METHODS.iter().map(|(s, m, _)| (*s, *m)).collect();
+        let mut unique = names.clone();
+        unique.sort_unstable();
+        unique.dedup();
+        assert_eq!(unique.len(), names.len(), "each method once");
+        // Every namespace method authenticates (upstream: all but the listing ones, which
+        // are not served here); no topology method does.
+        for (service, method, check) in METHODS {
+            assert_eq!(*service == TOPOLOGY, *check == Check::None, "{method}");
+        }
     }
 
     #[test]

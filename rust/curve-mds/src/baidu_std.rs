@@ -14,11 +14,9 @@ use futures::future::BoxFuture;
 use prost::Message;
 use tonic::transport::server::TcpConnectInfo;
 
+use crate::auth::{CURVEFS, TOPOLOGY};
 use crate::service::CurveFsServiceImpl;
 use crate::topology::TopologyServiceImpl;
-
-const CURVEFS_SERVICE: &str = "curve.mds.CurveFSService";
-const TOPOLOGY_SERVICE: &str = "curve.mds.topology.TopologyService";
 
 pub(crate) struct BaiduStd {
     pub namespace: Arc<CurveFsServiceImpl>,
@@ -73,7 +71,7 @@ impl Dispatch for BaiduStd {
         let topo = self.topology.clone();
         Box::pin(async move {
             match r.service.as_str() {
-                CURVEFS_SERVICE => route!(r, ns, CURVEFS_SERVICE, {
+                CURVEFS => route!(r, ns, CURVEFS, {
                     "CreateFile" => create_file,
                     "DeleteFile" => delete_file,
                     "RecoverFile" => recover_file,
@@ -89,7 +87,7 @@ impl Dispatch for BaiduStd {
                     "RefreshSession" => refresh_session,
                     "IncreaseFileEpoch" => increase_file_epoch,
                 }),
-                TOPOLOGY_SERVICE => route!(r, topo, TOPOLOGY_SERVICE, {
+                TOPOLOGY => route!(r, topo, TOPOLOGY, {
                     "GetChunkServerListInCopySets" => get_chunk_server_list_in_copy_sets,
                     "GetClusterInfo" => get_cluster_info,
                     "GetChunkServer" => get_chunk_server,

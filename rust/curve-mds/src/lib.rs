@@ -34,7 +34,7 @@ mod service;
 mod store;
 mod topology;
 
-pub use auth::{sign, verify};
+pub use auth::{CURVEFS, Check, METHODS, TOPOLOGY, sign, verify};
 pub use store::store_path;
 
 /// A chunkserver as the MDS knows it (static in the local cluster).

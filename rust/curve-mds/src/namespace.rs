@@ -2,6 +2,8 @@
 //! checks, the recycle bin, segment allocation and file records. Each call is synchronous and
 //! runs on a blocking thread; each mutating call is one redb write transaction committed
 //! before it returns, so a call either happens entirely and durably or not at all.
+//! Each call authenticates as its row of [`crate::auth::METHODS`] says (the caller first,
+//! then the ownership walks), and `tests/authentication.rs` holds every row to it.
 
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};

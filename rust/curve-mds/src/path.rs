@@ -1,6 +1,9 @@
 //! Validation and splitting of Curve namespace paths (reference §13). A valid path is "/" or
-//! "/a/b/..." with non-empty components of at most 255 bytes; "." and ".." are refused because
-//! the MDS stores names literally and would otherwise create entries no client can address.
+//! "/a/b/..." with non-empty components of at most 255 bytes. "." and ".." are refused because
+//! the MDS stores names literally and would otherwise create entries no client can address,
+//! and so is NUL, which no C client can send (upstream's MDS accepts all three). Names are
+//! keys in the store and never become file-system paths, so nothing here can reach outside
+//! the namespace; these rules keep every entry addressable.
 
 /// Longest name of one path component, in bytes.
 pub(crate) const MAX_NAME_LEN: usize = 255;
@@ -12,9 +15,9 @@ pub(crate) fn components(path: &str) -> Option<Vec<&str>> {
         return Some(Vec::new());
     }
     let comps: Vec<&str> = rest.split('/').collect();
-    let valid = comps
-        .iter()
-        .all(|c| !c.is_empty() && *c != "." && *c != ".." && c.len() <= MAX_NAME_LEN);
+    let valid = comps.iter().all(|c| {
+        !c.is_empty() && *c != "." && *c != ".." && c.len() <= MAX_NAME_LEN && !c.contains('\0')
+    });
     valid.then_some(comps)
 }
 
@@ -41,7 +44,25 @@ mod tests {
     #[test]
     fn invalid_paths() {
         for p in [
-            "", "a", "a/b", "//", "/a/", "/a//b", "/.", "/..", "/a/./b", "/a/../b", "/a/b/",
+            "",
+            "a",
+            "a/b",
+            "//",
+            "/a/",
+            "/a//b",
+            "/.",
+            "/..",
+            "/a/./b",
+            "/a/../b",
+            "/a/b/",
+            "./a",
+            "../a",
+            "//a",
+            "/../RecycleBin",
+            "/RecycleBin/..",
+            "/a\0b",
+            "/\0",
+            " /a",
         ] {
             assert_eq!(components(p), None, "{p:?} must be refused");
         }

@@ -13,31 +13,6 @@ use proptest::prelude::*;
 use proptest::strategy::ValueTree;
 use proptest::test_runner::{Config, TestRunner};
 
-const METHODS: &[(&str, &str)] = &[
-    ("curve.mds.CurveFSService", "CreateFile"),
-    ("curve.mds.CurveFSService", "DeleteFile"),
-    ("curve.mds.CurveFSService", "RecoverFile"),
-    ("curve.mds.CurveFSService", "GetFileInfo"),
-    ("curve.mds.CurveFSService", "GetOrAllocateSegment"),
-    ("curve.mds.CurveFSService", "DeAllocateSegment"),
-    ("curve.mds.CurveFSService", "RenameFile"),
-    ("curve.mds.CurveFSService", "ExtendFile"),
-    ("curve.mds.CurveFSService", "ChangeOwner"),
-    ("curve.mds.CurveFSService", "ListDir"),
-    ("curve.mds.CurveFSService", "OpenFile"),
-    ("curve.mds.CurveFSService", "CloseFile"),
-    ("curve.mds.CurveFSService", "RefreshSession"),
-    ("curve.mds.CurveFSService", "IncreaseFileEpoch"),
-    (
-        "curve.mds.topology.TopologyService",
-        "GetChunkServerListInCopySets",
-    ),
-    ("curve.mds.topology.TopologyService", "GetClusterInfo"),
-    ("curve.mds.topology.TopologyService", "GetChunkServer"),
-    ("curve.mds.topology.TopologyService", "ListChunkServer"),
-    ("curve.mds.topology.TopologyService", "ListPoolset"),
-];
-
 /// Protobuf-ish bytes: valid keys with random values often enough to reach the handlers.
 fn payload() -> impl Strategy<Value = Vec<u8>> {
     prop_oneof![
@@ -80,10 +55,10 @@ async fn arbitrary_requests_never_break_the_mds() {
     // Cases drawn from the strategy (deterministic seed), sent one by one on the runtime:
     // the property is the server's, so no shrinking is needed to read a failure.
     let mut runner = TestRunner::new(Config::default());
-    let strategy = (0..METHODS.len(), payload());
+    let strategy = (0..curve_mds::METHODS.len(), payload());
     for _ in 0..200 {
         let (m, bytes) = strategy.new_tree(&mut runner).expect("generates").current();
-        let (service, method) = METHODS[m];
+        let (service, method, _) = curve_mds::METHODS[m];
         let r = ch
             .call(
                 service,
