@@ -43,6 +43,7 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, Phase, seed, settings
 from hypothesis import strategies as st
+from hypothesis.errors import FlakyStrategyDefinition
 from hypothesis.stateful import (
     RuleBasedStateMachine,
     initialize,
@@ -69,7 +70,8 @@ NAMES = ("a", "b", "c", "d")
 
 STEPS = int(os.environ.get("CURVEFS_MODEL_STEPS", "2000"))
 STEPS_PER_EXAMPLE = 100
-MAX_ROUNDS = 5
+ROUND_EXAMPLES = 20
+MAX_ROUNDS = 4 + 2 * -(-STEPS // (ROUND_EXAMPLES * STEPS_PER_EXAMPLE))
 COPYSETS = 6
 
 OK = 0
@@ -330,6 +332,7 @@ class Run:
     seed: int
     tag: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
     round: int = 0
+    rounds_cut: int = 0
     steps: int = 0
     examples: int = 0
     ios: Counter[str] = field(default_factory=Counter)
@@ -375,6 +378,7 @@ class VolumeModel(RuleBasedStateMachine):
         self.handles: list[Handle] = []
         self.step = 0
         self.recent: deque[str] = deque(maxlen=30)
+        self.failed = False
         assert r.cbd.Mkdir(self.dir, r.user) == OK
 
     def path(self, name: str) -> str:
@@ -395,6 +399,7 @@ class VolumeModel(RuleBasedStateMachine):
         try:
             yield
         except BaseException as e:
+            self.failed = True
             e.add_note(
                 f"model run: CURVEFS_MODEL_SEED={r.seed}, round {r.round}, example "
                 f"{r.examples}, its step {self.step}, run step {r.steps}: {what}\n"
@@ -569,6 +574,51 @@ class VolumeModel(RuleBasedStateMachine):
         op = self._op(h, False, window, start, length, False, 0)
         with self._step(repr(op)):
             self._one(op)
+
+    @precondition(lambda self: any(h.api == "py" for h in self.handles))
+    @rule(
+        pick=pick_st,
+        window=st.integers(0, 3),
+        start=st.integers(0, WINDOW - 1),
+        length=st.integers(1, 2 * MAX_IO),
+        discard=st.booleans(),
+    )
+    def zero(self, pick: int, window: int, start: int, length: int, discard: bool) -> None:
+        """Volume.write_zeroes or Volume.discard (the same with discard.enable off)."""
+        h = self._handle(pick, "py")
+        assert h is not None and h.vol is not None
+        op = self._region(h, window, start, length, False)
+        what = "discard" if discard else "write_zeroes"
+        with self._step(f"{what}(h{h.serial} py {h.name} [{op.offset}, +{op.length}))"):
+            self.run.ios["zero"] += 1
+            want = self._model_zero(op)
+            call = h.vol.discard if discard else h.vol.write_zeroes
+            got = py_call(lambda: call(op.offset, op.length))
+            assert got == want, f"{what} returned {got}, the model says {want}"
+
+    def _model_zero(self, op: Op) -> int:
+        """The core's zero_range: a plain file's segments the fd sees as holes are
+        skipped (they read as zeros: to this fd), the rest written with zeros in pieces
+        that end on 1 MiB boundaries; a striped file is written with zeros throughout."""
+        h, f = op.handle, op.handle.file
+        end = op.offset + op.length
+        if end > f.length:
+            return FAILED
+        at = op.offset
+        while at < end:
+            seg_end = min(end, (at // SEGMENT + 1) * SEGMENT)
+            seg = at // SEGMENT
+            if not f.striped:
+                self._look_up(h, range(seg, seg + 1))
+            if f.striped or h.segments[seg]:
+                pos = at
+                while pos < seg_end:
+                    n = min(seg_end - pos, MiB - pos % MiB)
+                    piece = Op(h, True, pos, n, bytes(n))
+                    assert self._model(piece) == n
+                    pos += n
+            at = seg_end
+        return OK
 
     @precondition(lambda self: bool(self.handles))
     @rule(
@@ -977,6 +1027,8 @@ class VolumeModel(RuleBasedStateMachine):
             for h in self.handles:
                 self._close(h)
             self.handles.clear()
+            if self.failed:
+                return  # the failure is reported; a check of what it left would repeat it
             assert sorted(r.cbd.Listdir(self.dir, r.user)) == sorted(self.files)
             for name, f in self.files.items():
                 verify_file(r.cbd, r.user, self.path(name), f)
@@ -1053,27 +1105,35 @@ def model_run(model_cluster: LocalCluster, started: float) -> None:
     _settle_mds(started)
     VolumeModel.run = run
     try:
-        # Hypothesis ends an example early once its choices fill most of its buffer, so
-        # examples are run in rounds until the steps are done; round k draws from seed
-        # run_seed + k.
+        # Examples run in rounds of at most ROUND_EXAMPLES (a fresh hypothesis engine
+        # each; round k draws from seed run_seed + k) until the steps are done: hypothesis
+        # ends an example early once its choices fill most of its buffer.
         for k in range(MAX_ROUNDS):
             if run.steps >= STEPS:
                 break
             run.round = k
-            run_state_machine_as_test(
-                seed(run_seed + k)(VolumeModel),
-                settings=settings(
-                    max_examples=-(-(STEPS - run.steps) // STEPS_PER_EXAMPLE),
-                    stateful_step_count=STEPS_PER_EXAMPLE,
-                    deadline=None,
-                    # A live cluster cannot replay a failure exactly: no shrinking; the
-                    # failure's notes say where the run was.
-                    phases=[Phase.generate],
-                    database=None,
-                    suppress_health_check=list(HealthCheck),
-                    report_multiple_bugs=False,
-                ),
-            )
+            examples = min(ROUND_EXAMPLES, -(-(STEPS - run.steps) // STEPS_PER_EXAMPLE))
+            try:
+                run_state_machine_as_test(
+                    seed(run_seed + k)(VolumeModel),
+                    settings=settings(
+                        max_examples=examples,
+                        stateful_step_count=STEPS_PER_EXAMPLE,
+                        deadline=None,
+                        # A live cluster cannot replay a failure exactly: no shrinking;
+                        # the failure's notes say where the run was.
+                        phases=[Phase.generate],
+                        database=None,
+                        suppress_health_check=list(HealthCheck),
+                        report_multiple_bugs=False,
+                    ),
+                )
+            except FlakyStrategyDefinition as e:
+                # Hypothesis's own bookkeeping (a prefix of choices it saw before drew
+                # differently), not an answer of the cluster: every step it ran was
+                # checked. Seen once in a 10,000-step run; the next round goes on.
+                print(f"model run: round {k} ended by hypothesis: {e}", flush=True)
+                run.rounds_cut += 1
         run.faults.finish()
         took = time.monotonic() - started
         # The whole run once more, through a client that never saw it.
@@ -1091,7 +1151,7 @@ def model_run(model_cluster: LocalCluster, started: float) -> None:
             fresh.UnInit()
         assert run.steps >= STEPS, f"only {run.steps} of {STEPS} steps ran"
         figure("steps", run.steps)
-        figure("examples", f"{run.examples} in {run.round + 1} rounds")
+        figure("examples", f"{run.examples} in {run.round + 1} rounds, {run.rounds_cut} cut short")
         figure("faults", dict(run.faults.counts))
         figure("faults_planned_not_run", len(run.planned))
         figure("io", dict(run.ios))
