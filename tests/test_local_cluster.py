@@ -6,6 +6,7 @@ import gc
 import json
 import os
 import socket
+import time
 from pathlib import Path
 
 import pytest
@@ -142,3 +143,70 @@ def test_a_temporary_cluster_keeps_its_log_tails() -> None:
     assert not os.path.exists(data_dir)
     assert "MDS stopped" in cluster.log_tail("mds")
     assert "chunkserver 3 stopped" in cluster.log_tail("chunkserver-3")
+
+
+def _chunk_file_flags(pid: int) -> list[int]:
+    """The open flags of every chunk file that process ``pid`` holds open."""
+    flags = []
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+            with open(f"/proc/{pid}/fdinfo/{fd}", encoding="ascii") as f:
+                info = dict(line.split(":", 1) for line in f if ":" in line)
+        except OSError:
+            continue  # closed meanwhile
+        if "/copysets/" in target and Path(target).name.startswith("chunk_"):
+            flags.append(int(info["flags"].strip(), 8))
+    return flags
+
+
+@pytest.mark.parametrize("chunk_fsync", [False, True])
+def test_chunk_fsync_opens_chunk_files_synchronous(tmp_path: Path, chunk_fsync: bool) -> None:
+    user = curvefs.UserInfo_t()
+    user.owner = "curve"
+    with LocalCluster(tmp_path / "c", copysets=1, chunk_fsync=chunk_fsync) as cluster:
+        cbd = curvefs.CBDClient()
+        assert cbd.Init(cluster.conf_path) == 0
+        assert cbd.Create("/v", user, 10 << 30) == 0
+        fd = cbd.Open("/v", user)
+        data = os.urandom(64 << 10)
+        assert cbd.Write(fd, data, 0, len(data)) == len(data)
+        assert cbd.Read(fd, bytearray(len(data)), 0, len(data)) == data
+        # One copyset: every chunkserver holds the chunk, and keeps it open.
+        for cs_id in cluster.chunkserver_ids:
+            flags = _chunk_file_flags(cluster.pid(f"chunkserver-{cs_id}"))
+            assert flags, f"chunkserver {cs_id} holds no chunk file open"
+            assert all(bool(f & os.O_DSYNC) == chunk_fsync for f in flags), (cs_id, flags)
+        cbd.Close(fd)
+        cbd.UnInit()
+
+
+def test_transfer_leader_moves_leadership_and_it_stays(tmp_path: Path) -> None:
+    user = curvefs.UserInfo_t()
+    user.owner = "curve"
+    with LocalCluster(tmp_path / "c", copysets=1) as cluster:
+        cbd = curvefs.CBDClient()
+        assert cbd.Init(cluster.conf_path) == 0
+        assert cbd.Create("/v", user, 10 << 30) == 0
+        fd = cbd.Open("/v", user)
+        before = os.urandom(16 << 10)
+        assert cbd.Write(fd, before, 0, len(before)) == len(before)
+        leader = cluster.copyset_leader(1)
+        target = max(i for i in cluster.chunkserver_ids if i != leader)
+        cluster.transfer_leader(1, target, timeout=20)
+        assert cluster.copyset_leader(1) == target
+        # IO follows the new leader, and the old data is there.
+        assert cbd.Read(fd, bytearray(len(before)), 0, len(before)) == before
+        after = os.urandom(16 << 10)
+        assert cbd.Write(fd, after, 0, len(after)) == len(after)
+        # Earlier members ask for leadership back with every probe; a transferred
+        # leadership is not handed back.
+        time.sleep(2.5)
+        assert cluster.copyset_leader(1) == target
+        assert cbd.Read(fd, bytearray(len(after)), 0, len(after)) == after
+        with pytest.raises(ValueError):
+            cluster.transfer_leader(1, 99)
+        cluster.transfer_leader(1, leader, timeout=20)
+        assert cluster.copyset_leader(1) == leader
+        cbd.Close(fd)
+        cbd.UnInit()

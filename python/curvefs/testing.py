@@ -21,6 +21,7 @@ stay open), ``restart_mds`` and ``copyset_leader`` (asks the chunkservers' GetLe
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -238,6 +239,10 @@ class LocalCluster:
     ``transport`` is the wire that client.conf selects: ``"baidu_std"`` (brpc's protocol,
     what stock Curve servers speak, and what a client.conf without curvefs's keys gets) or
     ``"grpc"``; by default the ``CURVEFS_TRANSPORT`` environment variable, else baidu_std.
+
+    ``chunk_fsync=True`` makes the chunkservers put every write on stable storage before
+    they acknowledge it (chunk files opened ``O_DSYNC``, as upstream's, and their records
+    fsynced); by default a write survives a killed server but not a power cut.
     """
 
     def __init__(
@@ -250,6 +255,7 @@ class LocalCluster:
         mds_options: Mapping[str, int | str] | None = None,
         client_options: Mapping[str, str | int] | None = None,
         transport: str | None = None,
+        chunk_fsync: bool = False,
         start_timeout: float = 30.0,
     ) -> None:
         if chunkservers < 1:
@@ -267,6 +273,7 @@ class LocalCluster:
         self._requested_root_password = root_password
         self._mds_options = dict(mds_options or {})
         self._client_options = {k: str(v) for k, v in (client_options or {}).items()}
+        self._chunk_fsync = chunk_fsync
         self._start_timeout = start_timeout
         self._layout: dict[str, object] = {}
         self._procs: dict[str, subprocess.Popen[bytes]] = {}
@@ -481,6 +488,39 @@ class LocalCluster:
                 raise TimeoutError(f"copyset {copyset_id} has no leader after {timeout} s")
             time.sleep(0.05)
 
+    def transfer_leader(self, copyset_id: int, to_chunkserver: int, timeout: float = 20.0) -> None:
+        """Moves the leadership of ``copyset_id`` to chunkserver ``to_chunkserver``, as
+        upstream's ``curve_ops_tool transfer-leader`` does (TransferLeader to the current
+        leader), and returns once it leads. The new leader keeps it: it does not hand
+        leadership back to an earlier member. ``ValueError`` if ``to_chunkserver`` is not
+        a member of the copyset; ``TimeoutError`` if it does not lead within ``timeout``
+        seconds (it must be running and caught up)."""
+        from curvefs import _core
+
+        if to_chunkserver not in self.chunkserver_ids:
+            raise ValueError(f"chunkserver {to_chunkserver} is not part of this cluster")
+        deadline = time.monotonic() + timeout
+        while True:
+            remaining = max(deadline - time.monotonic(), 0.0)
+            leader = self.copyset_leader(copyset_id, timeout=remaining)
+            if leader == to_chunkserver:
+                return
+            # OSError: leadership moved meanwhile; ask again whom to ask.
+            with contextlib.suppress(OSError):
+                _core.transfer_leader(
+                    self.chunkserver_addr(leader),
+                    self.logical_pool_id,
+                    copyset_id,
+                    self.chunkserver_addr(to_chunkserver),
+                    timeout_ms=1000,
+                )
+            if time.monotonic() > deadline:
+                raise TimeoutError(
+                    f"chunkserver {to_chunkserver} does not lead copyset {copyset_id} "
+                    f"after {timeout} s"
+                )
+            time.sleep(0.1)
+
     def pid(self, server: str) -> int:
         """The process id of ``"mds"`` or ``"chunkserver-<id>"``."""
         return self._procs[server].pid
@@ -539,6 +579,7 @@ class LocalCluster:
             "copysets": self._requested_copysets,
             "poolset": "default",
             "mds": mds,
+            "chunk_fsync": self._chunk_fsync,
         }
         # Written atomically: a half-written layout would strand the folder's data.
         tmp = path.with_suffix(".tmp")

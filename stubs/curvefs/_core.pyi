@@ -73,6 +73,7 @@ __all__ = [
     "serve_chunkserver",
     "serve_mds",
     "set_runtime_threads",
+    "transfer_leader",
 ]
 
 __version__: Final[str]
@@ -257,6 +258,17 @@ def serve_chunkserver(data_dir: str | os.PathLike[str], chunkserver_id: int) -> 
 def copyset_leader(addr: str, logical_pool_id: int, copyset_id: int, timeout_ms: int = 1000) -> str:
     """The "ip:port" that the chunkserver at ``addr`` names as the copyset's leader
     (GetLeader over baidu_std); ``OSError`` if it names none or does not answer in time."""
+
+def transfer_leader(
+    addr: str,
+    logical_pool_id: int,
+    copyset_id: int,
+    transferee: str,
+    timeout_ms: int = 1000,
+) -> None:
+    """Asks the copyset's leader at ``addr`` to hand leadership to the member at
+    ``transferee`` (TransferLeader over baidu_std); ``ValueError`` if that is not a member,
+    ``OSError`` for other refusals (``addr`` does not lead) or no answer in time."""
 
 _Stat: TypeAlias = tuple[int, int, str, str, int, int, int, int, int, int, int]
 _Waiter: TypeAlias = tuple[object, object, object]

@@ -27,10 +27,14 @@ pub const ELIMIT: i32 = 2004;
 /// The server closed the connection on purpose.
 pub const ECLOSE: i32 = 2005;
 
+/// `EPERM`: TransferLeader asked of a member that does not lead (braft's answer).
+pub const SYS_EPERM: i32 = 1;
 /// `ENOENT`: GetLeader on a chunkserver that does not host the copyset.
 pub const SYS_ENOENT: i32 = 2;
 /// `EAGAIN`: GetLeader while the copyset has no leader.
 pub const SYS_EAGAIN: i32 = 11;
+/// `EINVAL`: TransferLeader to a peer outside the copyset.
+pub const SYS_EINVAL: i32 = 22;
 
 /// The server can never run this request: asking again, or elsewhere, cannot help.
 pub fn is_final(code: i32) -> bool {

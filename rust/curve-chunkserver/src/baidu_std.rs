@@ -1,6 +1,7 @@
 //! The chunkserver's services over brpc's baidu_std, as stock chunkservers serve them:
 //! WriteChunk's data is the request attachment and ReadChunk's the response attachment;
-//! GetLeader fails with ENOENT (copyset not hosted) or EAGAIN (no leader known). The same
+//! GetLeader fails with ENOENT (copyset not hosted) or EAGAIN (no leader known), and
+//! TransferLeader with ENOENT, EPERM (not the leader) or EINVAL (not a member). The same
 //! handlers as the gRPC face run underneath.
 
 use std::sync::Arc;
@@ -9,21 +10,25 @@ use bytes::Bytes;
 use curve_brpc::server::unary;
 use curve_brpc::{Dispatch, Request, Response, RpcError, errors};
 use curve_proto::chunkserver::{
-    ChunkRequest, GetChunkInfoRequest, GetChunkInfoResponse, GetLeaderRequest2, GetLeaderResponse2,
-    UpdateEpochRequest, UpdateEpochResponse,
+    ChunkRequest, GetChunkInfoRequest, GetChunkInfoResponse, GetLeaderRequest2,
+    TransferLeaderRequest2, UpdateEpochRequest, UpdateEpochResponse,
 };
 use curve_proto::local::{IdentifyRequest, IdentifyResponse};
 use futures::future::BoxFuture;
 use prost::Message;
 
-use crate::election::NO_LEADER_MESSAGE;
-use crate::service::{LeaderRefusal, Node};
+use crate::service::{CliRefusal, Node};
 
 const CHUNK_SERVICE: &str = "curve.chunkserver.ChunkService";
 const CLI_SERVICE2: &str = "curve.chunkserver.CliService2";
 const LOCAL_CHUNK_SERVER: &str = "curvefs.local.LocalChunkServer";
 
 pub(crate) struct BaiduStd(pub Arc<Node>);
+
+fn cli_error(refusal: CliRefusal) -> RpcError {
+    let (code, message) = refusal.errno();
+    RpcError::new(code, message)
+}
 
 fn decode_chunk_request(payload: Bytes) -> Result<ChunkRequest, RpcError> {
     ChunkRequest::decode(payload)
@@ -70,16 +75,13 @@ impl Dispatch for BaiduStd {
                 (CHUNK_SERVICE, m) => Err(RpcError::no_method(CHUNK_SERVICE, m)),
                 (CLI_SERVICE2, "GetLeader") => {
                     unary(r.payload, |req: GetLeaderRequest2| async move {
-                        node.get_leader(&req)
-                            .map_err(|refusal| match refusal {
-                                LeaderRefusal::NotHosted(why) => {
-                                    RpcError::new(errors::SYS_ENOENT, why)
-                                }
-                                LeaderRefusal::NoLeader => {
-                                    RpcError::new(errors::SYS_EAGAIN, NO_LEADER_MESSAGE)
-                                }
-                            })
-                            .map(|r: GetLeaderResponse2| r)
+                        node.get_leader(&req).map_err(cli_error)
+                    })
+                    .await
+                }
+                (CLI_SERVICE2, "TransferLeader") => {
+                    unary(r.payload, |req: TransferLeaderRequest2| async move {
+                        node.transfer_leader(&req).map_err(cli_error)
                     })
                     .await
                 }

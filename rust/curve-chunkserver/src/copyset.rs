@@ -5,9 +5,8 @@
 //! The rules, a much simplified stand-in for braft (no log; whole chunks are copied):
 //! - `members[0]` is the preferred leader. A follower probes the leader it follows every
 //!   ~500 ms (a `GetLeader` call, skipped when a heartbeat just arrived); after 3 failed
-//!   probes it moves on to the next live member in order, and a member becomes leader
-//!   itself only if it is *eligible*: the leader kept sending it in-sync heartbeats
-//!   (sent only to followers holding every acknowledged write) until it was last seen.
+//!   probes (or 3 answers that it leads no more) it follows whoever leads already, or
+//!   else the first member in order that may lead by the rule below.
 //! - Each leadership has a term (persisted); a leader that hears of a newer one steps
 //!   down, so a leader that was stopped (SIGSTOP) and resumes cannot keep writing.
 //! - A new leader knows nothing of its followers: it copies them every chunk (catch-up)
@@ -18,9 +17,14 @@
 //!   the chunk being copied (for the few ms a copy takes).
 //! - A member earlier in order than the leader asks for leadership back with every probe
 //!   (`GetLeader` with `peer` set to itself); the leader hands it over once that member
-//!   has caught up and acknowledged an in-sync heartbeat of the current term.
+//!   has caught up and acknowledged an in-sync heartbeat of the current term. A leader
+//!   that got leadership through `TransferLeader` (an operator's choice) keeps it.
+//! - `TransferLeader` asks the leader to hand over to a named member; it does so the
+//!   same way, once that member is caught up (within `TRANSFER_TIMEOUT`, else gives up).
 //! - A leader serves reads only while a majority answered it within 1.5 s (a lease).
 //!
+//! - A follower applies replicated writes only from the leader it follows; a deposed
+//!   leader's (an older term) are refused as BACKWARD and it steps down.
 //! - Every member records which members lack acknowledged writes (`Lagging`, persisted
 //!   in the copyset's `lagging` file, so it survives a restart of every chunkserver).
 //!   The leader adds a member when a write is acknowledged without it, and before
@@ -28,12 +32,18 @@
 //!   extra heartbeat per change of the set, not per write); it removes the member once
 //!   caught up. Heartbeats carry the record; `(term, version)` orders records.
 //!   A member in the record never leads (so never serves reads or copies its chunks to
-//!   others). At start, before claiming leadership, a chunkserver asks its peers for
-//!   their term and record (`ReplicaState`), and leads only with a majority answering,
-//!   not in the newest record, and with no candidate of a higher term before it.
+//!   others). Before claiming leadership — at start, and when its leader stops
+//!   answering — a chunkserver asks its peers for their term and record
+//!   (`ReplicaState`), and leads only with a majority answering, not in the newest
+//!   record, and with no candidate of a higher term before it (`election::choose`).
 //!
-//! Known gap: a write a follower missed less than one heartbeat interval before the
-//! leader died is invisible to that follower, which may then lead without it.
+//! Why that loses no acknowledged write: a write acknowledged without member M was
+//! first recorded as "M lacks writes" by every follower that has it, and those
+//! followers and the leader are a majority. Any majority a candidate hears from
+//! therefore includes one of them, whose record is at least that new, so M cannot win
+//! until a leader has caught it up and said so in a newer record. A follower's own view
+//! (it was heartbeated as in sync until the leader vanished) is not enough: the write it
+//! missed may have been acknowledged in the last moments before the leader died.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::PathBuf;
@@ -41,15 +51,15 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::store::{read_sn, write_sn};
+use crate::store::{Durability, read_sn, replace_file, write_sn};
 use crate::{HostedCopyset, PeerEntry};
 
 const NO_LEADER: usize = usize::MAX;
 /// Probes that must fail in a row before a leader is given up.
 pub(crate) const PROBE_FAILURES_TO_FAILOVER: u32 = 3;
-/// How far the last heartbeat may trail the last sign of life of the leader for a
-/// follower to still count itself as holding every write (three heartbeat intervals).
-const ELIGIBLE_SLACK: Duration = Duration::from_millis(1500);
+/// How long a leader keeps trying to hand over to a `TransferLeader` transferee that
+/// is not caught up yet (braft gives up after an election timeout, too).
+pub(crate) const TRANSFER_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A follower that held every write this recently (by its last in-sync heartbeat)
 /// says so when a new leader first heartbeats it; the new leader then copies only the
@@ -173,6 +183,11 @@ pub(crate) struct Election {
     pub copy_blocked: HashSet<u64>,
     /// Which members lack acknowledged writes (persisted in `lagging_path`).
     pub lagging: Lagging,
+    /// Leader only: a `TransferLeader` in progress, to this member index, until then.
+    pub transfer_to: Option<(usize, Instant)>,
+    /// Leader only: whether earlier members get leadership back when they ask (not
+    /// after a transfer, which an operator asked for).
+    pub hands_back: bool,
 }
 
 #[derive(Debug)]
@@ -193,6 +208,9 @@ pub(crate) struct CopysetState {
     term_path: PathBuf,
     /// Where `Election::lagging` is kept across restarts (beside `term_path`).
     lagging_path: PathBuf,
+    /// How `term` and `lagging` are written (a record lost to a power cut could let a
+    /// member that lacks writes lead).
+    durability: Durability,
     election: Mutex<Election>,
     /// Wakes writes waiting for a chunk copy or an overlapping write to finish.
     unblocked: tokio::sync::Notify,
@@ -250,7 +268,12 @@ pub(crate) enum Role {
 impl CopysetState {
     /// `None` when this chunkserver is not among the copyset's members. `term_path` is
     /// a file in the copyset's folder.
-    pub fn new(hosted: &HostedCopyset, self_id: u32, term_path: PathBuf) -> Option<Self> {
+    pub fn new(
+        hosted: &HostedCopyset,
+        self_id: u32,
+        term_path: PathBuf,
+        durability: Durability,
+    ) -> Option<Self> {
         let self_index = hosted.members.iter().position(|m| m.id == self_id)?;
         let n = hosted.members.len();
         // An unreadable term file counts as term 0: the peers' heartbeats teach us theirs.
@@ -264,6 +287,7 @@ impl CopysetState {
             .unwrap_or_default();
         Some(CopysetState {
             lagging_path,
+            durability,
             term: AtomicU64::new(term),
             term_path,
             logical_pool_id: hosted.logical_pool_id,
@@ -281,6 +305,8 @@ impl CopysetState {
                 writes_in_flight: HashMap::new(),
                 copy_blocked: HashSet::new(),
                 lagging,
+                transfer_to: None,
+                hands_back: true,
             }),
             unblocked: tokio::sync::Notify::new(),
         })
@@ -348,14 +374,17 @@ impl CopysetState {
     /// catch-up copy. The lagging record carries over (from `newest`, the newest one
     /// the peers had at start, when given) under the new term.
     pub fn lead(&self) {
-        self.lead_with(None);
+        self.lead_with(None, true);
     }
 
-    pub fn lead_with(&self, newest: Option<BTreeSet<u32>>) {
+    /// `hands_back`: false when leadership came through `TransferLeader`.
+    pub fn lead_with(&self, newest: Option<BTreeSet<u32>>, hands_back: bool) {
         let mut election = self.election();
         for f in &mut election.followers {
             *f = FollowerSync::unknown();
         }
+        election.transfer_to = None;
+        election.hands_back = hands_back;
         let term = self.term.fetch_add(1, Ordering::AcqRel) + 1;
         self.persist_term(term);
         if let Some(ids) = newest {
@@ -369,9 +398,11 @@ impl CopysetState {
     }
 
     fn persist_lagging(&self, lagging: &Lagging) {
-        let tmp = self.lagging_path.with_extension("tmp");
-        let written = std::fs::write(&tmp, lagging.encode())
-            .and_then(|()| std::fs::rename(&tmp, &self.lagging_path));
+        let written = replace_file(
+            &self.lagging_path,
+            lagging.encode().as_bytes(),
+            self.durability,
+        );
         if let Err(e) = written {
             tracing::warn!(copyset = %self.name(), error = %e, "cannot persist lagging members");
         }
@@ -492,23 +523,40 @@ impl CopysetState {
     }
 
     fn persist_term(&self, term: u64) {
-        if let Err(e) = write_sn(&self.term_path, term) {
+        if let Err(e) = write_sn(&self.term_path, term, self.durability) {
             tracing::warn!(copyset = %self.name(), error = %e, "cannot persist term");
         }
     }
 
-    /// Whether this follower may lead: it was heartbeated (held every acknowledged
-    /// write) up to about when the leader was last seen.
-    pub fn eligible(&self) -> bool {
-        if self.self_lagging() {
-            return false;
+    /// Leader: start handing leadership to member `index` once it is caught up.
+    pub fn start_transfer(&self, index: usize) {
+        self.election().transfer_to = Some((index, Instant::now() + TRANSFER_TIMEOUT));
+        tracing::info!(copyset = %self.name(), to = index, "transferring leadership");
+    }
+
+    /// Leader: the member to hand leadership to now, if a transfer is due and its
+    /// transferee is ready; clears a transfer that timed out.
+    pub fn transfer_due(&self) -> Option<usize> {
+        let mut election = self.election();
+        let (to, until) = election.transfer_to?;
+        if Instant::now() > until {
+            election.transfer_to = None;
+            tracing::warn!(copyset = %self.name(), to, "leader transfer timed out");
+            return None;
         }
-        let election = self.election();
-        match (election.last_heartbeat, election.last_leader_contact) {
-            (None, _) => false,
-            (Some(_), None) => true,
-            (Some(hb), Some(contact)) => hb + ELIGIBLE_SLACK >= contact,
-        }
+        let ready = election
+            .followers
+            .get(to)
+            .is_some_and(|f| f.in_sync && f.in_sync_acked);
+        ready.then(|| {
+            election.transfer_to = None;
+            to
+        })
+    }
+
+    /// Leader: whether an earlier member asking for leadership gets it back.
+    pub fn hands_back(&self) -> bool {
+        self.election().hands_back
     }
 
     /// Every member except this chunkserver, with its index.
@@ -647,7 +695,7 @@ mod tests {
             copyset_id: 1,
             members,
         };
-        CopysetState::new(&hosted, 0, dir.join("term"))
+        CopysetState::new(&hosted, 0, dir.join("term"), Durability::Cache)
     }
 
     #[tokio::test]
@@ -766,7 +814,6 @@ mod tests {
         assert!(!cs.adopt_lagging(record(0, 9, &[])));
         assert!(cs.adopt_lagging(record(3, 1, &[0])));
         assert!(cs.self_lagging());
-        assert!(!cs.eligible());
         // Garbage on disk is an empty record, never a panic.
         for text in ["", "x", "1", "1 2 y", "1 2 99999999999"] {
             assert_eq!(Lagging::decode(text), None, "{text:?}");

@@ -5,16 +5,20 @@
 //!
 //! Heartbeats travel as `ReplicateWrite` requests that cannot be writes: empty `data`
 //! at offset `HEARTBEAT_OFFSET`, `sn` = the leader's term, `chunkId` = 1 when the
-//! follower holds every acknowledged write and 0 otherwise. A follower answers a
+//! follower holds every acknowledged write, 0 otherwise, and `HANDOVER` (2) when it
+//! does and the sender, which just stopped leading for a `TransferLeader`, asks it to
+//! take over now (braft's TimeoutNow). A follower answers a
 //! heartbeat with status 0, or with CHUNK_EXIST (11) to a "not in sync" heartbeat when
 //! it held every write within the last `RECENTLY_IN_SYNC` (so a new leader copies only
 //! recently written chunks to it). Heartbeats also carry the leader's record of the
 //! members lacking writes (`laggingTerm`/`laggingVersion`/`lagging`); a follower that
 //! holds a record of a newer term answers BACKWARD.
 //!
-//! A chunkserver that knows no leader (startup) asks its peers `ReplicaState` (term and
-//! lagging record) before it claims leadership: see `discover`.
+//! A chunkserver that knows no leader (startup), or whose leader stopped answering,
+//! asks its peers `ReplicaState` (term and lagging record) before it claims
+//! leadership: see `claim` and `choose`.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -38,6 +42,8 @@ pub(crate) const TICK: Duration = Duration::from_millis(500);
 /// GetLeader probes and heartbeats: short, so one dead peer cannot stretch a tick.
 const PROBE_DEADLINE: Duration = Duration::from_millis(300);
 pub(crate) const HEARTBEAT_OFFSET: u32 = u32::MAX;
+/// A heartbeat's `chunkId` asking an in-sync follower to take leadership at once.
+pub(crate) const HANDOVER: u64 = 2;
 /// A copy waits this long for the chunk's writes in flight (at most one replication
 /// deadline each) before giving up until the next tick.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(3);
@@ -66,7 +72,15 @@ pub(crate) async fn run(node: Arc<Node>) {
 /// One round for one copyset; returns the catch-up copies to start.
 async fn tick(node: &Arc<Node>, cs: &Arc<CopysetState>) -> Vec<(Arc<CopysetState>, usize)> {
     match cs.role() {
-        Role::Leader => return heartbeat(node, cs).await,
+        Role::Leader => {
+            let copies = heartbeat(node, cs).await;
+            if cs.is_leader()
+                && let Some(to) = cs.transfer_due()
+            {
+                hand_over(node, cs, to).await;
+            }
+            return copies;
+        }
         Role::Follower(leader) => probe(node, cs, leader).await,
         Role::Unknown => discover(node, cs).await,
     }
@@ -117,6 +131,22 @@ async fn heartbeat(node: &Arc<Node>, cs: &Arc<CopysetState>) -> Vec<(Arc<Copyset
 
 /// Leader: one heartbeat to follower `index`, telling it whether it holds every write.
 async fn beat(node: &Node, cs: &CopysetState, index: usize) -> ReplicaOutcome {
+    send_beat(node, cs, index, false).await
+}
+
+/// Former leader, right after a `TransferLeader` made it follow `to`: tells `to`
+/// (caught up, see `CopysetState::transfer_due`) to lead now instead of noticing a
+/// probe round later.
+async fn hand_over(node: &Node, cs: &CopysetState, to: usize) {
+    tracing::info!(copyset = %cs.name(), to, "handing leadership over");
+    cs.follow(to);
+    if send_beat(node, cs, to, true).await != ReplicaOutcome::Applied {
+        // Its probes or ours sort it out: whoever the other names leads.
+        tracing::warn!(copyset = %cs.name(), to, "transferee did not take the handover");
+    }
+}
+
+async fn send_beat(node: &Node, cs: &CopysetState, index: usize, handover: bool) -> ReplicaOutcome {
     let Some(peer) = cs.members().get(index) else {
         return ReplicaOutcome::Unreachable;
     };
@@ -125,10 +155,15 @@ async fn beat(node: &Node, cs: &CopysetState, index: usize) -> ReplicaOutcome {
         let in_sync = election.followers.get(index).is_some_and(|f| f.in_sync);
         (in_sync, election.lagging.clone())
     };
+    let flag = if handover && in_sync {
+        HANDOVER
+    } else {
+        u64::from(in_sync)
+    };
     let request = ReplicateWriteRequest {
         logic_pool_id: cs.logical_pool_id,
         copyset_id: cs.copyset_id,
-        chunk_id: u64::from(in_sync),
+        chunk_id: flag,
         offset: HEARTBEAT_OFFSET,
         data: Bytes::new(),
         sn: Some(cs.term()),
@@ -136,6 +171,8 @@ async fn beat(node: &Node, cs: &CopysetState, index: usize) -> ReplicaOutcome {
         lagging_term: Some(lagging.term),
         lagging_version: Some(lagging.version),
         lagging: lagging.ids.iter().copied().collect(),
+        // Heartbeats carry the term in `sn`.
+        term: None,
     };
     let outcome = send_replicate(node.channels(), &peer.addr, request, PROBE_DEADLINE).await;
     if outcome == ReplicaOutcome::Applied
@@ -224,7 +261,7 @@ async fn probe(node: &Node, cs: &CopysetState, leader: usize) {
         }
     }
     let answer = ask(node, cs, leader).await;
-    if answer != Answer::Unreachable {
+    if matches!(answer, Answer::Names(_)) {
         let mut election = cs.election();
         election.last_leader_contact = Some(Instant::now());
         if let Some(n) = election.probe_failures.get_mut(leader) {
@@ -241,8 +278,9 @@ async fn probe(node: &Node, cs: &CopysetState, leader: usize) {
             }
         }
         Answer::Names(i) => cs.follow(i),
-        Answer::NoLeader => {}
-        Answer::Unreachable => {
+        // Alive but not leading (it stepped down, or we followed it as the first
+        // candidate and it found it may not lead): as good as gone after a few rounds.
+        Answer::NoLeader | Answer::Unreachable => {
             let failures = {
                 let mut election = cs.election();
                 match election.probe_failures.get_mut(leader) {
@@ -260,12 +298,10 @@ async fn probe(node: &Node, cs: &CopysetState, leader: usize) {
     }
 }
 
-/// The leader stopped answering: follow whoever leads already, or the first live
-/// member in order, or lead if that is us and we hold every write.
+/// The leader stopped answering: follow whoever leads already, or else the member the
+/// rule of `choose` picks (which may be us).
 async fn fail_over(node: &Node, cs: &CopysetState, dead: usize) {
-    let me = cs.self_index();
     let answers = ask_peers(node, cs, Some(dead)).await;
-    // Someone already took over.
     if let Some((j, _)) = answers
         .iter()
         .find(|(j, a)| *a == Answer::Names(*j) && *j != dead)
@@ -273,37 +309,14 @@ async fn fail_over(node: &Node, cs: &CopysetState, dead: usize) {
         cs.follow(*j);
         return;
     }
-    let eligible = cs.eligible();
-    for (i, _) in cs.members().iter().enumerate() {
-        if i == dead {
-            continue;
-        }
-        if i == me {
-            if eligible {
-                cs.lead();
-                return;
-            }
-            continue;
-        }
-        match answers.iter().find(|(j, _)| *j == i).map(|(_, a)| *a) {
-            // Defers to a live member other than the dead leader: it declines.
-            Some(Answer::Names(x)) if x != i && x != dead && x != me => continue,
-            // Defers to us, but we may lack writes: nobody safe leads.
-            Some(Answer::Names(x)) if x == me => continue,
-            Some(Answer::Names(_)) | Some(Answer::NoLeader) => {
-                cs.follow(i);
-                return;
-            }
-            Some(Answer::Unreachable) | None => continue,
-        }
-    }
-    // No safe candidate: keep the dead leader and try again next round.
+    claim(node, cs, Some(dead)).await;
 }
 
-/// What a peer answered to `ReplicaState`.
-struct PeerState {
-    term: u64,
-    lagging: Lagging,
+/// What a member answered to `ReplicaState`: its term and lagging record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct PeerState {
+    pub term: u64,
+    pub lagging: Lagging,
 }
 
 /// Asks member `index` for its term and lagging record; `None` if it did not answer
@@ -335,9 +348,7 @@ async fn ask_state(node: &Node, cs: &CopysetState, index: usize) -> Option<PeerS
     })
 }
 
-/// Startup: learn the leader from the peers, or, with a majority answering, lead if we
-/// are the first member in order that holds every acknowledged write by the newest
-/// lagging record any of them (or we) kept, and whose term none of those is above.
+/// Startup: learn the leader from the peers, or claim leadership by `choose`'s rule.
 async fn discover(node: &Node, cs: &CopysetState) {
     let me = cs.self_index();
     let answers = ask_peers(node, cs, None).await;
@@ -352,83 +363,115 @@ async fn discover(node: &Node, cs: &CopysetState) {
         cs.follow(*x);
         return;
     }
-    // Nobody leads. Whoever leads now copies its chunks over everyone else's, so it
-    // must hold every acknowledged write: ask the peers what they know first.
+    claim(node, cs, None).await;
+}
+
+/// Nobody leads (the leader `gone` is dead or hung, or none was known): ask every
+/// other member for its term and record, then lead, follow or wait as `choose` says.
+async fn claim(node: &Node, cs: &CopysetState, gone: Option<usize>) {
+    let me = cs.self_index();
     let asks = cs
         .peers()
+        .filter(|(i, _)| Some(*i) != gone)
         .map(|(i, _)| async move { (i, ask_state(node, cs, i).await) });
-    let states = join_all(asks).await;
-    let reachable = 1 + states.iter().filter(|(_, s)| s.is_some()).count();
-    if reachable < cs.majority() {
-        // Without a majority we could not serve anyway (no lease), and our own word is
-        // not enough to copy our chunks to anyone: wait for more peers.
-        return;
+    let answered = join_all(asks).await;
+    let mut states: Vec<Option<PeerState>> = vec![None; cs.members().len()];
+    for (i, state) in answered {
+        states[i] = state;
     }
-    let own = cs.lagging();
-    let newest = states
+    states[me] = Some(PeerState {
+        term: cs.term(),
+        lagging: cs.lagging(),
+    });
+    // A new term above every one seen, so no peer takes our heartbeats for stale ones.
+    if let Some(max_term) = states.iter().flatten().map(|s| s.term).max() {
+        cs.observe_term(max_term);
+    }
+    let choice = {
+        let mut election = cs.election();
+        let ids: Vec<u32> = cs.members().iter().map(|m| m.id).collect();
+        choose(me, &ids, &states, gone, &mut election.probe_failures)
+    };
+    match choice {
+        Choice::Lead(lagging) => cs.lead_with(Some(lagging), true),
+        Choice::Follow(i) => cs.follow(i),
+        Choice::Wait => {}
+    }
+}
+
+/// What `choose` decided.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Choice {
+    /// Lead, starting from this record of the members lacking writes.
+    Lead(BTreeSet<u32>),
+    /// Member `i` is the one to lead: follow it (it decides the same way).
+    Follow(usize),
+    /// Not enough is known yet: ask again next round.
+    Wait,
+}
+
+/// Who may lead a copyset, from what its members answered (`states[i]`, `None` for no
+/// answer; `states[me]` is ours). Whoever leads copies its chunks over everyone else's,
+/// so it must hold every acknowledged write:
+/// - a majority, counting us, must have answered: a write acknowledged without member
+///   M was recorded as "M lacks writes" by every member that holds it, and those are a
+///   majority, so any majority includes one of them (see copyset.rs);
+/// - the candidate is not in the newest record (by `(term, version)`) among the answers;
+/// - and has the highest term among those that hold every write (one of them led last
+///   or followed the last leader);
+/// - the first such member in order leads. An earlier member that did not answer is
+///   waited for a few rounds (it may be starting and hold a newer record), except
+///   `gone`, the leader that just stopped answering.
+///
+/// `unanswered_rounds` counts those rounds per member.
+pub(crate) fn choose(
+    me: usize,
+    member_ids: &[u32],
+    states: &[Option<PeerState>],
+    gone: Option<usize>,
+    unanswered_rounds: &mut [u32],
+) -> Choice {
+    let majority = member_ids.len() / 2 + 1;
+    if states.iter().flatten().count() < majority {
+        // Without a majority we could not serve anyway (no lease), and no record we
+        // have seen is sure to be the newest.
+        return Choice::Wait;
+    }
+    let Some(newest) = states
         .iter()
-        .filter_map(|(_, s)| s.as_ref().map(|s| &s.lagging))
-        .chain(std::iter::once(&own))
+        .flatten()
+        .map(|s| &s.lagging)
         .max_by_key(|l| l.key())
-        .cloned()
-        .unwrap_or_default();
-    let term_of = |i: usize| -> Option<u64> {
-        if i == me {
-            return Some(cs.term());
-        }
-        states
-            .iter()
-            .find(|(j, _)| *j == i)
-            .and_then(|(_, s)| s.as_ref().map(|s| s.term))
+    else {
+        return Choice::Wait;
     };
-    let lacks = |i: usize| {
-        cs.members()
-            .get(i)
-            .is_some_and(|m| newest.ids.contains(&m.id))
-    };
-    // The highest term among the members that answered and hold every write: one of
-    // those led last (or followed the last leader), so it is the one to defer to.
-    let top_term = (0..cs.members().len())
+    let lacks = |i: usize| member_ids.get(i).is_some_and(|id| newest.ids.contains(id));
+    let term_of = |i: usize| states.get(i).and_then(|s| s.as_ref()).map(|s| s.term);
+    let top_term = (0..member_ids.len())
         .filter(|&i| !lacks(i))
         .filter_map(term_of)
         .max()
         .unwrap_or(0);
-    // A new term above every one seen, so no peer takes our heartbeats for stale ones.
-    let max_term = (0..cs.members().len())
-        .filter_map(term_of)
-        .max()
-        .unwrap_or(0);
-    cs.observe_term(max_term);
-    let mut election = cs.election();
-    for i in 0..cs.members().len() {
-        if lacks(i) {
+    for i in 0..member_ids.len() {
+        if lacks(i) || Some(i) == gone {
             continue;
         }
         match term_of(i) {
             Some(t) if t < top_term => continue,
-            Some(_) if i == me => {
-                drop(election);
-                cs.lead_with(Some(newest.ids));
-                return;
-            }
-            Some(_) => {
-                // The first candidate in order is alive: it leads, we follow.
-                drop(election);
-                cs.follow(i);
-                return;
-            }
+            Some(_) if i == me => return Choice::Lead(newest.ids.clone()),
+            // The first candidate in order is alive: it leads, we follow.
+            Some(_) => return Choice::Follow(i),
             None => {
-                // An earlier member that does not answer is waited for a few rounds (it
-                // may still be starting and may hold a newer record).
-                if let Some(n) = election.probe_failures.get_mut(i) {
+                if let Some(n) = unanswered_rounds.get_mut(i) {
                     *n += 1;
                     if *n < PROBE_FAILURES_TO_FAILOVER {
-                        return;
+                        return Choice::Wait;
                     }
                 }
             }
         }
     }
+    Choice::Wait
 }
 
 async fn ask_peers(node: &Node, cs: &CopysetState, skip: Option<usize>) -> Vec<(usize, Answer)> {
@@ -582,6 +625,7 @@ async fn copy_chunk(node: &Node, cs: &CopysetState, addr: &str, chunk_id: u64) -
             lagging_term: None,
             lagging_version: None,
             lagging: Vec::new(),
+            term: Some(cs.term()),
         };
         if send_replicate(node.channels(), addr, request, REPLICATE_DEADLINE).await
             != ReplicaOutcome::Applied
@@ -591,4 +635,102 @@ async fn copy_chunk(node: &Node, cs: &CopysetState, addr: &str, chunk_id: u64) -
         offset += piece;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const IDS: [u32; 3] = [10, 11, 12];
+
+    fn state(term: u64, version: u64, lacking: &[u32]) -> Option<PeerState> {
+        Some(PeerState {
+            term,
+            lagging: Lagging {
+                term,
+                version,
+                ids: lacking.iter().copied().collect(),
+            },
+        })
+    }
+
+    fn choose_as(
+        me: usize,
+        states: &[Option<PeerState>],
+        gone: Option<usize>,
+        rounds: &mut [u32],
+    ) -> Choice {
+        choose(me, &IDS, states, gone, rounds)
+    }
+
+    #[test]
+    fn a_follower_that_missed_the_last_write_does_not_lead_after_the_leader_dies() {
+        // Leader 0 acknowledged a write without member 1 (first in line after it),
+        // having made member 2, which has the write, record so (version 2). Member 1
+        // never heard: its own record is still version 1, empty.
+        let states = [None, state(3, 1, &[]), state(3, 2, &[11])];
+        assert_eq!(
+            choose_as(1, &states, Some(0), &mut [0; 3]),
+            Choice::Follow(2)
+        );
+        assert_eq!(
+            choose_as(2, &states, Some(0), &mut [0; 3]),
+            Choice::Lead(BTreeSet::from([11]))
+        );
+    }
+
+    #[test]
+    fn no_majority_no_leader() {
+        let alone = [None, state(3, 1, &[]), None];
+        assert_eq!(choose_as(1, &alone, Some(0), &mut [9; 3]), Choice::Wait);
+        // Both survivors lack writes that only the dead leader holds: nobody is safe.
+        let both = [None, state(3, 4, &[11, 12]), state(3, 4, &[11, 12])];
+        assert_eq!(choose_as(1, &both, Some(0), &mut [9; 3]), Choice::Wait);
+        assert_eq!(choose_as(2, &both, Some(0), &mut [9; 3]), Choice::Wait);
+    }
+
+    #[test]
+    fn the_newest_record_wins_and_then_order() {
+        // Member 2's record of an older term named member 1; member 1's newer one
+        // (it was caught up since) names nobody: the first in order leads.
+        let states = [None, state(5, 1, &[]), state(4, 7, &[11])];
+        assert_eq!(
+            choose_as(1, &states, Some(0), &mut [0; 3]),
+            Choice::Lead(BTreeSet::new())
+        );
+        assert_eq!(
+            choose_as(2, &states, Some(0), &mut [0; 3]),
+            Choice::Follow(1)
+        );
+    }
+
+    #[test]
+    fn the_highest_term_among_complete_members_leads() {
+        // Member 1 holds every write but saw only term 2; member 2 followed the last
+        // leader, in term 3: member 2 leads although later in order.
+        let states = [None, state(2, 1, &[]), state(3, 1, &[])];
+        assert_eq!(
+            choose_as(1, &states, Some(0), &mut [0; 3]),
+            Choice::Follow(2)
+        );
+    }
+
+    #[test]
+    fn an_earlier_silent_member_is_waited_for_unless_it_is_the_dead_leader() {
+        let states = [None, state(3, 1, &[]), state(3, 1, &[])];
+        let mut rounds = [0; 3];
+        // At start nobody is known dead: member 0 may be starting with a newer record.
+        for _ in 1..PROBE_FAILURES_TO_FAILOVER {
+            assert_eq!(choose_as(1, &states, None, &mut rounds), Choice::Wait);
+        }
+        assert_eq!(
+            choose_as(1, &states, None, &mut rounds),
+            Choice::Lead(BTreeSet::new())
+        );
+        // The leader that stopped answering is passed over at once.
+        assert_eq!(
+            choose_as(1, &states, Some(0), &mut [0; 3]),
+            Choice::Lead(BTreeSet::new())
+        );
+    }
 }

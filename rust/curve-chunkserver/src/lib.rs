@@ -43,6 +43,9 @@ pub struct ChunkServerConfig {
     /// Name the leader in REDIRECTED answers to reads and writes. Off is upstream's
     /// behaviour (the client must ask GetLeader); on saves the client that lookup.
     pub redirect_hints: bool,
+    /// Whether an acknowledged write is on stable storage (`Sync`, as upstream's
+    /// chunkservers) or in the page cache (`Cache`: survives a killed process only).
+    pub durability: Durability,
 }
 
 mod baidu_std;
@@ -65,6 +68,7 @@ use tonic::transport::Server;
 use crate::copyset::CopysetState;
 use crate::service::{Handlers, Node};
 use crate::store::ChunkStore;
+pub use crate::store::Durability;
 
 /// Largest gRPC message either side accepts: a whole 16 MiB chunk plus headroom, and
 /// room for chunk sizes up to 64 MiB (tonic's default of 4 MiB would refuse a 4 MiB write).
@@ -168,17 +172,19 @@ fn build_node(config: &ChunkServerConfig) -> Result<Node, Error> {
             config.chunk_size, config.block_size
         )));
     }
-    let store = ChunkStore::new(&config.data_dir);
+    let store = ChunkStore::new(&config.data_dir, config.durability);
     let mut copysets = HashMap::new();
     for hosted in &config.copysets {
         let key = (hosted.logical_pool_id, hosted.copyset_id);
         let term_path = store.copyset_dir(key.0, key.1).join("term");
-        let state = CopysetState::new(hosted, config.id, term_path).ok_or_else(|| {
-            invalid(format!(
-                "copyset {}-{} does not list this chunkserver among its members",
-                key.0, key.1
-            ))
-        })?;
+        let state = CopysetState::new(hosted, config.id, term_path, config.durability).ok_or_else(
+            || {
+                invalid(format!(
+                    "copyset {}-{} does not list this chunkserver among its members",
+                    key.0, key.1
+                ))
+            },
+        )?;
         if copysets.insert(key, Arc::new(state)).is_some() {
             return Err(invalid(format!("copyset {}-{} listed twice", key.0, key.1)));
         }

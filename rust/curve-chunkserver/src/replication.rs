@@ -127,6 +127,7 @@ pub(crate) async fn replicate_write(
         .filter(|(_, p)| !channels.is_suspect(&p.addr))
         .count();
     let include_suspects = healthy + 1 < copyset.majority();
+    let term = copyset.term();
     let calls = copyset.peers().map(|(index, peer)| {
         let skip = !include_suspects && channels.is_suspect(&peer.addr);
         async move {
@@ -147,6 +148,7 @@ pub(crate) async fn replicate_write(
                 lagging_term: None,
                 lagging_version: None,
                 lagging: Vec::new(),
+                term: Some(term),
             };
             let outcome = send_replicate(channels, &peer.addr, request, REPLICATE_DEADLINE).await;
             (index, outcome)
@@ -202,7 +204,7 @@ mod tests {
                 })
                 .collect(),
         };
-        let Some(cs) = CopysetState::new(&hosted, 1, dir) else {
+        let Some(cs) = CopysetState::new(&hosted, 1, dir, crate::store::Durability::Cache) else {
             panic!("copyset");
         };
         use ReplicaOutcome::{Applied, Refused, Unreachable};

@@ -11,8 +11,8 @@ use curve_proto::chunkserver::chunk_service_server::ChunkService;
 use curve_proto::chunkserver::cli_service2_server::CliService2;
 use curve_proto::chunkserver::{
     ChunkOpStatus, ChunkOpType, ChunkRequest, ChunkResponse, GetChunkInfoRequest,
-    GetChunkInfoResponse, GetLeaderRequest2, GetLeaderResponse2, UpdateEpochRequest,
-    UpdateEpochResponse,
+    GetChunkInfoResponse, GetLeaderRequest2, GetLeaderResponse2, TransferLeaderRequest2,
+    TransferLeaderResponse2, UpdateEpochRequest, UpdateEpochResponse,
 };
 use curve_proto::common::Peer;
 use curve_proto::local::local_chunk_server_server::LocalChunkServer;
@@ -24,7 +24,7 @@ use curve_proto::local::{
 use tonic::{Request, Response, Status};
 
 use crate::copyset::{CopysetState, Lagging, Role, peer_id_text};
-use crate::election::{HEARTBEAT_OFFSET, NO_LEADER_MESSAGE, share_lagging};
+use crate::election::{HANDOVER, HEARTBEAT_OFFSET, NO_LEADER_MESSAGE, share_lagging};
 use crate::replication::{PeerChannels, ReplicaOutcome, replicate_write, write_committed};
 use crate::store::{ChunkKey, ChunkStore, WriteError};
 
@@ -50,10 +50,41 @@ pub(crate) struct Node {
     redirect_hints: bool,
 }
 
-/// Why GetLeader has no answer: brpc fails the call with ENOENT resp. EAGAIN.
-pub(crate) enum LeaderRefusal {
+/// Why a CliService2 call has no answer. Over baidu_std the call fails with the errno
+/// that upstream's chunkserver (braft) gives; over gRPC with the nearest status.
+pub(crate) enum CliRefusal {
+    /// ENOENT: the copyset is not hosted here.
     NotHosted(String),
+    /// EAGAIN: GetLeader while no leader is known.
     NoLeader,
+    /// EPERM: TransferLeader asked of a member that does not lead.
+    NotLeader(String),
+    /// EINVAL: TransferLeader to a peer that is not a member.
+    NotMember(String),
+}
+
+impl CliRefusal {
+    /// The errno brpc carries, and the message.
+    pub fn errno(&self) -> (i32, String) {
+        use curve_brpc::errors::{SYS_EAGAIN, SYS_EINVAL, SYS_ENOENT, SYS_EPERM};
+        match self {
+            CliRefusal::NotHosted(why) => (SYS_ENOENT, why.clone()),
+            CliRefusal::NoLeader => (SYS_EAGAIN, NO_LEADER_MESSAGE.to_string()),
+            CliRefusal::NotLeader(why) => (SYS_EPERM, why.clone()),
+            CliRefusal::NotMember(why) => (SYS_EINVAL, why.clone()),
+        }
+    }
+}
+
+impl From<CliRefusal> for Status {
+    fn from(refusal: CliRefusal) -> Status {
+        match refusal {
+            CliRefusal::NotHosted(why) => Status::not_found(why),
+            CliRefusal::NoLeader => Status::unavailable(NO_LEADER_MESSAGE),
+            CliRefusal::NotLeader(why) => Status::failed_precondition(why),
+            CliRefusal::NotMember(why) => Status::invalid_argument(why),
+        }
+    }
 }
 
 /// What a request's offset and size turned out to be once validated.
@@ -243,6 +274,11 @@ impl Node {
             req.sn,
         );
         let (local, outcomes) = futures::join!(local, remote);
+        let backward = ReplicaOutcome::Refused(ChunkOpStatus::Backward as u32);
+        if outcomes.iter().any(|(_, o)| *o == backward) && copyset.is_leader() {
+            // A follower serves a newer leadership: ours is over (it is not committed).
+            copyset.step_down();
+        }
         let missed: Vec<usize> = outcomes
             .iter()
             .filter(|(_, o)| *o != ReplicaOutcome::Applied)
@@ -351,16 +387,26 @@ impl Node {
         if req.offset == HEARTBEAT_OFFSET && req.data.is_empty() {
             return Self::heartbeat(copyset, &req);
         }
-        // Two leaders must not both commit: the one that is leader here refuses.
-        if copyset.is_leader() {
-            return ChunkOpStatus::Redirected;
-        }
         let Ok(size) = u32::try_from(req.data.len()) else {
             return ChunkOpStatus::InvalidRequest;
         };
         let Some(range) = self.check_range(Some(req.offset), Some(size)) else {
             return ChunkOpStatus::InvalidRequest;
         };
+        // Two leaders must not both commit: the one that is leader here refuses, and a
+        // follower applies only its own leader's writes. A deposed leader (it was
+        // stopped or cut off while another took over) is told so and steps down; a
+        // sender this member does not follow yet (a new leader whose first heartbeat
+        // has not arrived) is refused without that.
+        match copyset.role() {
+            Role::Follower(leader) if copyset.member_index(req.leader_id) == Some(leader) => {}
+            Role::Follower(_) if req.term.unwrap_or(0) < copyset.term() => {
+                return ChunkOpStatus::Backward;
+            }
+            Role::Leader | Role::Follower(_) | Role::Unknown => {
+                return ChunkOpStatus::Redirected;
+            }
+        }
         let key = ChunkKey {
             logical_pool_id: req.logic_pool_id,
             copyset_id: req.copyset_id,
@@ -428,11 +474,19 @@ impl Node {
         } else {
             ChunkOpStatus::Success
         };
-        let mut election = copyset.election();
-        let now = std::time::Instant::now();
-        election.last_leader_contact = Some(now);
-        if req.chunk_id == 1 {
-            election.last_heartbeat = Some(now);
+        let in_sync = req.chunk_id == 1 || req.chunk_id == HANDOVER;
+        {
+            let mut election = copyset.election();
+            let now = std::time::Instant::now();
+            election.last_leader_contact = Some(now);
+            if in_sync {
+                election.last_heartbeat = Some(now);
+            }
+        }
+        // The sender stopped leading for a TransferLeader naming us; a record saying we
+        // lack writes overrides it (the transfer then fails and probes sort it out).
+        if req.chunk_id == HANDOVER && !copyset.self_lagging() {
+            copyset.lead_with(None, false);
         }
         answer
     }
@@ -492,13 +546,8 @@ impl Node {
     pub(crate) fn get_leader(
         &self,
         req: &GetLeaderRequest2,
-    ) -> Result<GetLeaderResponse2, LeaderRefusal> {
-        let Some(copyset) = self.copyset(req.logic_pool_id, req.copyset_id) else {
-            return Err(LeaderRefusal::NotHosted(format!(
-                "copyset {}-{} is not hosted here",
-                req.logic_pool_id, req.copyset_id
-            )));
-        };
+    ) -> Result<GetLeaderResponse2, CliRefusal> {
+        let copyset = self.hosted(req.logic_pool_id, req.copyset_id)?;
         if copyset.role() == Role::Leader
             && let Some(asking) = req
                 .peer
@@ -506,13 +555,14 @@ impl Node {
                 .and_then(|p| p.address.as_deref())
                 .and_then(|a| copyset.member_by_address(a))
             && asking < copyset.self_index()
+            && copyset.hands_back()
             && copyset.follower_ready_to_lead(asking)
         {
             tracing::info!(copyset = %copyset.name(), to = asking, "handing leadership back");
             copyset.follow(asking);
         }
         let Some(leader) = copyset.leader() else {
-            return Err(LeaderRefusal::NoLeader);
+            return Err(CliRefusal::NoLeader);
         };
         Ok(GetLeaderResponse2 {
             leader: Peer {
@@ -520,6 +570,45 @@ impl Node {
                 address: Some(peer_id_text(leader)),
             },
         })
+    }
+
+    fn hosted(
+        &self,
+        logical_pool_id: u32,
+        copyset_id: u32,
+    ) -> Result<&Arc<CopysetState>, CliRefusal> {
+        self.copyset(logical_pool_id, copyset_id).ok_or_else(|| {
+            CliRefusal::NotHosted(format!(
+                "copyset {logical_pool_id}-{copyset_id} is not hosted here"
+            ))
+        })
+    }
+
+    /// CliService2.TransferLeader, as braft's `transfer_leadership_to`: answers at once;
+    /// the leader hands over once the transferee has caught up (election.rs), or gives
+    /// up after `TRANSFER_TIMEOUT`. Transferring to the leader itself succeeds.
+    pub(crate) fn transfer_leader(
+        &self,
+        req: &TransferLeaderRequest2,
+    ) -> Result<TransferLeaderResponse2, CliRefusal> {
+        let copyset = self.hosted(req.logic_pool_id, req.copyset_id)?;
+        let address = req.transferee.address.as_deref().unwrap_or_default();
+        let Some(to) = copyset.member_by_address(address) else {
+            return Err(CliRefusal::NotMember(format!(
+                "{address:?} is not a member of copyset {}",
+                copyset.name()
+            )));
+        };
+        if !copyset.is_leader() {
+            return Err(CliRefusal::NotLeader(format!(
+                "this chunkserver does not lead copyset {}",
+                copyset.name()
+            )));
+        }
+        if to != copyset.self_index() {
+            copyset.start_transfer(to);
+        }
+        Ok(TransferLeaderResponse2 {})
     }
 
     /// LocalChunkServer.Identify: what tells a gRPC client it may send chunk data here.
@@ -537,12 +626,14 @@ impl CliService2 for Handlers {
         &self,
         request: Request<GetLeaderRequest2>,
     ) -> Result<Response<GetLeaderResponse2>, Status> {
-        // brpc answers ENOENT and EAGAIN; NOT_FOUND and UNAVAILABLE are gRPC's.
-        match self.0.get_leader(request.get_ref()) {
-            Ok(r) => Ok(Response::new(r)),
-            Err(LeaderRefusal::NotHosted(why)) => Err(Status::not_found(why)),
-            Err(LeaderRefusal::NoLeader) => Err(Status::unavailable(NO_LEADER_MESSAGE)),
-        }
+        Ok(Response::new(self.0.get_leader(request.get_ref())?))
+    }
+
+    async fn transfer_leader(
+        &self,
+        request: Request<TransferLeaderRequest2>,
+    ) -> Result<Response<TransferLeaderResponse2>, Status> {
+        Ok(Response::new(self.0.transfer_leader(request.get_ref())?))
     }
 }
 

@@ -172,6 +172,39 @@ async fn get_leader_and_unknown_calls_fail_with_brpc_codes() -> TestResult {
         ),
         "{r:?}"
     );
+    // TransferLeader fails as braft's does: EPERM on a follower, EINVAL for a stranger.
+    let peer = |address: String| curve_proto::common::Peer {
+        id: None,
+        address: Some(address),
+    };
+    let transfer = |to: String| curve_proto::chunkserver::TransferLeaderRequest2 {
+        logic_pool_id: POOL,
+        copyset_id: CS_A,
+        leader: peer(format!("{}:0", cluster.addr(0))),
+        transferee: peer(to),
+    };
+    for (asked, to, code) in [
+        (&ch, format!("{}:0", cluster.addr(2)), errors::SYS_EPERM),
+        (
+            &channel(&cluster, 0).await?,
+            "127.0.0.1:1:0".to_string(),
+            errors::SYS_EINVAL,
+        ),
+    ] {
+        let r = asked
+            .call(
+                "curve.chunkserver.CliService2",
+                "TransferLeader",
+                Bytes::from(transfer(to).encode_to_vec()),
+                Bytes::new(),
+                T,
+            )
+            .await;
+        assert!(
+            matches!(&r, Err(CallError::Remote { code: c, .. }) if *c == code),
+            "{r:?}"
+        );
+    }
     for (service, method, code) in [
         (CHUNK_SERVICE, "NoSuchMethod", errors::ENOMETHOD),
         ("curve.chunkserver.NoSuchService", "X", errors::ENOSERVICE),

@@ -566,6 +566,7 @@ async fn serve_returns_after_shutdown_with_open_connections() -> TestResult {
             }],
         }],
         redirect_hints: true,
+        durability: curve_chunkserver::Durability::Cache,
     };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(curve_chunkserver::serve_with_listener(
@@ -615,6 +616,7 @@ async fn config_errors_are_reported() -> TestResult {
             }],
         }],
         redirect_hints: false,
+        durability: curve_chunkserver::Durability::Cache,
     };
     let result = curve_chunkserver::serve_with_listener(config, listener, async {}).await;
     assert!(matches!(
@@ -971,5 +973,116 @@ async fn cold_restart_without_the_leader_skips_the_member_that_missed_writes() -
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(on_disk(&cluster.chunk_path(2, CS_A, 110), 0, 8192)?, after);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn follower_that_missed_the_last_acknowledged_write_does_not_take_over() -> TestResult {
+    // Member 1, first in line after leader 0 of CS_A, is reached through a proxy.
+    let (mut cluster, proxy) = Cluster::start_with_proxy(1).await?;
+    let mut leader = cluster.chunk_client(0).await?;
+    let resp = write(&mut leader, write_request(CS_A, 80, 0, pattern(4096, 1), 0)).await?;
+    assert_eq!(status(resp.status), ChunkOpStatus::Success);
+    // Both followers are heartbeated as holding every write.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+
+    // Member 1 stops hearing the others but still reaches them: its probes find leader
+    // 0 alive, so it keeps following, unaware of the write below.
+    proxy.cut();
+    let acknowledged = pattern(4096, 2);
+    let resp = write(
+        &mut leader,
+        write_request(CS_A, 80, 0, acknowledged.clone(), 0),
+    )
+    .await?;
+    assert_eq!(status(resp.status), ChunkOpStatus::Success);
+    // The leader dies at once, well within a heartbeat slack, and member 1 is heard again.
+    cluster.kill(0);
+    proxy.restore();
+
+    // Member 2 holds the write and must lead first; had member 1 led, its catch-up copy
+    // would have overwritten the write with its older chunk. (Member 1 may lead again
+    // later, once member 2 has caught it up: the hand-back.)
+    let leader_now = cluster.leader_among(CS_A, &[1, 2]).await?;
+    let mut new_leader = cluster.chunk_client(leader_now).await?;
+    let resp = read_once_leading(&mut new_leader, read_request(CS_A, 80, 0, 4096)).await?;
+    assert_eq!(status(resp.status), ChunkOpStatus::Success);
+    assert_eq!(resp.attachment.as_deref(), Some(&acknowledged[..]));
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transfer_leader_moves_leadership_and_it_stays() -> TestResult {
+    use curve_proto::chunkserver::TransferLeaderRequest2;
+    use curve_proto::common::Peer;
+    let cluster = Cluster::start().await?;
+    let data = pattern(8192, 5);
+    let mut first = cluster.chunk_client(0).await?;
+    let resp = write(&mut first, write_request(CS_A, 90, 0, data.clone(), 0)).await?;
+    assert_eq!(status(resp.status), ChunkOpStatus::Success);
+    let peer = |i: usize| Peer {
+        id: Some(i as u64),
+        address: Some(format!("{}:0", cluster.addr(i))),
+    };
+    let transfer = |from: usize, to: Peer| TransferLeaderRequest2 {
+        logic_pool_id: POOL,
+        copyset_id: CS_A,
+        leader: peer(from),
+        transferee: to,
+    };
+
+    // Refusals, with the leader unchanged: asked of a follower, to a stranger, for a
+    // copyset not hosted.
+    let mut follower = cluster.cli_client(1).await?;
+    let refused = follower.transfer_leader(transfer(1, peer(2))).await;
+    assert_eq!(
+        refused.err().map(|s| s.code()),
+        Some(tonic::Code::FailedPrecondition)
+    );
+    let mut cli = cluster.cli_client(0).await?;
+    let stranger = Peer {
+        id: Some(9),
+        address: Some("127.0.0.1:1:0".to_string()),
+    };
+    let refused = cli.transfer_leader(transfer(0, stranger)).await;
+    assert_eq!(
+        refused.err().map(|s| s.code()),
+        Some(tonic::Code::InvalidArgument)
+    );
+    let refused = cli
+        .transfer_leader(TransferLeaderRequest2 {
+            copyset_id: 77,
+            ..transfer(0, peer(2))
+        })
+        .await;
+    assert_eq!(refused.err().map(|s| s.code()), Some(tonic::Code::NotFound));
+    // To itself: nothing to do.
+    cli.transfer_leader(transfer(0, peer(0))).await?;
+    cluster.wait_leader(CS_A, 0, &[0, 1, 2]).await?;
+
+    // To the last member: it leads, serves the data, and keeps leading although
+    // member 0, earlier in order, asks for leadership back with every probe.
+    let started = std::time::Instant::now();
+    cli.transfer_leader(transfer(0, peer(2))).await?;
+    cluster.wait_leader(CS_A, 2, &[0, 1, 2]).await?;
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    let mut last = cluster.chunk_client(2).await?;
+    let resp = read_once_leading(&mut last, read_request(CS_A, 90, 0, 8192)).await?;
+    assert_eq!(resp.attachment.as_deref(), Some(&data[..]));
+    let resp = write(&mut last, write_request(CS_A, 90, 0, pattern(4096, 6), 0)).await?;
+    assert_eq!(status(resp.status), ChunkOpStatus::Success);
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    cluster.wait_leader(CS_A, 2, &[0, 1, 2]).await?;
+    let resp = write(&mut first, write_request(CS_A, 90, 0, pattern(4096, 7), 0)).await?;
+    assert_eq!(status(resp.status), ChunkOpStatus::Redirected);
+
+    // And back.
+    let mut cli = cluster.cli_client(2).await?;
+    cli.transfer_leader(transfer(2, peer(0))).await?;
+    cluster.wait_leader(CS_A, 0, &[0, 1, 2]).await?;
     Ok(())
 }

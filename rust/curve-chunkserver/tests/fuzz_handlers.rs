@@ -21,6 +21,7 @@ const METHODS: &[(&str, &str)] = &[
     ("curve.chunkserver.ChunkService", "GetChunkInfo"),
     ("curve.chunkserver.ChunkService", "UpdateEpoch"),
     ("curve.chunkserver.CliService2", "GetLeader"),
+    ("curve.chunkserver.CliService2", "TransferLeader"),
     ("curvefs.local.LocalChunkServer", "Identify"),
 ];
 

@@ -12,7 +12,7 @@ use std::future::Future;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 
-use curve_chunkserver::{ChunkServerConfig, HostedCopyset, PeerEntry};
+use curve_chunkserver::{ChunkServerConfig, Durability, HostedCopyset, PeerEntry};
 use curve_mds::{ChunkServerEntry, CopysetEntry, MdsConfig, MdsOptions, TopologyConfig};
 use serde::Deserialize;
 
@@ -151,6 +151,8 @@ struct LayoutFile {
     pool_capacity: u64,
     #[serde(default)]
     mds: MdsOptions,
+    #[serde(default)]
+    chunk_fsync: bool,
 }
 
 /// A validated `cluster.json` and the directory it was read from.
@@ -165,6 +167,9 @@ pub struct ClusterLayout {
     pub poolset: String,
     pub pool_capacity: u64,
     pub mds: MdsOptions,
+    /// Chunkservers put every acknowledged write on stable storage (`Durability::Sync`);
+    /// off, a write survives a killed process but not a power cut.
+    pub chunk_fsync: bool,
 }
 
 impl ClusterLayout {
@@ -195,6 +200,7 @@ impl ClusterLayout {
             poolset: raw.poolset,
             pool_capacity: raw.pool_capacity,
             mds: raw.mds,
+            chunk_fsync: raw.chunk_fsync,
         };
         layout
             .validate()
@@ -373,6 +379,11 @@ impl ClusterLayout {
             copysets,
             // Upstream's chunkservers name no leader in REDIRECTED: clients meet that here.
             redirect_hints: false,
+            durability: if self.chunk_fsync {
+                Durability::Sync
+            } else {
+                Durability::Cache
+            },
         })
     }
 }

@@ -67,7 +67,7 @@ mod _core {
     #[pymodule_export]
     use super::handles::{ClientHandle, TaskHandle, VolumeHandle};
     #[pymodule_export]
-    use super::serve::{copyset_leader, serve_chunkserver, serve_mds};
+    use super::serve::{copyset_leader, serve_chunkserver, serve_mds, transfer_leader};
     #[pymodule_export]
     use super::types::{CreateContext, FileInfo, UserInfo};
 

@@ -4,7 +4,7 @@
 use std::future::Future;
 use std::path::{Path, PathBuf};
 
-use pyo3::exceptions::PyOSError;
+use pyo3::exceptions::{PyOSError, PyValueError};
 use pyo3::prelude::*;
 use tokio::signal::unix::{SignalKind, signal};
 
@@ -146,4 +146,63 @@ pub fn copyset_leader(
         }
     })?;
     asked.map_err(PyOSError::new_err)
+}
+
+/// Asks the chunkserver at `addr`, the leader of copyset `copyset_id`, to hand its
+/// leadership to the member at `transferee` ("ip:port"): CliService2.TransferLeader over
+/// baidu_std, as upstream's `curve_ops_tool transfer-leader` sends it. Returns once the
+/// leader has accepted; the handover itself follows when the transferee is caught up.
+/// `ValueError` if the transferee is not a member, `OSError` for any other refusal (not
+/// the leader: EPERM) or no answer in time.
+#[pyfunction]
+#[pyo3(signature = (addr, logical_pool_id, copyset_id, transferee, timeout_ms = 1000))]
+pub fn transfer_leader(
+    py: Python<'_>,
+    addr: String,
+    logical_pool_id: u32,
+    copyset_id: u32,
+    transferee: String,
+    timeout_ms: u64,
+) -> PyResult<()> {
+    use curve_client::transport::{self, BaiduStdTransport, RpcMethod, TransportError, methods};
+    use curve_proto::chunkserver::{TransferLeaderRequest2, TransferLeaderResponse2};
+    use curve_proto::common::Peer;
+
+    const TRANSFER_LEADER: RpcMethod = RpcMethod::new(methods::CLI_SERVICE2, "TransferLeader");
+    let timeout = std::time::Duration::from_millis(timeout_ms.max(1));
+    let peer = |address: &str| Peer {
+        id: None,
+        address: Some(format!("{address}:0")),
+    };
+    let req = TransferLeaderRequest2 {
+        logic_pool_id: logical_pool_id,
+        copyset_id,
+        leader: peer(&addr),
+        transferee: peer(&transferee),
+    };
+    crate::runtime::wait(py, async move {
+        let wire = BaiduStdTransport::new(timeout, 64 << 20);
+        let call = transport::unary::<_, TransferLeaderResponse2>(
+            &wire,
+            &addr,
+            &TRANSFER_LEADER,
+            &req,
+            timeout,
+        );
+        match tokio::time::timeout(timeout, call).await {
+            Err(_) => Err(PyOSError::new_err(format!(
+                "TransferLeader to {addr}: no answer within {timeout:?}"
+            ))),
+            Ok(Err(TransportError::Remote { code, message }))
+                // braft's EINVAL: the transferee is not a member.
+                if code == libc::EINVAL =>
+            {
+                Err(PyValueError::new_err(format!(
+                    "TransferLeader to {addr}: {message}"
+                )))
+            }
+            Ok(Err(e)) => Err(PyOSError::new_err(format!("TransferLeader to {addr}: {e}"))),
+            Ok(Ok(_)) => Ok(()),
+        }
+    })?
 }

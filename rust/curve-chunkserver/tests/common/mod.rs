@@ -4,6 +4,8 @@
 
 #![allow(dead_code)]
 
+pub mod proxy;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -26,6 +28,8 @@ pub const CS_B: u32 = 2;
 pub struct Cluster {
     _dir: tempfile::TempDir,
     pub configs: Vec<ChunkServerConfig>,
+    /// The address each server is known by (its listen address unless proxied).
+    addrs: Vec<String>,
     runtimes: Vec<Option<tokio::runtime::Runtime>>,
 }
 
@@ -38,6 +42,23 @@ impl Cluster {
     pub async fn start_with_hints(
         redirect_hints: bool,
     ) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
+        Self::start_with(redirect_hints, None).await
+    }
+
+    /// Server `member` is reached by every other server (and by `addr`) through a
+    /// proxy the test can cut, while its own calls to the others go direct.
+    pub async fn start_with_proxy(
+        member: usize,
+    ) -> Result<(Self, proxy::Proxy), Box<dyn std::error::Error + Send + Sync>> {
+        let proxy = proxy::Proxy::bind().await?;
+        let cluster = Self::start_with(true, Some((member, &proxy))).await?;
+        Ok((cluster, proxy))
+    }
+
+    async fn start_with(
+        redirect_hints: bool,
+        proxied: Option<(usize, &proxy::Proxy)>,
+    ) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
         let dir = tempfile::tempdir()?;
         let mut listeners = Vec::new();
         for _ in 0..3 {
@@ -47,9 +68,18 @@ impl Cluster {
             .iter()
             .map(|l| l.local_addr())
             .collect::<Result<_, _>>()?;
+        let known: Vec<String> = (0..3)
+            .map(|i| match proxied {
+                Some((member, proxy)) if member == i => {
+                    proxy.forward_to(addrs[i]);
+                    proxy.addr().to_string()
+                }
+                _ => addrs[i].to_string(),
+            })
+            .collect();
         let peer = |i: usize| PeerEntry {
             id: i as u32,
-            addr: addrs[i].to_string(),
+            addr: known[i].clone(),
         };
         let configs: Vec<ChunkServerConfig> = (0..3)
             .map(|i| ChunkServerConfig {
@@ -71,11 +101,13 @@ impl Cluster {
                     },
                 ],
                 redirect_hints,
+                durability: curve_chunkserver::Durability::Cache,
             })
             .collect();
         let mut cluster = Cluster {
             _dir: dir,
             configs,
+            addrs: known,
             runtimes: vec![None, None, None],
         };
         for (i, listener) in listeners.into_iter().enumerate() {
@@ -159,7 +191,7 @@ impl Cluster {
     }
 
     pub fn addr(&self, i: usize) -> String {
-        self.configs[i].listen.to_string()
+        self.addrs[i].clone()
     }
 
     pub fn chunk_path(&self, i: usize, copyset_id: u32, chunk_id: u64) -> PathBuf {
@@ -189,6 +221,47 @@ impl Cluster {
 }
 
 impl Cluster {
+    /// Waits (up to 15 s) until every server in `on` names one of them as the copyset's
+    /// leader; returns it.
+    pub async fn leader_among(
+        &self,
+        copyset_id: u32,
+        on: &[usize],
+    ) -> Result<usize, Box<dyn std::error::Error + Send + Sync>> {
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(15);
+        loop {
+            let mut named = Vec::new();
+            for &i in on {
+                let answer = match self.cli_client(i).await {
+                    Ok(mut cli) => cli
+                        .get_leader(curve_proto::chunkserver::GetLeaderRequest2 {
+                            logic_pool_id: POOL,
+                            copyset_id,
+                            peer: None,
+                        })
+                        .await
+                        .ok()
+                        .and_then(|r| r.into_inner().leader.address),
+                    Err(_) => None,
+                };
+                named.push(answer);
+            }
+            let agreed = on.iter().copied().find(|&l| {
+                let expected = format!("{}:0", self.addr(l));
+                named
+                    .iter()
+                    .all(|a| a.as_deref() == Some(expected.as_str()))
+            });
+            if let Some(leader) = agreed {
+                return Ok(leader);
+            }
+            if tokio::time::Instant::now() > deadline {
+                return Err(format!("copyset {copyset_id}: no agreed leader among {on:?}").into());
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+
     /// Waits (up to 15 s) until every server in `on` names server `leader` as the
     /// copyset's leader and that server leads it.
     pub async fn wait_leader(

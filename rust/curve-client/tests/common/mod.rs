@@ -136,6 +136,7 @@ impl Cluster {
                     })
                     .collect(),
                 redirect_hints: false,
+                durability: curve_chunkserver::Durability::Cache,
             };
             let rt = runtime();
             let listener = {
