@@ -3,19 +3,22 @@ namespace and of every byte, with chunkserver faults in the background.
 
 A hypothesis state machine drives create, extend, open, write (aligned through
 ``CBDClient``, unaligned through the Pythonic ``Volume``), read, close, rename, remove,
-recover (from ``/RecycleBin``), purge (``DeleteForce``), stat and listdir, each through
-either API, plus batches of IO run at once on several threads. The model knows what every
+recover (from ``/RecycleBin``), purge (``DeleteForce``), stat, listdir, write_zeroes and
+discard, each through either API where both have it, plus batches of IO run at once on
+several threads. The model knows what every
 call must return (its code, or which exception) and what every byte holds; reads must agree
 byte for byte. Where the API gives no order (concurrent writes over the same blocks) the
 model accepts each block as any serial order of the writes touching it leaves it, and takes
-what the read shows. The regions straddle the places where IO is split: the first chunk
-boundary, the first segment boundary, the file's end (which moves with extend), on plain and
-striped files.
+what the read shows. Each fd's segment cache is modelled too: a segment it found
+unallocated reads as zeros through it until it writes there itself (upstream's cache for an
+exclusive open, which assumes one writer). The regions straddle the places where IO is
+split: the first chunk boundary, the first segment boundary, the file's end (which moves
+with extend), on plain and striped files.
 
 Meanwhile a background thread injects faults at random steps: a chunkserver (often a
 copyset's leader) SIGKILLed and restarted, stopped cleanly and restarted, or paused and
-resumed (each of which moves leaders). At most one fault runs at a time, so a majority of
-every copyset stays up and no IO may fail.
+resumed (each of which moves leaders), or a copyset's leadership moved (TransferLeader). At
+most one fault runs at a time, so a majority of every copyset stays up and no IO may fail.
 
 One LocalCluster serves the whole run. Each example works in its own directory; its files
 are checked whole at its end, and once more at the end of the run with a fresh client, the
@@ -252,11 +255,21 @@ def _pause_resume(cluster: LocalCluster, cs: int, f: Fault) -> None:
     cluster.resume_chunkserver(cs)
 
 
+def _move_leader(cluster: LocalCluster, cs: int, f: Fault) -> None:
+    # TransferLeader of the copyset to `cs`, or on to the next member if `cs` leads it
+    # (every chunkserver is a member of every copyset). The transferee must have caught up.
+    ids = cluster.chunkserver_ids
+    if cluster.copyset_leader(f.copyset) == cs:
+        cs = ids[(ids.index(cs) + 1) % len(ids)]
+    cluster.transfer_leader(f.copyset, cs, timeout=30.0)
+
+
 # The faults the run draws from; each takes the chunkserver it hits.
 FAULTS: dict[str, Callable[[LocalCluster, int, Fault], None]] = {
     "kill": _kill_restart,
     "stop": _stop_start,
     "pause": _pause_resume,
+    "move leader": _move_leader,
 }
 
 
@@ -292,7 +305,8 @@ class FaultRunner:
             if cs is None:
                 cs = self.cluster.copyset_leader(f.copyset)
                 who = f"chunkserver-{cs} (leader of copyset {f.copyset})"
-            self.log.append(f"step {step}: {f.kind} {who} for {f.hold:.2f} s")
+            held = "" if f.kind == "move leader" else f" for {f.hold:.2f} s"
+            self.log.append(f"step {step}: {f.kind} {who} (copyset {f.copyset}){held}")
             FAULTS[f.kind](self.cluster, cs, f)
             # Settled once every copyset has a leader again.
             for c in self.cluster.copyset_ids:
