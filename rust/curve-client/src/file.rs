@@ -504,6 +504,9 @@ impl OpenFile {
         if offset.is_multiple_of(bs) && len.is_multiple_of(bs) {
             return self.write(offset, data).await;
         }
+        // The whole span first: the pieces below are written at once, and one refused for
+        // reaching past the end must not leave the others landed (a torn write).
+        self.check_range(offset, len).await?;
         let (start, stop) = self.block_span(offset, len)?;
         let _blocks = self.blocks.lock(start, stop, true).await;
         let end = offset + len;
