@@ -4,12 +4,12 @@ client goes away never delivers what the proxy still held."""
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import struct
 import threading
 import time
 from collections.abc import Callable, Iterator
-import contextlib
 from contextlib import contextmanager
 
 import pytest
@@ -105,7 +105,7 @@ def wait_until(
 
 
 def test_bytes_pass_both_ways_and_delays_hold_them() -> None:
-    with proxied() as (proxy, sink):
+    with proxied() as (proxy, _sink):
         s = connect(proxy)
         s.sendall(b"echo-1")
         assert s.recv(100) == b"echo-1"
@@ -194,8 +194,10 @@ def test_nothing_behind_the_proxy_resets_the_client() -> None:
     port = socket.create_server(("127.0.0.1", 0))
     closed = port.getsockname()[1]
     port.close()
-    with FaultProxy(("127.0.0.1", 0), ("127.0.0.1", closed)) as proxy:
+    with (
+        FaultProxy(("127.0.0.1", 0), ("127.0.0.1", closed)) as proxy,
+        pytest.raises((ConnectionResetError, BrokenPipeError)),
+    ):
         s = connect(proxy)
-        with pytest.raises((ConnectionResetError, BrokenPipeError)):
-            s.sendall(b"q")
-            s.recv(1)
+        s.sendall(b"q")
+        s.recv(1)
