@@ -638,7 +638,10 @@ mod tests {
         let c = l.mds_config().unwrap();
         assert_eq!(c.listen, "127.0.0.1:1".parse().unwrap());
         let cs = &c.topology.chunkservers[0];
-        assert_eq!((cs.host.as_str(), cs.external_ip()), ("127.0.0.1", "127.0.0.2"));
+        assert_eq!(
+            (cs.host.as_str(), cs.external_ip()),
+            ("127.0.0.1", "127.0.0.2")
+        );
         // Replication goes to the listening address, not through the clients' path.
         let peers = &l.chunkserver_config(1).unwrap().copysets[0].members;
         assert_eq!(peers[1].addr, "127.0.0.1:8202");
