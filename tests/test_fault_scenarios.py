@@ -28,7 +28,7 @@ from pathlib import Path
 import pytest
 
 import curvefs
-from curvefs.testing import LocalCluster
+from curvefs.testing import FaultProxy, LocalCluster
 from tests.helpers import GiB, MiB, conf_with, make_user
 
 KiB = 1 << 10
@@ -44,6 +44,7 @@ IO_SLACK_S = 10.0
 CLIENT_OPTIONS = {"chunkserver.maxRetryTimeMS": int(IO_BUDGET_S * 1000)}
 
 FILE_OCCUPIED = -curvefs.CURVE_ERROR_FILE_OCCUPIED
+EXISTS = -curvefs.CURVE_ERROR_EXISTS
 
 
 def figure(name: str, value: float, unit: str = "s") -> None:
@@ -636,3 +637,238 @@ def test_process_exits_with_io_in_flight(tmp_path: Path, how: str) -> None:
         assert isinstance(got, bytes) and len(got) == SLOT
         cbd.Close(fd)
         cbd.UnInit()
+
+
+# ---------------------------------------------------------------------------------------
+# 6. Connections delayed, dropped, reset mid-request and blackholed on the clients' path
+# to a copyset leader and to the MDS (LocalCluster(proxied=True): a FaultProxy in front
+# of every server; replication between chunkservers does not cross it).
+
+NET_FAULTS = ["delay", "drop", "reset_mid_request", "blackhole"]
+
+
+def apply_net_fault(proxy: FaultProxy, fault: str, seconds: float) -> float:
+    """Runs `fault` on `proxy` for about `seconds`; returns when the path was whole again."""
+    end = time.monotonic() + seconds
+    if fault == "delay":
+        # A round trip of 1.2 s: longer than the first try's timeout on either wire.
+        proxy.delay(upstream=0.6, downstream=0.6)
+        time.sleep(seconds)
+    elif fault == "blackhole":
+        proxy.blackhole()
+        time.sleep(seconds)
+    else:
+        while time.monotonic() < end:
+            if fault == "drop":
+                proxy.drop()
+            else:
+                proxy.reset(mid_request=True)
+            time.sleep(0.3)
+    proxy.pass_through()
+    return time.monotonic()
+
+
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize("fault", NET_FAULTS)
+def test_network_faults_on_the_path_to_a_leader(tmp_path: Path, fault: str) -> None:
+    with (
+        LocalCluster(
+            tmp_path / "c", copysets=COPYSETS, client_options=CLIENT_OPTIONS, proxied=True
+        ) as cluster,
+        volume(cluster) as (cbd, fd),
+    ):
+        work = Workload(cbd, fd, REGION_SLOTS)
+        work.start()
+        try:
+            work.wait_all_threads_progress(0.0, 20, timeout=60)
+            victim, led = busiest_leader(cluster)
+            proxy = cluster.fault_proxy(f"chunkserver-{victim}")
+            accepted = proxy.accepted
+            t0 = time.monotonic()
+            t1 = apply_net_fault(proxy, fault, 3.0)
+            work.wait_all_threads_progress(t1, 20, timeout=IO_BUDGET_S + IO_SLACK_S)
+            resumed = work.stall_after(t1)
+            # The leaders did not move: the fault was on the clients' path only.
+            moved = {c: cluster.copyset_leader(c) for c in led}
+        finally:
+            work.finish()
+        figure(f"net_{fault}_leader_io_resumed", resumed)
+        figure(f"net_{fault}_leader_worst_write", work.stall_after(t0))
+        print(
+            f"FIGURE net_{fault}_leader_victim=chunkserver-{victim} leading copysets {led}; "
+            f"{len(work.records)} writes, {work.failed()} failed, "
+            f"{proxy.accepted - accepted} new connections, "
+            f"{proxy.discarded_bytes} bytes discarded in the proxy",
+            flush=True,
+        )
+        assert set(moved.values()) == {victim}, moved
+        assert work.failed() == 0, "a write failed on a fault far shorter than its budget"
+        if fault in ("drop", "reset_mid_request"):
+            assert proxy.accepted > accepted, "the client never reconnected"
+        assert resumed < 10.0
+        work.verify(cbd, fd, "the writing client")
+        with volume(cluster) as (other, ofd):
+            work.verify(other, ofd, "a new client")
+        deadline = time.monotonic() + 60
+        while differ := replicas_differ(cluster):
+            assert time.monotonic() < deadline, f"replicas differ: {differ[:5]}"
+            time.sleep(0.5)
+
+
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize("fault", NET_FAULTS)
+def test_network_faults_on_the_path_to_the_mds(tmp_path: Path, fault: str) -> None:
+    """IO on allocated segments goes on through an MDS fault; metadata calls, the
+    allocation of new segments and the session refreshes retry and succeed after it, and
+    each takes effect once (a retried Create finding its own file is the one risk)."""
+    user = make_user("curve")
+    with (
+        LocalCluster(
+            tmp_path / "c", copysets=COPYSETS, client_options=CLIENT_OPTIONS, proxied=True
+        ) as cluster,
+        volume(cluster) as (cbd, fd),
+    ):
+        work = Workload(cbd, fd, REGION_SLOTS)
+        work.start()
+        meta: list[tuple[str, int, float]] = []
+        stop = threading.Event()
+
+        def metadata() -> None:
+            i = 0
+            while not stop.is_set():
+                t = time.monotonic()
+                rc = cbd.Create(f"/m{i}", user, 10 * GiB)
+                meta.append((f"create /m{i}", rc, time.monotonic() - t))
+                t = time.monotonic()
+                rc = cbd.StatFile(f"/m{i}", user, curvefs.FileInfo_t())
+                meta.append((f"stat /m{i}", rc, time.monotonic() - t))
+                i += 1
+
+        try:
+            work.wait_all_threads_progress(0.0, 20, timeout=60)
+            proxy = cluster.fault_proxy("mds")
+            meta_thread = threading.Thread(target=metadata, daemon=True)
+            meta_thread.start()
+            t0 = time.monotonic()
+            # A write to a segment not allocated yet needs the MDS during the fault.
+            new_segment = threading.Thread(
+                target=lambda: meta.append(
+                    ("write to a new segment", cbd.Write(fd, b"n" * SLOT, 5 * GiB, SLOT), 0.0)
+                ),
+                daemon=True,
+            )
+            faulted = threading.Thread(target=apply_net_fault, args=(proxy, fault, 3.0))
+            faulted.start()
+            time.sleep(0.2)
+            new_segment.start()
+            work.wait_all_threads_progress(t0, 20, timeout=IO_BUDGET_S + IO_SLACK_S)
+            during = work.stall_after(t0)
+            faulted.join()
+            t1 = time.monotonic()
+            new_segment.join(IO_BUDGET_S + IO_SLACK_S)
+            assert not new_segment.is_alive(), "a write to a new segment hung"
+            # Metadata calls succeed again after the fault.
+            wait_for(
+                lambda: (
+                    sum(1 for m in meta[:] if m[0].startswith("create") and m[1] == 0) >= 3
+                    and any(m[0].startswith("create") for m in meta[:] if m[2] < 1.0)
+                ),
+                30,
+                "metadata calls succeeding after the fault",
+            )
+            stop.set()
+            meta_thread.join(IO_BUDGET_S + IO_SLACK_S)
+            assert not meta_thread.is_alive(), "a metadata call hung"
+        finally:
+            stop.set()
+            work.finish()
+        resumed = max((d for _, _, d in meta), default=0.0)
+        figure(f"net_{fault}_mds_worst_write_on_allocated_segments", during)
+        figure(f"net_{fault}_mds_slowest_metadata_call", resumed)
+        print(f"FIGURE net_{fault}_mds_calls={len(meta)} after={t1 - t0:.1f}s", flush=True)
+        assert work.failed() == 0
+        assert during < 5.0, "IO on allocated segments waited on the MDS fault"
+        # A CreateFile is not idempotent: when its first try reached the MDS and the
+        # answer was lost (dropped, reset, or later than the timeout), the retry finds
+        # the file and says EXISTS. The file is there, once; nothing else may fail.
+        own_exists = [m for m in meta if m[0].startswith("create") and m[1] == EXISTS]
+        failed = [
+            m
+            for m in meta
+            if m[1] != (SLOT if m[0].startswith("write") else 0) and m not in own_exists
+        ]
+        assert not failed, f"metadata calls failed: {failed[:5]}"
+        print(f"FIGURE net_{fault}_mds_retried_create_saw_its_own_file={len(own_exists)}")
+        work.verify(cbd, fd, "the writing client")
+        assert cbd.Read(fd, "", 5 * GiB, SLOT) == b"n" * SLOT
+        for name, _, _ in own_exists:
+            assert cbd.StatFile(name.split()[1], user, curvefs.FileInfo_t()) == 0, name
+
+
+def slot_on_replicas(cluster: LocalCluster, copyset: str, slot: int) -> dict[int, bytes]:
+    """The bytes of `slot` (of the volume's first chunk) in every replica's chunk file."""
+    out = {}
+    for cs in cluster.chunkserver_ids:
+        for name, path in chunk_files(cluster, cs).items():
+            if name.startswith(copyset + "/"):
+                with open(path, "rb") as f:
+                    f.seek(slot * SLOT)
+                    out[cs] = f.read(SLOT).ljust(SLOT, b"\0")
+    return out
+
+
+@pytest.mark.timeout(180)
+def test_a_write_held_past_its_timeout_never_lands_over_a_newer_one(tmp_path: Path) -> None:
+    """The duplicate-write hazard: a write to a leader whose bytes the network holds
+    past the client's RPC timeout while that leader is stopped and replaced; the client
+    retries at the new leader, then writes newer bytes to the same slot; the held
+    original reaches the old leader's socket, where it finds it first thing on resuming,
+    still believing it leads. It must land on no replica: watched from the moment the
+    old leader resumes, no chunk file ever holds the older bytes, and after catch-up
+    every replica holds the newer ones."""
+    rng = random.Random(6)
+    first, older, newer = (rng.randbytes(SLOT) for _ in range(3))
+    with (
+        LocalCluster(
+            tmp_path / "c", copysets=3, client_options=CLIENT_OPTIONS, proxied=True
+        ) as cluster,
+        volume(cluster) as (cbd, fd),
+    ):
+        assert cbd.Write(fd, first, 0, SLOT) == SLOT
+        (copyset,) = {
+            name.split("/")[0]
+            for cs in cluster.chunkserver_ids
+            for name in chunk_files(cluster, cs)
+        }
+        copyset_id = int(copyset.split("-")[1])
+        old_leader = cluster.copyset_leader(copyset_id)
+        proxy = cluster.fault_proxy(f"chunkserver-{old_leader}")
+        proxy.blackhole()
+        held_from = proxy.forwarded("upstream")
+        result: list[int] = []
+        t0 = time.monotonic()
+        writer = threading.Thread(target=lambda: result.append(cbd.Write(fd, older, 0, SLOT)))
+        writer.start()
+        time.sleep(0.3)  # the write is in the proxy, held
+        cluster.pause_chunkserver(old_leader)
+        writer.join(IO_BUDGET_S + IO_SLACK_S)
+        assert result == [SLOT], f"the held write was not retried to success: {result}"
+        retried = time.monotonic() - t0
+        assert cluster.copyset_leader(copyset_id) != old_leader
+        assert cbd.Write(fd, newer, 0, SLOT) == SLOT
+        # The held bytes go on to the stopped leader's socket.
+        proxy.pass_through()
+        wait_for(lambda: proxy.forwarded("upstream") > held_from, 10, "the held write delivered")
+        cluster.resume_chunkserver(old_leader)
+        figure("net_held_write_retried_at_new_leader", retried)
+        # Watch closely: a catch-up copy would soon mend a replica the late write reached.
+        watch_until = time.monotonic() + 2.0
+        while time.monotonic() < watch_until:
+            landed = [cs for cs, b in slot_on_replicas(cluster, copyset, 0).items() if b == older]
+            assert not landed, f"the held write landed after a newer one on {landed}"
+            time.sleep(0.01)
+        assert cbd.Read(fd, "", 0, SLOT) == newer
+        deadline = time.monotonic() + 30
+        while set(slot_on_replicas(cluster, copyset, 0).values()) != {newer}:
+            assert time.monotonic() < deadline, "the replicas never all held the newer bytes"
+            time.sleep(0.2)

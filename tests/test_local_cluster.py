@@ -215,3 +215,37 @@ def test_transfer_leader_moves_leadership_and_it_stays(tmp_path: Path) -> None:
             cluster.transfer_leader(1, 99)
         cluster.transfer_leader(1, leader, timeout=20)
         assert cluster.copyset_leader(1) == leader
+
+
+def test_a_proxied_cluster_puts_its_proxies_on_the_clients_path(tmp_path: Path) -> None:
+    user = curvefs.UserInfo_t()
+    user.owner = "curve"
+    with LocalCluster(tmp_path / "c", copysets=3, proxied=True) as cluster:
+        assert cluster.proxied
+        layout = json.loads((tmp_path / "c" / "cluster.json").read_text())
+        assert layout["external_ip"] == "127.0.0.2"
+        proxies = {s: cluster.fault_proxy(s) for s in ["mds", "chunkserver-1"]}
+        assert proxies["mds"].address == f"127.0.0.2:{cluster.mds_addr.rsplit(':', 1)[1]}"
+        assert proxies["mds"].target == cluster.mds_addr
+        with pytest.raises(KeyError):
+            cluster.fault_proxy("chunkserver-9")
+        cbd = curvefs.CBDClient()
+        assert cbd.Init(cluster.conf_path) == 0
+        assert cbd.Create("/p", user, 10 << 30) == 0
+        fd = cbd.Open("/p", user)
+        # Three chunks over three copysets: each chunkserver leads one of them.
+        for i in range(3):
+            assert cbd.Write(fd, b"p" * 4096, i * (16 << 20), 4096) == 4096
+        cbd.Close(fd)
+        cbd.UnInit()
+        for cs in cluster.chunkserver_ids:
+            assert cluster.fault_proxy(f"chunkserver-{cs}").forwarded("upstream") > 4096
+        assert proxies["mds"].forwarded("upstream") > 0
+    # The folder keeps what its first start chose.
+    with LocalCluster(tmp_path / "c") as again:
+        assert again.proxied
+        assert again.fault_proxy("mds").accepted == 0
+    with LocalCluster(tmp_path / "d", copysets=1) as plain:
+        assert not plain.proxied
+        with pytest.raises(RuntimeError):
+            plain.fault_proxy("mds")

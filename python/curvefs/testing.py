@@ -17,6 +17,10 @@ stderr. ``log_tail`` reads them, also after a temporary cluster removed its fold
 Fault controls for tests: ``kill_*`` (SIGKILL by default), ``stop_*`` (SIGTERM, a clean
 exit), ``start_*``, ``pause_*``/``resume_*`` (SIGSTOP/SIGCONT: a hung server whose sockets
 stay open), ``restart_mds`` and ``copyset_leader`` (asks the chunkservers' GetLeader).
+
+Network faults: ``LocalCluster(proxied=True)`` puts a ``FaultProxy`` (delay, blackhole,
+drop, reset; ``curvefs._fault_proxy``) on the clients' path to the MDS and to every
+chunkserver; ``fault_proxy("mds")``/``fault_proxy("chunkserver-<id>")`` returns it.
 """
 
 from __future__ import annotations
@@ -39,9 +43,23 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
-__all__ = ["LOG_ENV", "TRANSPORTS", "TRANSPORT_ENV", "ClusterStartError", "LocalCluster"]
+from curvefs._fault_proxy import FaultProxy
+
+__all__ = [
+    "LOG_ENV",
+    "TRANSPORTS",
+    "TRANSPORT_ENV",
+    "ClusterStartError",
+    "FaultProxy",
+    "LocalCluster",
+]
 
 _HOST = "127.0.0.1"
+# Where a proxied cluster's clients reach its servers, on the servers' own ports: another
+# loopback address (all of 127/8 is loopback on Linux), so one port number names a server
+# on both paths. The layout records it as `external_ip`; the MDS hands it to clients as
+# each chunkserver's externalIp, and the chunkservers replicate over _HOST, off the proxy.
+_PROXY_HOST = "127.0.0.2"
 _LAYOUT = "cluster.json"
 _CLIENT_CONF = "client.conf"
 
@@ -243,6 +261,12 @@ class LocalCluster:
     ``chunk_fsync=True`` makes the chunkservers put every write on stable storage before
     they acknowledge it (chunk files opened ``O_DSYNC``, as upstream's, and their records
     fsynced); by default a write survives a killed server but not a power cut.
+
+    ``proxied=True`` makes clients reach every server through a fault-injecting proxy of
+    its own (``fault_proxy``), for network faults on the path to one server. Replication
+    between chunkservers does not go through the proxies: a fault there is one on a
+    client's path, not a partition of the copyset. A folder keeps what its first start
+    chose.
     """
 
     def __init__(
@@ -257,6 +281,7 @@ class LocalCluster:
         transport: str | None = None,
         chunk_fsync: bool = False,
         start_timeout: float = 30.0,
+        proxied: bool = False,
     ) -> None:
         if chunkservers < 1:
             raise ValueError("a cluster needs at least one chunkserver")
@@ -275,6 +300,8 @@ class LocalCluster:
         self._client_options = {k: str(v) for k, v in (client_options or {}).items()}
         self._chunk_fsync = chunk_fsync
         self._start_timeout = start_timeout
+        self._requested_proxied = proxied
+        self._proxies: dict[str, FaultProxy] = {}
         self._layout: dict[str, object] = {}
         self._procs: dict[str, subprocess.Popen[bytes]] = {}
         self._paused: set[str] = set()
@@ -362,6 +389,7 @@ class LocalCluster:
         (self._dir / "logs").mkdir(exist_ok=True)
         self._layout = self._load_or_create_layout()
         self._write_client_conf()
+        self._start_proxies()
         if self._logbook is None or self._logbook.dir != self._dir:
             _serial += 1
             self._logbook = _LogBook(_serial)
@@ -375,12 +403,14 @@ class LocalCluster:
                 self.start_chunkserver(cs_id)
         except BaseException:
             self._stop_all(signal.SIGKILL)
+            self._close_proxies()
             raise
         return self
 
     def stop(self) -> None:
         """Stop every server gracefully (SIGTERM, then SIGKILL after a grace period)."""
         self._stop_all(signal.SIGTERM)
+        self._close_proxies()
         if self._logbook is not None:
             self._logbook.running = False
         if self._owns_dir and self._dir is not None:
@@ -521,6 +551,49 @@ class LocalCluster:
                 )
             time.sleep(0.1)
 
+    # -- network faults ---------------------------------------------------------------
+
+    @property
+    def proxied(self) -> bool:
+        """Whether clients reach the servers through fault proxies (``fault_proxy``)."""
+        return self._external_ip() is not None
+
+    def fault_proxy(self, server: str) -> FaultProxy:
+        """The proxy on the clients' path to ``"mds"`` or ``"chunkserver-<id>"`` of a
+        cluster started with ``proxied=True``."""
+        if not self.proxied:
+            raise RuntimeError("the cluster was not started with proxied=True")
+        try:
+            return self._proxies[server]
+        except KeyError:
+            raise KeyError(f"no proxy for {server!r}: not a server of this cluster") from None
+
+    def _external_ip(self) -> str | None:
+        ip = self._layout.get("external_ip")
+        return str(ip) if ip else None
+
+    def _start_proxies(self) -> None:
+        ip = self._external_ip()
+        if ip is None:
+            return
+        servers = {"mds": self._mds_ports()[0]}
+        servers.update({f"chunkserver-{cs['id']}": int(cs["port"]) for cs in self._chunkservers()})
+        for name, port in servers.items():
+            if name not in self._proxies:
+                try:
+                    proxy = FaultProxy((ip, port), (_HOST, port)).start()
+                except OSError as e:
+                    self._close_proxies()
+                    raise ClusterStartError(
+                        f"cannot put a proxy for {name} on {ip}:{port}: {e}"
+                    ) from e
+                self._proxies[name] = proxy
+
+    def _close_proxies(self) -> None:
+        for proxy in self._proxies.values():
+            proxy.close()
+        self._proxies.clear()
+
     def pid(self, server: str) -> int:
         """The process id of ``"mds"`` or ``"chunkserver-<id>"``."""
         return self._procs[server].pid
@@ -581,6 +654,8 @@ class LocalCluster:
             "mds": mds,
             "chunk_fsync": self._chunk_fsync,
         }
+        if self._requested_proxied:
+            layout["external_ip"] = _PROXY_HOST
         # Written atomically: a half-written layout would strand the folder's data.
         tmp = path.with_suffix(".tmp")
         with open(tmp, "w", encoding="utf-8") as f:
@@ -593,7 +668,8 @@ class LocalCluster:
     def _write_client_conf(self) -> None:
         assert self._dir is not None
         conf = dict(_CLIENT_DEFAULTS)
-        conf["mds.listen.addr"] = ",".join(self.mds_addrs)
+        client_ip = self._external_ip() or _HOST
+        conf["mds.listen.addr"] = ",".join(f"{client_ip}:{p}" for p in self._mds_ports())
         conf["global.logPath"] = str(self._dir / "logs")
         if self._transport != "baidu_std":
             # baidu_std is the default: the conf then holds only upstream's keys.

@@ -45,7 +45,7 @@ impl Dispatch for BaiduStd {
                     // The data is the attachment, as on a stock chunkserver; field 1000
                     // belongs to gRPC and is not looked at here.
                     req.attachment = Some(r.attachment);
-                    let resp = node.write(req).await;
+                    let resp = node.write_to_the_end(req).await;
                     Ok(Response {
                         payload: Bytes::from(resp.encode_to_vec()),
                         attachment: Bytes::new(),

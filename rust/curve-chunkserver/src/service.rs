@@ -227,11 +227,31 @@ impl Node {
         }
     }
 
-    pub(crate) async fn write(&self, req: ChunkRequest) -> ChunkResponse {
+    /// WriteChunk, run to its end on a task of its own whatever becomes of the caller.
+    /// Both servers drop an RPC's future when the client's connection goes, and a write
+    /// dropped half-way may be on the leader and not on a follower, or land late (its
+    /// blocking thread still running) after its range was released to a newer write of
+    /// the same bytes, which a replica would then hold the older data over for good.
+    pub(crate) async fn write_to_the_end(self: &Arc<Self>, req: ChunkRequest) -> ChunkResponse {
+        let node = self.clone();
+        tokio::spawn(async move { node.write(req).await })
+            .await
+            .unwrap_or_else(|_| status_response(ChunkOpStatus::FailureUnknown))
+    }
+
+    async fn write(&self, req: ChunkRequest) -> ChunkResponse {
         let (copyset, range, key) = match self.admit(&req, ChunkOpType::ChunkOpWrite) {
             Ok(admitted) => admitted,
             Err(refusal) => return refusal,
         };
+        if !copyset.lease_valid() {
+            // As for reads: a leader no majority answered for a lease may have been
+            // replaced while it was stopped, and a write it still finds in its socket
+            // (sent before the client timed out and went to the new leader, where newer
+            // writes to the same bytes may have followed) must reach neither its replica
+            // nor a follower that now follows another leader. No hint: we may not lead.
+            return status_response(ChunkOpStatus::Redirected);
+        }
         if self.epoch_too_old(req.file_id, req.epoch) {
             return status_response(ChunkOpStatus::EpochTooOld);
         }
@@ -522,7 +542,9 @@ impl ChunkService for Handlers {
         &self,
         request: Request<ChunkRequest>,
     ) -> Result<Response<ChunkResponse>, Status> {
-        Ok(Response::new(self.0.write(request.into_inner()).await))
+        Ok(Response::new(
+            self.0.write_to_the_end(request.into_inner()).await,
+        ))
     }
 
     async fn get_chunk_info(

@@ -376,11 +376,26 @@ async fn write_is_acknowledged_with_one_follower_down_not_two() -> TestResult {
     let resp = read(&mut leader, read_request(CS_A, 30, 0, 4096)).await?;
     assert_eq!(status(resp.status), ChunkOpStatus::Redirected);
     assert_eq!(resp.redirect, None);
+    // Nor does it apply writes: a write it finds now may predate a newer one at a
+    // leader that replaced it.
+    let resp = write(&mut leader, write_request(CS_A, 33, 0, data.clone(), 0)).await?;
+    assert_eq!(status(resp.status), ChunkOpStatus::Redirected);
+    assert!(!cluster.chunk_path(0, CS_A, 33).exists());
 
-    // A follower that comes back receives new writes again.
+    // A follower that comes back receives new writes again, once a heartbeat round
+    // renewed the lease.
     cluster.restart(1)?;
     cluster.wait_leader(CS_A, 0, &[0, 1]).await?;
-    let resp = write(&mut leader, write_request(CS_A, 32, 0, data.clone(), 0)).await?;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    let resp = loop {
+        let resp = write(&mut leader, write_request(CS_A, 32, 0, data.clone(), 0)).await?;
+        if status(resp.status) != ChunkOpStatus::Redirected
+            || tokio::time::Instant::now() > deadline
+        {
+            break resp;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     assert_eq!(status(resp.status), ChunkOpStatus::Success);
     assert_eq!(on_disk(&cluster.chunk_path(1, CS_A, 32), 0, 4096)?, data);
     let resp = read(&mut leader, read_request(CS_A, 30, 0, 4096)).await?;

@@ -138,6 +138,8 @@ fn default_chunkservers() -> Vec<ChunkServerLayout> {
 struct LayoutFile {
     #[serde(default = "default_host")]
     host: String,
+    #[serde(default)]
+    external_ip: Option<String>,
     mds_ports: Vec<u16>,
     #[serde(default = "default_chunkservers")]
     chunkservers: Vec<ChunkServerLayout>,
@@ -159,7 +161,13 @@ struct LayoutFile {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClusterLayout {
     pub dir: PathBuf,
+    /// Where the servers listen, and where chunkservers replicate to each other.
     pub host: String,
+    /// Where clients reach the servers, on the same ports, if not `host`: the MDS reports
+    /// it as each chunkserver's `externalIp` (upstream's client-facing network). The
+    /// local cluster puts its fault-injecting proxies there, so that faults hit the
+    /// clients' paths and not replication.
+    pub external_ip: Option<String>,
     pub mds_ports: Vec<u16>,
     pub chunkservers: Vec<ChunkServerLayout>,
     pub logical_pool_id: u32,
@@ -193,6 +201,7 @@ impl ClusterLayout {
         let layout = ClusterLayout {
             dir: dir.to_path_buf(),
             host: raw.host,
+            external_ip: raw.external_ip,
             mds_ports: raw.mds_ports,
             chunkservers: raw.chunkservers,
             logical_pool_id: raw.logical_pool_id,
@@ -211,6 +220,11 @@ impl ClusterLayout {
     fn validate(&self) -> Result<(), String> {
         if self.host.is_empty() {
             return Err("host is empty".into());
+        }
+        if let Some(ip) = &self.external_ip
+            && ip.parse::<IpAddr>().is_err()
+        {
+            return Err(format!("external_ip {ip:?} is not an IP address"));
         }
         if self.mds_ports.is_empty() {
             return Err("mds_ports is empty".into());
@@ -332,6 +346,7 @@ impl ClusterLayout {
                     id: c.id,
                     host: self.host.clone(),
                     port: c.port,
+                    external_ip: self.external_ip.clone(),
                 })
                 .collect(),
             copysets: self
@@ -626,6 +641,24 @@ mod tests {
             server_log_path(Path::new("/data"), "chunkserver-2"),
             Path::new("/data/logs/chunkserver-2.log")
         );
+    }
+
+    #[test]
+    fn external_ip_reaches_the_topology_only() {
+        let l = parse(r#"{"mds_ports": [1], "external_ip": "127.0.0.2"}"#).unwrap();
+        let c = l.mds_config().unwrap();
+        assert_eq!(c.listen, "127.0.0.1:1".parse().unwrap());
+        let cs = &c.topology.chunkservers[0];
+        assert_eq!(
+            (cs.host.as_str(), cs.external_ip()),
+            ("127.0.0.1", "127.0.0.2")
+        );
+        // Replication goes to the listening address, not through the clients' path.
+        let peers = &l.chunkserver_config(1).unwrap().copysets[0].members;
+        assert_eq!(peers[1].addr, "127.0.0.1:8202");
+        assert_eq!(parse(FULL).unwrap().external_ip, None);
+        let e = parse(r#"{"mds_ports": [1], "external_ip": "proxy"}"#).unwrap_err();
+        assert!(e.to_string().contains("external_ip"), "{e}");
     }
 
     #[test]

@@ -41,8 +41,19 @@ pub use store::store_path;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChunkServerEntry {
     pub id: u32,
+    /// Where it listens and where its peers replicate to (upstream's `hostIp`).
     pub host: String,
     pub port: u16,
+    /// Where clients send IO, on the same port (upstream's `externalIp`, a chunkserver's
+    /// client-facing network); `None`: `host`.
+    pub external_ip: Option<String>,
+}
+
+impl ChunkServerEntry {
+    /// The address clients send IO to.
+    pub fn external_ip(&self) -> &str {
+        self.external_ip.as_deref().unwrap_or(&self.host)
+    }
 }
 
 /// A copyset of the logical pool and the chunkservers holding its replicas.

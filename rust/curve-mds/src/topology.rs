@@ -37,7 +37,7 @@ impl Topology {
             chunk_server_id: cs.id,
             host_ip: cs.host.clone(),
             port: u32::from(cs.port),
-            external_ip: Some(cs.host.clone()),
+            external_ip: Some(cs.external_ip().to_string()),
         }
     }
 
@@ -67,7 +67,7 @@ impl Topology {
             mount_point: format!("local://chunkserver-{}", cs.id),
             disk_capacity: self.config.pool_capacity / n,
             disk_used: 0,
-            external_ip: Some(cs.host.clone()),
+            external_ip: Some(cs.external_ip().to_string()),
             version: Some(env!("CARGO_PKG_VERSION").into()),
         }
     }

@@ -80,6 +80,7 @@ impl Cluster {
                     id: *id,
                     host: "127.0.0.1".into(),
                     port: a.port(),
+                    external_ip: None,
                 })
                 .collect(),
             copysets: copysets

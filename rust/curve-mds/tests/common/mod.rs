@@ -33,6 +33,7 @@ pub fn topology() -> TopologyConfig {
                 id,
                 host: "127.0.0.1".into(),
                 port: 8200 + id as u16,
+                external_ip: None,
             })
             .collect(),
         copysets: (1..=4)
