@@ -55,8 +55,8 @@ impl ClusterLayout {
             (key.to_string(), value)
         }));
         for (key, value) in overrides {
-            let known = KEYS.iter().any(|(_, k)| k == key)
-                || UPSTREAM_ONLY.iter().any(|(k, _)| k == key);
+            let known =
+                KEYS.iter().any(|(_, k)| k == key) || UPSTREAM_ONLY.iter().any(|(k, _)| k == key);
             if !known {
                 return Err(Error::ClientConf(format!(
                     "{key:?} is not a client.conf key curvefs or upstream reads"
@@ -175,9 +175,13 @@ mod tests {
     #[test]
     fn unknown_keys_and_bad_values_are_refused() {
         let o = |k: &str, v: &str| vec![(k.to_string(), v.to_string())];
-        let e = layout().client_conf(&o("mds.rpcTimeoutMs", "1")).unwrap_err();
+        let e = layout()
+            .client_conf(&o("mds.rpcTimeoutMs", "1"))
+            .unwrap_err();
         assert!(e.to_string().contains("mds.rpcTimeoutMs"), "{e}");
-        let e = layout().client_conf(&o("mds.rpcTimeoutMS", "soon")).unwrap_err();
+        let e = layout()
+            .client_conf(&o("mds.rpcTimeoutMS", "soon"))
+            .unwrap_err();
         assert!(e.to_string().contains("mds.rpcTimeoutMS"), "{e}");
         let e = layout()
             .client_conf(&o("mds.rpcTimeoutMS", "1\nmds.listen.addr=x"))

@@ -556,7 +556,8 @@ impl ClusterLayout {
 /// [`MdsOptions`] from the fields a spec names; an unknown name or a wrong type is refused
 /// (a typo must not silently leave a default in place).
 fn mds_options(given: &serde_json::Map<String, serde_json::Value>) -> Result<MdsOptions, Error> {
-    let defaults = serde_json::to_value(MdsOptions::default()).map_err(|e| Error::Spec(e.to_string()))?;
+    let defaults =
+        serde_json::to_value(MdsOptions::default()).map_err(|e| Error::Spec(e.to_string()))?;
     let serde_json::Value::Object(mut fields) = defaults else {
         return Err(Error::Spec("MDS options are not a JSON object".into()));
     };
@@ -645,7 +646,10 @@ async fn mds_run(
     let leadership = match curve_mds::LeaderLock::try_acquire(&config.data_dir).map_err(mds_err)? {
         Some(lock) => lock,
         None => {
-            tracing::info!("MDS {index} standing by on {}: another MDS is active", config.listen);
+            tracing::info!(
+                "MDS {index} standing by on {}: another MDS is active",
+                config.listen
+            );
             report(ServerState::Standby);
             tokio::select! {
                 lock = curve_mds::LeaderLock::acquire(&config.data_dir) => lock.map_err(mds_err)?,
@@ -910,7 +914,11 @@ mod tests {
     #[test]
     fn create_writes_a_layout_the_servers_read_back() {
         let dir = tempfile::tempdir().unwrap();
-        assert!(ClusterLayout::load_if_present(dir.path()).unwrap().is_none());
+        assert!(
+            ClusterLayout::load_if_present(dir.path())
+                .unwrap()
+                .is_none()
+        );
         let s = spec(
             r#"{"mds_ports": [7001, 7002], "chunkserver_ports": [7101, 7102, 7103],
                 "copysets": 6, "mds": {"root_password": "pw", "file_record_expire_us": 2000000}}"#,
@@ -955,13 +963,25 @@ mod tests {
                 "MDS options",
             ),
             (r#"{"mds_ports": [1], "chunkserver_ports": [1]}"#, "port 1"),
-            (r#"{"mds_ports": [], "chunkserver_ports": [2]}"#, "mds_ports"),
+            (
+                r#"{"mds_ports": [], "chunkserver_ports": [2]}"#,
+                "mds_ports",
+            ),
         ] {
             let e = ClusterLayout::create(dir.path(), &spec(text)).unwrap_err();
             assert!(e.to_string().contains(needle), "{text}: {e}");
         }
-        assert!(serde_json::from_str::<ClusterSpec>(r#"{"mds_ports": [1], "chunkserver_ports": [2], "x": 1}"#).is_err());
-        assert!(ClusterLayout::load_if_present(dir.path()).unwrap().is_none());
+        assert!(
+            serde_json::from_str::<ClusterSpec>(
+                r#"{"mds_ports": [1], "chunkserver_ports": [2], "x": 1}"#
+            )
+            .is_err()
+        );
+        assert!(
+            ClusterLayout::load_if_present(dir.path())
+                .unwrap()
+                .is_none()
+        );
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
     }
 
@@ -1004,7 +1024,9 @@ mod tests {
             });
             (state_rx, stop_tx, task)
         };
-        async fn wait_state(rx: &mut tokio::sync::mpsc::UnboundedReceiver<ServerState>) -> ServerState {
+        async fn wait_state(
+            rx: &mut tokio::sync::mpsc::UnboundedReceiver<ServerState>,
+        ) -> ServerState {
             tokio::time::timeout(std::time::Duration::from_secs(20), rx.recv())
                 .await
                 .unwrap()

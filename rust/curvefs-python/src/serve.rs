@@ -180,7 +180,10 @@ pub fn serve_chunkserver(
     chunkserver_id: u32,
     listen_fd: Option<i32>,
 ) -> PyResult<()> {
-    install_log(&data_dir, &curve_cluster::chunkserver_server_name(chunkserver_id))?;
+    install_log(
+        &data_dir,
+        &curve_cluster::chunkserver_server_name(chunkserver_id),
+    )?;
     let port = layout_of(&data_dir)?
         .chunkservers
         .iter()
