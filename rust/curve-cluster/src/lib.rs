@@ -236,6 +236,10 @@ impl ClusterLayout {
     /// Writes `<dir>/cluster.json` for a new cluster made as `spec` asks, and returns it.
     /// Refuses if the folder holds a layout already (load that one instead). The file is
     /// written whole or not at all: a half-written layout would strand the folder's data.
+    #[allow(
+        clippy::needless_update,
+        reason = "fields a chunkserver's entry may gain later take their defaults"
+    )]
     pub fn create(dir: &Path, spec: &ClusterSpec) -> Result<Self, Error> {
         let path = dir.join(LAYOUT_FILE);
         let mds = mds_options(&spec.mds)?;
