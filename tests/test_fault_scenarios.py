@@ -570,6 +570,10 @@ def test_bad_mds_addresses_fail_within_the_budget(tmp_path: Path) -> None:
                     "mds.maxRetryMS": MDS_RETRY_MS,
                     "mds.rpcTimeoutMS": 300,
                     "mds.maxRPCTimeoutMS": MDS_MAX_RPC_MS,
+                    # Upstream's sample value (the core's default is 5): after three
+                    # timeouts (0.3 + 0.6 + 1 s) the client moves past the blackhole
+                    # within the budget.
+                    "mds.maxFailedTimesBeforeChangeMDS": 2,
                 },
             )
             cbd = curvefs.CBDClient()
