@@ -149,12 +149,14 @@ def recent_server_logs(
 
 def _bind(host: str, port: int) -> socket.socket:
     """A TCP socket bound to ``host:port`` (0: any free port), not listening, for a server
-    process to inherit. SO_REUSEADDR, so that a restart can rebind a port whose last server
-    left connections in TIME_WAIT; a port another socket listens on still fails."""
+    process to inherit. A given port gets SO_REUSEADDR, so that a restart can rebind a port
+    whose last server left connections in TIME_WAIT (a port another socket listens on still
+    fails); a fresh one does not, so no two fresh sockets can share a port."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if port != 0:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((host, port))
     except BaseException:
         sock.close()
@@ -688,6 +690,8 @@ class LocalCluster:
         """Waits for the first state line the server prints."""
         deadline = time.monotonic() + self._start_timeout
         while (state := self._state(name, wait=0.1)) is None:
+            # After an early exit the pipe reads as EOF at once: do not spin on it.
+            time.sleep(0.01)
             if proc.poll() is not None:
                 raise ClusterStartError(
                     f"{name} exited with {proc.returncode}: {self._log_tail(name)}"

@@ -67,8 +67,11 @@ impl ServerSocket {
             AddressFamily::INET6
         };
         let fd = rustix::net::socket_with(family, SocketType::STREAM, SocketFlags::CLOEXEC, None)?;
-        // Rebinding a port whose last server left connections in TIME_WAIT.
-        sockopt::set_socket_reuseaddr(&fd, true)?;
+        // Rebinding a port whose last server left connections in TIME_WAIT; not for a
+        // fresh port, so that no two fresh sockets can be handed the same one.
+        if addr.port() != 0 {
+            sockopt::set_socket_reuseaddr(&fd, true)?;
+        }
         rustix::net::bind(&fd, &addr).map_err(|e| in_use(e.into(), addr))?;
         let addr = rustix::net::getsockname(&fd)
             .ok()
