@@ -149,15 +149,17 @@ def recent_server_logs(
 
 def _bind(host: str, port: int) -> socket.socket:
     """A TCP socket bound to ``host:port`` (0: any free port), not listening, for a server
-    process to inherit. A given port gets SO_REUSEADDR, so that a restart can rebind a port
-    whose last server left connections in TIME_WAIT (a port another socket listens on still
-    fails); a fresh one does not, so no two fresh sockets can share a port."""
+    process to inherit. SO_REUSEADDR, so that a restart can rebind a port whose last server
+    left connections in TIME_WAIT (a port another socket listens on still fails); set after
+    a fresh port's bind, so that no two fresh sockets can share a port, and before the
+    server's connections inherit it from the socket."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
         if port != 0:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((host, port))
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     except BaseException:
         sock.close()
         raise

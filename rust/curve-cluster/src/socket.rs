@@ -67,12 +67,14 @@ impl ServerSocket {
             AddressFamily::INET6
         };
         let fd = rustix::net::socket_with(family, SocketType::STREAM, SocketFlags::CLOEXEC, None)?;
-        // Rebinding a port whose last server left connections in TIME_WAIT; not for a
-        // fresh port, so that no two fresh sockets can be handed the same one.
+        // Rebinding a port whose last server left connections in TIME_WAIT. Set after a
+        // fresh port's bind, so that no two fresh sockets can be handed the same one, and
+        // before the server's connections inherit it from the socket.
         if addr.port() != 0 {
             sockopt::set_socket_reuseaddr(&fd, true)?;
         }
         rustix::net::bind(&fd, &addr).map_err(|e| in_use(e.into(), addr))?;
+        sockopt::set_socket_reuseaddr(&fd, true)?;
         let addr = rustix::net::getsockname(&fd)
             .ok()
             .and_then(|a| SocketAddr::try_from(a).ok())
