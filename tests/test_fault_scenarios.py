@@ -341,6 +341,122 @@ def test_follower_down_then_back(tmp_path: Path) -> None:
 
 
 # ---------------------------------------------------------------------------------------
+# 4. The active MDS killed under an 8-thread write workload: IO on allocated segments goes
+# on; metadata calls, segment allocation and session refreshes move to the standby.
+
+MDS_RECORD_S = 2.0  # the MDSes' file-record lifetime: the clients' lease and refresh pace
+
+
+def refuses(addr: str) -> bool:
+    host, port = addr.rsplit(":", 1)
+    with socket.socket() as s:
+        s.settimeout(2.0)
+        return s.connect_ex((host, int(port))) != 0
+
+
+def metadata_round(cbd: curvefs.CBDClient, user: curvefs.UserInfo_t, tag: str) -> None:
+    """Create, StatFile, Mkdir, Listdir and Open/Close: each must succeed."""
+    assert cbd.StatFile("/vol", user, curvefs.FileInfo_t()) == 0
+    assert cbd.Mkdir(f"/{tag}", user) == 0
+    assert cbd.Create(f"/{tag}/file", user, 10 * GiB) == 0
+    assert cbd.Listdir(f"/{tag}", user) == ["file"]
+    fd = cbd.Open(f"/{tag}/file", user)
+    assert fd >= 0, fd
+    assert cbd.Close(fd) == 0
+
+
+@pytest.mark.timeout(240)
+def test_active_mds_killed_during_io(tmp_path: Path) -> None:
+    user = make_user("curve")
+    with (
+        LocalCluster(
+            tmp_path / "c",
+            mds_count=2,
+            copysets=COPYSETS,
+            client_options=CLIENT_OPTIONS,
+            mds_options={"file_record_expire_us": int(MDS_RECORD_S * 1e6)},
+        ) as cluster,
+        volume(cluster) as (cbd, fd),
+    ):
+        assert cluster.active_mds() == 0 and refuses(cluster.mds_addrs[1])
+        # Allocate the region's segment and learn every chunk's copyset before the fault
+        # (zeros: the model's slots read as zeros until the workload writes them).
+        for c in range(COPYSETS):
+            assert cbd.Write(fd, bytes(SLOT), c * CHUNK, SLOT) == SLOT
+        work = Workload(cbd, fd, REGION_SLOTS)
+        allocated: dict[int, bytes] = {}
+        alloc_took: list[float] = []
+        work.start()
+        try:
+            work.wait_all_threads_progress(0.0, 20, timeout=60)
+            t0 = time.monotonic()
+            cluster.kill_mds()  # the active one
+
+            # A write into a never-written segment needs GetOrAllocateSegment: the standby.
+            def allocate() -> None:
+                data = random.Random(4).randbytes(SLOT)
+                rc = cbd.Write(fd, data, GiB, SLOT)
+                alloc_took.append(time.monotonic() - t0)
+                if rc == SLOT:
+                    allocated[GiB] = data
+
+            allocator = threading.Thread(target=allocate, name="allocator", daemon=True)
+            allocator.start()
+            # The first metadata call after the kill waits out the takeover, then succeeds.
+            assert cbd.StatFile("/vol", user, curvefs.FileInfo_t()) == 0
+            metadata_resumed = time.monotonic() - t0
+            assert refuses(cluster.mds_addrs[0]), "the killed MDS's port still accepts"
+            assert cluster.active_mds() == 1
+            metadata_round(cbd, user, "after-kill")
+            allocator.join(timeout=IO_BUDGET_S + IO_SLACK_S)
+            assert allocated, f"the write into a new segment failed after {alloc_took}"
+            data = random.Random(5).randbytes(SLOT)
+            assert cbd.Write(fd, data, 2 * GiB + CHUNK, SLOT) == SLOT
+            allocated[2 * GiB + CHUNK] = data
+
+            # Session refreshes: the new MDS learns that /vol is open only from this
+            # client's refreshes. Past its start-up window (one record lifetime, during
+            # which the client retries the refusal), another client's Rename of the open
+            # volume is FILE_OCCUPIED only if those refreshes reached it.
+            other = curvefs.CBDClient()
+            assert other.Init(cluster.conf_path) == 0
+            try:
+                assert other.Rename(user, "/vol", "/vol-moved") == FILE_OCCUPIED
+            finally:
+                other.UnInit()
+            # Well past a lease without the old MDS: IO goes on.
+            work.wait_all_threads_progress(t0, 20, timeout=IO_BUDGET_S + IO_SLACK_S)
+        finally:
+            work.finish()
+        stall = work.stall_after(t0)
+        figure("mds_kill_metadata_resumed", metadata_resumed)
+        figure("mds_kill_segment_allocated", alloc_took[0])
+        figure("mds_kill_worst_write", stall)
+        print(
+            f"FIGURE mds_kill_writes={len(work.records)} writes, {work.failed()} failed",
+            flush=True,
+        )
+        assert work.failed() == 0, "a write on an allocated segment failed"
+        # Nothing on their path waits for the MDS; the bound is for a loaded machine.
+        assert stall < 5.0, f"writes on allocated segments stalled {stall:.2f} s"
+        assert metadata_resumed < IO_BUDGET_S
+        work.verify(cbd, fd, "the writing client")
+        for offset, data in allocated.items():
+            assert cbd.Read(fd, "", offset, SLOT) == data
+        with volume(cluster) as (other_cbd, ofd):
+            work.verify(other_cbd, ofd, "a new client")
+
+        # The killed MDS comes back as a standby; killing the active one hands back.
+        cluster.start_mds(0)
+        assert cluster.active_mds() == 1 and refuses(cluster.mds_addrs[0])
+        t1 = time.monotonic()
+        cluster.kill_mds()
+        metadata_round(cbd, user, "after-second-kill")
+        figure("mds_kill_back_metadata_resumed", time.monotonic() - t1)
+        assert cluster.active_mds() == 0
+
+
+# ---------------------------------------------------------------------------------------
 # 5. Sessions: an open file is FILE_OCCUPIED for others until closed, or until the lease
 # of a client that died without closing it runs out.
 
@@ -455,6 +571,10 @@ def test_bad_mds_addresses_fail_within_the_budget(tmp_path: Path) -> None:
                     "mds.maxRetryMS": MDS_RETRY_MS,
                     "mds.rpcTimeoutMS": 300,
                     "mds.maxRPCTimeoutMS": MDS_MAX_RPC_MS,
+                    # Upstream's sample value (the core's default is 5): after three
+                    # timeouts (0.3 + 0.6 + 1 s) the client moves past the blackhole
+                    # within the budget.
+                    "mds.maxFailedTimesBeforeChangeMDS": 2,
                 },
             )
             cbd = curvefs.CBDClient()

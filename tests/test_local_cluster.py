@@ -249,3 +249,101 @@ def test_a_proxied_cluster_puts_its_proxies_on_the_clients_path(tmp_path: Path) 
         assert not plain.proxied
         with pytest.raises(RuntimeError):
             plain.fault_proxy("mds")
+
+
+def test_bad_options_are_refused_before_any_server_starts(tmp_path: Path) -> None:
+    # Both tables are curve-cluster's: a typo must not silently leave a default in place.
+    with pytest.raises(ValueError, match=r"mds\.rpcTimeoutMs"):
+        LocalCluster(tmp_path / "a", client_options={"mds.rpcTimeoutMs": 1}).start()
+    with pytest.raises(ValueError, match=r"mds\.rpcTimeoutMS"):
+        LocalCluster(tmp_path / "b", client_options={"mds.rpcTimeoutMS": "soon"}).start()
+    with pytest.raises(ValueError, match="file_record_expire"):
+        LocalCluster(tmp_path / "c", mds_options={"file_record_expire": 1}).start()
+    with pytest.raises(ValueError):
+        LocalCluster(mds_count=0)
+
+
+def refuses(addr: str) -> bool:
+    host, port = addr.rsplit(":", 1)
+    with socket.socket() as s:
+        s.settimeout(2.0)
+        return s.connect_ex((host, int(port))) != 0
+
+
+@pytest.mark.timeout(120)
+def test_a_dead_servers_port_refuses_and_a_taken_port_fails_the_restart(tmp_path: Path) -> None:
+    with LocalCluster(tmp_path / "c", copysets=2) as cluster:
+        cs_addr, mds_addr = cluster.chunkserver_addr(2), cluster.mds_addr
+        cluster.kill_chunkserver(2)
+        cluster.kill_mds()
+        # Nobody keeps a listening copy: the ports refuse as a dead server's would.
+        assert refuses(cs_addr) and refuses(mds_addr)
+
+        host, port = cs_addr.rsplit(":", 1)
+        with socket.socket() as squatter:
+            squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            squatter.bind((host, int(port)))
+            squatter.listen()
+            with pytest.raises(ClusterStartError, match=f"chunkserver-2 .*port {cs_addr} is taken"):
+                cluster.start_chunkserver(2)
+        assert 2 not in cluster.running_chunkservers()
+        cluster.start_chunkserver(2)
+        cluster.start_mds()
+        assert not refuses(cs_addr) and not refuses(mds_addr)
+        user = curvefs.UserInfo_t()
+        user.owner = "curve"
+        cbd = curvefs.CBDClient()
+        assert cbd.Init(cluster.conf_path) == 0
+        assert cbd.Mkdir("/back", user) == 0
+        cbd.UnInit()
+
+
+@pytest.mark.timeout(120)
+def test_a_standby_mds_takes_over_and_the_old_one_stands_by(tmp_path: Path) -> None:
+    user = curvefs.UserInfo_t()
+    user.owner = "curve"
+    options = {"mds.maxRetryMS": 12345}
+    with LocalCluster(tmp_path / "c", copysets=2, mds_count=2, client_options=options) as cluster:
+        assert cluster.mds_count == 2 and len(cluster.mds_addrs) == 2
+        keys = dict(
+            line.split("=", 1)
+            for line in Path(cluster.conf_path).read_text().splitlines()
+            if "=" in line and not line.startswith("#")
+        )
+        assert keys["mds.listen.addr"] == ",".join(cluster.mds_addrs)
+        assert keys["mds.maxRetryMS"] == "12345"
+        # The client core's default (upstream's sample file says 2), from its one table.
+        assert keys["mds.maxFailedTimesBeforeChangeMDS"] == "5"
+        assert cluster.active_mds() == 0
+        assert cluster.mds_name(1) == "mds-1" and alive(cluster.pid("mds-1"))
+        # Upstream's followers keep their port closed until elected; so does a standby.
+        assert refuses(cluster.mds_addrs[1]) and not refuses(cluster.mds_addrs[0])
+        assert "standing by" in cluster.log_tail("mds-1")
+        cbd = curvefs.CBDClient()
+        assert cbd.Init(cluster.conf_path) == 0
+        try:
+            assert cbd.Mkdir("/before", user) == 0
+
+            cluster.kill_mds()  # the active one
+            assert cluster.wait_for_active_mds(timeout=20) == 1
+            assert refuses(cluster.mds_addrs[0]) and not refuses(cluster.mds_addrs[1])
+            # The standby loaded what the first one committed; the client walked over.
+            assert cbd.StatFile("/before", user, curvefs.FileInfo_t()) == 0
+            assert cbd.Mkdir("/after", user) == 0
+
+            cluster.start_mds(0)  # back as a standby
+            assert cluster.active_mds() == 1 and refuses(cluster.mds_addrs[0])
+            cluster.stop_mds()  # MDS 1, cleanly
+            assert cluster.wait_for_active_mds(timeout=20) == 0
+            assert cbd.StatFile("/after", user, curvefs.FileInfo_t()) == 0
+
+            cluster.start_mds()  # every MDS not running: MDS 1, as a standby
+            cluster.pause_mds(index=1)
+            cluster.resume_mds(index=1)
+            cluster.restart_mds(index=1)
+            assert cluster.active_mds() == 0
+            with pytest.raises(IndexError):
+                cluster.kill_mds(index=2)
+        finally:
+            cbd.UnInit()
+    assert "MDS stopped" in cluster.log_tail("mds-1")

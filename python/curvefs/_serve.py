@@ -1,7 +1,10 @@
 """Entry point of one local-cluster server process (used by ``LocalCluster``).
 
-``python -m curvefs._serve mds --dir DIR`` or ``... chunkserver --id N --dir DIR`` serves
-until SIGTERM or SIGINT. The server runs in the Rust core with the GIL released.
+``python -m curvefs._serve mds --dir DIR [--index I]`` or ``... chunkserver --id N --dir
+DIR`` serves until SIGTERM or SIGINT. ``--listen-fd FD`` hands the server its listening
+socket, bound by the starter; without it the server binds its port itself. The server
+prints its state on stdout once (``serving``, or ``standby`` for an MDS while another is
+active) and runs in the Rust core with the GIL released.
 """
 
 from __future__ import annotations
@@ -15,18 +18,21 @@ from curvefs import _core
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m curvefs._serve")
     sub = parser.add_subparsers(dest="server", required=True)
-    mds = sub.add_parser("mds", help="serve the MDS of the cluster in DIR")
+    mds = sub.add_parser("mds", help="serve an MDS of the cluster in DIR")
     mds.add_argument("--dir", required=True)
+    mds.add_argument("--index", type=int, default=0, help="which MDS (0: the first)")
     cs = sub.add_parser("chunkserver", help="serve chunkserver ID of the cluster in DIR")
     cs.add_argument("--id", type=int, required=True)
     cs.add_argument("--dir", required=True)
+    for p in (mds, cs):
+        p.add_argument("--listen-fd", type=int, default=None, help="an inherited bound socket")
     args = parser.parse_args(argv)
     try:
         if args.server == "mds":
-            _core.serve_mds(args.dir)
+            _core.serve_mds(args.dir, args.index, args.listen_fd)
         else:
-            _core.serve_chunkserver(args.dir, args.id)
-    except OSError as e:
+            _core.serve_chunkserver(args.dir, args.id, args.listen_fd)
+    except (OSError, ValueError, OverflowError) as e:
         print(f"curvefs {args.server}: {e}", file=sys.stderr)
         return 1
     return 0

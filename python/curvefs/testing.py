@@ -1,25 +1,39 @@
 """A Curve cluster on loopback for tests, demos and benchmarks.
 
-``LocalCluster`` runs one MDS and N chunkservers (three by default), each its own process
-speaking Curve's protocol on a free loopback port, with their state in one data folder.
-Each server is a separate process so that a test can kill exactly one of them with
-SIGKILL and start it again on the same folder, which is how Curve's own fault tests work.
+``LocalCluster`` runs one MDS (or an active MDS and standbys) and N chunkservers (three by
+default), each its own process speaking Curve's protocol on a loopback port, with their
+state in one data folder. Each server is a separate process so that a test can kill
+exactly one of them with SIGKILL and start it again on the same folder, which is how
+Curve's own fault tests work.
 
-The first start writes ``cluster.json`` (ports, copyset count, MDS options) into the data
-folder; later starts on the same folder reuse it, so the cluster comes back on the same
-addresses with the same cluster id and data.
+The cluster's layout (``cluster.json``: ports, copysets, MDS options) and its
+``client.conf`` belong to the Rust crate ``curve-cluster``; this module asks for them
+(``curvefs._core.local_cluster_layout`` and friends) and passes on what a caller overrides.
+The first start creates the layout; later starts on the same folder reuse it, so the
+cluster comes back on the same addresses with the same cluster id and data.
 
-Each server logs to ``<data_dir>/logs/<server>.log`` (``mds``, ``chunkserver-<id>``): its
-``tracing`` events at the level ``CURVEFS_LOG`` names (``info`` by default; any
-tracing-subscriber filter, e.g. ``debug`` or ``info,curve_chunkserver=debug``) and its
-stderr. ``log_tail`` reads them, also after a temporary cluster removed its folder.
+Ports are never chosen and then left free: this process binds each server's socket
+(SO_REUSEADDR, not listening) and hands it to the server process, keeping no copy, so no
+other process can take a port in between, a killed server's port refuses connections as
+a dead server's does, and a restart whose port something else took fails at once with
+``ClusterStartError``. With ``mds_count > 1`` the MDSes elect the active one through a
+lock in the data folder; the others stand by with their ports closed, as upstream's MDS
+followers do, and the first to take the lock when the active one dies loads the state
+and opens its port.
+
+Each server logs to ``<data_dir>/logs/<server>.log`` (``mds``, ``mds-<i>``,
+``chunkserver-<id>``): its ``tracing`` events at the level ``CURVEFS_LOG`` names (``info``
+by default; any tracing-subscriber filter, e.g. ``debug`` or
+``info,curve_chunkserver=debug``) and its stderr. ``log_tail`` reads them, also after a
+temporary cluster removed its folder.
 
 Fault controls for tests: ``kill_*`` (SIGKILL by default), ``stop_*`` (SIGTERM, a clean
 exit), ``start_*``, ``pause_*``/``resume_*`` (SIGSTOP/SIGCONT: a hung server whose sockets
-stay open), ``restart_mds`` and ``copyset_leader`` (asks the chunkservers' GetLeader).
+stay open), ``restart_mds``, ``active_mds`` and ``copyset_leader`` (asks the chunkservers'
+GetLeader).
 
 Network faults: ``LocalCluster(proxied=True)`` puts a ``FaultProxy`` (delay, blackhole,
-drop, reset; ``curvefs._fault_proxy``) on the clients' path to the MDS and to every
+drop, reset; ``curvefs._fault_proxy``) on the clients' path to every MDS and every
 chunkserver; ``fault_proxy("mds")``/``fault_proxy("chunkserver-<id>")`` returns it.
 """
 
@@ -29,6 +43,7 @@ import contextlib
 import io
 import json
 import os
+import select
 import shutil
 import signal
 import socket
@@ -41,8 +56,9 @@ from collections import deque
 from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
 
+from curvefs import _core
 from curvefs._fault_proxy import FaultProxy
 
 __all__ = [
@@ -60,47 +76,6 @@ _HOST = "127.0.0.1"
 # on both paths. The layout records it as `external_ip`; the MDS hands it to clients as
 # each chunkserver's externalIp, and the chunkservers replicate over _HOST, off the proxy.
 _PROXY_HOST = "127.0.0.2"
-_LAYOUT = "cluster.json"
-_CLIENT_CONF = "client.conf"
-
-# Upstream's conf/client.conf, reduced to the keys our client reads. Every key Curve
-# marks as required is present so that a stock libcurve would accept the file too.
-_CLIENT_DEFAULTS: dict[str, str] = {
-    "mds.registerToMDS": "true",
-    "mds.rpcTimeoutMS": "500",
-    "mds.maxRPCTimeoutMS": "2000",
-    "mds.maxRetryMS": "8000",
-    "mds.maxFailedTimesBeforeChangeMDS": "2",
-    "mds.refreshTimesPerLease": "4",
-    "mds.rpcRetryIntervalUS": "100000",
-    "mds.normalRetryTimesBeforeTriggerWait": "3",
-    "mds.waitSleepMs": "10000",
-    "mds.maxRetryMsInIOPath": "60000",
-    "metacache.getLeaderTimeOutMS": "500",
-    "metacache.getLeaderRetry": "5",
-    "metacache.rpcRetryIntervalUS": "100000",
-    "schedule.queueCapacity": "1000000",
-    "schedule.threadpoolSize": "2",
-    "isolation.taskQueueCapacity": "1000000",
-    "isolation.taskThreadPoolSize": "1",
-    "chunkserver.opRetryIntervalUS": "100000",
-    "chunkserver.opMaxRetry": "2500000",
-    "chunkserver.rpcTimeoutMS": "1000",
-    "chunkserver.maxRetrySleepIntervalUS": "8000000",
-    "chunkserver.maxRPCTimeoutMS": "8000",
-    "chunkserver.maxStableTimeoutTimes": "10",
-    "chunkserver.checkHealthTimeoutMs": "100",
-    "chunkserver.serverStableThreshold": "3",
-    "chunkserver.minRetryTimesForceTimeoutBackoff": "5",
-    "chunkserver.maxRetryTimeMS": "60000",
-    "global.fileMaxInFlightRPCNum": "128",
-    "global.fileIOSplitMaxSizeKB": "64",
-    "global.logLevel": "0",
-    "global.logPath": "",
-    "discard.enable": "false",
-    "discard.granularity": "4096",
-    "discard.taskDelayMs": "60000",
-}
 
 
 # The wires a client can reach the local cluster over (`mds.transport` and
@@ -191,26 +166,23 @@ def recent_server_logs(
     return out
 
 
-def _free_ports(count: int) -> list[int]:
-    # Hold every socket open until all are chosen so the ports differ from each other.
-    socks = []
+def _bind(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to ``host:port`` (0: any free port), not listening, for a server
+    process to inherit. SO_REUSEADDR, so that a restart can rebind a port whose last server
+    left connections in TIME_WAIT (a port another socket listens on still fails); set after
+    a fresh port's bind, so that no two fresh sockets can share a port, and before the
+    server's connections inherit it from the socket."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
     try:
-        for _ in range(count):
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.bind((_HOST, 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
-
-
-def _serves(port: int) -> bool:
-    try:
-        with socket.create_connection((_HOST, port), timeout=0.2):
-            return True
-    except OSError:
-        return False
+        if port != 0:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
 
 
 def _stop_process(proc: subprocess.Popen[bytes], sig: int, grace: float) -> None:
@@ -238,21 +210,32 @@ def _proc_state(pid: int) -> str | None:
         return None
 
 
-def _kill_all(procs: dict[str, subprocess.Popen[bytes]]) -> None:
+def _close_stdout(proc: subprocess.Popen[bytes]) -> None:
+    if proc.stdout is not None:
+        proc.stdout.close()
+
+
+def _kill_all(procs: dict[str, subprocess.Popen[bytes]], sockets: dict[str, socket.socket]) -> None:
     # Runs from weakref.finalize when a cluster is dropped without stop(): no server
     # process may outlive the Python process that started it.
     for proc in procs.values():
         _stop_process(proc, signal.SIGKILL, 5.0)
+        _close_stdout(proc)
     procs.clear()
+    for sock in sockets.values():
+        sock.close()
+    sockets.clear()
 
 
 class LocalCluster:
-    """One MDS and ``chunkservers`` chunkservers on loopback, persisted in ``data_dir``.
+    """``mds_count`` MDSes and ``chunkservers`` chunkservers on loopback, persisted in
+    ``data_dir``.
 
     ``with LocalCluster() as cluster:`` starts it in a temporary folder (removed on exit)
     and stops it on exit; ``LocalCluster(data_dir=...)`` uses and keeps a given folder, so a
-    second cluster on the same folder finds the first one's files, volumes and data.
-    ``cluster.conf_path`` is a client.conf that ``CBDClient.Init`` accepts.
+    second cluster on the same folder finds the first one's files, volumes and data (and
+    its layout: the counts given to the second are not used). ``cluster.conf_path`` is a
+    client.conf that ``CBDClient.Init`` accepts, listing every MDS in ``mds.listen.addr``.
 
     ``transport`` is the wire that client.conf selects: ``"baidu_std"`` (brpc's protocol,
     what stock Curve servers speak, and what a client.conf without curvefs's keys gets) or
@@ -267,6 +250,15 @@ class LocalCluster:
     between chunkservers does not go through the proxies: a fault there is one on a
     client's path, not a partition of the copyset. A folder keeps what its first start
     chose.
+
+    ``client_options`` are client.conf keys and values written in place of the client
+    core's defaults; ``mds_options`` are fields of the MDS's options (``root_user``,
+    ``file_record_expire_us``, ...). Unknown names in either raise ``ValueError`` at start.
+
+    MDS ``i`` (its address is ``mds_addrs[i]``) is the server ``"mds"`` for ``i == 0`` and
+    ``"mds-<i>"`` after (for ``pid`` and ``log_tail``). The MDS methods act on the one
+    ``index`` names, by default on the active one (``start_mds``: on every MDS not
+    running).
     """
 
     def __init__(
@@ -274,6 +266,7 @@ class LocalCluster:
         data_dir: str | os.PathLike[str] | None = None,
         *,
         chunkservers: int = 3,
+        mds_count: int = 1,
         copysets: int = 100,
         root_password: str = "root_password",
         mds_options: Mapping[str, int | str] | None = None,
@@ -285,6 +278,8 @@ class LocalCluster:
     ) -> None:
         if chunkservers < 1:
             raise ValueError("a cluster needs at least one chunkserver")
+        if mds_count < 1:
+            raise ValueError("a cluster needs at least one MDS")
         if copysets < 1:
             raise ValueError("a logical pool needs at least one copyset")
         transport = transport or os.environ.get(TRANSPORT_ENV) or "baidu_std"
@@ -294,6 +289,7 @@ class LocalCluster:
         self._owns_dir = data_dir is None
         self._dir = Path(data_dir) if data_dir is not None else None
         self._requested_chunkservers = chunkservers
+        self._requested_mds = mds_count
         self._requested_copysets = copysets
         self._requested_root_password = root_password
         self._mds_options = dict(mds_options or {})
@@ -302,11 +298,17 @@ class LocalCluster:
         self._start_timeout = start_timeout
         self._requested_proxied = proxied
         self._proxies: dict[str, FaultProxy] = {}
-        self._layout: dict[str, object] = {}
+        # What curve-cluster says of the layout (ClusterLayout::describe).
+        self._layout: dict[str, Any] = {}
+        self._conf_path: str | None = None
         self._procs: dict[str, subprocess.Popen[bytes]] = {}
+        # The last state each running server reported ("serving", "standby").
+        self._states: dict[str, str] = {}
+        # Sockets bound for a new layout's servers, until each server takes its own.
+        self._sockets: dict[str, socket.socket] = {}
         self._paused: set[str] = set()
         self._logbook: _LogBook | None = None
-        self._finalizer = weakref.finalize(self, _kill_all, self._procs)
+        self._finalizer = weakref.finalize(self, _kill_all, self._procs, self._sockets)
 
     # -- attributes -----------------------------------------------------------------
 
@@ -323,36 +325,44 @@ class LocalCluster:
 
     @property
     def conf_path(self) -> str:
-        """The client.conf (Curve's format) pointing at this cluster's MDS."""
-        return os.path.join(self.data_dir, _CLIENT_CONF)
+        """The client.conf (Curve's format) pointing at this cluster's MDSes."""
+        if self._conf_path is None:
+            raise RuntimeError("the cluster has not been started")
+        return self._conf_path
 
     @property
     def root_password(self) -> str:
-        mds = self._layout.get("mds", {})
-        assert isinstance(mds, dict)
-        return str(mds.get("root_password", self._requested_root_password))
+        return str(self._layout.get("root_password", self._requested_root_password))
+
+    @property
+    def mds_count(self) -> int:
+        """How many MDSes the cluster has: one active, the others standing by."""
+        return len(self._mds_entries()) if self._layout else self._requested_mds
 
     @property
     def mds_addrs(self) -> list[str]:
-        return [f"{_HOST}:{p}" for p in self._mds_ports()]
+        """Every MDS's address, in ``mds.listen.addr`` order."""
+        return [str(m["addr"]) for m in self._mds_entries()]
 
     @property
     def mds_addr(self) -> str:
+        """The first MDS's address (the one that starts active)."""
         return self.mds_addrs[0]
+
+    def mds_name(self, index: int) -> str:
+        """The server name of MDS ``index`` (``"mds"``, ``"mds-1"``, ...)."""
+        return str(self._mds_entry(index)["name"])
 
     @property
     def chunkserver_ids(self) -> list[int]:
         return [int(cs["id"]) for cs in self._chunkservers()]
 
     def chunkserver_addr(self, chunkserver_id: int) -> str:
-        for cs in self._chunkservers():
-            if int(cs["id"]) == chunkserver_id:
-                return f"{_HOST}:{cs['port']}"
-        raise KeyError(chunkserver_id)
+        return str(self._chunkserver(chunkserver_id)["addr"])
 
     @property
     def logical_pool_id(self) -> int:
-        return int(str(self._layout.get("logical_pool_id", 1)))
+        return int(self._layout.get("logical_pool_id", 1))
 
     @property
     def copyset_ids(self) -> list[int]:
@@ -360,20 +370,23 @@ class LocalCluster:
         count = self._layout.get("copysets")
         if count is None:
             raise RuntimeError("the cluster has not been started")
-        return list(range(1, int(str(count)) + 1))
+        return list(range(1, int(count) + 1))
 
     def chunkserver_data_dir(self, chunkserver_id: int) -> str:
         """The folder of chunkserver ``chunkserver_id``'s chunk files."""
-        self.chunkserver_addr(chunkserver_id)  # KeyError for an unknown id
-        return os.path.join(self.data_dir, f"chunkserver-{chunkserver_id}")
+        return str(self._chunkserver(chunkserver_id)["data_dir"])
 
     def log_path(self, server: str) -> str:
-        """The log file of ``"mds"`` or ``"chunkserver-<id>"``."""
-        return os.path.join(self.data_dir, "logs", f"{server}.log")
+        """The log file of ``"mds"``, ``"mds-<i>"`` or ``"chunkserver-<id>"``."""
+        for entry in self._servers():
+            if entry["name"] == server:
+                return str(entry["log"])
+        raise KeyError(server)
 
     def log_tail(self, server: str, lines: int = 50) -> str:
-        """The last ``lines`` lines of the log of ``"mds"`` or ``"chunkserver-<id>"``
-        (also after a temporary cluster removed its folder: the last 200 are kept)."""
+        """The last ``lines`` lines of the log of ``"mds"``, ``"mds-<i>"`` or
+        ``"chunkserver-<id>"`` (also after a temporary cluster removed its folder: the
+        last 200 are kept)."""
         if self._logbook is None:
             return ""
         return "\n".join(self._logbook.tail(server, lines))
@@ -381,20 +394,25 @@ class LocalCluster:
     # -- lifecycle ------------------------------------------------------------------
 
     def start(self) -> LocalCluster:
-        """Start every server not running and wait until each serves."""
+        """Start every server not running and wait until each serves (or, for an MDS
+        while another is active, stands by)."""
         global _serial
         if self._dir is None:
             self._dir = Path(tempfile.mkdtemp(prefix="curvefs-cluster-"))
         self._dir.mkdir(parents=True, exist_ok=True)
         (self._dir / "logs").mkdir(exist_ok=True)
-        self._layout = self._load_or_create_layout()
-        self._write_client_conf()
+        try:
+            self._layout = self._load_or_create_layout()
+            self._conf_path = self._write_client_conf()
+        except BaseException:
+            self._close_sockets()
+            raise
         self._start_proxies()
         if self._logbook is None or self._logbook.dir != self._dir:
             _serial += 1
             self._logbook = _LogBook(_serial)
             self._logbook.dir = self._dir
-            self._logbook.servers = ["mds"] + [f"chunkserver-{i}" for i in self.chunkserver_ids]
+            self._logbook.servers = [str(e["name"]) for e in self._servers()]
             _LOGBOOKS.append(self._logbook)
         self._logbook.running = True
         try:
@@ -425,53 +443,86 @@ class LocalCluster:
         self._stop_all(signal.SIGTERM)
         self.start()
 
-    def start_mds(self) -> None:
-        port = self._mds_ports()[0]
-        self._spawn("mds", ["mds"], port)
+    # -- the MDSes --------------------------------------------------------------------
 
-    def kill_mds(self, sig: int = signal.SIGKILL) -> None:
-        """Send ``sig`` (SIGKILL by default) to the MDS and wait for it to exit."""
-        self._kill("mds", sig)
+    def active_mds(self) -> int | None:
+        """The index of the MDS that is active (holds the election and serves, or is
+        paused while it does), or ``None`` while none is (during a failover)."""
+        for index, entry in enumerate(self._mds_entries()):
+            name = str(entry["name"])
+            proc = self._procs.get(name)
+            if proc is not None and proc.poll() is None and self._state(name) == "serving":
+                return index
+        return None
 
-    def stop_mds(self) -> None:
-        """Stop the MDS cleanly (SIGTERM) and wait for it to exit."""
-        self._kill("mds", signal.SIGTERM)
+    def wait_for_active_mds(self, timeout: float = 30.0) -> int:
+        """The index of the active MDS, waiting up to ``timeout`` seconds for one."""
+        deadline = time.monotonic() + timeout
+        while (index := self.active_mds()) is None:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no MDS became active within {timeout} s")
+            time.sleep(0.01)
+        return index
 
-    def restart_mds(self, sig: int = signal.SIGTERM) -> None:
-        """Stop the MDS with ``sig`` (SIGTERM: cleanly; SIGKILL: a crash) and start it
-        again on the same folder and port; returns once it serves."""
-        self.kill_mds(sig)
-        self.start_mds()
+    def start_mds(self, index: int | None = None) -> None:
+        """Start MDS ``index`` (by default every MDS not running, the first first) and
+        return once each is active or, while another is, standing by."""
+        indices = [self._mds_index(index)] if index is not None else range(self.mds_count)
+        for i in indices:
+            name = self.mds_name(i)
+            port = int(self._mds_entry(i)["port"])
+            self._spawn(name, ["mds", "--index", str(i)], port, ("serving", "standby"))
 
-    def pause_mds(self) -> None:
-        """SIGSTOP the MDS: it keeps its port and connections but answers nothing."""
-        self._pause("mds")
+    def kill_mds(self, sig: int = signal.SIGKILL, *, index: int | None = None) -> None:
+        """Send ``sig`` (SIGKILL by default) to an MDS (by default the active one) and wait
+        for it to exit."""
+        self._kill(self.mds_name(self._mds_target(index)), sig)
 
-    def resume_mds(self) -> None:
-        """SIGCONT a paused MDS."""
-        self._resume("mds")
+    def stop_mds(self, *, index: int | None = None) -> None:
+        """Stop an MDS (by default the active one) cleanly (SIGTERM) and wait for it to
+        exit."""
+        self._kill(self.mds_name(self._mds_target(index)), signal.SIGTERM)
+
+    def restart_mds(self, sig: int = signal.SIGTERM, *, index: int | None = None) -> None:
+        """Stop an MDS (by default the active one) with ``sig`` (SIGTERM: cleanly; SIGKILL:
+        a crash) and start it again on the same folder and port; returns once it serves,
+        or stands by if another MDS took over meanwhile."""
+        target = self._mds_target(index)
+        self._kill(self.mds_name(target), sig)
+        self.start_mds(target)
+
+    def pause_mds(self, *, index: int | None = None) -> None:
+        """SIGSTOP an MDS (by default the active one): it keeps its port, its connections
+        and its leadership, but answers nothing."""
+        self._pause(self.mds_name(self._mds_target(index)))
+
+    def resume_mds(self, *, index: int | None = None) -> None:
+        """SIGCONT a paused MDS (by default the active one)."""
+        self._resume(self.mds_name(self._mds_target(index)))
+
+    # -- the chunkservers -------------------------------------------------------------
 
     def start_chunkserver(self, chunkserver_id: int) -> None:
-        port = int(self.chunkserver_addr(chunkserver_id).rsplit(":", 1)[1])
-        name = f"chunkserver-{chunkserver_id}"
-        self._spawn(name, ["chunkserver", "--id", str(chunkserver_id)], port)
+        entry = self._chunkserver(chunkserver_id)
+        args = ["chunkserver", "--id", str(chunkserver_id)]
+        self._spawn(str(entry["name"]), args, int(entry["port"]), ("serving",))
 
     def kill_chunkserver(self, chunkserver_id: int, sig: int = signal.SIGKILL) -> None:
         """Send ``sig`` (SIGKILL by default) to a chunkserver and wait for it to exit."""
-        self._kill(f"chunkserver-{chunkserver_id}", sig)
+        self._kill(self._chunkserver_name(chunkserver_id), sig)
 
     def stop_chunkserver(self, chunkserver_id: int) -> None:
         """Stop a chunkserver cleanly (SIGTERM) and wait for it to exit."""
-        self._kill(f"chunkserver-{chunkserver_id}", signal.SIGTERM)
+        self._kill(self._chunkserver_name(chunkserver_id), signal.SIGTERM)
 
     def pause_chunkserver(self, chunkserver_id: int) -> None:
         """SIGSTOP a chunkserver: a hung server whose sockets stay open (connections are
         accepted by the kernel, nothing is answered)."""
-        self._pause(f"chunkserver-{chunkserver_id}")
+        self._pause(self._chunkserver_name(chunkserver_id))
 
     def resume_chunkserver(self, chunkserver_id: int) -> None:
         """SIGCONT a paused chunkserver."""
-        self._resume(f"chunkserver-{chunkserver_id}")
+        self._resume(self._chunkserver_name(chunkserver_id))
 
     def is_paused(self, server: str) -> bool:
         return server in self._paused
@@ -481,9 +532,9 @@ class LocalCluster:
         return [
             i
             for i in self.chunkserver_ids
-            if (p := self._procs.get(f"chunkserver-{i}")) is not None
+            if (p := self._procs.get(name := self._chunkserver_name(i))) is not None
             and p.poll() is None
-            and f"chunkserver-{i}" not in self._paused
+            and name not in self._paused
         ]
 
     def copyset_leader(self, copyset_id: int, timeout: float = 20.0) -> int:
@@ -491,8 +542,6 @@ class LocalCluster:
         chunkservers through GetLeader. A member naming itself leads; if several do (an
         old leader just resumed), the one most members name wins. Waits up to
         ``timeout`` seconds for a leader (during a failover there is none)."""
-        from curvefs import _core
-
         by_addr = {self.chunkserver_addr(i): i for i in self.chunkserver_ids}
         deadline = time.monotonic() + timeout
         while True:
@@ -525,8 +574,6 @@ class LocalCluster:
         leadership back to an earlier member. ``ValueError`` if ``to_chunkserver`` is not
         a member of the copyset; ``TimeoutError`` if it does not lead within ``timeout``
         seconds (it must be running and caught up)."""
-        from curvefs import _core
-
         if to_chunkserver not in self.chunkserver_ids:
             raise ValueError(f"chunkserver {to_chunkserver} is not part of this cluster")
         deadline = time.monotonic() + timeout
@@ -576,8 +623,8 @@ class LocalCluster:
         ip = self._external_ip()
         if ip is None:
             return
-        servers = {"mds": self._mds_ports()[0]}
-        servers.update({f"chunkserver-{cs['id']}": int(cs["port"]) for cs in self._chunkservers()})
+        servers = {str(m["name"]): int(m["port"]) for m in self._mds_entries()}
+        servers.update({str(cs["name"]): int(cs["port"]) for cs in self._chunkservers()})
         for name, port in servers.items():
             if name not in self._proxies:
                 try:
@@ -595,7 +642,7 @@ class LocalCluster:
         self._proxies.clear()
 
     def pid(self, server: str) -> int:
-        """The process id of ``"mds"`` or ``"chunkserver-<id>"``."""
+        """The process id of ``"mds"``, ``"mds-<i>"`` or ``"chunkserver-<id>"``."""
         return self._procs[server].pid
 
     def __enter__(self) -> Self:
@@ -616,90 +663,152 @@ class LocalCluster:
 
     # -- internals ------------------------------------------------------------------
 
-    def _mds_ports(self) -> list[int]:
-        ports = self._layout.get("mds_ports")
-        if not isinstance(ports, list):
+    def _mds_entries(self) -> list[dict[str, Any]]:
+        entries = self._layout.get("mds")
+        if not isinstance(entries, list):
             raise RuntimeError("the cluster has not been started")
-        return [int(p) for p in ports]
+        return entries
 
-    def _chunkservers(self) -> list[dict[str, int]]:
+    def _mds_entry(self, index: int) -> dict[str, Any]:
+        return self._mds_entries()[self._mds_index(index)]
+
+    def _mds_index(self, index: int) -> int:
+        count = len(self._mds_entries())
+        if not 0 <= index < count:
+            raise IndexError(f"MDS {index}: the cluster has MDSes 0..{count - 1}")
+        return index
+
+    def _mds_target(self, index: int | None) -> int:
+        """``index``, or the active MDS (the only one, if there is one)."""
+        if index is not None:
+            return self._mds_index(index)
+        if len(self._mds_entries()) == 1:
+            return 0
+        active = self.active_mds()
+        if active is None:
+            raise RuntimeError("no MDS is active; name one with index=")
+        return active
+
+    def _chunkservers(self) -> list[dict[str, Any]]:
         servers = self._layout.get("chunkservers")
         if not isinstance(servers, list):
             raise RuntimeError("the cluster has not been started")
         return servers
 
-    def _load_or_create_layout(self) -> dict[str, object]:
-        assert self._dir is not None
-        path = self._dir / _LAYOUT
-        if path.exists():
-            with open(path, encoding="utf-8") as f:
-                loaded = json.load(f)
-            if not isinstance(loaded, dict):
-                raise ClusterStartError(f"{path} does not hold a cluster layout")
-            return {str(k): v for k, v in loaded.items()}
-        n = self._requested_chunkservers
-        ports = _free_ports(n + 1)
-        mds: dict[str, int | str] = {
-            "root_user": "root",
-            "root_password": self._requested_root_password,
-        }
-        mds.update(self._mds_options)
-        layout: dict[str, object] = {
-            "host": _HOST,
-            "mds_ports": [ports[0]],
-            "chunkservers": [{"id": i + 1, "port": ports[i + 1]} for i in range(n)],
-            "logical_pool_id": 1,
-            "copysets": self._requested_copysets,
-            "poolset": "default",
-            "mds": mds,
-            "chunk_fsync": self._chunk_fsync,
-        }
-        if self._requested_proxied:
-            layout["external_ip"] = _PROXY_HOST
-        # Written atomically: a half-written layout would strand the folder's data.
-        tmp = path.with_suffix(".tmp")
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(layout, f, indent=2)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        return layout
+    def _chunkserver(self, chunkserver_id: int) -> dict[str, Any]:
+        for cs in self._chunkservers():
+            if int(cs["id"]) == chunkserver_id:
+                return cs
+        raise KeyError(chunkserver_id)
 
-    def _write_client_conf(self) -> None:
+    def _chunkserver_name(self, chunkserver_id: int) -> str:
+        return str(self._chunkserver(chunkserver_id)["name"])
+
+    def _servers(self) -> list[dict[str, Any]]:
+        return [*self._mds_entries(), *self._chunkservers()]
+
+    def _load_or_create_layout(self) -> dict[str, Any]:
         assert self._dir is not None
-        conf = dict(_CLIENT_DEFAULTS)
-        client_ip = self._external_ip() or _HOST
-        conf["mds.listen.addr"] = ",".join(f"{client_ip}:{p}" for p in self._mds_ports())
-        conf["global.logPath"] = str(self._dir / "logs")
+        try:
+            text = _core.local_cluster_layout(self._dir)
+            if text is not None:
+                return dict(json.loads(text))
+            # A new cluster: bind every port first and keep the sockets until each server
+            # takes its own, so the ports in the layout stay this cluster's.
+            n_mds, n_cs = self._requested_mds, self._requested_chunkservers
+            socks = [_bind(_HOST, 0) for _ in range(n_mds + n_cs)]
+            by_port = {int(sock.getsockname()[1]): sock for sock in socks}
+            spec = {
+                "host": _HOST,
+                "mds_ports": list(by_port)[:n_mds],
+                "chunkserver_ports": list(by_port)[n_mds:],
+                "copysets": self._requested_copysets,
+                "mds": {"root_password": self._requested_root_password, **self._mds_options},
+                "chunk_fsync": self._chunk_fsync,
+            }
+            if self._requested_proxied:
+                spec["external_ip"] = _PROXY_HOST
+            try:
+                layout = dict(
+                    json.loads(_core.create_local_cluster_layout(self._dir, json.dumps(spec)))
+                )
+            except BaseException:
+                for sock in socks:
+                    sock.close()
+                raise
+            for entry in [*layout["mds"], *layout["chunkservers"]]:
+                self._sockets[str(entry["name"])] = by_port.pop(int(entry["port"]))
+            return layout
+        except OSError as e:
+            raise ClusterStartError(f"the layout in {self._dir}: {e}") from e
+
+    def _write_client_conf(self) -> str:
+        assert self._dir is not None
+        overrides: dict[str, str] = {}
         if self._transport != "baidu_std":
-            # baidu_std is the default: the conf then holds only upstream's keys.
-            conf["mds.transport"] = self._transport
-            conf["chunkserver.transport"] = self._transport
-        conf.update(self._client_options)
-        lines = ["# client.conf for the curvefs local cluster in this folder"]
-        lines += [f"{k}={v}" for k, v in conf.items()]
-        with open(self.conf_path, "w", encoding="utf-8") as f:
-            f.write("\n".join(lines) + "\n")
+            overrides["mds.transport"] = self._transport
+            overrides["chunkserver.transport"] = self._transport
+        overrides.update(self._client_options)
+        try:
+            return _core.write_local_client_conf(self._dir, list(overrides.items()))
+        except OSError as e:
+            raise ClusterStartError(f"the client.conf in {self._dir}: {e}") from e
 
-    def _spawn(self, name: str, args: list[str], port: int) -> None:
+    def _close_sockets(self) -> None:
+        for sock in self._sockets.values():
+            sock.close()
+        self._sockets.clear()
+
+    def _spawn(self, name: str, args: list[str], port: int, states: tuple[str, ...]) -> None:
         proc = self._procs.get(name)
         if proc is not None and proc.poll() is None:
             return
         assert self._dir is not None
+        sock = self._sockets.pop(name, None)
+        if sock is None:
+            host = str(self._layout.get("host", _HOST))
+            try:
+                sock = _bind(host, port)
+            except OSError as e:
+                raise ClusterStartError(
+                    f"{name} cannot start: its port {host}:{port} is taken ({e.strerror})"
+                ) from e
         log = open(self.log_path(name), "ab")  # noqa: SIM115 - the child owns it
         try:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "curvefs._serve", *args, "--dir", str(self._dir)],
+                [
+                    sys.executable,
+                    "-m",
+                    "curvefs._serve",
+                    *args,
+                    "--dir",
+                    str(self._dir),
+                    "--listen-fd",
+                    str(sock.fileno()),
+                ],
                 stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
+                stdout=subprocess.PIPE,
+                stderr=log,
+                pass_fds=(sock.fileno(),),
                 start_new_session=True,
             )
         finally:
             log.close()
+            # The child holds the only copy now: once it dies, its port refuses.
+            sock.close()
         self._procs[name] = proc
+        self._states.pop(name, None)
+        state = self._first_state(name, proc)
+        if state not in states:
+            _stop_process(proc, signal.SIGKILL, 5.0)
+            raise ClusterStartError(f"{name} reported {state!r}, not one of {states}")
+
+    def _first_state(self, name: str, proc: subprocess.Popen[bytes]) -> str:
+        """Waits for the first state line the server prints."""
         deadline = time.monotonic() + self._start_timeout
-        while not _serves(port):
+        while (state := self._state(name, wait=0.1)) is None:
+            # After an early exit the pipe reads as EOF at once: do not spin on it.
+            time.sleep(0.01)
             if proc.poll() is not None:
                 raise ClusterStartError(
                     f"{name} exited with {proc.returncode}: {self._log_tail(name)}"
@@ -707,16 +816,36 @@ class LocalCluster:
             if time.monotonic() > deadline:
                 _stop_process(proc, signal.SIGKILL, 5.0)
                 raise ClusterStartError(
-                    f"{name} did not serve on port {port} within {self._start_timeout} s: "
-                    f"{self._log_tail(name)}"
+                    f"{name} did not start within {self._start_timeout} s: {self._log_tail(name)}"
                 )
-            time.sleep(0.02)
+        return state
+
+    def _state(self, name: str, wait: float = 0.0) -> str | None:
+        """The last state server ``name`` reported, reading what it printed since (up to
+        ``wait`` seconds for something new)."""
+        proc = self._procs.get(name)
+        if proc is not None and proc.stdout is not None and not proc.stdout.closed:
+            fd = proc.stdout.fileno()
+            data = b""
+            timeout = wait
+            while select.select([fd], [], [], timeout)[0]:
+                chunk = os.read(fd, 4096)
+                if not chunk:
+                    break
+                data += chunk
+                timeout = 0.0
+            lines = data.decode("utf-8", "replace").split()
+            if lines:
+                self._states[name] = lines[-1]
+        return self._states.get(name)
 
     def _kill(self, name: str, sig: int) -> None:
         proc = self._procs.pop(name, None)
         self._paused.discard(name)
+        self._states.pop(name, None)
         if proc is not None:
             _stop_process(proc, sig, 10.0)
+            _close_stdout(proc)
 
     def _pause(self, name: str) -> None:
         proc = self._procs.get(name)
@@ -739,11 +868,17 @@ class LocalCluster:
         self._paused.discard(name)
 
     def _stop_all(self, sig: int) -> None:
-        # Chunkservers first: the MDS is what a restarting client reaches first.
-        for name in sorted(self._procs, key=lambda n: n == "mds"):
+        # Chunkservers first, then the standby MDSes (so none takes over), the active last:
+        # the MDS is what a restarting client reaches first.
+        active = self.mds_name(a) if self._layout and (a := self.active_mds()) is not None else None
+        mds = {str(e["name"]) for e in self._mds_entries()} if self._layout else set()
+        for name in sorted(self._procs, key=lambda n: (n in mds, n == active)):
             _stop_process(self._procs[name], sig, 10.0)
+            _close_stdout(self._procs[name])
         self._procs.clear()
+        self._states.clear()
         self._paused.clear()
+        self._close_sockets()
 
     def _log_tail(self, name: str, limit: int = 2000) -> str:
         try:

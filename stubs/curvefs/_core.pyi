@@ -69,11 +69,14 @@ __all__ = [
     "__version__",
     "_note_exiting",
     "copyset_leader",
+    "create_local_cluster_layout",
     "debug_build",
+    "local_cluster_layout",
     "serve_chunkserver",
     "serve_mds",
     "set_runtime_threads",
     "transfer_leader",
+    "write_local_client_conf",
 ]
 
 __version__: Final[str]
@@ -249,10 +252,31 @@ class CBDClient:
     def ListPoolset(self) -> list[str]:
         """Poolset names; raises ``curvefs.exceptions.CurveError`` on failure."""
 
-def serve_mds(data_dir: str | os.PathLike[str]) -> None:
-    """Serves the MDS of the local cluster in ``data_dir`` until SIGTERM or SIGINT."""
+def local_cluster_layout(data_dir: str | os.PathLike[str]) -> str | None:
+    """The layout of the local cluster in ``data_dir`` as JSON (servers with their names,
+    ports, addresses and logs; copysets; the root password; the client.conf path), or
+    ``None`` if the folder holds no cluster yet."""
 
-def serve_chunkserver(data_dir: str | os.PathLike[str], chunkserver_id: int) -> None:
+def create_local_cluster_layout(data_dir: str | os.PathLike[str], spec: str) -> str:
+    """Creates the layout of a new local cluster from ``spec`` (JSON: ``mds_ports``,
+    ``chunkserver_ports``, optional ``host``, ``copysets``, ``mds`` options) and returns it
+    as ``local_cluster_layout`` does; ``ValueError`` for a bad spec."""
+
+def write_local_client_conf(
+    data_dir: str | os.PathLike[str], overrides: list[tuple[str, str]]
+) -> str:
+    """Writes the local cluster's client.conf (the core's defaults, ``overrides`` in their
+    place) and returns its path; ``ValueError`` for an unknown key or a bad value."""
+
+def serve_mds(
+    data_dir: str | os.PathLike[str], index: int = 0, listen_fd: int | None = None
+) -> None:
+    """Serves MDS ``index`` of the local cluster in ``data_dir`` until SIGTERM or SIGINT:
+    active, or standing by with its port closed while another MDS is."""
+
+def serve_chunkserver(
+    data_dir: str | os.PathLike[str], chunkserver_id: int, listen_fd: int | None = None
+) -> None:
     """Serves chunkserver ``chunkserver_id`` of the local cluster until SIGTERM or SIGINT."""
 
 def copyset_leader(addr: str, logical_pool_id: int, copyset_id: int, timeout_ms: int = 1000) -> str:

@@ -236,6 +236,17 @@ pub const KEYS: &[(&str, &str)] = &[
     ("discard_task_delay_ms", "discard.taskDelayMs"),
 ];
 
+/// The keys curvefs adds to upstream's (see the module doc). A conf written for stock
+/// clients too (the local cluster's) leaves them out where they hold their default.
+pub const CURVEFS_KEYS: &[&str] = &[
+    "chunkserver.maxRetryTimeMS",
+    "global.rpcConnectTimeoutMS",
+    "global.channelsPerChunkServer",
+    "mds.transport",
+    "chunkserver.transport",
+    "global.maxBodySize",
+];
+
 /// The one key a conf must have. Upstream's Init also refuses a conf that lacks any of
 /// the keys its sample marks required; here every other key falls back to upstream's
 /// default, so a two-line conf is enough to reach a cluster.
@@ -247,6 +258,69 @@ impl ClientConfig {
             Error::failed(format!("cannot read client conf {}: {e}", path.display()))
         })?;
         Self::parse(&text)
+    }
+
+    /// The value of `key` (one of [`KEYS`]) as client.conf spells it, so that [`parse`]
+    /// reads the same value back; `None` for any other key.
+    ///
+    /// [`parse`]: ClientConfig::parse
+    pub fn value(&self, key: &str) -> Option<String> {
+        let b = |v: bool| if v { "true" } else { "false" }.to_string();
+        Some(match key {
+            "mds.listen.addr" => self.mds_addrs.join(","),
+            "mds.registerToMDS" => b(self.mds_register_to_mds),
+            "mds.rpcTimeoutMS" => self.mds_rpc_timeout_ms.to_string(),
+            "mds.maxRPCTimeoutMS" => self.mds_max_rpc_timeout_ms.to_string(),
+            "mds.maxRetryMS" => self.mds_max_retry_ms.to_string(),
+            "mds.maxFailedTimesBeforeChangeMDS" => {
+                self.mds_max_failed_times_before_change_mds.to_string()
+            }
+            "mds.refreshTimesPerLease" => self.mds_refresh_times_per_lease.to_string(),
+            "mds.rpcRetryIntervalUS" => self.mds_rpc_retry_interval_us.to_string(),
+            "mds.normalRetryTimesBeforeTriggerWait" => {
+                self.mds_normal_retry_times_before_trigger_wait.to_string()
+            }
+            "mds.maxRetryMsInIOPath" => self.mds_max_retry_ms_in_io_path.to_string(),
+            "mds.waitSleepMs" => self.mds_wait_sleep_ms.to_string(),
+            "metacache.getLeaderTimeOutMS" => self.metacache_get_leader_timeout_ms.to_string(),
+            "metacache.getLeaderRetry" => self.metacache_get_leader_retry.to_string(),
+            "metacache.rpcRetryIntervalUS" => self.metacache_rpc_retry_interval_us.to_string(),
+            "chunkserver.opRetryIntervalUS" => self.chunkserver_op_retry_interval_us.to_string(),
+            "chunkserver.opMaxRetry" => self.chunkserver_op_max_retry.to_string(),
+            "chunkserver.rpcTimeoutMS" => self.chunkserver_rpc_timeout_ms.to_string(),
+            "chunkserver.maxRetrySleepIntervalUS" => {
+                self.chunkserver_max_retry_sleep_interval_us.to_string()
+            }
+            "chunkserver.maxRPCTimeoutMS" => self.chunkserver_max_rpc_timeout_ms.to_string(),
+            "chunkserver.maxStableTimeoutTimes" => {
+                self.chunkserver_max_stable_timeout_times.to_string()
+            }
+            "chunkserver.checkHealthTimeoutMs" => {
+                self.chunkserver_check_health_timeout_ms.to_string()
+            }
+            "chunkserver.serverStableThreshold" => {
+                self.chunkserver_server_stable_threshold.to_string()
+            }
+            "chunkserver.minRetryTimesForceTimeoutBackoff" => self
+                .chunkserver_min_retry_times_force_timeout_backoff
+                .to_string(),
+            "chunkserver.slowRequestThresholdMS" => {
+                self.chunkserver_slow_request_threshold_ms.to_string()
+            }
+            "chunkserver.maxRetryTimeMS" => self.chunkserver_max_retry_time_ms.to_string(),
+            "global.fileMaxInFlightRPCNum" => self.file_max_in_flight_rpc_num.to_string(),
+            "global.fileIOSplitMaxSizeKB" => self.file_io_split_max_size_kb.to_string(),
+            "global.rpcConnectTimeoutMS" => self.rpc_connect_timeout_ms.to_string(),
+            "global.channelsPerChunkServer" => self.channels_per_chunkserver.to_string(),
+            "throttle.enable" => b(self.throttle_enable),
+            "mds.transport" => self.mds_transport.name().to_string(),
+            "chunkserver.transport" => self.chunkserver_transport.name().to_string(),
+            "global.maxBodySize" => self.max_body_size.to_string(),
+            "discard.enable" => b(self.discard_enable),
+            "discard.granularity" => self.discard_granularity.to_string(),
+            "discard.taskDelayMs" => self.discard_task_delay_ms.to_string(),
+            _ => return None,
+        })
     }
 
     pub fn parse(text: &str) -> Result<Self> {
@@ -620,6 +694,31 @@ global.logPath=/data/log/curve/
         }
         let keys: std::collections::HashSet<&str> = KEYS.iter().map(|(_, k)| *k).collect();
         assert_eq!(keys.len(), KEYS.len(), "no key twice");
+    }
+
+    #[test]
+    fn every_key_is_written_back_as_parse_reads_it() {
+        let changed = ClientConfig {
+            mds_addrs: vec!["127.0.0.1:1".into(), "[::1]:2".into()],
+            mds_register_to_mds: false,
+            mds_rpc_timeout_ms: 11,
+            mds_max_failed_times_before_change_mds: 1,
+            chunkserver_max_retry_time_ms: 12,
+            chunkserver_transport: Protocol::Grpc,
+            discard_enable: true,
+            max_body_size: 1 << 27,
+            ..ClientConfig::default()
+        };
+        for conf in [ClientConfig::default(), changed] {
+            let text: String = KEYS
+                .iter()
+                .map(|(field, key)| format!("{key}={}\n", conf.value(key).expect(field)))
+                .collect();
+            assert_eq!(ClientConfig::parse(&text).unwrap(), conf);
+        }
+        assert_eq!(ClientConfig::default().value("global.logPath"), None);
+        let keys: Vec<&str> = KEYS.iter().map(|(_, k)| *k).collect();
+        assert!(CURVEFS_KEYS.iter().all(|k| keys.contains(k)));
     }
 
     #[test]

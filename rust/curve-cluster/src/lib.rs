@@ -1,20 +1,37 @@
-//! The local Curve cluster's layout on disk and the entry points that serve its processes.
+//! The local Curve cluster: its layout on disk, its client.conf, and the entry points that
+//! serve its processes.
 //!
-//! `<data_dir>/cluster.json` is written once by the Python `LocalCluster`; every server process
-//! reads it here and derives its own configuration from it, so the MDS and the chunkservers
-//! always agree on copyset membership. Nothing here speaks the protocol: that lives in
-//! `curve-mds` and `curve-chunkserver`.
+//! This crate is the one owner of `<data_dir>/cluster.json` and of the cluster's generated
+//! `client.conf`: [`ClusterLayout::create`] writes the layout from a [`ClusterSpec`] (every
+//! value the spec leaves out takes its default here), every server process reads it here
+//! and derives its own configuration from it, so the MDSes and the chunkservers always
+//! agree on copyset membership, and [`ClusterLayout::write_client_conf`] writes the conf
+//! from the client core's own defaults (`curve_client::conf`). `LocalCluster` (Python)
+//! only asks. Nothing here speaks the protocol: that lives in `curve-mds` and
+//! `curve-chunkserver`.
+//!
+//! Each server gets its listening socket already bound by the process that starts it
+//! ([`ServerSocket`]), so no other process can take a port between its choice and the
+//! server's start. With several MDSes, one is active and the others stand by without
+//! opening their ports ([`serve_mds`]).
 //!
 //! The server processes log here too: [`install_server_log`] makes a `tracing` subscriber
 //! writing to `<data_dir>/logs/<server>.log` the process's global default.
 
 use std::future::Future;
+use std::io::Write as _;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 
 use curve_chunkserver::{ChunkServerConfig, Durability, HostedCopyset, PeerEntry};
 use curve_mds::{ChunkServerEntry, CopysetEntry, MdsConfig, MdsOptions, TopologyConfig};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+
+mod conf;
+mod socket;
+
+pub use conf::CLIENT_CONF_FILE;
+pub use socket::ServerSocket;
 
 /// Name of the layout file inside a cluster's data directory.
 pub const LAYOUT_FILE: &str = "cluster.json";
@@ -24,6 +41,20 @@ pub const REPLICAS: usize = 3;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    #[error("cannot write {path}: {source}")]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path} exists already: a cluster lives in {dir}", dir = .path.parent().unwrap_or(Path::new("")).display())]
+    Exists { path: PathBuf },
+    #[error("a cluster spec is invalid: {0}")]
+    Spec(String),
+    #[error("client.conf: {0}")]
+    ClientConf(String),
+    #[error("{server}: {message}")]
+    Socket { server: String, message: String },
     #[error("cannot read {path}: {source}")]
     Read {
         path: PathBuf,
@@ -102,7 +133,7 @@ pub fn install_server_log(dir: &Path, server: &str) -> Result<(), Error> {
 }
 
 /// One chunkserver of the layout.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
 pub struct ChunkServerLayout {
     pub id: u32,
     pub port: u16,
@@ -132,9 +163,9 @@ fn default_chunkservers() -> Vec<ChunkServerLayout> {
         .collect()
 }
 
-/// The raw file. Unknown fields are ignored so that `LocalCluster` may record more than
-/// the servers need (log paths, client settings) without breaking older servers.
-#[derive(Debug, Deserialize)]
+/// The raw file. Unknown fields are ignored so that a newer layout (more fields) does not
+/// break an older server.
+#[derive(Debug, Deserialize, Serialize)]
 struct LayoutFile {
     #[serde(default = "default_host")]
     host: String,
@@ -180,7 +211,161 @@ pub struct ClusterLayout {
     pub chunk_fsync: bool,
 }
 
+/// What a new local cluster is made of, as its creator asks for it. The creator has bound
+/// the ports already (and holds them until it hands each to its server, see
+/// [`ServerSocket`]); everything the spec leaves out takes its default here.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterSpec {
+    #[serde(default = "default_host")]
+    pub host: String,
+    /// One port per MDS: the first is the one that starts active.
+    pub mds_ports: Vec<u16>,
+    /// One port per chunkserver; their ids are 1, 2, ...
+    pub chunkserver_ports: Vec<u16>,
+    #[serde(default = "default_copysets")]
+    pub copysets: u32,
+    /// Fields of [`MdsOptions`] by name; the others keep their defaults.
+    #[serde(default)]
+    pub mds: serde_json::Map<String, serde_json::Value>,
+    /// Where clients reach the servers if not `host` (see [`ClusterLayout::external_ip`]).
+    #[serde(default)]
+    pub external_ip: Option<String>,
+    /// See [`ClusterLayout::chunk_fsync`].
+    #[serde(default)]
+    pub chunk_fsync: bool,
+}
+
+/// The name of MDS `index` (its port is `mds_ports[index]`): its log is `logs/<name>.log`.
+/// The first is `mds`, as it was when a cluster had one.
+pub fn mds_server_name(index: usize) -> String {
+    if index == 0 {
+        "mds".into()
+    } else {
+        format!("mds-{index}")
+    }
+}
+
+/// The name of chunkserver `id`: its log is `logs/<name>.log`.
+pub fn chunkserver_server_name(id: u32) -> String {
+    format!("chunkserver-{id}")
+}
+
 impl ClusterLayout {
+    /// Writes `<dir>/cluster.json` for a new cluster made as `spec` asks, and returns it.
+    /// Refuses if the folder holds a layout already (load that one instead). The file is
+    /// written whole or not at all: a half-written layout would strand the folder's data.
+    #[allow(
+        clippy::needless_update,
+        reason = "fields a chunkserver's entry may gain later take their defaults"
+    )]
+    pub fn create(dir: &Path, spec: &ClusterSpec) -> Result<Self, Error> {
+        let path = dir.join(LAYOUT_FILE);
+        let mds = mds_options(&spec.mds)?;
+        let file = LayoutFile {
+            host: spec.host.clone(),
+            mds_ports: spec.mds_ports.clone(),
+            chunkservers: (1..)
+                .zip(&spec.chunkserver_ports)
+                .map(|(id, &port)| ChunkServerLayout {
+                    id,
+                    port,
+                    ..ChunkServerLayout::default()
+                })
+                .collect(),
+            logical_pool_id: default_logical_pool_id(),
+            copysets: spec.copysets,
+            poolset: default_poolset(),
+            pool_capacity: default_pool_capacity(),
+            mds,
+            external_ip: spec.external_ip.clone(),
+            chunk_fsync: spec.chunk_fsync,
+        };
+        let text = serde_json::to_string_pretty(&file).map_err(|e| Error::Spec(e.to_string()))?;
+        // What is written is what a server will read: validate it through the reader.
+        let layout = Self::parse(dir, &text)?;
+        let write_err = |source| Error::Write {
+            path: path.clone(),
+            source,
+        };
+        std::fs::create_dir_all(dir).map_err(write_err)?;
+        let tmp = dir.join(format!("{LAYOUT_FILE}.{}.tmp", std::process::id()));
+        let written = (|| {
+            let mut f = std::fs::File::create(&tmp)?;
+            f.write_all(text.as_bytes())?;
+            f.write_all(b"\n")?;
+            f.sync_all()?;
+            // A link, unlike a rename, never replaces a layout another creator wrote.
+            std::fs::hard_link(&tmp, &path)?;
+            std::fs::File::open(dir)?.sync_all()
+        })();
+        let _ = std::fs::remove_file(&tmp);
+        match written {
+            Ok(()) => Ok(layout),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Err(Error::Exists { path }),
+            Err(e) => Err(write_err(e)),
+        }
+    }
+
+    /// Reads `<dir>/cluster.json`, or `None` if the folder holds no cluster yet.
+    pub fn load_if_present(dir: &Path) -> Result<Option<Self>, Error> {
+        match Self::load(dir) {
+            Err(Error::Read { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+                Ok(None)
+            }
+            other => other.map(Some),
+        }
+    }
+
+    /// What a caller starting the servers needs to know, as JSON: each server's name, port,
+    /// address and log file, the copysets, the root user's password, the client.conf path.
+    pub fn describe(&self) -> serde_json::Value {
+        let log = |name: &str| server_log_path(&self.dir, name);
+        let mds: Vec<_> = self
+            .mds_ports
+            .iter()
+            .enumerate()
+            .map(|(index, &port)| {
+                let name = mds_server_name(index);
+                serde_json::json!({
+                    "index": index,
+                    "name": name,
+                    "port": port,
+                    "addr": self.addr_string(port),
+                    "log": log(&name),
+                })
+            })
+            .collect();
+        let chunkservers: Vec<_> = self
+            .chunkservers
+            .iter()
+            .map(|c| {
+                let name = chunkserver_server_name(c.id);
+                serde_json::json!({
+                    "id": c.id,
+                    "name": name,
+                    "port": c.port,
+                    "addr": self.addr_string(c.port),
+                    "log": log(&name),
+                    "data_dir": self.chunkserver_data_dir(c.id),
+                })
+            })
+            .collect();
+        serde_json::json!({
+            "dir": self.dir,
+            "host": self.host,
+            "external_ip": self.external_ip,
+            "chunk_fsync": self.chunk_fsync,
+            "mds": mds,
+            "chunkservers": chunkservers,
+            "logical_pool_id": self.logical_pool_id,
+            "copysets": self.copysets,
+            "root_user": self.mds.root_user,
+            "root_password": self.mds.root_password,
+            "client_conf": self.dir.join(CLIENT_CONF_FILE),
+        })
+    }
+
     /// Reads and validates `<dir>/cluster.json`.
     pub fn load(dir: &Path) -> Result<Self, Error> {
         let path = dir.join(LAYOUT_FILE);
@@ -287,19 +472,32 @@ impl ClusterLayout {
 
     /// Address of `port` on the cluster's host, as peers and `client.conf` spell it.
     pub fn addr_string(&self, port: u16) -> String {
-        match self.host.parse::<IpAddr>() {
+        Self::join_host_port(&self.host, port)
+    }
+
+    fn join_host_port(host: &str, port: u16) -> String {
+        match host.parse::<IpAddr>() {
             Ok(IpAddr::V6(ip)) => format!("[{ip}]:{port}"),
-            _ => format!("{}:{port}", self.host),
+            _ => format!("{host}:{port}"),
         }
     }
 
-    /// `ip:port` of every MDS, comma separated (`mds.listen.addr` of `client.conf`).
+    /// `ip:port` of every MDS, comma separated.
     pub fn mds_addrs(&self) -> String {
         self.mds_ports
             .iter()
             .map(|p| self.addr_string(*p))
             .collect::<Vec<_>>()
             .join(",")
+    }
+
+    /// Where a client reaches the server on `port`: on `external_ip` if the layout has
+    /// one (the local cluster's fault proxies), else where it listens.
+    pub fn client_addr_string(&self, port: u16) -> String {
+        match &self.external_ip {
+            Some(ip) => Self::join_host_port(ip, port),
+            None => self.addr_string(port),
+        }
     }
 
     fn socket_addr(&self, port: u16) -> Result<SocketAddr, Error> {
@@ -365,6 +563,11 @@ impl ClusterLayout {
         })
     }
 
+    /// The folder of chunkserver `id`'s chunk files.
+    pub fn chunkserver_data_dir(&self, id: u32) -> PathBuf {
+        self.dir.join(format!("chunkserver-{id}"))
+    }
+
     /// The configuration of chunkserver `id`: only the copysets it hosts.
     pub fn chunkserver_config(&self, id: u32) -> Result<ChunkServerConfig, Error> {
         let me = self.chunkserver(id)?;
@@ -388,7 +591,7 @@ impl ClusterLayout {
         Ok(ChunkServerConfig {
             id,
             listen: self.socket_addr(me.port)?,
-            data_dir: self.dir.join(format!("chunkserver-{id}")),
+            data_dir: self.chunkserver_data_dir(id),
             chunk_size: self.mds.chunk_size,
             block_size: self.mds.block_size,
             copysets,
@@ -403,15 +606,79 @@ impl ClusterLayout {
     }
 }
 
-/// Serves the MDS of the cluster in `dir` until `shutdown` completes.
+/// [`MdsOptions`] from the fields a spec names; an unknown name or a wrong type is refused
+/// (a typo must not silently leave a default in place).
+fn mds_options(given: &serde_json::Map<String, serde_json::Value>) -> Result<MdsOptions, Error> {
+    let defaults =
+        serde_json::to_value(MdsOptions::default()).map_err(|e| Error::Spec(e.to_string()))?;
+    let serde_json::Value::Object(mut fields) = defaults else {
+        return Err(Error::Spec("MDS options are not a JSON object".into()));
+    };
+    for (name, value) in given {
+        if !fields.contains_key(name) {
+            let known: Vec<&str> = fields.keys().map(String::as_str).collect();
+            return Err(Error::Spec(format!(
+                "unknown MDS option {name:?} (known: {})",
+                known.join(", ")
+            )));
+        }
+        fields.insert(name.clone(), value.clone());
+    }
+    serde_json::from_value(serde_json::Value::Object(fields))
+        .map_err(|e| Error::Spec(format!("MDS options: {e}")))
+}
+
+/// What a server process tells the process that started it, once, as a line on its
+/// stdout; `LocalCluster` counts the server as started when it reads it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServerState {
+    /// Listening on its port and serving.
+    Serving,
+    /// An MDS waiting for the active one to go; its port stays closed until then.
+    Standby,
+}
+
+impl ServerState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ServerState::Serving => "serving",
+            ServerState::Standby => "standby",
+        }
+    }
+}
+
+/// The listening socket of `server`: the one handed down, or one bound here at `addr`.
+fn open_port(
+    server: &str,
+    socket: Option<ServerSocket>,
+    addr: SocketAddr,
+) -> Result<tokio::net::TcpListener, Error> {
+    let socket_err = |e: std::io::Error| Error::Socket {
+        server: server.to_string(),
+        message: format!("cannot listen on {addr}: {e}"),
+    };
+    let socket = match socket {
+        Some(s) => s,
+        None => ServerSocket::bind(addr).map_err(socket_err)?,
+    };
+    socket.listen().map_err(socket_err)
+}
+
+/// Serves MDS `index` of the cluster in `dir` until `shutdown` completes.
+///
+/// The MDS becomes active only once it holds the leader lock of the cluster's MDS folder
+/// (`curve_mds::LeaderLock`): until then it reports [`ServerState::Standby`] and leaves
+/// its port closed, as upstream's MDS followers do, so clients walking `mds.listen.addr`
+/// pass over it. Once active it opens its port, reports [`ServerState::Serving`] and
+/// loads the store the MDS before it left.
 pub async fn serve_mds(
     dir: &Path,
+    index: usize,
+    socket: Option<ServerSocket>,
+    report: impl Fn(ServerState),
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
-    let config = ClusterLayout::load(dir)?.mds_config()?;
-    let served = curve_mds::serve(config, shutdown)
-        .await
-        .map_err(|e| Error::Mds(e.to_string()));
+    let served = mds_run(dir, index, socket, report, shutdown).await;
     match &served {
         Ok(()) => tracing::info!("MDS stopped"),
         Err(e) => tracing::error!("{e}"),
@@ -419,30 +686,80 @@ pub async fn serve_mds(
     served
 }
 
+async fn mds_run(
+    dir: &Path,
+    index: usize,
+    socket: Option<ServerSocket>,
+    report: impl Fn(ServerState),
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), Error> {
+    let config = ClusterLayout::load(dir)?.mds_config_at(index)?;
+    let mds_err = |e: curve_mds::Error| Error::Mds(e.to_string());
+    let mut shutdown = Box::pin(shutdown);
+    let leadership = match curve_mds::LeaderLock::try_acquire(&config.data_dir).map_err(mds_err)? {
+        Some(lock) => lock,
+        None => {
+            tracing::info!(
+                "MDS {index} standing by on {}: another MDS is active",
+                config.listen
+            );
+            report(ServerState::Standby);
+            tokio::select! {
+                lock = curve_mds::LeaderLock::acquire(&config.data_dir) => lock.map_err(mds_err)?,
+                () = &mut shutdown => return Ok(()),
+            }
+        }
+    };
+    tracing::info!("MDS {index} is active");
+    let listener = open_port(&mds_server_name(index), socket, config.listen)?;
+    report(ServerState::Serving);
+    let served = curve_mds::serve_with_listener(config, listener, shutdown)
+        .await
+        .map_err(mds_err);
+    // Leadership ends with the serving, not before: the next MDS must not open the store
+    // while this one still holds it.
+    drop(leadership);
+    served
+}
+
 /// Serves chunkserver `id` of the cluster in `dir` until `shutdown` completes.
 pub async fn serve_chunkserver(
     dir: &Path,
     id: u32,
+    socket: Option<ServerSocket>,
+    report: impl Fn(ServerState),
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), Error> {
+    let served = chunkserver_run(dir, id, socket, report, shutdown).await;
+    match &served {
+        Ok(()) => tracing::info!("chunkserver {id} stopped"),
+        Err(e) => tracing::error!("{e}"),
+    }
+    served
+}
+
+async fn chunkserver_run(
+    dir: &Path,
+    id: u32,
+    socket: Option<ServerSocket>,
+    report: impl Fn(ServerState),
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
     let config = ClusterLayout::load(dir)?.chunkserver_config(id)?;
+    let listener = open_port(&chunkserver_server_name(id), socket, config.listen)?;
     tracing::info!(
         "chunkserver {id} serving on {}, {} copysets, data in {}",
         config.listen,
         config.copysets.len(),
         config.data_dir.display()
     );
-    let served = curve_chunkserver::serve(config, shutdown)
+    report(ServerState::Serving);
+    curve_chunkserver::serve_with_listener(config, listener, shutdown)
         .await
         .map_err(|e| Error::ChunkServer {
             id,
             message: e.to_string(),
-        });
-    match &served {
-        Ok(()) => tracing::info!("chunkserver {id} stopped"),
-        Err(e) => tracing::error!("{e}"),
-    }
-    served
+        })
 }
 
 #[cfg(test)]
@@ -641,6 +958,179 @@ mod tests {
             server_log_path(Path::new("/data"), "chunkserver-2"),
             Path::new("/data/logs/chunkserver-2.log")
         );
+    }
+
+    fn spec(text: &str) -> ClusterSpec {
+        serde_json::from_str(text).unwrap()
+    }
+
+    #[test]
+    fn a_spec_s_fsync_and_external_ip_reach_the_servers_and_the_client_conf() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = spec(
+            r#"{"mds_ports": [6700], "chunkserver_ports": [6701],
+                "external_ip": "127.0.0.2", "chunk_fsync": true}"#,
+        );
+        let l = ClusterLayout::create(dir.path(), &s).unwrap();
+        assert_eq!(ClusterLayout::load(dir.path()).unwrap(), l);
+        let cs = l.chunkserver_config(1).unwrap();
+        assert_eq!(cs.durability, Durability::Sync);
+        assert_eq!(cs.listen, "127.0.0.1:6701".parse().unwrap());
+        let conf = l.client_conf(&[]).unwrap();
+        assert!(conf.contains("mds.listen.addr=127.0.0.2:6700\n"), "{conf}");
+        let plain = tempfile::tempdir().unwrap();
+        let l = ClusterLayout::create(
+            plain.path(),
+            &spec(r#"{"mds_ports": [6700], "chunkserver_ports": [6701]}"#),
+        )
+        .unwrap();
+        assert_eq!(
+            l.chunkserver_config(1).unwrap().durability,
+            Durability::Cache
+        );
+        assert!(
+            l.client_conf(&[])
+                .unwrap()
+                .contains("mds.listen.addr=127.0.0.1:6700\n")
+        );
+    }
+
+    #[test]
+    fn create_writes_a_layout_the_servers_read_back() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(
+            ClusterLayout::load_if_present(dir.path())
+                .unwrap()
+                .is_none()
+        );
+        let s = spec(
+            r#"{"mds_ports": [7001, 7002], "chunkserver_ports": [7101, 7102, 7103],
+                "copysets": 6, "mds": {"root_password": "pw", "file_record_expire_us": 2000000}}"#,
+        );
+        let created = ClusterLayout::create(dir.path(), &s).unwrap();
+        let loaded = ClusterLayout::load_if_present(dir.path()).unwrap().unwrap();
+        assert_eq!(created, loaded);
+        assert_eq!(loaded.mds_ports, vec![7001, 7002]);
+        let ids: Vec<u32> = loaded.chunkservers.iter().map(|c| c.id).collect();
+        assert_eq!(ids, vec![1, 2, 3]);
+        assert_eq!(loaded.chunkservers[2].port, 7103);
+        assert_eq!(loaded.copysets, 6);
+        assert_eq!(loaded.mds.root_password, "pw");
+        assert_eq!(loaded.mds.file_record_expire_us, 2_000_000);
+        assert_eq!(loaded.mds.segment_size, MdsOptions::default().segment_size);
+        assert_eq!(loaded.pool_capacity, default_pool_capacity());
+
+        let e = ClusterLayout::create(dir.path(), &s).unwrap_err();
+        assert!(matches!(e, Error::Exists { .. }), "{e}");
+        assert_eq!(ClusterLayout::load(dir.path()).unwrap(), loaded);
+
+        let d = loaded.describe();
+        assert_eq!(d["mds"][1]["name"], "mds-1");
+        assert_eq!(d["mds"][0]["name"], "mds");
+        assert_eq!(d["mds"][1]["addr"], "127.0.0.1:7002");
+        assert_eq!(d["chunkservers"][0]["name"], "chunkserver-1");
+        assert_eq!(d["root_password"], "pw");
+        let log = dir.path().join("logs").join("mds-1.log");
+        assert_eq!(d["mds"][1]["log"], log.to_str().unwrap());
+    }
+
+    #[test]
+    fn a_bad_spec_is_refused_and_writes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        for (text, needle) in [
+            (
+                r#"{"mds_ports": [1], "chunkserver_ports": [2], "mds": {"root_pasword": "x"}}"#,
+                "root_pasword",
+            ),
+            (
+                r#"{"mds_ports": [1], "chunkserver_ports": [2], "mds": {"block_size": "big"}}"#,
+                "MDS options",
+            ),
+            (r#"{"mds_ports": [1], "chunkserver_ports": [1]}"#, "port 1"),
+            (
+                r#"{"mds_ports": [], "chunkserver_ports": [2]}"#,
+                "mds_ports",
+            ),
+        ] {
+            let e = ClusterLayout::create(dir.path(), &spec(text)).unwrap_err();
+            assert!(e.to_string().contains(needle), "{text}: {e}");
+        }
+        assert!(
+            serde_json::from_str::<ClusterSpec>(
+                r#"{"mds_ports": [1], "chunkserver_ports": [2], "x": 1}"#
+            )
+            .is_err()
+        );
+        assert!(
+            ClusterLayout::load_if_present(dir.path())
+                .unwrap()
+                .is_none()
+        );
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+
+    fn refused(port: u16) -> bool {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_err()
+    }
+
+    #[tokio::test]
+    async fn a_standby_mds_keeps_its_port_closed_until_the_active_one_goes() {
+        let dir = tempfile::tempdir().unwrap();
+        let sockets: Vec<ServerSocket> = (0..3)
+            .map(|_| ServerSocket::bind("127.0.0.1:0".parse().unwrap()).unwrap())
+            .collect();
+        let ports: Vec<u16> = sockets.iter().map(|s| s.local_addr().port()).collect();
+        let s = ClusterSpec {
+            host: default_host(),
+            mds_ports: ports[..2].to_vec(),
+            chunkserver_ports: ports[2..].to_vec(),
+            copysets: 1,
+            mds: serde_json::Map::new(),
+            external_ip: None,
+            chunk_fsync: false,
+        };
+        ClusterLayout::create(dir.path(), &s).unwrap();
+        let mut sockets = sockets.into_iter();
+        let mut start = |index: usize| {
+            let (state_tx, state_rx) = tokio::sync::mpsc::unbounded_channel();
+            let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+            let dir = dir.path().to_owned();
+            let socket = sockets.next();
+            let task = tokio::spawn(async move {
+                serve_mds(
+                    &dir,
+                    index,
+                    socket,
+                    move |state| state_tx.send(state).unwrap(),
+                    async move {
+                        let _ = stop_rx.await;
+                    },
+                )
+                .await
+            });
+            (state_rx, stop_tx, task)
+        };
+        async fn wait_state(
+            rx: &mut tokio::sync::mpsc::UnboundedReceiver<ServerState>,
+        ) -> ServerState {
+            tokio::time::timeout(std::time::Duration::from_secs(20), rx.recv())
+                .await
+                .unwrap()
+                .unwrap()
+        }
+        let (mut first_state, first_stop, first) = start(0);
+        assert_eq!(wait_state(&mut first_state).await, ServerState::Serving);
+        let (mut second_state, _second_stop, second) = start(1);
+        assert_eq!(wait_state(&mut second_state).await, ServerState::Standby);
+        assert!(!refused(ports[0]));
+        assert!(refused(ports[1]), "a standby MDS accepted a connection");
+
+        first_stop.send(()).unwrap();
+        first.await.unwrap().unwrap();
+        assert_eq!(wait_state(&mut second_state).await, ServerState::Serving);
+        assert!(!refused(ports[1]));
+        assert!(refused(ports[0]), "a stopped MDS's port still accepts");
+        second.abort();
     }
 
     #[test]

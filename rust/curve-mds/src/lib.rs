@@ -12,7 +12,7 @@
 //!
 //! Modules: `auth` (date/owner/signature), `path` (path validation), `rules` (length and
 //! stripe rules), `store` (redb tables), `records` (file records of open files),
-//! `namespace` (the namespace calls), `service` and `topology` (the tonic faces),
+//! `namespace` (the namespace calls), `election` (which of several MDSes is active), `service` and `topology` (the tonic faces),
 //! `baidu_std` (the same handlers over brpc's protocol).
 
 use std::future::Future;
@@ -26,6 +26,7 @@ use tokio::net::TcpListener;
 
 mod auth;
 mod baidu_std;
+mod election;
 mod namespace;
 mod path;
 mod records;
@@ -35,6 +36,7 @@ mod store;
 mod topology;
 
 pub use auth::{CURVEFS, Check, METHODS, TOPOLOGY, sign, verify};
+pub use election::{LeaderLock, leader_lock_path};
 pub use store::store_path;
 
 /// A chunkserver as the MDS knows it (static in the local cluster).
@@ -77,7 +79,7 @@ pub struct TopologyConfig {
 
 /// Upstream's MDS settings that shape the namespace; defaults are upstream's. The local
 /// cluster reads them from the `mds` section of cluster.json, absent fields defaulted.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
 #[serde(default)]
 pub struct MdsOptions {
     pub root_user: String,
@@ -125,6 +127,11 @@ pub enum Error {
     Config(String),
     #[error("cannot create the MDS data dir {path}: {source}")]
     DataDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot take the MDS leader lock {path}: {source}")]
+    Lock {
         path: PathBuf,
         source: std::io::Error,
     },

@@ -109,7 +109,7 @@ impl Store {
             path: path.clone(),
             source: Box::new(e),
         };
-        let db = Database::create(&path).map_err(|e| fail(e.into()))?;
+        let db = open_db(&path).map_err(|e| fail(e.into()))?;
         let txn = db.begin_write().map_err(|e| fail(e.into()))?;
         let cluster_id = init(&txn, root_user, topology, now_us).map_err(|e| match e {
             InitError::Redb(e) => fail(*e),
@@ -131,6 +131,26 @@ impl Store {
 
     pub(crate) fn write(&self) -> Result<WriteTransaction, Refusal> {
         Ok(self.db.begin_write()?)
+    }
+}
+
+/// How long a store another process holds is waited for. With several MDSes, the one that
+/// was active releases its leadership (`election`) at most moments before its store: a
+/// process's files close one by one as it exits, and a stopping MDS's last connections may
+/// still hold the store when its serving returns. The new leader waits for it.
+const STORE_HANDOVER: std::time::Duration = std::time::Duration::from_secs(5);
+
+fn open_db(path: &Path) -> Result<Database, redb::DatabaseError> {
+    let deadline = std::time::Instant::now() + STORE_HANDOVER;
+    loop {
+        match Database::create(path) {
+            Err(redb::DatabaseError::DatabaseAlreadyOpen)
+                if std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            other => return other,
+        }
     }
 }
 

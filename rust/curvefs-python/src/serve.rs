@@ -1,9 +1,12 @@
-//! The local cluster's server processes: `python -m curvefs._serve` calls these, and they
-//! return only when the server stops (SIGTERM or SIGINT) or fails.
+//! The local cluster: its layout and client.conf (owned by `curve-cluster`; `LocalCluster`
+//! asks for them here) and its server processes (`python -m curvefs._serve` calls these,
+//! and they return only when the server stops, on SIGTERM or SIGINT, or fails).
 
 use std::future::Future;
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
+use curve_cluster::{ClusterLayout, ClusterSpec, ServerSocket, ServerState};
 use pyo3::exceptions::{PyOSError, PyValueError};
 use pyo3::prelude::*;
 use tokio::signal::unix::{SignalKind, signal};
@@ -83,22 +86,122 @@ fn install_log(data_dir: &Path, server: &str) -> PyResult<()> {
         .map_err(|e| PyOSError::new_err(e.to_string()))
 }
 
-/// Serves the MDS of the local cluster in `data_dir` until SIGTERM or SIGINT.
+/// A bad spec or client.conf key is the caller's mistake; the rest is the folder's.
+fn cluster_err(e: curve_cluster::Error) -> PyErr {
+    match e {
+        curve_cluster::Error::Spec(_) | curve_cluster::Error::ClientConf(_) => {
+            PyValueError::new_err(e.to_string())
+        }
+        _ => PyOSError::new_err(e.to_string()),
+    }
+}
+
+/// The layout of the local cluster in `data_dir` (what `ClusterLayout::describe` says, as
+/// JSON), or `None` if the folder holds none yet.
 #[pyfunction]
-pub fn serve_mds(py: Python<'_>, data_dir: PathBuf) -> PyResult<()> {
-    install_log(&data_dir, "mds")?;
+pub fn local_cluster_layout(data_dir: PathBuf) -> PyResult<Option<String>> {
+    let layout = ClusterLayout::load_if_present(&data_dir).map_err(cluster_err)?;
+    Ok(layout.map(|l| l.describe().to_string()))
+}
+
+/// Creates the layout of a new local cluster in `data_dir` from `spec` (a
+/// `curve_cluster::ClusterSpec` as JSON) and returns it as `local_cluster_layout` does.
+#[pyfunction]
+pub fn create_local_cluster_layout(data_dir: PathBuf, spec: &str) -> PyResult<String> {
+    let spec: ClusterSpec = serde_json::from_str(spec)
+        .map_err(|e| PyValueError::new_err(format!("a cluster spec is invalid: {e}")))?;
+    let layout = ClusterLayout::create(&data_dir, &spec).map_err(cluster_err)?;
+    Ok(layout.describe().to_string())
+}
+
+/// Writes the client.conf of the local cluster in `data_dir`, with `overrides` (client.conf
+/// keys and values) in place of the core's defaults; returns its path.
+#[pyfunction]
+pub fn write_local_client_conf(
+    data_dir: PathBuf,
+    overrides: Vec<(String, String)>,
+) -> PyResult<String> {
+    let layout = ClusterLayout::load(&data_dir).map_err(cluster_err)?;
+    let path = layout.write_client_conf(&overrides).map_err(cluster_err)?;
+    path.into_os_string()
+        .into_string()
+        .map_err(|p| PyValueError::new_err(format!("{p:?} is not UTF-8")))
+}
+
+/// The socket handed down as `listen_fd` (`None`: the server binds its port itself).
+fn inherited(listen_fd: Option<i32>, port: u16) -> PyResult<Option<ServerSocket>> {
+    listen_fd
+        .map(|fd| {
+            ServerSocket::inherit(fd, port)
+                .map_err(|e| PyOSError::new_err(format!("--listen-fd {fd}: {e}")))
+        })
+        .transpose()
+}
+
+/// Tells the starter the server's state: one line on stdout. A starter that stopped
+/// reading (a closed pipe) is no reason to stop serving.
+fn report(state: ServerState) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{}", state.as_str()).and_then(|()| out.flush());
+}
+
+fn layout_of(data_dir: &Path) -> PyResult<ClusterLayout> {
+    ClusterLayout::load(data_dir).map_err(cluster_err)
+}
+
+/// Serves MDS `index` of the local cluster in `data_dir` until SIGTERM or SIGINT; active
+/// or, while another MDS is, standing by.
+#[pyfunction]
+#[pyo3(signature = (data_dir, index = 0, listen_fd = None))]
+pub fn serve_mds(
+    py: Python<'_>,
+    data_dir: PathBuf,
+    index: usize,
+    listen_fd: Option<i32>,
+) -> PyResult<()> {
+    install_log(&data_dir, &curve_cluster::mds_server_name(index))?;
+    let port = *layout_of(&data_dir)?
+        .mds_ports
+        .get(index)
+        .ok_or_else(|| PyValueError::new_err(format!("the cluster has no MDS {index}")))?;
+    let socket = inherited(listen_fd, port)?;
     run(py, move |shutdown| async move {
-        curve_cluster::serve_mds(Path::new(&data_dir), shutdown).await
+        curve_cluster::serve_mds(Path::new(&data_dir), index, socket, report, shutdown).await
     })
 }
 
 /// Serves chunkserver `chunkserver_id` of the local cluster in `data_dir` until SIGTERM or
 /// SIGINT.
 #[pyfunction]
-pub fn serve_chunkserver(py: Python<'_>, data_dir: PathBuf, chunkserver_id: u32) -> PyResult<()> {
-    install_log(&data_dir, &format!("chunkserver-{chunkserver_id}"))?;
+#[pyo3(signature = (data_dir, chunkserver_id, listen_fd = None))]
+pub fn serve_chunkserver(
+    py: Python<'_>,
+    data_dir: PathBuf,
+    chunkserver_id: u32,
+    listen_fd: Option<i32>,
+) -> PyResult<()> {
+    install_log(
+        &data_dir,
+        &curve_cluster::chunkserver_server_name(chunkserver_id),
+    )?;
+    let port = layout_of(&data_dir)?
+        .chunkservers
+        .iter()
+        .find(|c| c.id == chunkserver_id)
+        .map(|c| c.port)
+        .ok_or_else(|| {
+            PyValueError::new_err(format!("the cluster has no chunkserver {chunkserver_id}"))
+        })?;
+    let socket = inherited(listen_fd, port)?;
     run(py, move |shutdown| async move {
-        curve_cluster::serve_chunkserver(Path::new(&data_dir), chunkserver_id, shutdown).await
+        curve_cluster::serve_chunkserver(
+            Path::new(&data_dir),
+            chunkserver_id,
+            socket,
+            report,
+            shutdown,
+        )
+        .await
     })
 }
 
