@@ -371,6 +371,15 @@ impl OpenFile {
         self.check_range(offset, len).await
     }
 
+    /// Whether an IO of `len` bytes at `offset` is aligned and ends inside the length known
+    /// now, so that [`OpenFile::check_bounds`] would pass without asking the MDS.
+    pub fn within_known_bounds(&self, offset: u64, len: u64) -> bool {
+        self.check_aligned(offset, len).is_ok()
+            && offset
+                .checked_add(len)
+                .is_some_and(|end| end <= self.known_length())
+    }
+
     /// What an IO of `len` bytes at `offset` is checked against before it is split:
     /// alignment and the file's end (re-read once, so a fresh Extend counts).
     pub async fn check_bounds(&self, offset: u64, len: u64) -> Result<()> {
