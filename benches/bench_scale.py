@@ -23,6 +23,8 @@ the load grew (1.0 = linear). Writes ``bench_scale.md`` and ``bench_scale.json``
 from __future__ import annotations
 
 import argparse
+import ctypes
+import itertools
 import json
 import os
 import platform
@@ -60,6 +62,33 @@ def proc_cpu_seconds(pid: int) -> float:
     with open(f"/proc/{pid}/stat", encoding="ascii") as f:
         fields = f.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class _MallInfo2(ctypes.Structure):
+    _fields_ = [
+        (name, ctypes.c_size_t)
+        for name in (
+            "arena",
+            "ordblks",
+            "smblks",
+            "hblks",
+            "hblkhd",
+            "usmblks",
+            "fsmblks",
+            "uordblks",
+            "fordblks",
+            "keepcost",
+        )
+    ]
+
+
+def malloc_in_use() -> int:
+    """Bytes malloc has handed out and not had back (glibc's mallinfo2): the Rust core's
+    heap, which RSS shows only coarsely (freed pages stay resident)."""
+    libc = ctypes.CDLL(None)
+    libc.mallinfo2.restype = _MallInfo2
+    m = libc.mallinfo2()
+    return int(m.uordblks + m.hblkhd)
 
 
 def self_cpu_seconds() -> float:
@@ -108,6 +137,7 @@ def measure_open_volumes(
     warm.close()
     time.sleep(0.5)
     base_rss = status_bytes("self", "VmRSS")
+    base_heap = malloc_in_use()
     base_mds = status_bytes(mds_pid, "VmRSS")
     for n in counts:
         t0 = time.perf_counter()
@@ -117,6 +147,7 @@ def measure_open_volumes(
         # Let every refresher reach its steady period before counting.
         time.sleep(1.5)
         rss = status_bytes("self", "VmRSS")
+        heap = malloc_in_use()
         mds_rss = status_bytes(mds_pid, "VmRSS")
         _, offset = count_in_log(mds_log, 0, "")
         cpu0, mds_cpu0, w0 = self_cpu_seconds(), proc_cpu_seconds(mds_pid), time.monotonic()
@@ -128,7 +159,8 @@ def measure_open_volumes(
             "volumes": n,
             "open_seconds": open_s,
             "client_rss_mib": (rss - base_rss) / MiB,
-            "client_kib_per_volume": (rss - base_rss) / KiB / n,
+            "client_heap_mib": (heap - base_heap) / MiB,
+            "client_heap_kib_per_volume": (heap - base_heap) / KiB / n,
             "mds_rss_mib": (mds_rss - base_mds) / MiB,
             "mds_kib_per_volume": (mds_rss - base_mds) / KiB / n,
             "refresh_per_s": refreshes / elapsed,
@@ -138,8 +170,9 @@ def measure_open_volumes(
         }
         rows.append(row)
         log(
-            f"{n} open: client +{row['client_rss_mib']:.1f} MiB, "
-            f"{row['refresh_per_s']:.1f} RefreshSession/s, MDS CPU {row['mds_cpu_ms_per_s']:.0f} ms/s"
+            f"{n} open: client heap +{row['client_heap_mib']:.2f} MiB, "
+            f"{row['refresh_per_s']:.1f} RefreshSession/s, "
+            f"MDS CPU {row['mds_cpu_ms_per_s']:.0f} ms/s"
         )
     t0 = time.perf_counter()
     for v in volumes:
@@ -152,9 +185,7 @@ def measure_open_volumes(
 # 2. A directory listed
 
 
-def measure_listdir(
-    client: curvefs.Client, counts: list[int], log: Any
-) -> list[dict[str, float]]:
+def measure_listdir(client: curvefs.Client, counts: list[int], log: Any) -> list[dict[str, float]]:
     rows: list[dict[str, float]] = []
     client.mkdir("/scale_dir")
     made = 0
@@ -199,7 +230,9 @@ def percentile(sorted_ns: list[int], p: float) -> float:
     return sorted_ns[min(round((len(sorted_ns) - 1) * p), len(sorted_ns) - 1)] / 1e3
 
 
-def run_threads(threads: int, seconds: float, op: Callable[[random.Random], None]) -> dict[str, float]:
+def run_threads(
+    threads: int, seconds: float, op: Callable[[random.Random], None]
+) -> dict[str, float]:
     stop = time.monotonic() + seconds
     lat: list[list[int]] = [[] for _ in range(threads)]
     errors: list[BaseException] = []
@@ -237,6 +270,7 @@ def run_threads(threads: int, seconds: float, op: Callable[[random.Random], None
     return {
         "threads": threads,
         "iops": ops / elapsed,
+        "mean_us": sum(all_ns) / max(ops, 1) / 1e3,
         "p50_us": percentile(all_ns, 0.5),
         "p99_us": percentile(all_ns, 0.99),
         "cpu_us_per_op": cpu / max(ops, 1) * 1e6,
@@ -286,10 +320,10 @@ def md_table(rows: list[dict[str, float]], cols: list[tuple[str, str, str]]) -> 
 
 def add_growth(rows: list[dict[str, float]], load: str, totals: dict[str, str]) -> None:
     """For each total ``k``, ``growth[k]`` of each row against the row before it."""
-    for prev, cur in zip(rows, rows[1:], strict=False):
+    for prev, cur in itertools.pairwise(rows):
         for k, name in totals.items():
             cur[name] = growth(prev[k], cur[k], prev[load], cur[load])
-    for k, name in totals.items():
+    for name in totals.values():
         rows[0][name] = float("nan")
 
 
@@ -312,13 +346,13 @@ def report(res: dict[str, Any], meta: dict[str, Any]) -> str:
             ("open volumes", "volumes", ",.0f"),
             ("open all (s)", "open_seconds", ".2f"),
             ("client RSS (MiB)", "client_rss_mib", ".1f"),
-            ("client KiB / volume", "client_kib_per_volume", ".1f"),
+            ("client heap KiB / volume", "client_heap_kib_per_volume", ".1f"),
             ("MDS RSS (MiB)", "mds_rss_mib", ".1f"),
             ("RefreshSession / s at the MDS", "refresh_per_s", ",.1f"),
             ("… per volume", "refresh_per_s_per_volume", ".3f"),
             ("MDS CPU (ms/s)", "mds_cpu_ms_per_s", ".1f"),
             ("client CPU (ms/s)", "client_cpu_ms_per_s", ".1f"),
-            ("growth: client RSS", "g_rss", ".2f"),
+            ("growth: client heap", "g_heap", ".2f"),
             ("growth: refreshes", "g_refresh", ".2f"),
             ("growth: MDS CPU", "g_mds_cpu", ".2f"),
         ],
@@ -335,7 +369,14 @@ def report(res: dict[str, Any], meta: dict[str, Any]) -> str:
             ("growth: time", "g_time", ".2f"),
         ],
     )
-    lines += ["", "## Threads on one volume (4 KiB random `Volume.pread`)", ""]
+    lines += [
+        "",
+        "## Threads on one volume (4 KiB random `Volume.pread`)",
+        "",
+        "With the IOPS flat, the mean latency must grow as threads ÷ IOPS (Little's law); "
+        "the cost of one op is the CPU column.",
+        "",
+    ]
     lines += md_table(
         res["threads"],
         [
@@ -345,8 +386,9 @@ def report(res: dict[str, Any], meta: dict[str, Any]) -> str:
             ("p99 (µs)", "p99_us", ",.0f"),
             ("client CPU / op (µs)", "cpu_us_per_op", ",.1f"),
             ("peak RSS (MiB)", "peak_rss_mib", ",.1f"),
-            ("growth: p50 latency", "g_p50", ".2f"),
-            ("growth: CPU / op", "g_cpu", ".2f"),
+            ("mean (µs)", "mean_us", ",.0f"),
+            ("threads ÷ IOPS (µs)", "little_us", ",.0f"),
+            ("CPU / op ÷ row before", "g_cpu", ".2f"),
         ],
     )
     return "\n".join(lines) + "\n"
@@ -391,7 +433,11 @@ def main() -> int:
             add_growth(
                 res["open_volumes"],
                 "volumes",
-                {"client_rss_mib": "g_rss", "refresh_per_s": "g_refresh", "mds_cpu_ms_per_s": "g_mds_cpu"},
+                {
+                    "client_heap_mib": "g_heap",
+                    "refresh_per_s": "g_refresh",
+                    "mds_cpu_ms_per_s": "g_mds_cpu",
+                },
             )
             res["listdir"] = measure_listdir(client, dir_counts, log)
             for r in res["listdir"]:
@@ -400,11 +446,14 @@ def main() -> int:
             res["threads"] = measure_threads(
                 client, thread_counts, seconds, 32 * MiB if quick else 128 * MiB, log
             )
-            # Latency and CPU per op: per-op figures, so growth is against the thread count.
-            for r in res["threads"]:
-                r["p50_total"] = r["p50_us"]
-                r["cpu_total"] = r["cpu_us_per_op"]
-            add_growth(res["threads"], "threads", {"p50_total": "g_p50", "cpu_total": "g_cpu"})
+            # Per-op figures: their growth is the plain ratio to the row before (1.00 =
+            # the cost of one op did not change); latency is set against Little's law.
+            rows = res["threads"]
+            for prev, cur in itertools.pairwise(rows):
+                cur["g_cpu"] = cur["cpu_us_per_op"] / prev["cpu_us_per_op"]
+            rows[0]["g_cpu"] = float("nan")
+            for r in rows:
+                r["little_us"] = r["threads"] / r["iops"] * 1e6
     command = "python benches/bench_scale.py" + (" --quick" if quick else "")
     meta = {
         "version": curvefs.__version__,
