@@ -433,10 +433,11 @@ impl OpenFile {
             .await?;
         // Hand each piece its own disjoint slice of the caller's buffer.
         let mut rest: &mut [u8] = buf;
-        let jobs = pieces.iter().zip(addrs).map(move |(piece, addr)| {
+        let mut jobs = Vec::with_capacity(pieces.len());
+        for (piece, addr) in pieces.iter().zip(addrs) {
             let (head, tail) = std::mem::take(&mut rest).split_at_mut(piece.len as usize);
             rest = tail;
-            async move {
+            jobs.push(async move {
                 let data = match addr {
                     Some(a) => self.send_piece(a, piece, ChunkOp::Read, deadline).await?,
                     None => None,
@@ -446,8 +447,8 @@ impl OpenFile {
                     None => head.fill(0),
                 }
                 Ok::<(), Error>(())
-            }
-        });
+            });
+        }
         self.run(jobs).await
     }
 
@@ -468,24 +469,23 @@ impl OpenFile {
         let (pieces, addrs) = self
             .prepare(offset, data.len() as u64, true, deadline)
             .await?;
-        if pieces
-            .iter()
-            .any(|p| p.buf_offset + p.len > data.len() as u64)
-        {
-            return Err(Error::failed("piece outside the write buffer"));
-        }
-        let jobs = pieces.iter().zip(addrs).map(|(piece, addr)| {
+        let mut jobs = Vec::with_capacity(pieces.len());
+        for (piece, addr) in pieces.iter().zip(addrs) {
             let start = piece.buf_offset as usize;
-            let body = data.slice(start..start + piece.len as usize);
-            async move {
+            let stop = start + piece.len as usize;
+            if stop > data.len() {
+                return Err(Error::failed("piece outside the write buffer"));
+            }
+            let body = data.slice(start..stop);
+            jobs.push(async move {
                 let addr = addr.ok_or_else(|| {
                     Error::failed("write landed in a segment the MDS did not allocate")
                 })?;
                 self.send_piece(addr, piece, ChunkOp::Write(body), deadline)
                     .await
                     .map(|_| ())
-            }
-        });
+            });
+        }
         self.run(jobs).await
     }
 
@@ -668,19 +668,13 @@ impl OpenFile {
 
     /// Runs sub-requests concurrently within the in-flight limit; the first error wins and
     /// drops (cancels) the rest.
-    /// Runs an IO's piece futures, at most `max_in_flight` at a time. They are made as
-    /// they start, not all up front: a future holds its whole state machine from birth
-    /// (a few KiB each), and a 64 MiB IO has 1,024 pieces, so `preadinto` into a
-    /// preallocated buffer would otherwise allocate in proportion to its size.
-    async fn run<I>(&self, jobs: I) -> Result<()>
+    async fn run<F>(&self, jobs: Vec<F>) -> Result<()>
     where
-        I: IntoIterator,
-        I::IntoIter: ExactSizeIterator,
-        I::Item: std::future::Future<Output = Result<()>>,
+        F: std::future::Future<Output = Result<()>>,
     {
-        let mut jobs = jobs.into_iter();
+        let mut jobs = jobs;
         if jobs.len() == 1
-            && let Some(only) = jobs.next()
+            && let Some(only) = jobs.pop()
         {
             // QD1 fast path: no stream machinery between the caller and the RPC.
             return only.await;
