@@ -314,7 +314,8 @@ def md_table(rows: list[dict[str, float]], cols: list[tuple[str, str, str]]) -> 
     out = ["| " + " | ".join(h for h, _, _ in cols) + " |"]
     out.append("|" + "|".join("---:" for _ in cols) + "|")
     for r in rows:
-        out.append("| " + " | ".join(format(r[k], f) for _, k, f in cols) + " |")
+        cells = ("—" if r[k] != r[k] else format(r[k], f) for _, k, f in cols)  # NaN: none
+        out.append("| " + " | ".join(cells) + " |")
     return out
 
 
