@@ -19,7 +19,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use crate::frame::{EncodeError, encode};
-use crate::wire::{FrameReader, FrameSender, ReadError};
+use crate::wire::{FrameReader, FrameSender, ReadError, StillWanted};
 
 /// A successful reply: the encoded response message and its attachment.
 #[derive(Debug, Clone, Default)]
@@ -143,7 +143,11 @@ impl Channel {
             }),
         });
         let (read_half, write_half) = stream.into_split();
-        let (sender, write_frames) = FrameSender::new(write_half);
+        let wanted = {
+            let shared = shared.clone();
+            Arc::new(move |id: i64| shared.lock().waiters.contains_key(&id)) as StillWanted
+        };
+        let (sender, write_frames) = FrameSender::new(write_half, Some(wanted));
         let writer = {
             let shared = shared.clone();
             tokio::spawn(async move {
@@ -224,7 +228,7 @@ impl Channel {
             shared: &self.shared,
             id,
         };
-        if self.sender.send(frame).is_err() {
+        if self.sender.send(frame, id).is_err() {
             return Err(CallError::Broken {
                 addr: self.shared.addr.clone(),
                 message: "writer stopped".into(),

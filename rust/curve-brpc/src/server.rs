@@ -101,7 +101,7 @@ pub async fn serve_connection(stream: TcpStream, dispatch: Arc<dyn Dispatch>, ma
     // Answers are queued, not written by the call's task: a server runs on one thread, so
     // the writer task costs no wakeup there, and answers that finish together share a
     // `writev`.
-    let (queue, write_frames) = FrameSender::new(write_half);
+    let (queue, write_frames) = FrameSender::new(write_half, None);
     let writer = tokio::spawn(write_frames);
     let mut calls = JoinSet::new();
     let mut reader = FrameReader::new(read_half, max_body);

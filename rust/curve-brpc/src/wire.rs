@@ -39,11 +39,20 @@ struct WriteSide<W> {
     rest: VecDeque<Bytes>,
 }
 
+/// Asked by the writer task of a call's queued frame, by its correlation id, before it
+/// writes it: a call that timed out or was dropped while its frame waited is not sent.
+/// A request sent after its caller gave up could reach a peer that thaws (SIGSTOP) long
+/// after, and a replicated write applied then could overwrite newer data.
+pub(crate) type StillWanted = Arc<dyn Fn(i64) -> bool + Send + Sync>;
+
+/// A queued frame and, for a call, its correlation id.
+type Queued = (OutFrame, Option<i64>);
+
 /// The sending side of a connection, cheap to clone. Dropping every clone ends the writer
 /// task, which then shuts the socket's write side.
 pub(crate) struct FrameSender<W> {
     side: Arc<Mutex<WriteSide<W>>>,
-    queue: mpsc::UnboundedSender<OutFrame>,
+    queue: mpsc::UnboundedSender<Queued>,
 }
 
 impl<W> Clone for FrameSender<W> {
@@ -63,9 +72,11 @@ fn nudge() -> OutFrame {
 }
 
 impl<W: AsyncWrite + TryWrite + Unpin + Send + 'static> FrameSender<W> {
-    /// The sender and the writer task to spawn beside it.
+    /// The sender and the writer task to spawn beside it; `wanted` (clients) filters
+    /// queued call frames.
     pub fn new(
         out: W,
+        wanted: Option<StillWanted>,
     ) -> (
         Self,
         impl std::future::Future<Output = io::Result<()>> + Send,
@@ -75,7 +86,7 @@ impl<W: AsyncWrite + TryWrite + Unpin + Send + 'static> FrameSender<W> {
             rest: VecDeque::new(),
         }));
         let (queue, frames) = mpsc::unbounded_channel();
-        let writer = write_frames(side.clone(), frames);
+        let writer = write_frames(side.clone(), frames, wanted);
         (Self { side, queue }, writer)
     }
 
@@ -84,13 +95,13 @@ impl<W: AsyncWrite + TryWrite + Unpin + Send + 'static> FrameSender<W> {
     /// for every call, the largest cost of a small call on our VMs (README, Performance).
     /// What the socket does not take at once is left to the writer task, so a caller that
     /// goes away mid-frame never leaves a torn frame on the wire. Err: the writer is gone.
-    pub fn send(&self, frame: OutFrame) -> Result<(), ()> {
+    pub fn send(&self, frame: OutFrame, id: i64) -> Result<(), ()> {
         let Ok(mut side) = self.side.try_lock() else {
-            return self.enqueue(frame);
+            return self.queue.send((frame, Some(id))).map_err(|_| ());
         };
         if !side.rest.is_empty() {
             drop(side);
-            return self.enqueue(frame);
+            return self.queue.send((frame, Some(id))).map_err(|_| ());
         }
         let [a, b, c] = &frame.parts;
         let slices = [IoSlice::new(a), IoSlice::new(b), IoSlice::new(c)];
@@ -116,7 +127,7 @@ impl<W: AsyncWrite + TryWrite + Unpin + Send + 'static> FrameSender<W> {
 
     /// Hands a frame to the writer task (batched with others into one `writev`).
     pub fn enqueue(&self, frame: OutFrame) -> Result<(), ()> {
-        self.queue.send(frame).map_err(|_| ())
+        self.queue.send((frame, None)).map_err(|_| ())
     }
 }
 
@@ -124,7 +135,8 @@ impl<W: AsyncWrite + TryWrite + Unpin + Send + 'static> FrameSender<W> {
 /// write side. Buffers go to the socket as they are: nothing is copied into a frame.
 async fn write_frames<W: AsyncWrite + Unpin>(
     side: Arc<Mutex<WriteSide<W>>>,
-    mut queue: mpsc::UnboundedReceiver<OutFrame>,
+    mut queue: mpsc::UnboundedReceiver<Queued>,
+    wanted: Option<StillWanted>,
 ) -> io::Result<()> {
     while let Some(first) = queue.recv().await {
         let mut guard = side.lock().await;
@@ -133,7 +145,12 @@ async fn write_frames<W: AsyncWrite + Unpin>(
         let mut bytes = side.rest.iter().map(Bytes::len).sum::<usize>();
         let mut frames = 0;
         let mut next = Some(first);
-        while let Some(frame) = next.take() {
+        while let Some((frame, id)) = next.take() {
+            let abandoned = id.is_some_and(|id| wanted.as_ref().is_some_and(|w| !w(id)));
+            if abandoned {
+                next = queue.try_recv().ok();
+                continue;
+            }
             bytes += frame.len();
             frames += 1;
             side.rest
@@ -299,7 +316,7 @@ mod tests {
     #[tokio::test]
     async fn a_large_attachment_goes_out_whole_through_a_small_pipe() {
         let (a, b) = tokio::io::duplex(4096);
-        let (tx, writer) = FrameSender::new(SmallPipe { inner: a });
+        let (tx, writer) = FrameSender::new(SmallPipe { inner: a }, None);
         let writer = tokio::spawn(writer);
         let data: Vec<u8> = (0..1_000_000u32).map(|i| (i % 251) as u8).collect();
         for id in 0..3 {
@@ -314,7 +331,7 @@ mod tests {
                 DEFAULT_MAX_BODY,
             )
             .unwrap();
-            tx.send(f).unwrap();
+            tx.send(f, id).unwrap();
         }
         drop(tx);
         let mut reader = FrameReader::new(b, DEFAULT_MAX_BODY);
@@ -358,7 +375,7 @@ mod tests {
         let client = tokio::net::TcpStream::connect(addr).await.unwrap();
         let (server, _) = listener.accept().await.unwrap();
         let (_keep, write_half) = client.into_split();
-        let (tx, writer) = FrameSender::new(write_half);
+        let (tx, writer) = FrameSender::new(write_half, None);
         let writer = tokio::spawn(writer);
         const SENDERS: i64 = 6;
         const EACH: i64 = 20;
@@ -380,7 +397,7 @@ mod tests {
                             DEFAULT_MAX_BODY,
                         )
                         .unwrap();
-                        tx.send(f).unwrap();
+                        tx.send(f, id).unwrap();
                     }
                 })
             })
