@@ -1,8 +1,7 @@
 //! The chunkserver's services over brpc's baidu_std, as stock chunkservers serve them:
 //! WriteChunk's data is the request attachment and ReadChunk's the response attachment;
 //! GetLeader fails with ENOENT (copyset not hosted) or EAGAIN (no leader known). The same
-//! handlers as the gRPC face run underneath. Leaders send ReplicateWrite here too, its
-//! data as the attachment (replication.rs).
+//! handlers as the gRPC face run underneath.
 
 use std::sync::Arc;
 
@@ -13,14 +12,11 @@ use curve_proto::chunkserver::{
     ChunkRequest, GetChunkInfoRequest, GetChunkInfoResponse, GetLeaderRequest2, GetLeaderResponse2,
     UpdateEpochRequest, UpdateEpochResponse,
 };
-use curve_proto::local::{
-    IdentifyRequest, IdentifyResponse, ReplicateWriteRequest, ReplicateWriteResponse,
-};
+use curve_proto::local::{IdentifyRequest, IdentifyResponse};
 use futures::future::BoxFuture;
 use prost::Message;
 
 use crate::election::NO_LEADER_MESSAGE;
-use crate::replication::{REPLICA_SERVICE, REPLICATE_WRITE};
 use crate::service::{LeaderRefusal, Node};
 
 const CHUNK_SERVICE: &str = "curve.chunkserver.ChunkService";
@@ -94,21 +90,6 @@ impl Dispatch for BaiduStd {
                     })
                     .await
                 }
-                (REPLICA_SERVICE, REPLICATE_WRITE) => {
-                    let mut req = ReplicateWriteRequest::decode(r.payload).map_err(|e| {
-                        RpcError::new(
-                            errors::EREQUEST,
-                            format!("cannot parse ReplicateWriteRequest: {e}"),
-                        )
-                    })?;
-                    req.data = r.attachment;
-                    let status = node.apply_replicated(req).await as u32;
-                    Ok(Response {
-                        payload: Bytes::from(ReplicateWriteResponse { status }.encode_to_vec()),
-                        attachment: Bytes::new(),
-                    })
-                }
-                (REPLICA_SERVICE, m) => Err(RpcError::no_method(REPLICA_SERVICE, m)),
                 (s, _) => Err(RpcError::no_service(s)),
             }
         })
