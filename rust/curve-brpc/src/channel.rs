@@ -14,11 +14,12 @@ use std::time::Duration;
 use bytes::Bytes;
 use curve_proto::brpc::{RpcMeta, RpcRequestMeta};
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, oneshot};
+use tokio::net::tcp::OwnedWriteHalf;
+use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use crate::frame::{EncodeError, encode};
-use crate::wire::{FrameReader, ReadError, write_frames};
+use crate::wire::{FrameReader, FrameSender, ReadError, StillWanted};
 
 /// A successful reply: the encoded response message and its attachment.
 #[derive(Debug, Clone, Default)]
@@ -93,7 +94,7 @@ impl Drop for PendingGuard<'_> {
 /// One connection. Dropping it closes the connection.
 pub struct Channel {
     shared: Arc<Shared>,
-    queue: mpsc::UnboundedSender<crate::frame::OutFrame>,
+    sender: FrameSender<OwnedWriteHalf>,
     next_id: AtomicI64,
     max_body: u32,
     reader: JoinHandle<()>,
@@ -142,11 +143,15 @@ impl Channel {
             }),
         });
         let (read_half, write_half) = stream.into_split();
-        let (queue, frames) = mpsc::unbounded_channel();
+        let wanted = {
+            let shared = shared.clone();
+            Arc::new(move |id: i64| shared.lock().waiters.contains_key(&id)) as StillWanted
+        };
+        let (sender, write_frames) = FrameSender::new(write_half, Some(wanted));
         let writer = {
             let shared = shared.clone();
             tokio::spawn(async move {
-                let why = match write_frames(write_half, frames).await {
+                let why = match write_frames.await {
                     Ok(()) => "channel closed".to_string(),
                     Err(e) => format!("write failed: {e}"),
                 };
@@ -172,7 +177,7 @@ impl Channel {
         };
         Channel {
             shared,
-            queue,
+            sender,
             next_id: AtomicI64::new(1),
             max_body,
             reader,
@@ -223,7 +228,7 @@ impl Channel {
             shared: &self.shared,
             id,
         };
-        if self.queue.send(frame).is_err() {
+        if self.sender.send(frame, id).is_err() {
             return Err(CallError::Broken {
                 addr: self.shared.addr.clone(),
                 message: "writer stopped".into(),

@@ -19,7 +19,7 @@ use tokio::task::JoinSet;
 
 use crate::errors;
 use crate::frame::{DEFAULT_MAX_BODY, MAGIC, encode};
-use crate::wire::{FrameReader, ReadError, write_frames};
+use crate::wire::{FrameReader, FrameSender, ReadError};
 
 /// A call as the server received it.
 #[derive(Debug, Clone)]
@@ -98,8 +98,11 @@ pub async fn serve_connection(stream: TcpStream, dispatch: Arc<dyn Dispatch>, ma
         return;
     };
     let (read_half, write_half) = stream.into_split();
-    let (queue, frames) = mpsc::unbounded_channel();
-    let writer = tokio::spawn(write_frames(write_half, frames));
+    // Answers are queued, not written by the call's task: a server runs on one thread, so
+    // the writer task costs no wakeup there, and answers that finish together share a
+    // `writev`.
+    let (queue, write_frames) = FrameSender::new(write_half, None);
+    let writer = tokio::spawn(write_frames);
     let mut calls = JoinSet::new();
     let mut reader = FrameReader::new(read_half, max_body);
     loop {
@@ -146,7 +149,7 @@ pub async fn serve_connection(stream: TcpStream, dispatch: Arc<dyn Dispatch>, ma
             };
             match encode(meta, resp.payload, resp.attachment, max_body) {
                 Ok(out) => {
-                    let _ = queue.send(out);
+                    let _ = queue.enqueue(out);
                 }
                 Err(e) => {
                     let meta = RpcMeta {
@@ -158,7 +161,7 @@ pub async fn serve_connection(stream: TcpStream, dispatch: Arc<dyn Dispatch>, ma
                         ..Default::default()
                     };
                     if let Ok(out) = encode(meta, Bytes::new(), Bytes::new(), max_body) {
-                        let _ = queue.send(out);
+                        let _ = queue.enqueue(out);
                     }
                 }
             }

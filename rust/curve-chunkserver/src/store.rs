@@ -15,6 +15,7 @@
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io;
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -189,16 +190,39 @@ impl ChunkStore {
         let Some(chunk) = self.chunk(key, false)? else {
             return Ok(None);
         };
-        let mut buf = vec![0u8; len];
+        // Not zeroed first: pread fills it (a memset of every read buffer showed in the
+        // profile of 1 MiB reads); only what lies past the file's end is zeroed.
+        let mut buf: Vec<u8> = Vec::with_capacity(len);
         let mut done = 0;
         while done < len {
-            match chunk.file.read_at(&mut buf[done..], offset + done as u64) {
-                Ok(0) => break,
-                Ok(n) => done += n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
+            let at = offset + done as u64;
+            let at = libc::off_t::try_from(at)
+                .map_err(|_| io::Error::other("read offset exceeds off_t"))?;
+            // SAFETY: `done < len ≤ capacity`, so the `len - done` bytes from
+            // `as_mut_ptr() + done` lie inside the allocation; pread only writes them, and
+            // they are counted as initialized (`done`) only as far as it reports writing.
+            let n = unsafe {
+                libc::pread(
+                    chunk.file.as_raw_fd(),
+                    buf.as_mut_ptr().add(done).cast(),
+                    len - done,
+                    at,
+                )
+            };
+            match n {
+                0 => break,
+                n if n > 0 => done += n as usize,
+                _ => {
+                    let e = io::Error::last_os_error();
+                    if e.kind() != io::ErrorKind::Interrupted {
+                        return Err(e);
+                    }
+                }
             }
         }
+        // SAFETY: pread initialized the first `done` bytes (`done ≤ len ≤ capacity`).
+        unsafe { buf.set_len(done) };
+        buf.resize(len, 0);
         Ok(Some(buf))
     }
 

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use curve_proto::mds::{FileInfo, ProtoSession};
-use futures::{StreamExt, TryStreamExt};
+use futures::StreamExt;
 use tokio::sync::{Notify, RwLock, Semaphore, watch};
 use tokio::task::JoinHandle;
 
@@ -371,6 +371,15 @@ impl OpenFile {
         self.check_range(offset, len).await
     }
 
+    /// Whether an IO of `len` bytes at `offset` is aligned and ends inside the length known
+    /// now, so that [`OpenFile::check_bounds`] would pass without asking the MDS.
+    pub fn within_known_bounds(&self, offset: u64, len: u64) -> bool {
+        self.check_aligned(offset, len).is_ok()
+            && offset
+                .checked_add(len)
+                .is_some_and(|end| end <= self.known_length())
+    }
+
     /// What an IO of `len` bytes at `offset` is checked against before it is split:
     /// alignment and the file's end (re-read once, so a fresh Extend counts).
     pub async fn check_bounds(&self, offset: u64, len: u64) -> Result<()> {
@@ -424,23 +433,31 @@ impl OpenFile {
             .await?;
         // Hand each piece its own disjoint slice of the caller's buffer.
         let mut rest: &mut [u8] = buf;
-        let mut jobs = Vec::with_capacity(pieces.len());
-        for (piece, addr) in pieces.iter().zip(addrs) {
-            let (head, tail) = std::mem::take(&mut rest).split_at_mut(piece.len as usize);
-            rest = tail;
-            jobs.push(async move {
-                let data = match addr {
-                    Some(a) => self.send_piece(a, piece, ChunkOp::Read, deadline).await?,
-                    None => None,
+        let mut todo = pieces.iter().zip(addrs);
+        let mut running = Running::new(pieces.len(), self.max_in_flight);
+        loop {
+            while running.has_room() {
+                let Some((piece, addr)) = todo.next() else {
+                    break;
                 };
-                match data {
-                    Some(d) => head.copy_from_slice(&d),
-                    None => head.fill(0),
-                }
-                Ok::<(), Error>(())
-            });
+                let (head, tail) = std::mem::take(&mut rest).split_at_mut(piece.len as usize);
+                rest = tail;
+                running.push(async move {
+                    let data = match addr {
+                        Some(a) => self.send_piece(a, piece, ChunkOp::Read, deadline).await?,
+                        None => None,
+                    };
+                    match data {
+                        Some(d) => head.copy_from_slice(&d),
+                        None => head.fill(0),
+                    }
+                    Ok::<(), Error>(())
+                });
+            }
+            if !running.next_done().await? {
+                return Ok(());
+            }
         }
-        self.run(jobs).await
     }
 
     /// Writes `data` (aligned) at `offset`. Each chunk sub-request carries a slice of
@@ -460,24 +477,32 @@ impl OpenFile {
         let (pieces, addrs) = self
             .prepare(offset, data.len() as u64, true, deadline)
             .await?;
-        let mut jobs = Vec::with_capacity(pieces.len());
-        for (piece, addr) in pieces.iter().zip(addrs) {
-            let start = piece.buf_offset as usize;
-            let stop = start + piece.len as usize;
-            if stop > data.len() {
-                return Err(Error::failed("piece outside the write buffer"));
+        let mut todo = pieces.iter().zip(addrs);
+        let mut running = Running::new(pieces.len(), self.max_in_flight);
+        loop {
+            while running.has_room() {
+                let Some((piece, addr)) = todo.next() else {
+                    break;
+                };
+                let start = piece.buf_offset as usize;
+                let stop = start + piece.len as usize;
+                if stop > data.len() {
+                    return Err(Error::failed("piece outside the write buffer"));
+                }
+                let body = data.slice(start..stop);
+                running.push(async move {
+                    let addr = addr.ok_or_else(|| {
+                        Error::failed("write landed in a segment the MDS did not allocate")
+                    })?;
+                    self.send_piece(addr, piece, ChunkOp::Write(body), deadline)
+                        .await
+                        .map(|_| ())
+                });
             }
-            let body = data.slice(start..stop);
-            jobs.push(async move {
-                let addr = addr.ok_or_else(|| {
-                    Error::failed("write landed in a segment the MDS did not allocate")
-                })?;
-                self.send_piece(addr, piece, ChunkOp::Write(body), deadline)
-                    .await
-                    .map(|_| ())
-            });
+            if !running.next_done().await? {
+                return Ok(());
+            }
         }
-        self.run(jobs).await
     }
 
     /// The blocks an unaligned IO of `len` bytes at `offset` touches: [start, stop).
@@ -662,25 +687,6 @@ impl OpenFile {
 
     /// Runs sub-requests concurrently within the in-flight limit; the first error wins and
     /// drops (cancels) the rest.
-    async fn run<F>(&self, jobs: Vec<F>) -> Result<()>
-    where
-        F: std::future::Future<Output = Result<()>>,
-    {
-        let mut jobs = jobs;
-        if jobs.len() == 1
-            && let Some(only) = jobs.pop()
-        {
-            // QD1 fast path: no stream machinery between the caller and the RPC.
-            return only.await;
-        }
-        // The semaphore bounds RPCs across all IOs of the file; this bounds how many of
-        // one IO's futures are polled at once.
-        futures::stream::iter(jobs)
-            .buffer_unordered(self.max_in_flight)
-            .try_for_each(|()| futures::future::ready(Ok(())))
-            .await
-    }
-
     /// Close's teardown: fail waiting IO, stop the refresher, wait for IO in flight.
     pub async fn shut(&self, why: &str) {
         self.disable(why);
@@ -792,5 +798,60 @@ impl ChunkTarget for OpenFile {
 
     fn refresh_info(&self) -> futures::future::BoxFuture<'_, Result<()>> {
         Box::pin(OpenFile::refresh_info(self))
+    }
+}
+
+/// The piece futures of one IO, at most `max_in_flight` polled at once. They are made as
+/// room frees up, not all up front: a future holds its whole state machine from birth
+/// (a few KiB), and a 64 MiB IO has 1,024 pieces, so a `preadinto` into a preallocated
+/// buffer allocated in proportion to its size (bench_compare's memory probe).
+enum Running<F> {
+    /// One piece (QD1): awaited as it is, with no stream machinery in between.
+    One(Option<F>),
+    Many {
+        set: futures::stream::FuturesUnordered<F>,
+        max: usize,
+    },
+}
+
+impl<F: std::future::Future<Output = Result<()>>> Running<F> {
+    fn new(pieces: usize, max_in_flight: usize) -> Self {
+        if pieces == 1 {
+            Running::One(None)
+        } else {
+            Running::Many {
+                set: futures::stream::FuturesUnordered::new(),
+                max: max_in_flight.max(1),
+            }
+        }
+    }
+
+    fn has_room(&self) -> bool {
+        match self {
+            Running::One(f) => f.is_none(),
+            Running::Many { set, max } => set.len() < *max,
+        }
+    }
+
+    fn push(&mut self, job: F) {
+        match self {
+            Running::One(f) => *f = Some(job),
+            Running::Many { set, .. } => set.push(job),
+        }
+    }
+
+    /// Waits for one piece: `Ok(false)` once none is left; the first error ends the IO
+    /// (the pieces still running are dropped with it, as before).
+    async fn next_done(&mut self) -> Result<bool> {
+        match self {
+            Running::One(f) => match f.take() {
+                Some(job) => job.await.map(|()| true),
+                None => Ok(false),
+            },
+            Running::Many { set, .. } => match set.next().await {
+                Some(r) => r.map(|()| true),
+                None => Ok(false),
+            },
+        }
     }
 }
