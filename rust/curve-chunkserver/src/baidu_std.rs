@@ -2,7 +2,8 @@
 //! WriteChunk's data is the request attachment and ReadChunk's the response attachment;
 //! GetLeader fails with ENOENT (copyset not hosted) or EAGAIN (no leader known), and
 //! TransferLeader with ENOENT, EPERM (not the leader) or EINVAL (not a member). The same
-//! handlers as the gRPC face run underneath.
+//! handlers as the gRPC face run underneath. Leaders send ReplicateWrite here too, its
+//! data as the attachment (replication.rs).
 
 use std::sync::Arc;
 
@@ -13,10 +14,13 @@ use curve_proto::chunkserver::{
     ChunkRequest, GetChunkInfoRequest, GetChunkInfoResponse, GetLeaderRequest2,
     TransferLeaderRequest2, UpdateEpochRequest, UpdateEpochResponse,
 };
-use curve_proto::local::{IdentifyRequest, IdentifyResponse};
+use curve_proto::local::{
+    IdentifyRequest, IdentifyResponse, ReplicateWriteRequest, ReplicateWriteResponse,
+};
 use futures::future::BoxFuture;
 use prost::Message;
 
+use crate::replication::{REPLICA_SERVICE, REPLICATE_WRITE};
 use crate::service::{CliRefusal, Node};
 
 const CHUNK_SERVICE: &str = "curve.chunkserver.ChunkService";
@@ -92,6 +96,21 @@ impl Dispatch for BaiduStd {
                     })
                     .await
                 }
+                (REPLICA_SERVICE, REPLICATE_WRITE) => {
+                    let mut req = ReplicateWriteRequest::decode(r.payload).map_err(|e| {
+                        RpcError::new(
+                            errors::EREQUEST,
+                            format!("cannot parse ReplicateWriteRequest: {e}"),
+                        )
+                    })?;
+                    req.data = r.attachment;
+                    let status = node.apply_replicated(req).await as u32;
+                    Ok(Response {
+                        payload: Bytes::from(ReplicateWriteResponse { status }.encode_to_vec()),
+                        attachment: Bytes::new(),
+                    })
+                }
+                (REPLICA_SERVICE, m) => Err(RpcError::no_method(REPLICA_SERVICE, m)),
                 (s, _) => Err(RpcError::no_service(s)),
             }
         })

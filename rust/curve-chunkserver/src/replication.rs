@@ -2,20 +2,31 @@
 //! `curvefs.local.ReplicaService/ReplicateWrite` and tallies who has it. There is no log:
 //! a member that cannot be reached misses the write until the leader's catch-up copy
 //! (election.rs) brings it the whole chunk.
+//!
+//! ReplicateWrite (writes, catch-up pieces, heartbeats) goes over baidu_std, the data as
+//! the attachment: the frame's buffers reach the socket as they are, where tonic copies the
+//! data into HTTP/2 frames and both ends pay for HPACK and flow control. On two shared
+//! cores that was a large part of a replicated write's cost (README, Performance).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
+use std::sync::Arc;
+
 use bytes::Bytes;
-use curve_proto::local::ReplicateWriteRequest;
-use curve_proto::local::replica_service_client::ReplicaServiceClient;
+use curve_proto::local::{ReplicateWriteRequest, ReplicateWriteResponse};
 use futures::future::join_all;
+use prost::Message;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::copyset::{CopysetState, Role};
 use crate::store::ChunkKey;
-use crate::{H2_CONNECTION_WINDOW, H2_STREAM_WINDOW, MAX_MESSAGE_SIZE};
+use crate::{H2_CONNECTION_WINDOW, H2_STREAM_WINDOW};
+
+/// The service and method ReplicateWrite has on the baidu_std face (baidu_std.rs).
+pub(crate) const REPLICA_SERVICE: &str = "curvefs.local.ReplicaService";
+pub(crate) const REPLICATE_WRITE: &str = "ReplicateWrite";
 
 /// A follower slower than this is treated as not live for that write; Curve's client
 /// waits 1 s for the whole WriteChunk by default, so longer would only stall it.
@@ -35,11 +46,13 @@ pub(crate) enum ReplicaOutcome {
     Skipped,
 }
 
-/// One reused channel per peer address; tonic reconnects a channel by itself after the
-/// peer comes back.
+/// Reused connections per peer address: a gRPC channel (ReplicaState; tonic reconnects it
+/// by itself after the peer comes back) and a baidu_std one (ReplicateWrite; replaced by a
+/// new connection once it failed).
 #[derive(Default)]
 pub(crate) struct PeerChannels {
     channels: Mutex<HashMap<String, Channel>>,
+    brpc: Mutex<HashMap<String, Arc<curve_brpc::Channel>>>,
     /// Peers whose last replicated write or catch-up piece went unanswered. Writes skip
     /// them while a majority is reachable without them, so a hung (SIGSTOPped) follower
     /// costs one deadline instead of one per write; the writes they miss are marked
@@ -87,25 +100,56 @@ impl PeerChannels {
     }
 }
 
-/// Sends one ReplicateWrite (a write, a catch-up piece or a heartbeat) to `addr`.
+impl PeerChannels {
+    /// The peer's baidu_std connection, connecting (within `CONNECT_TIMEOUT`) if there is
+    /// none or the last one failed. Two writes racing to connect both may; one is kept.
+    async fn brpc(&self, addr: &str) -> Option<Arc<curve_brpc::Channel>> {
+        let lock = || self.brpc.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(c) = lock().get(addr).filter(|c| c.is_usable()) {
+            return Some(c.clone());
+        }
+        let fresh =
+            curve_brpc::Channel::connect(addr, CONNECT_TIMEOUT, curve_brpc::DEFAULT_MAX_BODY)
+                .await
+                .ok()?;
+        let mut map = lock();
+        let kept = match map.get(addr) {
+            Some(c) if c.is_usable() => c.clone(),
+            _ => {
+                let c = Arc::new(fresh);
+                map.insert(addr.to_string(), c.clone());
+                c
+            }
+        };
+        Some(kept)
+    }
+}
+
+/// Sends one ReplicateWrite (a write, a catch-up piece or a heartbeat) to `addr`, over
+/// baidu_std with the data as the attachment.
 pub(crate) async fn send_replicate(
     channels: &PeerChannels,
     addr: &str,
-    request: ReplicateWriteRequest,
+    mut request: ReplicateWriteRequest,
     deadline: Duration,
 ) -> ReplicaOutcome {
-    let Some(channel) = channels.channel(addr) else {
-        return ReplicaOutcome::Unreachable;
+    let call = async {
+        let channel = channels.brpc(addr).await?;
+        let data = std::mem::take(&mut request.data);
+        let payload = Bytes::from(request.encode_to_vec());
+        let reply = channel
+            .call(REPLICA_SERVICE, REPLICATE_WRITE, payload, data, deadline)
+            .await
+            .ok()?;
+        ReplicateWriteResponse::decode(reply.payload).ok()
     };
-    let mut client = ReplicaServiceClient::new(channel)
-        .max_decoding_message_size(MAX_MESSAGE_SIZE)
-        .max_encoding_message_size(MAX_MESSAGE_SIZE);
-    let outcome = match tokio::time::timeout(deadline, client.replicate_write(request)).await {
-        Ok(Ok(resp)) => match resp.into_inner().status {
+    // The deadline also bounds the connect.
+    let outcome = match tokio::time::timeout(deadline, call).await {
+        Ok(Some(resp)) => match resp.status {
             0 => ReplicaOutcome::Applied,
             s => ReplicaOutcome::Refused(s),
         },
-        Ok(Err(_)) | Err(_) => ReplicaOutcome::Unreachable,
+        Ok(None) | Err(_) => ReplicaOutcome::Unreachable,
     };
     channels.record(addr, outcome, deadline);
     outcome
@@ -139,8 +183,8 @@ pub(crate) async fn replicate_write(
                 copyset_id: key.copyset_id,
                 chunk_id: key.chunk_id,
                 offset,
-                // Shared with the local write and every other follower (tonic still copies
-                // it into its HTTP/2 frames).
+                // Shared with the local write and every other follower, and sent as the
+                // frame's attachment without a copy.
                 data: data.clone(),
                 sn,
                 leader_id: self_id,

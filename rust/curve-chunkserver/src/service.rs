@@ -397,7 +397,7 @@ impl Node {
 
     /// A follower applying its leader's write. The leader already checked sn and epoch;
     /// the range is checked again because this is a network input like any other.
-    async fn apply_replicated(&self, req: ReplicateWriteRequest) -> ChunkOpStatus {
+    pub(crate) async fn apply_replicated(&self, req: ReplicateWriteRequest) -> ChunkOpStatus {
         let Some(copyset) = self.copyset(req.logic_pool_id, req.copyset_id) else {
             return ChunkOpStatus::CopysetNotexist;
         };
