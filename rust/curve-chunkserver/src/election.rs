@@ -393,7 +393,12 @@ async fn claim(node: &Node, cs: &CopysetState, gone: Option<usize>) {
         choose(me, &ids, &states, gone, &mut election.probe_failures)
     };
     match choice {
-        Choice::Lead(lagging) => cs.lead_with(Some(lagging), true),
+        Choice::Lead(lagging) => {
+            if let Some(peer) = gone.and_then(|g| cs.members().get(g)) {
+                node.channels().suspect(&peer.addr);
+            }
+            cs.lead_with(Some(lagging), true);
+        }
         Choice::Follow(i) => cs.follow(i),
         Choice::Wait => {}
     }

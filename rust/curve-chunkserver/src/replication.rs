@@ -61,6 +61,16 @@ pub(crate) struct PeerChannels {
 }
 
 impl PeerChannels {
+    /// A leader that just took over from the member at `addr`, which stopped answering:
+    /// its first writes need not each wait a deadline to learn that. Its next answer (a
+    /// heartbeat, every tick) clears this, as for any suspect.
+    pub fn suspect(&self, addr: &str) {
+        self.suspects
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(addr.to_string());
+    }
+
     pub fn is_suspect(&self, addr: &str) -> bool {
         self.suspects
             .lock()
