@@ -152,6 +152,11 @@ impl FollowerSync {
         }
     }
 
+    /// It holds every acknowledged write and knows it: it may take leadership over.
+    fn ready_to_lead(&self) -> bool {
+        self.in_sync && self.in_sync_acked
+    }
+
     fn mark_dirty(&mut self, chunk_id: u64) {
         self.in_sync = false;
         self.in_sync_acked = false;
@@ -547,7 +552,7 @@ impl CopysetState {
         let ready = election
             .followers
             .get(to)
-            .is_some_and(|f| f.in_sync && f.in_sync_acked);
+            .is_some_and(FollowerSync::ready_to_lead);
         ready.then(|| {
             election.transfer_to = None;
             to
@@ -665,7 +670,7 @@ impl CopysetState {
         self.election()
             .followers
             .get(index)
-            .is_some_and(|f| f.in_sync && f.in_sync_acked)
+            .is_some_and(FollowerSync::ready_to_lead)
     }
 
     /// "pool-copyset", for logs.

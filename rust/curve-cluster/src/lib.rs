@@ -679,11 +679,16 @@ pub async fn serve_mds(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
     let served = mds_run(dir, index, socket, report, shutdown).await;
-    match &served {
-        Ok(()) => tracing::info!("MDS stopped"),
+    log_end("MDS", &served);
+    served
+}
+
+/// The last line of a server's log: `<who> stopped`, or why it failed.
+fn log_end(who: &str, served: &Result<(), Error>) {
+    match served {
+        Ok(()) => tracing::info!("{who} stopped"),
         Err(e) => tracing::error!("{e}"),
     }
-    served
 }
 
 async fn mds_run(
@@ -731,10 +736,7 @@ pub async fn serve_chunkserver(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
     let served = chunkserver_run(dir, id, socket, report, shutdown).await;
-    match &served {
-        Ok(()) => tracing::info!("chunkserver {id} stopped"),
-        Err(e) => tracing::error!("{e}"),
-    }
+    log_end(&format!("chunkserver {id}"), &served);
     served
 }
 
