@@ -6,8 +6,10 @@
 
 pub mod proxy;
 
+use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::{Mutex, OnceLock, PoisonError};
 
 use curve_chunkserver::{ChunkServerConfig, HostedCopyset, MAX_MESSAGE_SIZE, PeerEntry};
 use curve_proto::chunkserver::chunk_service_client::ChunkServiceClient;
@@ -59,6 +61,7 @@ impl Cluster {
         redirect_hints: bool,
         proxied: Option<(usize, &proxy::Proxy)>,
     ) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
+        capture_server_log();
         let dir = tempfile::tempdir()?;
         let mut listeners = Vec::new();
         for _ in 0..3 {
@@ -298,7 +301,61 @@ impl Drop for Cluster {
         for i in 0..self.runtimes.len() {
             self.kill(i);
         }
+        if std::thread::panicking() {
+            print_captured_log();
+        }
     }
+}
+
+/// What the servers logged (info and up), kept so that a failed assertion shows why a server
+/// answered as it did (a failure seen once under load must say more than its status).
+/// The test binary's clusters share it, so it holds other tests' lines too.
+static SERVER_LOG: OnceLock<Mutex<Vec<u8>>> = OnceLock::new();
+/// Only the newest part is kept and printed.
+const LOG_SHOWN: usize = 64 * 1024;
+
+struct ServerLog;
+
+impl Write for ServerLog {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let mut log = SERVER_LOG
+            .get_or_init(Mutex::default)
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        log.extend_from_slice(buf);
+        if log.len() > 4 * LOG_SHOWN {
+            let cut = log.len() - LOG_SHOWN;
+            log.drain(..cut);
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn capture_server_log() {
+    // Another test of this binary may have installed it already.
+    let _ = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::INFO)
+        .with_ansi(false)
+        .with_thread_names(true)
+        .with_writer(|| ServerLog)
+        .try_init();
+}
+
+fn print_captured_log() {
+    let log = SERVER_LOG
+        .get_or_init(Mutex::default)
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner);
+    let start = log.len().saturating_sub(LOG_SHOWN);
+    eprintln!(
+        "--- what the test clusters logged (newest {} bytes) ---\n{}",
+        log.len() - start,
+        String::from_utf8_lossy(&log[start..])
+    );
 }
 
 pub fn write_request(
