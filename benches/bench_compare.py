@@ -35,12 +35,10 @@ import json
 import os
 import platform
 import random
-import resource
 import shutil
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -52,7 +50,8 @@ import curvefs
 from curvefs.testing import LocalCluster
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import grpcio_client  # a sibling script, not a package
+import _harness  # sibling scripts, not a package
+import grpcio_client
 
 KiB, MiB, GiB = 1 << 10, 1 << 20, 1 << 30
 BLOCK = 4096
@@ -100,53 +99,17 @@ class Cell:
         return self.cpu / max(self.bytes / MiB, 1e-9) * 1e6
 
 
-def cpu_seconds() -> float:
-    u = resource.getrusage(resource.RUSAGE_SELF)
-    return u.ru_utime + u.ru_stime
-
-
-def percentile(sorted_ns: list[int], p: float) -> float:
-    if not sorted_ns:
-        return 0.0
-    return sorted_ns[min(round((len(sorted_ns) - 1) * p), len(sorted_ns) - 1)] / 1e3
-
-
 def run_threads(threads: int, seconds: float, op: Callable[[random.Random], None]) -> Cell:
     """``op`` in a loop on ``threads`` threads for ``seconds``; every call timed."""
-    stop = time.monotonic() + seconds
-    lat: list[list[int]] = [[] for _ in range(threads)]
-    errors: list[BaseException] = []
-
-    def loop(i: int) -> None:
-        rng = random.Random(i + 1)
-        mine = lat[i]
-        clock = time.perf_counter_ns
-        try:
-            while time.monotonic() < stop:
-                t0 = clock()
-                op(rng)
-                mine.append(clock() - t0)
-        except BaseException as e:
-            errors.append(e)
-
-    pool = [threading.Thread(target=loop, args=(i,)) for i in range(threads)]
-    cpu0, start = cpu_seconds(), time.perf_counter()
-    for t in pool:
-        t.start()
-    for t in pool:
-        t.join()
-    elapsed, cpu = time.perf_counter() - start, cpu_seconds() - cpu0
-    if errors:
-        raise errors[0]
-    all_ns = sorted(itertools.chain.from_iterable(lat))
+    run = _harness.run_threads(threads, seconds, op)
     return Cell(
-        ops=len(all_ns),
+        ops=run.ops,
         bytes=0,
-        elapsed=elapsed,
-        cpu=cpu,
-        mean_us=sum(all_ns) / max(len(all_ns), 1) / 1e3,
-        p50_us=percentile(all_ns, 0.5),
-        p99_us=percentile(all_ns, 0.99),
+        elapsed=run.elapsed,
+        cpu=run.cpu,
+        mean_us=run.mean_us,
+        p50_us=run.p50_us,
+        p99_us=run.p99_us,
     )
 
 

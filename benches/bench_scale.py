@@ -29,9 +29,7 @@ import json
 import os
 import platform
 import random
-import resource
 import sys
-import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -40,6 +38,9 @@ from typing import Any
 
 import curvefs
 from curvefs.testing import LocalCluster
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _harness  # a sibling script, not a package
 
 KiB, MiB, GiB = 1 << 10, 1 << 20, 1 << 30
 BLOCK = 4096
@@ -89,11 +90,6 @@ def malloc_in_use() -> int:
     libc.mallinfo2.restype = _MallInfo2
     m = libc.mallinfo2()
     return int(m.uordblks + m.hblkhd)
-
-
-def self_cpu_seconds() -> float:
-    u = resource.getrusage(resource.RUSAGE_SELF)
-    return u.ru_utime + u.ru_stime
 
 
 def count_in_log(path: Path, start: int, needle: str) -> tuple[int, int]:
@@ -150,10 +146,10 @@ def measure_open_volumes(
         heap = malloc_in_use()
         mds_rss = status_bytes(mds_pid, "VmRSS")
         _, offset = count_in_log(mds_log, 0, "")
-        cpu0, mds_cpu0, w0 = self_cpu_seconds(), proc_cpu_seconds(mds_pid), time.monotonic()
+        cpu0, mds_cpu0, w0 = _harness.cpu_seconds(), proc_cpu_seconds(mds_pid), time.monotonic()
         time.sleep(window)
         elapsed = time.monotonic() - w0
-        cpu, mds_cpu = self_cpu_seconds() - cpu0, proc_cpu_seconds(mds_pid) - mds_cpu0
+        cpu, mds_cpu = _harness.cpu_seconds() - cpu0, proc_cpu_seconds(mds_pid) - mds_cpu0
         refreshes, _ = count_in_log(mds_log, offset, "RefreshSession")
         row = {
             "volumes": n,
@@ -224,56 +220,22 @@ def measure_listdir(client: curvefs.Client, counts: list[int], log: Any) -> list
 # 3. Threads on one volume
 
 
-def percentile(sorted_ns: list[int], p: float) -> float:
-    if not sorted_ns:
-        return 0.0
-    return sorted_ns[min(round((len(sorted_ns) - 1) * p), len(sorted_ns) - 1)] / 1e3
-
-
 def run_threads(
     threads: int, seconds: float, op: Callable[[random.Random], None]
 ) -> dict[str, float]:
-    stop = time.monotonic() + seconds
-    lat: list[list[int]] = [[] for _ in range(threads)]
-    errors: list[BaseException] = []
     peak_rss = [0]
-    started = threading.Barrier(threads + 1)
 
-    def loop(i: int) -> None:
-        rng = random.Random(i + 1)
-        mine = lat[i]
-        clock = time.perf_counter_ns
-        started.wait()
-        try:
-            while time.monotonic() < stop:
-                t0 = clock()
-                op(rng)
-                mine.append(clock() - t0)
-        except BaseException as e:
-            errors.append(e)
-
-    pool = [threading.Thread(target=loop, args=(i,)) for i in range(threads)]
-    for t in pool:
-        t.start()
-    started.wait()
-    cpu0, t_start = self_cpu_seconds(), time.perf_counter()
-    while any(t.is_alive() for t in pool):
+    def sample_rss() -> None:
         peak_rss[0] = max(peak_rss[0], status_bytes("self", "VmRSS"))
-        time.sleep(0.2)
-    for t in pool:
-        t.join()
-    elapsed, cpu = time.perf_counter() - t_start, self_cpu_seconds() - cpu0
-    if errors:
-        raise errors[0]
-    all_ns = sorted(ns for mine in lat for ns in mine)
-    ops = len(all_ns)
+
+    run = _harness.run_threads(threads, seconds, op, while_running=sample_rss)
     return {
         "threads": threads,
-        "iops": ops / elapsed,
-        "mean_us": sum(all_ns) / max(ops, 1) / 1e3,
-        "p50_us": percentile(all_ns, 0.5),
-        "p99_us": percentile(all_ns, 0.99),
-        "cpu_us_per_op": cpu / max(ops, 1) * 1e6,
+        "iops": run.rate,
+        "mean_us": run.mean_us,
+        "p50_us": run.p50_us,
+        "p99_us": run.p99_us,
+        "cpu_us_per_op": run.cpu_us_per_op,
         "peak_rss_mib": peak_rss[0] / MiB,
     }
 

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import random
 import sys
-import threading
-import time
+from pathlib import Path
 
 import curvefs
 from curvefs.testing import LocalCluster
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _harness  # a sibling script, not a package
 
 THREADS = 8
 BLOCK = 4096
@@ -31,23 +33,14 @@ def main() -> None:
         fd = cbd.Open("/bench", user)
         for off in range(0, SPAN, 16 << 20):  # allocate every segment and chunk first
             assert cbd.Write(fd, bytes(BLOCK), off, BLOCK) == BLOCK
-        done = [0] * THREADS
-        stop = time.monotonic() + seconds
 
-        def run(t: int) -> None:
-            rng = random.Random(t)
-            data = rng.randbytes(BLOCK)
-            while time.monotonic() < stop:
-                off = rng.randrange(SPAN // BLOCK) * BLOCK
-                assert cbd.Write(fd, data, off, BLOCK) == BLOCK
-                done[t] += 1
+        def write(rng: random.Random) -> None:
+            off = rng.randrange(SPAN // BLOCK) * BLOCK
+            assert cbd.Write(fd, data, off, BLOCK) == BLOCK
 
-        threads = [threading.Thread(target=run, args=(t,)) for t in range(THREADS)]
-        for th in threads:
-            th.start()
-        for th in threads:
-            th.join()
-        print(f"4 KiB random write, {THREADS} threads: {sum(done) / seconds:.0f} IOPS")
+        data = random.Random(0).randbytes(BLOCK)
+        run = _harness.run_threads(THREADS, seconds, write)
+        print(f"4 KiB random write, {THREADS} threads: {run.rate:.0f} IOPS")
         cbd.Close(fd)
         cbd.UnInit()
 
