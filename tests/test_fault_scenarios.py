@@ -297,10 +297,30 @@ def replicas_differ(cluster: LocalCluster) -> list[str]:
         if any(name not in f for f in files.values()):
             differ.append(f"{name}: missing on some replica")
             continue
-        contents = {chunk_bytes(f[name]) for f in files.values()}
-        if len(contents) != 1:
-            differ.append(f"{name}: {len(contents)} different contents")
+        contents = {cs: chunk_bytes(f[name]) for cs, f in files.items()}
+        if len(set(contents.values())) != 1:
+            differ.append(f"{name}: {describe_difference(contents)}")
     return differ
+
+
+def describe_difference(contents: dict[int, bytes]) -> str:
+    """Which replica holds other bytes than the others, and in which slots (a stale
+    write applied late reads differently from a torn or misplaced one)."""
+    parts = []
+    for cs, data in contents.items():
+        others = [d for c, d in contents.items() if c != cs]
+        slots = [
+            i
+            for i in range(CHUNK // SLOT)
+            if all(data[i * SLOT : (i + 1) * SLOT] != d[i * SLOT : (i + 1) * SLOT] for d in others)
+        ]
+        if slots:
+            zero = sum(data[i * SLOT : (i + 1) * SLOT] == ZERO_SLOT for i in slots)
+            parts.append(
+                f"chunkserver-{cs} alone differs in {len(slots)} slots {slots[:8]} "
+                f"({zero} of them zeros there)"
+            )
+    return "; ".join(parts) or f"{len(set(contents.values()))} different contents"
 
 
 @pytest.mark.timeout(240)
