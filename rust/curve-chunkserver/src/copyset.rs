@@ -519,12 +519,14 @@ impl CopysetState {
     }
 
     /// Records a term announced by a leader. `false`: it is older than one already seen.
-    pub fn observe_term(&self, term: u64) -> bool {
+    /// Raises our term to `term` if it is newer; says how `term` compares with the
+    /// term we held until now.
+    pub fn observe_term(&self, term: u64) -> std::cmp::Ordering {
         let previous = self.term.fetch_max(term, Ordering::AcqRel);
         if term > previous {
             self.persist_term(term);
         }
-        term >= previous
+        term.cmp(&previous)
     }
 
     fn persist_term(&self, term: u64) {
@@ -839,8 +841,9 @@ mod tests {
         cs.lead();
         assert!(cs.is_leader());
         assert_eq!(cs.term(), 1);
-        assert!(cs.observe_term(5));
-        assert!(!cs.observe_term(4));
+        assert_eq!(cs.observe_term(5), std::cmp::Ordering::Greater);
+        assert_eq!(cs.observe_term(5), std::cmp::Ordering::Equal);
+        assert_eq!(cs.observe_term(4), std::cmp::Ordering::Less);
         drop(cs);
         let Some(cs) = copyset(&path) else {
             panic!("copyset");

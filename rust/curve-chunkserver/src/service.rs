@@ -468,11 +468,16 @@ impl Node {
         // terms are per node and restart from what each persisted, so after a cluster
         // restart the leader everyone agreed on may carry a lower one.
         let from_our_leader = copyset.role() == Role::Follower(sender);
-        if !copyset.observe_term(term) && !from_our_leader {
+        let seen = copyset.observe_term(term);
+        if seen == std::cmp::Ordering::Less && !from_our_leader {
             return ChunkOpStatus::Backward;
         }
-        if copyset.is_leader() && term == copyset.term() && copyset.self_index() < sender {
-            // Same term on two leaders: the earlier member in order keeps it.
+        // Same term on two leaders: the earlier member in order keeps it. Compared with
+        // the term we held before this heartbeat: a leader of an older term (one that
+        // was stopped while the others elected a new one, and thawed) follows the newer
+        // one, which must not be made to step down in its favour.
+        if copyset.is_leader() && seen == std::cmp::Ordering::Equal && copyset.self_index() < sender
+        {
             return ChunkOpStatus::Backward;
         }
         if let Some(version) = req.lagging_version {

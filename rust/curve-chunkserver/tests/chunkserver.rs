@@ -1101,3 +1101,43 @@ async fn transfer_leader_moves_leadership_and_it_stays() -> TestResult {
     cluster.wait_leader(CS_A, 0, &[0, 1, 2]).await?;
     Ok(())
 }
+
+/// A leader that was stopped while its followers elected another, then thawed, still
+/// believes it leads its old term. The new leader's heartbeat (a newer term) must make
+/// it follow, not be answered BACKWARD by the same-term rule ("the earlier member
+/// keeps it") after the stale leader raised its term to the heartbeat's: that made the
+/// new leader step down in favour of the stale one, which lacks what was written since.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stale_leader_follows_a_newer_terms_heartbeat() -> TestResult {
+    use curve_proto::local::ReplicateWriteRequest;
+    use curve_proto::local::replica_service_client::ReplicaServiceClient;
+    let cluster = Cluster::start().await?;
+    // Server 0 leads CS_A; server 1, later in the member order, sends a heartbeat of a
+    // term far above any the cluster reached, as a leader elected meanwhile would.
+    let mut stale = ReplicaServiceClient::connect(format!("http://{}", cluster.addr(0))).await?;
+    let heartbeat = ReplicateWriteRequest {
+        logic_pool_id: POOL,
+        copyset_id: CS_A,
+        chunk_id: 0,
+        offset: u32::MAX,
+        data: Default::default(),
+        sn: Some(1000),
+        leader_id: 1,
+        lagging_term: Some(1000),
+        lagging_version: Some(1),
+        lagging: Vec::new(),
+        term: None,
+    };
+    let resp = stale.replicate_write(heartbeat).await?.into_inner();
+    assert_ne!(resp.status, ChunkOpStatus::Backward as u32);
+    assert!(
+        resp.status == 0 || resp.status == ChunkOpStatus::ChunkExist as u32,
+        "status {}",
+        resp.status
+    );
+    assert_eq!(
+        cluster.named_leader(0, CS_A).await,
+        Some(format!("{}:0", cluster.addr(1)))
+    );
+    Ok(())
+}
