@@ -14,7 +14,7 @@ use std::sync::{Mutex, OnceLock, PoisonError};
 use curve_chunkserver::{ChunkServerConfig, HostedCopyset, MAX_MESSAGE_SIZE, PeerEntry};
 use curve_proto::chunkserver::chunk_service_client::ChunkServiceClient;
 use curve_proto::chunkserver::cli_service2_client::CliService2Client;
-use curve_proto::chunkserver::{ChunkOpType, ChunkRequest, ChunkResponse};
+use curve_proto::chunkserver::{ChunkOpStatus, ChunkOpType, ChunkRequest, ChunkResponse};
 use tonic::transport::Channel;
 
 pub type TestResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
@@ -26,6 +26,8 @@ pub const POOL: u32 = 1;
 pub const CS_A: u32 = 1;
 /// Led by server 1 (members 1, 2, 0).
 pub const CS_B: u32 = 2;
+/// A chunk no test uses: `Cluster::start` writes it once in each copyset.
+pub const WARM_UP_CHUNK: u64 = 1 << 40;
 
 pub struct Cluster {
     _dir: tempfile::TempDir,
@@ -118,7 +120,40 @@ impl Cluster {
         }
         cluster.wait_leader(CS_A, 0, &[0, 1, 2]).await?;
         cluster.wait_leader(CS_B, 1, &[0, 1, 2]).await?;
+        cluster.wait_serving_writes().await?;
         Ok(cluster)
+    }
+
+    /// Waits (up to 15 s) until each copyset's leader acknowledges a write to
+    /// [`WARM_UP_CHUNK`]. Every member naming the leader is not yet enough: right after
+    /// the election its followers' first heartbeats, catch-up and connections are still
+    /// under way, and on a loaded machine (a debug build, the other tests' clusters) the
+    /// first write could miss a replication deadline and be answered FAILURE_UNKNOWN, a
+    /// status a client retries. The tests' own writes then meet a cluster that serves.
+    async fn wait_serving_writes(&self) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        for (copyset_id, leader) in [(CS_A, 0), (CS_B, 1)] {
+            let mut client = self.chunk_client(leader).await?;
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+            loop {
+                let request = write_request(copyset_id, WARM_UP_CHUNK, 0, pattern(4096, 0), 0);
+                let answer = ChunkOpStatus::try_from(write(&mut client, request).await?.status);
+                match answer {
+                    Ok(ChunkOpStatus::Success) => break,
+                    Ok(ChunkOpStatus::FailureUnknown | ChunkOpStatus::Redirected)
+                        if std::time::Instant::now() < deadline =>
+                    {
+                        eprintln!("copyset {copyset_id}: warm-up write answered {answer:?}; again");
+                        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    }
+                    other => {
+                        return Err(
+                            format!("copyset {copyset_id}: warm-up write: {other:?}").into()
+                        );
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 
     fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
