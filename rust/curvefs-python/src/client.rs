@@ -10,9 +10,8 @@ use std::path::PathBuf;
 use std::sync::{Arc, PoisonError, RwLock};
 
 use curve_client::{Client, ClientConfig, CreateOptions};
-use pyo3::exceptions::PyBufferError;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyList, PyString};
+use pyo3::types::{PyList, PyString};
 
 use crate::aio::{self, AioContext};
 use crate::args;
@@ -282,21 +281,14 @@ impl CBDClient {
         {
             return code(e.sdk_code());
         }
-        // The data lands once, directly in the bytes object handed to Python.
-        let mut failure = None;
-        let data = PyBytes::new_with(py, length, |out| {
-            match runtime::wait(py, client.read(fd, offset, out))? {
-                Ok(_) => Ok(()),
-                Err(e) => {
-                    failure = Some(e.sdk_code());
-                    Err(PyBufferError::new_err("read failed"))
-                }
-            }
-        });
-        match (data, failure) {
-            (_, Some(c)) => code(c),
-            (Ok(data), None) => Ok(data.into_any()),
-            (Err(e), None) => Err(e),
+        // The data lands once, directly in the bytes object handed to Python, which is
+        // not zeroed first.
+        let data = buffers::new_bytes_filled(py, length, |out| {
+            runtime::wait(py, client.read_uninit(fd, offset, out))
+        })?;
+        match data {
+            Ok(data) => Ok(data.into_any()),
+            Err(e) => code(e.sdk_code()),
         }
     }
 
