@@ -25,6 +25,17 @@ pub const THREADS_ENV: &str = "CURVEFS_RUNTIME_THREADS";
 struct Built {
     runtime: Runtime,
     pid: u32,
+    /// Whether `mark_forked` runs in every child forked from now on; if not, each call
+    /// compares pids instead (a system call per call).
+    fork_noted: bool,
+}
+
+/// Set in a child forked after the runtime was built (by `mark_forked`).
+static FORKED: AtomicBool = AtomicBool::new(false);
+
+/// The `pthread_atfork` child handler: runs in the child right after `fork`.
+extern "C" fn mark_forked() {
+    FORKED.store(true, Ordering::Relaxed);
 }
 
 static RUNTIME: OnceLock<Result<Built, String>> = OnceLock::new();
@@ -73,16 +84,24 @@ fn build() -> Result<Built, String> {
         .enable_all()
         .build()
         .map_err(|e| format!("cannot start the curvefs runtime: {e}"))?;
+    // SAFETY: the handler only stores to an atomic, which is async-signal-safe and so
+    // allowed in a child after fork; it is a plain `extern "C" fn` that lives for the
+    // whole program, as pthread_atfork requires.
+    let fork_noted = unsafe { libc::pthread_atfork(None, None, Some(mark_forked)) } == 0;
     Ok(Built {
         runtime,
         pid: std::process::id(),
+        fork_noted,
     })
 }
 
 /// The shared runtime, built on first use; an error (never a hang) in a forked child.
+/// Called with the GIL held on every call: a flag set at fork tells a child, so no call
+/// pays a `getpid` system call for it.
 pub fn get() -> PyResult<&'static Runtime> {
     match RUNTIME.get_or_init(build) {
-        Ok(b) if b.pid == std::process::id() => Ok(&b.runtime),
+        Ok(b) if b.fork_noted && !FORKED.load(Ordering::Relaxed) => Ok(&b.runtime),
+        Ok(b) if !b.fork_noted && b.pid == std::process::id() => Ok(&b.runtime),
         Ok(b) => Err(PyRuntimeError::new_err(format!(
             "curvefs cannot be used in a process forked after it started (runtime of pid {}, \
              this is pid {}); use the 'spawn' or 'forkserver' start method, or fork before \
