@@ -15,7 +15,8 @@
 //! randread|randwrite|seqread|seqwrite, bs, threads, seconds, span_off, span_len},
 //! `tcp_bw` {seconds, size}, `tcp_rtt` {seconds, size, pin}, `close`. Every reply carries
 //! `ok`; IO replies carry ops, bytes, elapsed, cpu (user + system seconds of this process
-//! over the cell) and latency percentiles in µs.
+//! over the cell), its context switches over the cell (vcsw voluntary, ivcsw involuntary)
+//! and latency percentiles in µs.
 
 use std::io::{BufRead, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -32,17 +33,28 @@ type Res<T> = std::result::Result<T, BoxError>;
 
 const MIB: u64 = 1 << 20;
 
-/// User + system CPU seconds of this whole process (every thread, the runtime's too).
-fn cpu_seconds() -> f64 {
+/// This whole process's resource usage so far (every thread, the runtime's too, and
+/// threads that already ended).
+fn usage() -> Option<libc::rusage> {
     // SAFETY: an all-zero `rusage` is a valid value of this plain C struct.
     let mut u: libc::rusage = unsafe { std::mem::zeroed() };
     // SAFETY: `u` is a valid, writable rusage; RUSAGE_SELF is always a valid target.
     let rc = unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) };
-    if rc != 0 {
+    (rc == 0).then_some(u)
+}
+
+/// User + system CPU seconds of this whole process.
+fn cpu_seconds() -> f64 {
+    let Some(u) = usage() else {
         return 0.0;
-    }
+    };
     let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
     tv(u.ru_utime) + tv(u.ru_stime)
+}
+
+/// Context switches of this whole process so far: (voluntary, involuntary).
+fn context_switches() -> (i64, i64) {
+    usage().map_or((0, 0), |u| (u.ru_nvcsw, u.ru_nivcsw))
 }
 
 /// A tiny xorshift: the offsets need to be spread, not unpredictable.
@@ -171,6 +183,7 @@ impl Bench {
         let failure: Mutex<Option<String>> = Mutex::new(None);
         let lat: Mutex<Vec<u64>> = Mutex::new(Vec::new());
         let cpu0 = cpu_seconds();
+        let csw0 = context_switches();
         let start = Instant::now();
         let stop = start + Duration::from_secs_f64(seconds);
         std::thread::scope(|s| {
@@ -210,6 +223,7 @@ impl Bench {
         });
         let elapsed = start.elapsed().as_secs_f64();
         let cpu = cpu_seconds() - cpu0;
+        let csw = context_switches();
         if let Some(e) = failure.into_inner().unwrap_or_else(|p| p.into_inner()) {
             return Err(e.into());
         }
@@ -220,6 +234,7 @@ impl Bench {
         Ok(json!({
             "ok": true, "ops": ops, "bytes": ops * bs, "elapsed": elapsed, "cpu": cpu,
             "mean_us": mean, "p50_us": percentile(&lat, 0.5), "p99_us": percentile(&lat, 0.99),
+            "vcsw": csw.0 - csw0.0, "ivcsw": csw.1 - csw0.1,
         }))
     }
 

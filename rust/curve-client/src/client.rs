@@ -313,6 +313,21 @@ impl Client {
         file.read(offset, buf).await
     }
 
+    /// [`Client::read`] into memory that need not be initialised; `Ok` means every byte
+    /// of `buf` was written (see [`OpenFile::read_uninit`]).
+    pub async fn read_uninit(
+        &self,
+        fd: i32,
+        offset: u64,
+        buf: &mut [std::mem::MaybeUninit<u8>],
+    ) -> Result<()> {
+        let file = self.core.files.get(fd)?;
+        if buf.is_empty() {
+            return Ok(());
+        }
+        file.read_uninit(offset, buf).await
+    }
+
     /// Writes `data` at `offset`: copied once into a buffer the sub-requests share.
     pub async fn write(&self, fd: i32, offset: u64, data: &[u8]) -> Result<()> {
         let file = self.core.files.get(fd)?;

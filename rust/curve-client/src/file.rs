@@ -8,6 +8,7 @@
 //! answered kOwnerAuthFail) makes IO wait for a successful refresh, within the IO's
 //! deadline (`chunkserver.maxRetryTimeMS` after it began), then fail with DISABLEIO.
 
+use std::mem::MaybeUninit;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -26,6 +27,35 @@ use crate::io::{self, ChunkPiece, Geometry};
 use crate::lock;
 use crate::mds::RefreshOutcome;
 use crate::metacache::{ChunkAddr, SegmentCache, SegmentInfo, SegmentSlot};
+
+/// `buf` as memory that may be uninitialised, for the `*_uninit` reads below.
+fn as_uninit(buf: &mut [u8]) -> &mut [MaybeUninit<u8>] {
+    // SAFETY: `MaybeUninit<u8>` has the size and alignment of `u8`, so the slice spans
+    // exactly `buf`. Writing an uninitialised value through it would leave `buf` invalid
+    // as `[u8]`; its only users, `read_uninit` and `pread_uninit`, write nothing but
+    // initialised bytes into it (received data through `copy_into`, and zeros).
+    unsafe { &mut *(std::ptr::from_mut::<[u8]>(buf) as *mut [MaybeUninit<u8>]) }
+}
+
+/// Copies `src` into `dst`, which may be uninitialised. The read path passes equal
+/// lengths (a reply's data is checked against its piece); anything else is refused
+/// without writing.
+fn copy_into(dst: &mut [MaybeUninit<u8>], src: &[u8]) -> Result<()> {
+    if dst.len() != src.len() {
+        return Err(Error::failed(format!(
+            "{} bytes of data for {} bytes of buffer",
+            src.len(),
+            dst.len()
+        )));
+    }
+    // SAFETY: both spans are `src.len()` bytes long (checked above), `src` readable and
+    // `dst` writable for as long as their borrows live, and a shared and an exclusive
+    // borrow cannot overlap; `MaybeUninit<u8>` has the layout of `u8`.
+    unsafe {
+        std::ptr::copy_nonoverlapping(src.as_ptr(), dst.as_mut_ptr().cast::<u8>(), src.len());
+    }
+    Ok(())
+}
 
 /// The file's values that RefreshSession/GetFileInfo may update while it is open.
 #[derive(Debug, Clone, Copy)]
@@ -423,6 +453,13 @@ impl OpenFile {
     }
 
     pub async fn read(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
+        self.read_uninit(offset, as_uninit(buf)).await
+    }
+
+    /// [`OpenFile::read`] into memory that need not be initialised (a Python `bytes`
+    /// being made, so it is not zeroed first). `Ok` means every byte of `buf` was
+    /// written; after an error its bytes are unspecified.
+    pub async fn read_uninit(&self, offset: u64, buf: &mut [MaybeUninit<u8>]) -> Result<()> {
         let gate = self.gate.read().await;
         if *gate {
             return Err(self.closed_error());
@@ -431,8 +468,14 @@ impl OpenFile {
         let (pieces, addrs) = self
             .prepare(offset, buf.len() as u64, false, deadline)
             .await?;
+        // Every byte is some piece's: what `Ok` promises of `buf`.
+        if pieces.iter().map(|p| p.len).sum::<u64>() != buf.len() as u64 {
+            return Err(Error::failed(
+                "the pieces of a read do not cover its buffer",
+            ));
+        }
         // Hand each piece its own disjoint slice of the caller's buffer.
-        let mut rest: &mut [u8] = buf;
+        let mut rest: &mut [MaybeUninit<u8>] = buf;
         let mut todo = pieces.iter().zip(addrs);
         let mut running = Running::new(pieces.len(), self.max_in_flight);
         loop {
@@ -448,8 +491,8 @@ impl OpenFile {
                         None => None,
                     };
                     match data {
-                        Some(d) => head.copy_from_slice(&d),
-                        None => head.fill(0),
+                        Some(d) => copy_into(head, &d)?,
+                        None => head.fill(MaybeUninit::new(0)),
                     }
                     Ok::<(), Error>(())
                 });
@@ -643,13 +686,19 @@ impl OpenFile {
     /// Reads into `buf` from any offset, of any length: the partial first and last blocks
     /// go through a block-sized buffer, the aligned middle straight into `buf`.
     pub async fn pread(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
+        self.pread_uninit(offset, as_uninit(buf)).await
+    }
+
+    /// [`OpenFile::pread`] into memory that need not be initialised; `Ok` means every
+    /// byte of `buf` was written (see [`OpenFile::read_uninit`]).
+    pub async fn pread_uninit(&self, offset: u64, buf: &mut [MaybeUninit<u8>]) -> Result<()> {
         let len = buf.len() as u64;
         let bs = self.blocksize;
         if len == 0 {
             return Ok(());
         }
         if offset.is_multiple_of(bs) && len.is_multiple_of(bs) {
-            return self.read(offset, buf).await;
+            return self.read_uninit(offset, buf).await;
         }
         let (start, stop) = self.block_span(offset, len)?;
         let end = offset + len;
@@ -664,14 +713,13 @@ impl OpenFile {
             let mut block = vec![0u8; bs as usize];
             self.read(start, &mut block).await?;
             let from = (offset - start) as usize;
-            head.copy_from_slice(&block[from..from + head.len()]);
-            Ok::<(), Error>(())
+            copy_into(head, &block[from..from + head.len()])
         };
         let middle_io = async {
             if middle.is_empty() {
                 return Ok(());
             }
-            self.read(mid_start, middle).await
+            self.read_uninit(mid_start, middle).await
         };
         let tail_io = async {
             if tail.is_empty() {
@@ -679,8 +727,7 @@ impl OpenFile {
             }
             let mut block = vec![0u8; bs as usize];
             self.read(stop - bs, &mut block).await?;
-            tail.copy_from_slice(&block[..tail.len()]);
-            Ok::<(), Error>(())
+            copy_into(tail, &block[..tail.len()])
         };
         futures::try_join!(head_io, middle_io, tail_io).map(|_| ())
     }

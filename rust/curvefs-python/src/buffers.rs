@@ -98,3 +98,43 @@ pub fn writable(obj: &Bound<'_, PyAny>) -> PyResult<PyBuffer<u8>> {
     }
     Ok(buf)
 }
+
+/// A new `bytes` of `len` bytes that `fill` writes, not zeroed first (`PyBytes::new_with`
+/// zeroes it, a pass over every byte of a large read before the data lands). `fill`
+/// gets the object's memory, uninitialised, and may release the GIL while writing it:
+/// no one else can reach the object yet. It must answer `Ok(Ok(()))` only once it has
+/// written every byte; on any other answer the object is dropped, never handed out
+/// partly written.
+pub fn new_bytes_filled<'py, E>(
+    py: Python<'py>,
+    len: usize,
+    fill: impl FnOnce(&mut [std::mem::MaybeUninit<u8>]) -> PyResult<Result<(), E>>,
+) -> PyResult<Result<Bound<'py, PyBytes>, E>> {
+    let size = pyo3::ffi::Py_ssize_t::try_from(len)
+        .map_err(|_| PyValueError::new_err(format!("cannot make {len} bytes")))?;
+    // SAFETY: we hold the GIL (`py`). With a null source, PyBytes_FromStringAndSize
+    // allocates a bytes object of `size` bytes and leaves them uninitialised; it returns
+    // a new reference, or null with an exception set.
+    let ptr = unsafe { pyo3::ffi::PyBytes_FromStringAndSize(std::ptr::null(), size) };
+    // SAFETY: `ptr` is an owned reference or null, as just said.
+    let obj = unsafe { Bound::from_owned_ptr_or_err(py, ptr)? };
+    // SAFETY: `ptr` is a live bytes object (kept alive by `obj`), so PyBytes_AsString
+    // returns its inner buffer: `len` bytes (and a trailing NUL) that stay put for the
+    // object's life (bytes never resize once made).
+    let data = unsafe { pyo3::ffi::PyBytes_AsString(ptr) };
+    if data.is_null() {
+        return Err(PyErr::fetch(py));
+    }
+    // SAFETY: `data` spans `len` writable bytes (above); `MaybeUninit<u8>` asks nothing of
+    // their contents. The object was made just now and its only reference is `obj`,
+    // which stays here until `fill` returns, so no other code, Python or native, with
+    // or without the GIL, reads or writes that memory meanwhile.
+    let out =
+        unsafe { std::slice::from_raw_parts_mut(data.cast::<std::mem::MaybeUninit<u8>>(), len) };
+    // Handed out only once `fill` says every byte is written; dropped (with the GIL,
+    // which `fill` holds again when it returns) otherwise.
+    Ok(match fill(out)? {
+        Ok(()) => Ok(obj.cast_into::<PyBytes>()?),
+        Err(e) => Err(e),
+    })
+}

@@ -356,7 +356,10 @@ impl VolumeHandle {
         if end.is_none_or(|e| e > file.known_length()) {
             call(py, what, file.check_end(offset, length as u64))?;
         }
-        PyBytes::new_with(py, length, |out| call(py, what, file.pread(offset, out)))
+        // Not zeroed first: the read writes every byte or the object is dropped.
+        buffers::new_bytes_filled(py, length, |out| {
+            Ok(call(py, what, file.pread_uninit(offset, out)))
+        })?
     }
 
     /// Fills `buffer` (any writable C-contiguous buffer) from `offset` in place.
