@@ -23,6 +23,13 @@ def cpu_seconds() -> float:
     return u.ru_utime + u.ru_stime
 
 
+def context_switches() -> int:
+    """Voluntary and involuntary context switches of this process so far, every
+    thread's."""
+    u = resource.getrusage(resource.RUSAGE_SELF)
+    return u.ru_nvcsw + u.ru_nivcsw
+
+
 def percentile(sorted_ns: list[int], p: float) -> float:
     """The ``p`` quantile of sorted nanosecond latencies, in µs."""
     if not sorted_ns:
@@ -106,3 +113,19 @@ def run_threads(
     if errors:
         raise errors[0]
     return ThreadRun(sorted(ns for mine in lat for ns in mine), elapsed, cpu)
+
+
+def run_here(seconds: float, op: Callable[[random.Random], None], seed: int = 7) -> ThreadRun:
+    """``op`` in a loop on the calling thread (Python's main thread, when called from
+    it) for ``seconds``; every call timed."""
+    rng = random.Random(seed)
+    lat: list[int] = []
+    clock = time.perf_counter_ns
+    cpu0, start = cpu_seconds(), time.perf_counter()
+    stop = time.monotonic() + seconds
+    while time.monotonic() < stop:
+        t0 = clock()
+        op(rng)
+        lat.append(clock() - t0)
+    elapsed, cpu = time.perf_counter() - start, cpu_seconds() - cpu0
+    return ThreadRun(sorted(lat), elapsed, cpu)

@@ -15,63 +15,39 @@ over the Rust core's (1.00 = no cost), one per round, and their median.
 from __future__ import annotations
 
 import argparse
-import resource
+import random
 import statistics
 import sys
-import time
 from pathlib import Path
 
 from curvefs.testing import LocalCluster
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import bench_compare as bc  # a sibling script, not a package
+import _harness  # sibling scripts, not a package
+import bench_compare as bc
 
 KiB, MiB = 1 << 10, 1 << 20
 
 
-def csw() -> int:
-    """Context switches of this process so far, every thread's."""
-    u = resource.getrusage(resource.RUSAGE_SELF)
-    return u.ru_nvcsw + u.ru_nivcsw
-
-
-def cpu_seconds() -> float:
-    u = resource.getrusage(resource.RUSAGE_SELF)
-    return u.ru_utime + u.ru_stime
-
-
-def percentile(sorted_ns: list[int], p: float) -> float:
-    if not sorted_ns:
-        return 0.0
-    return sorted_ns[min(round((len(sorted_ns) - 1) * p), len(sorted_ns) - 1)] / 1e3
-
-
 def main_thread_cell(cbd: bc.CbdBench, seconds: float) -> tuple[bc.Cell, int]:
     """4 KiB random reads at QD1 on the calling (main) thread."""
-    import random
-
-    rng = random.Random(7)
     nblocks = cbd.span // bc.BLOCK
-    lat: list[int] = []
-    clock = time.perf_counter_ns
-    c0, cpu0, start = csw(), cpu_seconds(), time.perf_counter()
-    stop = time.monotonic() + seconds
-    while time.monotonic() < stop:
-        t0 = clock()
+
+    def read(rng: random.Random) -> None:
         cbd.read(bc.RAND_OFF + rng.randrange(nblocks) * bc.BLOCK, bc.BLOCK)
-        lat.append(clock() - t0)
-    elapsed, cpu = time.perf_counter() - start, cpu_seconds() - cpu0
-    lat.sort()
+
+    c0 = _harness.context_switches()
+    run = _harness.run_here(seconds, read)
     cell = bc.Cell(
-        ops=len(lat),
-        bytes=len(lat) * bc.BLOCK,
-        elapsed=elapsed,
-        cpu=cpu,
-        mean_us=sum(lat) / max(len(lat), 1) / 1e3,
-        p50_us=percentile(lat, 0.5),
-        p99_us=percentile(lat, 0.99),
+        ops=run.ops,
+        bytes=run.ops * bc.BLOCK,
+        elapsed=run.elapsed,
+        cpu=run.cpu,
+        mean_us=run.mean_us,
+        p50_us=run.p50_us,
+        p99_us=run.p99_us,
     )
-    return cell, csw() - c0
+    return cell, _harness.context_switches() - c0
 
 
 def main() -> int:
@@ -106,9 +82,9 @@ def main() -> int:
                         if name.endswith("main"):
                             got[who] = main_thread_cell(cbd, args.seconds)
                         else:
-                            c0 = csw()
+                            c0 = _harness.context_switches()
                             cell = cbd.run(kind, bs, threads, args.seconds)
-                            got[who] = (cell, csw() - c0)
+                            got[who] = (cell, _harness.context_switches() - c0)
                     else:
                         reply = rust.call(
                             op="io",
