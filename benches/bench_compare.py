@@ -81,6 +81,7 @@ class Cell:
     mean_us: float
     p50_us: float
     p99_us: float
+    context_switches: int = 0  # the client process's, over the cell (curve-bench's only)
 
     @property
     def iops(self) -> float:
@@ -261,6 +262,7 @@ class RustBench:
             mean_us=r["mean_us"],
             p50_us=r["p50_us"],
             p99_us=r["p99_us"],
+            context_switches=r.get("vcsw", 0) + r.get("ivcsw", 0),
         )
 
     def close(self) -> None:

@@ -86,22 +86,8 @@ def main() -> int:
                             cell = cbd.run(kind, bs, threads, args.seconds)
                             got[who] = (cell, _harness.context_switches() - c0)
                     else:
-                        reply = rust.call(
-                            op="io",
-                            kind=kind,
-                            bs=bs,
-                            threads=threads,
-                            seconds=args.seconds,
-                            span_off=bc.RAND_OFF,
-                            span_len=span,
-                        )
-                        cell = bc.Cell(
-                            **{k: reply[k] for k in ("ops", "bytes", "elapsed", "cpu")},
-                            mean_us=reply["mean_us"],
-                            p50_us=reply["p50_us"],
-                            p99_us=reply["p99_us"],
-                        )
-                        got[who] = (cell, reply["vcsw"] + reply["ivcsw"])
+                        cell = rust.run(kind, bs, threads, args.seconds)
+                        got[who] = (cell, cell.context_switches)
                 (p, pcs), (q, qcs) = got["py"], got["rust"]
                 if threads == 1 and bs == bc.BLOCK:
                     ratio = p.mean_us / q.mean_us
