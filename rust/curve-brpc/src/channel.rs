@@ -131,6 +131,7 @@ impl Channel {
         stream
             .set_nodelay(true)
             .map_err(|e| connect_err(format!("TCP_NODELAY: {e}")))?;
+        crate::tcp::prefer_unpaced_on_loopback(&stream, target);
         Ok(Self::over(stream, addr, max_body))
     }
 

@@ -202,7 +202,8 @@ impl SharedPort {
 }
 
 /// Accepts on `listener`, serves baidu_std connections with `dispatch` and passes the
-/// rest to gRPC through the returned stream. Every accepted socket gets TCP_NODELAY.
+/// rest to gRPC through the returned stream. Every accepted socket gets TCP_NODELAY, and
+/// one from loopback an unpaced congestion control (tcp.rs).
 pub fn share_port(
     listener: TcpListener,
     dispatch: Arc<dyn Dispatch>,
@@ -222,7 +223,10 @@ pub fn share_port_with_limit(
         loop {
             let stream = tokio::select! {
                 accepted = listener.accept() => match accepted {
-                    Ok((stream, _)) => stream,
+                    Ok((stream, peer)) => {
+                        crate::tcp::prefer_unpaced_on_loopback(&stream, peer);
+                        stream
+                    }
                     Err(e) => {
                         // EMFILE and friends pass; the server must outlive them.
                         tracing::warn!("accept: {e}");
