@@ -293,11 +293,7 @@ impl Node {
             &data,
             req.sn,
         );
-        // The followers' copies are polled first, so they are on the wire before the
-        // local write (inline up to INLINE_IO_MAX) takes this thread: the followers apply
-        // theirs meanwhile, on the other vCPU, instead of after it. Nothing is
-        // acknowledged before both sides are done, as before.
-        let (outcomes, local) = futures::join!(remote, local);
+        let (local, outcomes) = futures::join!(local, remote);
         let backward = ReplicaOutcome::Refused(ChunkOpStatus::Backward as u32);
         if outcomes.iter().any(|(_, o)| *o == backward) && copyset.is_leader() {
             // A follower serves a newer leadership: ours is over (it is not committed).
