@@ -11,7 +11,7 @@ const LOOPBACK_CONGESTION: &str = "reno";
 /// reno rather than the system's default congestion control. Where that default is BBR
 /// (as on this project's VMs), it paces every burst it sends with a timer, and on a VM
 /// each arming of that timer exits to the hypervisor: in the profile of 1 MiB writes the
-/// chunkservers spent 16 % of their samples there (README, Performance). Loopback has no
+/// chunkservers spent 16 % of their samples there (perf, cpu-clock). Loopback has no
 /// bottleneck link for pacing to protect, and reno paces nothing; it is built into every
 /// Linux kernel and open to unprivileged processes. A socket it cannot be set on keeps
 /// the default, which costs time and nothing else. Connections to other hosts are left
