@@ -97,6 +97,9 @@ pub struct Channel {
     sender: FrameSender<OwnedWriteHalf>,
     next_id: AtomicI64,
     max_body: u32,
+    /// Calls leave their frames to the writer task instead of writing them themselves
+    /// (see `over`).
+    queued: bool,
     reader: JoinHandle<()>,
     writer: JoinHandle<()>,
 }
@@ -131,6 +134,7 @@ impl Channel {
         stream
             .set_nodelay(true)
             .map_err(|e| connect_err(format!("TCP_NODELAY: {e}")))?;
+        crate::tcp::prefer_unpaced_on_loopback(&stream, target);
         Ok(Self::over(stream, addr, max_body))
     }
 
@@ -175,11 +179,20 @@ impl Channel {
                 shared.fail_all(&why);
             })
         };
+        // On a current-thread runtime (the local cluster's servers) the writer task runs
+        // on the caller's own thread, so queueing a frame costs no wakeup, and the calls
+        // a server makes in one turn of its loop (a leader replicating the writes that
+        // arrived together) share one `writev`, which also wakes the peer once. On a
+        // multi-threaded runtime (the client) waking the writer's thread would cost more
+        // than the caller writing its frame itself (`FrameSender::send`).
+        let queued = tokio::runtime::Handle::try_current()
+            .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::CurrentThread);
         Channel {
             shared,
             sender,
             next_id: AtomicI64::new(1),
             max_body,
+            queued,
             reader,
             writer,
         }
@@ -228,7 +241,12 @@ impl Channel {
             shared: &self.shared,
             id,
         };
-        if self.sender.send(frame, id).is_err() {
+        let sent = if self.queued {
+            self.sender.queue(frame, id)
+        } else {
+            self.sender.send(frame, id)
+        };
+        if sent.is_err() {
             return Err(CallError::Broken {
                 addr: self.shared.addr.clone(),
                 message: "writer stopped".into(),

@@ -5,12 +5,13 @@
 //!
 //! Modules: `frame` (encode/decode one packet, with limits), `wire` (vectored writer,
 //! frame reader), `channel` (client), `server` (dispatch, shared port), `errors` (brpc's
-//! codes).
+//! codes), `tcp` (socket options).
 
 pub mod channel;
 pub mod errors;
 pub mod frame;
 pub mod server;
+mod tcp;
 mod wire;
 
 pub use channel::{CallError, Channel, Reply};

@@ -1,7 +1,8 @@
-//! The server side: a connection loop that runs each request as its own task (so
-//! pipelined calls are answered as they finish, in any order), and an accept loop that
-//! lets baidu_std and gRPC share one port, as brpc servers do, by the first bytes a
-//! client sends: `PRPC` for baidu_std, anything else (the HTTP/2 preface) for gRPC.
+//! The server side: a connection loop that runs each request that must wait as a task of
+//! its own (so pipelined calls are answered as they finish, in any order), and an accept
+//! loop that lets baidu_std and gRPC share one port, as brpc servers do, by the first
+//! bytes a client sends: `PRPC` for baidu_std, anything else (the HTTP/2 preface) for
+//! gRPC.
 
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -134,7 +135,7 @@ pub async fn serve_connection(stream: TcpStream, dispatch: Arc<dyn Dispatch>, ma
         };
         let call = dispatch.call(request);
         let queue = queue.clone();
-        calls.spawn(async move {
+        let mut answer = Box::pin(async move {
             let (error, resp) = match call.await {
                 Ok(r) => (None, r),
                 Err(e) => (Some(e), Response::default()),
@@ -166,6 +167,14 @@ pub async fn serve_connection(stream: TcpStream, dispatch: Arc<dyn Dispatch>, ma
                 }
             }
         });
+        // Polled here once first: a call that needs no waiting (a follower's replicated
+        // write, a read, both done inline on page cache) answers without a task of its
+        // own, whose spawn, scheduling and reaping cost more than the call itself. One
+        // that waits goes on as a task (its first poll's wakeup, if any, only nudges this
+        // loop); the next frame is read once this one's inline work is done.
+        if futures::poll!(answer.as_mut()).is_pending() {
+            calls.spawn(answer);
+        }
     }
     // Calls still running answer into a queue nobody writes any more.
     calls.abort_all();
@@ -202,7 +211,8 @@ impl SharedPort {
 }
 
 /// Accepts on `listener`, serves baidu_std connections with `dispatch` and passes the
-/// rest to gRPC through the returned stream. Every accepted socket gets TCP_NODELAY.
+/// rest to gRPC through the returned stream. Every accepted socket gets TCP_NODELAY, and
+/// one from loopback an unpaced congestion control (tcp.rs).
 pub fn share_port(
     listener: TcpListener,
     dispatch: Arc<dyn Dispatch>,
@@ -222,7 +232,10 @@ pub fn share_port_with_limit(
         loop {
             let stream = tokio::select! {
                 accepted = listener.accept() => match accepted {
-                    Ok((stream, _)) => stream,
+                    Ok((stream, peer)) => {
+                        crate::tcp::prefer_unpaced_on_loopback(&stream, peer);
+                        stream
+                    }
                     Err(e) => {
                         // EMFILE and friends pass; the server must outlive them.
                         tracing::warn!("accept: {e}");

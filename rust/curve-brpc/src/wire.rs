@@ -125,6 +125,13 @@ impl<W: AsyncWrite + TryWrite + Unpin + Send + 'static> FrameSender<W> {
         self.enqueue(nudge())
     }
 
+    /// Hands a call's frame to the writer task, which sends it unless the call no longer
+    /// wants it (`StillWanted`) by then, batched with the frames queued beside it into one
+    /// `writev`. Err: the writer is gone.
+    pub fn queue(&self, frame: OutFrame, id: i64) -> Result<(), ()> {
+        self.queue.send((frame, Some(id))).map_err(|_| ())
+    }
+
     /// Hands a frame to the writer task (batched with others into one `writev`).
     pub fn enqueue(&self, frame: OutFrame) -> Result<(), ()> {
         self.queue.send((frame, None)).map_err(|_| ())

@@ -143,10 +143,22 @@ pub(crate) async fn send_replicate(
     mut request: ReplicateWriteRequest,
     deadline: Duration,
 ) -> ReplicaOutcome {
+    let data = std::mem::take(&mut request.data);
+    let payload = Bytes::from(request.encode_to_vec());
+    send_encoded(channels, addr, payload, data, deadline).await
+}
+
+/// [`send_replicate`] with the request already encoded (without its data), so a write
+/// going to several followers is encoded once.
+async fn send_encoded(
+    channels: &PeerChannels,
+    addr: &str,
+    payload: Bytes,
+    data: Bytes,
+    deadline: Duration,
+) -> ReplicaOutcome {
     let call = async {
         let channel = channels.brpc(addr).await?;
-        let data = std::mem::take(&mut request.data);
-        let payload = Bytes::from(request.encode_to_vec());
         let reply = channel
             .call(REPLICA_SERVICE, REPLICATE_WRITE, payload, data, deadline)
             .await
@@ -181,30 +193,32 @@ pub(crate) async fn replicate_write(
         .filter(|(_, p)| !channels.is_suspect(&p.addr))
         .count();
     let include_suspects = healthy + 1 < copyset.majority();
-    let term = copyset.term();
+    // The same request for every follower; the data travels as the frame's attachment,
+    // shared with the local write and every other follower without a copy.
+    let request = ReplicateWriteRequest {
+        logic_pool_id: key.logical_pool_id,
+        copyset_id: key.copyset_id,
+        chunk_id: key.chunk_id,
+        offset,
+        data: Bytes::new(),
+        sn,
+        leader_id: self_id,
+        // Only heartbeats carry the lagging record.
+        lagging_term: None,
+        lagging_version: None,
+        lagging: Vec::new(),
+        term: Some(copyset.term()),
+    };
+    let payload = Bytes::from(request.encode_to_vec());
     let calls = copyset.peers().map(|(index, peer)| {
         let skip = !include_suspects && channels.is_suspect(&peer.addr);
+        let (payload, data) = (payload.clone(), data.clone());
         async move {
             if skip {
                 return (index, ReplicaOutcome::Skipped);
             }
-            let request = ReplicateWriteRequest {
-                logic_pool_id: key.logical_pool_id,
-                copyset_id: key.copyset_id,
-                chunk_id: key.chunk_id,
-                offset,
-                // Shared with the local write and every other follower, and sent as the
-                // frame's attachment without a copy.
-                data: data.clone(),
-                sn,
-                leader_id: self_id,
-                // Only heartbeats carry the lagging record.
-                lagging_term: None,
-                lagging_version: None,
-                lagging: Vec::new(),
-                term: Some(term),
-            };
-            let outcome = send_replicate(channels, &peer.addr, request, REPLICATE_DEADLINE).await;
+            let outcome =
+                send_encoded(channels, &peer.addr, payload, data, REPLICATE_DEADLINE).await;
             (index, outcome)
         }
     });

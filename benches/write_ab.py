@@ -1,0 +1,176 @@
+"""The local cluster's write path, A against B: one LocalCluster per Python environment
+given (its servers run from that environment's curvefs, the client from this one's), the
+cells interleaved and their order alternated from round to round so the noise of a shared
+machine spreads over both. Per cell: the rate, and the CPU per op of the client and of the
+three chunkservers together (user + system of their processes), and the chunkservers'
+context switches per op.
+
+    python benches/write_ab.py --servers old=/path/to/venv-old/bin/python \\
+        new=/path/to/venv-new/bin/python [--seconds 3] [--rounds 4]
+
+Workloads: 4 KiB random writes by 8 threads over 128 MiB written beforehand, and 1 MiB
+sequential writes by one thread over 256 MiB written beforehand (overwrites: a fresh
+region each cell would make the figure depend on how much dirty page cache the cells
+before it left, i.e. on writeback throttling). Not a test; a comparison of two builds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import sys
+import threading
+import time
+from pathlib import Path
+
+import curvefs
+from curvefs.testing import LocalCluster
+
+KiB, MiB, GiB = 1 << 10, 1 << 20, 1 << 30
+RAND_OFF, RAND_SPAN = 8 * GiB, 128 * MiB
+SEQ_SPAN = 256 * MiB
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def process_cpu(pid: int) -> float:
+    """User + system seconds of a process (all its threads)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICKS
+
+
+def context_switches(pid: int) -> int:
+    total = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            status = (task / "status").read_text()
+        except OSError:
+            continue  # a thread that ended meanwhile
+        for line in status.splitlines():
+            if line.startswith(("voluntary_ctxt_switches", "nonvoluntary_ctxt_switches")):
+                total += int(line.split()[1])
+    return total
+
+
+class Side:
+    """A cluster whose servers run from `python`, and a volume on it."""
+
+    def __init__(self, name: str, python: str) -> None:
+        self.name = name
+        # LocalCluster starts its servers with sys.executable.
+        saved, sys.executable = sys.executable, python
+        try:
+            self.cluster = LocalCluster()
+            self.cluster.__enter__()
+        finally:
+            sys.executable = saved
+        self.pids = [self.cluster.pid(f"chunkserver-{i}") for i in self.cluster.chunkserver_ids]
+        self.cbd = curvefs.CBDClient()
+        if self.cbd.Init(self.cluster.conf_path) != 0:
+            raise SystemExit(f"{name}: CBDClient.Init failed")
+        self.user = curvefs.UserInfo_t()
+        self.user.owner = "bench"
+        if (rc := self.cbd.Create("/ab", self.user, 10 * GiB)) != 0:
+            raise SystemExit(f"{name}: Create: {rc}")
+        self.fd = self.cbd.Open("/ab", self.user)
+        if self.fd < 0:
+            raise SystemExit(f"{name}: Open: {self.fd}")
+        self.cursor = 0
+
+    def write(self, offset: int, data: bytes) -> None:
+        if (rc := self.cbd.Write(self.fd, data, offset, len(data))) != len(data):
+            raise RuntimeError(f"{self.name}: Write at {offset}: {rc}")
+
+    def fill(self) -> None:
+        data = os.urandom(MiB)
+        for off in [*range(RAND_OFF, RAND_OFF + RAND_SPAN, MiB), *range(0, SEQ_SPAN, MiB)]:
+            self.write(off, data)
+
+    def cell(self, kind: str, seconds: float) -> dict[str, float]:
+        threads, bs = (8, 4 * KiB) if kind == "randwrite" else (1, MiB)
+        data = os.urandom(bs)
+        counts = [0] * threads
+        cpu0 = sum(process_cpu(p) for p in self.pids)
+        switches0 = sum(context_switches(p) for p in self.pids)
+        client0 = time.process_time()
+        start = time.monotonic()
+        stop = start + seconds
+
+        def loop(i: int) -> None:
+            rng = random.Random(i)
+            while time.monotonic() < stop:
+                if kind == "randwrite":
+                    off = RAND_OFF + rng.randrange(RAND_SPAN // bs) * bs
+                else:
+                    off = self.cursor * bs % SEQ_SPAN
+                    self.cursor += 1
+                self.write(off, data)
+                counts[i] += 1
+
+        workers = [threading.Thread(target=loop, args=(i,)) for i in range(threads)]
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join()
+        elapsed = time.monotonic() - start
+        ops = sum(counts)
+        return {
+            "rate": ops / elapsed if kind == "randwrite" else ops * bs / MiB / elapsed,
+            "server_us": (sum(process_cpu(p) for p in self.pids) - cpu0) / ops * 1e6,
+            "client_us": (time.process_time() - client0) / ops * 1e6,
+            "switches": (sum(context_switches(p) for p in self.pids) - switches0) / ops,
+        }
+
+    def close(self) -> None:
+        self.cbd.Close(self.fd)
+        self.cbd.UnInit()
+        self.cluster.__exit__(None, None, None)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument("--servers", nargs="+", required=True, metavar="NAME=PYTHON")
+    parser.add_argument("--seconds", type=float, default=3.0, help="per cell (default 3)")
+    parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("--kinds", default="randwrite,seqwrite")
+    args = parser.parse_args()
+    sides: list[Side] = []
+    try:
+        for spec in args.servers:
+            name, _, python = spec.partition("=")
+            sides.append(Side(name, python))
+        time.sleep(3)  # leaders elected and followers caught up before the fill
+        for side in sides:
+            side.fill()
+        results: dict[tuple[str, str], list[dict[str, float]]] = {}
+        for r in range(args.rounds):
+            for kind in args.kinds.split(","):
+                for side in sides if r % 2 == 0 else sides[::-1]:
+                    c = side.cell(kind, args.seconds)
+                    results.setdefault((kind, side.name), []).append(c)
+                    print(
+                        f"round {r} {kind:9} {side.name:8} {c['rate']:8.0f}  server "
+                        f"{c['server_us']:7.1f} µs/op  client {c['client_us']:6.1f} µs/op  "
+                        f"switches {c['switches']:5.2f}/op",
+                        flush=True,
+                    )
+        print("medians (randwrite: IOPS, 4 KiB x 8 threads; seqwrite: MiB/s, 1 MiB; µs per op):")
+        for (kind, name), cells in sorted(results.items()):
+
+            def median(field: str, cells: list[dict[str, float]] = cells) -> float:
+                return sorted(c[field] for c in cells)[len(cells) // 2]
+
+            print(
+                f"{kind:9} {name:8} {median('rate'):8.0f}  server {median('server_us'):7.1f}"
+                f"  client {median('client_us'):6.1f}  switches {median('switches'):5.2f}"
+            )
+    finally:
+        for side in sides:
+            side.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
