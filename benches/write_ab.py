@@ -20,12 +20,14 @@ import argparse
 import os
 import random
 import sys
-import threading
 import time
 from pathlib import Path
 
 import curvefs
 from curvefs.testing import LocalCluster
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _harness  # a sibling script, not a package
 
 KiB, MiB, GiB = 1 << 10, 1 << 20, 1 << 30
 RAND_OFF, RAND_SPAN = 8 * GiB, 128 * MiB
@@ -89,35 +91,23 @@ class Side:
     def cell(self, kind: str, seconds: float) -> dict[str, float]:
         threads, bs = (8, 4 * KiB) if kind == "randwrite" else (1, MiB)
         data = os.urandom(bs)
-        counts = [0] * threads
         cpu0 = sum(process_cpu(p) for p in self.pids)
         switches0 = sum(context_switches(p) for p in self.pids)
-        client0 = time.process_time()
-        start = time.monotonic()
-        stop = start + seconds
 
-        def loop(i: int) -> None:
-            rng = random.Random(i)
-            while time.monotonic() < stop:
-                if kind == "randwrite":
-                    off = RAND_OFF + rng.randrange(RAND_SPAN // bs) * bs
-                else:
-                    off = self.cursor * bs % SEQ_SPAN
-                    self.cursor += 1
-                self.write(off, data)
-                counts[i] += 1
+        def op(rng: random.Random) -> None:
+            if kind == "randwrite":
+                off = RAND_OFF + rng.randrange(RAND_SPAN // bs) * bs
+            else:
+                off = self.cursor * bs % SEQ_SPAN
+                self.cursor += 1
+            self.write(off, data)
 
-        workers = [threading.Thread(target=loop, args=(i,)) for i in range(threads)]
-        for w in workers:
-            w.start()
-        for w in workers:
-            w.join()
-        elapsed = time.monotonic() - start
-        ops = sum(counts)
+        run = _harness.run_threads(threads, seconds, op)
+        ops = max(run.ops, 1)
         return {
-            "rate": ops / elapsed if kind == "randwrite" else ops * bs / MiB / elapsed,
+            "rate": run.rate if kind == "randwrite" else run.ops * bs / MiB / run.elapsed,
             "server_us": (sum(process_cpu(p) for p in self.pids) - cpu0) / ops * 1e6,
-            "client_us": (time.process_time() - client0) / ops * 1e6,
+            "client_us": run.cpu_us_per_op,
             "switches": (sum(context_switches(p) for p in self.pids) - switches0) / ops,
         }
 
