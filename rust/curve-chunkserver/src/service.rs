@@ -257,7 +257,9 @@ impl Node {
         }
         // Upstream crashes on a short attachment; we refuse it before touching anything.
         let data = req.attachment.unwrap_or_default();
-        if data.len() != range.size as usize {
+        // A write of no bytes is refused too: it would be replicated as one, which a
+        // follower cannot tell from data lost on the way.
+        if data.len() != range.size as usize || data.is_empty() {
             return status_response(ChunkOpStatus::InvalidRequest);
         }
         // Checked before replicating so a BACKWARD write reaches no replica.
@@ -406,6 +408,13 @@ impl Node {
         }
         if req.offset == HEARTBEAT_OFFSET && req.data.is_empty() {
             return Self::heartbeat(copyset, &req);
+        }
+        if req.data.is_empty() {
+            // Leaders replicate only writes that carry data (an empty WriteChunk is
+            // refused before it is replicated); answering success for none would tell the
+            // leader this replica holds bytes it never received.
+            tracing::warn!(copyset = %copyset.name(), chunk_id = req.chunk_id, offset = req.offset, "replicated write without data refused");
+            return ChunkOpStatus::InvalidRequest;
         }
         let Ok(size) = u32::try_from(req.data.len()) else {
             return ChunkOpStatus::InvalidRequest;

@@ -171,6 +171,7 @@ async fn invalid_requests_are_refused_and_write_nothing() -> TestResult {
     let mut absent = write_request(CS_A, 3, 0, pattern(block, 1), 0);
     absent.attachment = None;
     cases.push(("no attachment", absent));
+    cases.push(("no bytes", write_request(CS_A, 3, 0, Vec::new(), 0)));
     let mut no_size = write_request(CS_A, 3, 0, pattern(block, 1), 0);
     no_size.size = None;
     cases.push(("no size", no_size));
@@ -793,6 +794,14 @@ async fn replica_service_refuses_malformed_or_misdirected_writes() -> TestResult
             "odd length",
             ReplicateWriteRequest {
                 data: vec![1; 100].into(),
+                ..base.clone()
+            },
+            ChunkOpStatus::InvalidRequest,
+        ),
+        (
+            "no data (not at the heartbeat offset)",
+            ReplicateWriteRequest {
+                data: Default::default(),
                 ..base.clone()
             },
             ChunkOpStatus::InvalidRequest,
