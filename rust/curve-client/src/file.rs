@@ -476,31 +476,24 @@ impl OpenFile {
         }
         // Hand each piece its own disjoint slice of the caller's buffer.
         let mut rest: &mut [MaybeUninit<u8>] = buf;
-        let mut todo = pieces.iter().zip(addrs);
-        let mut running = Running::new(pieces.len(), self.max_in_flight);
-        loop {
-            while running.has_room() {
-                let Some((piece, addr)) = todo.next() else {
-                    break;
+        let jobs = pieces.iter().zip(addrs).map(|(piece, addr)| {
+            let (head, tail) = std::mem::take(&mut rest).split_at_mut(piece.len as usize);
+            rest = tail;
+            Ok(async move {
+                let data = match addr {
+                    Some(a) => self.send_piece(a, piece, ChunkOp::Read, deadline).await?,
+                    None => None,
                 };
-                let (head, tail) = std::mem::take(&mut rest).split_at_mut(piece.len as usize);
-                rest = tail;
-                running.push(async move {
-                    let data = match addr {
-                        Some(a) => self.send_piece(a, piece, ChunkOp::Read, deadline).await?,
-                        None => None,
-                    };
-                    match data {
-                        Some(d) => copy_into(head, &d)?,
-                        None => head.fill(MaybeUninit::new(0)),
-                    }
-                    Ok::<(), Error>(())
-                });
-            }
-            if !running.next_done().await? {
-                return Ok(());
-            }
-        }
+                match data {
+                    Some(d) => copy_into(head, &d)?,
+                    None => head.fill(MaybeUninit::new(0)),
+                }
+                Ok::<(), Error>(())
+            })
+        });
+        Running::new(pieces.len(), self.max_in_flight)
+            .drive(jobs)
+            .await
     }
 
     /// Writes `data` (aligned) at `offset`. Each chunk sub-request carries a slice of
@@ -520,32 +513,25 @@ impl OpenFile {
         let (pieces, addrs) = self
             .prepare(offset, data.len() as u64, true, deadline)
             .await?;
-        let mut todo = pieces.iter().zip(addrs);
-        let mut running = Running::new(pieces.len(), self.max_in_flight);
-        loop {
-            while running.has_room() {
-                let Some((piece, addr)) = todo.next() else {
-                    break;
-                };
-                let start = piece.buf_offset as usize;
-                let stop = start + piece.len as usize;
-                if stop > data.len() {
-                    return Err(Error::failed("piece outside the write buffer"));
-                }
-                let body = data.slice(start..stop);
-                running.push(async move {
-                    let addr = addr.ok_or_else(|| {
-                        Error::failed("write landed in a segment the MDS did not allocate")
-                    })?;
-                    self.send_piece(addr, piece, ChunkOp::Write(body), deadline)
-                        .await
-                        .map(|_| ())
-                });
+        let jobs = pieces.iter().zip(addrs).map(|(piece, addr)| {
+            let start = piece.buf_offset as usize;
+            let stop = start + piece.len as usize;
+            if stop > data.len() {
+                return Err(Error::failed("piece outside the write buffer"));
             }
-            if !running.next_done().await? {
-                return Ok(());
-            }
-        }
+            let body = data.slice(start..stop);
+            Ok(async move {
+                let addr = addr.ok_or_else(|| {
+                    Error::failed("write landed in a segment the MDS did not allocate")
+                })?;
+                self.send_piece(addr, piece, ChunkOp::Write(body), deadline)
+                    .await
+                    .map(|_| ())
+            })
+        });
+        Running::new(pieces.len(), self.max_in_flight)
+            .drive(jobs)
+            .await
     }
 
     /// The blocks an unaligned IO of `len` bytes at `offset` touches: [start, stop).
@@ -884,6 +870,22 @@ impl<F: std::future::Future<Output = Result<()>>> Running<F> {
         match self {
             Running::One(f) => *f = Some(job),
             Running::Many { set, .. } => set.push(job),
+        }
+    }
+
+    /// Runs the pieces `jobs` makes, each made only once there is room for it; the first
+    /// error, in making a piece or in running one, ends the IO.
+    async fn drive(mut self, mut jobs: impl Iterator<Item = Result<F>>) -> Result<()> {
+        loop {
+            while self.has_room() {
+                let Some(job) = jobs.next() else {
+                    break;
+                };
+                self.push(job?);
+            }
+            if !self.next_done().await? {
+                return Ok(());
+            }
         }
     }
 
