@@ -574,6 +574,20 @@ impl ChunkService for Handlers {
     ) -> Result<Response<UpdateEpochResponse>, Status> {
         Ok(Response::new(self.0.update_epoch(request.into_inner())))
     }
+
+    async fn create_clone_chunk(
+        &self,
+        _request: Request<ChunkRequest>,
+    ) -> Result<Response<ChunkResponse>, Status> {
+        Err(Status::unimplemented("CreateCloneChunk"))
+    }
+
+    async fn recover_chunk(
+        &self,
+        _request: Request<ChunkRequest>,
+    ) -> Result<Response<ChunkResponse>, Status> {
+        Err(Status::unimplemented("RecoverChunk"))
+    }
 }
 
 impl Node {

@@ -105,6 +105,20 @@ impl ChunkService for Foreign {
     ) -> Result<Response<UpdateEpochResponse>, Status> {
         Err(Status::unimplemented("no"))
     }
+
+    async fn create_clone_chunk(
+        &self,
+        _: Request<ChunkRequest>,
+    ) -> Result<Response<ChunkResponse>, Status> {
+        Err(Status::unimplemented("no"))
+    }
+
+    async fn recover_chunk(
+        &self,
+        _: Request<ChunkRequest>,
+    ) -> Result<Response<ChunkResponse>, Status> {
+        Err(Status::unimplemented("no"))
+    }
 }
 
 fn write_request() -> Bytes {

@@ -8,13 +8,14 @@ use std::sync::Arc;
 use curve_proto::mds::curve_fs_service_server::CurveFsService;
 use curve_proto::mds::{
     ChangeOwnerRequest, ChangeOwnerResponse, CloseFileRequest, CloseFileResponse,
-    CreateFileRequest, CreateFileResponse, DeAllocateSegmentRequest, DeAllocateSegmentResponse,
-    DeleteFileRequest, DeleteFileResponse, ExtendFileRequest, ExtendFileResponse,
-    GetFileInfoRequest, GetFileInfoResponse, GetOrAllocateSegmentRequest,
-    GetOrAllocateSegmentResponse, IncreaseFileEpochRequest, IncreaseFileEpochResponse,
-    ListDirRequest, ListDirResponse, OpenFileRequest, OpenFileResponse, ReFreshSessionRequest,
-    ReFreshSessionResponse, RecoverFileRequest, RecoverFileResponse, RenameFileRequest,
-    RenameFileResponse, StatusCode,
+    CreateCloneFileRequest, CreateCloneFileResponse, CreateFileRequest, CreateFileResponse,
+    DeAllocateSegmentRequest, DeAllocateSegmentResponse, DeleteFileRequest, DeleteFileResponse,
+    ExtendFileRequest, ExtendFileResponse, GetFileInfoRequest, GetFileInfoResponse,
+    GetOrAllocateSegmentRequest, GetOrAllocateSegmentResponse, IncreaseFileEpochRequest,
+    IncreaseFileEpochResponse, ListDirRequest, ListDirResponse, OpenFileRequest, OpenFileResponse,
+    ReFreshSessionRequest, ReFreshSessionResponse, RecoverFileRequest, RecoverFileResponse,
+    RenameFileRequest, RenameFileResponse, SetCloneFileStatusRequest, SetCloneFileStatusResponse,
+    StatusCode,
 };
 use tonic::{Request, Response, Status};
 
@@ -232,5 +233,19 @@ impl CurveFsService for CurveFsServiceImpl {
             file_info,
             cs_locs,
         }))
+    }
+
+    async fn create_clone_file(
+        &self,
+        _request: Request<CreateCloneFileRequest>,
+    ) -> Answer<CreateCloneFileResponse> {
+        Err(Status::unimplemented("CreateCloneFile"))
+    }
+
+    async fn set_clone_file_status(
+        &self,
+        _request: Request<SetCloneFileStatusRequest>,
+    ) -> Answer<SetCloneFileStatusResponse> {
+        Err(Status::unimplemented("SetCloneFileStatus"))
     }
 }
