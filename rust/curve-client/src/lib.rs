@@ -40,6 +40,7 @@ pub mod auth;
 mod blocks;
 pub mod chunk;
 pub mod client;
+pub mod clone;
 pub mod conf;
 pub mod context;
 pub mod error;
