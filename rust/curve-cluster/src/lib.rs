@@ -602,6 +602,7 @@ impl ClusterLayout {
             } else {
                 Durability::Cache
             },
+            origin: None,
         })
     }
 }
