@@ -1138,6 +1138,7 @@ async fn stale_leader_follows_a_newer_terms_heartbeat() -> TestResult {
         lagging_version: Some(1),
         lagging: Vec::new(),
         term: None,
+        ..Default::default()
     };
     let resp = stale.replicate_write(heartbeat).await?.into_inner();
     assert_ne!(resp.status, ChunkOpStatus::Backward as u32);
