@@ -38,11 +38,55 @@ pub trait ChunkTarget: Sync {
     fn refresh_info(&self) -> BoxFuture<'_, Result<()>>;
 }
 
-/// Read or write; reads return the data, `None` for a chunk never written (zeros).
+/// One chunk operation. Reads return the data, `None` for a chunk never written (zeros);
+/// the others return `None` on success.
 #[derive(Debug, Clone)]
 pub enum ChunkOp {
     Read,
     Write(Bytes),
+    /// RecoverChunk: the chunkserver fills the unwritten pages of [offset, offset + size)
+    /// of a clone chunk from its origin (a flatten sends it for every chunk).
+    Recover,
+    /// CreateCloneChunk: a clone chunk whose unwritten pages read from `location`
+    /// (`"<path>:<offset>@cs"` or `"<key>@s3"`); `size` must be the chunk size. CHUNK_EXIST
+    /// (a chunk already there with another location or sn) fails with EXISTS.
+    CreateClone {
+        location: String,
+        sn: u64,
+        corrected_sn: u64,
+    },
+}
+
+/// Where the unwritten part of a chunk of a lazy clone reads from: ReadChunk and
+/// WriteChunk carry it as `cloneFileSource` (12) and `cloneFileOffset` (13).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestSource {
+    /// The clone source's path.
+    pub file: String,
+    /// The source offset of the chunk's first byte: `chunkIndex × chunkSize`.
+    pub offset: u64,
+}
+
+/// A [`ChunkTarget`] for requests that belong to no open file (CreateCloneChunk and
+/// RecoverChunk sent on their own): no inode, no sn, never disabled.
+pub struct NoFile;
+
+impl ChunkTarget for NoFile {
+    fn file_id(&self) -> u64 {
+        0
+    }
+
+    fn write_sn_and_epoch(&self) -> (u64, u64) {
+        (0, 0)
+    }
+
+    fn check_not_disabled(&self) -> Result<()> {
+        Ok(())
+    }
+
+    fn refresh_info(&self) -> BoxFuture<'_, Result<()>> {
+        Box::pin(std::future::ready(Ok(())))
+    }
 }
 
 struct Policy {
@@ -101,8 +145,10 @@ enum Next {
     Retry(Duration),
 }
 
-/// Sends one chunk sub-request with retries until `deadline`. `Ok(None)` only for a read
-/// of a chunk that was never written.
+/// Sends one chunk sub-request with retries until `deadline`. A read answers `Ok(None)`
+/// for a chunk that was never written; the other operations answer `Ok(None)` on success.
+/// `source` is attached to reads and writes only (upstream's CalcRequestSourceInfo).
+#[allow(clippy::too_many_arguments)]
 pub async fn send(
     ctx: &Context,
     file: &impl ChunkTarget,
@@ -110,6 +156,7 @@ pub async fn send(
     offset_in_chunk: u32,
     size: u32,
     op: ChunkOp,
+    source: Option<&RequestSource>,
     deadline: Instant,
 ) -> Result<Option<Bytes>> {
     let policy = Policy::new(ctx);
@@ -121,8 +168,20 @@ pub async fn send(
     let (op_type, method, attachment) = match &op {
         ChunkOp::Read => (ChunkOpType::ChunkOpRead, &methods::READ_CHUNK, Bytes::new()),
         ChunkOp::Write(d) => (ChunkOpType::ChunkOpWrite, &methods::WRITE_CHUNK, d.clone()),
+        ChunkOp::Recover => (
+            ChunkOpType::ChunkOpRecover,
+            &methods::RECOVER_CHUNK,
+            Bytes::new(),
+        ),
+        ChunkOp::CreateClone { .. } => (
+            ChunkOpType::ChunkOpCreateClone,
+            &methods::CREATE_CLONE_CHUNK,
+            Bytes::new(),
+        ),
     };
     let is_write = matches!(op, ChunkOp::Write(_));
+    let is_read = matches!(op, ChunkOp::Read);
+    let source = source.filter(|_| is_read || is_write);
     if is_write {
         check_write_data(size, &attachment)?;
     }
@@ -168,7 +227,7 @@ pub async fn send(
         }
         tries_on_leader += 1;
         let (sn, epoch) = file.write_sn_and_epoch();
-        let req = ChunkRequest {
+        let mut req = ChunkRequest {
             op_type: op_type as i32,
             logic_pool_id: addr.logical_pool_id,
             copyset_id: addr.copyset_id,
@@ -178,8 +237,22 @@ pub async fn send(
             sn: is_write.then_some(sn),
             file_id: is_write.then_some(file.file_id()),
             epoch: (is_write && epoch != 0).then_some(epoch),
+            clone_file_source: source.map(|s| s.file.clone()),
+            clone_file_offset: source.map(|s| s.offset),
             ..Default::default()
         };
+        if let ChunkOp::CreateClone {
+            location,
+            sn,
+            corrected_sn,
+        } = &op
+        {
+            // Upstream's CreateCloneChunk sends no offset: the chunk is made whole.
+            req.offset = None;
+            req.location = Some(location.clone());
+            req.sn = Some(*sn);
+            req.corrected_sn = Some(*corrected_sn);
+        }
         let timeout = policy
             .timeout(tries_on_leader - 1)
             .min(deadline.saturating_duration_since(now))
@@ -200,7 +273,7 @@ pub async fn send(
                     ChunkOpStatus::try_from(resp.status).unwrap_or(ChunkOpStatus::FailureUnknown);
                 match status {
                     ChunkOpStatus::Success => {
-                        if is_write {
+                        if !is_read {
                             return Ok(None);
                         }
                         if data.len() == size as usize {
@@ -212,7 +285,7 @@ pub async fn send(
                         ));
                         Next::Retry(policy.retry_interval)
                     }
-                    ChunkOpStatus::ChunkNotexist if !is_write => return Ok(None),
+                    ChunkOpStatus::ChunkNotexist if is_read => return Ok(None),
                     ChunkOpStatus::Redirected => {
                         last = status_error(status, &leader);
                         // A hint naming no known peer is no better than no hint.
@@ -266,7 +339,8 @@ pub async fn send(
                         Next::Retry(policy.retry_interval)
                     }
                     // INVALID_REQUEST, CHUNK_EXIST, EPOCH_TOO_OLD, NOSPACE (cluster full:
-                    // no retry loop), CHUNK_NOTEXIST on write, BACKWARD on read.
+                    // no retry loop), CHUNK_NOTEXIST on anything but a read, BACKWARD on
+                    // anything but a write.
                     _ => return Err(status_error(status, &leader)),
                 }
             }

@@ -27,12 +27,15 @@ use bytes::Bytes;
 use curve_proto::mds::FileType;
 
 pub use crate::auth::UserInfo;
+use crate::chunk::{self, ChunkOp, NoFile};
 use crate::conf::ClientConfig;
 use crate::context::Context;
 use crate::error::{Error, ErrorCode, Result};
 use crate::file::OpenFile;
 use crate::lock;
 pub use crate::mds::CreateOptions;
+use crate::metacache::ChunkAddr;
+use crate::readonly::ReadOnlyFile;
 use crate::stat::FileStat;
 use crate::transport::Transport;
 
@@ -277,6 +280,99 @@ impl Client {
         self.alive()?;
         check(path, user)?;
         OpenFile::open(self.core.ctx.clone(), path, user).await
+    }
+
+    /// Upstream's Open4ReadOnly: GetFileInfo only (no session, no lease, nothing to close);
+    /// see [`ReadOnlyFile`]. With `disable_stripe` a striped file is read in chunk order.
+    pub async fn open_readonly(
+        &self,
+        path: &str,
+        user: &UserInfo,
+        disable_stripe: bool,
+    ) -> Result<Arc<ReadOnlyFile>> {
+        self.alive()?;
+        check(path, user)?;
+        ReadOnlyFile::open(self.core.ctx.clone(), path, user, disable_stripe).await
+    }
+
+    /// Sends one chunk operation that belongs to no open file (CreateCloneChunk and
+    /// RecoverChunk of a clone or a flatten) to the leader of `addr`'s copyset, with the
+    /// retries of any chunk IO, until `deadline`. Reads answer their data (`None`: never
+    /// written); the rest answer `None`. Writes need an open file and are refused here.
+    pub async fn send_chunk_op(
+        &self,
+        addr: ChunkAddr,
+        offset: u32,
+        size: u32,
+        op: ChunkOp,
+        deadline: Instant,
+    ) -> Result<Option<Bytes>> {
+        self.alive()?;
+        if matches!(op, ChunkOp::Write(_)) {
+            return Err(Error::param(
+                "WriteChunk needs an open file (its sn, id and epoch)",
+            ));
+        }
+        chunk::send(
+            &self.core.ctx,
+            &NoFile,
+            addr,
+            offset,
+            size,
+            op,
+            None,
+            deadline,
+        )
+        .await
+    }
+
+    /// CreateCloneFile: see [`crate::mds::MdsClient::create_clone_file`].
+    #[allow(clippy::too_many_arguments)]
+    pub async fn create_clone_file(
+        &self,
+        path: &str,
+        user: &UserInfo,
+        length: u64,
+        seq: u64,
+        chunk_size: u32,
+        clone_source: &str,
+        layout: &CreateOptions,
+    ) -> Result<FileStat> {
+        self.alive()?;
+        check(path, user)?;
+        if !clone_source.is_empty() {
+            check_path(clone_source)?;
+        }
+        let info = self
+            .core
+            .ctx
+            .mds
+            .create_clone_file(path, user, length, seq, chunk_size, clone_source, layout)
+            .await?;
+        Ok(FileStat::from(&info))
+    }
+
+    /// SetCloneFileStatus: see [`crate::mds::MdsClient::set_clone_file_status`].
+    pub async fn set_clone_file_status(
+        &self,
+        path: &str,
+        user: &UserInfo,
+        file_id: Option<u64>,
+        status: curve_proto::mds::FileStatus,
+    ) -> Result<()> {
+        self.alive()?;
+        check(path, user)?;
+        self.core
+            .ctx
+            .mds
+            .set_clone_file_status(path, user, file_id, status)
+            .await
+    }
+
+    /// The MDS client, for the calls that have no SDK facade (CreateCloneFile,
+    /// SetCloneFileStatus, …).
+    pub fn mds(&self) -> &crate::mds::MdsClient {
+        &self.core.ctx.mds
     }
 
     /// Releases the fd, then closes its file (see [`OpenFile::close`]).

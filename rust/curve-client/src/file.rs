@@ -449,7 +449,7 @@ impl OpenFile {
             .map_err(|_| Error::failed("offset inside a chunk exceeds 4 GiB"))?;
         let size =
             u32::try_from(piece.len).map_err(|_| Error::failed("sub-request exceeds 4 GiB"))?;
-        chunk::send(&self.ctx, self, addr, offset, size, op, deadline).await
+        chunk::send(&self.ctx, self, addr, offset, size, op, None, deadline).await
     }
 
     pub async fn read(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
@@ -838,7 +838,7 @@ impl ChunkTarget for OpenFile {
 /// room frees up, not all up front: a future holds its whole state machine from birth
 /// (a few KiB), and a 64 MiB IO has 1,024 pieces, so a `preadinto` into a preallocated
 /// buffer allocated in proportion to its size (bench_compare's memory probe).
-enum Running<F> {
+pub(crate) enum Running<F> {
     /// One piece (QD1): awaited as it is, with no stream machinery in between.
     One(Option<F>),
     Many {
@@ -848,7 +848,7 @@ enum Running<F> {
 }
 
 impl<F: std::future::Future<Output = Result<()>>> Running<F> {
-    fn new(pieces: usize, max_in_flight: usize) -> Self {
+    pub(crate) fn new(pieces: usize, max_in_flight: usize) -> Self {
         if pieces == 1 {
             Running::One(None)
         } else {
@@ -875,7 +875,7 @@ impl<F: std::future::Future<Output = Result<()>>> Running<F> {
 
     /// Runs the pieces `jobs` makes, each made only once there is room for it; the first
     /// error, in making a piece or in running one, ends the IO.
-    async fn drive(mut self, mut jobs: impl Iterator<Item = Result<F>>) -> Result<()> {
+    pub(crate) async fn drive(mut self, mut jobs: impl Iterator<Item = Result<F>>) -> Result<()> {
         loop {
             while self.has_room() {
                 let Some(job) = jobs.next() else {

@@ -47,6 +47,7 @@ pub mod file;
 pub mod io;
 pub mod mds;
 pub mod metacache;
+pub mod readonly;
 pub mod stat;
 pub mod transport;
 
@@ -57,6 +58,7 @@ pub use context::Context;
 pub use error::{Error, ErrorCode, Result};
 pub use file::OpenFile;
 pub use mds::CreateOptions;
+pub use readonly::ReadOnlyFile;
 pub use stat::FileStat;
 
 /// Locks a std mutex, ignoring poisoning: every critical section here leaves its data

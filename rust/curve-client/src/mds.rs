@@ -23,12 +23,14 @@ use curve_proto::mds::topology::{
 };
 use curve_proto::mds::{
     ChangeOwnerRequest, ChangeOwnerResponse, CloseFileRequest, CloseFileResponse,
-    CreateFileRequest, CreateFileResponse, DeAllocateSegmentRequest, DeAllocateSegmentResponse,
-    DeleteFileRequest, DeleteFileResponse, ExtendFileRequest, ExtendFileResponse, FileInfo,
-    FileType, GetFileInfoRequest, GetFileInfoResponse, GetOrAllocateSegmentRequest,
-    GetOrAllocateSegmentResponse, ListDirRequest, ListDirResponse, OpenFileRequest,
-    OpenFileResponse, PageFileSegment, ProtoSession, ReFreshSessionRequest, ReFreshSessionResponse,
-    RecoverFileRequest, RecoverFileResponse, RenameFileRequest, RenameFileResponse, StatusCode,
+    CreateCloneFileRequest, CreateCloneFileResponse, CreateFileRequest, CreateFileResponse,
+    DeAllocateSegmentRequest, DeAllocateSegmentResponse, DeleteFileRequest, DeleteFileResponse,
+    ExtendFileRequest, ExtendFileResponse, FileInfo, FileStatus, FileType, GetFileInfoRequest,
+    GetFileInfoResponse, GetOrAllocateSegmentRequest, GetOrAllocateSegmentResponse, ListDirRequest,
+    ListDirResponse, OpenFileRequest, OpenFileResponse, PageFileSegment, ProtoSession,
+    ReFreshSessionRequest, ReFreshSessionResponse, RecoverFileRequest, RecoverFileResponse,
+    RenameFileRequest, RenameFileResponse, SetCloneFileStatusRequest, SetCloneFileStatusResponse,
+    StatusCode,
 };
 
 use crate::auth::Credentials;
@@ -276,6 +278,70 @@ impl MdsClient {
             })
             .await?;
         check(resp.status_code, "CreateFile")
+    }
+
+    /// CreateCloneFile (upstream's SnapshotClient call): a page file made for a clone, in
+    /// status Cloning. `clone_source` is the source volume's path for a lazy clone of a
+    /// volume, "" for one whose chunks the caller creates (a clone from a snapshot).
+    #[allow(clippy::too_many_arguments)]
+    pub async fn create_clone_file(
+        &self,
+        path: &str,
+        user: &UserInfo,
+        length: u64,
+        seq: u64,
+        chunk_size: u32,
+        clone_source: &str,
+        layout: &CreateOptions,
+    ) -> Result<FileInfo> {
+        let resp: CreateCloneFileResponse = self
+            .call(&methods::CREATE_CLONE_FILE, CallKind::Metadata, || {
+                let cr = Credentials::now(&user.owner, &user.password);
+                CreateCloneFileRequest {
+                    file_name: path.to_string(),
+                    file_type: FileType::InodePagefile as i32,
+                    file_length: length,
+                    seq,
+                    chunksize: chunk_size,
+                    owner: cr.owner,
+                    signature: Some(cr.signature),
+                    date: cr.date,
+                    clone_source: clone_source.to_string(),
+                    stripe_unit: Some(layout.stripe_unit),
+                    stripe_count: Some(layout.stripe_count),
+                    poolset: Some(layout.poolset.clone()),
+                }
+            })
+            .await?;
+        check(resp.status_code, "CreateCloneFile")?;
+        resp.file_info
+            .ok_or_else(|| Error::failed("CreateCloneFile: MDS answered OK without a FileInfo"))
+    }
+
+    /// SetCloneFileStatus: moves a clone along Cloning → CloneMetaInstalled → Cloned
+    /// (`status` is a `curve.mds.FileStatus`). `file_id`, when given, must name the inode
+    /// at `path` or the MDS refuses.
+    pub async fn set_clone_file_status(
+        &self,
+        path: &str,
+        user: &UserInfo,
+        file_id: Option<u64>,
+        status: FileStatus,
+    ) -> Result<()> {
+        let resp: SetCloneFileStatusResponse = self
+            .call(&methods::SET_CLONE_FILE_STATUS, CallKind::Metadata, || {
+                let cr = Credentials::now(&user.owner, &user.password);
+                SetCloneFileStatusRequest {
+                    file_name: path.to_string(),
+                    file_id,
+                    file_status: status as i32,
+                    owner: cr.owner,
+                    signature: Some(cr.signature),
+                    date: cr.date,
+                }
+            })
+            .await?;
+        check(resp.status_code, "SetCloneFileStatus")
     }
 
     pub async fn get_file_info(&self, path: &str, user: &UserInfo) -> Result<FileInfo> {

@@ -61,6 +61,9 @@ pub mod methods {
     pub const OPEN_FILE: RpcMethod = RpcMethod::new(CURVEFS_SERVICE, "OpenFile");
     pub const CLOSE_FILE: RpcMethod = RpcMethod::new(CURVEFS_SERVICE, "CloseFile");
     pub const REFRESH_SESSION: RpcMethod = RpcMethod::new(CURVEFS_SERVICE, "RefreshSession");
+    pub const CREATE_CLONE_FILE: RpcMethod = RpcMethod::new(CURVEFS_SERVICE, "CreateCloneFile");
+    pub const SET_CLONE_FILE_STATUS: RpcMethod =
+        RpcMethod::new(CURVEFS_SERVICE, "SetCloneFileStatus");
 
     pub const GET_CHUNK_SERVER_LIST_IN_COPYSETS: RpcMethod =
         RpcMethod::new(TOPOLOGY_SERVICE, "GetChunkServerListInCopySets");
@@ -74,6 +77,8 @@ pub mod methods {
 
     pub const READ_CHUNK: RpcMethod = RpcMethod::new(CHUNK_SERVICE, "ReadChunk");
     pub const WRITE_CHUNK: RpcMethod = RpcMethod::new(CHUNK_SERVICE, "WriteChunk");
+    pub const CREATE_CLONE_CHUNK: RpcMethod = RpcMethod::new(CHUNK_SERVICE, "CreateCloneChunk");
+    pub const RECOVER_CHUNK: RpcMethod = RpcMethod::new(CHUNK_SERVICE, "RecoverChunk");
     pub const GET_LEADER: RpcMethod = RpcMethod::new(CLI_SERVICE2, "GetLeader");
 }
 
