@@ -71,7 +71,7 @@ use curve_proto::local::replica_service_server::ReplicaServiceServer;
 use tonic::transport::Server;
 
 use crate::copyset::CopysetState;
-pub use crate::origin::{ORIGIN_DEADLINE, Origin, OriginError};
+pub use crate::origin::{CurveVolumes, ORIGIN_DEADLINE, Origin, OriginError};
 use crate::service::{Handlers, Node};
 use crate::store::ChunkStore;
 pub use crate::store::Durability;
