@@ -576,3 +576,69 @@ async fn a_follower_back_from_the_dead_gets_the_clone_chunks_state() -> TestResu
     }
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_follower_during_recover_chunk_misses_nothing() -> TestResult {
+    let origin = TestOrigin::new();
+    let (cluster, proxy) = Cluster::start_with_proxy_and_origin(1, origin.clone()).await?;
+    let mut leader = Wire::connect(&cluster, 0, false).await?;
+    let resp = leader
+        .call(
+            "CreateCloneChunk",
+            create_clone_request(70, 1, 0, &location(2)),
+        )
+        .await?;
+    assert_eq!(status(&resp), ChunkOpStatus::Success);
+    let resp = leader
+        .call(
+            "WriteChunk",
+            write_request(CS_A, 70, 0, pattern(BLOCK, 3), 1),
+        )
+        .await?;
+    assert_eq!(status(&resp), ChunkOpStatus::Success);
+    assert!(record_path(&cluster, 1, 70).exists());
+    // Member 1 hangs (bytes stop both ways, as for a SIGSTOPped process) while the whole
+    // chunk is recovered, 1 MiB at a time.
+    proxy.cut();
+    let piece = 1u32 << 20;
+    for offset in (0..CHUNK_SIZE).step_by(piece as usize) {
+        let started = Instant::now();
+        let resp = leader
+            .call("RecoverChunk", recover_request(70, offset, piece))
+            .await?;
+        let took = started.elapsed();
+        assert_eq!(status(&resp), ChunkOpStatus::Success, "piece at {offset}");
+        assert!(
+            took < Duration::from_secs(3),
+            "piece at {offset} took {took:?}"
+        );
+    }
+    let mut expected = source_bytes(clone_offset(2), CHUNK_SIZE as usize);
+    expected[..BLOCK].copy_from_slice(&pattern(BLOCK, 3));
+    for i in [0, 2] {
+        assert!(
+            !record_path(&cluster, i, 70).exists(),
+            "replica {i} is still a clone chunk"
+        );
+        assert!(
+            on_disk(&cluster.chunk_path(i, CS_A, 70), 0, CHUNK_SIZE as usize)? == expected,
+            "replica {i}"
+        );
+    }
+    // Member 1 answers again: the leader's catch-up makes its chunk plain and whole.
+    proxy.restore();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let caught_up = !record_path(&cluster, 1, 70).exists()
+            && on_disk(&cluster.chunk_path(1, CS_A, 70), 0, CHUNK_SIZE as usize)? == expected;
+        if caught_up {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "member 1 never caught up chunk 70"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok(())
+}

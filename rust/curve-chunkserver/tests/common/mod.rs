@@ -66,6 +66,16 @@ impl Cluster {
         Ok((cluster, proxy))
     }
 
+    /// [`Cluster::start_with_proxy`] with `origin` reading clone chunks' sources.
+    pub async fn start_with_proxy_and_origin(
+        member: usize,
+        origin: Arc<dyn Origin>,
+    ) -> Result<(Self, proxy::Proxy), Box<dyn std::error::Error + Send + Sync>> {
+        let proxy = proxy::Proxy::bind().await?;
+        let cluster = Self::start_with(true, Some((member, &proxy)), Some(origin)).await?;
+        Ok((cluster, proxy))
+    }
+
     async fn start_with(
         redirect_hints: bool,
         proxied: Option<(usize, &proxy::Proxy)>,
