@@ -91,6 +91,18 @@ impl Servers {
         }
     }
 
+    /// Stops every task of chunkserver `id` (its one worker thread blocks) until the
+    /// returned sender is dropped, as SIGSTOP and SIGCONT would.
+    fn pause_chunkserver(&self, id: u32) -> std::sync::mpsc::Sender<()> {
+        let (resume, paused) = std::sync::mpsc::channel::<()>();
+        if let Some(rt) = &self.runtimes[id as usize] {
+            rt.spawn(async move {
+                let _ = paused.recv();
+            });
+        }
+        resume
+    }
+
     fn chunk_file(&self, id: u32, chunk_id: u64) -> std::path::PathBuf {
         self.layout.chunkserver_data_dir(id).join(format!(
             "copysets/{}-1/chunk_{chunk_id}",
@@ -121,8 +133,23 @@ fn clone_chunk(chunk_id: u64) -> ChunkAddr {
     }
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fault {
+    Kill,
+    Pause,
+}
+
 #[test]
 fn clone_chunks_read_a_real_volume_and_survive_a_killed_leader() {
+    clone_chunks_read_a_real_volume_through(Fault::Kill);
+}
+
+#[test]
+fn clone_chunks_read_a_real_volume_and_survive_a_paused_leader() {
+    clone_chunks_read_a_real_volume_through(Fault::Pause);
+}
+
+fn clone_chunks_read_a_real_volume_through(fault: Fault) {
     let mut servers = Servers::start();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -191,14 +218,19 @@ fn clone_chunks_read_a_real_volume_and_survive_a_killed_leader() {
             );
         }
     });
-    // Flatten chunk 0 in 1 MiB pieces (the clone service's split) and kill the copyset's
-    // leader (its preferred one) a quarter of the way, with a read of chunk 1 in flight.
+    // Flatten chunk 0 in 1 MiB pieces (the clone service's split) and kill or pause the
+    // copyset's leader (its preferred one, which also serves the source's chunks) a
+    // quarter of the way, with a read of chunk 1 in flight.
     let leader = servers.layout.copyset_members(1)[0].id;
     let pieces = chunk / MIB;
+    let mut paused = None;
     for piece in 0..pieces {
         if piece == pieces / 4 {
             let reading = rt.spawn(send(CLONE_CHUNK + 1, 0, 4 * MIB, ChunkOp::Read));
-            servers.kill_chunkserver(leader);
+            match fault {
+                Fault::Kill => servers.kill_chunkserver(leader),
+                Fault::Pause => paused = Some(servers.pause_chunkserver(leader)),
+            }
             let (answer, took) = rt.block_on(reading).unwrap();
             let got = answer.unwrap().unwrap();
             assert!(got[..] == source[chunk as usize..(chunk + 4 * MIB) as usize]);
@@ -211,7 +243,7 @@ fn clone_chunks_read_a_real_volume_and_survive_a_killed_leader() {
             "piece {piece} took {took:?}"
         );
     }
-    // Flattened: a plain chunk holding the source's bytes on both surviving replicas.
+    // Flattened: a plain chunk holding the source's bytes on both other replicas.
     for id in servers
         .layout
         .copyset_members(1)
@@ -232,6 +264,8 @@ fn clone_chunks_read_a_real_volume_and_survive_a_killed_leader() {
             "chunkserver {id}'s chunk differs"
         );
     }
+    // The paused leader resumes, steps down and is caught up; reads stay right.
+    drop(paused);
     let (answer, _) = rt.block_on(send(CLONE_CHUNK, 0, chunk, ChunkOp::Read));
     assert!(answer.unwrap().unwrap()[..] == source[..chunk as usize]);
 }
