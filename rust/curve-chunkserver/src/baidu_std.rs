@@ -1,7 +1,8 @@
 //! The chunkserver's services over brpc's baidu_std, as stock chunkservers serve them:
 //! WriteChunk's data is the request attachment and ReadChunk's the response attachment;
 //! GetLeader fails with ENOENT (copyset not hosted) or EAGAIN (no leader known), and
-//! TransferLeader with ENOENT, EPERM (not the leader) or EINVAL (not a member). The same
+//! TransferLeader with ENOENT, EPERM (not the leader) or EINVAL (not a member).
+//! CreateCloneChunk and RecoverChunk carry no data either way. The same
 //! handlers as the gRPC face run underneath. Leaders send ReplicateWrite here too, its
 //! data as the attachment (replication.rs).
 
@@ -62,6 +63,18 @@ impl Dispatch for BaiduStd {
                     Ok(Response {
                         payload: Bytes::from(resp.encode_to_vec()),
                         attachment: data,
+                    })
+                }
+                (CHUNK_SERVICE, method @ ("CreateCloneChunk" | "RecoverChunk")) => {
+                    let req = decode_chunk_request(r.payload)?;
+                    let resp = if method == "RecoverChunk" {
+                        node.recover_to_the_end(req).await
+                    } else {
+                        node.create_clone_to_the_end(req).await
+                    };
+                    Ok(Response {
+                        payload: Bytes::from(resp.encode_to_vec()),
+                        attachment: Bytes::new(),
                     })
                 }
                 (CHUNK_SERVICE, "GetChunkInfo") => {

@@ -27,16 +27,16 @@ use curve_proto::chunkserver::cli_service2_client::CliService2Client;
 use curve_proto::chunkserver::{ChunkOpStatus, GetLeaderRequest2};
 use curve_proto::common::Peer;
 use curve_proto::local::replica_service_client::ReplicaServiceClient;
-use curve_proto::local::{ReplicaStateRequest, ReplicateWriteRequest};
+use curve_proto::local::{ReplicaStateRequest, ReplicateKind, ReplicateWriteRequest};
 use futures::future::join_all;
 use tokio::task::JoinSet;
 
 use crate::copyset::{
     CopysetState, Dirty, Lagging, PROBE_FAILURES_TO_FAILOVER, Role, peer_id_text,
 };
-use crate::replication::{REPLICATE_DEADLINE, ReplicaOutcome, send_replicate};
+use crate::replication::{CloneFields, REPLICATE_DEADLINE, ReplicaOutcome, send_replicate};
 use crate::service::Node;
-use crate::store::ChunkKey;
+use crate::store::{ChunkKey, ChunkView};
 
 pub(crate) const TICK: Duration = Duration::from_millis(500);
 /// GetLeader probes and heartbeats: short, so one dead peer cannot stretch a tick.
@@ -178,6 +178,7 @@ async fn send_beat(node: &Node, cs: &CopysetState, index: usize, handover: bool)
         lagging: lagging.ids.iter().copied().collect(),
         // Heartbeats carry the term in `sn`.
         term: None,
+        ..Default::default()
     };
     let outcome = send_replicate(node.channels(), &peer.addr, request, PROBE_DEADLINE).await;
     if outcome == ReplicaOutcome::Applied
@@ -599,6 +600,10 @@ async fn copy_dirty_chunks(node: &Node, cs: &CopysetState, index: usize) -> Resu
     }
 }
 
+/// Copies one chunk to the follower at `addr`: first what the chunk is (its sn, and
+/// whether it is a clone chunk with which location and written pages), then its data as
+/// it is on disk, which leaves the follower's page bitmap alone. A clone chunk never
+/// written has no data to send but must still exist on the follower.
 async fn copy_chunk(node: &Node, cs: &CopysetState, addr: &str, chunk_id: u64) -> Result<(), ()> {
     let key = ChunkKey {
         logical_pool_id: cs.logical_pool_id,
@@ -610,6 +615,50 @@ async fn copy_chunk(node: &Node, cs: &CopysetState, addr: &str, chunk_id: u64) -
         return Ok(());
     };
     let sn = store.sn(key).map_err(|_| ())?;
+    let fields = match store.view(key).map_err(|_| ())? {
+        ChunkView::Missing => return Ok(()),
+        ChunkView::Plain => CloneFields {
+            kind: ReplicateKind::CloneState,
+            ..CloneFields::default()
+        },
+        ChunkView::Clone(meta) => CloneFields {
+            kind: ReplicateKind::CloneState,
+            location: Some(meta.location),
+            corrected_sn: Some(meta.corrected_sn),
+            bitmap: Some(meta.bitmap.as_bytes().to_vec()),
+        },
+    };
+    let request = |offset: u32, data: Bytes, fields: &CloneFields| {
+        let mut request = ReplicateWriteRequest {
+            logic_pool_id: key.logical_pool_id,
+            copyset_id: key.copyset_id,
+            chunk_id,
+            offset,
+            data,
+            sn,
+            leader_id: node.id,
+            term: Some(cs.term()),
+            // Only heartbeats carry the lagging record.
+            ..Default::default()
+        };
+        fields.fill(&mut request);
+        request
+    };
+    if send_replicate(
+        node.channels(),
+        addr,
+        request(0, Bytes::new(), &fields),
+        REPLICATE_DEADLINE,
+    )
+    .await
+        != ReplicaOutcome::Applied
+    {
+        return Err(());
+    }
+    let raw = CloneFields {
+        kind: ReplicateKind::Raw,
+        ..CloneFields::default()
+    };
     let mut offset = 0u64;
     while offset < len {
         let piece = CATCH_UP_PIECE.min(len - offset);
@@ -623,21 +672,13 @@ async fn copy_chunk(node: &Node, cs: &CopysetState, addr: &str, chunk_id: u64) -
             .map_err(|_| ())?
             .map_err(|_| ())?
             .ok_or(())?;
-        let request = ReplicateWriteRequest {
-            logic_pool_id: key.logical_pool_id,
-            copyset_id: key.copyset_id,
-            chunk_id,
-            offset: wire_offset,
-            data: Bytes::from(data),
-            sn,
-            leader_id: node.id,
-            // Only heartbeats carry the lagging record.
-            lagging_term: None,
-            lagging_version: None,
-            lagging: Vec::new(),
-            term: Some(cs.term()),
-        };
-        if send_replicate(node.channels(), addr, request, REPLICATE_DEADLINE).await
+        if send_replicate(
+            node.channels(),
+            addr,
+            request(wire_offset, Bytes::from(data), &raw),
+            REPLICATE_DEADLINE,
+        )
+        .await
             != ReplicaOutcome::Applied
         {
             return Err(());

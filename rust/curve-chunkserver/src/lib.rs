@@ -14,6 +14,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 /// A replica of a copyset: the chunkserver id and its address ("ip:port").
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,18 +47,22 @@ pub struct ChunkServerConfig {
     /// Whether an acknowledged write is on stable storage (`Sync`, as upstream's
     /// chunkservers) or in the page cache (`Cache`: survives a killed process only).
     pub durability: Durability,
+    /// Reads the source volumes of clone chunks (upstream's OriginCopyer). `None`: reads
+    /// of unwritten clone pages and RecoverChunk fail with FAILURE_UNKNOWN.
+    pub origin: Option<Arc<dyn Origin>>,
 }
 
 mod baidu_std;
+mod clone;
 mod copyset;
 mod election;
+mod origin;
 mod replication;
 mod service;
 mod store;
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::Arc;
 
 use curve_proto::chunkserver::chunk_service_server::ChunkServiceServer;
 use curve_proto::chunkserver::cli_service2_server::CliService2Server;
@@ -66,6 +71,7 @@ use curve_proto::local::replica_service_server::ReplicaServiceServer;
 use tonic::transport::Server;
 
 use crate::copyset::CopysetState;
+pub use crate::origin::{CurveVolumes, ORIGIN_DEADLINE, Origin, OriginError};
 use crate::service::{Handlers, Node};
 use crate::store::ChunkStore;
 pub use crate::store::Durability;
@@ -172,7 +178,12 @@ fn build_node(config: &ChunkServerConfig) -> Result<Node, Error> {
             config.chunk_size, config.block_size
         )));
     }
-    let store = ChunkStore::new(&config.data_dir, config.durability);
+    let store = ChunkStore::new(
+        &config.data_dir,
+        config.durability,
+        config.chunk_size,
+        config.block_size,
+    );
     let mut copysets = HashMap::new();
     for hosted in &config.copysets {
         let key = (hosted.logical_pool_id, hosted.copyset_id);
@@ -202,5 +213,6 @@ fn build_node(config: &ChunkServerConfig) -> Result<Node, Error> {
         Arc::new(store),
         copysets,
         config.redirect_hints,
+        config.origin.clone(),
     ))
 }

@@ -15,7 +15,7 @@ use std::time::Duration;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use curve_proto::local::{ReplicateWriteRequest, ReplicateWriteResponse};
+use curve_proto::local::{ReplicateKind, ReplicateWriteRequest, ReplicateWriteResponse};
 use futures::future::join_all;
 use prost::Message;
 use tonic::transport::{Channel, Endpoint};
@@ -177,6 +177,40 @@ async fn send_encoded(
     outcome
 }
 
+/// What a replicated chunk operation is besides its data (see `ReplicateKind` in
+/// local_replica.proto): a write (with the clone location that creates a missing chunk
+/// as a clone chunk), a paste, a clone chunk's creation or a catch-up's chunk state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct CloneFields {
+    pub kind: ReplicateKind,
+    pub location: Option<String>,
+    pub corrected_sn: Option<u64>,
+    pub bitmap: Option<Vec<u8>>,
+}
+
+impl Default for CloneFields {
+    fn default() -> Self {
+        CloneFields {
+            kind: ReplicateKind::Write,
+            location: None,
+            corrected_sn: None,
+            bitmap: None,
+        }
+    }
+}
+
+impl CloneFields {
+    /// Puts these fields into `request`; a plain write carries none of them.
+    pub fn fill(&self, request: &mut ReplicateWriteRequest) {
+        if self.kind != ReplicateKind::Write {
+            request.kind = Some(self.kind as i32);
+        }
+        request.location.clone_from(&self.location);
+        request.corrected_sn = self.corrected_sn;
+        request.clone_bitmap = self.bitmap.clone().map(Bytes::from);
+    }
+}
+
 /// Sends the write to every peer of the copyset concurrently (suspects only when a
 /// majority needs them); one outcome per peer, with the peer's member index.
 pub(crate) async fn replicate_write(
@@ -187,6 +221,7 @@ pub(crate) async fn replicate_write(
     offset: u32,
     data: &Bytes,
     sn: Option<u64>,
+    fields: &CloneFields,
 ) -> Vec<(usize, ReplicaOutcome)> {
     let healthy = copyset
         .peers()
@@ -195,7 +230,7 @@ pub(crate) async fn replicate_write(
     let include_suspects = healthy + 1 < copyset.majority();
     // The same request for every follower; the data travels as the frame's attachment,
     // shared with the local write and every other follower without a copy.
-    let request = ReplicateWriteRequest {
+    let mut request = ReplicateWriteRequest {
         logic_pool_id: key.logical_pool_id,
         copyset_id: key.copyset_id,
         chunk_id: key.chunk_id,
@@ -208,7 +243,9 @@ pub(crate) async fn replicate_write(
         lagging_version: None,
         lagging: Vec::new(),
         term: Some(copyset.term()),
+        ..Default::default()
     };
+    fields.fill(&mut request);
     let payload = Bytes::from(request.encode_to_vec());
     let calls = copyset.peers().map(|(index, peer)| {
         let skip = !include_suspects && channels.is_suspect(&peer.addr);

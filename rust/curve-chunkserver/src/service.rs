@@ -23,10 +23,17 @@ use curve_proto::local::{
 };
 use tonic::{Request, Response, Status};
 
+use crate::clone::{
+    Bitmap, CloneMeta, CurveOrigin, LOCATION_LIMIT, curve_location, parse_location,
+};
 use crate::copyset::{CopysetState, Lagging, Role, peer_id_text};
 use crate::election::{HANDOVER, HEARTBEAT_OFFSET, NO_LEADER_MESSAGE, share_lagging};
-use crate::replication::{PeerChannels, ReplicaOutcome, replicate_write, write_committed};
-use crate::store::{ChunkKey, ChunkStore, WriteError};
+use crate::origin::{ORIGIN_DEADLINE, Origin};
+use crate::replication::{
+    CloneFields, PeerChannels, ReplicaOutcome, replicate_write, write_committed,
+};
+use crate::store::{ChunkKey, ChunkStore, ChunkView, CreateCloneError, WriteError};
+use curve_proto::local::ReplicateKind;
 
 /// Positioned IO up to this size runs on the reactor thread: on page cache it takes
 /// microseconds, less than the ~35 µs cross-vCPU wakeup a hand-off to the blocking pool
@@ -48,6 +55,8 @@ pub(crate) struct Node {
     /// does not (its code for it is commented out), so clients must find the leader with
     /// GetLeader; the local cluster does the same unless asked.
     redirect_hints: bool,
+    /// Reads the origins of clone chunks; `None`: clone reads and RecoverChunk fail.
+    origin: Option<Arc<dyn Origin>>,
 }
 
 /// Why a CliService2 call has no answer. Over baidu_std the call fails with the errno
@@ -108,6 +117,7 @@ impl Node {
         store: Arc<ChunkStore>,
         copysets: HashMap<(u32, u32), Arc<CopysetState>>,
         redirect_hints: bool,
+        origin: Option<Arc<dyn Origin>>,
     ) -> Self {
         Node {
             id,
@@ -118,6 +128,7 @@ impl Node {
             epochs: Mutex::new(HashMap::new()),
             channels: PeerChannels::default(),
             redirect_hints,
+            origin,
         }
     }
 
@@ -200,6 +211,11 @@ impl Node {
         Ok((copyset, range, key))
     }
 
+    /// ReadChunk, as upstream's `ReadChunkRequest::OnApply`: a missing chunk is
+    /// CHUNK_NOTEXIST unless the request names a clone source, whose bytes are then the
+    /// answer; a clone chunk with unwritten pages in the range answers the origin's bytes
+    /// for those pages. Fetched pages are not pasted into the chunk (upstream's default,
+    /// `clone.enable_paste=false`): a read stays a read, RecoverChunk fills chunks.
     pub(crate) async fn read(&self, req: ChunkRequest) -> ChunkResponse {
         let (copyset, range, key) = match self.admit(&req, ChunkOpType::ChunkOpRead) {
             Ok(admitted) => admitted,
@@ -209,6 +225,62 @@ impl Node {
             // No hint: we may no longer be the leader, and do not know who is.
             return status_response(ChunkOpStatus::Redirected);
         }
+        let source = match clone_source(&req) {
+            Ok(source) => source,
+            Err(refusal) => return refusal,
+        };
+        let (offset, len) = (u64::from(range.offset), u64::from(range.size));
+        let origin = match self.store.view(key) {
+            Ok(ChunkView::Missing) => match source {
+                Some(source) => source,
+                None => return status_response(ChunkOpStatus::ChunkNotexist),
+            },
+            Ok(ChunkView::Clone(meta)) if !self.written(&meta, offset, len) => {
+                match parse_location(&meta.location) {
+                    Ok(origin) => origin,
+                    Err(e) => {
+                        tracing::warn!(?key, error = %e, "clone chunk's origin unreadable");
+                        return status_response(ChunkOpStatus::FailureUnknown);
+                    }
+                }
+            }
+            Ok(ChunkView::Plain | ChunkView::Clone(_)) => {
+                return self.local_read(copyset, key, range).await;
+            }
+            Err(e) => {
+                tracing::warn!(?key, error = %e, "chunk read failed");
+                return status_response(ChunkOpStatus::DiskFail);
+            }
+        };
+        let fetched = match self.read_origin(&origin, offset, range.size as usize).await {
+            Ok(data) => data,
+            Err(e) => {
+                tracing::warn!(?key, source = %origin.source, error = %e, "origin read failed");
+                return status_response(ChunkOpStatus::FailureUnknown);
+            }
+        };
+        // The chunk may have been created or written meanwhile: what it holds now wins
+        // over the origin, page by page (upstream's ReadThenMerge).
+        match self.merge_with_chunk(key, offset, fetched).await {
+            Ok(data) => ChunkResponse {
+                status: ChunkOpStatus::Success as i32,
+                applied_index: Some(copyset.applied_index()),
+                attachment: Some(Bytes::from(data)),
+                ..Default::default()
+            },
+            Err(e) => {
+                tracing::warn!(?key, error = %e, "chunk read failed");
+                status_response(ChunkOpStatus::DiskFail)
+            }
+        }
+    }
+
+    async fn local_read(
+        &self,
+        copyset: &CopysetState,
+        key: ChunkKey,
+        range: Range,
+    ) -> ChunkResponse {
         let store = self.store.clone();
         let (offset, len) = (u64::from(range.offset), range.size as usize);
         let result = run_io(len, move || store.read(key, offset, len)).await;
@@ -227,6 +299,78 @@ impl Node {
         }
     }
 
+    /// Whether every page of `offset..offset + len` of a clone chunk is written.
+    fn written(&self, meta: &CloneMeta, offset: u64, len: u64) -> bool {
+        let (first, last) = self.store.pages_of(offset, len);
+        meta.bitmap.all_set(first, last)
+    }
+
+    /// `fetched` (the origin's bytes of the range at `offset`) with the pages the chunk
+    /// holds now in their place.
+    async fn merge_with_chunk(
+        &self,
+        key: ChunkKey,
+        offset: u64,
+        fetched: Vec<u8>,
+    ) -> io::Result<Vec<u8>> {
+        let len = fetched.len();
+        let store = self.store.clone();
+        run_io(len, move || {
+            let written: Option<Bitmap> = match store.view(key)? {
+                ChunkView::Missing => return Ok(fetched),
+                ChunkView::Plain => None,
+                ChunkView::Clone(meta) => Some(meta.bitmap),
+            };
+            let Some(mut local) = store.read(key, offset, len)? else {
+                return Ok(fetched);
+            };
+            let Some(written) = written else {
+                return Ok(local);
+            };
+            let block = u64::from(store.block_size());
+            let (first, last) = store.pages_of(offset, len as u64);
+            for (from, to, is_written) in written.runs(first, last) {
+                if is_written {
+                    continue;
+                }
+                let start =
+                    usize::try_from(u64::from(from) * block - offset).map_err(io::Error::other)?;
+                let end = usize::try_from(u64::from(to + 1) * block - offset)
+                    .map_err(io::Error::other)?
+                    .min(len);
+                if let (Some(dst), Some(src)) = (local.get_mut(start..end), fetched.get(start..end))
+                {
+                    dst.copy_from_slice(src);
+                }
+            }
+            Ok(local)
+        })
+        .await
+    }
+
+    /// `len` bytes at `offset` of the chunk whose origin is `origin`, within
+    /// [`ORIGIN_DEADLINE`]; exactly `len` bytes or an error.
+    async fn read_origin(
+        &self,
+        origin: &CurveOrigin,
+        offset: u64,
+        len: usize,
+    ) -> Result<Vec<u8>, String> {
+        let Some(reader) = &self.origin else {
+            return Err("this chunkserver has no origin reader configured".to_string());
+        };
+        let at = origin
+            .offset
+            .checked_add(offset)
+            .ok_or_else(|| format!("origin offset {} + {offset} overflows", origin.offset))?;
+        match tokio::time::timeout(ORIGIN_DEADLINE, reader.read(&origin.source, at, len)).await {
+            Ok(Ok(data)) if data.len() == len => Ok(data),
+            Ok(Ok(data)) => Err(format!("{} bytes read of {len}", data.len())),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err(format!("no answer within {ORIGIN_DEADLINE:?}")),
+        }
+    }
+
     /// WriteChunk, run to its end on a task of its own whatever becomes of the caller.
     /// Both servers drop an RPC's future when the client's connection goes, and a write
     /// dropped half-way may be on the leader and not on a follower, or land late (its
@@ -239,7 +383,26 @@ impl Node {
             .unwrap_or_else(|_| status_response(ChunkOpStatus::FailureUnknown))
     }
 
-    async fn write(&self, req: ChunkRequest) -> ChunkResponse {
+    /// CreateCloneChunk, run to its end for the same reasons as a write.
+    pub(crate) async fn create_clone_to_the_end(
+        self: &Arc<Self>,
+        req: ChunkRequest,
+    ) -> ChunkResponse {
+        let node = self.clone();
+        tokio::spawn(async move { node.create_clone_chunk(req).await })
+            .await
+            .unwrap_or_else(|_| status_response(ChunkOpStatus::FailureUnknown))
+    }
+
+    /// RecoverChunk, run to its end for the same reasons as a write.
+    pub(crate) async fn recover_to_the_end(self: &Arc<Self>, req: ChunkRequest) -> ChunkResponse {
+        let node = self.clone();
+        tokio::spawn(async move { node.recover_chunk(req).await })
+            .await
+            .unwrap_or_else(|_| status_response(ChunkOpStatus::FailureUnknown))
+    }
+
+    async fn write(&self, mut req: ChunkRequest) -> ChunkResponse {
         let (copyset, range, key) = match self.admit(&req, ChunkOpType::ChunkOpWrite) {
             Ok(admitted) => admitted,
             Err(refusal) => return refusal,
@@ -256,14 +419,20 @@ impl Node {
             return status_response(ChunkOpStatus::EpochTooOld);
         }
         // Upstream crashes on a short attachment; we refuse it before touching anything.
-        let data = req.attachment.unwrap_or_default();
+        let data = req.attachment.take().unwrap_or_default();
         // A write of no bytes is refused too: it would be replicated as one, which a
         // follower cannot tell from data lost on the way.
         if data.len() != range.size as usize || data.is_empty() {
             return status_response(ChunkOpStatus::InvalidRequest);
         }
+        // A write with clone fields to a missing chunk creates a clone chunk of that
+        // location (upstream's WriteChunkRequest and CSDataStore::WriteChunk).
+        let location = match clone_source(&req) {
+            Ok(source) => source.map(|s| curve_location(&s.source, s.offset)),
+            Err(refusal) => return refusal,
+        };
         // Checked before replicating so a BACKWARD write reaches no replica.
-        match self.store.admit_sn(key, req.sn) {
+        match self.store.admit_sn(key, req.sn, location.as_deref()) {
             Ok(()) => {}
             Err(WriteError::Backward) => {
                 return ChunkResponse {
@@ -277,15 +446,64 @@ impl Node {
                 return status_response(ChunkOpStatus::DiskFail);
             }
         }
-        // The local write and the followers' run concurrently: the write is idempotent
-        // at its offset, so a failure on either side is settled by the client's retry.
+        let fields = CloneFields {
+            location,
+            ..CloneFields::default()
+        };
+        self.apply_everywhere(copyset, key, range, data, req.sn, fields)
+            .await
+    }
+
+    /// Applies a write, paste or clone creation here and on every live follower
+    /// (`fields.kind` says which), and answers whether it is committed.
+    async fn apply_everywhere(
+        &self,
+        copyset: &CopysetState,
+        key: ChunkKey,
+        range: Range,
+        data: Bytes,
+        sn: Option<u64>,
+        fields: CloneFields,
+    ) -> ChunkResponse {
         let in_flight = copyset
             .begin_write(key.chunk_id, u64::from(range.offset), u64::from(range.size))
             .await;
+        let offset = u64::from(range.offset);
+        if fields.kind == ReplicateKind::CreateClone {
+            // Here first: a conflict here goes to no follower (CHUNK_EXIST).
+            let (location, corrected) = (
+                fields.location.clone().unwrap_or_default(),
+                fields.corrected_sn.unwrap_or(0),
+            );
+            let created = self
+                .store
+                .create_clone(key, sn.unwrap_or(0), corrected, &location);
+            match created {
+                Ok(()) => {}
+                Err(CreateCloneError::Conflict) => {
+                    in_flight.finish(&[]);
+                    return status_response(ChunkOpStatus::ChunkExist);
+                }
+                Err(CreateCloneError::Io(e)) => {
+                    in_flight.finish(&[]);
+                    tracing::warn!(?key, error = %e, "clone chunk creation failed");
+                    return status_response(ChunkOpStatus::DiskFail);
+                }
+            }
+        }
+        // The local write and the followers' run concurrently: the write is idempotent
+        // at its offset, so a failure on either side is settled by the client's retry.
         let store = self.store.clone();
         let local_data = data.clone();
-        let offset = u64::from(range.offset);
-        let local = run_io(data.len(), move || store.write(key, offset, &local_data));
+        let kind = fields.kind;
+        let local = run_io(data.len(), move || match kind {
+            ReplicateKind::Paste => match store.paste(key, offset, &local_data)? {
+                true => Ok(()),
+                false => Err(io::Error::other("the clone chunk vanished")),
+            },
+            ReplicateKind::CreateClone => Ok(()),
+            _ => store.write(key, offset, &local_data),
+        });
         let remote = replicate_write(
             &self.channels,
             copyset,
@@ -293,9 +511,21 @@ impl Node {
             key,
             range.offset,
             &data,
-            req.sn,
+            sn,
+            &fields,
         );
-        let (local, outcomes) = futures::join!(local, remote);
+        let (local, mut outcomes) = futures::join!(local, remote);
+        if kind != ReplicateKind::Write {
+            // A follower without the chunk (it missed its creation) or with another one
+            // (CHUNK_EXIST) misses this too: its catch-up copy brings it the leader's.
+            for (_, outcome) in &mut outcomes {
+                let missing = ReplicaOutcome::Refused(ChunkOpStatus::ChunkNotexist as u32);
+                let other = ReplicaOutcome::Refused(ChunkOpStatus::ChunkExist as u32);
+                if *outcome == missing || *outcome == other {
+                    *outcome = ReplicaOutcome::Unreachable;
+                }
+            }
+        }
         let backward = ReplicaOutcome::Refused(ChunkOpStatus::Backward as u32);
         if outcomes.iter().any(|(_, o)| *o == backward) && copyset.is_leader() {
             // A follower serves a newer leadership: ours is over (it is not committed).
@@ -308,7 +538,7 @@ impl Node {
             .collect();
         in_flight.finish(&missed);
         if let Err(e) = local {
-            tracing::warn!(?key, error = %e, "chunk write failed");
+            tracing::warn!(?key, ?kind, error = %e, "chunk write failed");
             return status_response(ChunkOpStatus::DiskFail);
         }
         let applied_index = copyset.bump_applied_index();
@@ -317,7 +547,12 @@ impl Node {
                 // It may be on some replicas: the members without it may lack it.
                 copyset.note_missed(&missed);
             }
-            tracing::warn!(?key, ?outcomes, "write not on a majority of replicas");
+            tracing::warn!(
+                ?key,
+                ?kind,
+                ?outcomes,
+                "write not on a majority of replicas"
+            );
             return status_response(ChunkOpStatus::FailureUnknown);
         }
         if !missed.is_empty() {
@@ -345,6 +580,112 @@ impl Node {
             applied_index: Some(applied_index),
             ..Default::default()
         }
+    }
+
+    /// CreateCloneChunk (upstream's CreateCloneChunkRequest and
+    /// CSDataStore::CreateCloneChunk): a clone chunk of `location` with every page
+    /// unwritten, on every replica. The same location, sn and correctedSn again is
+    /// SUCCESS; a chunk that exists otherwise is CHUNK_EXIST. `size` must be the chunk
+    /// size; sn 0, no location or one that is not `<path>:<offset>@cs` is INVALID_REQUEST
+    /// (an `@s3` one too: there is no S3 here).
+    async fn create_clone_chunk(&self, req: ChunkRequest) -> ChunkResponse {
+        if req.op_type != ChunkOpType::ChunkOpCreateClone as i32
+            || req.size != Some(self.chunk_size)
+        {
+            return status_response(ChunkOpStatus::InvalidRequest);
+        }
+        let Some(copyset) = self.copyset(req.logic_pool_id, req.copyset_id) else {
+            return status_response(ChunkOpStatus::CopysetNotexist);
+        };
+        if !copyset.is_leader() {
+            return self.redirect(copyset);
+        }
+        if !copyset.lease_valid() {
+            return status_response(ChunkOpStatus::Redirected);
+        }
+        let key = ChunkKey {
+            logical_pool_id: req.logic_pool_id,
+            copyset_id: req.copyset_id,
+            chunk_id: req.chunk_id,
+        };
+        let sn = req.sn.unwrap_or(0);
+        let location = req.location.unwrap_or_default();
+        if sn == 0 || location.is_empty() || location.len() > LOCATION_LIMIT {
+            return status_response(ChunkOpStatus::InvalidRequest);
+        }
+        if let Err(e) = parse_location(&location) {
+            tracing::warn!(?key, error = %e, "CreateCloneChunk refused");
+            return status_response(ChunkOpStatus::InvalidRequest);
+        }
+        let fields = CloneFields {
+            kind: ReplicateKind::CreateClone,
+            location: Some(location),
+            corrected_sn: Some(req.corrected_sn.unwrap_or(0)),
+            bitmap: None,
+        };
+        let whole = Range {
+            offset: 0,
+            size: self.chunk_size,
+        };
+        self.apply_everywhere(copyset, key, whole, Bytes::new(), Some(sn), fields)
+            .await
+    }
+
+    /// RecoverChunk (upstream's ReadChunkRequest for CHUNK_OP_RECOVER and CloneCore):
+    /// fills the unwritten pages of the range from the clone chunk's origin and pastes
+    /// them on every replica. A written range or a plain chunk is SUCCESS at once; a
+    /// missing chunk is CHUNK_NOTEXIST, or FAILURE_UNKNOWN when the request names a clone
+    /// source (upstream reads the source, then finds no chunk to paste into).
+    async fn recover_chunk(&self, req: ChunkRequest) -> ChunkResponse {
+        let (copyset, range, key) = match self.admit(&req, ChunkOpType::ChunkOpRecover) {
+            Ok(admitted) => admitted,
+            Err(refusal) => return refusal,
+        };
+        if !copyset.lease_valid() {
+            return status_response(ChunkOpStatus::Redirected);
+        }
+        let source = match clone_source(&req) {
+            Ok(source) => source,
+            Err(refusal) => return refusal,
+        };
+        let (offset, len) = (u64::from(range.offset), u64::from(range.size));
+        let success = || ChunkResponse {
+            status: ChunkOpStatus::Success as i32,
+            applied_index: Some(copyset.applied_index()),
+            ..Default::default()
+        };
+        let origin = match self.store.view(key) {
+            Ok(ChunkView::Missing) if source.is_some() => {
+                return status_response(ChunkOpStatus::FailureUnknown);
+            }
+            Ok(ChunkView::Missing) => return status_response(ChunkOpStatus::ChunkNotexist),
+            Ok(ChunkView::Plain) => return success(),
+            Ok(ChunkView::Clone(meta)) if self.written(&meta, offset, len) => return success(),
+            Ok(ChunkView::Clone(meta)) => match parse_location(&meta.location) {
+                Ok(origin) => origin,
+                Err(e) => {
+                    tracing::warn!(?key, error = %e, "clone chunk's origin unreadable");
+                    return status_response(ChunkOpStatus::FailureUnknown);
+                }
+            },
+            Err(e) => {
+                tracing::warn!(?key, error = %e, "RecoverChunk failed");
+                return status_response(ChunkOpStatus::DiskFail);
+            }
+        };
+        let data = match self.read_origin(&origin, offset, range.size as usize).await {
+            Ok(data) => data,
+            Err(e) => {
+                tracing::warn!(?key, source = %origin.source, error = %e, "origin read failed");
+                return status_response(ChunkOpStatus::FailureUnknown);
+            }
+        };
+        let fields = CloneFields {
+            kind: ReplicateKind::Paste,
+            ..CloneFields::default()
+        };
+        self.apply_everywhere(copyset, key, range, Bytes::from(data), None, fields)
+            .await
     }
 
     pub(crate) fn chunk_info(&self, req: GetChunkInfoRequest) -> GetChunkInfoResponse {
@@ -409,7 +750,13 @@ impl Node {
         if req.offset == HEARTBEAT_OFFSET && req.data.is_empty() {
             return Self::heartbeat(copyset, &req);
         }
-        if req.data.is_empty() {
+        let kind = match req.kind.map(ReplicateKind::try_from) {
+            None => ReplicateKind::Write,
+            Some(Ok(kind)) => kind,
+            Some(Err(_)) => return ChunkOpStatus::InvalidRequest,
+        };
+        let carries_data = !matches!(kind, ReplicateKind::CreateClone | ReplicateKind::CloneState);
+        if carries_data && req.data.is_empty() {
             // Leaders replicate only writes that carry data (an empty WriteChunk is
             // refused before it is replicated); answering success for none would tell the
             // leader this replica holds bytes it never received.
@@ -419,8 +766,13 @@ impl Node {
         let Ok(size) = u32::try_from(req.data.len()) else {
             return ChunkOpStatus::InvalidRequest;
         };
-        let Some(range) = self.check_range(Some(req.offset), Some(size)) else {
-            return ChunkOpStatus::InvalidRequest;
+        let range = if carries_data {
+            match self.check_range(Some(req.offset), Some(size)) {
+                Some(range) => range,
+                None => return ChunkOpStatus::InvalidRequest,
+            }
+        } else {
+            Range { offset: 0, size: 0 }
         };
         // Two leaders must not both commit: the one that is leader here refuses, and a
         // follower applies only its own leader's writes. A deposed leader (it was
@@ -441,8 +793,90 @@ impl Node {
             copyset_id: req.copyset_id,
             chunk_id: req.chunk_id,
         };
+        let status = match kind {
+            ReplicateKind::Write => self.apply_replicated_write(key, range, req).await,
+            ReplicateKind::Raw => {
+                let store = self.store.clone();
+                let (offset, data) = (u64::from(range.offset), req.data);
+                match run_io(data.len(), move || store.write_raw(key, offset, &data)).await {
+                    Ok(()) => ChunkOpStatus::Success,
+                    Err(e) => {
+                        tracing::warn!(?key, error = %e, "catch-up write failed");
+                        ChunkOpStatus::DiskFail
+                    }
+                }
+            }
+            ReplicateKind::Paste => {
+                let store = self.store.clone();
+                let (offset, data) = (u64::from(range.offset), req.data);
+                match run_io(data.len(), move || store.paste(key, offset, &data)).await {
+                    Ok(true) => ChunkOpStatus::Success,
+                    Ok(false) => ChunkOpStatus::ChunkNotexist,
+                    Err(e) => {
+                        tracing::warn!(?key, error = %e, "replicated paste failed");
+                        ChunkOpStatus::DiskFail
+                    }
+                }
+            }
+            ReplicateKind::CreateClone => {
+                let location = req.location.unwrap_or_default();
+                let sn = req.sn.unwrap_or(0);
+                if sn == 0 || parse_location(&location).is_err() {
+                    return ChunkOpStatus::InvalidRequest;
+                }
+                let corrected = req.corrected_sn.unwrap_or(0);
+                match self.store.create_clone(key, sn, corrected, &location) {
+                    Ok(()) => ChunkOpStatus::Success,
+                    Err(CreateCloneError::Conflict) => ChunkOpStatus::ChunkExist,
+                    Err(CreateCloneError::Io(e)) => {
+                        tracing::warn!(?key, error = %e, "replicated clone creation failed");
+                        ChunkOpStatus::DiskFail
+                    }
+                }
+            }
+            ReplicateKind::CloneState => {
+                let state = match req.location {
+                    None => None,
+                    Some(location) => {
+                        let pages = self.chunk_size / self.block_size.max(1);
+                        let bitmap = req
+                            .clone_bitmap
+                            .as_deref()
+                            .and_then(|b| Bitmap::from_bytes(pages, b));
+                        let (Some(bitmap), Ok(_)) = (bitmap, parse_location(&location)) else {
+                            return ChunkOpStatus::InvalidRequest;
+                        };
+                        Some(CloneMeta {
+                            location,
+                            corrected_sn: req.corrected_sn.unwrap_or(0),
+                            bitmap,
+                        })
+                    }
+                };
+                match self.store.install_clone_state(key, req.sn, state) {
+                    Ok(()) => ChunkOpStatus::Success,
+                    Err(e) => {
+                        tracing::warn!(?key, error = %e, "catch-up chunk state failed");
+                        ChunkOpStatus::DiskFail
+                    }
+                }
+            }
+        };
+        if status == ChunkOpStatus::Success {
+            copyset.bump_applied_index();
+        }
+        status
+    }
+
+    /// A follower applying its leader's WriteChunk.
+    async fn apply_replicated_write(
+        &self,
+        key: ChunkKey,
+        range: Range,
+        req: ReplicateWriteRequest,
+    ) -> ChunkOpStatus {
         // A follower keeps the highest sn it has seen but never refuses its leader.
-        match self.store.admit_sn(key, req.sn) {
+        match self.store.admit_sn(key, req.sn, req.location.as_deref()) {
             Ok(()) | Err(WriteError::Backward) => {}
             Err(WriteError::Io(e)) => {
                 tracing::warn!(?key, error = %e, "replicated sn update failed");
@@ -453,10 +887,7 @@ impl Node {
         let offset = u64::from(range.offset);
         let data = req.data;
         match run_io(data.len(), move || store.write(key, offset, &data)).await {
-            Ok(()) => {
-                copyset.bump_applied_index();
-                ChunkOpStatus::Success
-            }
+            Ok(()) => ChunkOpStatus::Success,
             Err(e) => {
                 tracing::warn!(?key, error = %e, "replicated write failed");
                 ChunkOpStatus::DiskFail
@@ -526,6 +957,23 @@ impl Node {
     }
 }
 
+/// The request's clone source, if it names one (both `cloneFileSource` and
+/// `cloneFileOffset`, as upstream's `existCloneInfo`). An empty source path, or one too
+/// long for a location, is refused: it could never be read back.
+#[allow(clippy::result_large_err)]
+fn clone_source(req: &ChunkRequest) -> Result<Option<CurveOrigin>, ChunkResponse> {
+    let (Some(source), Some(offset)) = (&req.clone_file_source, req.clone_file_offset) else {
+        return Ok(None);
+    };
+    if source.is_empty() || curve_location(source, offset).len() > LOCATION_LIMIT {
+        return Err(status_response(ChunkOpStatus::InvalidRequest));
+    }
+    Ok(Some(CurveOrigin {
+        source: source.clone(),
+        offset,
+    }))
+}
+
 /// Runs a positioned IO inline or on the blocking pool (see [`INLINE_IO_MAX`]).
 async fn run_io<T: Send + 'static>(
     len: usize,
@@ -577,16 +1025,20 @@ impl ChunkService for Handlers {
 
     async fn create_clone_chunk(
         &self,
-        _request: Request<ChunkRequest>,
+        request: Request<ChunkRequest>,
     ) -> Result<Response<ChunkResponse>, Status> {
-        Err(Status::unimplemented("CreateCloneChunk"))
+        Ok(Response::new(
+            self.0.create_clone_to_the_end(request.into_inner()).await,
+        ))
     }
 
     async fn recover_chunk(
         &self,
-        _request: Request<ChunkRequest>,
+        request: Request<ChunkRequest>,
     ) -> Result<Response<ChunkResponse>, Status> {
-        Err(Status::unimplemented("RecoverChunk"))
+        Ok(Response::new(
+            self.0.recover_to_the_end(request.into_inner()).await,
+        ))
     }
 }
 

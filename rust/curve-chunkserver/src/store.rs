@@ -3,6 +3,13 @@
 //! highest written `sn` in a sidecar file `chunk_<chunkId>.sn` so the data file holds
 //! nothing but data at its real offsets.
 //!
+//! A clone chunk (one cloned lazily from another volume, see clone.rs) also has a record
+//! `chunk_<chunkId>.clone`: its origin location, `correctedSn` and page bitmap. The record
+//! is written before the data file is created and removed once every page is written, so
+//! a chunk file without a record is a plain chunk whatever a crash interrupted; writes
+//! and pastes to a clone chunk hold its record's lock from the data write to the record
+//! update, so a paste never covers a page a write just wrote.
+//!
 //! Durability is a choice ([`Durability`]). `Cache` (the default, and the tests'): data
 //! and records go to the page cache, which survives the death of the process (SIGKILL)
 //! but not a power cut or a kernel crash. `Sync`: chunk files are opened `O_DSYNC`, as
@@ -20,6 +27,8 @@ use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::SystemTime;
+
+use crate::clone::{Bitmap, CloneMeta};
 
 /// At most this many chunk files stay open; beyond it a handle no request holds is
 /// dropped. One in use is never dropped: a second handle opened beside it would have its
@@ -49,12 +58,47 @@ impl From<io::Error> for WriteError {
     }
 }
 
+/// Why CreateCloneChunk did not create the chunk asked for.
+#[derive(Debug)]
+pub(crate) enum CreateCloneError {
+    /// The chunk exists with another location, sn or correctedSn, or as a plain chunk
+    /// (Curve's CHUNK_EXIST).
+    Conflict,
+    Io(io::Error),
+}
+
+impl From<io::Error> for CreateCloneError {
+    fn from(e: io::Error) -> Self {
+        CreateCloneError::Io(e)
+    }
+}
+
+/// What a chunk is, as a read or a RecoverChunk needs to know it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum ChunkView {
+    Missing,
+    Plain,
+    Clone(CloneMeta),
+}
+
+/// How [`ChunkStore::chunk`] treats a chunk that does not exist yet.
+#[derive(Clone, Copy)]
+enum Create<'a> {
+    No,
+    Plain,
+    Clone(&'a CloneMeta),
+}
+
 /// An open chunk file and its sequence number.
 struct ChunkFile {
     file: File,
     /// Highest sn written so far; the lock also orders sidecar updates.
     sn: Mutex<u64>,
     sn_path: PathBuf,
+    /// `Some` while this is a clone chunk; the lock orders record updates, and a write or
+    /// paste to a clone chunk holds it from its data write to its record update.
+    clone: Mutex<Option<CloneMeta>>,
+    clone_path: PathBuf,
 }
 
 /// Whether writes reach stable storage before they count as applied (see the module
@@ -71,6 +115,12 @@ pub(crate) struct ChunkStore {
     durability: Durability,
     open: Mutex<HashMap<ChunkKey, Arc<ChunkFile>>>,
     max_open: usize,
+    /// Pages (blocks) per chunk: a clone chunk's bitmap has one bit each.
+    block_size: u32,
+    pages: u32,
+    /// Held while a chunk file is created, so a plain and a clone creation of one chunk
+    /// cannot interleave their record and data files.
+    creating: Mutex<()>,
 }
 
 /// A poisoned lock only means another request panicked mid-update of a map that is a
@@ -80,17 +130,58 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl ChunkStore {
-    pub fn new(data_dir: &Path, durability: Durability) -> Self {
-        Self::with_max_open(data_dir, durability, MAX_OPEN_CHUNKS)
+    /// `chunk_size` is a positive multiple of `block_size` (checked by the caller).
+    pub fn new(data_dir: &Path, durability: Durability, chunk_size: u32, block_size: u32) -> Self {
+        Self::with_max_open(
+            data_dir,
+            durability,
+            chunk_size,
+            block_size,
+            MAX_OPEN_CHUNKS,
+        )
     }
 
-    fn with_max_open(data_dir: &Path, durability: Durability, max_open: usize) -> Self {
+    fn with_max_open(
+        data_dir: &Path,
+        durability: Durability,
+        chunk_size: u32,
+        block_size: u32,
+        max_open: usize,
+    ) -> Self {
+        let block_size = block_size.max(1);
         ChunkStore {
             copysets_dir: data_dir.join("copysets"),
             durability,
             open: Mutex::new(HashMap::new()),
             max_open,
+            block_size,
+            pages: chunk_size / block_size,
+            creating: Mutex::new(()),
         }
+    }
+
+    /// The bitmap of a new clone chunk: every page unwritten.
+    pub fn new_clone_meta(&self, location: String, corrected_sn: u64) -> CloneMeta {
+        CloneMeta {
+            location,
+            corrected_sn,
+            bitmap: Bitmap::new(self.pages),
+        }
+    }
+
+    pub fn block_size(&self) -> u32 {
+        self.block_size
+    }
+
+    /// Pages `[first, last]` of the byte range `offset..offset + len` (`len > 0`).
+    pub fn pages_of(&self, offset: u64, len: u64) -> (u32, u32) {
+        let block = u64::from(self.block_size);
+        let first = offset / block;
+        let last = (offset + len.max(1) - 1) / block;
+        (
+            u32::try_from(first).unwrap_or(u32::MAX),
+            u32::try_from(last).unwrap_or(u32::MAX),
+        )
     }
 
     /// The folder of one copyset's chunks.
@@ -108,37 +199,65 @@ impl ChunkStore {
             .join(format!("chunk_{}", key.chunk_id))
     }
 
-    /// The chunk's open file, opening (and with `create`, creating) it on a cache miss.
-    /// `Ok(None)`: the chunk was never written.
-    fn chunk(&self, key: ChunkKey, create: bool) -> io::Result<Option<Arc<ChunkFile>>> {
+    /// The chunk's open file, opening (and unless `Create::No`, creating) it on a cache
+    /// miss. `Ok(None)`: the chunk was never written.
+    fn chunk(&self, key: ChunkKey, create: Create<'_>) -> io::Result<Option<Arc<ChunkFile>>> {
         if let Some(c) = lock(&self.open).get(&key) {
             return Ok(Some(c.clone()));
         }
+        let creating = !matches!(create, Create::No);
+        let _creating = creating.then(|| lock(&self.creating));
+        if creating && let Some(c) = lock(&self.open).get(&key) {
+            return Ok(Some(c.clone()));
+        }
         let path = self.chunk_path(key);
+        let clone_path = path.with_file_name(format!("chunk_{}.clone", key.chunk_id));
+        let existed = creating && path.exists();
+        if !existed {
+            match create {
+                // The record first: a data file without one is a plain chunk.
+                Create::Clone(meta) => replace_file(&clone_path, &meta.encode(), self.durability)?,
+                // A record left by a clone creation that crashed before its data file.
+                Create::Plain => match std::fs::remove_file(&clone_path) {
+                    Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+                    _ => {}
+                },
+                Create::No => {}
+            }
+        }
         let mut options = OpenOptions::new();
         options
             .read(true)
             .write(true)
-            .create(create)
+            .create(creating)
             .truncate(false);
         if self.durability == Durability::Sync {
             options.custom_flags(libc::O_DSYNC);
         }
-        let existed = create && path.exists();
         let file = match options.open(&path) {
             Ok(f) => f,
-            Err(e) if e.kind() == io::ErrorKind::NotFound && !create => return Ok(None),
+            Err(e) if e.kind() == io::ErrorKind::NotFound && !creating => return Ok(None),
             Err(e) => return Err(e),
         };
-        if create && !existed && self.durability == Durability::Sync {
+        if creating && !existed && self.durability == Durability::Sync {
             sync_dir_of(&path)?;
         }
         let sn_path = path.with_file_name(format!("chunk_{}.sn", key.chunk_id));
         let sn = read_sn(&sn_path)?;
+        let clone =
+            match std::fs::read(&clone_path) {
+                Ok(bytes) => Some(CloneMeta::decode(&bytes, self.pages).map_err(|e| {
+                    io::Error::new(e.kind(), format!("{}: {e}", clone_path.display()))
+                })?),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+                Err(e) => return Err(e),
+            };
         let chunk = Arc::new(ChunkFile {
             file,
             sn: Mutex::new(sn),
             sn_path,
+            clone: Mutex::new(clone),
+            clone_path,
         });
         let mut open = lock(&self.open);
         // Handles are only cloned under this lock, so a count of 1 cannot grow meanwhile.
@@ -156,16 +275,24 @@ impl ChunkStore {
         Ok(Some(open.entry(key).or_insert(chunk).clone()))
     }
 
-    /// Checks `sn` against the chunk's and records it if higher; creates the chunk.
-    /// Split from [`ChunkStore::write`] so a leader can refuse a BACKWARD write before
-    /// replicating it.
-    pub fn admit_sn(&self, key: ChunkKey, sn: Option<u64>) -> Result<(), WriteError> {
-        let Some(chunk) = self.chunk(key, true)? else {
+    /// Checks `sn` against the chunk's and records it if higher; creates the chunk, as a
+    /// clone chunk of `location` if given and the chunk does not exist yet. Split from
+    /// [`ChunkStore::write`] so a leader can refuse a BACKWARD write before replicating it.
+    pub fn admit_sn(
+        &self,
+        key: ChunkKey,
+        sn: Option<u64>,
+        location: Option<&str>,
+    ) -> Result<(), WriteError> {
+        let meta = location.map(|l| self.new_clone_meta(l.to_string(), 0));
+        let create = meta.as_ref().map_or(Create::Plain, Create::Clone);
+        let Some(chunk) = self.chunk(key, create)? else {
             return Err(WriteError::Io(io::Error::other("chunk file vanished")));
         };
         let Some(sn) = sn else { return Ok(()) };
+        let corrected = lock(&chunk.clone).as_ref().map_or(0, |m| m.corrected_sn);
         let mut current = lock(&chunk.sn);
-        if sn < *current {
+        if sn < *current || sn < corrected {
             return Err(WriteError::Backward);
         }
         if sn > *current {
@@ -175,19 +302,170 @@ impl ChunkStore {
         Ok(())
     }
 
-    /// Writes `data` at `offset` (the caller has validated the range).
+    /// Writes `data` at `offset` (the caller has validated the range); on a clone chunk,
+    /// marks its pages written, and makes it a plain chunk once every page is.
     pub fn write(&self, key: ChunkKey, offset: u64, data: &[u8]) -> io::Result<()> {
-        let Some(chunk) = self.chunk(key, true)? else {
+        let Some(chunk) = self.chunk(key, Create::Plain)? else {
+            return Err(io::Error::other("chunk file vanished"));
+        };
+        let mut clone = lock(&chunk.clone);
+        if clone.is_none() {
+            drop(clone);
+            return chunk.file.write_all_at(data, offset);
+        }
+        chunk.file.write_all_at(data, offset)?;
+        let (first, last) = self.pages_of(offset, data.len() as u64);
+        self.mark_written(&chunk, &mut clone, first, last)
+    }
+
+    /// Catch-up: writes `data` as it is on the leader, leaving the bitmap alone (the
+    /// leader sends its record separately, see [`ChunkStore::install_clone_state`]).
+    pub fn write_raw(&self, key: ChunkKey, offset: u64, data: &[u8]) -> io::Result<()> {
+        let Some(chunk) = self.chunk(key, Create::Plain)? else {
             return Err(io::Error::other("chunk file vanished"));
         };
         chunk.file.write_all_at(data, offset)
+    }
+
+    /// Upstream's PasteChunk: writes the pages of `data` (at `offset`) that the clone
+    /// chunk has not written yet and marks them written. A plain chunk is left as it is.
+    /// `Ok(false)`: no such chunk.
+    pub fn paste(&self, key: ChunkKey, offset: u64, data: &[u8]) -> io::Result<bool> {
+        let Some(chunk) = self.chunk(key, Create::No)? else {
+            return Ok(false);
+        };
+        let mut clone = lock(&chunk.clone);
+        let Some(meta) = clone.as_ref() else {
+            return Ok(true);
+        };
+        let (first, last) = self.pages_of(offset, data.len() as u64);
+        let block = u64::from(self.block_size);
+        for (from, to, written) in meta.bitmap.runs(first, last) {
+            if written {
+                continue;
+            }
+            let at = u64::from(from) * block;
+            let start = usize::try_from(at - offset).map_err(io::Error::other)?;
+            let end = usize::try_from(u64::from(to + 1) * block - offset)
+                .map_err(io::Error::other)?
+                .min(data.len());
+            if let Some(piece) = data.get(start..end) {
+                chunk.file.write_all_at(piece, at)?;
+            }
+        }
+        self.mark_written(&chunk, &mut clone, first, last)?;
+        Ok(true)
+    }
+
+    /// Sets pages `[first, last]` in the record of a clone chunk (`clone` is its locked
+    /// state); a full bitmap makes it a plain chunk, as upstream's `flush`.
+    fn mark_written(
+        &self,
+        chunk: &ChunkFile,
+        clone: &mut Option<CloneMeta>,
+        first: u32,
+        last: u32,
+    ) -> io::Result<()> {
+        let Some(meta) = clone.as_ref() else {
+            return Ok(());
+        };
+        let mut next = meta.clone();
+        if !next.bitmap.set_range(first, last) {
+            return Ok(());
+        }
+        if next.bitmap.full() {
+            remove_file(&chunk.clone_path, self.durability)?;
+            *clone = None;
+        } else {
+            replace_file(&chunk.clone_path, &next.encode(), self.durability)?;
+            *clone = Some(next);
+        }
+        Ok(())
+    }
+
+    /// Upstream's CreateCloneChunk: creates a clone chunk of `location` with every page
+    /// unwritten; succeeds again for the same location, sn and correctedSn, and refuses a
+    /// chunk that exists otherwise (a plain one included) with `Conflict`.
+    pub fn create_clone(
+        &self,
+        key: ChunkKey,
+        sn: u64,
+        corrected_sn: u64,
+        location: &str,
+    ) -> Result<(), CreateCloneError> {
+        let meta = self.new_clone_meta(location.to_string(), corrected_sn);
+        let Some(chunk) = self.chunk(key, Create::Clone(&meta))? else {
+            return Err(CreateCloneError::Io(io::Error::other(
+                "chunk file vanished",
+            )));
+        };
+        let mut current = lock(&chunk.sn);
+        let same = lock(&chunk.clone)
+            .as_ref()
+            .is_some_and(|m| m.location == location && m.corrected_sn == corrected_sn);
+        if !same {
+            return Err(CreateCloneError::Conflict);
+        }
+        // 0: just created (its sn record comes after its files).
+        if *current == 0 {
+            write_sn(&chunk.sn_path, sn, self.durability)?;
+            *current = sn;
+        }
+        if *current != sn {
+            return Err(CreateCloneError::Conflict);
+        }
+        Ok(())
+    }
+
+    /// Catch-up: makes the chunk what it is on the leader, a clone chunk with exactly
+    /// `state` or (`None`) a plain chunk, creating it if missing, and records `sn` if
+    /// higher. The leader holds the chunk's writes back meanwhile.
+    pub fn install_clone_state(
+        &self,
+        key: ChunkKey,
+        sn: Option<u64>,
+        state: Option<CloneMeta>,
+    ) -> io::Result<()> {
+        let create = state.as_ref().map_or(Create::Plain, Create::Clone);
+        let Some(chunk) = self.chunk(key, create)? else {
+            return Err(io::Error::other("chunk file vanished"));
+        };
+        {
+            let mut clone = lock(&chunk.clone);
+            if *clone != state {
+                match &state {
+                    Some(meta) => replace_file(&chunk.clone_path, &meta.encode(), self.durability)?,
+                    None => remove_file(&chunk.clone_path, self.durability)?,
+                }
+                *clone = state;
+            }
+        }
+        if let Some(sn) = sn {
+            let mut current = lock(&chunk.sn);
+            if sn > *current {
+                write_sn(&chunk.sn_path, sn, self.durability)?;
+                *current = sn;
+            }
+        }
+        Ok(())
+    }
+
+    /// What the chunk is: missing, plain, or a clone chunk with its record as it is now.
+    pub fn view(&self, key: ChunkKey) -> io::Result<ChunkView> {
+        Ok(match self.chunk(key, Create::No)? {
+            None => ChunkView::Missing,
+            Some(chunk) => match lock(&chunk.clone).as_ref() {
+                None => ChunkView::Plain,
+                Some(meta) => ChunkView::Clone(meta.clone()),
+            },
+        })
     }
 
     /// Reads `len` bytes at `offset`; bytes past the file's end read as zeros (chunk
     /// files are sparse and only as long as their furthest write). `Ok(None)`: the chunk
     /// was never written.
     pub fn read(&self, key: ChunkKey, offset: u64, len: usize) -> io::Result<Option<Vec<u8>>> {
-        let Some(chunk) = self.chunk(key, false)? else {
+        let Some(chunk) = self.chunk(key, Create::No)? else {
             return Ok(None);
         };
         // Not zeroed first: pread fills it (a memset of every read buffer showed in the
@@ -228,14 +506,14 @@ impl ChunkStore {
 
     /// The chunk's sn, or `None` if it was never written.
     pub fn sn(&self, key: ChunkKey) -> io::Result<Option<u64>> {
-        Ok(self.chunk(key, false)?.map(|c| *lock(&c.sn)))
+        Ok(self.chunk(key, Create::No)?.map(|c| *lock(&c.sn)))
     }
 }
 
 impl ChunkStore {
     /// The chunk file's length (its furthest written byte), or `None` if never written.
     pub fn chunk_len(&self, key: ChunkKey) -> io::Result<Option<u64>> {
-        match self.chunk(key, false)? {
+        match self.chunk(key, Create::No)? {
             Some(c) => Ok(Some(c.file.metadata()?.len())),
             None => Ok(None),
         }
@@ -295,7 +573,11 @@ pub(crate) fn write_sn(path: &Path, sn: u64, durability: Durability) -> io::Resu
 /// crash leaves the old contents or the new, never a mix. With `Sync`, both the data
 /// and the rename are on stable storage when this returns.
 pub(crate) fn replace_file(path: &Path, bytes: &[u8], durability: Durability) -> io::Result<()> {
-    let tmp = path.with_extension("tmp");
+    // `<name>.tmp`, never `with_extension`: `chunk_7.sn` and `chunk_7.clone` are written
+    // under different locks and must not share a temporary file.
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
     let mut file = File::create(&tmp)?;
     io::Write::write_all(&mut file, bytes)?;
     if durability == Durability::Sync {
@@ -303,6 +585,20 @@ pub(crate) fn replace_file(path: &Path, bytes: &[u8], durability: Durability) ->
     }
     drop(file);
     std::fs::rename(&tmp, path)?;
+    if durability == Durability::Sync {
+        sync_dir_of(path)?;
+    }
+    Ok(())
+}
+
+/// Removes `path` if it exists; with `Sync`, the removal is on stable storage when this
+/// returns.
+fn remove_file(path: &Path, durability: Durability) -> io::Result<()> {
+    match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    }
     if durability == Durability::Sync {
         sync_dir_of(path)?;
     }
@@ -320,6 +616,11 @@ fn sync_dir_of(path: &Path) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::clone::curve_location;
+
+    const CHUNK: u32 = 64 * 1024;
+    const BLOCK: u32 = 4096;
+    const PAGES: u32 = CHUNK / BLOCK;
 
     fn key(chunk_id: u64) -> ChunkKey {
         ChunkKey {
@@ -332,11 +633,11 @@ mod tests {
     #[test]
     fn write_read_sn_and_reopen() -> io::Result<()> {
         let dir = tempfile::tempdir()?;
-        let store = ChunkStore::new(dir.path(), Durability::Cache);
+        let store = ChunkStore::new(dir.path(), Durability::Cache, CHUNK, BLOCK);
         store.create_copyset_dir(1, 2)?;
         assert!(store.read(key(7), 0, 4096)?.is_none());
         assert!(store.sn(key(7))?.is_none());
-        assert!(store.admit_sn(key(7), Some(3)).is_ok());
+        assert!(store.admit_sn(key(7), Some(3), None).is_ok());
         store.write(key(7), 4096, &[5u8; 4096])?;
         let got = store.read(key(7), 0, 12288)?.unwrap_or_default();
         assert_eq!(got.len(), 12288);
@@ -344,11 +645,11 @@ mod tests {
         assert!(got[4096..8192].iter().all(|&b| b == 5));
         assert!(got[8192..].iter().all(|&b| b == 0));
         assert!(matches!(
-            store.admit_sn(key(7), Some(2)),
+            store.admit_sn(key(7), Some(2), None),
             Err(WriteError::Backward)
         ));
         drop(store);
-        let store = ChunkStore::new(dir.path(), Durability::Cache);
+        let store = ChunkStore::new(dir.path(), Durability::Cache, CHUNK, BLOCK);
         assert_eq!(store.sn(key(7))?, Some(3));
         let got = store.read(key(7), 4096, 4096)?.unwrap_or_default();
         assert_eq!(got, vec![5u8; 4096]);
@@ -358,31 +659,203 @@ mod tests {
     #[test]
     fn a_chunk_in_use_keeps_its_one_handle_when_the_cache_is_full() -> io::Result<()> {
         let dir = tempfile::tempdir()?;
-        let store = ChunkStore::with_max_open(dir.path(), Durability::Cache, 1);
+        let store = ChunkStore::with_max_open(dir.path(), Durability::Cache, CHUNK, BLOCK, 1);
         store.create_copyset_dir(1, 2)?;
-        let Some(in_use) = store.chunk(key(7), true)? else {
+        let Some(in_use) = store.chunk(key(7), Create::Plain)? else {
             panic!("chunk 7 not created");
         };
         // Opening another chunk must not evict 7 while a request holds it...
         store
-            .admit_sn(key(8), Some(1))
+            .admit_sn(key(8), Some(1), None)
             .map_err(|_| io::Error::other("admit 8"))?;
-        let Some(again) = store.chunk(key(7), false)? else {
+        let Some(again) = store.chunk(key(7), Create::No)? else {
             panic!("chunk 7 vanished");
         };
         assert!(Arc::ptr_eq(&in_use, &again), "two handles of one chunk");
         // ...so its sn check sees what the holder recorded.
         *lock(&in_use.sn) = 5;
         assert!(matches!(
-            store.admit_sn(key(7), Some(4)),
+            store.admit_sn(key(7), Some(4), None),
             Err(WriteError::Backward)
         ));
         drop((in_use, again));
         // Unused handles are still dropped to make room.
         store
-            .admit_sn(key(9), Some(1))
+            .admit_sn(key(9), Some(1), None)
             .map_err(|_| io::Error::other("admit 9"))?;
         assert!(lock(&store.open).len() <= 2);
+        Ok(())
+    }
+
+    fn clone_store(dir: &Path) -> io::Result<ChunkStore> {
+        let store = ChunkStore::new(dir, Durability::Sync, CHUNK, BLOCK);
+        store.create_copyset_dir(1, 2)?;
+        Ok(store)
+    }
+
+    fn written_pages(store: &ChunkStore, k: ChunkKey) -> io::Result<Vec<u32>> {
+        match store.view(k)? {
+            ChunkView::Clone(meta) => Ok((0..PAGES).filter(|&i| meta.bitmap.get(i)).collect()),
+            other => Err(io::Error::other(format!("not a clone chunk: {other:?}"))),
+        }
+    }
+
+    #[test]
+    fn a_write_to_a_clone_chunk_sets_its_pages_and_survives_a_reopen() -> io::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let store = clone_store(dir.path())?;
+        let loc = curve_location("/src", 1 << 20);
+        store
+            .admit_sn(key(1), Some(1), Some(&loc))
+            .map_err(|e| io::Error::other(format!("{e:?}")))?;
+        assert_eq!(written_pages(&store, key(1))?, Vec::<u32>::new());
+        // Two pages at 8 KiB, then one unaligned to pages but inside page 5.
+        store.write(key(1), 8192, &[1u8; 8192])?;
+        assert_eq!(written_pages(&store, key(1))?, vec![2, 3]);
+        // A later write with other clone fields does not change the chunk's location.
+        store
+            .admit_sn(key(1), Some(1), Some("/other:0@cs"))
+            .map_err(|e| io::Error::other(format!("{e:?}")))?;
+        drop(store);
+        let store = clone_store(dir.path())?;
+        let ChunkView::Clone(meta) = store.view(key(1))? else {
+            panic!("not a clone chunk after reopen");
+        };
+        assert_eq!(meta.location, loc);
+        assert_eq!(written_pages(&store, key(1))?, vec![2, 3]);
+        assert_eq!(store.read(key(1), 8192, 8192)?, Some(vec![1u8; 8192]));
+        Ok(())
+    }
+
+    #[test]
+    fn a_fully_written_clone_chunk_becomes_plain_for_good() -> io::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let store = clone_store(dir.path())?;
+        store
+            .create_clone(key(2), 1, 0, "/src:0@cs")
+            .map_err(|e| io::Error::other(format!("{e:?}")))?;
+        let record = dir.path().join("copysets/1-2/chunk_2.clone");
+        assert!(record.exists());
+        store.write(key(2), 0, &vec![3u8; (CHUNK - BLOCK) as usize])?;
+        assert!(matches!(store.view(key(2))?, ChunkView::Clone(_)));
+        // The last page by paste: pastes count as written pages too.
+        assert!(store.paste(key(2), u64::from(CHUNK - BLOCK), &[4u8; BLOCK as usize])?);
+        assert_eq!(store.view(key(2))?, ChunkView::Plain);
+        assert!(!record.exists(), "the record outlived the clone");
+        drop(store);
+        let store = clone_store(dir.path())?;
+        assert_eq!(store.view(key(2))?, ChunkView::Plain);
+        // Pasting on a plain chunk changes nothing.
+        assert!(store.paste(key(2), 0, &[9u8; BLOCK as usize])?);
+        assert_eq!(store.read(key(2), 0, 4)?, Some(vec![3u8; 4]));
+        // Neither does CreateCloneChunk: CHUNK_EXIST.
+        assert!(matches!(
+            store.create_clone(key(2), 1, 0, "/src:0@cs"),
+            Err(CreateCloneError::Conflict)
+        ));
+        Ok(())
+    }
+
+    #[test]
+    fn paste_fills_only_unwritten_pages() -> io::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let store = clone_store(dir.path())?;
+        store
+            .admit_sn(key(3), Some(1), Some("/src:0@cs"))
+            .map_err(|e| io::Error::other(format!("{e:?}")))?;
+        store.write(key(3), 4096, &[1u8; 4096])?;
+        store.write(key(3), 12288, &[1u8; 4096])?;
+        assert!(store.paste(key(3), 0, &[7u8; 5 * 4096])?);
+        let got = store.read(key(3), 0, 5 * 4096)?.unwrap_or_default();
+        let expected: Vec<u8> = [7u8, 1, 7, 1, 7].iter().flat_map(|&b| [b; 4096]).collect();
+        assert_eq!(got, expected);
+        assert_eq!(written_pages(&store, key(3))?, vec![0, 1, 2, 3, 4]);
+        assert!(
+            !store.paste(key(4), 0, &[7u8; 4096])?,
+            "pasted into no chunk"
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn create_clone_is_idempotent_and_refuses_conflicts() -> io::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let store = clone_store(dir.path())?;
+        let conflict =
+            |r: Result<(), CreateCloneError>| matches!(r, Err(CreateCloneError::Conflict));
+        let ok = |r: Result<(), CreateCloneError>| r.is_ok();
+        assert!(ok(store.create_clone(key(5), 2, 1, "/src:0@cs")));
+        store.write(key(5), 0, &[1u8; 4096])?;
+        assert!(
+            ok(store.create_clone(key(5), 2, 1, "/src:0@cs")),
+            "not idempotent"
+        );
+        assert_eq!(
+            written_pages(&store, key(5))?,
+            vec![0],
+            "a repeat reset the bitmap"
+        );
+        assert!(conflict(store.create_clone(key(5), 3, 1, "/src:0@cs")));
+        assert!(conflict(store.create_clone(key(5), 2, 0, "/src:0@cs")));
+        assert!(conflict(store.create_clone(key(5), 2, 1, "/src:4096@cs")));
+        // A plain chunk is a conflict too.
+        store
+            .admit_sn(key(6), Some(2), None)
+            .map_err(|e| io::Error::other(format!("{e:?}")))?;
+        assert!(conflict(store.create_clone(key(6), 2, 1, "/src:0@cs")));
+        assert_eq!(store.view(key(6))?, ChunkView::Plain);
+        // correctedSn is a floor for writes, as upstream's.
+        assert!(matches!(store.admit_sn(key(5), Some(2), None), Ok(())));
+        assert!(ok(store.create_clone(key(7), 1, 3, "/src:0@cs")));
+        assert!(matches!(
+            store.admit_sn(key(7), Some(2), None),
+            Err(WriteError::Backward)
+        ));
+        drop(store);
+        let store = clone_store(dir.path())?;
+        assert_eq!(store.sn(key(5))?, Some(2));
+        assert!(ok(store.create_clone(key(5), 2, 1, "/src:0@cs")));
+        Ok(())
+    }
+
+    #[test]
+    fn a_record_without_its_data_file_is_dropped_and_a_bad_record_is_an_error() -> io::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let store = clone_store(dir.path())?;
+        let folder = dir.path().join("copysets/1-2");
+        // A clone creation that crashed between its record and its data file.
+        std::fs::write(folder.join("chunk_8.clone"), b"whatever")?;
+        assert_eq!(store.view(key(8))?, ChunkView::Missing);
+        store
+            .admit_sn(key(8), Some(1), None)
+            .map_err(|e| io::Error::other(format!("{e:?}")))?;
+        assert_eq!(store.view(key(8))?, ChunkView::Plain);
+        assert!(!folder.join("chunk_8.clone").exists());
+        // A damaged record never turns the chunk plain (its pages would read as zeros).
+        store
+            .create_clone(key(9), 1, 0, "/src:0@cs")
+            .map_err(|e| io::Error::other(format!("{e:?}")))?;
+        drop(store);
+        std::fs::write(folder.join("chunk_9.clone"), b"CVFSCLN1")?;
+        let store = clone_store(dir.path())?;
+        assert!(store.view(key(9)).is_err());
+        assert!(store.read(key(9), 0, 4096).is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn catch_up_installs_the_leaders_state() -> io::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let store = clone_store(dir.path())?;
+        let mut meta = store.new_clone_meta("/src:0@cs".into(), 0);
+        meta.bitmap.set_range(1, 1);
+        store.install_clone_state(key(10), Some(4), Some(meta.clone()))?;
+        store.write_raw(key(10), 4096, &[5u8; 4096])?;
+        assert_eq!(store.view(key(10))?, ChunkView::Clone(meta));
+        assert_eq!(store.sn(key(10))?, Some(4));
+        store.install_clone_state(key(10), Some(3), None)?;
+        assert_eq!(store.view(key(10))?, ChunkView::Plain);
+        assert_eq!(store.sn(key(10))?, Some(4));
         Ok(())
     }
 }

@@ -583,6 +583,7 @@ async fn serve_returns_after_shutdown_with_open_connections() -> TestResult {
         }],
         redirect_hints: true,
         durability: curve_chunkserver::Durability::Cache,
+        origin: None,
     };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(curve_chunkserver::serve_with_listener(
@@ -633,6 +634,7 @@ async fn config_errors_are_reported() -> TestResult {
         }],
         redirect_hints: false,
         durability: curve_chunkserver::Durability::Cache,
+        origin: None,
     };
     let result = curve_chunkserver::serve_with_listener(config, listener, async {}).await;
     assert!(matches!(
@@ -1136,6 +1138,7 @@ async fn stale_leader_follows_a_newer_terms_heartbeat() -> TestResult {
         lagging_version: Some(1),
         lagging: Vec::new(),
         term: None,
+        ..Default::default()
     };
     let resp = stale.replicate_write(heartbeat).await?.into_inner();
     assert_ne!(resp.status, ChunkOpStatus::Backward as u32);

@@ -213,6 +213,7 @@ async fn an_unreachable_chunkserver_is_asked_again_not_refused_for_good() {
         }],
         redirect_hints: false,
         durability: curve_chunkserver::Durability::Cache,
+        origin: None,
     };
     let server = tokio::spawn(curve_chunkserver::serve_with_listener(
         config,

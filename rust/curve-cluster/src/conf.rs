@@ -17,6 +17,10 @@ use crate::{ClusterLayout, Error};
 /// Name of the generated conf inside a cluster's data directory.
 pub const CLIENT_CONF_FILE: &str = "client.conf";
 
+/// Name of a chunkserver's own client conf inside its data directory: what its origin
+/// reader (clone chunks) builds its client from (upstream's `cs_client.conf`).
+pub const CHUNKSERVER_CLIENT_CONF_FILE: &str = "cs_client.conf";
+
 /// Keys upstream's client requires that the core does not read, with the values of
 /// upstream's sample conf. `global.logPath` is set to the cluster's `logs/` folder.
 const UPSTREAM_ONLY: &[(&str, &str)] = &[
@@ -85,19 +89,46 @@ impl ClusterLayout {
     /// returns its path.
     pub fn write_client_conf(&self, overrides: &[(String, String)]) -> Result<PathBuf, Error> {
         let text = self.client_conf(overrides)?;
-        let path = self.dir.join(CLIENT_CONF_FILE);
-        let tmp = self
-            .dir
-            .join(format!("{CLIENT_CONF_FILE}.{}.tmp", std::process::id()));
-        let written = std::fs::File::create(&tmp)
-            .and_then(|mut f| f.write_all(text.as_bytes()))
-            .and_then(|()| std::fs::rename(&tmp, &path));
-        if let Err(source) = written {
-            let _ = std::fs::remove_file(&tmp);
-            return Err(Error::Write { path, source });
-        }
-        Ok(path)
+        write_whole(&self.dir.join(CLIENT_CONF_FILE), &text)
     }
+
+    /// Where chunkserver `id`'s own client conf lives (see
+    /// [`CHUNKSERVER_CLIENT_CONF_FILE`]).
+    pub fn chunkserver_client_conf_path(&self, id: u32) -> PathBuf {
+        self.chunkserver_data_dir(id)
+            .join(CHUNKSERVER_CLIENT_CONF_FILE)
+    }
+
+    /// Writes chunkserver `id`'s client conf: the cluster's client.conf at its defaults.
+    pub fn write_chunkserver_client_conf(&self, id: u32) -> Result<PathBuf, Error> {
+        let text = self.client_conf(&[])?;
+        let path = self.chunkserver_client_conf_path(id);
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(|source| Error::Write {
+                path: dir.to_path_buf(),
+                source,
+            })?;
+        }
+        write_whole(&path, &text)
+    }
+}
+
+/// Replaces `path` with `text` whole, so a reader sees the old file or the new one.
+fn write_whole(path: &std::path::Path, text: &str) -> Result<PathBuf, Error> {
+    let path = path.to_path_buf();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = path.with_file_name(format!("{name}.{}.tmp", std::process::id()));
+    let written = std::fs::File::create(&tmp)
+        .and_then(|mut f| f.write_all(text.as_bytes()))
+        .and_then(|()| std::fs::rename(&tmp, &path));
+    if let Err(source) = written {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(Error::Write { path, source });
+    }
+    Ok(path)
 }
 
 #[cfg(test)]
@@ -187,6 +218,30 @@ mod tests {
             .client_conf(&o("mds.rpcTimeoutMS", "1\nmds.listen.addr=x"))
             .unwrap_err();
         assert!(e.to_string().contains("newline"), "{e}");
+    }
+
+    #[test]
+    fn each_chunkserver_gets_a_client_conf_in_its_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = r#"{"mds_ports": [6700], "chunkservers": [{"id": 1, "port": 8201}]}"#;
+        let l = ClusterLayout::parse(dir.path(), text).unwrap();
+        let path = l.write_chunkserver_client_conf(1).unwrap();
+        assert_eq!(
+            path,
+            dir.path()
+                .join("chunkserver-1")
+                .join(CHUNKSERVER_CLIENT_CONF_FILE)
+        );
+        assert_eq!(path, l.chunkserver_client_conf_path(1));
+        let conf = ClientConfig::from_file(&path).unwrap();
+        assert_eq!(conf.mds_addrs, vec!["127.0.0.1:6700".to_string()]);
+        // The chunkserver's origin reader is given that conf.
+        let config = l.chunkserver_config(1).unwrap();
+        let origin = format!("{:?}", config.origin);
+        assert!(
+            origin.contains("cs_client.conf") && origin.contains("root"),
+            "{origin}"
+        );
     }
 
     #[test]

@@ -23,14 +23,17 @@ use std::io::Write as _;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 
-use curve_chunkserver::{ChunkServerConfig, Durability, HostedCopyset, PeerEntry};
+use std::sync::Arc;
+
+use curve_chunkserver::{ChunkServerConfig, CurveVolumes, Durability, HostedCopyset, PeerEntry};
+use curve_client::UserInfo;
 use curve_mds::{ChunkServerEntry, CopysetEntry, MdsConfig, MdsOptions, TopologyConfig};
 use serde::{Deserialize, Serialize};
 
 mod conf;
 mod socket;
 
-pub use conf::CLIENT_CONF_FILE;
+pub use conf::{CHUNKSERVER_CLIENT_CONF_FILE, CLIENT_CONF_FILE};
 pub use socket::ServerSocket;
 
 /// Name of the layout file inside a cluster's data directory.
@@ -602,6 +605,15 @@ impl ClusterLayout {
             } else {
                 Durability::Cache
             },
+            // Clone chunks read their source volumes as root, as upstream's chunkservers
+            // read theirs as `curve.root_username` with `curve.root_password`.
+            origin: Some(Arc::new(CurveVolumes::new(
+                self.chunkserver_client_conf_path(id),
+                UserInfo {
+                    owner: self.mds.root_user.clone(),
+                    password: self.mds.root_password.clone(),
+                },
+            ))),
         })
     }
 }
@@ -747,7 +759,11 @@ async fn chunkserver_run(
     report: impl Fn(ServerState),
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
-    let config = ClusterLayout::load(dir)?.chunkserver_config(id)?;
+    let layout = ClusterLayout::load(dir)?;
+    let config = layout.chunkserver_config(id)?;
+    // The conf its origin reader (clone chunks) builds its client from, fresh at each
+    // start so it follows the layout.
+    layout.write_chunkserver_client_conf(id)?;
     let listener = open_port(&chunkserver_server_name(id), socket, config.listen)?;
     tracing::info!(
         "chunkserver {id} serving on {}, {} copysets, data in {}",

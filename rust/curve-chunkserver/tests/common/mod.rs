@@ -9,9 +9,9 @@ pub mod proxy;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::{Mutex, OnceLock, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
-use curve_chunkserver::{ChunkServerConfig, HostedCopyset, MAX_MESSAGE_SIZE, PeerEntry};
+use curve_chunkserver::{ChunkServerConfig, HostedCopyset, MAX_MESSAGE_SIZE, Origin, PeerEntry};
 use curve_proto::chunkserver::chunk_service_client::ChunkServiceClient;
 use curve_proto::chunkserver::cli_service2_client::CliService2Client;
 use curve_proto::chunkserver::{ChunkOpStatus, ChunkOpType, ChunkRequest, ChunkResponse};
@@ -46,7 +46,14 @@ impl Cluster {
     pub async fn start_with_hints(
         redirect_hints: bool,
     ) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
-        Self::start_with(redirect_hints, None).await
+        Self::start_with(redirect_hints, None, None).await
+    }
+
+    /// With `origin` reading the source volumes of clone chunks.
+    pub async fn start_with_origin(
+        origin: Arc<dyn Origin>,
+    ) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
+        Self::start_with(false, None, Some(origin)).await
     }
 
     /// Server `member` is reached by every other server (and by `addr`) through a
@@ -55,13 +62,24 @@ impl Cluster {
         member: usize,
     ) -> Result<(Self, proxy::Proxy), Box<dyn std::error::Error + Send + Sync>> {
         let proxy = proxy::Proxy::bind().await?;
-        let cluster = Self::start_with(true, Some((member, &proxy))).await?;
+        let cluster = Self::start_with(true, Some((member, &proxy)), None).await?;
+        Ok((cluster, proxy))
+    }
+
+    /// [`Cluster::start_with_proxy`] with `origin` reading clone chunks' sources.
+    pub async fn start_with_proxy_and_origin(
+        member: usize,
+        origin: Arc<dyn Origin>,
+    ) -> Result<(Self, proxy::Proxy), Box<dyn std::error::Error + Send + Sync>> {
+        let proxy = proxy::Proxy::bind().await?;
+        let cluster = Self::start_with(true, Some((member, &proxy)), Some(origin)).await?;
         Ok((cluster, proxy))
     }
 
     async fn start_with(
         redirect_hints: bool,
         proxied: Option<(usize, &proxy::Proxy)>,
+        origin: Option<Arc<dyn Origin>>,
     ) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
         capture_server_log();
         let dir = tempfile::tempdir()?;
@@ -107,6 +125,7 @@ impl Cluster {
                 ],
                 redirect_hints,
                 durability: curve_chunkserver::Durability::Cache,
+                origin: origin.clone(),
             })
             .collect();
         let mut cluster = Cluster {

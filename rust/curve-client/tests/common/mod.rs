@@ -138,6 +138,7 @@ impl Cluster {
                     .collect(),
                 redirect_hints: false,
                 durability: curve_chunkserver::Durability::Cache,
+                origin: None,
             };
             let rt = runtime();
             let listener = {
