@@ -28,6 +28,7 @@ use curve_proto::mds::FileType;
 
 pub use crate::auth::UserInfo;
 use crate::chunk::{self, ChunkOp, NoFile};
+use crate::clone::SourceReader;
 use crate::conf::ClientConfig;
 use crate::context::Context;
 use crate::error::{Error, ErrorCode, Result};
@@ -48,6 +49,8 @@ pub struct Client {
 struct Core {
     ctx: Arc<Context>,
     files: FdTable,
+    /// Lazy clones' sources, opened read-only, shared by every file of this client.
+    sources: Arc<SourceReader>,
 }
 
 const MAX_PATH_BYTES: usize = 4096;
@@ -104,10 +107,13 @@ impl Client {
     }
 
     fn over(ctx: Context) -> Client {
+        let ctx = Arc::new(ctx);
+        let sources = Arc::new(SourceReader::new(ctx.clone()));
         Client {
             core: Arc::new(Core {
-                ctx: Arc::new(ctx),
+                ctx,
                 files: FdTable::default(),
+                sources,
             }),
         }
     }
@@ -279,7 +285,7 @@ impl Client {
     pub async fn open_file(&self, path: &str, user: &UserInfo) -> Result<Arc<OpenFile>> {
         self.alive()?;
         check(path, user)?;
-        OpenFile::open(self.core.ctx.clone(), path, user).await
+        OpenFile::open(self.core.ctx.clone(), path, user, self.core.sources.clone()).await
     }
 
     /// Upstream's Open4ReadOnly: GetFileInfo only (no session, no lease, nothing to close);

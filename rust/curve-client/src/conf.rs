@@ -109,6 +109,10 @@ pub struct ClientConfig {
     pub discard_granularity: u32,
     /// `discard.taskDelayMs` (parsed; segments are released at once, see `file.rs`).
     pub discard_task_delay_ms: u64,
+    /// `closefd.timeout`: seconds a lazy clone's source stays open unused.
+    pub closefd_timeout_s: u64,
+    /// `closefd.timeInterval`: seconds between sweeps for unused clone sources.
+    pub closefd_time_interval_s: u64,
 }
 
 impl Default for ClientConfig {
@@ -152,6 +156,8 @@ impl Default for ClientConfig {
             discard_enable: false,
             discard_granularity: 4096,
             discard_task_delay_ms: 60_000,
+            closefd_timeout_s: 300,
+            closefd_time_interval_s: 600,
         }
     }
 }
@@ -234,6 +240,8 @@ pub const KEYS: &[(&str, &str)] = &[
     ("discard_enable", "discard.enable"),
     ("discard_granularity", "discard.granularity"),
     ("discard_task_delay_ms", "discard.taskDelayMs"),
+    ("closefd_timeout_s", "closefd.timeout"),
+    ("closefd_time_interval_s", "closefd.timeInterval"),
 ];
 
 /// The keys curvefs adds to upstream's (see the module doc). A conf written for stock
@@ -319,6 +327,8 @@ impl ClientConfig {
             "discard.enable" => b(self.discard_enable),
             "discard.granularity" => self.discard_granularity.to_string(),
             "discard.taskDelayMs" => self.discard_task_delay_ms.to_string(),
+            "closefd.timeout" => self.closefd_timeout_s.to_string(),
+            "closefd.timeInterval" => self.closefd_time_interval_s.to_string(),
             _ => return None,
         })
     }
@@ -418,6 +428,8 @@ impl ClientConfig {
             discard_enable: r.boolean("discard.enable", d.discard_enable)?,
             discard_granularity: r.num("discard.granularity", d.discard_granularity)?,
             discard_task_delay_ms: r.num("discard.taskDelayMs", d.discard_task_delay_ms)?,
+            closefd_timeout_s: r.num("closefd.timeout", d.closefd_timeout_s)?,
+            closefd_time_interval_s: r.num("closefd.timeInterval", d.closefd_time_interval_s)?,
         };
         conf.validate()?;
         Ok(conf)
@@ -707,6 +719,7 @@ global.logPath=/data/log/curve/
             chunkserver_transport: Protocol::Grpc,
             discard_enable: true,
             max_body_size: 1 << 27,
+            closefd_timeout_s: 7,
             ..ClientConfig::default()
         };
         for conf in [ClientConfig::default(), changed] {

@@ -13,14 +13,15 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use curve_proto::mds::{FileInfo, ProtoSession};
+use curve_proto::mds::{CloneSourceSegment, FileInfo, ProtoSession};
 use futures::StreamExt;
 use tokio::sync::{Notify, RwLock, Semaphore, watch};
 use tokio::task::JoinHandle;
 
 use crate::auth::UserInfo;
 use crate::blocks::BlockLocks;
-use crate::chunk::{self, ChunkOp, ChunkTarget};
+use crate::chunk::{self, ChunkOp, ChunkTarget, RequestSource};
+use crate::clone::{CloneSourceInfo, CloneView, SourceReader};
 use crate::context::Context;
 use crate::error::{Cause, Error, ErrorCode, Result};
 use crate::io::{self, ChunkPiece, Geometry};
@@ -63,6 +64,9 @@ struct Dynamic {
     seq_num: u64,
     epoch: u64,
     length: u64,
+    /// The `curve.mds.FileStatus` last heard of (a flatten turns CloneMetaInstalled into
+    /// Cloned while the file is open).
+    status: i32,
 }
 
 /// Whether IO may proceed.
@@ -89,6 +93,13 @@ pub struct OpenFile {
     dynamic: Mutex<Dynamic>,
     lease: watch::Sender<Lease>,
     pub segments: SegmentCache,
+    /// `FileInfo.cloneSource` at open (absent or "" for a file that is no lazy clone).
+    clone_source: Option<String>,
+    /// The source's allocated segments, when OpenFile listed them (a lazy clone opened
+    /// while CloneMetaInstalled).
+    source: Option<CloneSourceInfo>,
+    /// Where reads of a clone's unallocated chunks go; shared by the client's files.
+    sources: Arc<SourceReader>,
     /// `global.fileMaxInFlightRPCNum` permits.
     inflight: Semaphore,
     max_in_flight: usize,
@@ -99,6 +110,14 @@ pub struct OpenFile {
     /// Set by the first `close`.
     closing: std::sync::atomic::AtomicBool,
     refresher: Mutex<Option<Refresher>>,
+}
+
+/// One piece of an IO, where it goes (`None`: in a segment not allocated) and the clone
+/// source it carries.
+struct Located {
+    piece: ChunkPiece,
+    addr: Option<ChunkAddr>,
+    source: Option<RequestSource>,
 }
 
 /// What write_zeroes and discard write: 1 MiB of zeros, shared by every piece.
@@ -117,6 +136,8 @@ impl OpenFile {
         user: &UserInfo,
         session: &ProtoSession,
         info: &FileInfo,
+        source_segments: Option<&CloneSourceSegment>,
+        sources: Arc<SourceReader>,
     ) -> Result<Self> {
         let max_in_flight = ctx.conf.file_max_in_flight_rpc_num as usize;
         let geometry = Geometry::from_file_info(info)?;
@@ -138,9 +159,13 @@ impl OpenFile {
                 seq_num: info.seq_num.unwrap_or(1),
                 epoch: info.epoch.unwrap_or(0),
                 length: info.length.unwrap_or(0),
+                status: info.file_status.unwrap_or(0),
             }),
             lease,
             segments: SegmentCache::default(),
+            clone_source: info.clone_source.clone(),
+            source: CloneSourceInfo::from_open(info, source_segments),
+            sources,
             inflight: Semaphore::new(max_in_flight.max(1)),
             max_in_flight: max_in_flight.max(1),
             gate: RwLock::new(false),
@@ -156,9 +181,26 @@ impl OpenFile {
     /// FILE_OCCUPIED for every other client, with no window in which another one may delete
     /// or rename it. Should the file vanish in between, the refresh disables IO on it and
     /// says why.
-    pub async fn open(ctx: Arc<Context>, path: &str, user: &UserInfo) -> Result<Arc<OpenFile>> {
-        let (session, info) = ctx.mds.open_file(path, user).await?;
-        let file = Arc::new(OpenFile::new(ctx, path, user, &session, &info)?);
+    ///
+    /// The open is exclusive in upstream's sense (`OpenFlags.exclusive = true`, what the
+    /// SDK's Open uses): a segment the MDS called unallocated is cached as such until this
+    /// client writes it, also in a lazy clone, whose reads then go to the source.
+    pub async fn open(
+        ctx: Arc<Context>,
+        path: &str,
+        user: &UserInfo,
+        sources: Arc<SourceReader>,
+    ) -> Result<Arc<OpenFile>> {
+        let (session, info, source_segments) = ctx.mds.open_file(path, user).await?;
+        let file = Arc::new(OpenFile::new(
+            ctx,
+            path,
+            user,
+            &session,
+            &info,
+            source_segments.as_ref(),
+            sources,
+        )?);
         file.refresh_once().await;
         file.start_refresher();
         Ok(file)
@@ -213,6 +255,29 @@ impl OpenFile {
         }
         if let Some(l) = info.length {
             d.length = l;
+        }
+        if let Some(st) = info.file_status {
+            d.status = st;
+        }
+    }
+
+    /// The `curve.mds.FileStatus` last heard of (at open, or by a refresh since).
+    pub fn status(&self) -> i32 {
+        lock(&self.dynamic).status
+    }
+
+    /// The lazy clone's source as OpenFile described it, if any.
+    pub fn clone_source(&self) -> Option<&CloneSourceInfo> {
+        self.source.as_ref()
+    }
+
+    /// The clone state an IO works with: the latest status, read once per IO.
+    fn clone_view(&self) -> CloneView<'_> {
+        CloneView {
+            path: &self.path,
+            status: self.status(),
+            clone_source: self.clone_source.as_deref(),
+            source: self.source.as_ref(),
         }
     }
 
@@ -417,20 +482,33 @@ impl OpenFile {
         self.check_range(offset, len).await
     }
 
-    /// Common entry of read and write: alignment, lease, range, splitting, lookup.
+    /// Common entry of read and write: alignment, lease, range, the file's clone state,
+    /// splitting, lookup; each piece with its address (`None` in a hole) and its clone
+    /// source (upstream's CalcRequestSourceInfo).
     async fn prepare(
         &self,
         offset: u64,
         len: u64,
         allocate: bool,
         deadline: Instant,
-    ) -> Result<(Vec<ChunkPiece>, Vec<Option<ChunkAddr>>)> {
+    ) -> Result<Vec<Located>> {
         self.check_aligned(offset, len)?;
         self.wait_for_lease(deadline).await?;
         self.check_range(offset, len).await?;
+        let view = self.clone_view();
+        view.check_serviceable()?;
         let pieces = io::split(&self.geometry, offset, len, self.ctx.split_size());
         let addrs = self.locate(&pieces, allocate).await?;
-        Ok((pieces, addrs))
+        let chunk_size = self.geometry.chunk_size;
+        Ok(pieces
+            .into_iter()
+            .zip(addrs)
+            .map(|(piece, addr)| Located {
+                source: view.request_source(piece.chunk_index, chunk_size),
+                piece,
+                addr,
+            })
+            .collect())
     }
 
     async fn send_piece(
@@ -438,6 +516,7 @@ impl OpenFile {
         addr: ChunkAddr,
         piece: &ChunkPiece,
         op: ChunkOp,
+        source: Option<&RequestSource>,
         deadline: Instant,
     ) -> Result<Option<Bytes>> {
         let _permit = self
@@ -449,7 +528,32 @@ impl OpenFile {
             .map_err(|_| Error::failed("offset inside a chunk exceeds 4 GiB"))?;
         let size =
             u32::try_from(piece.len).map_err(|_| Error::failed("sub-request exceeds 4 GiB"))?;
-        chunk::send(&self.ctx, self, addr, offset, size, op, None, deadline).await
+        chunk::send(&self.ctx, self, addr, offset, size, op, source, deadline).await
+    }
+
+    /// One piece of a lazy clone read from its source, under the in-flight limit and the
+    /// IO's deadline like a chunk request.
+    async fn read_source(
+        &self,
+        piece: &ChunkPiece,
+        src: &RequestSource,
+        deadline: Instant,
+    ) -> Result<Bytes> {
+        let _permit = self
+            .inflight
+            .acquire()
+            .await
+            .map_err(|_| self.closed_error())?;
+        let at = src
+            .offset
+            .checked_add(piece.offset_in_chunk)
+            .ok_or_else(|| Error::failed("clone source offset overflows"))?;
+        let len = usize::try_from(piece.len).map_err(|_| Error::failed("piece too large"))?;
+        let mut data = vec![0u8; len];
+        self.sources
+            .read(&self.user, &self.path, &src.file, at, &mut data, deadline)
+            .await?;
+        Ok(Bytes::from(data))
     }
 
     pub async fn read(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
@@ -465,24 +569,35 @@ impl OpenFile {
             return Err(self.closed_error());
         }
         let deadline = crate::deadline_after(self.ctx.io_budget());
-        let (pieces, addrs) = self
+        let pieces = self
             .prepare(offset, buf.len() as u64, false, deadline)
             .await?;
         // Every byte is some piece's: what `Ok` promises of `buf`.
-        if pieces.iter().map(|p| p.len).sum::<u64>() != buf.len() as u64 {
+        if pieces.iter().map(|p| p.piece.len).sum::<u64>() != buf.len() as u64 {
             return Err(Error::failed(
                 "the pieces of a read do not cover its buffer",
             ));
         }
         // Hand each piece its own disjoint slice of the caller's buffer.
         let mut rest: &mut [MaybeUninit<u8>] = buf;
-        let jobs = pieces.iter().zip(addrs).map(|(piece, addr)| {
-            let (head, tail) = std::mem::take(&mut rest).split_at_mut(piece.len as usize);
+        let jobs = pieces.iter().map(|p| {
+            let (head, tail) = std::mem::take(&mut rest).split_at_mut(p.piece.len as usize);
             rest = tail;
             Ok(async move {
-                let data = match addr {
-                    Some(a) => self.send_piece(a, piece, ChunkOp::Read, deadline).await?,
-                    None => None,
+                let source = p.source.as_ref();
+                let data = match (p.addr, source) {
+                    (Some(a), _) => {
+                        self.send_piece(a, &p.piece, ChunkOp::Read, source, deadline)
+                            .await?
+                    }
+                    // A chunk of a segment the clone has not allocated: its bytes are the
+                    // source's (upstream's IOTracker::DoRead → SourceReader). Boxed: the
+                    // source's own read is a whole IO, too big to sit in every piece's
+                    // future (a stack overflow in debug builds).
+                    (None, Some(src)) => {
+                        Some(Box::pin(self.read_source(&p.piece, src, deadline)).await?)
+                    }
+                    (None, None) => None,
                 };
                 match data {
                     Some(d) => copy_into(head, &d)?,
@@ -510,23 +625,31 @@ impl OpenFile {
             return Err(self.closed_error());
         }
         let deadline = crate::deadline_after(self.ctx.io_budget());
-        let (pieces, addrs) = self
+        let pieces = self
             .prepare(offset, data.len() as u64, true, deadline)
             .await?;
-        let jobs = pieces.iter().zip(addrs).map(|(piece, addr)| {
-            let start = piece.buf_offset as usize;
-            let stop = start + piece.len as usize;
+        let jobs = pieces.iter().map(|p| {
+            let start = p.piece.buf_offset as usize;
+            let stop = start + p.piece.len as usize;
             if stop > data.len() {
                 return Err(Error::failed("piece outside the write buffer"));
             }
             let body = data.slice(start..stop);
             Ok(async move {
-                let addr = addr.ok_or_else(|| {
+                let addr = p.addr.ok_or_else(|| {
                     Error::failed("write landed in a segment the MDS did not allocate")
                 })?;
-                self.send_piece(addr, piece, ChunkOp::Write(body), deadline)
-                    .await
-                    .map(|_| ())
+                // With a source, the chunkserver makes a missing chunk a clone chunk of
+                // it, so the rest of the chunk keeps reading the source's bytes.
+                self.send_piece(
+                    addr,
+                    &p.piece,
+                    ChunkOp::Write(body),
+                    p.source.as_ref(),
+                    deadline,
+                )
+                .await
+                .map(|_| ())
             })
         });
         Running::new(pieces.len(), self.max_in_flight)
@@ -631,7 +754,10 @@ impl OpenFile {
             let seg_start = index * seg;
             let seg_end = (seg_start + seg).min(end);
             let whole = at == seg_start && seg_end == seg_start + seg;
-            if release && whole {
+            // A lazy clone's segment whose source has data does not read as zeros when
+            // released or unallocated: it reads the source. Zeros must be written there.
+            let has_source = self.clone_view().segment_has_source(seg_start, seg);
+            if release && whole && !has_source {
                 let _blocks = self.blocks.lock(seg_start, seg_start + seg, true).await;
                 self.ctx
                     .mds
@@ -642,10 +768,12 @@ impl OpenFile {
                 let deadline = crate::deadline_after(Duration::from_millis(
                     self.ctx.conf.mds_max_retry_ms_in_io_path,
                 ));
-                if !matches!(
-                    self.segment(index, false, deadline).await?,
-                    SegmentSlot::Hole
-                ) {
+                if has_source
+                    || !matches!(
+                        self.segment(index, false, deadline).await?,
+                        SegmentSlot::Hole
+                    )
+                {
                     self.write_zero_bytes(at, seg_end).await?;
                 }
             }

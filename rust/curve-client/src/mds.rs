@@ -22,15 +22,15 @@ use curve_proto::mds::topology::{
     GetClusterInfoRequest, GetClusterInfoResponse, ListPoolsetRequest, ListPoolsetResponse,
 };
 use curve_proto::mds::{
-    ChangeOwnerRequest, ChangeOwnerResponse, CloseFileRequest, CloseFileResponse,
-    CreateCloneFileRequest, CreateCloneFileResponse, CreateFileRequest, CreateFileResponse,
-    DeAllocateSegmentRequest, DeAllocateSegmentResponse, DeleteFileRequest, DeleteFileResponse,
-    ExtendFileRequest, ExtendFileResponse, FileInfo, FileStatus, FileType, GetFileInfoRequest,
-    GetFileInfoResponse, GetOrAllocateSegmentRequest, GetOrAllocateSegmentResponse, ListDirRequest,
-    ListDirResponse, OpenFileRequest, OpenFileResponse, PageFileSegment, ProtoSession,
-    ReFreshSessionRequest, ReFreshSessionResponse, RecoverFileRequest, RecoverFileResponse,
-    RenameFileRequest, RenameFileResponse, SetCloneFileStatusRequest, SetCloneFileStatusResponse,
-    StatusCode,
+    ChangeOwnerRequest, ChangeOwnerResponse, CloneSourceSegment, CloseFileRequest,
+    CloseFileResponse, CreateCloneFileRequest, CreateCloneFileResponse, CreateFileRequest,
+    CreateFileResponse, DeAllocateSegmentRequest, DeAllocateSegmentResponse, DeleteFileRequest,
+    DeleteFileResponse, ExtendFileRequest, ExtendFileResponse, FileInfo, FileStatus, FileType,
+    GetFileInfoRequest, GetFileInfoResponse, GetOrAllocateSegmentRequest,
+    GetOrAllocateSegmentResponse, ListDirRequest, ListDirResponse, OpenFileRequest,
+    OpenFileResponse, PageFileSegment, ProtoSession, ReFreshSessionRequest, ReFreshSessionResponse,
+    RecoverFileRequest, RecoverFileResponse, RenameFileRequest, RenameFileResponse,
+    SetCloneFileStatusRequest, SetCloneFileStatusResponse, StatusCode,
 };
 
 use crate::auth::Credentials;
@@ -481,9 +481,14 @@ impl MdsClient {
         check(resp.status_code, "ChangeOwner")
     }
 
-    /// OpenFile: the session and the file's info. Refusals keep their mapped code
-    /// (deviation: upstream returns FAILED for all of them).
-    pub async fn open_file(&self, path: &str, user: &UserInfo) -> Result<(ProtoSession, FileInfo)> {
+    /// OpenFile: the session, the file's info and, for a lazy clone, its source's allocated
+    /// segments. Refusals keep their mapped code (deviation: upstream returns FAILED for
+    /// all of them).
+    pub async fn open_file(
+        &self,
+        path: &str,
+        user: &UserInfo,
+    ) -> Result<(ProtoSession, FileInfo, Option<CloneSourceSegment>)> {
         let resp: OpenFileResponse = self
             .call(&methods::OPEN_FILE, CallKind::Metadata, || {
                 let cr = Credentials::now(&user.owner, &user.password);
@@ -498,7 +503,7 @@ impl MdsClient {
             .await?;
         check(resp.status_code, "OpenFile")?;
         match (resp.proto_session, resp.file_info) {
-            (Some(s), Some(f)) if s.lease_time > 0 => Ok((s, f)),
+            (Some(s), Some(f)) if s.lease_time > 0 => Ok((s, f, resp.clone_source_segment)),
             (Some(_), Some(_)) => Err(Error::failed("OpenFile: MDS granted a zero lease")),
             _ => Err(Error::failed(
                 "OpenFile: MDS answered OK without session or FileInfo",

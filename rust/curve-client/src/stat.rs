@@ -20,7 +20,8 @@ pub struct FileStat {
     pub owner: String,
     /// A `curve.mds.FileType` value (see [`file_type`]).
     pub file_type: i32,
-    /// A `curve.mds.FileStatus` value (0 created, 1 deleting, …).
+    /// A `curve.mds.FileStatus` value: 0 Created, 1 Deleting, 2 Cloning,
+    /// 3 CloneMetaInstalled, 4 Cloned, 5 BeingCloned.
     pub status: i32,
     pub length: u64,
     /// Creation time, µs since the Unix epoch.
@@ -31,6 +32,10 @@ pub struct FileStat {
     /// IO alignment; 4096 when the MDS does not say.
     pub block_size: u32,
     pub poolset: String,
+    /// A lazy clone's source volume (`FileInfo.cloneSource`); "" for none.
+    pub clone_source: String,
+    /// The source's length when the clone was made (`FileInfo.cloneLength`); 0 for none.
+    pub clone_length: u64,
 }
 
 impl From<&FileInfo> for FileStat {
@@ -49,6 +54,8 @@ impl From<&FileInfo> for FileStat {
             stripe_count: f.stripe_count.unwrap_or(0),
             block_size: f.blocksize.filter(|b| *b > 0).unwrap_or(4096),
             poolset: f.poolset.clone().unwrap_or_default(),
+            clone_source: f.clone_source.clone().unwrap_or_default(),
+            clone_length: f.clone_length.unwrap_or(0),
         }
     }
 }

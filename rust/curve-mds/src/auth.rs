@@ -37,7 +37,7 @@ pub enum Check {
 }
 
 /// The one table of which method authenticates how: every method the local MDS serves, by
-/// (service, method), in the order of Curve's protos. Upstream's snapshot, clone, throttle
+/// (service, method), in the order of Curve's protos. Upstream's snapshot, throttle
 /// and cluster-listing methods are not served here; upstream leaves GetAllocatedSize,
 /// GetFileSize, ListClient, FindFileMountPoint and ListVolumesOnCopysets unauthenticated.
 pub const METHODS: &[(&str, &str, Check)] = &[
@@ -55,6 +55,8 @@ pub const METHODS: &[(&str, &str, Check)] = &[
     (CURVEFS, "CloseFile", Check::FileOwner),
     (CURVEFS, "RefreshSession", Check::FileOwner),
     (CURVEFS, "IncreaseFileEpoch", Check::FileOwner),
+    (CURVEFS, "CreateCloneFile", Check::PathOwner),
+    (CURVEFS, "SetCloneFileStatus", Check::PathOwner),
     (TOPOLOGY, "GetChunkServerListInCopySets", Check::None),
     (TOPOLOGY, "GetClusterInfo", Check::None),
     (TOPOLOGY, "GetChunkServer", Check::None),

@@ -86,6 +86,8 @@ impl Dispatch for BaiduStd {
                     "CloseFile" => close_file,
                     "RefreshSession" => refresh_session,
                     "IncreaseFileEpoch" => increase_file_epoch,
+                    "CreateCloneFile" => create_clone_file,
+                    "SetCloneFileStatus" => set_clone_file_status,
                 }),
                 TOPOLOGY => route!(r, topo, TOPOLOGY, {
                     "GetChunkServerListInCopySets" => get_chunk_server_list_in_copy_sets,

@@ -11,11 +11,12 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use curve_proto::common::ChunkServerLocation;
 use curve_proto::mds::{
-    ChangeOwnerRequest, CloseFileRequest, CreateFileRequest, DeAllocateSegmentRequest,
-    DeleteFileRequest, ExtendFileRequest, FileInfo, FileStatus, FileType, GetFileInfoRequest,
-    GetOrAllocateSegmentRequest, IncreaseFileEpochRequest, ListDirRequest, OpenFileRequest,
-    PageFileChunkInfo, PageFileSegment, ProtoSession, ReFreshSessionRequest, RecoverFileRequest,
-    RenameFileRequest, SessionStatus, StatusCode as S,
+    ChangeOwnerRequest, CloneSourceSegment, CloseFileRequest, CreateCloneFileRequest,
+    CreateFileRequest, DeAllocateSegmentRequest, DeleteFileRequest, ExtendFileRequest, FileInfo,
+    FileStatus, FileType, GetFileInfoRequest, GetOrAllocateSegmentRequest,
+    IncreaseFileEpochRequest, ListDirRequest, OpenFileRequest, PageFileChunkInfo, PageFileSegment,
+    ProtoSession, ReFreshSessionRequest, RecoverFileRequest, RenameFileRequest, SessionStatus,
+    SetCloneFileStatusRequest, StatusCode as S,
 };
 use redb::ReadableTable;
 
@@ -166,9 +167,14 @@ impl Namespace {
     }
 
     /// Upstream's CheckFileCanChange for a page file about to be deleted, renamed or given
-    /// away: refused while the MDS is younger than one record expiry (records live in memory,
-    /// so an open file would look closed) and while some client holds it open (§10).
-    fn check_can_change(&self, path: &str) -> NsResult<()> {
+    /// away: refused while it is a clone source (kDeleteFileBeingCloned; DeleteFile then
+    /// asks whether any clone still reads from it), while the MDS is younger than one record
+    /// expiry (records live in memory, so an open file would look closed) and while some
+    /// client holds it open (§10).
+    fn check_can_change(&self, path: &str, info: &FileInfo) -> NsResult<()> {
+        if info.file_status == Some(FileStatus::KFileBeingCloned as i32) {
+            return Err(S::KDeleteFileBeingCloned.into());
+        }
         if self.started.elapsed() < self.record_expiry() {
             return Err(S::KNotSupported.into());
         }
@@ -345,7 +351,17 @@ impl Namespace {
                 t.unlink(parent, walked.name)?;
                 t.remove_inode(id)?;
             } else if is_page_file(&target) {
-                self.check_can_change(&req.file_name)?;
+                match self.check_can_change(&req.file_name, &target) {
+                    // Upstream asks the snapshot/clone service whether a clone still
+                    // depends on the file (CheckHasCloneRely); this MDS knows its clones.
+                    // With none, the delete goes ahead without the other checks, as there.
+                    Err(Refusal(S::KDeleteFileBeingCloned)) => {
+                        if !t.clones_reading_from(&req.file_name)?.is_empty() {
+                            return Err(S::KDeleteFileBeingCloned.into());
+                        }
+                    }
+                    other => other?,
+                }
                 if req.force_delete.unwrap_or(false) {
                     if parent != RECYCLEBIN_ID {
                         return Err(S::KNotSupported.into());
@@ -423,6 +439,10 @@ impl Namespace {
             info.parent_id = Some(parent);
             info.file_name = Some(walked.name.to_owned());
             info.original_full_path_name = None;
+            // A source deleted while no clone read from it comes back as a plain file.
+            if info.file_status == Some(FileStatus::KFileBeingCloned as i32) {
+                info.file_status = Some(FileStatus::KFileCreated as i32);
+            }
             t.put_inode(&info)?;
         }
         txn.commit()?;
@@ -469,7 +489,7 @@ impl Namespace {
             if !is_page_file(&src) {
                 return Err(S::KNotSupported.into());
             }
-            self.check_can_change(&req.old_file_name)?;
+            self.check_can_change(&req.old_file_name, &src)?;
 
             let dst_walk = dst_walk.map_err(|_| Refusal(S::KFileNotExists))?;
             let dst_parent = id_of(&dst_walk.parent)?;
@@ -479,7 +499,7 @@ impl Namespace {
                 if !is_page_file(&dst) {
                     return Err(S::KFileExists.into());
                 }
-                self.check_can_change(&req.new_file_name)?;
+                self.check_can_change(&req.new_file_name, &dst)?;
                 let name = recycled_name(dst_walk.name, &format!("-{dst_id}"));
                 self.recycle(
                     &mut t,
@@ -526,7 +546,7 @@ impl Namespace {
                 return Ok(());
             }
             if is_page_file(&info) {
-                self.check_can_change(&req.file_name)?;
+                self.check_can_change(&req.file_name, &info)?;
             } else if is_directory(&info) {
                 if t.has_children(id_of(&info)?)? {
                     return Err(S::KDirNotEmpty.into());
@@ -541,7 +561,13 @@ impl Namespace {
         Ok(())
     }
 
-    pub(crate) fn open_file(&self, req: &OpenFileRequest) -> NsResult<(ProtoSession, FileInfo)> {
+    /// OpenFile: the session, the file, and for a lazy clone whose metadata is installed
+    /// the source's allocated segments (what the client reads from the source; upstream's
+    /// ListCloneSourceFileSegments). A clone in another status gets none.
+    pub(crate) fn open_file(
+        &self,
+        req: &OpenFileRequest,
+    ) -> NsResult<(ProtoSession, FileInfo, Option<CloneSourceSegment>)> {
         let comps = components(&req.file_name)?;
         let caller = self.caller(&req.owner, req.signature.as_deref(), req.date)?;
         let t = self.store.read()?;
@@ -555,7 +581,143 @@ impl Namespace {
             create_time: now_us(),
             session_status: SessionStatus::KSessionOk as i32,
         };
-        Ok((session, info))
+        let source_segments = match info.clone_source.as_deref() {
+            Some(source)
+                if path::components(source).is_some_and(|c| !c.is_empty())
+                    && info.file_status == Some(FileStatus::KFileCloneMetaInstalled as i32) =>
+            {
+                // Upstream reads the source's info without an owner check.
+                let source_comps = components(source)?;
+                let source_info = self.target(&t, &source_comps, &Caller::Root)?;
+                Some(CloneSourceSegment {
+                    segment_size: u64::from(info.segment_size.unwrap_or(self.options.segment_size)),
+                    allocated_segment_offset: t.segment_offsets(id_of(&source_info)?)?,
+                })
+            }
+            _ => None,
+        };
+        Ok((session, info, source_segments))
+    }
+
+    /// CreateCloneFile: a page file in status Cloning that names the volume it is a lazy
+    /// clone of (`cloneSource`, `cloneLength` = its length). Checked as upstream's CurveFS
+    /// does: nothing about the source is checked here (the clone task does that).
+    pub(crate) fn create_clone_file(&self, req: &CreateCloneFileRequest) -> NsResult<FileInfo> {
+        let comps = components(&req.file_name)?;
+        let caller = self.caller(&req.owner, req.signature.as_deref(), req.date)?;
+        if comps.is_empty() && caller != Caller::Root {
+            return Err(S::KOwnerAuthFail.into());
+        }
+        let txn = self.store.write()?;
+        let info = {
+            let mut t = store::write_tables(&txn)?;
+            let user_walk = match caller {
+                Caller::User(_) => Some(self.walk(&t, &comps, &caller)?),
+                Caller::Root => None,
+            };
+            if req.file_type != FileType::InodePagefile as i32
+                || req.file_length < self.options.min_file_length
+                || req.seq < 1
+            {
+                return Err(S::KParaError.into());
+            }
+            // Deviation: upstream takes any chunk size; these chunkservers have one.
+            if req.chunksize != self.options.chunk_size {
+                return Err(S::KParaError.into());
+            }
+            let stripe_unit = req.stripe_unit.unwrap_or(0);
+            let stripe_count = req.stripe_count.unwrap_or(0);
+            rules::check_stripe(&self.options, stripe_unit, stripe_count)?;
+            let poolset = req.poolset.as_deref().unwrap_or("");
+            if !poolset.is_empty() && poolset != self.pool().poolset {
+                return Err(S::KPoolsetNotExist.into());
+            }
+            if comps.is_empty() {
+                return Err(S::KCloneFileNameIllegal.into());
+            }
+            let walked = match user_walk {
+                Some(walked) => walked,
+                None => self.walk(&t, &comps, &caller)?,
+            };
+            if walked.target.is_some() {
+                return Err(S::KFileExists.into());
+            }
+            let id = store::take_inode_id(&txn)?;
+            let parent = id_of(&walked.parent)?;
+            let info = FileInfo {
+                id: Some(id),
+                file_name: Some(walked.name.to_owned()),
+                parent_id: Some(parent),
+                file_type: Some(req.file_type),
+                owner: Some(req.owner.clone()),
+                chunk_size: Some(req.chunksize),
+                segment_size: Some(self.options.segment_size),
+                length: Some(req.file_length),
+                ctime: Some(now_us()),
+                seq_num: Some(req.seq),
+                file_status: Some(FileStatus::KFileCloning as i32),
+                clone_source: Some(req.clone_source.clone()),
+                clone_length: Some(req.file_length),
+                stripe_unit: Some(stripe_unit),
+                stripe_count: Some(stripe_count),
+                poolset: Some(self.pool().poolset.clone()),
+                blocksize: Some(self.options.block_size),
+                ..Default::default()
+            };
+            t.put_inode(&info)?;
+            t.link(parent, walked.name, id)?;
+            info
+        };
+        txn.commit()?;
+        Ok(info)
+    }
+
+    /// SetCloneFileStatus, with upstream's transitions: Cloning → CloneMetaInstalled →
+    /// Cloned for a clone; Created ⇄ BeingCloned and Cloned → BeingCloned → Cloned for a
+    /// source. A CloneMetaInstalled file can never become BeingCloned, so clones of clones
+    /// that still read from their source cannot be made.
+    pub(crate) fn set_clone_file_status(&self, req: &SetCloneFileStatusRequest) -> NsResult<()> {
+        let comps = components(&req.file_name)?;
+        let caller = self.caller(&req.owner, req.signature.as_deref(), req.date)?;
+        let txn = self.store.write()?;
+        {
+            let mut t = store::write_tables(&txn)?;
+            if comps.is_empty() {
+                return Err(match caller {
+                    Caller::Root => S::KCloneFileNameIllegal,
+                    Caller::User(_) => S::KOwnerAuthFail,
+                }
+                .into());
+            }
+            let walked = self.walk(&t, &comps, &caller).map_err(|r| match r.0 {
+                S::KNotDirectory => Refusal(S::KFileNotExists),
+                _ => r,
+            })?;
+            let mut info = walked.target.ok_or(Refusal(S::KFileNotExists))?;
+            if !is_page_file(&info) {
+                return Err(S::KNotSupported.into());
+            }
+            let id = id_of(&info)?;
+            if let Some(given) = req.file_id
+                && given != 0
+                && given != id
+            {
+                return Err(S::KFileIdNotMatch.into());
+            }
+            let from = info
+                .file_status
+                .and_then(|s| FileStatus::try_from(s).ok())
+                .unwrap_or(FileStatus::KFileCreated);
+            let to = FileStatus::try_from(req.file_status)
+                .map_err(|_| Refusal(S::KCloneStatusNotMatch))?;
+            if !rules::clone_status_may_change(from, to) {
+                return Err(S::KCloneStatusNotMatch.into());
+            }
+            info.file_status = Some(to as i32);
+            t.put_inode(&info)?;
+        }
+        txn.commit()?;
+        Ok(())
     }
 
     pub(crate) fn refresh_session(
@@ -700,6 +862,10 @@ impl Namespace {
         {
             let mut t = store::write_tables(&txn)?;
             let (info, segment) = self.segment_of(&t, &comps, &caller, req.offset, None)?;
+            // Clones read a source's segments in place.
+            if info.file_status == Some(FileStatus::KFileBeingCloned as i32) {
+                return Err(S::KNotSupported.into());
+            }
             if segment.is_none() {
                 return Err(S::KSegmentNotAllocated.into());
             }

@@ -91,6 +91,25 @@ pub(crate) fn check_stripe(
     }
 }
 
+/// Upstream's SetCloneFileStatus transitions (`CurveFS::SetCloneFileStatus`): whether a file
+/// in status `from` may be set to `to`. Setting the status it has is always allowed.
+pub(crate) fn clone_status_may_change(
+    from: curve_proto::mds::FileStatus,
+    to: curve_proto::mds::FileStatus,
+) -> bool {
+    use curve_proto::mds::FileStatus as F;
+    match from {
+        F::KFileCloning => matches!(to, F::KFileCloning | F::KFileCloneMetaInstalled),
+        F::KFileCloneMetaInstalled => matches!(to, F::KFileCloneMetaInstalled | F::KFileCloned),
+        F::KFileCloned => matches!(to, F::KFileCloned | F::KFileBeingCloned),
+        F::KFileCreated => matches!(to, F::KFileCreated | F::KFileBeingCloned),
+        F::KFileBeingCloned => {
+            matches!(to, F::KFileBeingCloned | F::KFileCreated | F::KFileCloned)
+        }
+        F::KFileDeleting => false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -184,5 +203,45 @@ mod tests {
                 "{unit} {count}"
             );
         }
+    }
+
+    #[test]
+    fn clone_statuses_follow_upstreams_transitions() {
+        use curve_proto::mds::FileStatus as F;
+        // A clone: Cloning -> CloneMetaInstalled -> Cloned, never back.
+        assert!(clone_status_may_change(
+            F::KFileCloning,
+            F::KFileCloneMetaInstalled
+        ));
+        assert!(clone_status_may_change(
+            F::KFileCloneMetaInstalled,
+            F::KFileCloned
+        ));
+        assert!(!clone_status_may_change(F::KFileCloning, F::KFileCloned));
+        assert!(!clone_status_may_change(
+            F::KFileCloned,
+            F::KFileCloneMetaInstalled
+        ));
+        // A source: Created <-> BeingCloned, Cloned -> BeingCloned -> Cloned.
+        assert!(clone_status_may_change(
+            F::KFileCreated,
+            F::KFileBeingCloned
+        ));
+        assert!(clone_status_may_change(
+            F::KFileBeingCloned,
+            F::KFileCreated
+        ));
+        assert!(clone_status_may_change(F::KFileCloned, F::KFileBeingCloned));
+        assert!(clone_status_may_change(F::KFileBeingCloned, F::KFileCloned));
+        // No chains: a clone still reading its source cannot be a source.
+        assert!(!clone_status_may_change(
+            F::KFileCloneMetaInstalled,
+            F::KFileBeingCloned
+        ));
+        assert!(!clone_status_may_change(
+            F::KFileCloning,
+            F::KFileBeingCloned
+        ));
+        assert!(!clone_status_may_change(F::KFileDeleting, F::KFileCreated));
     }
 }

@@ -174,15 +174,15 @@ impl CurveFsService for CurveFsServiceImpl {
         let req = request.into_inner();
         let outcome = self.run("OpenFile", move |ns| ns.open_file(&req)).await;
         let status_code = code(&outcome);
-        let (proto_session, file_info) = match outcome {
-            Ok((session, info)) => (Some(session), Some(info)),
-            Err(_) => (None, None),
+        let (proto_session, file_info, clone_source_segment) = match outcome {
+            Ok((session, info, segments)) => (Some(session), Some(info), segments),
+            Err(_) => (None, None, None),
         };
         Ok(Response::new(OpenFileResponse {
             status_code,
             proto_session,
             file_info,
-            clone_source_segment: None,
+            clone_source_segment,
         }))
     }
 
@@ -237,15 +237,30 @@ impl CurveFsService for CurveFsServiceImpl {
 
     async fn create_clone_file(
         &self,
-        _request: Request<CreateCloneFileRequest>,
+        request: Request<CreateCloneFileRequest>,
     ) -> Answer<CreateCloneFileResponse> {
-        Err(Status::unimplemented("CreateCloneFile"))
+        let req = request.into_inner();
+        let outcome = self
+            .run("CreateCloneFile", move |ns| ns.create_clone_file(&req))
+            .await;
+        Ok(Response::new(CreateCloneFileResponse {
+            status_code: code(&outcome),
+            file_info: outcome.ok(),
+        }))
     }
 
     async fn set_clone_file_status(
         &self,
-        _request: Request<SetCloneFileStatusRequest>,
+        request: Request<SetCloneFileStatusRequest>,
     ) -> Answer<SetCloneFileStatusResponse> {
-        Err(Status::unimplemented("SetCloneFileStatus"))
+        let req = request.into_inner();
+        let outcome = self
+            .run("SetCloneFileStatus", move |ns| {
+                ns.set_clone_file_status(&req)
+            })
+            .await;
+        Ok(Response::new(SetCloneFileStatusResponse {
+            status_code: code(&outcome),
+        }))
     }
 }

@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
-use curve_proto::mds::{FileInfo, FileType, PageFileSegment, StatusCode};
+use curve_proto::mds::{FileInfo, FileStatus, FileType, PageFileSegment, StatusCode};
 use prost::Message as _;
 use redb::{
     Database, ReadOnlyTable, ReadTransaction, ReadableTable, Table, TableDefinition,
@@ -237,7 +237,7 @@ pub(crate) fn directory(id: u64, name: &str, parent: u64, owner: &str, now_us: u
         length: Some(0),
         ctime: Some(now_us),
         seq_num: Some(1),
-        file_status: Some(curve_proto::mds::FileStatus::KFileCreated as i32),
+        file_status: Some(FileStatus::KFileCreated as i32),
         ..Default::default()
     }
 }
@@ -342,6 +342,35 @@ where
             Some(bytes) => Ok(Some(PageFileSegment::decode(bytes.value())?)),
             None => Ok(None),
         }
+    }
+
+    /// Start offsets of a file's allocated segments, in order.
+    pub(crate) fn segment_offsets(&self, file_id: u64) -> Result<Vec<u64>, Refusal> {
+        let mut out = Vec::new();
+        for entry in self.segments.range((file_id, 0)..=(file_id, u64::MAX))? {
+            out.push(entry?.0.value().1);
+        }
+        Ok(out)
+    }
+
+    /// Page files, recycled ones included, that are lazy clones of `source` still reading
+    /// from it: a clone source set and a status before Cloned.
+    pub(crate) fn clones_reading_from(&self, source: &str) -> Result<Vec<FileInfo>, Refusal> {
+        let mut out = Vec::new();
+        for entry in self.inodes.iter()? {
+            let (_, bytes) = entry?;
+            let info = FileInfo::decode(bytes.value())?;
+            let reading = matches!(
+                info.file_status.map(FileStatus::try_from),
+                Some(Ok(
+                    FileStatus::KFileCloning | FileStatus::KFileCloneMetaInstalled
+                ))
+            );
+            if is_page_file(&info) && reading && info.clone_source.as_deref() == Some(source) {
+                out.push(info);
+            }
+        }
+        Ok(out)
     }
 
     /// Bytes promised to page files, recycled ones included: what the pool must be able to hold.

@@ -187,6 +187,9 @@ requests! {
     CloseFile(CloseFileRequest, CloseFileResponse) => close_file,
     RefreshSession(ReFreshSessionRequest, ReFreshSessionResponse) => refresh_session,
     IncreaseFileEpoch(IncreaseFileEpochRequest, IncreaseFileEpochResponse) => increase_file_epoch,
+    CreateCloneFile(CreateCloneFileRequest, CreateCloneFileResponse) => create_clone_file,
+    SetCloneFileStatus(SetCloneFileStatusRequest, SetCloneFileStatusResponse)
+        => set_clone_file_status,
 }
 
 /// One method's request on the fixture under `dir` ("/alice" or "/alice2"), as `c`. With
@@ -312,6 +315,27 @@ fn request(method: &str, dir: &str, c: &Cred, path: Option<&str>, rename_new: bo
             signature,
             date,
         }),
+        "CreateCloneFile" => Req::CreateCloneFile(CreateCloneFileRequest {
+            file_name: path.map_or_else(|| format!("{dir}/clone"), str::to_owned),
+            file_type: FileType::InodePagefile as i32,
+            file_length: 10 * GIB,
+            seq: 1,
+            chunksize: 16 << 20,
+            owner,
+            signature,
+            date,
+            clone_source: format!("{dir}/vol"),
+            ..Default::default()
+        }),
+        "SetCloneFileStatus" => Req::SetCloneFileStatus(SetCloneFileStatusRequest {
+            file_name: vol,
+            file_id: None,
+            // Created -> Created: allowed, so only the credentials decide.
+            file_status: FileStatus::KFileCreated as i32,
+            owner,
+            signature,
+            date,
+        }),
         m => panic!("no request for {m}: add one to this test"),
     }
 }
@@ -404,7 +428,7 @@ async fn refusals_on_every_method(kind: WireKind) {
         .iter()
         .filter(|(service, _, check)| *service == CURVEFS && *check != Check::None)
         .collect();
-    assert_eq!(authenticated.len(), 14);
+    assert_eq!(authenticated.len(), 16);
     for (_, method, check) in authenticated {
         let dir = tempfile::tempdir().expect("tempdir");
         let mds = Mds::start_settled(dir.path()).await;

@@ -739,3 +739,126 @@ async fn concurrent_allocation_hands_out_one_segment() {
     );
     mds.stop().await;
 }
+
+/// Lazy clones as upstream's CurveFS keeps them: CreateCloneFile makes a Cloning file that
+/// names its source, SetCloneFileStatus walks upstream's transitions, OpenFile of an
+/// installed clone lists the source's allocated segments, and the source cannot be deleted,
+/// renamed or given away while a clone still reads from it.
+#[tokio::test]
+async fn lazy_clones() {
+    let dir = tempfile::tempdir().unwrap();
+    let mds = Mds::start_settled(dir.path()).await;
+    let mut fs = mds.fs().await;
+    assert_eq!(fs.create("/src", ROOT, 20 * GIB).await, S::KOk);
+    // The source's second segment only.
+    assert_eq!(fs.segment("/src", ROOT, GIB, true, None).await.0, S::KOk);
+
+    // The clone task's order: the source becomes BeingCloned, then the clone is made.
+    assert_eq!(
+        fs.set_clone_status("/src", ROOT, None, FileStatus::KFileBeingCloned)
+            .await,
+        S::KOk
+    );
+    let (status, info) = fs.create_clone("/clone", "/src", ROOT, 20 * GIB).await;
+    assert_eq!(status, S::KOk);
+    let info = info.unwrap();
+    assert_eq!(info.file_status, Some(FileStatus::KFileCloning as i32));
+    assert_eq!(info.clone_source.as_deref(), Some("/src"));
+    assert_eq!(info.clone_length, Some(20 * GIB));
+    assert_eq!(info.seq_num, Some(1));
+    let clone_id = info.id.unwrap();
+    assert_eq!(
+        fs.create_clone("/clone", "/src", ROOT, 20 * GIB).await.0,
+        S::KFileExists
+    );
+    assert_eq!(
+        fs.create_clone("/", "/src", ROOT, 20 * GIB).await.0,
+        S::KCloneFileNameIllegal
+    );
+    assert_eq!(
+        fs.create_clone("/small", "/src", ROOT, GIB).await.0,
+        S::KParaError
+    );
+
+    // Not installed yet: OpenFile lists nothing.
+    assert!(fs.open("/clone", ROOT).await.clone_source_segment.is_none());
+    // Cloning -> Cloned skips a step.
+    assert_eq!(
+        fs.set_clone_status("/clone", ROOT, None, FileStatus::KFileCloned)
+            .await,
+        S::KCloneStatusNotMatch
+    );
+    assert_eq!(
+        fs.set_clone_status(
+            "/clone",
+            ROOT,
+            Some(clone_id + 1),
+            FileStatus::KFileCloneMetaInstalled
+        )
+        .await,
+        S::KFileIdNotMatch
+    );
+    assert_eq!(
+        fs.set_clone_status(
+            "/clone",
+            ROOT,
+            Some(clone_id),
+            FileStatus::KFileCloneMetaInstalled
+        )
+        .await,
+        S::KOk
+    );
+    assert_eq!(
+        fs.set_clone_status("/nothing", ROOT, None, FileStatus::KFileCloned)
+            .await,
+        S::KFileNotExists
+    );
+
+    let opened = fs.open("/clone", ROOT).await;
+    assert_eq!(code(opened.status_code), S::KOk);
+    let segments = opened.clone_source_segment.unwrap();
+    assert_eq!(segments.segment_size, GIB);
+    assert_eq!(segments.allocated_segment_offset, vec![GIB]);
+    // A clone still reading its source cannot be a source itself.
+    assert_eq!(
+        fs.set_clone_status("/clone", ROOT, None, FileStatus::KFileBeingCloned)
+            .await,
+        S::KCloneStatusNotMatch
+    );
+
+    // The source while the clone reads from it.
+    assert_eq!(fs.unlink("/src", ROOT).await, S::KDeleteFileBeingCloned);
+    assert_eq!(
+        fs.rename("/src", "/src2", ROOT).await,
+        S::KDeleteFileBeingCloned
+    );
+    assert_eq!(
+        fs.chown("/src", "bob", ROOT).await,
+        S::KDeleteFileBeingCloned
+    );
+    assert_eq!(fs.deallocate("/src", ROOT, GIB).await, S::KNotSupported);
+
+    // Flattened: the clone no longer reads from the source, which may then go.
+    assert_eq!(
+        fs.set_clone_status("/clone", ROOT, None, FileStatus::KFileCloned)
+            .await,
+        S::KOk
+    );
+    assert!(fs.open("/clone", ROOT).await.clone_source_segment.is_none());
+    assert_eq!(
+        fs.set_clone_status("/clone", ROOT, None, FileStatus::KFileCloneMetaInstalled)
+            .await,
+        S::KCloneStatusNotMatch
+    );
+    assert_eq!(fs.unlink("/src", ROOT).await, S::KOk);
+    // Recovered from the recycle bin, it is a plain file again.
+    let recycled = fs.names("/RecycleBin", ROOT).await;
+    assert_eq!(recycled.len(), 1, "{recycled:?}");
+    assert_eq!(fs.recover("/src", ROOT, 0).await, S::KOk);
+    let (_, src) = fs.stat("/src", ROOT).await;
+    assert_eq!(
+        src.unwrap().file_status,
+        Some(FileStatus::KFileCreated as i32)
+    );
+    mds.stop().await;
+}

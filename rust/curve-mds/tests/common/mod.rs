@@ -427,6 +427,59 @@ impl Fs {
         code(r.status_code)
     }
 
+    /// CreateCloneFile of `path` as a lazy clone of `source` (`length` bytes, 16 MiB chunks).
+    pub async fn create_clone(
+        &mut self,
+        path: &str,
+        source: &str,
+        owner: &str,
+        length: u64,
+    ) -> (StatusCode, Option<FileInfo>) {
+        let (owner, signature, date) = cred(owner);
+        let r = self
+            .0
+            .create_clone_file(CreateCloneFileRequest {
+                file_name: path.into(),
+                file_type: FileType::InodePagefile as i32,
+                file_length: length,
+                seq: 1,
+                chunksize: 16 << 20,
+                owner,
+                signature,
+                date,
+                clone_source: source.into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        (code(r.status_code), r.file_info)
+    }
+
+    pub async fn set_clone_status(
+        &mut self,
+        path: &str,
+        owner: &str,
+        file_id: Option<u64>,
+        status: FileStatus,
+    ) -> StatusCode {
+        let (owner, signature, date) = cred(owner);
+        let r = self
+            .0
+            .set_clone_file_status(SetCloneFileStatusRequest {
+                file_name: path.into(),
+                file_id,
+                file_status: status as i32,
+                owner,
+                signature,
+                date,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        code(r.status_code)
+    }
+
     pub async fn bump_epoch(&mut self, path: &str, owner: &str) -> IncreaseFileEpochResponse {
         let (owner, signature, date) = cred(owner);
         self.0
