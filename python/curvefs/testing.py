@@ -598,6 +598,35 @@ class LocalCluster:
                 )
             time.sleep(0.1)
 
+    # -- lazy clones ------------------------------------------------------------------
+
+    @property
+    def root_user(self) -> str:
+        """The MDS's root user, as whom clone tasks run."""
+        return str(self._mds_options.get("root_user", "root"))
+
+    def clone_volume(
+        self, source: str, dest: str, owner: str, *, poolset: str | None = None
+    ) -> None:
+        """Make ``dest`` a lazy clone of the volume ``source``, owned by ``owner``: what
+        Curve's snapshot/clone service does for ``Action=Clone&Lazy=true`` with a volume as
+        ``Source`` (the source becomes BeingCloned; CreateCloneFile under ``/clone``;
+        CloneMetaInstalled; ChangeOwner; rename onto ``dest``). ``dest`` then reads as
+        ``source`` and owns no data until written or flattened. Raises
+        ``curvefs.exceptions.CurveError``: ``CurveNotExistError`` for a missing source,
+        ``CurveExistsError`` for an existing ``dest``, ``CurveStatusNotMatchError`` for a
+        source that is itself a clone not yet flattened."""
+        _core.lazy_clone(
+            self.conf_path, self.root_user, self.root_password, source, dest, owner, poolset
+        )
+
+    def flatten(self, dest: str) -> None:
+        """Copy into the lazy clone ``dest`` every chunk it still reads from its source
+        (CreateCloneChunk and RecoverChunk on each, as the service's Flatten does), then
+        mark it Cloned. IO to ``dest`` may go on meanwhile; a clone already flattened
+        succeeds at once."""
+        _core.flatten(self.conf_path, self.root_user, self.root_password, dest)
+
     # -- network faults ---------------------------------------------------------------
 
     @property

@@ -296,6 +296,22 @@ def transfer_leader(
     ``transferee`` (TransferLeader over baidu_std); ``ValueError`` if that is not a member,
     ``OSError`` for other refusals (``addr`` does not lead) or no answer in time."""
 
+def lazy_clone(
+    conf_path: str,
+    root_user: str,
+    root_password: str,
+    source: str,
+    dest: str,
+    owner: str,
+    poolset: str | None = None,
+) -> None:
+    """Stage 1 of a lazy clone of the volume ``source`` at ``dest`` (owned by ``owner``),
+    run as root through a client of ``conf_path``; raises ``CurveError``."""
+
+def flatten(conf_path: str, root_user: str, root_password: str, dest: str) -> None:
+    """Stage 2 of a lazy clone: copies what ``dest`` still reads from its source, then
+    marks it Cloned; raises ``CurveError``."""
+
 _Stat: TypeAlias = tuple[int, int, str, str, int, int, int, int, int, int, int, tuple[str, int]]
 _Waiter: TypeAlias = tuple[object, object, object]
 

@@ -1,5 +1,4 @@
-//! Clone chunks at the datastore level: the origin location of a chunk cloned lazily
-//! from another volume (upstream's `LocationOperator`), the page bitmap that says which
+//! Clone chunks at the datastore level: the page bitmap that says which
 //! pages the clone wrote itself (upstream's `Bitmap`, one bit per block), and the record
 //! both are kept in on disk beside the chunk file.
 //!
@@ -8,54 +7,7 @@
 
 use std::io;
 
-/// `"<curve path>:<offset>@cs"`: the chunk's origin is `<offset>` bytes into a volume.
-const CURVE_TYPE: &str = "cs";
-/// `"<object key>@s3"`: an origin in S3, which the local cluster does not have.
-const S3_TYPE: &str = "s3";
-
-/// Where a clone chunk's unwritten pages come from.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct CurveOrigin {
-    /// The source volume's path.
-    pub source: String,
-    /// Where this chunk's first byte lies in the source volume.
-    pub offset: u64,
-}
-
-/// Why a location cannot be served.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub(crate) enum LocationError {
-    #[error("location {0:?} names an S3 origin; this chunkserver reads only Curve origins (@cs)")]
-    S3(String),
-    #[error("location {0:?} is not \"<curve path>:<offset>@cs\"")]
-    Malformed(String),
-}
-
-/// Upstream's `GenerateCurveLocation`.
-pub(crate) fn curve_location(source: &str, offset: u64) -> String {
-    format!("{source}:{offset}@{CURVE_TYPE}")
-}
-
-/// Upstream's `ParseLocation` then `ParseCurveChunkPath`: split at the last `@` (a path
-/// may hold one), then at the last `:`; both parts non-empty, the offset a decimal u64.
-pub(crate) fn parse_location(location: &str) -> Result<CurveOrigin, LocationError> {
-    let malformed = || LocationError::Malformed(location.to_string());
-    let (path, kind) = location.rsplit_once('@').ok_or_else(malformed)?;
-    match kind {
-        CURVE_TYPE => {}
-        S3_TYPE => return Err(LocationError::S3(location.to_string())),
-        _ => return Err(malformed()),
-    }
-    let (source, offset) = path.rsplit_once(':').ok_or_else(malformed)?;
-    if source.is_empty() || offset.is_empty() || !offset.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(malformed());
-    }
-    let offset = offset.parse::<u64>().map_err(|_| malformed())?;
-    Ok(CurveOrigin {
-        source: source.to_string(),
-        offset,
-    })
-}
+pub(crate) use curve_client::location::{CurveOrigin, curve_location, parse_location};
 
 /// One bit per block of a chunk, set once the clone wrote (or pasted) that block. Bit
 /// `i` is bit `i % 8` of byte `i / 8`, least significant first, as upstream's bitmap.
@@ -207,41 +159,6 @@ impl CloneMeta {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn locations_round_trip_and_split_at_the_last_separators() {
-        let loc = curve_location("/vol:a@b", 16 << 20);
-        assert_eq!(loc, "/vol:a@b:16777216@cs");
-        assert_eq!(
-            parse_location(&loc),
-            Ok(CurveOrigin {
-                source: "/vol:a@b".into(),
-                offset: 16 << 20
-            })
-        );
-        assert!(matches!(
-            parse_location("bucket/key@s3"),
-            Err(LocationError::S3(_))
-        ));
-        for bad in [
-            "",
-            "/vol",
-            "/vol:0",
-            "/vol:0@",
-            "/vol:0@nfs",
-            ":0@cs",
-            "/vol:@cs",
-            "/vol@cs",
-            "/vol:-1@cs",
-            "/vol:+1@cs",
-            "/vol:99999999999999999999@cs",
-        ] {
-            assert!(
-                matches!(parse_location(bad), Err(LocationError::Malformed(_))),
-                "{bad:?}"
-            );
-        }
-    }
 
     #[test]
     fn bitmap_runs_and_fullness() {

@@ -46,6 +46,7 @@ pub mod context;
 pub mod error;
 pub mod file;
 pub mod io;
+pub mod location;
 pub mod mds;
 pub mod metacache;
 pub mod readonly;

@@ -1,8 +1,9 @@
 //! `curvefs._core`: the native half of the `curvefs` package.
 //!
-//! A thin binding over curve-client (the SDK's `CBDClient`) and curve-cluster (the local
-//! cluster's server processes). It converts arguments and results and releases the GIL
-//! around every wait; Curve's behaviour belongs in the core crates, not here.
+//! A thin binding over curve-client (the SDK's `CBDClient`), curve-snapshotclone (clone
+//! tasks) and curve-cluster (the local cluster's server processes). It converts arguments
+//! and results and releases the GIL around every wait; Curve's behaviour belongs in the
+//! core crates, not here.
 
 use pyo3::prelude::*;
 
@@ -10,6 +11,7 @@ mod aio;
 mod args;
 mod buffers;
 mod client;
+mod clone;
 mod errors;
 mod handles;
 mod runtime;
@@ -64,6 +66,8 @@ mod _core {
     use super::aio::AioContext;
     #[pymodule_export]
     use super::client::CBDClient;
+    #[pymodule_export]
+    use super::clone::{flatten, lazy_clone};
     #[pymodule_export]
     use super::handles::{ClientHandle, TaskHandle, VolumeHandle};
     #[pymodule_export]

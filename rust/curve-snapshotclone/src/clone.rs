@@ -1,0 +1,363 @@
+//! The clone task of a lazy clone of a volume, as upstream's `CloneCoreImpl` runs it for
+//! `Action=Clone&Lazy=true` with a volume as `Source`:
+//!
+//! - stage 1 ([`CloneTasks::lazy_clone`]): the source becomes BeingCloned; CreateCloneFile
+//!   of a temporary file under `/clone` naming the source; CompleteCloneMeta
+//!   (CloneMetaInstalled); ChangeOwner to the user; RenameCloneFile onto the destination.
+//!   No segment and no chunk is made: the clone reads the source until written.
+//! - stage 2 ([`CloneTasks::flatten`]): CreateCloneMeta (the destination's segments where
+//!   the source has some), CreateCloneChunk for each of their chunks (location
+//!   `"<source>:<offset>@cs"`), RecoverChunk over each chunk in `cloneChunkSplitSize`
+//!   parts, then CompleteCloneFile (Cloned).
+//!
+//! Every call is made as the cluster's root user, as the service does (`mdsRootUser_`).
+
+use std::time::{Duration, Instant};
+
+use curve_client::chunk::ChunkOp;
+use curve_client::location::curve_location;
+use curve_client::metacache::SegmentInfo;
+use curve_client::{Client, CreateOptions, Error, ErrorCode, UserInfo};
+use curve_proto::mds::{FileInfo, FileStatus};
+use futures::{FutureExt, StreamExt};
+
+/// Upstream's `server.*` settings the clone task uses (`conf/snapshot_clone_server.conf`).
+#[derive(Debug, Clone)]
+pub struct CloneOptions {
+    /// `server.cloneTempDir`: where a clone is made before it is renamed into place.
+    pub temp_dir: String,
+    /// `server.cloneChunkSplitSize`: the part of a chunk one RecoverChunk fills.
+    pub chunk_split_size: u64,
+    /// `server.createCloneChunkConcurrency`.
+    pub create_clone_chunk_concurrency: usize,
+    /// `server.recoverChunkConcurrency`: chunks being recovered at once.
+    pub recover_chunk_concurrency: usize,
+    /// The deadline of each chunk call, its retries included.
+    pub chunk_op_timeout: Duration,
+}
+
+impl Default for CloneOptions {
+    fn default() -> Self {
+        Self {
+            temp_dir: "/clone".into(),
+            chunk_split_size: 1 << 20,
+            create_clone_chunk_concurrency: 64,
+            recover_chunk_concurrency: 64,
+            chunk_op_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Why a clone task failed, with the snapshot/clone service's error code
+/// (`src/common/snapshotclone/snapshotclone_define.h`) for the HTTP API to come.
+#[derive(Debug, thiserror::Error)]
+pub enum CloneError {
+    /// -8: the source (or the clone to flatten) does not exist.
+    #[error("{0} does not exist")]
+    FileNotExist(String),
+    /// -9: the source cannot be cloned, or the destination is not a lazy clone.
+    #[error("{path} has status {status}: {why}")]
+    FileStatusInvalid {
+        path: String,
+        status: String,
+        why: &'static str,
+    },
+    /// -19: the destination exists.
+    #[error("{0} exists")]
+    FileExist(String),
+    /// -1: a call failed.
+    #[error("{step}: {source}")]
+    Internal {
+        step: &'static str,
+        #[source]
+        source: Error,
+    },
+}
+
+impl CloneError {
+    /// The service's error code.
+    pub fn service_code(&self) -> i32 {
+        match self {
+            CloneError::FileNotExist(_) => -8,
+            CloneError::FileStatusInvalid { .. } => -9,
+            CloneError::FileExist(_) => -19,
+            CloneError::Internal { .. } => -1,
+        }
+    }
+
+    /// The client error underneath, if a call failed.
+    pub fn client_error(&self) -> Option<&Error> {
+        match self {
+            CloneError::Internal { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}
+
+fn failed(step: &'static str) -> impl FnOnce(Error) -> CloneError {
+    move |source| CloneError::Internal { step, source }
+}
+
+fn status_of(info: &FileInfo) -> FileStatus {
+    info.file_status
+        .and_then(|s| FileStatus::try_from(s).ok())
+        .unwrap_or(FileStatus::KFileCreated)
+}
+
+fn status_name(status: FileStatus) -> String {
+    status.as_str_name().trim_start_matches("kFile").to_string()
+}
+
+/// The clone tasks of one cluster, run through `client` as `root`.
+pub struct CloneTasks<'c> {
+    client: &'c Client,
+    root: UserInfo,
+    options: CloneOptions,
+}
+
+impl<'c> CloneTasks<'c> {
+    pub fn new(client: &'c Client, root: UserInfo, options: CloneOptions) -> Self {
+        Self {
+            client,
+            root,
+            options,
+        }
+    }
+
+    async fn file_info(&self, path: &str) -> Result<Option<FileInfo>, Error> {
+        match self.client.mds().get_file_info(path, &self.root).await {
+            Ok(info) => Ok(Some(info)),
+            Err(e) if e.code == ErrorCode::NotExist => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Stage 1 of a lazy clone of the volume `source` at `dest`, owned by `owner`: when it
+    /// returns, `dest` exists with status CloneMetaInstalled and reads as `source`.
+    pub async fn lazy_clone(
+        &self,
+        source: &str,
+        dest: &str,
+        owner: &str,
+        poolset: Option<&str>,
+    ) -> Result<FileInfo, CloneError> {
+        let src = self
+            .file_info(source)
+            .await
+            .map_err(failed("GetFileInfo of the source"))?
+            .ok_or_else(|| CloneError::FileNotExist(source.into()))?;
+        let status = status_of(&src);
+        if !matches!(
+            status,
+            FileStatus::KFileCreated | FileStatus::KFileCloned | FileStatus::KFileBeingCloned
+        ) {
+            return Err(CloneError::FileStatusInvalid {
+                path: source.into(),
+                status: status_name(status),
+                why: "a clone source must be Created, Cloned or BeingCloned",
+            });
+        }
+        if self
+            .file_info(dest)
+            .await
+            .map_err(failed("GetFileInfo of the destination"))?
+            .is_some()
+        {
+            return Err(CloneError::FileExist(dest.into()));
+        }
+        let mds = self.client.mds();
+        // Upstream ignores a failure here: every outcome of it is acceptable, and the
+        // MDS refuses the clone's later steps if the source is gone.
+        if let Err(e) = mds
+            .set_clone_file_status(source, &self.root, None, FileStatus::KFileBeingCloned)
+            .await
+        {
+            tracing::warn!(source, "SetCloneFileStatus(BeingCloned) failed: {e}");
+        }
+        match self.client.mkdir(&self.options.temp_dir, &self.root).await {
+            Ok(()) => {}
+            Err(e) if e.code == ErrorCode::Exists => {}
+            Err(e) => return Err(failed("Mkdir of the clone folder")(e)),
+        }
+        let temp = format!(
+            "{}/{}",
+            self.options.temp_dir.trim_end_matches('/'),
+            uuid::Uuid::new_v4()
+        );
+        let layout = CreateOptions {
+            stripe_unit: src.stripe_unit.unwrap_or(0),
+            stripe_count: src.stripe_count.unwrap_or(0),
+            poolset: poolset
+                .map(str::to_owned)
+                .or_else(|| src.poolset.clone())
+                .unwrap_or_default(),
+        };
+        let made = mds
+            .create_clone_file(
+                &temp,
+                &self.root,
+                src.length.unwrap_or(0),
+                1,
+                src.chunk_size.unwrap_or(0),
+                source,
+                &layout,
+            )
+            .await
+            .map_err(failed("CreateCloneFile"))?;
+        mds.set_clone_file_status(
+            &temp,
+            &self.root,
+            made.id,
+            FileStatus::KFileCloneMetaInstalled,
+        )
+        .await
+        .map_err(failed("CompleteCloneMeta"))?;
+        self.client
+            .change_owner(&temp, owner, &self.root)
+            .await
+            .map_err(failed("ChangeOwner"))?;
+        self.client
+            .rename(&self.root, &temp, dest)
+            .await
+            .map_err(failed("RenameCloneFile"))?;
+        self.file_info(dest)
+            .await
+            .map_err(failed("GetFileInfo of the clone"))?
+            .ok_or_else(|| CloneError::FileNotExist(dest.into()))
+    }
+
+    /// Stage 2 of a lazy clone: copies every chunk of the source that `dest` still reads
+    /// from into `dest`, then marks it Cloned. A clone that is already Cloned succeeds at
+    /// once. IO to `dest` may go on meanwhile: RecoverChunk fills only pages no write has
+    /// touched.
+    pub async fn flatten(&self, dest: &str) -> Result<(), CloneError> {
+        let info = self
+            .file_info(dest)
+            .await
+            .map_err(failed("GetFileInfo of the clone"))?
+            .ok_or_else(|| CloneError::FileNotExist(dest.into()))?;
+        let status = status_of(&info);
+        if status == FileStatus::KFileCloned {
+            return Ok(());
+        }
+        let source = info.clone_source.clone().unwrap_or_default();
+        if status != FileStatus::KFileCloneMetaInstalled || source.is_empty() {
+            return Err(CloneError::FileStatusInvalid {
+                path: dest.into(),
+                status: status_name(status),
+                why: "only a lazy clone of a volume whose metadata is installed is flattened",
+            });
+        }
+        let src = self
+            .file_info(&source)
+            .await
+            .map_err(failed("GetFileInfo of the source"))?
+            .ok_or_else(|| CloneError::FileNotExist(source.clone()))?;
+        let mds = self.client.mds();
+        let segment_size = u64::from(src.segment_size.unwrap_or(0));
+        let chunk_size = u64::from(info.chunk_size.unwrap_or(0));
+        if segment_size == 0 || chunk_size == 0 {
+            return Err(failed("GetFileInfo of the source")(Error::new(
+                ErrorCode::Failed,
+                format!(
+                    "{source} has segment size {segment_size} and {dest} chunk size {chunk_size}"
+                ),
+            )));
+        }
+        // CreateCloneMeta: the clone's segments where the source has some.
+        let epoch = info.epoch.unwrap_or(0);
+        let mut chunks = Vec::new();
+        let mut offset = 0;
+        while offset < src.length.unwrap_or(0) {
+            let allocated = mds
+                .get_or_allocate_segment(&source, &self.root, offset, false, 0)
+                .await
+                .map_err(failed("GetOrAllocateSegment of the source"))?;
+            if allocated.is_some() {
+                let seg = mds
+                    .get_or_allocate_segment(dest, &self.root, offset, true, epoch)
+                    .await
+                    .map_err(failed("CreateCloneMeta"))?
+                    .ok_or_else(|| {
+                        failed("CreateCloneMeta")(Error::new(
+                            ErrorCode::Failed,
+                            format!("the MDS allocated no segment at {offset} of {dest}"),
+                        ))
+                    })?;
+                let seg = SegmentInfo::from_proto(&seg);
+                for i in 0..segment_size / chunk_size {
+                    let addr = seg.chunk(i).ok_or_else(|| {
+                        failed("CreateCloneMeta")(Error::new(
+                            ErrorCode::Failed,
+                            format!("segment {offset} of {dest} has no chunk {i}"),
+                        ))
+                    })?;
+                    chunks.push((addr, offset + i * chunk_size));
+                }
+            }
+            offset += segment_size;
+        }
+        let size = u32::try_from(chunk_size).map_err(|_| {
+            failed("CreateCloneChunk")(Error::new(ErrorCode::Failed, "chunk size over 4 GiB"))
+        })?;
+        // CreateCloneChunk: a chunk that exists already (written since the clone was
+        // made, or by an earlier flatten) is left as it is, as upstream's task does.
+        let timeout = self.options.chunk_op_timeout;
+        let source = source.as_str();
+        let create = chunks.iter().copied().map(|(addr, at)| {
+            async move {
+                let op = ChunkOp::CreateClone {
+                    location: curve_location(source, at),
+                    sn: 1,
+                    corrected_sn: 0,
+                };
+                let deadline = Instant::now() + timeout;
+                match self.client.send_chunk_op(addr, 0, size, op, deadline).await {
+                    Ok(_) => Ok(()),
+                    Err(e) if e.code == ErrorCode::Exists => Ok(()),
+                    Err(e) => Err(failed("CreateCloneChunk")(e)),
+                }
+            }
+            .boxed()
+        });
+        run_bounded(create, self.options.create_clone_chunk_concurrency).await?;
+        // RecoverChunk, part by part within a chunk, chunks side by side.
+        let part = self.options.chunk_split_size.clamp(1, chunk_size);
+        let recover = chunks.iter().copied().map(|(addr, _)| {
+            async move {
+                let mut at = 0;
+                while at < chunk_size {
+                    let len = part.min(chunk_size - at);
+                    let deadline = Instant::now() + timeout;
+                    // Both fit in u32: they are inside one chunk, whose size does.
+                    let (off, len32) = (at as u32, len as u32);
+                    self.client
+                        .send_chunk_op(addr, off, len32, ChunkOp::Recover, deadline)
+                        .await
+                        .map_err(failed("RecoverChunk"))?;
+                    at += len;
+                }
+                Ok(())
+            }
+            .boxed()
+        });
+        run_bounded(recover, self.options.recover_chunk_concurrency).await?;
+        // CompleteCloneFile.
+        mds.set_clone_file_status(dest, &self.root, info.id, FileStatus::KFileCloned)
+            .await
+            .map_err(failed("CompleteCloneFile"))?;
+        Ok(())
+    }
+}
+
+/// Runs `jobs` with at most `limit` at once; the first error ends the rest.
+async fn run_bounded<F>(jobs: impl Iterator<Item = F>, limit: usize) -> Result<(), CloneError>
+where
+    F: std::future::Future<Output = Result<(), CloneError>>,
+{
+    let mut running = futures::stream::iter(jobs).buffer_unordered(limit.max(1));
+    while let Some(done) = running.next().await {
+        done?;
+    }
+    Ok(())
+}
