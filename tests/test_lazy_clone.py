@@ -215,14 +215,17 @@ def test_unwritten_clone_reads_as_source_through_cbdclient(
         assert fd >= 0
         for off, n in READS:
             assert cbd.Read(fd, None, off, n) == clone.model.expect(off, n), f"at {off}+{n}"
-        done = threading.Barrier(len(READS) + 1)
+        left = threading.Semaphore(0)
         ctxs = [
-            curvefs.AioContext_t(offset=off, length=n, buf=bytearray(n), cb=lambda _: done.wait())
+            curvefs.AioContext_t(
+                offset=off, length=n, buf=bytearray(n), cb=lambda _: left.release()
+            )
             for off, n in READS
         ]
         for ctx in ctxs:
             assert cbd.AioRead(fd, ctx) == 0
-        done.wait(timeout=60)
+        for _ in ctxs:
+            assert left.acquire(timeout=60), "an AioRead never completed"
         for ctx in ctxs:
             assert ctx.ret == ctx.length
             assert ctx.buf == clone.model.expect(ctx.offset, ctx.length)
