@@ -389,8 +389,16 @@ def test_an_open_clone_reads_the_same_after_a_flatten(
     cluster: LocalCluster, client: curvefs.Client, clone: Clone
 ) -> None:
     with client.open(clone.dest) as vol:
-        write_into(vol, clone.model)
+        # Reads first, so the volume has every segment cached as unallocated, and a write
+        # only where the source has none: segments 0 and 2 stay unallocated until the
+        # flatten allocates them.
+        check_volume(vol, clone.model)
+        data = pattern(30, 8 * KiB)
+        vol.pwrite(data, SEG + 5 * MiB)
+        clone.model.put(SEG + 5 * MiB, data)
         cluster.flatten(clone.dest)
+        # The volume learns the new status from its stat (as from its next refresh).
+        assert vol.stat().status is curvefs.FileStatus.CLONED
         assert client.stat(clone.dest).status is curvefs.FileStatus.CLONED
         # The open volume follows the status (RefreshSession) and its reads do not change.
         check_volume(vol, clone.model)
@@ -398,7 +406,18 @@ def test_an_open_clone_reads_the_same_after_a_flatten(
         vol.pwrite(data, 2 * SEG + 4096)
         clone.model.put(2 * SEG + 4096, data)
         check_volume(vol, clone.model)
-    client.remove(clone.source)  # no longer referenced
+        # The source can go, for good, and the clone keeps its bytes.
+        source_id = client.stat(clone.source).id
+        client.remove(clone.source)
+        cbd = curvefs.CBDClient()
+        assert cbd.Init(cluster.conf_path) == 0
+        try:
+            root = make_user("root", cluster.root_password)
+            (gone,) = [n for n in cbd.Listdir("/RecycleBin", root) if f"-{source_id}-" in n]
+            assert cbd.DeleteForce(f"/RecycleBin/{gone}", root) == 0
+        finally:
+            cbd.UnInit()
+        check_volume(vol, clone.model)
     with client.open(clone.dest) as vol:
         check_volume(vol, clone.model)
 

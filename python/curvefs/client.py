@@ -495,7 +495,8 @@ class Volume(io.RawIOBase):
         self._handle.discard(offset, length)
 
     def write_zeroes(self, offset: int, length: int) -> None:
-        """Zeroes a range (any alignment); never-allocated segments are left as they are."""
+        """Zeroes a range (any alignment); never-allocated segments are left as they are,
+        except where a lazy clone reads them from its source."""
         self._check_writable()
         self._check_span(offset, length)
         self._handle.write_zeroes(offset, length)
