@@ -71,6 +71,8 @@ __all__ = [
     "copyset_leader",
     "create_local_cluster_layout",
     "debug_build",
+    "flatten",
+    "lazy_clone",
     "local_cluster_layout",
     "serve_chunkserver",
     "serve_mds",
