@@ -159,6 +159,16 @@ def test_clone_reports_its_source(
     ).stdout
     assert "fileStatus: CloneMetaInstalled\n" in out
     assert out.endswith(f"cloneSource: {clone.source}\ncloneLength(GB): 10\n")
+    # The curvefs command.
+    sh = Cli(cluster)
+    js = json.loads(sh.ok("stat", clone.dest, "--json"))
+    assert (js["status"], js["clone_source"], js["clone_length"]) == (
+        "CLONE_META_INSTALLED",
+        clone.source,
+        10 * GiB,
+    )
+    assert f"clone_source  {clone.source} (10 GiB)\n" in sh.ok("stat", clone.dest)
+    assert "clone_source" not in sh.ok("stat", clone.source)
 
 
 def test_a_source_cannot_be_deleted_while_cloned(client: curvefs.Client, clone: Clone) -> None:
