@@ -310,6 +310,20 @@ def _cmd_chown(args: argparse.Namespace) -> int:
     return Exit.OK
 
 
+def _cmd_clone(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        client.clone_volume(args.source, args.dest, owner=args.owner, poolset=args.poolset)
+        if args.flatten:
+            client.flatten(args.dest)
+    return Exit.OK
+
+
+def _cmd_flatten(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        client.flatten(args.path)
+    return Exit.OK
+
+
 # -- put and get -------------------------------------------------------------------------
 
 
@@ -830,6 +844,27 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("chown", "give a volume or directory to another owner (root only)", _cmd_chown)
     p.add_argument("path")
     p.add_argument("owner")
+
+    p = command(
+        "clone",
+        "make DEST a lazy clone of the volume SOURCE, as Curve's snapshot/clone service does "
+        "(root only): DEST reads as SOURCE and holds no data of its own until written or "
+        "flattened",
+        _cmd_clone,
+    )
+    p.add_argument("source", help="the volume to clone")
+    p.add_argument("dest", help="the clone's path (must not exist)")
+    p.add_argument("--owner", help="the clone's owner (default: the source's)")
+    p.add_argument("--poolset", help="the poolset to create it in (default: the source's)")
+    p.add_argument("--flatten", action="store_true", help="then flatten it at once (see flatten)")
+
+    p = command(
+        "flatten",
+        "copy into a lazy clone what it still reads from its source, then mark it Cloned "
+        "(root only); the source may then be deleted",
+        _cmd_flatten,
+    )
+    p.add_argument("path", help="the lazy clone")
 
     def transfer(p: argparse.ArgumentParser) -> None:
         p.add_argument(

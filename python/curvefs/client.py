@@ -276,6 +276,22 @@ class Client:
         """Gives a file to another owner (root only)."""
         self._h.change_owner(path, new_owner)
 
+    def clone_volume(
+        self, source: str, dest: str, *, owner: str | None = None, poolset: str | None = None
+    ) -> None:
+        """Makes ``dest`` a lazy clone of the volume ``source``, as Curve's snapshot/clone
+        service does for ``Action=Clone&Lazy=true`` (root only): ``dest`` then has status
+        CloneMetaInstalled, reads as ``source`` and holds no data of its own until written
+        or flattened; ``source`` becomes BeingCloned and cannot be deleted while a clone
+        reads from it. ``owner`` defaults to the source's owner."""
+        self._h.clone_volume(source, dest, owner, poolset)
+
+    def flatten(self, path: str) -> None:
+        """Copies into the lazy clone ``path`` everything it still reads from its source,
+        then marks it Cloned (root only). IO to it may go on meanwhile; a clone already
+        flattened succeeds at once."""
+        self._h.flatten(path)
+
     def cluster_id(self) -> str:
         return self._h.cluster_id()
 
@@ -332,6 +348,14 @@ class Client:
 
     async def change_owner_async(self, path: str, new_owner: str) -> None:
         await self._call_async("change_owner", path, new_owner)
+
+    async def clone_volume_async(
+        self, source: str, dest: str, *, owner: str | None = None, poolset: str | None = None
+    ) -> None:
+        await self._call_async("clone_volume", source, dest, owner, poolset)
+
+    async def flatten_async(self, path: str) -> None:
+        await self._call_async("flatten", path)
 
     async def cluster_id_async(self) -> str:
         cid: str = await self._call_async("cluster_id")

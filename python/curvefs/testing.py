@@ -60,6 +60,7 @@ from typing import Any, Self
 
 from curvefs import _core
 from curvefs._fault_proxy import FaultProxy
+from curvefs.client import Client
 
 __all__ = [
     "LOG_ENV",
@@ -605,27 +606,28 @@ class LocalCluster:
         """The MDS's root user, as whom clone tasks run."""
         return str(self._mds_options.get("root_user", "root"))
 
+    def root_client(self) -> Client:
+        """A ``curvefs.Client`` of this cluster as its root user (close it after use)."""
+        return Client(self.conf_path, user=self.root_user, password=self.root_password)
+
     def clone_volume(
-        self, source: str, dest: str, owner: str, *, poolset: str | None = None
+        self, source: str, dest: str, owner: str | None = None, *, poolset: str | None = None
     ) -> None:
-        """Make ``dest`` a lazy clone of the volume ``source``, owned by ``owner``: what
-        Curve's snapshot/clone service does for ``Action=Clone&Lazy=true`` with a volume as
-        ``Source`` (the source becomes BeingCloned; CreateCloneFile under ``/clone``;
-        CloneMetaInstalled; ChangeOwner; rename onto ``dest``). ``dest`` then reads as
-        ``source`` and owns no data until written or flattened. Raises
-        ``curvefs.exceptions.CurveError``: ``CurveNotExistError`` for a missing source,
-        ``CurveExistsError`` for an existing ``dest``, ``CurveStatusNotMatchError`` for a
-        source that is itself a clone not yet flattened."""
-        _core.lazy_clone(
-            self.conf_path, self.root_user, self.root_password, source, dest, owner, poolset
-        )
+        """Make ``dest`` a lazy clone of the volume ``source`` (owned by ``owner``, by
+        default the source's owner), as Curve's snapshot/clone service does for
+        ``Action=Clone&Lazy=true`` with a volume as ``Source``: the source becomes
+        BeingCloned; CreateCloneFile under ``/clone``; CloneMetaInstalled; ChangeOwner;
+        rename onto ``dest``. ``dest`` then reads as ``source`` and owns no data until
+        written or flattened (``Client.clone_volume`` as root)."""
+        with self.root_client() as client:
+            client.clone_volume(source, dest, owner=owner, poolset=poolset)
 
     def flatten(self, dest: str) -> None:
         """Copy into the lazy clone ``dest`` every chunk it still reads from its source
         (CreateCloneChunk and RecoverChunk on each, as the service's Flatten does), then
-        mark it Cloned. IO to ``dest`` may go on meanwhile; a clone already flattened
-        succeeds at once."""
-        _core.flatten(self.conf_path, self.root_user, self.root_password, dest)
+        mark it Cloned (``Client.flatten`` as root). IO to ``dest`` may go on meanwhile."""
+        with self.root_client() as client:
+            client.flatten(dest)
 
     # -- network faults ---------------------------------------------------------------
 

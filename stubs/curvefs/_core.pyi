@@ -71,8 +71,6 @@ __all__ = [
     "copyset_leader",
     "create_local_cluster_layout",
     "debug_build",
-    "flatten",
-    "lazy_clone",
     "local_cluster_layout",
     "serve_chunkserver",
     "serve_mds",
@@ -298,22 +296,6 @@ def transfer_leader(
     ``transferee`` (TransferLeader over baidu_std); ``ValueError`` if that is not a member,
     ``OSError`` for other refusals (``addr`` does not lead) or no answer in time."""
 
-def lazy_clone(
-    conf_path: str,
-    root_user: str,
-    root_password: str,
-    source: str,
-    dest: str,
-    owner: str,
-    poolset: str | None = None,
-) -> None:
-    """Stage 1 of a lazy clone of the volume ``source`` at ``dest`` (owned by ``owner``),
-    run as root through a client of ``conf_path``; raises ``CurveError``."""
-
-def flatten(conf_path: str, root_user: str, root_password: str, dest: str) -> None:
-    """Stage 2 of a lazy clone: copies what ``dest`` still reads from its source, then
-    marks it Cloned; raises ``CurveError``."""
-
 _Stat: TypeAlias = tuple[int, int, str, str, int, int, int, int, int, int, int, tuple[str, int]]
 _Waiter: TypeAlias = tuple[object, object, object]
 
@@ -339,6 +321,10 @@ class ClientHandle:
     def rename(self, old: str, new: str) -> None: ...
     def listdir(self, path: str) -> list[str]: ...
     def change_owner(self, path: str, new_owner: str) -> None: ...
+    def clone_volume(
+        self, source: str, dest: str, owner: str | None = None, poolset: str | None = None
+    ) -> None: ...
+    def flatten(self, path: str) -> None: ...
     def cluster_id(self) -> str: ...
     def poolsets(self) -> list[str]: ...
     def open(self, path: str) -> VolumeHandle: ...

@@ -85,6 +85,22 @@ impl CloneError {
         }
     }
 
+    /// As a client error, with the SDK code nearest to the service's: NOTEXIST, EXISTS,
+    /// STATUS_NOT_MATCH, or the failed call's own.
+    pub fn into_client_error(self) -> Error {
+        let code = match &self {
+            CloneError::FileNotExist(_) => ErrorCode::NotExist,
+            CloneError::FileExist(_) => ErrorCode::Exists,
+            CloneError::FileStatusInvalid { .. } => ErrorCode::StatusNotMatch,
+            CloneError::Internal { source, .. } => {
+                let mut e = Error::new(source.code, self.to_string());
+                e.cause = source.cause;
+                return e;
+            }
+        };
+        Error::new(code, self.to_string())
+    }
+
     /// The client error underneath, if a call failed.
     pub fn client_error(&self) -> Option<&Error> {
         match self {
@@ -132,13 +148,14 @@ impl<'c> CloneTasks<'c> {
         }
     }
 
-    /// Stage 1 of a lazy clone of the volume `source` at `dest`, owned by `owner`: when it
-    /// returns, `dest` exists with status CloneMetaInstalled and reads as `source`.
+    /// Stage 1 of a lazy clone of the volume `source` at `dest`, owned by `owner` (by
+    /// default the source's owner): when it returns, `dest` exists with status
+    /// CloneMetaInstalled and reads as `source`.
     pub async fn lazy_clone(
         &self,
         source: &str,
         dest: &str,
-        owner: &str,
+        owner: Option<&str>,
         poolset: Option<&str>,
     ) -> Result<FileInfo, CloneError> {
         let src = self
@@ -212,6 +229,7 @@ impl<'c> CloneTasks<'c> {
         )
         .await
         .map_err(failed("CompleteCloneMeta"))?;
+        let owner = owner.or(src.owner.as_deref()).unwrap_or(&self.root.owner);
         self.client
             .change_owner(&temp, owner, &self.root)
             .await

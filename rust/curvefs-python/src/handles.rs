@@ -6,6 +6,7 @@
 use std::sync::Arc;
 
 use curve_client::{Client, ClientConfig, CreateOptions, FileStat, OpenFile, UserInfo};
+use curve_snapshotclone::{CloneError, CloneOptions, CloneTasks};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
@@ -47,6 +48,30 @@ fn stat_tuple(s: FileStat) -> StatTuple {
         s.block_size,
         (s.clone_source, s.clone_length),
     )
+}
+
+/// A lazy clone's stage 1, run as `user` (see `curve_snapshotclone`).
+async fn lazy_clone(
+    client: &Client,
+    user: &UserInfo,
+    source: String,
+    dest: String,
+    owner: Option<String>,
+    poolset: Option<String>,
+) -> curve_client::Result<()> {
+    CloneTasks::new(client, user.clone(), CloneOptions::default())
+        .lazy_clone(&source, &dest, owner.as_deref(), poolset.as_deref())
+        .await
+        .map(|_| ())
+        .map_err(CloneError::into_client_error)
+}
+
+/// A lazy clone's flatten, run as `user`.
+async fn flatten(client: &Client, user: &UserInfo, path: String) -> curve_client::Result<()> {
+    CloneTasks::new(client, user.clone(), CloneOptions::default())
+        .flatten(&path)
+        .await
+        .map_err(CloneError::into_client_error)
 }
 
 /// The exception for a failed call: its class from the code, its message naming the
@@ -192,6 +217,40 @@ impl ClientHandle {
         )
     }
 
+    /// Stage 1 of a lazy clone of `source` at `dest` (Curve's snapshot/clone service's
+    /// work, run as this handle's user, who must be root).
+    #[pyo3(signature = (source, dest, owner = None, poolset = None))]
+    fn clone_volume(
+        &self,
+        py: Python<'_>,
+        source: String,
+        dest: String,
+        owner: Option<String>,
+        poolset: Option<String>,
+    ) -> PyResult<()> {
+        call(
+            py,
+            || format!("clone {source} to {dest}"),
+            lazy_clone(
+                &self.client,
+                &self.user,
+                source.clone(),
+                dest.clone(),
+                owner,
+                poolset,
+            ),
+        )
+    }
+
+    /// Stage 2 of a lazy clone: `path` stops reading from its source.
+    fn flatten(&self, py: Python<'_>, path: String) -> PyResult<()> {
+        call(
+            py,
+            || format!("flatten {path}"),
+            flatten(&self.client, &self.user, path.clone()),
+        )
+    }
+
     fn cluster_id(&self, py: Python<'_>) -> PyResult<String> {
         call(py, || "cluster_id".into(), self.client.cluster_id())
     }
@@ -307,6 +366,24 @@ impl ClientHandle {
                 go!(
                     format!("change_owner {path}"),
                     async move { c.change_owner(&path, &owner, &u).await },
+                    unit
+                )
+            }
+            "clone_volume" => {
+                let (source, dest) = (s(0)?, s(1)?);
+                let owner = args.get_item(2)?.extract::<Option<String>>()?;
+                let poolset = args.get_item(3)?.extract::<Option<String>>()?;
+                go!(
+                    format!("clone {source} to {dest}"),
+                    async move { lazy_clone(&c, &u, source, dest, owner, poolset).await },
+                    unit
+                )
+            }
+            "flatten" => {
+                let path = s(0)?;
+                go!(
+                    format!("flatten {path}"),
+                    async move { flatten(&c, &u, path).await },
                     unit
                 )
             }

@@ -11,7 +11,6 @@ mod aio;
 mod args;
 mod buffers;
 mod client;
-mod clone;
 mod errors;
 mod handles;
 mod runtime;
@@ -66,8 +65,6 @@ mod _core {
     use super::aio::AioContext;
     #[pymodule_export]
     use super::client::CBDClient;
-    #[pymodule_export]
-    use super::clone::{flatten, lazy_clone};
     #[pymodule_export]
     use super::handles::{ClientHandle, TaskHandle, VolumeHandle};
     #[pymodule_export]
