@@ -163,6 +163,8 @@ class FileInfo_t:
     fileStatus: int
     stripeUnit: int
     stripeCount: int
+    cloneSource: str
+    cloneLength: int
     def __new__(cls) -> Self: ...
 
 @final
@@ -294,7 +296,7 @@ def transfer_leader(
     ``transferee`` (TransferLeader over baidu_std); ``ValueError`` if that is not a member,
     ``OSError`` for other refusals (``addr`` does not lead) or no answer in time."""
 
-_Stat: TypeAlias = tuple[int, int, str, str, int, int, int, int, int, int, int]
+_Stat: TypeAlias = tuple[int, int, str, str, int, int, int, int, int, int, int, tuple[str, int]]
 _Waiter: TypeAlias = tuple[object, object, object]
 
 @final
