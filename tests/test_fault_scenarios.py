@@ -29,7 +29,8 @@ import pytest
 
 import curvefs
 from curvefs.testing import FaultProxy, LocalCluster
-from tests.helpers import GiB, MiB, conf_with, make_user
+from tests.helpers import GiB, MiB, conf_with, make_user, readline
+from tests.helpers import child as start_child
 
 KiB = 1 << 10
 CHUNK = 16 * MiB
@@ -518,14 +519,14 @@ def test_open_file_is_occupied_until_closed_or_its_lease_runs_out(tmp_path: Path
 
             # Held by a process that is SIGKILLed: occupied until its record expires.
             assert cbd.Create("/held", user, 10 * GiB) == 0
-            with subprocess.Popen(
+            with start_child(
                 [sys.executable, "-c", HOLDER, cluster.conf_path, "/held"],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 text=True,
             ) as holder:
                 assert holder.stdout is not None
-                assert holder.stdout.readline().strip() == "open"
+                assert readline(holder.stdout, 60, "the holder's open").strip() == "open"
                 assert other.Unlink("/held", user) == FILE_OCCUPIED
                 holder.kill()
                 holder.wait(timeout=10)
@@ -749,7 +750,7 @@ def test_process_exits_with_io_in_flight(tmp_path: Path, how: str) -> None:
         assert cbd.Init(cluster.conf_path) == 0
         assert cbd.Create("/vol", user, 10 * GiB) == 0
         script = EXITER.replace("{how}", how).replace("{exit}", exit_line[how])
-        with subprocess.Popen(
+        with start_child(
             [sys.executable, "-c", script, cluster.conf_path],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
@@ -757,7 +758,7 @@ def test_process_exits_with_io_in_flight(tmp_path: Path, how: str) -> None:
             text=True,
         ) as child:
             assert child.stdout is not None and child.stdin is not None
-            assert child.stdout.readline().strip() == "busy"
+            assert readline(child.stdout, 60, "the exiter's busy").strip() == "busy"
             t = time.monotonic()
             child.stdin.write("exit\n")
             child.stdin.flush()

@@ -16,7 +16,7 @@ import pytest
 
 import curvefs
 from curvefs.testing import LocalCluster
-from tests.helpers import GiB, MiB
+from tests.helpers import GiB, MiB, child, readline
 
 FAILED, DISABLEIO, NOTEXIST, PARAM_ERROR, NOT_ALIGNED, BAD_FD = -2, -3, -6, -16, -22, -23
 CHUNK = 16 * MiB
@@ -248,14 +248,14 @@ def test_file_renamed_away_under_an_open_fd_disables_io(
         assert cbd.Init(cluster.conf_path) == 0
         assert cbd.Create("/vol", user, 10 * GiB) == 0
         script = "import time\n" + OPENER
-        with subprocess.Popen(
+        with child(
             [sys.executable, "-c", script, cluster.conf_path, "/vol"],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
         ) as opener:
             assert opener.stdin is not None and opener.stdout is not None
-            assert opener.stdout.readline().strip() == "open"
+            assert readline(opener.stdout, 60, "the opener's open").strip() == "open"
             assert cbd.Rename(user, "/vol", "/moved") == -15  # occupied while it refreshes
             opener.send_signal(signal.SIGSTOP)
             try:
@@ -267,7 +267,7 @@ def test_file_renamed_away_under_an_open_fd_disables_io(
                 opener.send_signal(signal.SIGCONT)
             opener.stdin.write("go\n")
             opener.stdin.flush()
-            rc, read = opener.stdout.readline().split()
+            rc, read = readline(opener.stdout, 60, "the opener's IO codes").split()
             assert (int(rc), int(read)) == (DISABLEIO, DISABLEIO)
             assert opener.wait(timeout=30) == 0
         cbd.UnInit()

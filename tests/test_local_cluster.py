@@ -7,6 +7,9 @@ import gc
 import json
 import os
 import socket
+import subprocess
+import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,6 +19,7 @@ import pytest
 import curvefs
 from curvefs import testing
 from curvefs.testing import ClusterStartError, LocalCluster
+from tests.helpers import child, readline, wait_for
 
 
 def alive(pid: int) -> bool:
@@ -72,6 +76,56 @@ def test_dropped_cluster_kills_its_servers(tmp_path: Path) -> None:
     del cluster
     gc.collect()
     assert not any(alive(p) for p in pids)
+
+
+STARTER = """
+import sys
+from curvefs.testing import LocalCluster
+c = LocalCluster(sys.argv[1], copysets=4).start()
+print(c.pid("mds"), *(c.pid(f"chunkserver-{i}") for i in c.chunkserver_ids), flush=True)
+sys.stdin.readline()
+"""
+
+
+def test_servers_stop_when_their_starter_is_killed(tmp_path: Path) -> None:
+    # SIGKILL: no finalizer, no atexit; only the lifeline pipe's closing tells the servers.
+    with child(
+        [sys.executable, "-c", STARTER, str(tmp_path / "c")],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+    ) as starter:
+        pids = [int(p) for p in readline(starter.stdout, 60, "the starter's pids").split()]
+        assert len(pids) == 4 and all(alive(p) for p in pids)
+        starter.kill()
+        starter.wait(timeout=10)
+        wait_for(
+            lambda: not any(alive(p) for p in pids),
+            30,
+            f"servers {[p for p in pids if alive(p)]} outlived their starter",
+        )
+    log = (tmp_path / "c" / "logs" / "mds.log").read_text()
+    assert "the process that started this server is gone" in log
+
+
+def test_servers_outlive_the_thread_that_started_them(tmp_path: Path) -> None:
+    # Why a lifeline pipe and not PR_SET_PDEATHSIG: that fires when the starting *thread*
+    # ends, and clusters are started and restarted from worker threads.
+    user = curvefs.UserInfo_t()
+    user.owner = "curve"
+    with LocalCluster(tmp_path / "c", copysets=4) as cluster:
+        restarter = threading.Thread(target=cluster.restart)
+        restarter.start()
+        restarter.join(timeout=60)
+        assert not restarter.is_alive(), "the restart did not return within 60 s"
+        pid = cluster.pid("mds")
+        # The thread is gone; the servers it started must serve on.
+        cbd = curvefs.CBDClient()
+        assert cbd.Init(cluster.conf_path) == 0
+        try:
+            assert cbd.Mkdir("/after-the-thread", user) == 0
+        finally:
+            cbd.UnInit()
+        assert alive(pid)
 
 
 def test_a_server_that_cannot_start_is_reported(tmp_path: Path) -> None:

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import curvefs
+from tests.helpers import child, readline
 
 
 def test_wheel_ships_stubs_and_py_typed() -> None:
@@ -45,7 +46,7 @@ def test_cli_cluster_start_prints_conf_and_stops_on_ctrl_c(tmp_path: Path) -> No
     log = tmp_path / "cli.log"
     with (
         open(log, "w") as err,
-        subprocess.Popen(
+        child(
             [sys.executable, "-m", "curvefs", "cluster", "start", "--dir", str(tmp_path / "d")],
             stdout=subprocess.PIPE,
             stderr=err,
@@ -54,7 +55,7 @@ def test_cli_cluster_start_prints_conf_and_stops_on_ctrl_c(tmp_path: Path) -> No
     ):
         try:
             assert proc.stdout is not None
-            conf = proc.stdout.readline().strip()
+            conf = readline(proc.stdout, 60, "the conf path `cluster start` prints").strip()
             assert os.path.isfile(conf), log.read_text()
             cbd = curvefs.CBDClient()
             assert cbd.Init(conf) == 0

@@ -8,6 +8,7 @@ import errno
 import io
 import os
 import pickle
+import select
 import shutil
 import signal
 import subprocess
@@ -25,7 +26,7 @@ from typing_extensions import Buffer
 import curvefs
 from curvefs import exceptions
 from curvefs.testing import LocalCluster
-from tests.helpers import GiB, MiB
+from tests.helpers import GiB, MiB, child, readline, reap
 
 
 @pytest.fixture
@@ -294,17 +295,16 @@ def test_ctrl_c_interrupts_a_call_against_a_stopped_mds(tmp_path: Path, which: s
     conf.write_text(f"mds.listen.addr={addr}\nmds.maxRetryMS=30000\n")
     script = tmp_path / "call.py"
     script.write_text(textwrap.dedent(_INTERRUPTED_CALL))
-    proc = subprocess.Popen(
+    with child(
         [sys.executable, str(script), addr, which, str(conf)],
         stdout=subprocess.PIPE,
         text=True,
-    )
-    assert proc.stdout is not None
-    assert proc.stdout.readline().strip() == "ready"
-    time.sleep(0.5)  # well inside the call
-    sent = time.monotonic()
-    proc.send_signal(signal.SIGINT)
-    out, _ = proc.communicate(timeout=10)
+    ) as proc:
+        assert readline(proc.stdout, 60, "the caller's ready").strip() == "ready"
+        time.sleep(0.5)  # well inside the call
+        sent = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=10)
     words = out.split()
     assert words[0] == "interrupted", out
     assert float(words[1]) - sent < 0.1
@@ -346,9 +346,13 @@ def test_a_forked_child_gets_a_clear_error(cluster: LocalCluster, name: str) -> 
         finally:
             os._exit(0)
     os.close(w)
-    with os.fdopen(r, "rb") as f:
-        answer = f.read()
-    os.waitpid(pid, 0)
+    try:
+        with os.fdopen(r, "rb") as f:
+            ready, _, _ = select.select([f], [], [], 30)
+            assert ready, "the forked child wrote nothing within 30 s (a hang)"
+            answer = f.read()
+    finally:
+        reap(pid, 30)
     assert answer == b"ok"
 
 
