@@ -95,3 +95,17 @@ def reap(pid: int, timeout: float) -> int:
             os.waitpid(pid, 0)
             raise AssertionError(f"forked child {pid} did not exit within {timeout} s")
         time.sleep(0.01)
+
+
+def bytes_queued_at(port: int) -> int:
+    """Bytes received and not yet read on the server side of every TCP connection to
+    `port` on this host (/proc/net/tcp's rx_queue): what a frozen server has not taken."""
+    total = 0
+    with open("/proc/net/tcp", encoding="ascii") as f:
+        next(f)
+        for line in f:
+            fields = line.split()
+            local, queues, state = fields[1], fields[4], fields[3]
+            if int(local.rsplit(":", 1)[1], 16) == port and state == "01":  # ESTABLISHED
+                total += int(queues.split(":")[1], 16)
+    return total

@@ -29,7 +29,7 @@ import pytest
 
 import curvefs
 from curvefs.testing import FaultProxy, LocalCluster
-from tests.helpers import GiB, MiB, conf_with, make_user, readline
+from tests.helpers import GiB, MiB, bytes_queued_at, conf_with, make_user, readline
 from tests.helpers import child as start_child
 
 KiB = 1 << 10
@@ -351,7 +351,7 @@ def test_follower_down_then_back(tmp_path: Path) -> None:
             work.finish()
         figure("follower_kill_worst_write", stall)
         assert work.failed() == 0, "a write failed though a majority was up throughout"
-        assert stall < 10.0
+        assert stall < 10.0, f"writes stalled {stall:.2f} s when a follower was killed"
         work.verify(cbd, fd, "the writing client")
         # Catch-up copies the chunks the follower missed; poll until the replicas agree.
         deadline = time.monotonic() + 60
@@ -458,8 +458,9 @@ def test_active_mds_killed_during_io(tmp_path: Path) -> None:
             flush=True,
         )
         assert work.failed() == 0, "a write on an allocated segment failed"
-        # Nothing on their path waits for the MDS; the bound is for a loaded machine.
-        assert stall < 5.0, f"writes on allocated segments stalled {stall:.2f} s"
+        # Nothing on their path waits for the MDS; the bound guards that with a margin for
+        # a loaded machine, it is not a speed target.
+        assert stall < 10.0, f"writes on allocated segments stalled {stall:.2f} s"
         assert metadata_resumed < IO_BUDGET_S
         work.verify(cbd, fd, "the writing client")
         for offset, data in allocated.items():
@@ -667,8 +668,10 @@ def test_close_and_uninit_with_io_in_flight(tmp_path: Path, how: str, stalled: b
             th.start()
         wait_for(lambda: all(len(r) >= 5 for r in results), 60, "every thread doing IO")
         if stalled:
-            cluster.pause_chunkserver(cluster.copyset_leader(1))
-            time.sleep(0.3)  # let IO pile up on the frozen leader (nothing to poll)
+            frozen = cluster.copyset_leader(1)
+            cluster.pause_chunkserver(frozen)
+            port = int(cluster.chunkserver_addr(frozen).rsplit(":", 1)[1])
+            wait_for(lambda: bytes_queued_at(port) > 0, 30, "IO waiting at the frozen leader")
         t = time.monotonic()
         if how == "Close":
             assert cbd.Close(fd) in (0, -curvefs.CURVE_ERROR_FAILED)
@@ -788,15 +791,22 @@ def test_process_exits_with_io_in_flight(tmp_path: Path, how: str) -> None:
 NET_FAULTS = ["delay", "drop", "reset_mid_request", "blackhole"]
 
 
-def apply_net_fault(proxy: FaultProxy, fault: str, seconds: float) -> float:
-    """Runs `fault` on `proxy` for about `seconds`; returns when the path was whole again."""
+def apply_net_fault(
+    proxy: FaultProxy, fault: str, seconds: float, on: threading.Event | None = None
+) -> float:
+    """Runs `fault` on `proxy` for about `seconds`; returns when the path was whole again.
+    `on` is set once the fault is in effect."""
     end = time.monotonic() + seconds
     if fault == "delay":
         # A round trip of 1.2 s: longer than the first try's timeout on either wire.
         proxy.delay(upstream=0.6, downstream=0.6)
-        time.sleep(seconds)
+        if on is not None:
+            on.set()
+        time.sleep(seconds)  # the fault's length, not a wait for anything
     elif fault == "blackhole":
         proxy.blackhole()
+        if on is not None:
+            on.set()
         time.sleep(seconds)
     else:
         while time.monotonic() < end:
@@ -804,7 +814,9 @@ def apply_net_fault(proxy: FaultProxy, fault: str, seconds: float) -> float:
                 proxy.drop()
             else:
                 proxy.reset(mid_request=True)
-            time.sleep(0.3)
+            if on is not None:
+                on.set()
+            time.sleep(0.3)  # the fault's cadence: a drop (or a cut) every 0.3 s
     proxy.pass_through()
     return time.monotonic()
 
@@ -898,13 +910,17 @@ def test_network_faults_on_the_path_to_the_mds(tmp_path: Path, fault: str) -> No
                 ),
                 daemon=True,
             )
-            faulted = threading.Thread(target=apply_net_fault, args=(proxy, fault, 3.0))
+            fault_on = threading.Event()
+            faulted = threading.Thread(
+                target=apply_net_fault, args=(proxy, fault, 3.0, fault_on), daemon=True
+            )
             faulted.start()
-            time.sleep(0.2)
+            assert fault_on.wait(10), f"the {fault} did not take effect within 10 s"
             new_segment.start()
             work.wait_all_threads_progress(t0, 20, timeout=IO_BUDGET_S + IO_SLACK_S)
             during = work.stall_after(t0)
-            faulted.join()
+            faulted.join(30)
+            assert not faulted.is_alive(), f"the {fault} did not end within 30 s"
             t1 = time.monotonic()
             new_segment.join(IO_BUDGET_S + IO_SLACK_S)
             assert not new_segment.is_alive(), "a write to a new segment hung"
@@ -986,11 +1002,14 @@ def test_a_write_held_past_its_timeout_never_lands_over_a_newer_one(tmp_path: Pa
         proxy = cluster.fault_proxy(f"chunkserver-{old_leader}")
         proxy.blackhole()
         held_from = proxy.forwarded("upstream")
+        taken_in = proxy.received("upstream")
         result: list[int] = []
         t0 = time.monotonic()
         writer = threading.Thread(target=lambda: result.append(cbd.Write(fd, older, 0, SLOT)))
         writer.start()
-        time.sleep(0.3)  # the write is in the proxy, held
+        # The whole write (its payload at least) is in the proxy, held: nothing forwarded.
+        proxy.wait_received("upstream", taken_in + SLOT, timeout=30)
+        assert proxy.forwarded("upstream") == held_from, "the blackhole let bytes through"
         cluster.pause_chunkserver(old_leader)
         writer.join(IO_BUDGET_S + IO_SLACK_S)
         assert result == [SLOT], f"the held write was not retried to success: {result}"
