@@ -19,6 +19,21 @@ use tonic::transport::Channel;
 
 pub type TestResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
 
+/// Every call a test makes has this deadline (tonic's per-request timeout), so a server
+/// that hangs fails the test instead of hanging CI; far above any answer's time on a
+/// loaded machine.
+pub const RPC_DEADLINE: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// A channel to `addr` whose calls and connect have `RPC_DEADLINE`.
+pub async fn channel_to(addr: &str) -> Result<Channel, tonic::transport::Error> {
+    Channel::from_shared(format!("http://{addr}"))
+        .expect("a test's server address is a valid URI")
+        .timeout(RPC_DEADLINE)
+        .connect_timeout(RPC_DEADLINE)
+        .connect()
+        .await
+}
+
 pub const CHUNK_SIZE: u32 = 4 * 1024 * 1024;
 pub const BLOCK_SIZE: u32 = 4096;
 pub const POOL: u32 = 1;
@@ -242,19 +257,16 @@ impl Cluster {
         &self,
         i: usize,
     ) -> Result<ChunkServiceClient<Channel>, tonic::transport::Error> {
-        Ok(
-            ChunkServiceClient::connect(format!("http://{}", self.addr(i)))
-                .await?
-                .max_decoding_message_size(MAX_MESSAGE_SIZE)
-                .max_encoding_message_size(MAX_MESSAGE_SIZE),
-        )
+        Ok(ChunkServiceClient::new(channel_to(&self.addr(i)).await?)
+            .max_decoding_message_size(MAX_MESSAGE_SIZE)
+            .max_encoding_message_size(MAX_MESSAGE_SIZE))
     }
 
     pub async fn cli_client(
         &self,
         i: usize,
     ) -> Result<CliService2Client<Channel>, tonic::transport::Error> {
-        CliService2Client::connect(format!("http://{}", self.addr(i))).await
+        Ok(CliService2Client::new(channel_to(&self.addr(i)).await?))
     }
 }
 

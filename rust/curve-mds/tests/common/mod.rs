@@ -22,6 +22,10 @@ pub const ROOT: &str = "root";
 pub const PASSWORD: &str = "root_password";
 /// Test file records expire fast so tests need not wait upstream's 5 s.
 pub const RECORD_EXPIRE_US: u64 = 300_000;
+/// Every call a test makes has this deadline (tonic's per-request timeout), so a server
+/// that hangs fails the test with `DeadlineExceeded`/`Cancelled` instead of hanging CI;
+/// far above any answer's time on a loaded machine.
+pub const RPC_DEADLINE: std::time::Duration = std::time::Duration::from_secs(30);
 
 pub fn topology() -> TopologyConfig {
     TopologyConfig {
@@ -99,7 +103,11 @@ impl Mds {
     async fn channel(&self) -> Channel {
         let url = format!("http://{}", self.addr);
         for _ in 0..100 {
-            if let Ok(ch) = Channel::from_shared(url.clone()).unwrap().connect().await {
+            let endpoint = Channel::from_shared(url.clone())
+                .unwrap()
+                .timeout(RPC_DEADLINE)
+                .connect_timeout(RPC_DEADLINE);
+            if let Ok(ch) = endpoint.connect().await {
                 return ch;
             }
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
