@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import importlib.resources
 import os
 import re
@@ -9,10 +10,13 @@ import signal
 import socket
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import curvefs
 from tests.helpers import child, readline
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_wheel_ships_stubs_and_py_typed() -> None:
@@ -23,7 +27,12 @@ def test_wheel_ships_stubs_and_py_typed() -> None:
 
 
 def test_version_comes_from_cargo() -> None:
-    assert re.fullmatch(r"\d+\.\d+\.\d+.*", curvefs.__version__)
+    # The workspace's version, as Cargo.toml of this checkout says it, is the package's.
+    cargo = tomllib.loads((ROOT / "Cargo.toml").read_text(encoding="utf-8"))
+    version = cargo["workspace"]["package"]["version"]
+    assert re.fullmatch(r"\d+\.\d+\.\d+.*", version)
+    assert curvefs.__version__ == version
+    assert importlib.metadata.version("curvefs") == version
 
 
 def test_constants_match_upstream() -> None:
