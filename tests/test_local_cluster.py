@@ -19,7 +19,7 @@ import pytest
 import curvefs
 from curvefs import testing
 from curvefs.testing import ClusterStartError, LocalCluster
-from tests.helpers import child, readline, wait_for
+from tests.helpers import child, conf_with, readline, wait_for
 
 
 def alive(pid: int) -> bool:
@@ -30,6 +30,12 @@ def alive(pid: int) -> bool:
     # a zombie still answers kill(0); look at its state
     with open(f"/proc/{pid}/stat", encoding="ascii") as f:
         return f.read().split(") ", 1)[1][0] != "Z"
+
+
+def _state(pid: int) -> str:
+    """The state letter of /proc/<pid>/stat (T: stopped)."""
+    with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+        return f.read().rsplit(") ", 1)[1][:1]
 
 
 def serves(addr: str) -> bool:
@@ -175,9 +181,21 @@ def test_fault_controls_and_server_logs(tmp_path: Path, monkeypatch: pytest.Monk
         cluster.start_chunkserver(2)
         assert 2 in cluster.running_chunkservers()
 
+        # A paused MDS is stopped by the kernel and answers nothing (a client with a
+        # 0.5 s budget gives up); resumed, it answers again.
+        quick = curvefs.CBDClient()
+        assert quick.Init(conf_with(cluster, tmp_path, {"mds.maxRetryMS": 500})) == 0
+        mds_pid = cluster.pid("mds")
         cluster.pause_mds()
+        assert cluster.is_paused("mds") and _state(mds_pid) == "T"
+        assert quick.StatFile("/d", user, curvefs.FileInfo_t()) == -2  # FAILED: no answer
         cluster.resume_mds()
+        assert not cluster.is_paused("mds") and _state(mds_pid) != "T"
+        assert quick.StatFile("/d", user, curvefs.FileInfo_t()) == 0
+        quick.UnInit()
+        # A restart is a new process on the same port and folder, which still has /d.
         cluster.restart_mds()
+        assert cluster.pid("mds") != mds_pid and not alive(mds_pid)
         assert "MDS stopped" in cluster.log_tail("mds", 100)
         assert cbd.StatFile("/d", user, curvefs.FileInfo_t()) == 0
         # A paused server is still stopped cleanly with the cluster.
@@ -392,9 +410,17 @@ def test_a_standby_mds_takes_over_and_the_old_one_stands_by(tmp_path: Path) -> N
             assert cbd.StatFile("/after", user, curvefs.FileInfo_t()) == 0
 
             cluster.start_mds()  # every MDS not running: MDS 1, as a standby
+            standby = cluster.pid("mds-1")
             cluster.pause_mds(index=1)
+            assert cluster.is_paused("mds-1") and _state(standby) == "T"
             cluster.resume_mds(index=1)
+            assert not cluster.is_paused("mds-1") and _state(standby) != "T"
+            stood_by = cluster.log_tail("mds-1", 10_000).count("standing by")
             cluster.restart_mds(index=1)
+            # A new process, standing by again (its port closed) behind the active MDS 0.
+            assert cluster.pid("mds-1") != standby and not alive(standby)
+            assert cluster.log_tail("mds-1", 10_000).count("standing by") > stood_by
+            assert refuses(cluster.mds_addrs[1])
             assert cluster.active_mds() == 0
             with pytest.raises(IndexError):
                 cluster.kill_mds(index=2)
