@@ -469,3 +469,36 @@ pub fn on_disk(path: &std::path::Path, offset: usize, len: usize) -> std::io::Re
     }
     Ok(out)
 }
+
+/// The fuzz tests' source of cases: deterministic by default (CI draws the same 200 cases
+/// every run), `CURVEFS_FUZZ_SEED=<u64>` replays a run, `CURVEFS_FUZZ_SEED=random` draws a
+/// fresh one, and `CURVEFS_FUZZ_CASES=<n>` runs longer. The seed is printed (shown by
+/// cargo test with a failure), so any run can be replayed.
+pub fn fuzz_runner() -> (proptest::test_runner::TestRunner, usize) {
+    use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
+    const DEFAULT_SEED: u64 = 20;
+    let seed = match std::env::var("CURVEFS_FUZZ_SEED").as_deref() {
+        Err(_) | Ok("") => DEFAULT_SEED,
+        Ok("random") => {
+            use std::hash::{BuildHasher, Hasher};
+            std::collections::hash_map::RandomState::new()
+                .build_hasher()
+                .finish()
+        }
+        Ok(s) => s
+            .parse()
+            .unwrap_or_else(|_| panic!("CURVEFS_FUZZ_SEED={s:?}: a u64 or \"random\"")),
+    };
+    let cases = match std::env::var("CURVEFS_FUZZ_CASES").as_deref() {
+        Err(_) | Ok("") => 200,
+        Ok(s) => s
+            .parse()
+            .unwrap_or_else(|_| panic!("CURVEFS_FUZZ_CASES={s:?}: a count")),
+    };
+    println!("fuzz: CURVEFS_FUZZ_SEED={seed} CURVEFS_FUZZ_CASES={cases}");
+    let bytes: Vec<u8> = std::iter::repeat_n(seed.to_le_bytes(), 4)
+        .flatten()
+        .collect();
+    let rng = TestRng::from_seed(RngAlgorithm::ChaCha, &bytes);
+    (TestRunner::new_with_rng(Config::default(), rng), cases)
+}
