@@ -1,7 +1,9 @@
 //! The client's reaction to answers a real cluster rarely gives on demand: every chunk
 //! status (§7.3, §11.2) and every RefreshSession outcome (§10). Driven through the public
 //! `Client` over a scripted in-memory transport: a fake MDS and three fake chunkservers
-//! whose ReadChunk/WriteChunk and RefreshSession answers come from a script.
+//! whose ReadChunk/WriteChunk and RefreshSession answers come from a script. The chunk
+//! answers are the real chunkservers' own: `statuses.rs` checks each that a real local
+//! chunkserver gives on demand against the same shape, over both wires.
 #![allow(clippy::unwrap_used)]
 
 use std::collections::{HashMap, HashSet, VecDeque};
