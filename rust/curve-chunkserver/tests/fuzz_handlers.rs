@@ -13,7 +13,6 @@ use curve_brpc::{CallError, Channel, DEFAULT_MAX_BODY};
 use curve_proto::chunkserver::{ChunkOpStatus, ChunkRequest, ChunkResponse};
 use proptest::prelude::*;
 use proptest::strategy::ValueTree;
-use proptest::test_runner::{Config, TestRunner};
 use prost::Message;
 
 const METHODS: &[(&str, &str)] = &[
@@ -77,13 +76,14 @@ async fn arbitrary_requests_never_break_the_chunkserver() -> TestResult {
     let cluster = Cluster::start().await?;
     cluster.wait_leader(CS_A, 0, &[0, 1, 2]).await?;
     let ch = Channel::connect(&cluster.addr(0), Duration::from_secs(2), DEFAULT_MAX_BODY).await?;
-    let mut runner = TestRunner::new(Config::default());
+    // A printed seed, fixed unless asked otherwise (common::fuzz_runner).
+    let (mut runner, cases) = fuzz_runner();
     let strategy = (
         0..METHODS.len(),
         message(),
         proptest::collection::vec(any::<u8>(), 0..9000),
     );
-    for _ in 0..200 {
+    for _ in 0..cases {
         let tree = strategy.new_tree(&mut runner).map_err(|e| e.to_string())?;
         let (m, msg, attachment) = tree.current();
         let (service, method) = METHODS[m];
