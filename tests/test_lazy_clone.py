@@ -285,6 +285,41 @@ def test_curvefs_get_of_a_clone_is_the_source(
             assert f.read(n) == clone.model.expect(off, n), f"at {off}+{n}"
 
 
+def test_a_striped_clone_reads_and_writes_as_its_striped_source(
+    cluster: LocalCluster, client: curvefs.Client, name: str
+) -> None:
+    # The clone keeps its source's stripes; its chunk i reads the source's chunk i (the
+    # source opened with striping off), so every byte lands where the source has it.
+    client.mkdir(name)
+    source, dest = f"{name}/src", f"{name}/dst"
+    client.create(source, 10 * GiB, stripe_unit=64 * KiB, stripe_count=4)
+    model = Model()
+    with client.open(source) as vol:
+        for i, (off, n) in enumerate(
+            [(0, MiB), (3 * 64 * KiB - 4096, 40 * MiB), (SEG - 8192, 16 * KiB)]
+        ):
+            data = pattern(i + 61, n)
+            vol.pwrite(data, off)
+            model.put(off, data)
+    cluster.clone_volume(source, dest, "curve")
+    info = client.stat(dest)
+    assert (info.stripe_unit, info.stripe_count) == (64 * KiB, 4)
+    reads = [
+        (0, 2 * MiB),
+        (3 * 64 * KiB - 8192, 41 * MiB),
+        (SEG - 12 * KiB, 24 * KiB),
+        (777, 70_001),
+    ]
+    with client.open(dest) as vol:
+        for off, n in reads:
+            assert vol.pread(n, off) == model.expect(off, n), f"at {off}+{n}"
+        data = pattern(69, 100 * KiB + 5)
+        vol.pwrite(data, 5 * 64 * KiB - 3)  # unaligned, over several stripe units
+        model.put(5 * 64 * KiB - 3, data)
+        for off, n in reads:
+            assert vol.pread(n, off) == model.expect(off, n), f"at {off}+{n}"
+
+
 # -- writes into the clone --------------------------------------------------------------
 
 
