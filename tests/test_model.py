@@ -45,6 +45,7 @@ from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, Phase, seed, settings
+from hypothesis import errors as hypothesis_errors
 from hypothesis import strategies as st
 from hypothesis.errors import FlakyStrategyDefinition
 from hypothesis.stateful import (
@@ -357,6 +358,10 @@ class Run:
     files: list[tuple[str, FileModel]] = field(default_factory=list)
     recycled: list[BinEntry] = field(default_factory=list)
     serials: Iterator[int] = field(default_factory=itertools.count)
+    # Every exception a rule's check raised, in order: the run fails on the first whatever
+    # Hypothesis makes of it (a live cluster does not replay, so Hypothesis may report a
+    # real failure as its own flakiness and drop the rule's error).
+    failures: list[BaseException] = field(default_factory=list)
 
 
 def py_call(fn: Callable[[], object]) -> int:
@@ -370,6 +375,19 @@ def py_call(fn: Callable[[], object]) -> int:
 
 def cbd_read(cbd: curvefs.CBDClient, fd: int, offset: int, length: int) -> bytes | int:
     return cbd.Read(fd, "", offset, length)
+
+
+@contextmanager
+def recorded(failures: list[BaseException]) -> Iterator[None]:
+    """Runs a rule's checks, keeping what they raise in `failures` for ``run_round``: the
+    checks' own exceptions, not Hypothesis's (``StopTest``, a draw found inconsistent)."""
+    try:
+        yield
+    except hypothesis_errors.HypothesisException:
+        raise
+    except Exception as e:
+        failures.append(e)
+        raise
 
 
 # -- the state machine ---------------------------------------------------------------------
@@ -411,7 +429,8 @@ class VolumeModel(RuleBasedStateMachine):
                 r.faults.start(r.planned.popleft(), r.steps, lambda: r.steps)
         self.recent.append(f"{r.steps}: {what}")
         try:
-            yield
+            with recorded(r.failures):
+                yield
         except BaseException as e:
             self.failed = True
             e.add_note(
@@ -1086,10 +1105,122 @@ def verify_file(cbd: curvefs.CBDClient, user: curvefs.UserInfo_t, path: str, f: 
 # -- the test --------------------------------------------------------------------------------
 
 
+def _harness_settings() -> settings:
+    return settings(
+        max_examples=5,
+        stateful_step_count=10,
+        deadline=None,
+        phases=[Phase.generate],
+        database=None,
+        suppress_health_check=list(HealthCheck),
+        report_multiple_bugs=False,
+    )
+
+
+def _flaky_machine(failures: list[BaseException]) -> type[RuleBasedStateMachine]:
+    """A machine whose third step fails its check once, as a live cluster does: Hypothesis's
+    replay of the failing example then draws differently and ends in its own error."""
+    calls = [0]
+
+    class LiveLike(RuleBasedStateMachine):
+        @rule(data=st.data())
+        def step(self, data: st.DataObject) -> None:
+            calls[0] += 1
+            with recorded(failures):
+                if calls[0] == 3:
+                    data.draw(st.integers(0, 10))
+                    raise AssertionError("the cluster returned wrong bytes")
+                if calls[0] > 3:
+                    data.draw(st.booleans())
+                    data.draw(st.text())
+
+    return seed(1)(LiveLike)
+
+
+def test_a_rule_failure_hypothesis_reports_as_flaky_fails_the_run() -> None:
+    # The premise: Hypothesis alone turns the rule's failure into FlakyStrategyDefinition,
+    # which the model run once caught and passed over.
+    with pytest.raises(FlakyStrategyDefinition):
+        run_state_machine_as_test(_flaky_machine([]), settings=_harness_settings())
+    # What the run does with it: fail, with the rule's own error as the cause.
+    failures: list[BaseException] = []
+    with pytest.raises(AssertionError, match="wrong bytes") as raised:
+        run_round(_flaky_machine(failures), _harness_settings(), failures)
+    assert isinstance(raised.value.__cause__, AssertionError)
+    assert [str(f) for f in failures] == ["the cluster returned wrong bytes"]
+
+
+def test_a_round_cut_short_by_hypothesis_alone_passes() -> None:
+    # Hypothesis's own inconsistency with no rule failed: the round ends, the run goes on.
+    calls = [0]
+
+    class Inconsistent(RuleBasedStateMachine):
+        @rule(data=st.data())
+        def step(self, data: st.DataObject) -> None:
+            calls[0] += 1
+            if calls[0] == 3:
+                data.draw(st.integers(0, 10))
+                raise hypothesis_errors.FlakyStrategyDefinition("drew differently")
+
+    assert run_round(seed(1)(Inconsistent), _harness_settings(), []) is False
+
+
+def test_a_rule_failure_hypothesis_swallows_still_fails_the_run() -> None:
+    failures: list[BaseException] = [AssertionError("recorded, never raised to Hypothesis")]
+
+    class Quiet(RuleBasedStateMachine):
+        @rule()
+        def step(self) -> None:
+            pass
+
+    with pytest.raises(AssertionError, match="recorded, never raised"):
+        run_round(seed(1)(Quiet), _harness_settings(), failures)
+
+
 def _settle_mds(start: float) -> None:
     # A young MDS refuses deletes and renames for one record lifetime (5 s): its records
     # of open files are in memory, so an open file would look closed.
     time.sleep(max(0.0, start + 5.5 - time.monotonic()))
+
+
+def run_round(
+    machine: type[RuleBasedStateMachine], how: settings, failures: list[BaseException]
+) -> bool:
+    """Runs one round of examples; False if Hypothesis cut it short for a reason of its own.
+
+    Raises the first check that failed in any rule, whatever Hypothesis raised around it:
+    replaying a failing example on a live cluster draws differently, and Hypothesis then
+    raises ``FlakyStrategyDefinition`` with the rule's error only in ``__context__``.
+    `failures` is where the rules record what they raised (``VolumeModel._step``).
+    """
+    try:
+        run_state_machine_as_test(machine, settings=how)
+    except FlakyStrategyDefinition as e:
+        cause = next(iter(failures), None) or _first_check_in_chain(e)
+        if cause is not None:
+            raise AssertionError(
+                f"a rule's check failed and Hypothesis reported it as {type(e).__name__}: "
+                f"{type(cause).__name__}: {cause}"
+            ) from cause
+        # Hypothesis's own bookkeeping (a prefix of choices it saw before drew
+        # differently), with no rule failed: every step it ran was checked.
+        print(f"model run: a round ended by hypothesis: {e}", flush=True)
+        return False
+    if failures:  # a failure Hypothesis swallowed some other way: never pass it
+        raise AssertionError(f"a rule's check failed: {failures[0]!r}") from failures[0]
+    return True
+
+
+def _first_check_in_chain(e: BaseException) -> BaseException | None:
+    """The first non-Hypothesis exception in e's ``__context__``/``__cause__`` chain."""
+    seen: set[int] = set()
+    at: BaseException | None = e
+    while at is not None and id(at) not in seen:
+        seen.add(id(at))
+        if isinstance(at, Exception) and not type(at).__module__.startswith("hypothesis"):
+            return at
+        at = at.__cause__ or at.__context__
+    return None
 
 
 @pytest.mark.timeout(max(600, STEPS // 4))
@@ -1127,26 +1258,21 @@ def model_run(model_cluster: LocalCluster, started: float) -> None:
                 break
             run.round = k
             examples = min(ROUND_EXAMPLES, -(-(STEPS - run.steps) // STEPS_PER_EXAMPLE))
-            try:
-                run_state_machine_as_test(
-                    seed(run_seed + k)(VolumeModel),
-                    settings=settings(
-                        max_examples=examples,
-                        stateful_step_count=STEPS_PER_EXAMPLE,
-                        deadline=None,
-                        # A live cluster cannot replay a failure exactly: no shrinking;
-                        # the failure's notes say where the run was.
-                        phases=[Phase.generate],
-                        database=None,
-                        suppress_health_check=list(HealthCheck),
-                        report_multiple_bugs=False,
-                    ),
-                )
-            except FlakyStrategyDefinition as e:
-                # Hypothesis's own bookkeeping (a prefix of choices it saw before drew
-                # differently), not an answer of the cluster: every step it ran was
-                # checked. Seen once in a 10,000-step run; the next round goes on.
-                print(f"model run: round {k} ended by hypothesis: {e}", flush=True)
+            if not run_round(
+                seed(run_seed + k)(VolumeModel),
+                settings(
+                    max_examples=examples,
+                    stateful_step_count=STEPS_PER_EXAMPLE,
+                    deadline=None,
+                    # A live cluster cannot replay a failure exactly: no shrinking;
+                    # the failure's notes say where the run was.
+                    phases=[Phase.generate],
+                    database=None,
+                    suppress_health_check=list(HealthCheck),
+                    report_multiple_bugs=False,
+                ),
+                run.failures,
+            ):
                 run.rounds_cut += 1
         run.faults.finish()
         took = time.monotonic() - started
