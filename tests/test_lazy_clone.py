@@ -10,7 +10,7 @@ import json
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -285,6 +285,41 @@ def test_curvefs_get_of_a_clone_is_the_source(
             assert f.read(n) == clone.model.expect(off, n), f"at {off}+{n}"
 
 
+def test_a_striped_clone_reads_and_writes_as_its_striped_source(
+    cluster: LocalCluster, client: curvefs.Client, name: str
+) -> None:
+    # The clone keeps its source's stripes; its chunk i reads the source's chunk i (the
+    # source opened with striping off), so every byte lands where the source has it.
+    client.mkdir(name)
+    source, dest = f"{name}/src", f"{name}/dst"
+    client.create(source, 10 * GiB, stripe_unit=64 * KiB, stripe_count=4)
+    model = Model()
+    with client.open(source) as vol:
+        for i, (off, n) in enumerate(
+            [(0, MiB), (3 * 64 * KiB - 4096, 40 * MiB), (SEG - 8192, 16 * KiB)]
+        ):
+            data = pattern(i + 61, n)
+            vol.pwrite(data, off)
+            model.put(off, data)
+    cluster.clone_volume(source, dest, "curve")
+    info = client.stat(dest)
+    assert (info.stripe_unit, info.stripe_count) == (64 * KiB, 4)
+    reads = [
+        (0, 2 * MiB),
+        (3 * 64 * KiB - 8192, 41 * MiB),
+        (SEG - 12 * KiB, 24 * KiB),
+        (777, 70_001),
+    ]
+    with client.open(dest) as vol:
+        for off, n in reads:
+            assert vol.pread(n, off) == model.expect(off, n), f"at {off}+{n}"
+        data = pattern(69, 100 * KiB + 5)
+        vol.pwrite(data, 5 * 64 * KiB - 3)  # unaligned, over several stripe units
+        model.put(5 * 64 * KiB - 3, data)
+        for off, n in reads:
+            assert vol.pread(n, off) == model.expect(off, n), f"at {off}+{n}"
+
+
 # -- writes into the clone --------------------------------------------------------------
 
 
@@ -452,3 +487,54 @@ def test_a_source_the_clone_cannot_read_fails_loudly(cluster: LocalCluster, name
             assert f"{name}-c/dst" in str(info.value) and f"{name}/src" in str(info.value)
             # A range whose source segment was never allocated reads zeros without it.
             assert vol.pread(4096, SEG) == bytes(4096)
+
+
+# -- faults -------------------------------------------------------------------------------
+
+
+def test_clone_reads_and_writes_ride_over_a_killed_then_a_paused_chunkserver() -> None:
+    # Reads of a clone go to its source (unallocated chunks) and to clone chunks whose
+    # chunkservers read the origin; both must survive a lost and a hung chunkserver, with
+    # nothing lost and no hang past the IO deadline. A cluster of its own: servers die.
+    with (
+        LocalCluster(copysets=4) as cluster,
+        curvefs.Client(cluster.conf_path, user="curve") as c,
+    ):
+        c.mkdir("/f")
+        c.create("/f/src", 10 * GiB)
+        model = Model()
+        with c.open("/f/src") as vol:
+            for i, (off, n) in enumerate(SOURCE_WRITES):
+                data = pattern(i + 71, n)
+                vol.pwrite(data, off)
+                model.put(off, data)
+        cluster.clone_volume("/f/src", "/f/dst", "curve")
+        victim, sleeper = cluster.chunkserver_ids[0], cluster.chunkserver_ids[1]
+        with c.open("/f/dst") as vol:
+            check_volume(vol, model)
+            faults: list[tuple[Callable[[], None], Callable[[], None]]] = [
+                (
+                    lambda: cluster.kill_chunkserver(victim),
+                    lambda: cluster.start_chunkserver(victim),
+                ),
+                (
+                    lambda: cluster.pause_chunkserver(sleeper),
+                    lambda: cluster.resume_chunkserver(sleeper),
+                ),
+            ]
+            for step, (fault, heal) in enumerate(faults):
+                fault()
+                try:
+                    # Writes make clone chunks (their rest read from the origin) ...
+                    data = pattern(80 + step, 12 * KiB)
+                    at = (2 * step + 1) * CHUNK - 6 * KiB
+                    vol.pwrite(data, at)
+                    model.put(at, data)
+                    # ... and every range still reads right, through both paths.
+                    check_volume(vol, model)
+                    assert vol.pread(2 * CHUNK, 0) == model.expect(0, 2 * CHUNK)
+                finally:
+                    heal()
+        with c.open("/f/dst") as vol:
+            check_volume(vol, model)
+            assert vol.pread(4 * CHUNK, 0) == model.expect(0, 4 * CHUNK)

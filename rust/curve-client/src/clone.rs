@@ -201,11 +201,6 @@ impl SourceReader {
         }
     }
 
-    /// How many sources are open now.
-    pub fn open_count(&self) -> usize {
-        lock(&self.handles).open.len()
-    }
-
     /// Reads `buf.len()` bytes of `source` at `offset` (the clone's `cloneFileOffset` plus
     /// the offset in the chunk), by `deadline`. `clone` names the volume being read, for
     /// errors.
@@ -241,13 +236,9 @@ impl SourceReader {
         let now = Instant::now();
         {
             let mut h = lock(&self.handles);
-            if now.duration_since(h.last_sweep) >= self.interval {
-                h.last_sweep = now;
-                let timeout = self.timeout;
-                h.open
-                    .retain(|_, (_, used)| now.duration_since(*used) <= timeout);
-            }
-            if let Some((file, used)) = h.open.get_mut(source) {
+            let Handles { open, last_sweep } = &mut *h;
+            sweep(open, last_sweep, now, self.timeout, self.interval);
+            if let Some((file, used)) = open.get_mut(source) {
                 *used = now;
                 return Ok(file.clone());
             }
@@ -276,6 +267,21 @@ impl SourceReader {
             .or_insert((opened, Instant::now()));
         Ok(file.clone())
     }
+}
+
+/// Drops the handles unused for longer than `timeout`, at most once per `interval`.
+fn sweep<T>(
+    open: &mut HashMap<String, (T, Instant)>,
+    last_sweep: &mut Instant,
+    now: Instant,
+    timeout: Duration,
+    interval: Duration,
+) {
+    if now.saturating_duration_since(*last_sweep) < interval {
+        return;
+    }
+    *last_sweep = now;
+    open.retain(|_, (_, used)| now.saturating_duration_since(*used) <= timeout);
 }
 
 #[cfg(test)]
@@ -400,6 +406,31 @@ mod tests {
         };
         assert!(snapshot_clone.check_serviceable().is_ok());
         assert_eq!(snapshot_clone.request_source(0, CHUNK), None);
+    }
+
+    #[test]
+    fn idle_sources_are_dropped_after_the_timeout_at_the_sweep_interval() {
+        let t0 = Instant::now();
+        let s = Duration::from_secs;
+        let mut open: HashMap<String, ((), Instant)> = HashMap::new();
+        open.insert("/old".into(), ((), t0));
+        open.insert("/busy".into(), ((), t0 + s(250)));
+        let mut last = t0;
+        // Before the interval: nothing is looked at, however idle.
+        sweep(&mut open, &mut last, t0 + s(599), s(300), s(600));
+        assert_eq!(open.len(), 2);
+        // At the interval: /old (idle 600 s) and /busy (idle 350 s) go; /fresh stays.
+        open.insert("/fresh".into(), ((), t0 + s(500)));
+        sweep(&mut open, &mut last, t0 + s(600), s(300), s(600));
+        let mut left: Vec<_> = open.keys().cloned().collect();
+        left.sort();
+        assert_eq!(left, ["/fresh"]);
+        assert_eq!(last, t0 + s(600));
+        // The next sweep waits for another interval.
+        sweep(&mut open, &mut last, t0 + s(1100), s(300), s(600));
+        assert_eq!(open.len(), 1);
+        sweep(&mut open, &mut last, t0 + s(1200), s(300), s(600));
+        assert!(open.is_empty());
     }
 
     #[test]

@@ -69,6 +69,8 @@ fn credentials(method: &str, b: &Bytes) -> (String, Option<String>, u64) {
         "CloseFile" => fields!(CloseFileRequest),
         "RefreshSession" => fields!(ReFreshSessionRequest),
         "IncreaseFileEpoch" => fields!(IncreaseFileEpochRequest),
+        "CreateCloneFile" => fields!(CreateCloneFileRequest),
+        "SetCloneFileStatus" => fields!(SetCloneFileStatusRequest),
         "ChangeOwner" => {
             let r = ChangeOwnerRequest::decode(b.clone()).unwrap();
             (r.root_owner, Some(r.signature), r.date)
@@ -111,6 +113,17 @@ async fn every_call(c: &Client, u: &UserInfo, dir: &str) -> Vec<(&'static str, O
     note("change_owner", c.change_owner(&moved, "carol", u).await);
     note("unlink", c.unlink(&moved, u).await);
     note("recover", c.recover(&moved, u, 0).await);
+    // A clone with no source volume (as a clone from a snapshot starts), then installed.
+    let clone = format!("{dir}/clone");
+    let made = c
+        .create_clone_file(&clone, u, SEG, 1, CHUNK_SIZE, "", &CreateOptions::default())
+        .await;
+    note("create_clone_file", made.map(drop));
+    note(
+        "set_clone_file_status",
+        c.set_clone_file_status(&clone, u, None, FileStatus::KFileCloneMetaInstalled)
+            .await,
+    );
     codes
 }
 
@@ -207,6 +220,8 @@ async fn refused_credentials_are_authfail_on_every_call() {
             ("change_owner", Some(ErrorCode::AuthFail)),
             ("unlink", Some(ErrorCode::AuthFail)),
             ("recover", Some(ErrorCode::AuthFail)),
+            ("create_clone_file", Some(ErrorCode::AuthFail)),
+            ("set_clone_file_status", Some(ErrorCode::AuthFail)),
         ];
         if what == "another owner" {
             // Anyone may create at the top level, so bob's Mkdir of "/alice" gets as far
