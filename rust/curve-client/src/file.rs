@@ -27,7 +27,7 @@ use crate::error::{Cause, Error, ErrorCode, Result};
 use crate::io::{self, ChunkPiece, Geometry};
 use crate::lock;
 use crate::mds::RefreshOutcome;
-use crate::metacache::{ChunkAddr, SegmentCache, SegmentInfo, SegmentSlot};
+use crate::metacache::{ChunkAddr, SegmentCache, SegmentInfo, SegmentSlot, locate_pieces};
 
 /// `buf` as memory that may be uninitialised, for the `*_uninit` reads below.
 fn as_uninit(buf: &mut [u8]) -> &mut [MaybeUninit<u8>] {
@@ -434,36 +434,13 @@ impl OpenFile {
         pieces: &[ChunkPiece],
         allocate: bool,
     ) -> Result<Vec<Option<ChunkAddr>>> {
-        let g = &self.geometry;
         let deadline = crate::deadline_after(Duration::from_millis(
             self.ctx.conf.mds_max_retry_ms_in_io_path,
         ));
-        let mut cached: Option<(u64, SegmentSlot)> = None;
-        let mut out = Vec::with_capacity(pieces.len());
-        for p in pieces {
-            let seg = g.segment_of_chunk(p.chunk_index);
-            let slot = match &cached {
-                Some((i, s)) if *i == seg => s.clone(),
-                _ => {
-                    let s = self.segment(seg, allocate, deadline).await?;
-                    cached = Some((seg, s.clone()));
-                    s
-                }
-            };
-            out.push(match slot {
-                SegmentSlot::Hole => None,
-                SegmentSlot::Allocated(info) => {
-                    let i = p.chunk_index - seg * g.chunks_per_segment();
-                    Some(info.chunk(i).ok_or_else(|| {
-                        Error::failed(format!(
-                            "segment {seg} has no chunk {i}; the MDS sent {} chunks",
-                            info.chunks.len()
-                        ))
-                    })?)
-                }
-            });
-        }
-        Ok(out)
+        locate_pieces(&self.geometry, pieces, &self.path, |seg| {
+            self.segment(seg, allocate, deadline)
+        })
+        .await
     }
 
     /// Fails if [offset, offset + len) reaches past the file's end (its length re-read once

@@ -43,7 +43,7 @@
 //!   read the source again).
 //! - Not implemented: client-side throttling (`throttle.enable` is parsed and ignored),
 //!   chunkserver health probes and "unstable" marking (the timeout backoff restarts
-//!   whenever the leader changes instead), discard.
+//!   whenever the leader changes instead).
 //!   Kept as upstream: Listdir of a file is UNKNOWN (kNotDirectory → -100).
 
 pub mod auth;

@@ -454,6 +454,47 @@ impl CopysetCache {
     }
 }
 
+/// Where each of `pieces` goes, given how to look a segment up: `None` for a piece inside
+/// a segment that is a hole. Pieces come in file order, so each segment is looked up once
+/// per call, hole or not. `path` names the file in errors.
+pub(crate) async fn locate_pieces<F, Fut>(
+    geometry: &crate::io::Geometry,
+    pieces: &[crate::io::ChunkPiece],
+    path: &str,
+    mut look_up: F,
+) -> Result<Vec<Option<ChunkAddr>>>
+where
+    F: FnMut(u64) -> Fut,
+    Fut: std::future::Future<Output = Result<SegmentSlot>>,
+{
+    let mut last: Option<(u64, SegmentSlot)> = None;
+    let mut out = Vec::with_capacity(pieces.len());
+    for p in pieces {
+        let seg = geometry.segment_of_chunk(p.chunk_index);
+        let slot = match &last {
+            Some((i, s)) if *i == seg => s.clone(),
+            _ => {
+                let s = look_up(seg).await?;
+                last = Some((seg, s.clone()));
+                s
+            }
+        };
+        out.push(match slot {
+            SegmentSlot::Hole => None,
+            SegmentSlot::Allocated(info) => {
+                let i = p.chunk_index - seg * geometry.chunks_per_segment();
+                Some(info.chunk(i).ok_or_else(|| {
+                    Error::failed(format!(
+                        "segment {seg} of {path} has no chunk {i}; the MDS sent {} chunks",
+                        info.chunks.len()
+                    ))
+                })?)
+            }
+        });
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {

@@ -21,7 +21,7 @@ use crate::context::Context;
 use crate::error::{Cause, Error, ErrorCode, Result};
 use crate::file::Running;
 use crate::io::{self, ChunkPiece, Geometry};
-use crate::metacache::{ChunkAddr, SegmentCache, SegmentInfo, SegmentSlot};
+use crate::metacache::{ChunkAddr, SegmentCache, SegmentInfo, SegmentSlot, locate_pieces};
 
 /// A file opened for reading only; see the module docs.
 pub struct ReadOnlyFile {
@@ -205,35 +205,10 @@ impl ReadOnlyFile {
         pieces: &[ChunkPiece],
         deadline: Instant,
     ) -> Result<Vec<Option<ChunkAddr>>> {
-        let g = &self.geometry;
-        // Within one read a segment is asked for once, hole or not.
-        let mut seen: Option<(u64, SegmentSlot)> = None;
-        let mut out = Vec::with_capacity(pieces.len());
-        for p in pieces {
-            let seg = g.segment_of_chunk(p.chunk_index);
-            let slot = match &seen {
-                Some((i, s)) if *i == seg => s.clone(),
-                _ => {
-                    let s = self.segment(seg, deadline).await?;
-                    seen = Some((seg, s.clone()));
-                    s
-                }
-            };
-            out.push(match slot {
-                SegmentSlot::Hole => None,
-                SegmentSlot::Allocated(info) => {
-                    let i = p.chunk_index - seg * g.chunks_per_segment();
-                    Some(info.chunk(i).ok_or_else(|| {
-                        Error::failed(format!(
-                            "segment {seg} of {} has no chunk {i}; the MDS sent {} chunks",
-                            self.path,
-                            info.chunks.len()
-                        ))
-                    })?)
-                }
-            });
-        }
-        Ok(out)
+        locate_pieces(&self.geometry, pieces, &self.path, |seg| {
+            self.segment(seg, deadline)
+        })
+        .await
     }
 
     async fn segment(&self, segment_index: u64, deadline: Instant) -> Result<SegmentSlot> {
