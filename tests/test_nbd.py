@@ -16,7 +16,7 @@ import struct
 import subprocess
 import sys
 import tempfile
-import threading
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -32,7 +32,7 @@ MiB = 1 << 20
 GiB = 1 << 30
 SIZE = 10 * GiB
 
-_PACKAGES = {"qemu-img": "qemu-utils", "nbdcopy": "libnbd-bin", "nbdinfo": "libnbd-bin"}
+_PACKAGES = {"qemu-img": "qemu-utils", "qemu-io": "qemu-utils", "nbdcopy": "libnbd-bin", "nbdinfo": "libnbd-bin"}
 
 
 def tool(name: str) -> str:
@@ -215,40 +215,40 @@ def test_fio_random_writes_verify_with_crc32c_at_iodepth_32(
         assert fio_errors(read.stdout) == 0
 
 
+def chunk_files(cluster: LocalCluster, cs: int) -> int:
+    return sum(len(files) for _, _, files in os.walk(cluster.chunkserver_data_dir(cs)))
+
+
 def test_fio_verify_holds_with_a_chunkserver_killed_mid_run(tmp_path: Path) -> None:
     fio = tool_fio()
     with LocalCluster(tmp_path / "c") as cluster:
         c = curvefs.Client(cluster.conf_path, user="curve")
         path = "/nbd-kill"
         c.create(path, SIZE)
+        victim = cluster.chunkserver_ids[0]
+        before = chunk_files(cluster, victim)
         sock = Path(tempfile.mkdtemp(prefix="nbd-")) / "s"
         with nbd.serve(c, path, socket=sock) as served:
-            args = fio_job(served.uri, verify_only=False, size="96M",
-                           extra=("--eta=always", "--eta-newline=1", "--output-format=normal"))
-            args[0] = fio
-            proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-            killed = threading.Event()
-
-            def watch() -> None:
-                assert proc.stdout is not None
-                for line in proc.stdout:
-                    # An ETA line with progress: the write phase is under way.
-                    if not killed.is_set() and line.startswith("Jobs:") and "[w" in line:
-                        cluster.kill_chunkserver(cluster.chunkserver_ids[0])
-                        killed.set()
-
-            watcher = threading.Thread(target=watch)
-            watcher.start()
+            # Rate-limited so the run lasts a few seconds around the kill.
+            args = fio_job(served.uri, verify_only=False, size="96M", extra=("--rate_iops=4000",))
+            proc = subprocess.Popen(
+                args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+            )
             try:
-                rc = proc.wait(timeout=600)
+                # Writes are landing once the victim has new chunk files: kill it then.
+                deadline = time.monotonic() + 60
+                while chunk_files(cluster, victim) == before and proc.poll() is None:
+                    assert time.monotonic() < deadline, "no chunk was written in 60 s"
+                    time.sleep(0.05)
+                assert proc.poll() is None, "fio ended before any chunk was written"
+                cluster.kill_chunkserver(victim)
+                out, err = proc.communicate(timeout=600)
             finally:
                 if proc.poll() is None:
                     proc.kill()
-                watcher.join(timeout=30)
-            assert proc.stderr is not None
-            err = proc.stderr.read()
-            assert killed.is_set(), "fio ended before it reported progress"
-            assert rc == 0, f"fio failed with a chunkserver down: {err}"
+                    proc.communicate()
+            assert proc.returncode == 0, f"fio failed with a chunkserver down: {err}"
+            assert fio_errors(out) == 0
             verify = run(*fio_job(served.uri, verify_only=True, size="96M"), timeout=300)
             assert fio_errors(verify.stdout) == 0
         c.close()
@@ -272,17 +272,18 @@ def test_curvefs_nbd_serve_stops_cleanly_on_sigterm(
         uri = proc.stdout.readline().strip()
         assert uri == f"nbd+unix:///{volume.lstrip('/')}?socket={sock}", proc.stderr
         run(qemu_img, "info", uri)
-        # Served: nobody else may open it.
-        with pytest.raises(ex.CurveError):
-            client.open(volume)
+        run(tool("qemu-io"), "-f", "raw", "-c", "write -P 0x5a 0 64k", uri)
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=60) == 0
+        assert proc.stderr is not None
+        assert "Ctrl-C stops it" in proc.stderr.read()
     finally:
         if proc.poll() is None:
             proc.kill()
+        proc.communicate()
     assert not sock.exists()
-    with client.open(volume):
-        pass
+    with client.open(volume) as vol:
+        assert vol.pread(64 * 1024, 0) == b"\x5a" * 64 * 1024
 
 
 def test_serve_async_serves_and_stops(
