@@ -8,8 +8,10 @@ test that needs it, naming the package.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
+import shutil
 import signal
 import socket
 import struct
@@ -24,7 +26,6 @@ from pathlib import Path
 import pytest
 
 import curvefs
-from curvefs import exceptions as ex
 from curvefs import nbd
 from curvefs.testing import LocalCluster
 
@@ -32,16 +33,21 @@ MiB = 1 << 20
 GiB = 1 << 30
 SIZE = 10 * GiB
 
-_PACKAGES = {"qemu-img": "qemu-utils", "qemu-io": "qemu-utils", "nbdcopy": "libnbd-bin", "nbdinfo": "libnbd-bin"}
+_PACKAGES = {
+    "qemu-img": "qemu-utils",
+    "qemu-io": "qemu-utils",
+    "nbdcopy": "libnbd-bin",
+    "nbdinfo": "libnbd-bin",
+}
 
 
 def tool(name: str) -> str:
-    import shutil
-
     path = shutil.which(name)
     if path is None:
-        pytest.fail(f"{name} is not installed (Debian package {_PACKAGES.get(name, name)}; "
-                    "scripts/test installs it)")
+        pytest.fail(
+            f"{name} is not installed (Debian package {_PACKAGES.get(name, name)}; "
+            "scripts/test installs it)"
+        )
     return path
 
 
@@ -70,8 +76,6 @@ def sock_dir() -> Iterator[Path]:
     # Unix socket paths are limited to 107 bytes: pytest's tmp_path can be longer.
     d = tempfile.mkdtemp(prefix="nbd-")
     yield Path(d)
-    import shutil
-
     shutil.rmtree(d, ignore_errors=True)
 
 
@@ -110,12 +114,24 @@ def test_qemu_img_converts_a_qcow2_into_a_volume_and_back_identical(
         run(qemu_img, "convert", "-n", "-f", "qcow2", "-O", "raw", str(image), served.uri)
         export = volume.lstrip("/")
         back = tmp_path / "back.qcow2"
-        run(qemu_img, "convert", "--image-opts", raw_prefix(str(sock), export, 48 * MiB),
-            "-O", "qcow2", str(back))
+        run(
+            qemu_img,
+            "convert",
+            "--image-opts",
+            raw_prefix(str(sock), export, 48 * MiB),
+            "-O",
+            "qcow2",
+            str(back),
+        )
         run(qemu_img, "compare", "-f", "qcow2", "-F", "qcow2", str(image), str(back))
         # And straight against the export, without the copy.
-        run(qemu_img, "compare", "--image-opts", f"driver=qcow2,file.filename={image}",
-            raw_prefix(str(sock), export, 48 * MiB))
+        run(
+            qemu_img,
+            "compare",
+            "--image-opts",
+            f"driver=qcow2,file.filename={image}",
+            raw_prefix(str(sock), export, 48 * MiB),
+        )
     # Stopped: the volume was closed, so this client can open it exclusively.
     with client.open(volume) as vol:
         assert vol.pread(2 * MiB, 4 * MiB) == raw.read_bytes()[4 * MiB : 6 * MiB]
@@ -171,7 +187,9 @@ def test_nbdcopy_copies_256_mib_in_and_out_identical(
 # -- fio --------------------------------------------------------------------------------
 
 
-def fio_job(uri: str, *, verify_only: bool, size: str = "64M", extra: tuple[str, ...] = ()) -> list[str]:
+def fio_job(
+    uri: str, *, verify_only: bool, size: str = "64M", extra: tuple[str, ...] = ()
+) -> list[str]:
     return [
         tool_fio(),
         "--name=verify",
@@ -220,7 +238,7 @@ def chunk_files(cluster: LocalCluster, cs: int) -> int:
 
 
 def test_fio_verify_holds_with_a_chunkserver_killed_mid_run(tmp_path: Path) -> None:
-    fio = tool_fio()
+    tool_fio()  # before the cluster starts: a missing engine fails at once
     with LocalCluster(tmp_path / "c") as cluster:
         c = curvefs.Client(cluster.conf_path, user="curve")
         path = "/nbd-kill"
@@ -231,9 +249,7 @@ def test_fio_verify_holds_with_a_chunkserver_killed_mid_run(tmp_path: Path) -> N
         with nbd.serve(c, path, socket=sock) as served:
             # Rate-limited so the run lasts a few seconds around the kill.
             args = fio_job(served.uri, verify_only=False, size="96M", extra=("--rate_iops=4000",))
-            proc = subprocess.Popen(
-                args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-            )
+            proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
             try:
                 # Writes are landing once the victim has new chunk files: kill it then.
                 deadline = time.monotonic() + 60
@@ -263,9 +279,21 @@ def test_curvefs_nbd_serve_stops_cleanly_on_sigterm(
     qemu_img = tool("qemu-img")
     sock = sock_dir / "cli"
     proc = subprocess.Popen(
-        [str(Path(sys.executable).parent / "curvefs"), "--conf", cluster.conf_path,
-         "--user", "curve", "nbd", "serve", volume, "--socket", str(sock)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [
+            str(Path(sys.executable).parent / "curvefs"),
+            "--conf",
+            cluster.conf_path,
+            "--user",
+            "curve",
+            "nbd",
+            "serve",
+            volume,
+            "--socket",
+            str(sock),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         assert proc.stdout is not None
@@ -286,11 +314,7 @@ def test_curvefs_nbd_serve_stops_cleanly_on_sigterm(
         assert vol.pread(64 * 1024, 0) == b"\x5a" * 64 * 1024
 
 
-def test_serve_async_serves_and_stops(
-    client: curvefs.Client, volume: str, sock_dir: Path
-) -> None:
-    import asyncio
-
+def test_serve_async_serves_and_stops(client: curvefs.Client, volume: str, sock_dir: Path) -> None:
     nbdinfo = tool("nbdinfo")
 
     async def main() -> int:
@@ -361,8 +385,12 @@ class Raw:
 
     def go(self, name: bytes) -> int:
         """Sends GO for `name`; the export's size."""
-        self.s.sendall(struct.pack(">QII", IHAVEOPT, 7, 4 + len(name) + 2)
-                       + struct.pack(">I", len(name)) + name + b"\0\0")
+        self.s.sendall(
+            struct.pack(">QII", IHAVEOPT, 7, 4 + len(name) + 2)
+            + struct.pack(">I", len(name))
+            + name
+            + b"\0\0"
+        )
         size = 0
         while True:
             kind, data = self.reply(7)
@@ -374,8 +402,15 @@ class Raw:
             else:
                 raise AssertionError(f"GO answered {kind:#x} {data!r}")
 
-    def request(self, kind: int, offset: int, length: int, payload: bytes = b"", flags: int = 0,
-                cookie: int = 7) -> None:
+    def request(
+        self,
+        kind: int,
+        offset: int,
+        length: int,
+        payload: bytes = b"",
+        flags: int = 0,
+        cookie: int = 7,
+    ) -> None:
         self.s.sendall(struct.pack(">IHHQQI", REQ, flags, kind, cookie, offset, length) + payload)
 
     def answer(self, length: int = 0) -> tuple[int, int, bytes]:
@@ -396,9 +431,7 @@ def raw_go(path: Path, name: bytes) -> Raw:
     return r
 
 
-def test_bad_negotiation_gets_errors_or_a_closed_connection(
-    raw_server: Path, volume: str
-) -> None:
+def test_bad_negotiation_gets_errors_or_a_closed_connection(raw_server: Path, volume: str) -> None:
     r = raw_go(raw_server, b"")
     kind, msg = r.option(7, struct.pack(">I", 5) + b"nope!" + b"\0\0")
     assert kind == 0x80000006 and b"nope" in msg  # ERR_UNKNOWN

@@ -737,8 +737,7 @@ def _cmd_nbd_serve(args: argparse.Namespace) -> int:
         for uri in served.uris.values():
             print(uri, flush=True)
         print(
-            f"curvefs nbd serve: {len(served.uris)} export(s) on {served.address}; "
-            "Ctrl-C stops it",
+            f"curvefs nbd serve: {len(served.uris)} export(s) on {served.address}; Ctrl-C stops it",
             file=sys.stderr,
             flush=True,
         )

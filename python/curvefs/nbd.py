@@ -66,9 +66,7 @@ def _start(
         private = tempfile.mkdtemp(prefix="curvefs-nbd-")
         socket = os.path.join(private, "nbd.sock")
     try:
-        server = _core.NbdServer(
-            client._h, volumes, socket=socket, bind=bind, read_only=read_only
-        )
+        server = _core.NbdServer(client._h, volumes, socket=socket, bind=bind, read_only=read_only)
     except BaseException:
         if private is not None:
             shutil.rmtree(private, ignore_errors=True)
@@ -121,9 +119,7 @@ async def serve_async(
 ) -> AsyncIterator[Served]:
     """:func:`serve` for asyncio: opening and stopping run off the event loop."""
     vols = _volumes(volumes)
-    server, served, private = await asyncio.to_thread(
-        _start, client, vols, socket, bind, read_only
-    )
+    server, served, private = await asyncio.to_thread(_start, client, vols, socket, bind, read_only)
     try:
         yield served
     finally:

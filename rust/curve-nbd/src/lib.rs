@@ -148,7 +148,10 @@ pub enum Listener {
 impl Listener {
     /// Listens on a Unix socket at `path` (which must not exist). Needs a runtime.
     pub fn unix(path: &Path) -> io::Result<Listener> {
-        Ok(Listener::Unix(UnixListener::bind(path)?, path.to_path_buf()))
+        Ok(Listener::Unix(
+            UnixListener::bind(path)?,
+            path.to_path_buf(),
+        ))
     }
 
     /// Listens on TCP at `addr` (`host:port`; port 0 picks one). Needs a runtime.
@@ -256,12 +259,8 @@ fn protocol(why: impl Into<String>) -> Closed {
     Closed::Protocol(why.into())
 }
 
-async fn connection<R, W>(
-    rd: R,
-    wr: W,
-    exports: Arc<Vec<Export>>,
-    mut stop: watch::Receiver<bool>,
-) where
+async fn connection<R, W>(rd: R, wr: W, exports: Arc<Vec<Export>>, mut stop: watch::Receiver<bool>)
+where
     R: AsyncRead + Unpin + Send + 'static,
     W: AsyncWrite + Unpin + Send + 'static,
 {
@@ -399,8 +398,7 @@ where
             }
             OPT_INFO | OPT_GO => {
                 let Some((name, wanted)) = parse_info_request(&data) else {
-                    option_reply(wr, option, REP_ERR_INVALID, b"malformed INFO/GO request")
-                        .await?;
+                    option_reply(wr, option, REP_ERR_INVALID, b"malformed INFO/GO request").await?;
                     wr.flush().await?;
                     continue;
                 };
@@ -716,7 +714,10 @@ async fn read(file: &OpenFile, offset: u64, len: usize) -> curve_client::Result<
 
 /// Sends replies as they come, flushing when none is waiting (several small replies
 /// share one write). Ends when every sender is gone or the client stops taking them.
-async fn write_replies<W: AsyncWrite + Unpin>(mut wr: BufWriter<W>, mut rx: mpsc::UnboundedReceiver<Reply>) {
+async fn write_replies<W: AsyncWrite + Unpin>(
+    mut wr: BufWriter<W>,
+    mut rx: mpsc::UnboundedReceiver<Reply>,
+) {
     async fn put<W: AsyncWrite + Unpin>(wr: &mut BufWriter<W>, r: &Reply) -> io::Result<()> {
         let mut head = [0u8; 16];
         head[..4].copy_from_slice(&SIMPLE_REPLY_MAGIC.to_be_bytes());

@@ -72,7 +72,9 @@ impl NbdServer {
         let (core, user) = (core.clone(), user.clone());
         let listener = match (&socket, &bind) {
             (Some(_), Some(_)) => {
-                return Err(PyValueError::new_err("give a socket or a bind address, not both"));
+                return Err(PyValueError::new_err(
+                    "give a socket or a bind address, not both",
+                ));
             }
             (None, None) => return Err(PyValueError::new_err("give a socket or a bind address")),
             (Some(path), None) => {
