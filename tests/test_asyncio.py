@@ -1,5 +1,5 @@
-"""asyncio twins over the same core calls: many in flight, cancellation that leaves no
-request or buffer behind."""
+"""asyncio twins over the same core calls: many in flight; a cancelled read releases the
+caller's buffer at once and leaves the volume usable."""
 
 from __future__ import annotations
 

@@ -142,7 +142,8 @@ def test_unreachable_mds_fails_promptly(tmp_path: Path, user: curvefs.UserInfo_t
     assert cbd.StatFile("/x", user, curvefs.FileInfo_t()) == FAILED
     assert cbd.Open("/x", user) == FAILED
     assert cbd.GetClusterId() == ""
-    assert time.monotonic() - start < 10
+    took = time.monotonic() - start
+    assert took < 10, f"two calls with a 1 s retry budget took {took:.1f} s"
     cbd.UnInit()
 
 

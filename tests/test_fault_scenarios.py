@@ -29,7 +29,8 @@ import pytest
 
 import curvefs
 from curvefs.testing import FaultProxy, LocalCluster
-from tests.helpers import GiB, MiB, conf_with, make_user
+from tests.helpers import GiB, MiB, bytes_queued_at, conf_with, make_user, readline
+from tests.helpers import child as start_child
 
 KiB = 1 << 10
 CHUNK = 16 * MiB
@@ -350,7 +351,7 @@ def test_follower_down_then_back(tmp_path: Path) -> None:
             work.finish()
         figure("follower_kill_worst_write", stall)
         assert work.failed() == 0, "a write failed though a majority was up throughout"
-        assert stall < 10.0
+        assert stall < 10.0, f"writes stalled {stall:.2f} s when a follower was killed"
         work.verify(cbd, fd, "the writing client")
         # Catch-up copies the chunks the follower missed; poll until the replicas agree.
         deadline = time.monotonic() + 60
@@ -457,8 +458,9 @@ def test_active_mds_killed_during_io(tmp_path: Path) -> None:
             flush=True,
         )
         assert work.failed() == 0, "a write on an allocated segment failed"
-        # Nothing on their path waits for the MDS; the bound is for a loaded machine.
-        assert stall < 5.0, f"writes on allocated segments stalled {stall:.2f} s"
+        # Nothing on their path waits for the MDS; the bound guards that with a margin for
+        # a loaded machine, it is not a speed target.
+        assert stall < 10.0, f"writes on allocated segments stalled {stall:.2f} s"
         assert metadata_resumed < IO_BUDGET_S
         work.verify(cbd, fd, "the writing client")
         for offset, data in allocated.items():
@@ -518,14 +520,14 @@ def test_open_file_is_occupied_until_closed_or_its_lease_runs_out(tmp_path: Path
 
             # Held by a process that is SIGKILLed: occupied until its record expires.
             assert cbd.Create("/held", user, 10 * GiB) == 0
-            with subprocess.Popen(
+            with start_child(
                 [sys.executable, "-c", HOLDER, cluster.conf_path, "/held"],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 text=True,
             ) as holder:
                 assert holder.stdout is not None
-                assert holder.stdout.readline().strip() == "open"
+                assert readline(holder.stdout, 60, "the holder's open").strip() == "open"
                 assert other.Unlink("/held", user) == FILE_OCCUPIED
                 holder.kill()
                 holder.wait(timeout=10)
@@ -666,8 +668,10 @@ def test_close_and_uninit_with_io_in_flight(tmp_path: Path, how: str, stalled: b
             th.start()
         wait_for(lambda: all(len(r) >= 5 for r in results), 60, "every thread doing IO")
         if stalled:
-            cluster.pause_chunkserver(cluster.copyset_leader(1))
-            time.sleep(0.3)  # let IO pile up on the frozen leader (nothing to poll)
+            frozen = cluster.copyset_leader(1)
+            cluster.pause_chunkserver(frozen)
+            port = int(cluster.chunkserver_addr(frozen).rsplit(":", 1)[1])
+            wait_for(lambda: bytes_queued_at(port) > 0, 30, "IO waiting at the frozen leader")
         t = time.monotonic()
         if how == "Close":
             assert cbd.Close(fd) in (0, -curvefs.CURVE_ERROR_FAILED)
@@ -709,10 +713,14 @@ assert fd >= 0, fd
 count = [0]
 def run(seed):
     rng = random.Random(seed)
+    n = 0
     while True:
-        off = rng.randrange(0, 256) * 16384
-        cbd.Write(fd, rng.randbytes(16384), off, 16384)
+        slot = rng.randrange(0, 256)
+        # A 16-byte tag naming the slot, repeated: a torn or misplaced write shows.
+        tag = f"{slot:05d}{seed}{n:010d}".encode()
+        cbd.Write(fd, tag * 1024, slot * 16384, 16384)
         count[0] += 1
+        n += 1
 for i in range(8):
     threading.Thread(target=run, args=(i,), daemon=True).start()
 while count[0] < 50:
@@ -749,7 +757,7 @@ def test_process_exits_with_io_in_flight(tmp_path: Path, how: str) -> None:
         assert cbd.Init(cluster.conf_path) == 0
         assert cbd.Create("/vol", user, 10 * GiB) == 0
         script = EXITER.replace("{how}", how).replace("{exit}", exit_line[how])
-        with subprocess.Popen(
+        with start_child(
             [sys.executable, "-c", script, cluster.conf_path],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
@@ -757,7 +765,7 @@ def test_process_exits_with_io_in_flight(tmp_path: Path, how: str) -> None:
             text=True,
         ) as child:
             assert child.stdout is not None and child.stdin is not None
-            assert child.stdout.readline().strip() == "busy"
+            assert readline(child.stdout, 60, "the exiter's busy").strip() == "busy"
             t = time.monotonic()
             child.stdin.write("exit\n")
             child.stdin.flush()
@@ -770,13 +778,27 @@ def test_process_exits_with_io_in_flight(tmp_path: Path, how: str) -> None:
             stderr = child.stderr.read() if child.stderr is not None else ""
         assert rc == 0, f"exit status {rc}: {stderr[-2000:]}"
         figure(f"exit_{how}_took", took)
-        # Its file record is left to expire; the volume is intact for the next client.
+        # Its file record is left to expire; the volume is intact for the next client:
+        # every 4 KiB block of the 256 slots holds zeros or whole tags of one write to that
+        # slot, and the writes acknowledged before the exit are there (one at least).
         fd = cbd.Open("/vol", user)
         assert fd >= 0
-        got = cbd.Read(fd, "", 0, SLOT)
-        assert isinstance(got, bytes) and len(got) == SLOT
+        got = cbd.Read(fd, "", 0, 256 * SLOT)
+        assert isinstance(got, bytes) and len(got) == 256 * SLOT
         cbd.Close(fd)
         cbd.UnInit()
+        written = 0
+        for slot in range(256):
+            for b in range(SLOT // 4096):
+                block = got[slot * SLOT + b * 4096 : slot * SLOT + (b + 1) * 4096]
+                if block == bytes(4096):
+                    continue
+                tag = block[:16]
+                assert block == tag * 256 and tag[:5] == f"{slot:05d}".encode(), (
+                    f"slot {slot}, block {b}: not one whole write to this slot: {block[:48]!r}"
+                )
+                written += 1
+        assert written >= 4, f"{written} blocks hold writes: 50 were acknowledged before the exit"
 
 
 # ---------------------------------------------------------------------------------------
@@ -787,15 +809,22 @@ def test_process_exits_with_io_in_flight(tmp_path: Path, how: str) -> None:
 NET_FAULTS = ["delay", "drop", "reset_mid_request", "blackhole"]
 
 
-def apply_net_fault(proxy: FaultProxy, fault: str, seconds: float) -> float:
-    """Runs `fault` on `proxy` for about `seconds`; returns when the path was whole again."""
+def apply_net_fault(
+    proxy: FaultProxy, fault: str, seconds: float, on: threading.Event | None = None
+) -> float:
+    """Runs `fault` on `proxy` for about `seconds`; returns when the path was whole again.
+    `on` is set once the fault is in effect."""
     end = time.monotonic() + seconds
     if fault == "delay":
         # A round trip of 1.2 s: longer than the first try's timeout on either wire.
         proxy.delay(upstream=0.6, downstream=0.6)
-        time.sleep(seconds)
+        if on is not None:
+            on.set()
+        time.sleep(seconds)  # the fault's length, not a wait for anything
     elif fault == "blackhole":
         proxy.blackhole()
+        if on is not None:
+            on.set()
         time.sleep(seconds)
     else:
         while time.monotonic() < end:
@@ -803,7 +832,9 @@ def apply_net_fault(proxy: FaultProxy, fault: str, seconds: float) -> float:
                 proxy.drop()
             else:
                 proxy.reset(mid_request=True)
-            time.sleep(0.3)
+            if on is not None:
+                on.set()
+            time.sleep(0.3)  # the fault's cadence: a drop (or a cut) every 0.3 s
     proxy.pass_through()
     return time.monotonic()
 
@@ -897,13 +928,17 @@ def test_network_faults_on_the_path_to_the_mds(tmp_path: Path, fault: str) -> No
                 ),
                 daemon=True,
             )
-            faulted = threading.Thread(target=apply_net_fault, args=(proxy, fault, 3.0))
+            fault_on = threading.Event()
+            faulted = threading.Thread(
+                target=apply_net_fault, args=(proxy, fault, 3.0, fault_on), daemon=True
+            )
             faulted.start()
-            time.sleep(0.2)
+            assert fault_on.wait(10), f"the {fault} did not take effect within 10 s"
             new_segment.start()
             work.wait_all_threads_progress(t0, 20, timeout=IO_BUDGET_S + IO_SLACK_S)
             during = work.stall_after(t0)
-            faulted.join()
+            faulted.join(30)
+            assert not faulted.is_alive(), f"the {fault} did not end within 30 s"
             t1 = time.monotonic()
             new_segment.join(IO_BUDGET_S + IO_SLACK_S)
             assert not new_segment.is_alive(), "a write to a new segment hung"
@@ -985,11 +1020,14 @@ def test_a_write_held_past_its_timeout_never_lands_over_a_newer_one(tmp_path: Pa
         proxy = cluster.fault_proxy(f"chunkserver-{old_leader}")
         proxy.blackhole()
         held_from = proxy.forwarded("upstream")
+        taken_in = proxy.received("upstream")
         result: list[int] = []
         t0 = time.monotonic()
         writer = threading.Thread(target=lambda: result.append(cbd.Write(fd, older, 0, SLOT)))
         writer.start()
-        time.sleep(0.3)  # the write is in the proxy, held
+        # The whole write (its payload at least) is in the proxy, held: nothing forwarded.
+        proxy.wait_received("upstream", taken_in + SLOT, timeout=30)
+        assert proxy.forwarded("upstream") == held_from, "the blackhole let bytes through"
         cluster.pause_chunkserver(old_leader)
         writer.join(IO_BUDGET_S + IO_SLACK_S)
         assert result == [SLOT], f"the held write was not retried to success: {result}"

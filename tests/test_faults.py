@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import os
 import signal
-import time
 from pathlib import Path
 
 import curvefs
 from curvefs.testing import LocalCluster
-from tests.helpers import GiB, MiB, make_user
+from tests.helpers import GiB, MiB, make_user, wait_for
+from tests.test_fault_scenarios import replicas_differ
 
 
 def test_io_survives_killing_a_chunkserver(tmp_path: Path) -> None:
@@ -33,9 +33,15 @@ def test_io_survives_killing_a_chunkserver(tmp_path: Path) -> None:
             expected[off : off + len(after)] = after
         assert cbd.Read(fd, "", 0, len(expected)) == bytes(expected)
 
-        # the killed one comes back and catches up; then another one goes
+        # the killed one comes back and catches up (every replica's chunk files hold the
+        # same bytes); then another one goes
         cluster.start_chunkserver(1)
-        time.sleep(3)
+        wait_for(
+            lambda: not replicas_differ(cluster),
+            120,
+            "chunkserver 1 caught up (every chunk file alike on the three replicas)",
+            interval=0.5,
+        )
         cluster.kill_chunkserver(2, signal.SIGKILL)
         assert cbd.Read(fd, "", 0, len(expected)) == bytes(expected)
         assert cbd.Close(fd) == 0

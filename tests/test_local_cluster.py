@@ -7,6 +7,9 @@ import gc
 import json
 import os
 import socket
+import subprocess
+import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,6 +19,7 @@ import pytest
 import curvefs
 from curvefs import testing
 from curvefs.testing import ClusterStartError, LocalCluster
+from tests.helpers import child, conf_with, readline, wait_for
 
 
 def alive(pid: int) -> bool:
@@ -26,6 +30,12 @@ def alive(pid: int) -> bool:
     # a zombie still answers kill(0); look at its state
     with open(f"/proc/{pid}/stat", encoding="ascii") as f:
         return f.read().split(") ", 1)[1][0] != "Z"
+
+
+def _state(pid: int) -> str:
+    """The state letter of /proc/<pid>/stat (T: stopped)."""
+    with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+        return f.read().rsplit(") ", 1)[1][:1]
 
 
 def serves(addr: str) -> bool:
@@ -72,6 +82,56 @@ def test_dropped_cluster_kills_its_servers(tmp_path: Path) -> None:
     del cluster
     gc.collect()
     assert not any(alive(p) for p in pids)
+
+
+STARTER = """
+import sys
+from curvefs.testing import LocalCluster
+c = LocalCluster(sys.argv[1], copysets=4).start()
+print(c.pid("mds"), *(c.pid(f"chunkserver-{i}") for i in c.chunkserver_ids), flush=True)
+sys.stdin.readline()
+"""
+
+
+def test_servers_stop_when_their_starter_is_killed(tmp_path: Path) -> None:
+    # SIGKILL: no finalizer, no atexit; only the lifeline pipe's closing tells the servers.
+    with child(
+        [sys.executable, "-c", STARTER, str(tmp_path / "c")],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+    ) as starter:
+        pids = [int(p) for p in readline(starter.stdout, 60, "the starter's pids").split()]
+        assert len(pids) == 4 and all(alive(p) for p in pids)
+        starter.kill()
+        starter.wait(timeout=10)
+        wait_for(
+            lambda: not any(alive(p) for p in pids),
+            30,
+            f"servers {[p for p in pids if alive(p)]} outlived their starter",
+        )
+    log = (tmp_path / "c" / "logs" / "mds.log").read_text()
+    assert "the process that started this server is gone" in log
+
+
+def test_servers_outlive_the_thread_that_started_them(tmp_path: Path) -> None:
+    # Why a lifeline pipe and not PR_SET_PDEATHSIG: that fires when the starting *thread*
+    # ends, and clusters are started and restarted from worker threads.
+    user = curvefs.UserInfo_t()
+    user.owner = "curve"
+    with LocalCluster(tmp_path / "c", copysets=4) as cluster:
+        restarter = threading.Thread(target=cluster.restart)
+        restarter.start()
+        restarter.join(timeout=60)
+        assert not restarter.is_alive(), "the restart did not return within 60 s"
+        pid = cluster.pid("mds")
+        # The thread is gone; the servers it started must serve on.
+        cbd = curvefs.CBDClient()
+        assert cbd.Init(cluster.conf_path) == 0
+        try:
+            assert cbd.Mkdir("/after-the-thread", user) == 0
+        finally:
+            cbd.UnInit()
+        assert alive(pid)
 
 
 def test_a_server_that_cannot_start_is_reported(tmp_path: Path) -> None:
@@ -121,9 +181,21 @@ def test_fault_controls_and_server_logs(tmp_path: Path, monkeypatch: pytest.Monk
         cluster.start_chunkserver(2)
         assert 2 in cluster.running_chunkservers()
 
+        # A paused MDS is stopped by the kernel and answers nothing (a client with a
+        # 0.5 s budget gives up); resumed, it answers again.
+        quick = curvefs.CBDClient()
+        assert quick.Init(conf_with(cluster, tmp_path, {"mds.maxRetryMS": 500})) == 0
+        mds_pid = cluster.pid("mds")
         cluster.pause_mds()
+        assert cluster.is_paused("mds") and _state(mds_pid) == "T"
+        assert quick.StatFile("/d", user, curvefs.FileInfo_t()) == -2  # FAILED: no answer
         cluster.resume_mds()
+        assert not cluster.is_paused("mds") and _state(mds_pid) != "T"
+        assert quick.StatFile("/d", user, curvefs.FileInfo_t()) == 0
+        quick.UnInit()
+        # A restart is a new process on the same port and folder, which still has /d.
         cluster.restart_mds()
+        assert cluster.pid("mds") != mds_pid and not alive(mds_pid)
         assert "MDS stopped" in cluster.log_tail("mds", 100)
         assert cbd.StatFile("/d", user, curvefs.FileInfo_t()) == 0
         # A paused server is still stopped cleanly with the cluster.
@@ -338,9 +410,17 @@ def test_a_standby_mds_takes_over_and_the_old_one_stands_by(tmp_path: Path) -> N
             assert cbd.StatFile("/after", user, curvefs.FileInfo_t()) == 0
 
             cluster.start_mds()  # every MDS not running: MDS 1, as a standby
+            standby = cluster.pid("mds-1")
             cluster.pause_mds(index=1)
+            assert cluster.is_paused("mds-1") and _state(standby) == "T"
             cluster.resume_mds(index=1)
+            assert not cluster.is_paused("mds-1") and _state(standby) != "T"
+            stood_by = cluster.log_tail("mds-1", 10_000).count("standing by")
             cluster.restart_mds(index=1)
+            # A new process, standing by again (its port closed) behind the active MDS 0.
+            assert cluster.pid("mds-1") != standby and not alive(standby)
+            assert cluster.log_tail("mds-1", 10_000).count("standing by") > stood_by
+            assert refuses(cluster.mds_addrs[1])
             assert cluster.active_mds() == 0
             with pytest.raises(IndexError):
                 cluster.kill_mds(index=2)

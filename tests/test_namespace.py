@@ -258,7 +258,8 @@ def test_rename_of_directory_answers_at_once(
     assert cbd.Mkdir(name, user) == 0
     start = time.monotonic()
     assert cbd.Rename(user, name, name + "-2") == NOT_SUPPORT
-    assert time.monotonic() - start < 4
+    took = time.monotonic() - start
+    assert took < 4, f"NOT_SUPPORT came after {took:.1f} s: retried as upstream's 8 s"
 
 
 # -- Mkdir, Rmdir, Listdir ---------------------------------------------------------------

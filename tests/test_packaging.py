@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import importlib.resources
 import os
 import re
@@ -9,9 +10,13 @@ import signal
 import socket
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import curvefs
+from tests.helpers import child, readline
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_wheel_ships_stubs_and_py_typed() -> None:
@@ -22,7 +27,12 @@ def test_wheel_ships_stubs_and_py_typed() -> None:
 
 
 def test_version_comes_from_cargo() -> None:
-    assert re.fullmatch(r"\d+\.\d+\.\d+.*", curvefs.__version__)
+    # The workspace's version, as Cargo.toml of this checkout says it, is the package's.
+    cargo = tomllib.loads((ROOT / "Cargo.toml").read_text(encoding="utf-8"))
+    version = cargo["workspace"]["package"]["version"]
+    assert re.fullmatch(r"\d+\.\d+\.\d+.*", version)
+    assert curvefs.__version__ == version
+    assert importlib.metadata.version("curvefs") == version
 
 
 def test_constants_match_upstream() -> None:
@@ -45,7 +55,7 @@ def test_cli_cluster_start_prints_conf_and_stops_on_ctrl_c(tmp_path: Path) -> No
     log = tmp_path / "cli.log"
     with (
         open(log, "w") as err,
-        subprocess.Popen(
+        child(
             [sys.executable, "-m", "curvefs", "cluster", "start", "--dir", str(tmp_path / "d")],
             stdout=subprocess.PIPE,
             stderr=err,
@@ -54,7 +64,7 @@ def test_cli_cluster_start_prints_conf_and_stops_on_ctrl_c(tmp_path: Path) -> No
     ):
         try:
             assert proc.stdout is not None
-            conf = proc.stdout.readline().strip()
+            conf = readline(proc.stdout, 60, "the conf path `cluster start` prints").strip()
             assert os.path.isfile(conf), log.read_text()
             cbd = curvefs.CBDClient()
             assert cbd.Init(conf) == 0

@@ -30,10 +30,26 @@ def cbd(doc_cluster: LocalCluster) -> Iterator[curvefs.CBDClient]:
     cbd.UnInit()
 
 
-def test_two_clients_can_be_created() -> None:
+def test_two_clients_can_be_created(doc_cluster: LocalCluster) -> None:
+    # Two clients of one cluster, each with its own fd table and state: closing or
+    # ending one leaves the other's open files working.
     cbd1 = curvefs.CBDClient()
     cbd2 = curvefs.CBDClient()
     assert cbd1 is not cbd2
+    assert cbd1.Init(doc_cluster.conf_path) == 0 and cbd2.Init(doc_cluster.conf_path) == 0
+    user = curvefs.UserInfo_t("curve", "")
+    assert cbd1.Create("/two-clients", user, 10 * 1024**3) == 0
+    fd1 = cbd1.Open("/two-clients", user)
+    fd2 = cbd2.Open("/two-clients", user)
+    assert fd1 >= 0 and fd2 >= 0
+    assert cbd1.Write(fd1, b"1" * 4096, 0, 4096) == 4096
+    assert cbd1.Close(fd1) == 0
+    assert cbd2.Read(fd2, "", 0, 4096) == b"1" * 4096  # fd2 is not fd1's: still open
+    cbd1.UnInit()
+    assert cbd2.Write(fd2, b"2" * 4096, 0, 4096) == 4096  # nor did UnInit end cbd2
+    assert cbd2.Read(fd2, "", 0, 4096) == b"2" * 4096
+    assert cbd2.Close(fd2) == 0
+    cbd2.UnInit()
 
 
 def test_init_failure_returns_minus_one() -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import curvefs
 from curvefs.testing import LocalCluster
-from tests.helpers import GiB, MiB, conf_with, make_user
+from tests.helpers import GiB, MiB, bytes_queued_at, conf_with, make_user, wait_for
 
 
 def test_16_threads_on_one_fd_write_distinct_regions(
@@ -76,15 +76,18 @@ def test_gil_is_released_while_a_call_waits(tmp_path: Path) -> None:
                 target=lambda: results.append(cbd.StatFile("/x", user, curvefs.FileInfo_t()))
             )
             t.start()
-            time.sleep(0.2)
+            # The call is in flight once its request waits, unread, at the frozen MDS.
+            port = int(cluster.mds_addr.rsplit(":", 1)[1])
+            wait_for(lambda: bytes_queued_at(port) > 0, 20, "the StatFile at the frozen MDS")
             spins = 0
             until = time.monotonic() + 1.0
             while time.monotonic() < until:
                 spins += 1
             assert t.is_alive(), "the call returned early; the test proves nothing"
-            assert spins > 1000
+            assert spins > 1000, f"this thread ran {spins} loops in 1 s beside the call"
             # still frozen: the call must give up with FAILED once its budget is spent
             t.join(timeout=30)
+            assert not t.is_alive(), "the call outlived its 3 s budget by 30 s"
             assert results == [-2]
         finally:
             os.kill(cluster.pid("mds"), signal.SIGCONT)
@@ -119,10 +122,12 @@ def test_two_clusters_two_clients(tmp_path: Path) -> None:
 
 def test_user_can_be_changed_while_a_call_using_it_waits(tmp_path: Path) -> None:
     # A call copies its UserInfo_t before it releases the GIL: a borrow kept for the wait
-    # would make another thread's `user.owner = ...` raise "Already borrowed".
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    # would make another thread's `user.owner = ...` raise "Already borrowed". The "MDS"
+    # accepts connections (the kernel's backlog) and never reads: a call that waits.
+    hole = socket.socket()
+    hole.bind(("127.0.0.1", 0))
+    hole.listen(16)
+    port = hole.getsockname()[1]
     conf = tmp_path / "client.conf"
     conf.write_text(f"mds.listen.addr=127.0.0.1:{port}\nmds.maxRetryMS=1500\n", encoding="utf-8")
     cbd = curvefs.CBDClient()
@@ -133,11 +138,15 @@ def test_user_can_be_changed_while_a_call_using_it_waits(tmp_path: Path) -> None
         target=lambda: results.append(cbd.StatFile("/x", user, curvefs.FileInfo_t()))
     )
     t.start()
-    time.sleep(0.3)
-    assert t.is_alive(), "the call returned early; the test proves nothing"
-    user.owner = "someone-else"
-    user.password = "pw"
-    t.join(timeout=30)
+    try:
+        wait_for(lambda: bytes_queued_at(port) > 0, 20, "the StatFile sent to the silent MDS")
+        assert t.is_alive(), "the call returned early; the test proves nothing"
+        user.owner = "someone-else"
+        user.password = "pw"
+        t.join(timeout=30)
+        assert not t.is_alive(), "the call outlived its 1.5 s budget by 30 s"
+    finally:
+        hole.close()
     assert results == [-2]  # the MDS never answered
     assert (user.owner, user.password) == ("someone-else", "pw")
     cbd.UnInit()

@@ -1,5 +1,6 @@
 """The wire a client.conf selects: baidu_std by default (what stock Curve servers speak),
-gRPC on request; the local cluster serves both on every port."""
+gRPC on request; the local cluster serves both on every port, so the wire a client used is
+read off the fault proxies in front of the servers (``FaultProxy.protocols``)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import os
 import socket
 import struct
 import threading
+from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,30 +21,120 @@ from tests.helpers import GiB, MiB, conf_with, make_user
 
 
 def _conf_keys(path: str) -> dict[str, str]:
-    pairs = (line.split("=", 1) for line in Path(path).read_text().splitlines() if "=" in line)
+    pairs = (
+        line.split("=", 1)
+        for line in Path(path).read_text().splitlines()
+        if "=" in line and not line.lstrip().startswith("#")
+    )
     return {k.strip(): v.strip() for k, v in pairs}
+
+
+# Every key of upstream Curve's conf/client.conf (opencurve/curve), the file a stock client
+# reads: a conf the local cluster writes must be one that client could read.
+UPSTREAM_CLIENT_CONF_KEYS = frozenset(
+    [
+        "mds.listen.addr",
+        "mds.registerToMDS",
+        "mds.rpcTimeoutMS",
+        "mds.maxRPCTimeoutMS",
+        "mds.maxRetryMS",
+        "mds.maxFailedTimesBeforeChangeMDS",
+        "mds.refreshTimesPerLease",
+        "mds.rpcRetryIntervalUS",
+        "mds.normalRetryTimesBeforeTriggerWait",
+        "mds.maxRetryMsInIOPath",
+        "mds.waitSleepMs",
+        "metacache.getLeaderTimeOutMS",
+        "metacache.getLeaderRetry",
+        "metacache.rpcRetryIntervalUS",
+        "schedule.queueCapacity",
+        "schedule.threadpoolSize",
+        "isolation.taskQueueCapacity",
+        "isolation.taskThreadPoolSize",
+        "chunkserver.opRetryIntervalUS",
+        "chunkserver.opMaxRetry",
+        "chunkserver.rpcTimeoutMS",
+        "chunkserver.maxRetrySleepIntervalUS",
+        "chunkserver.maxRPCTimeoutMS",
+        "chunkserver.maxStableTimeoutTimes",
+        "chunkserver.checkHealthTimeoutMs",
+        "chunkserver.serverStableThreshold",
+        "chunkserver.minRetryTimesForceTimeoutBackoff",
+        "chunkserver.maxRetryTimesBeforeConsiderSuspend",
+        "chunkserver.slowRequestThresholdMS",
+        "global.fileMaxInFlightRPCNum",
+        "global.fileIOSplitMaxSizeKB",
+        "global.logging.enable",
+        "global.logLevel",
+        "global.logPath",
+        "closefd.timeout",
+        "closefd.timeInterval",
+        "global.metricDummyServerStartPort",
+        "global.turnOffHealthCheck",
+        "global.minOpenFileLimit",
+        "throttle.enable",
+        "discard.enable",
+        "discard.granularity",
+        "discard.taskDelayMs",
+        "csClientOpt.rpcTimeoutMs",
+        "csClientOpt.rpcMaxTry",
+        "csClientOpt.rpcIntervalUs",
+        "csClientOpt.rpcMaxTimeoutMs",
+        "csBroadCasterOpt.broadCastMaxNum",
+    ]
+)
+WIRE_KEYS = {"mds.transport", "chunkserver.transport"}
 
 
 def test_default_conf_holds_only_upstream_keys_and_gets_baidu_std(
     cluster: LocalCluster, tmp_path: Path
 ) -> None:
     keys = _conf_keys(cluster.conf_path)
+    assert "mds.listen.addr" in keys
     if cluster.transport == "baidu_std":
-        assert "mds.transport" not in keys and "chunkserver.transport" not in keys
+        assert set(keys) <= UPSTREAM_CLIENT_CONF_KEYS, set(keys) - UPSTREAM_CLIENT_CONF_KEYS
+        # What a conf without the keys gets is shown on the wire by test_io_over_each_pairing.
     else:
+        assert set(keys) - WIRE_KEYS <= UPSTREAM_CLIENT_CONF_KEYS
         assert keys["chunkserver.transport"] == keys["mds.transport"] == cluster.transport
+
+
+@pytest.fixture(scope="module")
+def proxied_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
+    # baidu_std whatever CURVEFS_TRANSPORT says: the conf below sets (or omits) the keys.
+    with LocalCluster(
+        tmp_path_factory.mktemp("wire") / "c", copysets=4, proxied=True, transport="baidu_std"
+    ) as c:
+        yield c
+
+
+def _wires(cluster: LocalCluster, servers: list[str]) -> Counter[str]:
+    """Connections the clients opened to `servers`, by the wire they spoke."""
+    total: Counter[str] = Counter()
+    for server in servers:
+        total.update(cluster.fault_proxy(server).protocols())
+    return total
 
 
 @pytest.mark.parametrize(
     ("mds", "chunkserver"),
-    [("baidu_std", "baidu_std"), ("grpc", "grpc"), ("grpc", "baidu_std"), ("baidu_std", "grpc")],
+    [
+        ("baidu_std", "baidu_std"),
+        ("grpc", "grpc"),
+        ("grpc", "baidu_std"),
+        ("baidu_std", "grpc"),
+        (None, None),  # no keys: upstream's wire
+    ],
 )
 def test_io_over_each_pairing(
-    cluster: LocalCluster, tmp_path: Path, name: str, mds: str, chunkserver: str
+    proxied_cluster: LocalCluster, tmp_path: Path, name: str, mds: str | None, chunkserver: str
 ) -> None:
-    conf = conf_with(
-        cluster, tmp_path, {"mds.transport": mds, "chunkserver.transport": chunkserver}
-    )
+    cluster = proxied_cluster
+    keys = {"mds.transport": mds, "chunkserver.transport": chunkserver}
+    conf = conf_with(cluster, tmp_path, {k: v for k, v in keys.items() if v is not None})
+    mds_servers = [cluster.mds_name(i) for i in range(cluster.mds_count)]
+    cs_servers = [f"chunkserver-{i}" for i in cluster.chunkserver_ids]
+    mds_before, cs_before = _wires(cluster, mds_servers), _wires(cluster, cs_servers)
     cbd = curvefs.CBDClient()
     assert cbd.Init(conf) == 0
     user = make_user("curve")
@@ -54,6 +147,11 @@ def test_io_over_each_pairing(
     assert cbd.Read(fd, "", offset, MiB) == data
     assert cbd.Close(fd) == 0
     cbd.UnInit()
+    # What the servers were spoken to in: only the selected wire, on each path.
+    mds_new = _wires(cluster, mds_servers) - mds_before
+    cs_new = _wires(cluster, cs_servers) - cs_before
+    assert set(mds_new) == {mds or "baidu_std"}, f"MDS connections by wire: {dict(mds_new)}"
+    assert set(cs_new) == {chunkserver or "baidu_std"}, f"chunkserver connections: {cs_new}"
 
 
 @pytest.mark.parametrize("value", ["http", "", "baidu-std"])
@@ -146,8 +244,9 @@ def test_core_events_reach_python_logging_under_curvefs(
         cbd.UnInit()
     finally:
         stop.set()
-        worker.join()
+        worker.join(timeout=10)
         srv.close()
+    assert not worker.is_alive(), "the garbage server did not stop within 10 s"
     assert rc < 0
     records = [r for r in caplog.records if r.name.startswith("curvefs.curve_brpc")]
     assert records, [r.name for r in caplog.records]

@@ -16,6 +16,9 @@ def test_return_types(cbd: curvefs.CBDClient, user: curvefs.UserInfo_t, name: st
     assert_type(cbd.StatFile(name, user, info), int)
     assert_type(info.length, int)
     assert_type(info.filename, str)
+    assert_type(info.cloneSource, str)
+    assert_type(info.cloneLength, int)
+    assert type(info.cloneSource) is str and type(info.cloneLength) is int
     fd = cbd.Open(name, user)
     assert_type(fd, int)
     got = cbd.Read(fd, "", 0, 4096)
@@ -48,6 +51,9 @@ def test_pythonic_return_types(cluster: LocalCluster, name: str) -> None:
         assert_type(info.ctime, dt.datetime)
         assert_type(info.file_type, curvefs.FileType)
         assert_type(info.status, curvefs.FileStatus)
+        assert_type(info.clone_source, str)
+        assert_type(info.clone_length, int)
+        assert type(info.clone_source) is str and type(info.clone_length) is int
         assert type(info.file_type) is curvefs.FileType and type(info.length) is int
         with curvefs.Client(cluster.conf_path, user="root", password="root_password") as root:
             assert_type(root.listdir("/"), list[str])

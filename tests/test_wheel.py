@@ -56,8 +56,11 @@ class Installed:
 def _run(
     cmd: list[str], *, cwd: Path | None = None, env: Mapping[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
-    """Runs `cmd`; on failure the assertion shows the end of its output."""
-    p = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, check=False)
+    """Runs `cmd` (killed after the test's whole budget, so never left behind); on failure
+    the assertion shows the end of its output."""
+    p = subprocess.run(
+        cmd, cwd=cwd, env=env, capture_output=True, text=True, check=False, timeout=BUDGET_S
+    )
     assert p.returncode == 0, f"{cmd} exited {p.returncode}\n{p.stdout[-4000:]}\n{p.stderr[-4000:]}"
     return p
 

@@ -17,6 +17,13 @@ returns once it is in effect:
   are cut: part of them is forwarded, then both sides are reset, so the server sees the
   start of a request and never its end.
 
+For a test to wait on instead of sleeping, ``received(direction)`` counts the bytes the
+proxy has taken in (delivered or not) and ``wait_received(direction, at_least, timeout)``
+returns once that many are in: with ``blackhole()`` on, a request the client sent is then
+known to be held in the proxy. ``protocols()`` counts connections by the wire their client
+spoke first (``baidu_std``: ``PRPC``; ``grpc``: the HTTP/2 preface; else ``other``), so a
+test can prove which wire a client used.
+
 What a real network does when one end of a connection goes away, the proxy does: the other
 end is closed (FIN) if nothing was held for it, else reset (RST), and the bytes held in
 the proxy are thrown away (``discarded_bytes``) — they were never delivered.
@@ -84,6 +91,7 @@ class _Connection:
         self.up = _Pipe(client[0], server[1], "upstream")
         self.down = _Pipe(server[0], client[1], "downstream")
         self.cut_next_request = False
+        self.spoke = False  # the client's first bytes were classified
         self.closed = False
         self.tasks: list[asyncio.Task[None]] = []
 
@@ -104,16 +112,21 @@ class _Connection:
                         return
                     pipe.eof = True
                     break
+                if pipe is self.up and not self.spoke:
+                    self.spoke = True
+                    self.proxy._spoke(data)
                 if pipe is self.up and self.cut_next_request:
                     # Half of what the client sent reaches the server, then both ends
                     # are reset: a request the server sees begin and never end.
                     self.cut_next_request = False
                     pipe.held.append((time.monotonic(), data[: max(1, len(data) // 2)]))
+                    self.proxy._took_in(pipe.direction, len(data))
                     self.proxy._wake()
                     await self._drain_now(pipe)
                     self.close(reset=True)
                     return
                 pipe.held.append((time.monotonic(), data))
+                self.proxy._took_in(pipe.direction, len(data))
                 self.proxy._wake()
         except (ConnectionError, OSError):
             # The source end died (RST): the other end learns as a network tells it.
@@ -188,6 +201,9 @@ class FaultProxy:
         self._delay: dict[Direction, float] = {"upstream": 0.0, "downstream": 0.0}
         self._change: asyncio.Event | None = None
         self._stats_lock = threading.Lock()
+        self._stats_changed = threading.Condition(self._stats_lock)
+        self._received: dict[Direction, int] = {"upstream": 0, "downstream": 0}
+        self._protocols: dict[str, int] = {}
         self._accepted = 0
         self._forwarded: dict[Direction, int] = {"upstream": 0, "downstream": 0}
         self._discarded_bytes = 0
@@ -275,6 +291,31 @@ class FaultProxy:
         """Bytes delivered in ``direction`` since the start."""
         with self._stats_lock:
             return self._forwarded[direction]
+
+    def received(self, direction: Direction = "upstream") -> int:
+        """Bytes the proxy took in from ``direction``'s sender since the start, whether it
+        delivered them yet or not."""
+        with self._stats_lock:
+            return self._received[direction]
+
+    def protocols(self) -> dict[str, int]:
+        """Connections so far by the wire their client spoke first: ``baidu_std``,
+        ``grpc`` or ``other`` (a connection that sent nothing is not counted)."""
+        with self._stats_lock:
+            return dict(self._protocols)
+
+    def wait_received(self, direction: Direction, at_least: int, timeout: float) -> int:
+        """Waits until ``received(direction) >= at_least`` and returns it; ``TimeoutError``
+        saying how many came if that takes longer than ``timeout`` seconds."""
+        with self._stats_changed:
+            if not self._stats_changed.wait_for(
+                lambda: self._received[direction] >= at_least, timeout
+            ):
+                raise TimeoutError(
+                    f"the proxy to {self.target} took in {self._received[direction]} bytes "
+                    f"{direction}, not {at_least}, within {timeout} s"
+                )
+            return self._received[direction]
 
     @property
     def discarded_bytes(self) -> int:
@@ -397,6 +438,23 @@ class FaultProxy:
     def _count(self, direction: Direction, n: int) -> None:
         with self._stats_lock:
             self._forwarded[direction] += n
+
+    def _spoke(self, first: bytes) -> None:
+        # baidu_std frames start with its magic; an HTTP/2 client (gRPC) with the
+        # connection preface "PRI * HTTP/2.0"; a first read may be shorter than either.
+        if first.startswith(b"PRPC"[: len(first)]):
+            wire = "baidu_std"
+        elif first.startswith(b"PRI * HTTP/2.0"[: len(first)]):
+            wire = "grpc"
+        else:
+            wire = "other"
+        with self._stats_lock:
+            self._protocols[wire] = self._protocols.get(wire, 0) + 1
+
+    def _took_in(self, direction: Direction, n: int) -> None:
+        with self._stats_changed:
+            self._received[direction] += n
+            self._stats_changed.notify_all()
 
     def _discarded(self, n: int) -> None:
         with self._stats_lock:

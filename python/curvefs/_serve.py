@@ -2,7 +2,9 @@
 
 ``python -m curvefs._serve mds --dir DIR [--index I]`` or ``... chunkserver --id N --dir
 DIR`` serves until SIGTERM or SIGINT. ``--listen-fd FD`` hands the server its listening
-socket, bound by the starter; without it the server binds its port itself. The server
+socket, bound by the starter; without it the server binds its port itself. ``--lifeline-fd
+FD`` is the read end of a pipe only the starter writes to: the server stops when it closes,
+that is when the starter is gone, however it ended. The server
 prints its state on stdout once (``serving``, or ``standby`` for an MDS while another is
 active) and runs in the Rust core with the GIL released.
 """
@@ -26,12 +28,15 @@ def main(argv: list[str] | None = None) -> int:
     cs.add_argument("--dir", required=True)
     for p in (mds, cs):
         p.add_argument("--listen-fd", type=int, default=None, help="an inherited bound socket")
+        p.add_argument(
+            "--lifeline-fd", type=int, default=None, help="stop when this inherited pipe closes"
+        )
     args = parser.parse_args(argv)
     try:
         if args.server == "mds":
-            _core.serve_mds(args.dir, args.index, args.listen_fd)
+            _core.serve_mds(args.dir, args.index, args.listen_fd, args.lifeline_fd)
         else:
-            _core.serve_chunkserver(args.dir, args.id, args.listen_fd)
+            _core.serve_chunkserver(args.dir, args.id, args.listen_fd, args.lifeline_fd)
     except (OSError, ValueError, OverflowError) as e:
         print(f"curvefs {args.server}: {e}", file=sys.stderr)
         return 1

@@ -157,6 +157,8 @@ def info_dict(info: FileInfo) -> dict[str, Any]:
         "stripe_unit": info.stripe_unit,
         "stripe_count": info.stripe_count,
         "block_size": info.block_size,
+        "clone_source": info.clone_source,
+        "clone_length": info.clone_length,
     }
 
 
@@ -177,6 +179,8 @@ def _print_info(path: str, info: FileInfo) -> None:
         ("stripe", f"unit {info.stripe_unit}, count {info.stripe_count}"),
         ("block_size", str(info.block_size)),
     ]
+    if info.clone_source:
+        rows.append(("clone_source", f"{info.clone_source} ({format_size(info.clone_length)})"))
     width = max(len(k) for k, _ in rows)
     for key, value in rows:
         print(f"{key:<{width}}  {value}")

@@ -86,10 +86,16 @@ class FileInfo:
     stripe_unit: int
     stripe_count: int
     block_size: int
+    #: A lazy clone's source volume; "" for a file that is no clone.
+    clone_source: str = ""
+    #: The source's length when the clone was made; 0 for a file that is no clone.
+    clone_length: int = 0
 
     @classmethod
-    def _from_native(cls, t: tuple[int, int, str, str, int, int, int, int, int, int, int]) -> Self:
-        id_, parent, name, owner, ftype, status, length, ctime_us, su, sc, bs = t
+    def _from_native(
+        cls, t: tuple[int, int, str, str, int, int, int, int, int, int, int, tuple[str, int]]
+    ) -> Self:
+        id_, parent, name, owner, ftype, status, length, ctime_us, su, sc, bs, clone = t
         return cls(
             id=id_,
             parent_id=parent,
@@ -102,6 +108,8 @@ class FileInfo:
             stripe_unit=su,
             stripe_count=sc,
             block_size=bs,
+            clone_source=clone[0],
+            clone_length=clone[1],
         )
 
 
@@ -511,7 +519,8 @@ class Volume(io.RawIOBase):
         self._handle.discard(offset, length)
 
     def write_zeroes(self, offset: int, length: int) -> None:
-        """Zeroes a range (any alignment); never-allocated segments are left as they are."""
+        """Zeroes a range (any alignment); never-allocated segments are left as they are,
+        except where a lazy clone reads them from its source."""
         self._check_writable()
         self._check_span(offset, length)
         self._handle.write_zeroes(offset, length)

@@ -104,6 +104,10 @@ def _stat(cbd: curvefs.CBDClient, args: argparse.Namespace, user: curvefs.UserIn
         print(f"fileStatus: {_name(FILE_STATUSES, info.fileStatus)}")
         print(f"stripeUnit: {info.stripeUnit}")
         print(f"stripeCount: {info.stripeCount}")
+        # curvefs's addition, only for lazy clones: other files print as upstream's tool.
+        if info.cloneSource:
+            print(f"cloneSource: {info.cloneSource}")
+            print(f"cloneLength(GB): {info.cloneLength // GiB}")
     return ret
 
 

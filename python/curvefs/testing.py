@@ -50,6 +50,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import weakref
 from collections import deque
@@ -184,6 +185,24 @@ def _bind(host: str, port: int) -> socket.socket:
         sock.close()
         raise
     return sock
+
+
+_lifeline: tuple[int, int] | None = None  # (pid, read end) of this process's lifeline pipe
+_lifeline_lock = threading.Lock()
+
+
+def _lifeline_fd() -> int:
+    """The read end of a pipe whose write end this process keeps open for life, handed to
+    every server it starts (``--lifeline-fd``): when this process ends, however (SIGKILL
+    included), the pipe closes and the servers stop, so no server outlives its test run.
+    Both ends are close-on-exec, so no other child keeps the pipe open; a forked child makes
+    its own."""
+    global _lifeline
+    with _lifeline_lock:
+        if _lifeline is None or _lifeline[0] != os.getpid():
+            read_end, _write_end = os.pipe()  # the write end is never closed on purpose
+            _lifeline = (os.getpid(), read_end)
+        return _lifeline[1]
 
 
 def _stop_process(proc: subprocess.Popen[bytes], sig: int, grace: float) -> None:
@@ -805,6 +824,7 @@ class LocalCluster:
                     f"{name} cannot start: its port {host}:{port} is taken ({e.strerror})"
                 ) from e
         log = open(self.log_path(name), "ab")  # noqa: SIM115 - the child owns it
+        lifeline = _lifeline_fd()
         try:
             proc = subprocess.Popen(
                 [
@@ -816,11 +836,13 @@ class LocalCluster:
                     str(self._dir),
                     "--listen-fd",
                     str(sock.fileno()),
+                    "--lifeline-fd",
+                    str(lifeline),
                 ],
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=log,
-                pass_fds=(sock.fileno(),),
+                pass_fds=(sock.fileno(), lifeline),
                 start_new_session=True,
             )
         finally:

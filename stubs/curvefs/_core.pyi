@@ -163,6 +163,8 @@ class FileInfo_t:
     fileStatus: int
     stripeUnit: int
     stripeCount: int
+    cloneSource: str
+    cloneLength: int
     def __new__(cls) -> Self: ...
 
 @final
@@ -269,15 +271,23 @@ def write_local_client_conf(
     place) and returns its path; ``ValueError`` for an unknown key or a bad value."""
 
 def serve_mds(
-    data_dir: str | os.PathLike[str], index: int = 0, listen_fd: int | None = None
+    data_dir: str | os.PathLike[str],
+    index: int = 0,
+    listen_fd: int | None = None,
+    lifeline_fd: int | None = None,
 ) -> None:
-    """Serves MDS ``index`` of the local cluster in ``data_dir`` until SIGTERM or SIGINT:
-    active, or standing by with its port closed while another MDS is."""
+    """Serves MDS ``index`` of the local cluster in ``data_dir`` until SIGTERM or SIGINT (or,
+    given ``lifeline_fd``, the read end of a pipe, until its writers are gone): active, or
+    standing by with its port closed while another MDS is."""
 
 def serve_chunkserver(
-    data_dir: str | os.PathLike[str], chunkserver_id: int, listen_fd: int | None = None
+    data_dir: str | os.PathLike[str],
+    chunkserver_id: int,
+    listen_fd: int | None = None,
+    lifeline_fd: int | None = None,
 ) -> None:
-    """Serves chunkserver ``chunkserver_id`` of the local cluster until SIGTERM or SIGINT."""
+    """Serves chunkserver ``chunkserver_id`` of the local cluster until SIGTERM or SIGINT (or
+    the end of the ``lifeline_fd`` pipe's writers)."""
 
 def copyset_leader(addr: str, logical_pool_id: int, copyset_id: int, timeout_ms: int = 1000) -> str:
     """The "ip:port" that the chunkserver at ``addr`` names as the copyset's leader
@@ -294,7 +304,7 @@ def transfer_leader(
     ``transferee`` (TransferLeader over baidu_std); ``ValueError`` if that is not a member,
     ``OSError`` for other refusals (``addr`` does not lead) or no answer in time."""
 
-_Stat: TypeAlias = tuple[int, int, str, str, int, int, int, int, int, int, int]
+_Stat: TypeAlias = tuple[int, int, str, str, int, int, int, int, int, int, int, tuple[str, int]]
 _Waiter: TypeAlias = tuple[object, object, object]
 
 @final

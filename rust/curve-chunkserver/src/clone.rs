@@ -1,6 +1,7 @@
-//! Clone chunks at the datastore level: the page bitmap that says which
-//! pages the clone wrote itself (upstream's `Bitmap`, one bit per block), and the record
-//! both are kept in on disk beside the chunk file.
+//! Clone chunks at the datastore level: the page bitmap that says which pages the clone
+//! wrote itself (upstream's `Bitmap`, one bit per block), and the record that keeps it on
+//! disk beside the chunk file with the chunk's origin location (whose format is
+//! `curve_client::location`'s, shared with the clone task).
 //!
 //! Nothing here reads an origin or knows of RPCs; `origin.rs` reads, `store.rs` keeps
 //! the records, the services decide.

@@ -8,9 +8,35 @@
 //! (rules in `copyset.rs`). It is a test cluster, not braft: see the gaps noted there.
 //!
 //! On disk, under `data_dir`: `copysets/<logicalPoolId>-<copysetId>/chunk_<chunkId>`
-//! (the data, at its real offsets), `chunk_<chunkId>.sn` (the chunk's sn), `term`
-//! (the copyset's last leadership term) and `lagging` (which members lack acknowledged
-//! writes, as this chunkserver last learnt it; see `copyset.rs`).
+//! (the data, at its real offsets), `chunk_<chunkId>.sn` (the chunk's sn),
+//! `chunk_<chunkId>.clone` (a clone chunk's origin, correctedSn and page bitmap; see
+//! below), `term` (the copyset's last leadership term) and `lagging` (which members lack
+//! acknowledged writes, as this chunkserver last learnt it; see `copyset.rs`).
+//!
+//! Clone chunks, as upstream's (`clone.rs`, `store.rs`, the handlers in `service.rs`): a
+//! chunk of a lazy clone whose unwritten pages (one bit per block) read from its origin,
+//! `"<source path>:<offset>@cs"`, through [`Origin`] (the local cluster's reads the source
+//! read-only as root with curvefs's client, [`CurveVolumes`]). WriteChunk with
+//! `cloneFileSource`/`cloneFileOffset` to a missing chunk creates one; ReadChunk with them
+//! reads a missing chunk from the source; CreateCloneChunk and RecoverChunk as upstream;
+//! a chunk whose every page is written becomes a plain chunk. Writes, pastes and
+//! creations are replicated like writes, and a catch-up copy carries the chunk's clone
+//! record before its data. Where this differs from upstream:
+//! - The clone record is a file of its own beside the chunk (magic `CVFSCLN1`,
+//!   correctedSn u64, pages u32, location length u32, little-endian, the location, the
+//!   bitmap LSB-first), replaced whole through a rename and written before the data file
+//!   is created; upstream keeps it in the chunk file's CRC-checked meta page. A record
+//!   that does not decode fails the chunk's IO (DISK_FAIL), never reads as a plain chunk.
+//! - correctedSn lives in the record, so it is dropped when the chunk becomes plain
+//!   (this store has no snapshots, where upstream's meta page keeps it for good).
+//! - `@s3` locations are refused (INVALID_REQUEST): there is no S3 here.
+//! - Reads never paste the origin's pages (upstream's default, `clone.enable_paste=false`,
+//!   with no switch); RecoverChunk does, on every replica.
+//! - RecoverChunk of a missing chunk with clone fields answers FAILURE_UNKNOWN without
+//!   reading the source (upstream reads it, then finds no chunk to paste into); without
+//!   them CHUNK_NOTEXIST, as upstream.
+//! - An origin read has [`ORIGIN_DEADLINE`]; its failure fails the request with
+//!   FAILURE_UNKNOWN, as upstream's failed download does.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

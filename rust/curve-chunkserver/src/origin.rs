@@ -42,7 +42,7 @@ const IDLE_CLOSE: Duration = Duration::from_secs(30);
 /// libcurve: each source volume opened read-only (GetFileInfo only: no session, nothing
 /// the MDS keeps) with striping off, since a clone chunk's origin offset is chunk index ×
 /// chunk size; one handle per source, shared by every read and closed after
-/// [`IDLE_CLOSE`] unused; the user the configuration names (the cluster's root user, as
+/// 30 s unused (`IDLE_CLOSE`); the user the configuration names (the cluster's root user, as
 /// upstream's `curve.root_username`). The client is built from the client.conf at
 /// `conf_path` on first use, so a chunkserver without clones never reads it.
 pub struct CurveVolumes {

@@ -213,6 +213,10 @@ impl CloneFields {
 
 /// Sends the write to every peer of the copyset concurrently (suspects only when a
 /// majority needs them); one outcome per peer, with the peer's member index.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "one call site; the request's fields, each as the leader's write holds it"
+)]
 pub(crate) async fn replicate_write(
     channels: &PeerChannels,
     copyset: &CopysetState,

@@ -350,7 +350,7 @@ impl ChunkStore {
                 .map_err(io::Error::other)?
                 .min(data.len());
             if let Some(piece) = data.get(start..end) {
-                chunk.file.write_all_at(piece, at)?;
+                write_or_punch(&chunk.file, piece, at)?;
             }
         }
         self.mark_written(&chunk, &mut clone, first, last)?;
@@ -613,6 +613,26 @@ fn sync_dir_of(path: &Path) -> io::Result<()> {
     }
 }
 
+/// Writes `data` at `at`, or, when it is all zeros, punches a hole there instead: a
+/// flatten pastes every page of a source's allocated segments, most of them never written
+/// in the source, and zeros stored as holes read the same without taking the space (a
+/// 1 GiB segment of zeros would otherwise take 1 GiB on every replica). A file system
+/// that cannot punch holes gets the zeros written.
+fn write_or_punch(file: &File, data: &[u8], at: u64) -> io::Result<()> {
+    if data.iter().all(|&b| b == 0) {
+        let punched = rustix::fs::fallocate(
+            file,
+            rustix::fs::FallocateFlags::PUNCH_HOLE | rustix::fs::FallocateFlags::KEEP_SIZE,
+            at,
+            data.len() as u64,
+        );
+        if punched.is_ok() {
+            return Ok(());
+        }
+    }
+    file.write_all_at(data, at)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -773,6 +793,33 @@ mod tests {
         assert!(
             !store.paste(key(4), 0, &[7u8; 4096])?,
             "pasted into no chunk"
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn pasted_zeros_are_holes_and_read_as_zeros() -> io::Result<()> {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir()?;
+        let store = clone_store(dir.path())?;
+        store
+            .admit_sn(key(6), Some(1), Some("/src:0@cs"))
+            .map_err(|e| io::Error::other(format!("{e:?}")))?;
+        store.write(key(6), 0, &[1u8; 4096])?;
+        // Bytes in unwritten pages that no bitmap bit covers (a write cut short between
+        // its data and its record): a paste of zeros must leave zeros, not them.
+        store.write_raw(key(6), 4096, &[9u8; 2 * 4096])?;
+        let path = store.copyset_dir(1, 2).join("chunk_6");
+        let before = std::fs::metadata(&path)?.blocks();
+        assert!(store.paste(key(6), 0, &vec![0u8; CHUNK as usize])?);
+        let got = store.read(key(6), 0, 3 * 4096)?.unwrap_or_default();
+        let mut want = vec![1u8; 4096];
+        want.extend_from_slice(&[0u8; 2 * 4096]);
+        assert_eq!(got, want);
+        let after = std::fs::metadata(&path)?.blocks();
+        assert!(
+            after < before,
+            "a chunk of pasted zeros took space: {before} -> {after} blocks"
         );
         Ok(())
     }

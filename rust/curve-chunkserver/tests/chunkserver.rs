@@ -13,6 +13,15 @@ use curve_proto::chunkserver::{
 };
 use tonic::transport::Channel;
 
+/// Lets the leader's heartbeats run three rounds (a round is the election tick, 500 ms):
+/// the one wait on time in these tests. What the heartbeats teach a follower (that it
+/// holds every acknowledged write, the current term) is state no RPC shows, and polling
+/// with a heartbeat of our own would change it. The home-made protocol this waits on is
+/// to be replaced by Raft (issue 21), whose state is observable.
+async fn heartbeat_rounds() {
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+}
+
 fn status(code: i32) -> ChunkOpStatus {
     ChunkOpStatus::try_from(code).unwrap_or(ChunkOpStatus::FailureUnknown)
 }
@@ -372,9 +381,20 @@ async fn write_is_acknowledged_with_one_follower_down_not_two() -> TestResult {
     .await??;
     assert_eq!(status(resp.status), ChunkOpStatus::FailureUnknown);
     // Cut off from every follower, the leader's lease lapses: it stops serving reads
-    // (it might have been replaced) and says so without naming a leader.
-    tokio::time::sleep(Duration::from_millis(2000)).await;
-    let resp = read(&mut leader, read_request(CS_A, 30, 0, 4096)).await?;
+    // (it might have been replaced) and says so without naming a leader. Reads change
+    // nothing, so poll until it does (the lease is 1.5 s).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    let resp = loop {
+        let resp = read(&mut leader, read_request(CS_A, 30, 0, 4096)).await?;
+        if status(resp.status) != ChunkOpStatus::Success {
+            break resp;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "a leader cut off from its followers still served reads after 15 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     assert_eq!(status(resp.status), ChunkOpStatus::Redirected);
     assert_eq!(resp.redirect, None);
     // Nor does it apply writes: a write it finds now may predate a newer one at a
@@ -446,14 +466,16 @@ async fn leader_failover_and_handback_after_catch_up() -> TestResult {
         assert_eq!(status(resp.status), ChunkOpStatus::Success);
     }
     // Let the followers be heartbeated as holding every write.
-    tokio::time::sleep(Duration::from_millis(1200)).await;
+    heartbeat_rounds().await;
 
     let started = std::time::Instant::now();
     cluster.kill(0);
     cluster.wait_leader(CS_A, 1, &[1, 2]).await?;
     let failover = started.elapsed();
+    // A guard, not a speed target: an election is a few 500 ms ticks; 12 s is the margin
+    // for a loaded machine (wait_leader itself gives up at 15 s).
     assert!(
-        failover < Duration::from_secs(6),
+        failover < Duration::from_secs(12),
         "failover took {failover:?}"
     );
 
@@ -543,7 +565,11 @@ async fn hung_follower_costs_one_deadline_not_one_per_write() -> TestResult {
     let first = std::time::Instant::now();
     let resp = write(&mut leader, write_request(CS_A, 70, 0, pattern(4096, 1), 0)).await?;
     assert_eq!(status(resp.status), ChunkOpStatus::Success);
-    assert!(first.elapsed() < Duration::from_secs(3));
+    assert!(
+        first.elapsed() < Duration::from_secs(6),
+        "the first write beside a silent member took {:?}",
+        first.elapsed()
+    );
     let rest = std::time::Instant::now();
     for i in 1..20u32 {
         let resp = write(
@@ -594,10 +620,9 @@ async fn serve_returns_after_shutdown_with_open_connections() -> TestResult {
         },
     ));
     // A single-member copyset leads itself and acknowledges alone.
-    let mut client = curve_proto::chunkserver::chunk_service_client::ChunkServiceClient::connect(
-        format!("http://{addr}"),
-    )
-    .await?;
+    let mut client = curve_proto::chunkserver::chunk_service_client::ChunkServiceClient::new(
+        channel_to(&addr.to_string()).await?,
+    );
     let mut acknowledged = false;
     for _ in 0..100 {
         let resp = write(&mut client, write_request(CS_A, 1, 0, pattern(4096, 1), 0)).await?;
@@ -731,8 +756,8 @@ async fn replica_service_refuses_malformed_or_misdirected_writes() -> TestResult
     use curve_proto::local::ReplicateWriteRequest;
     use curve_proto::local::replica_service_client::ReplicaServiceClient;
     let cluster = Cluster::start().await?;
-    let mut follower = ReplicaServiceClient::connect(format!("http://{}", cluster.addr(1))).await?;
-    let mut leader = ReplicaServiceClient::connect(format!("http://{}", cluster.addr(0))).await?;
+    let mut follower = ReplicaServiceClient::new(channel_to(&cluster.addr(1)).await?);
+    let mut leader = ReplicaServiceClient::new(channel_to(&cluster.addr(0)).await?);
     let base = ReplicateWriteRequest {
         logic_pool_id: POOL,
         copyset_id: CS_A,
@@ -825,7 +850,7 @@ async fn replica_service_refuses_malformed_or_misdirected_writes() -> TestResult
     assert_eq!(resp.status, ChunkOpStatus::Redirected as u32);
     // A heartbeat of an older term from a member we do not follow is refused (once the
     // leader's own heartbeats have taught this follower the current term).
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    heartbeat_rounds().await;
     let resp = follower
         .replicate_write(ReplicateWriteRequest {
             leader_id: 2,
@@ -908,7 +933,7 @@ async fn cold_restart_keeps_writes_missed_by_first_member(staggered: bool) -> Te
         let resp = write(&mut leader, write_request(CS_A, 100, 0, before.clone(), 0)).await?;
         assert_eq!(status(resp.status), ChunkOpStatus::Success);
     }
-    tokio::time::sleep(Duration::from_millis(1200)).await;
+    heartbeat_rounds().await; // the followers learn that they hold every write
     cluster.kill(0);
     cluster.wait_leader(CS_A, 1, &[1, 2]).await?;
     let during = pattern(8192, 2);
@@ -924,12 +949,14 @@ async fn cold_restart_keeps_writes_missed_by_first_member(staggered: bool) -> Te
     cluster.kill(2);
     if staggered {
         cluster.restart(0)?;
-        // Alone, it may neither lead nor serve what it has.
+        // Alone, it may neither lead nor serve what it has: given 2 s (four election
+        // ticks) to try, it still does not.
         tokio::time::sleep(Duration::from_millis(2000)).await;
         let mut stale = cluster.chunk_client(0).await?;
         let resp = read(&mut stale, read_request(CS_A, 100, 0, 8192)).await?;
         assert_ne!(status(resp.status), ChunkOpStatus::Success);
         cluster.restart(1)?;
+        // The scenario's shape (members back one after the other), not a wait.
         tokio::time::sleep(Duration::from_millis(300)).await;
         cluster.restart(2)?;
     } else {
@@ -1010,7 +1037,7 @@ async fn follower_that_missed_the_last_acknowledged_write_does_not_take_over() -
     let resp = write(&mut leader, write_request(CS_A, 80, 0, pattern(4096, 1), 0)).await?;
     assert_eq!(status(resp.status), ChunkOpStatus::Success);
     // Both followers are heartbeated as holding every write.
-    tokio::time::sleep(Duration::from_millis(1200)).await;
+    heartbeat_rounds().await;
 
     // Member 1 stops hearing the others but still reaches them: its probes find leader
     // 0 alive, so it keeps following, unaware of the write below.
@@ -1091,9 +1118,11 @@ async fn transfer_leader_moves_leadership_and_it_stays() -> TestResult {
     let started = std::time::Instant::now();
     cli.transfer_leader(transfer(0, peer(2))).await?;
     cluster.wait_leader(CS_A, 2, &[0, 1, 2]).await?;
+    // A handover is immediate; an election after a timeout would take ticks more. 10 s
+    // keeps a margin for a loaded machine below wait_leader's own 15 s.
     assert!(
-        started.elapsed() < Duration::from_secs(5),
-        "{:?}",
+        started.elapsed() < Duration::from_secs(10),
+        "the transfer to member 2 took {:?}",
         started.elapsed()
     );
     let mut last = cluster.chunk_client(2).await?;
@@ -1101,6 +1130,7 @@ async fn transfer_leader_moves_leadership_and_it_stays() -> TestResult {
     assert_eq!(resp.attachment.as_deref(), Some(&data[..]));
     let resp = write(&mut last, write_request(CS_A, 90, 0, pattern(4096, 6), 0)).await?;
     assert_eq!(status(resp.status), ChunkOpStatus::Success);
+    // Four election ticks of member 0 asking for leadership back: it stays with 2.
     tokio::time::sleep(Duration::from_millis(2000)).await;
     cluster.wait_leader(CS_A, 2, &[0, 1, 2]).await?;
     let resp = write(&mut first, write_request(CS_A, 90, 0, pattern(4096, 7), 0)).await?;
@@ -1125,7 +1155,7 @@ async fn stale_leader_follows_a_newer_terms_heartbeat() -> TestResult {
     let cluster = Cluster::start().await?;
     // Server 0 leads CS_A; server 1, later in the member order, sends a heartbeat of a
     // term far above any the cluster reached, as a leader elected meanwhile would.
-    let mut stale = ReplicaServiceClient::connect(format!("http://{}", cluster.addr(0))).await?;
+    let mut stale = ReplicaServiceClient::new(channel_to(&cluster.addr(0)).await?);
     let heartbeat = ReplicateWriteRequest {
         logic_pool_id: POOL,
         copyset_id: CS_A,

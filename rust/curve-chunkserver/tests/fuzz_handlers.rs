@@ -1,4 +1,5 @@
-//! The chunkserver's methods fed arbitrary messages and attachments over baidu_std
+//! The chunkserver's methods (clone chunk ones included) fed arbitrary messages and
+//! attachments over baidu_std
 //! (bounded, in CI): every call is answered — a response or a brpc error — nothing panics,
 //! the connection stays up, and a well-formed write and read still work afterwards.
 
@@ -12,7 +13,6 @@ use curve_brpc::{CallError, Channel, DEFAULT_MAX_BODY};
 use curve_proto::chunkserver::{ChunkOpStatus, ChunkRequest, ChunkResponse};
 use proptest::prelude::*;
 use proptest::strategy::ValueTree;
-use proptest::test_runner::{Config, TestRunner};
 use prost::Message;
 
 const METHODS: &[(&str, &str)] = &[
@@ -20,6 +20,8 @@ const METHODS: &[(&str, &str)] = &[
     ("curve.chunkserver.ChunkService", "WriteChunk"),
     ("curve.chunkserver.ChunkService", "GetChunkInfo"),
     ("curve.chunkserver.ChunkService", "UpdateEpoch"),
+    ("curve.chunkserver.ChunkService", "CreateCloneChunk"),
+    ("curve.chunkserver.ChunkService", "RecoverChunk"),
     ("curve.chunkserver.CliService2", "GetLeader"),
     ("curve.chunkserver.CliService2", "TransferLeader"),
     ("curvefs.local.LocalChunkServer", "Identify"),
@@ -37,20 +39,35 @@ fn message() -> impl Strategy<Value = Vec<u8>> {
             proptest::option::of(any::<u32>()),
             proptest::option::of(prop_oneof![Just(0u32), Just(4096), any::<u32>()]),
             proptest::option::of(any::<u64>()),
+            // Clone fields: locations and sources valid, odd or garbage.
+            proptest::option::of(prop_oneof![
+                Just("/vol:0@cs".to_string()),
+                Just("key@s3".to_string()),
+                ".{0,12}",
+            ]),
+            proptest::option::of((
+                prop_oneof![Just("/vol".to_string()), ".{0,8}"],
+                any::<u64>()
+            )),
         )
-            .prop_map(|(op, pool, copyset, chunk, offset, size, sn)| {
-                ChunkRequest {
-                    op_type: op,
-                    logic_pool_id: pool,
-                    copyset_id: copyset,
-                    chunk_id: chunk % 64,
-                    offset,
-                    size,
-                    sn,
-                    ..Default::default()
-                }
-                .encode_to_vec()
-            }),
+            .prop_map(
+                |(op, pool, copyset, chunk, offset, size, sn, location, source)| {
+                    ChunkRequest {
+                        op_type: op,
+                        logic_pool_id: pool,
+                        copyset_id: copyset,
+                        chunk_id: chunk % 64,
+                        offset,
+                        size,
+                        sn,
+                        location,
+                        clone_file_source: source.as_ref().map(|s| s.0.clone()),
+                        clone_file_offset: source.map(|s| s.1),
+                        ..Default::default()
+                    }
+                    .encode_to_vec()
+                },
+            ),
     ]
 }
 
@@ -59,13 +76,14 @@ async fn arbitrary_requests_never_break_the_chunkserver() -> TestResult {
     let cluster = Cluster::start().await?;
     cluster.wait_leader(CS_A, 0, &[0, 1, 2]).await?;
     let ch = Channel::connect(&cluster.addr(0), Duration::from_secs(2), DEFAULT_MAX_BODY).await?;
-    let mut runner = TestRunner::new(Config::default());
+    // A printed seed, fixed unless asked otherwise (common::fuzz_runner).
+    let (mut runner, cases) = fuzz_runner();
     let strategy = (
         0..METHODS.len(),
         message(),
         proptest::collection::vec(any::<u8>(), 0..9000),
     );
-    for _ in 0..200 {
+    for _ in 0..cases {
         let tree = strategy.new_tree(&mut runner).map_err(|e| e.to_string())?;
         let (m, msg, attachment) = tree.current();
         let (service, method) = METHODS[m];

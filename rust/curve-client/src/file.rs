@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use curve_proto::mds::{CloneSourceSegment, FileInfo, ProtoSession};
+use curve_proto::mds::{CloneSourceSegment, FileInfo, FileStatus, ProtoSession};
 use futures::StreamExt;
 use tokio::sync::{Notify, RwLock, Semaphore, watch};
 use tokio::task::JoinHandle;
@@ -257,6 +257,12 @@ impl OpenFile {
             d.length = l;
         }
         if let Some(st) = info.file_status {
+            let installed = FileStatus::KFileCloneMetaInstalled as i32;
+            if d.status == installed && st != installed {
+                // A flatten allocated the segments this clone read from its source; a hole
+                // cached before it would now read zeros, and the source may be deleted.
+                self.segments.forget_holes();
+            }
             d.status = st;
         }
     }
@@ -719,7 +725,8 @@ impl OpenFile {
     }
 
     /// Zeroes [offset, offset + len), at any alignment: partial blocks by read-modify-write,
-    /// the rest by writing zeros, skipping segments never allocated (they read as zeros).
+    /// the rest by writing zeros, skipping segments never allocated (they read as zeros),
+    /// unless a lazy clone reads them from its source.
     pub async fn write_zeroes(&self, offset: u64, len: u64) -> Result<()> {
         self.zero_range(offset, len, false).await
     }

@@ -8,8 +8,10 @@
 //! [`mds`] (every MDS call with failover and status mapping), [`metacache`] (segments,
 //! copysets, leaders), [`context`] (what a client's files share; no fds), [`chunk`] (one
 //! chunk request with retries, speaking to its file through [`chunk::ChunkTarget`]),
-//! [`file`](mod@file) (an open file: lease, read/write fan-out, read-modify-write of partial
-//! blocks), and on top [`client`], the SDK's facade with its fd table.
+//! [`readonly`] (upstream's Open4ReadOnly: GetFileInfo only, no session), [`clone`] (a lazy
+//! clone's source: per-chunk source info, the SourceReader), [`file`](mod@file) (an open
+//! file: lease, read/write fan-out, read-modify-write of partial blocks), and on top
+//! [`client`], the SDK's facade with its fd table.
 //!
 //! Where this client behaves differently from upstream's libcurve on purpose:
 //! - IO never hangs: one user IO has `chunkserver.maxRetryTimeMS` (60 s) for lease waits
@@ -31,9 +33,17 @@
 //!   fail at once with NO_SPACE instead of being retried.
 //! - IO past the known length re-reads the file's length once (an Extend by anyone is seen
 //!   at once), then fails with FAILED.
+//! - Lazy clones: a state the client cannot serve right (an unknown file status, Cloning,
+//!   CloneMetaInstalled naming a source volume without OpenFile's list of its segments) or
+//!   a source it cannot open fails the IO with STATUS_NOT_MATCH or the source's error,
+//!   naming the volume and its source; upstream logs and reads zeros. Idle source handles
+//!   are dropped by the reads that find them (`closefd.timeout` / `closefd.timeInterval`)
+//!   instead of by a thread. write_zeroes and discard write zeros over a clone's segments
+//!   whose source has data instead of skipping or releasing them (which would make them
+//!   read the source again).
 //! - Not implemented: client-side throttling (`throttle.enable` is parsed and ignored),
 //!   chunkserver health probes and "unstable" marking (the timeout backoff restarts
-//!   whenever the leader changes instead), lazily cloned files (cloneFileSource), discard.
+//!   whenever the leader changes instead), discard.
 //!   Kept as upstream: Listdir of a file is UNKNOWN (kNotDirectory → -100).
 
 pub mod auth;

@@ -92,6 +92,14 @@ impl SegmentCache {
             .insert(segment_index, slot);
     }
 
+    /// Forgets every cached hole, so that the next IO asks the MDS again.
+    pub fn forget_holes(&self) {
+        self.slots
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .retain(|_, slot| !matches!(slot, SegmentSlot::Hole));
+    }
+
     pub fn fetch_lock(&self) -> &tokio::sync::Mutex<()> {
         &self.fetch
     }

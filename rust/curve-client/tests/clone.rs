@@ -201,3 +201,53 @@ async fn file_status_seen(c: &Client, fd: i32, status: FileStatus) {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_into_a_clone_keep_the_sources_bytes_around_them() {
+    let cluster = Cluster::start().await;
+    let c = cluster.client();
+    let u = user("cw");
+    let (src, dest, source_model) = source_and_clone(&c, &u, "/cw").await;
+    let mut model = source_model.clone();
+    let fd = c.open(&dest, &u).await.unwrap();
+    let file = c.file(fd).unwrap();
+    let mut put = |off: u64, data: &[u8]| {
+        model[off as usize..off as usize + data.len()].copy_from_slice(data);
+    };
+    // Aligned, inside a chunk the source has data in (a clone chunk is made).
+    let a = pattern(11, 8192);
+    c.write(fd, 8192, &a).await.unwrap();
+    put(8192, &a);
+    // Unaligned, straddling chunks 0 and 1 (read-modify-write of source blocks).
+    let b = pattern(12, 3001);
+    file.pwrite(CHUNK - 1000, b.clone().into()).await.unwrap();
+    put(CHUNK - 1000, &b);
+    // Straddling segments 0 (source data) and 1 (none in the source: plain chunks).
+    let d = pattern(13, 3 * 4096);
+    c.write(fd, SEG - 4096, &d).await.unwrap();
+    put(SEG - 4096, &d);
+    // Zeroes over source data read as zeros, not as the source.
+    file.write_zeroes(2 * CHUNK + 4096, 8192).await.unwrap();
+    put(2 * CHUNK + 4096, &[0; 8192]);
+    for (off, len) in [
+        (0, 2 * CHUNK as usize),
+        (2 * CHUNK, CHUNK as usize),
+        (SEG - CHUNK, 2 * CHUNK as usize),
+        (2 * SEG, SEG as usize),
+    ] {
+        let got = read_vec(&c, fd, off, len).await;
+        assert!(
+            got[..] == model[off as usize..off as usize + len],
+            "at {off}+{len}"
+        );
+    }
+    c.close(fd).await.unwrap();
+    // A second client sees the same; the source is unchanged.
+    let other = cluster.client();
+    let fd = other.open(&dest, &u).await.unwrap();
+    assert!(read_vec(&other, fd, 0, (3 * SEG) as usize).await == model);
+    other.close(fd).await.unwrap();
+    let fd = other.open(&src, &u).await.unwrap();
+    assert!(read_vec(&other, fd, 0, (3 * SEG) as usize).await == source_model);
+    other.close(fd).await.unwrap();
+}

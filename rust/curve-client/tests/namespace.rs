@@ -119,7 +119,13 @@ async fn local_validation_needs_no_rpc() {
     assert_eq!(code(c.mkdir(&long, &u).await), ErrorCode::ParamError);
     assert_eq!(code(c.stat("/a", &user("")).await), ErrorCode::AuthFail);
     assert_eq!(code(c.open("/a", &user("")).await), ErrorCode::AuthFail);
-    assert!(start.elapsed() < Duration::from_millis(200));
+    // The codes prove no RPC went out (one would fail to connect); the bound, a guard
+    // with a loaded machine's margin, that none was retried either.
+    assert!(
+        start.elapsed() < Duration::from_secs(2),
+        "local validation took {:?}",
+        start.elapsed()
+    );
     assert_eq!(code(c.read(7, 0, &mut [0u8; 4096]).await), ErrorCode::BadFd);
     assert_eq!(code(c.close(7).await), ErrorCode::BadFd);
 }

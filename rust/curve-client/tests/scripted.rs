@@ -1,7 +1,9 @@
 //! The client's reaction to answers a real cluster rarely gives on demand: every chunk
 //! status (§7.3, §11.2) and every RefreshSession outcome (§10). Driven through the public
 //! `Client` over a scripted in-memory transport: a fake MDS and three fake chunkservers
-//! whose ReadChunk/WriteChunk and RefreshSession answers come from a script.
+//! whose ReadChunk/WriteChunk and RefreshSession answers come from a script. The chunk
+//! answers are the real chunkservers' own: `statuses.rs` checks each that a real local
+//! chunkserver gives on demand against the same shape, over both wires.
 #![allow(clippy::unwrap_used)]
 
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -44,6 +46,8 @@ struct State {
     data: HashMap<(u64, u32), Vec<u8>>,
     /// (endpoint, method, chunk request if any)
     calls: Vec<(String, &'static str, Option<ChunkRequest>)>,
+    /// When each chunk request arrived.
+    chunk_call_times: Vec<Instant>,
 }
 
 #[derive(Clone, Default)]
@@ -89,6 +93,9 @@ impl Fake {
         } else {
             None
         };
+        if chunk_req.is_some() {
+            s.chunk_call_times.push(Instant::now());
+        }
         s.calls
             .push((endpoint.to_string(), method.method, chunk_req.clone()));
         if s.dead.contains(endpoint) {
@@ -247,6 +254,7 @@ impl Fake {
         let mut s = self.0.lock().unwrap();
         s.script = statuses.iter().copied().collect();
         s.calls.clear();
+        s.chunk_call_times.clear();
     }
 }
 
@@ -419,12 +427,27 @@ async fn retryable_statuses_retry_then_report_their_code() {
 async fn overload_backs_off_exponentially() {
     let (c, f) = setup(|conf| conf.chunkserver_op_max_retry = 10);
     let fd = opened(&c, &f).await;
-    f.script(&[ChunkOpStatus::Overload; 4]);
-    let start = Instant::now();
+    f.script(&[ChunkOpStatus::Overload; 6]);
     c.write(fd, 0, &[8u8; 4096]).await.unwrap();
-    // 10 + 20 + 40 + 80 ms, ±10 %.
-    let took = start.elapsed();
-    assert!(took >= Duration::from_millis(130), "{took:?}");
+    // The waits between the 7 tries: 10, 20, 40, 80, 160, 320 ms, each ±10 %. A wait is
+    // never shorter than its sleep, so each gap's floor is checked exactly; a loaded
+    // machine only lengthens gaps, so the first one's ceiling (which a constant or
+    // capped backoff would break) has a wide margin.
+    let times = f.0.lock().unwrap().chunk_call_times.clone();
+    assert_eq!(times.len(), 7, "6 OVERLOADs and the success");
+    let gaps: Vec<Duration> = times.windows(2).map(|w| w[1] - w[0]).collect();
+    for (k, gap) in gaps.iter().enumerate() {
+        let floor = Duration::from_millis(9 << k); // 0.9 × 10 ms × 2^k
+        assert!(
+            *gap >= floor,
+            "wait {k} was {gap:?}, under {floor:?}: {gaps:?}"
+        );
+    }
+    assert!(
+        gaps[0] < Duration::from_millis(150),
+        "the first wait was {:?}, not about 10 ms: {gaps:?}",
+        gaps[0]
+    );
 }
 
 #[tokio::test]

@@ -216,6 +216,38 @@ impl Namespace {
         t.put_inode(&info)
     }
 
+    /// A page file's poolset: none or empty (the default), or the pool's own.
+    fn check_poolset(&self, poolset: Option<&str>) -> NsResult<()> {
+        match poolset {
+            Some(p) if !p.is_empty() && p != self.pool().poolset => Err(S::KPoolsetNotExist.into()),
+            _ => Ok(()),
+        }
+    }
+
+    /// Where a new entry goes: the walk a user's call made first, or root's now; an entry
+    /// already there is kFileExists.
+    fn new_entry<'p, I, D, Sg>(
+        &self,
+        t: &Tables<I, D, Sg>,
+        comps: &[&'p str],
+        caller: &Caller,
+        user_walk: Option<Walked<'p>>,
+    ) -> NsResult<Walked<'p>>
+    where
+        I: ReadableTable<u64, &'static [u8]>,
+        D: ReadableTable<(u64, &'static str), u64>,
+        Sg: ReadableTable<(u64, u64), &'static [u8]>,
+    {
+        let walked = match user_walk {
+            Some(walked) => walked,
+            None => self.walk(t, comps, caller)?,
+        };
+        if walked.target.is_some() {
+            return Err(S::KFileExists.into());
+        }
+        Ok(walked)
+    }
+
     pub(crate) fn create_file(&self, req: &CreateFileRequest) -> NsResult<()> {
         let comps = components(&req.file_name)?;
         let caller = self.caller(&req.owner, req.signature.as_deref(), req.date)?;
@@ -240,23 +272,14 @@ impl Namespace {
             let stripe_unit = req.stripe_unit.unwrap_or(0);
             let stripe_count = req.stripe_count.unwrap_or(0);
             if page_file {
-                let poolset = req.poolset.as_deref().unwrap_or("");
-                if !poolset.is_empty() && poolset != self.pool().poolset {
-                    return Err(S::KPoolsetNotExist.into());
-                }
+                self.check_poolset(req.poolset.as_deref())?;
                 rules::check_create_length(&self.options, length, self.pool_free(&t)?)?;
             }
             rules::check_stripe(&self.options, stripe_unit, stripe_count)?;
             if comps.is_empty() {
                 return Err(S::KFileExists.into());
             }
-            let walked = match user_walk {
-                Some(walked) => walked,
-                None => self.walk(&t, &comps, &caller)?,
-            };
-            if walked.target.is_some() {
-                return Err(S::KFileExists.into());
-            }
+            let walked = self.new_entry(&t, &comps, &caller, user_walk)?;
             let id = store::take_inode_id(&txn)?;
             let parent = id_of(&walked.parent)?;
             // Upstream fills directories the same way (geometry included), with the
@@ -628,20 +651,11 @@ impl Namespace {
             let stripe_unit = req.stripe_unit.unwrap_or(0);
             let stripe_count = req.stripe_count.unwrap_or(0);
             rules::check_stripe(&self.options, stripe_unit, stripe_count)?;
-            let poolset = req.poolset.as_deref().unwrap_or("");
-            if !poolset.is_empty() && poolset != self.pool().poolset {
-                return Err(S::KPoolsetNotExist.into());
-            }
+            self.check_poolset(req.poolset.as_deref())?;
             if comps.is_empty() {
                 return Err(S::KCloneFileNameIllegal.into());
             }
-            let walked = match user_walk {
-                Some(walked) => walked,
-                None => self.walk(&t, &comps, &caller)?,
-            };
-            if walked.target.is_some() {
-                return Err(S::KFileExists.into());
-            }
+            let walked = self.new_entry(&t, &comps, &caller, user_walk)?;
             let id = store::take_inode_id(&txn)?;
             let parent = id_of(&walked.parent)?;
             let info = FileInfo {

@@ -346,11 +346,14 @@ async fn sigkill_loses_nothing_acknowledged() {
     let url = format!("http://127.0.0.1:{port}");
     let mut fs = None;
     for _ in 0..250 {
-        if let Ok(c) =
-            curve_proto::mds::curve_fs_service_client::CurveFsServiceClient::connect(url.clone())
-                .await
-        {
-            fs = Some(Fs(c));
+        let endpoint = tonic::transport::Channel::from_shared(url.clone())
+            .unwrap()
+            .timeout(RPC_DEADLINE)
+            .connect_timeout(RPC_DEADLINE);
+        if let Ok(ch) = endpoint.connect().await {
+            fs = Some(Fs(
+                curve_proto::mds::curve_fs_service_client::CurveFsServiceClient::new(ch),
+            ));
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;

@@ -11,7 +11,6 @@ use common::*;
 use curve_brpc::{CallError, Channel, DEFAULT_MAX_BODY};
 use proptest::prelude::*;
 use proptest::strategy::ValueTree;
-use proptest::test_runner::{Config, TestRunner};
 
 /// Protobuf-ish bytes: valid keys with random values often enough to reach the handlers.
 fn payload() -> impl Strategy<Value = Vec<u8>> {
@@ -52,11 +51,12 @@ async fn arbitrary_requests_never_break_the_mds() {
     )
     .await
     .expect("connects");
-    // Cases drawn from the strategy (deterministic seed), sent one by one on the runtime:
-    // the property is the server's, so no shrinking is needed to read a failure.
-    let mut runner = TestRunner::new(Config::default());
+    // Cases drawn from the strategy (a printed seed, fixed unless asked otherwise), sent one
+    // by one on the runtime: the property is the server's, so no shrinking is needed to
+    // read a failure.
+    let (mut runner, cases) = fuzz_runner();
     let strategy = (0..curve_mds::METHODS.len(), payload());
-    for _ in 0..200 {
+    for _ in 0..cases {
         let (m, bytes) = strategy.new_tree(&mut runner).expect("generates").current();
         let (service, method, _) = curve_mds::METHODS[m];
         let r = ch

@@ -16,8 +16,22 @@ use crate::errors;
 use crate::runtime;
 
 /// What a stat answers, as a tuple for `curvefs.FileInfo`: (id, parent_id, name, owner,
-/// file_type, status, length, ctime_us, stripe_unit, stripe_count, block_size).
-type StatTuple = (u64, u64, String, String, i32, i32, u64, u64, u64, u64, u32);
+/// file_type, status, length, ctime_us, stripe_unit, stripe_count, block_size,
+/// (clone_source, clone_length)); the pair because PyO3 converts tuples of up to 12.
+type StatTuple = (
+    u64,
+    u64,
+    String,
+    String,
+    i32,
+    i32,
+    u64,
+    u64,
+    u64,
+    u64,
+    u32,
+    (String, u64),
+);
 
 fn stat_tuple(s: FileStat) -> StatTuple {
     (
@@ -32,6 +46,7 @@ fn stat_tuple(s: FileStat) -> StatTuple {
         s.stripe_unit,
         s.stripe_count,
         s.block_size,
+        (s.clone_source, s.clone_length),
     )
 }
 

@@ -1,6 +1,7 @@
 //! The local cluster: its layout and client.conf (owned by `curve-cluster`; `LocalCluster`
 //! asks for them here) and its server processes (`python -m curvefs._serve` calls these,
-//! and they return only when the server stops, on SIGTERM or SIGINT, or fails).
+//! and they return only when the server stops, on SIGTERM or SIGINT, when the process that
+//! started it dies (its lifeline closes), or fails).
 
 use std::future::Future;
 use std::io::Write as _;
@@ -13,7 +14,7 @@ use tokio::signal::unix::{SignalKind, signal};
 
 /// Runs a server on its own current-thread runtime (the 2-vCPU budget goes to the client
 /// and to the other servers) with the GIL released for the whole run.
-fn run<F, Fut>(py: Python<'_>, serve: F) -> PyResult<()>
+fn run<F, Fut>(py: Python<'_>, lifeline: Option<Lifeline>, serve: F) -> PyResult<()>
 where
     F: FnOnce(std::pin::Pin<Box<dyn Future<Output = ()> + Send>>) -> Fut + Send,
     Fut: Future<Output = Result<(), curve_cluster::Error>>,
@@ -22,7 +23,7 @@ where
     // then flag the signal too, and a KeyboardInterrupt would follow the clean shutdown;
     // hand SIGINT to tokio alone for the run and give Python its handler back after.
     let saved = take_sigint(py)?;
-    let served = serve_detached(py, serve);
+    let served = serve_detached(py, lifeline, serve);
     if let Some((signal_mod, handler)) = saved {
         signal_mod.call_method1("signal", (SIGINT, handler))?;
     }
@@ -49,7 +50,66 @@ fn take_sigint(py: Python<'_>) -> PyResult<Option<(Bound<'_, PyModule>, Bound<'_
     Ok(Some((signal_mod, handler)))
 }
 
-fn serve_detached<F, Fut>(py: Python<'_>, serve: F) -> PyResult<()>
+/// The read end of a pipe whose write end only the starting process holds: it reads as end
+/// of file once that process is gone, however it died (SIGKILL included).
+///
+/// Why not `PR_SET_PDEATHSIG`: Linux sends it when the *thread* that forked the child exits,
+/// not the process, and a `LocalCluster` restarts servers from whatever thread calls it (the
+/// model test's fault thread, a test's worker): its servers would die with that thread. A
+/// pipe's write end belongs to the process, so only the process's end closes it. What a
+/// pipe cannot do is wake a server stopped by SIGSTOP (a paused one); it stops once resumed.
+struct Lifeline(std::fs::File);
+
+impl Lifeline {
+    /// Takes over the inherited descriptor `fd` (rejected unless it is an open pipe or
+    /// FIFO, so a wrong number cannot make the server close a file it does not own).
+    fn inherit(fd: i32) -> PyResult<Self> {
+        use std::os::fd::{FromRawFd as _, OwnedFd};
+        // SAFETY: fstat only fills the zeroed struct it is given; `fd` is just a number.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        // SAFETY: `st` is a valid, writable stat buffer for the duration of the call.
+        if fd < 0 || unsafe { libc::fstat(fd, &mut st) } != 0 {
+            return Err(PyOSError::new_err(format!(
+                "--lifeline-fd {fd}: not an open descriptor"
+            )));
+        }
+        if st.st_mode & libc::S_IFMT != libc::S_IFIFO {
+            return Err(PyValueError::new_err(format!(
+                "--lifeline-fd {fd}: not a pipe"
+            )));
+        }
+        // SAFETY: `fd` is open (fstat succeeded) and was handed to this process for the
+        // server alone (the starter's pass_fds); nothing else in the process closes it.
+        let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+        Ok(Self(std::fs::File::from(owned)))
+    }
+
+    /// Resolves once the starter is gone. A plain thread blocks on the read: the server's
+    /// runtime is current-thread, and the read returns only at end of file (nobody writes).
+    fn closed(self) -> Result<tokio::sync::oneshot::Receiver<()>, String> {
+        use std::io::Read as _;
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let mut pipe = self.0;
+        std::thread::Builder::new()
+            .name("lifeline".into())
+            .spawn(move || {
+                let mut buf = [0u8; 64];
+                loop {
+                    match pipe.read(&mut buf) {
+                        Ok(0) => break,
+                        Ok(_) => {}
+                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                        Err(_) => break,
+                    }
+                }
+                let _ = tx.send(());
+            })
+            .map_err(|e| format!("cannot watch the lifeline: {e}"))?;
+        Ok(rx)
+    }
+}
+
+fn serve_detached<F, Fut>(py: Python<'_>, lifeline: Option<Lifeline>, serve: F) -> PyResult<()>
 where
     F: FnOnce(std::pin::Pin<Box<dyn Future<Output = ()> + Send>>) -> Fut + Send,
     Fut: Future<Output = Result<(), curve_cluster::Error>>,
@@ -65,10 +125,22 @@ where
                 .map_err(|e| format!("cannot watch SIGTERM: {e}"))?;
             let mut int =
                 signal(SignalKind::interrupt()).map_err(|e| format!("cannot watch SIGINT: {e}"))?;
+            let orphaned = lifeline.map(Lifeline::closed).transpose()?;
             let shutdown = Box::pin(async move {
+                let orphaned = async move {
+                    match orphaned {
+                        Some(rx) => {
+                            let _ = rx.await;
+                            // stderr is the server's log file.
+                            eprintln!("the process that started this server is gone: stopping");
+                        }
+                        None => std::future::pending().await,
+                    }
+                };
                 tokio::select! {
                     _ = term.recv() => {}
                     _ = int.recv() => {}
+                    () = orphaned => {}
                 }
             });
             serve(shutdown).await.map_err(|e| e.to_string())
@@ -149,37 +221,41 @@ fn layout_of(data_dir: &Path) -> PyResult<ClusterLayout> {
     ClusterLayout::load(data_dir).map_err(cluster_err)
 }
 
-/// Serves MDS `index` of the local cluster in `data_dir` until SIGTERM or SIGINT; active
-/// or, while another MDS is, standing by.
+/// Serves MDS `index` of the local cluster in `data_dir` until SIGTERM or SIGINT (or its
+/// starter's end, with `lifeline_fd`); active or, while another MDS is, standing by.
 #[pyfunction]
-#[pyo3(signature = (data_dir, index = 0, listen_fd = None))]
+#[pyo3(signature = (data_dir, index = 0, listen_fd = None, lifeline_fd = None))]
 pub fn serve_mds(
     py: Python<'_>,
     data_dir: PathBuf,
     index: usize,
     listen_fd: Option<i32>,
+    lifeline_fd: Option<i32>,
 ) -> PyResult<()> {
+    let lifeline = lifeline_fd.map(Lifeline::inherit).transpose()?;
     install_log(&data_dir, &curve_cluster::mds_server_name(index))?;
     let port = *layout_of(&data_dir)?
         .mds_ports
         .get(index)
         .ok_or_else(|| PyValueError::new_err(format!("the cluster has no MDS {index}")))?;
     let socket = inherited(listen_fd, port)?;
-    run(py, move |shutdown| async move {
+    run(py, lifeline, move |shutdown| async move {
         curve_cluster::serve_mds(Path::new(&data_dir), index, socket, report, shutdown).await
     })
 }
 
 /// Serves chunkserver `chunkserver_id` of the local cluster in `data_dir` until SIGTERM or
-/// SIGINT.
+/// SIGINT (or its starter's end, with `lifeline_fd`).
 #[pyfunction]
-#[pyo3(signature = (data_dir, chunkserver_id, listen_fd = None))]
+#[pyo3(signature = (data_dir, chunkserver_id, listen_fd = None, lifeline_fd = None))]
 pub fn serve_chunkserver(
     py: Python<'_>,
     data_dir: PathBuf,
     chunkserver_id: u32,
     listen_fd: Option<i32>,
+    lifeline_fd: Option<i32>,
 ) -> PyResult<()> {
+    let lifeline = lifeline_fd.map(Lifeline::inherit).transpose()?;
     install_log(
         &data_dir,
         &curve_cluster::chunkserver_server_name(chunkserver_id),
@@ -193,7 +269,7 @@ pub fn serve_chunkserver(
             PyValueError::new_err(format!("the cluster has no chunkserver {chunkserver_id}"))
         })?;
     let socket = inherited(listen_fd, port)?;
-    run(py, move |shutdown| async move {
+    run(py, lifeline, move |shutdown| async move {
         curve_cluster::serve_chunkserver(
             Path::new(&data_dir),
             chunkserver_id,

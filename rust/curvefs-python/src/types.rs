@@ -89,6 +89,12 @@ pub struct FileInfo {
     pub stripe_unit: u64,
     #[pyo3(get, set, name = "stripeCount")]
     pub stripe_count: u64,
+    /// curvefs's addition: a lazy clone's source volume ("" for none).
+    #[pyo3(get, set, name = "cloneSource")]
+    pub clone_source: String,
+    /// curvefs's addition: the source's length when the clone was made (0 for none).
+    #[pyo3(get, set, name = "cloneLength")]
+    pub clone_length: u64,
 }
 
 #[pymethods]
@@ -101,7 +107,8 @@ impl FileInfo {
     fn __repr__(&self) -> String {
         format!(
             "FileInfo_t(id={}, parentid={}, filetype={}, length={}, ctime={}, filename={}, \
-             owner={}, fileStatus={}, stripeUnit={}, stripeCount={})",
+             owner={}, fileStatus={}, stripeUnit={}, stripeCount={}, cloneSource={}, \
+             cloneLength={})",
             self.id,
             self.parentid,
             self.filetype,
@@ -111,7 +118,9 @@ impl FileInfo {
             quote(&self.owner),
             self.file_status,
             self.stripe_unit,
-            self.stripe_count
+            self.stripe_count,
+            quote(&self.clone_source),
+            self.clone_length
         )
     }
 }
@@ -129,6 +138,8 @@ impl FileInfo {
         self.file_status = f.status;
         self.stripe_unit = f.stripe_unit;
         self.stripe_count = f.stripe_count;
+        self.clone_source = f.clone_source.clone();
+        self.clone_length = f.clone_length;
     }
 }
 

@@ -19,6 +19,21 @@ use tonic::transport::Channel;
 
 pub type TestResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
 
+/// Every call a test makes has this deadline (tonic's per-request timeout), so a server
+/// that hangs fails the test instead of hanging CI; far above any answer's time on a
+/// loaded machine.
+pub const RPC_DEADLINE: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// A channel to `addr` whose calls and connect have `RPC_DEADLINE`.
+pub async fn channel_to(addr: &str) -> Result<Channel, tonic::transport::Error> {
+    Channel::from_shared(format!("http://{addr}"))
+        .expect("a test's server address is a valid URI")
+        .timeout(RPC_DEADLINE)
+        .connect_timeout(RPC_DEADLINE)
+        .connect()
+        .await
+}
+
 pub const CHUNK_SIZE: u32 = 4 * 1024 * 1024;
 pub const BLOCK_SIZE: u32 = 4096;
 pub const POOL: u32 = 1;
@@ -261,19 +276,16 @@ impl Cluster {
         &self,
         i: usize,
     ) -> Result<ChunkServiceClient<Channel>, tonic::transport::Error> {
-        Ok(
-            ChunkServiceClient::connect(format!("http://{}", self.addr(i)))
-                .await?
-                .max_decoding_message_size(MAX_MESSAGE_SIZE)
-                .max_encoding_message_size(MAX_MESSAGE_SIZE),
-        )
+        Ok(ChunkServiceClient::new(channel_to(&self.addr(i)).await?)
+            .max_decoding_message_size(MAX_MESSAGE_SIZE)
+            .max_encoding_message_size(MAX_MESSAGE_SIZE))
     }
 
     pub async fn cli_client(
         &self,
         i: usize,
     ) -> Result<CliService2Client<Channel>, tonic::transport::Error> {
-        CliService2Client::connect(format!("http://{}", self.addr(i))).await
+        Ok(CliService2Client::new(channel_to(&self.addr(i)).await?))
     }
 }
 
@@ -475,4 +487,37 @@ pub fn on_disk(path: &std::path::Path, offset: usize, len: usize) -> std::io::Re
         out[..end - offset].copy_from_slice(&bytes[offset..end]);
     }
     Ok(out)
+}
+
+/// The fuzz tests' source of cases: deterministic by default (CI draws the same 200 cases
+/// every run), `CURVEFS_FUZZ_SEED=<u64>` replays a run, `CURVEFS_FUZZ_SEED=random` draws a
+/// fresh one, and `CURVEFS_FUZZ_CASES=<n>` runs longer. The seed is printed (shown by
+/// cargo test with a failure), so any run can be replayed.
+pub fn fuzz_runner() -> (proptest::test_runner::TestRunner, usize) {
+    use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
+    const DEFAULT_SEED: u64 = 20;
+    let seed = match std::env::var("CURVEFS_FUZZ_SEED").as_deref() {
+        Err(_) | Ok("") => DEFAULT_SEED,
+        Ok("random") => {
+            use std::hash::{BuildHasher, Hasher};
+            std::collections::hash_map::RandomState::new()
+                .build_hasher()
+                .finish()
+        }
+        Ok(s) => s
+            .parse()
+            .unwrap_or_else(|_| panic!("CURVEFS_FUZZ_SEED={s:?}: a u64 or \"random\"")),
+    };
+    let cases = match std::env::var("CURVEFS_FUZZ_CASES").as_deref() {
+        Err(_) | Ok("") => 200,
+        Ok(s) => s
+            .parse()
+            .unwrap_or_else(|_| panic!("CURVEFS_FUZZ_CASES={s:?}: a count")),
+    };
+    println!("fuzz: CURVEFS_FUZZ_SEED={seed} CURVEFS_FUZZ_CASES={cases}");
+    let bytes: Vec<u8> = std::iter::repeat_n(seed.to_le_bytes(), 4)
+        .flatten()
+        .collect();
+    let rng = TestRng::from_seed(RngAlgorithm::ChaCha, &bytes);
+    (TestRunner::new_with_rng(Config::default(), rng), cases)
 }

@@ -113,6 +113,9 @@ impl Cluster {
             });
         }
         let addr_of = |id: u32| cs_addrs[(id - 1) as usize].to_string();
+        // Clone chunks read their origin volumes through curvefs's client, as root.
+        let origin_conf = dir.path().join("cs_client.conf");
+        std::fs::write(&origin_conf, format!("mds.listen.addr={mds_addr}\n")).unwrap();
         let mut cs_rts = Vec::new();
         for (i, listener) in cs_listeners.into_iter().enumerate() {
             let id = ids[i];
@@ -138,7 +141,10 @@ impl Cluster {
                     .collect(),
                 redirect_hints: false,
                 durability: curve_chunkserver::Durability::Cache,
-                origin: None,
+                origin: Some(std::sync::Arc::new(curve_chunkserver::CurveVolumes::new(
+                    origin_conf.clone(),
+                    root(),
+                ))),
             };
             let rt = runtime();
             let listener = {

@@ -22,6 +22,10 @@ pub const ROOT: &str = "root";
 pub const PASSWORD: &str = "root_password";
 /// Test file records expire fast so tests need not wait upstream's 5 s.
 pub const RECORD_EXPIRE_US: u64 = 300_000;
+/// Every call a test makes has this deadline (tonic's per-request timeout), so a server
+/// that hangs fails the test with `DeadlineExceeded`/`Cancelled` instead of hanging CI;
+/// far above any answer's time on a loaded machine.
+pub const RPC_DEADLINE: std::time::Duration = std::time::Duration::from_secs(30);
 
 pub fn topology() -> TopologyConfig {
     TopologyConfig {
@@ -99,7 +103,11 @@ impl Mds {
     async fn channel(&self) -> Channel {
         let url = format!("http://{}", self.addr);
         for _ in 0..100 {
-            if let Ok(ch) = Channel::from_shared(url.clone()).unwrap().connect().await {
+            let endpoint = Channel::from_shared(url.clone())
+                .unwrap()
+                .timeout(RPC_DEADLINE)
+                .connect_timeout(RPC_DEADLINE);
+            if let Ok(ch) = endpoint.connect().await {
                 return ch;
             }
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
@@ -493,4 +501,37 @@ impl Fs {
             .unwrap()
             .into_inner()
     }
+}
+
+/// The fuzz tests' source of cases: deterministic by default (CI draws the same 200 cases
+/// every run), `CURVEFS_FUZZ_SEED=<u64>` replays a run, `CURVEFS_FUZZ_SEED=random` draws a
+/// fresh one, and `CURVEFS_FUZZ_CASES=<n>` runs longer. The seed is printed (shown by
+/// cargo test with a failure), so any run can be replayed.
+pub fn fuzz_runner() -> (proptest::test_runner::TestRunner, usize) {
+    use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
+    const DEFAULT_SEED: u64 = 20;
+    let seed = match std::env::var("CURVEFS_FUZZ_SEED").as_deref() {
+        Err(_) | Ok("") => DEFAULT_SEED,
+        Ok("random") => {
+            use std::hash::{BuildHasher, Hasher};
+            std::collections::hash_map::RandomState::new()
+                .build_hasher()
+                .finish()
+        }
+        Ok(s) => s
+            .parse()
+            .unwrap_or_else(|_| panic!("CURVEFS_FUZZ_SEED={s:?}: a u64 or \"random\"")),
+    };
+    let cases = match std::env::var("CURVEFS_FUZZ_CASES").as_deref() {
+        Err(_) | Ok("") => 200,
+        Ok(s) => s
+            .parse()
+            .unwrap_or_else(|_| panic!("CURVEFS_FUZZ_CASES={s:?}: a count")),
+    };
+    println!("fuzz: CURVEFS_FUZZ_SEED={seed} CURVEFS_FUZZ_CASES={cases}");
+    let bytes: Vec<u8> = std::iter::repeat_n(seed.to_le_bytes(), 4)
+        .flatten()
+        .collect();
+    let rng = TestRng::from_seed(RngAlgorithm::ChaCha, &bytes);
+    (TestRunner::new_with_rng(Config::default(), rng), cases)
 }
