@@ -63,6 +63,7 @@ __all__ = [
     "ClientHandle",
     "CreateContext",
     "FileInfo_t",
+    "NbdServer",
     "TaskHandle",
     "UserInfo_t",
     "VolumeHandle",
