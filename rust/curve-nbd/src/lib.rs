@@ -29,9 +29,11 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use curve_client::{Client, ErrorCode, OpenFile, UserInfo};
+use futures::FutureExt;
+use futures::stream::{FuturesUnordered, StreamExt};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader, BufWriter};
 use tokio::net::{TcpListener, UnixListener};
-use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio::time::timeout;
 
@@ -537,9 +539,181 @@ async fn read_payload<R: AsyncRead + Unpin>(rd: &mut R, len: usize) -> io::Resul
     Ok(buf.freeze())
 }
 
-async fn transmission<R, W>(
+/// One request off the wire: its header and, for a WRITE within the limit, its payload.
+struct Incoming {
+    req: Request,
+    payload: Option<Bytes>,
+}
+
+/// Reads the next request. Owns the reader and hands it back, so that the future can be
+/// kept across the connection loop's turns (a read cut short would lose the stream's
+/// place). `Ok(None)`: the client closed between two requests.
+async fn next_request<R: AsyncRead + Unpin>(
     mut rd: BufReader<R>,
-    wr: BufWriter<W>,
+) -> (BufReader<R>, Result<Option<Incoming>, Closed>) {
+    let mut head = [0u8; REQUEST_LEN];
+    let got = match rd.read_exact(&mut head).await {
+        Ok(_) => parse_request(&head),
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return (rd, Ok(None)),
+        Err(e) => return (rd, Err(Closed::Io(e))),
+    };
+    let req = match got {
+        Ok(r) => r,
+        Err(e) => return (rd, Err(e)),
+    };
+    // A WRITE over the limit leaves its payload unread: the connection ends after it.
+    let payload = if req.kind == CMD_WRITE && req.len <= MAX_PAYLOAD {
+        match read_payload(&mut rd, req.len as usize).await {
+            Ok(p) => Some(p),
+            // Gone mid-payload: the partial write is never started.
+            Err(e) => return (rd, Err(Closed::Io(e))),
+        }
+    } else {
+        None
+    };
+    (rd, Ok(Some(Incoming { req, payload })))
+}
+
+type Pending = std::pin::Pin<Box<dyn Future<Output = Reply> + Send>>;
+
+/// What a request asks for: its reply now (a refusal), or the IO that makes it.
+fn dispatch(
+    file: &Arc<OpenFile>,
+    read_only: bool,
+    size: u64,
+    Incoming { req, payload }: Incoming,
+) -> Result<Pending, Reply> {
+    let (offset, len, cookie) = (req.offset, req.len, req.cookie);
+    let refuse = |error| Err(Reply::status(cookie, error));
+    let file = file.clone();
+    match req.kind {
+        CMD_READ => {
+            if req.flags & !CMD_FLAG_FUA != 0 || len > MAX_PAYLOAD || !inside(offset, len, size) {
+                return refuse(EINVAL);
+            }
+            Ok(Box::pin(async move {
+                match read(&file, offset, len as usize).await {
+                    Ok(data) => Reply {
+                        cookie,
+                        error: 0,
+                        data: Some(data),
+                    },
+                    Err(e) => {
+                        tracing::warn!("NBD read of {len} at {offset} failed: {e}");
+                        Reply::status(cookie, errno(&e))
+                    }
+                }
+            }))
+        }
+        CMD_WRITE => {
+            let Some(payload) = payload else {
+                return refuse(EINVAL);
+            };
+            if req.flags & !CMD_FLAG_FUA != 0 {
+                return refuse(EINVAL);
+            }
+            if read_only {
+                return refuse(EPERM);
+            }
+            if !inside(offset, len, size) {
+                return refuse(ENOSPC);
+            }
+            Ok(Box::pin(async move {
+                let error = match file.pwrite(offset, payload).await {
+                    Ok(()) => 0,
+                    Err(e) => {
+                        tracing::warn!("NBD write of {len} at {offset} failed: {e}");
+                        errno(&e)
+                    }
+                };
+                Reply::status(cookie, error)
+            }))
+        }
+        // Every write is committed by the chunkservers before its reply: nothing is left
+        // to flush.
+        CMD_FLUSH if req.flags == 0 && offset == 0 && len == 0 => refuse(0),
+        CMD_TRIM | CMD_WRITE_ZEROES => {
+            let known = if req.kind == CMD_TRIM {
+                CMD_FLAG_FUA
+            } else {
+                CMD_FLAG_FUA | CMD_FLAG_NO_HOLE
+            };
+            if req.flags & !known != 0 {
+                return refuse(EINVAL);
+            }
+            if read_only {
+                return refuse(EPERM);
+            }
+            if !inside(offset, len, size) {
+                return refuse(if req.kind == CMD_TRIM { EINVAL } else { ENOSPC });
+            }
+            // TRIM and WRITE_ZEROES may release whole segments (libcurve's discard, with
+            // `discard.enable`); NO_HOLE asks for zeros written.
+            let release = req.flags & CMD_FLAG_NO_HOLE == 0;
+            Ok(Box::pin(async move {
+                let done = if release {
+                    file.discard(offset, u64::from(len)).await
+                } else {
+                    file.write_zeroes(offset, u64::from(len)).await
+                };
+                let error = match done {
+                    Ok(()) => 0,
+                    Err(e) => {
+                        tracing::warn!("NBD zeroing of {len} at {offset} failed: {e}");
+                        errno(&e)
+                    }
+                };
+                Reply::status(cookie, error)
+            }))
+        }
+        _ => refuse(EINVAL),
+    }
+}
+
+async fn put_reply<W: AsyncWrite + Unpin>(wr: &mut BufWriter<W>, r: &Reply) -> io::Result<()> {
+    let mut head = [0u8; 16];
+    head[..4].copy_from_slice(&SIMPLE_REPLY_MAGIC.to_be_bytes());
+    head[4..8].copy_from_slice(&r.error.to_be_bytes());
+    head[8..].copy_from_slice(&r.cookie.to_be_bytes());
+    wr.write_all(&head).await?;
+    if let Some(d) = &r.data {
+        wr.write_all(d).await?;
+    }
+    Ok(())
+}
+
+/// Writes `first` and every other reply already done, then flushes: several small
+/// replies share one write. Within [`REPLY_DEADLINE`].
+async fn send_replies<W: AsyncWrite + Unpin>(
+    wr: &mut BufWriter<W>,
+    first: Reply,
+    inflight: &mut FuturesUnordered<Pending>,
+) -> Result<(), Closed> {
+    let sent = timeout(REPLY_DEADLINE, async {
+        put_reply(wr, &first).await?;
+        // Polled once each, without waiting: the loop polls the set again before it
+        // sleeps, so no completion is missed.
+        while let Some(Some(next)) = inflight.next().now_or_never() {
+            put_reply(wr, &next).await?;
+        }
+        wr.flush().await
+    })
+    .await;
+    match sent {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(Closed::Io(e)),
+        Err(_) => Err(protocol(format!(
+            "the client took no reply for {REPLY_DEADLINE:?}"
+        ))),
+    }
+}
+
+/// Serves requests until DISC, the client's end, a protocol error or `stop`. One task
+/// per connection reads requests, drives their IO ([`IN_FLIGHT`] at most) and writes the
+/// replies as they complete: no hand-off between tasks on the way of a request.
+async fn transmission<R, W>(
+    rd: BufReader<R>,
+    mut wr: BufWriter<W>,
     file: Arc<OpenFile>,
     read_only: bool,
     size: u64,
@@ -549,155 +723,68 @@ where
     R: AsyncRead + Unpin + Send + 'static,
     W: AsyncWrite + Unpin + Send + 'static,
 {
-    let (tx, rx) = mpsc::unbounded_channel::<Reply>();
-    let writer = tokio::spawn(write_replies(wr, rx));
-    let slots = Arc::new(Semaphore::new(IN_FLIGHT));
-    let mut tasks = JoinSet::new();
-    let outcome = loop {
-        while tasks.try_join_next().is_some() {}
-        let permit = tokio::select! {
+    let mut inflight: FuturesUnordered<Pending> = FuturesUnordered::new();
+    let mut reading = Box::pin(next_request(rd));
+    let mut outcome = Ok(());
+    loop {
+        tokio::select! {
             biased;
-            _ = stop.wait_for(|s| *s) => break Ok(()),
-            p = slots.clone().acquire_owned() => match p {
-                Ok(p) => p,
-                Err(_) => break Ok(()),
-            },
-        };
-        let mut head = [0u8; REQUEST_LEN];
-        let got = tokio::select! {
-            biased;
-            _ = stop.wait_for(|s| *s) => break Ok(()),
-            r = rd.read_exact(&mut head) => r,
-        };
-        match got {
-            Ok(_) => {}
-            // The client closed without DISC, or vanished: what is in flight still ends.
-            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => break Ok(()),
-            Err(e) => break Err(Closed::Io(e)),
-        }
-        let req = match parse_request(&head) {
-            Ok(r) => r,
-            Err(e) => break Err(e),
-        };
-        let reply = |error| {
-            let _ = tx.send(Reply::status(req.cookie, error));
-        };
-        let (offset, len) = (req.offset, req.len);
-        match req.kind {
-            CMD_DISC => break Ok(()),
-            CMD_READ => {
-                if req.flags & !CMD_FLAG_FUA != 0 || len > MAX_PAYLOAD || !inside(offset, len, size)
-                {
-                    reply(EINVAL);
-                    continue;
+            // Mapped to (): the guard it yields must not live across the other arms' awaits.
+            () = stop.wait_for(|s| *s).map(|_| ()) => break,
+            Some(done) = inflight.next(), if !inflight.is_empty() => {
+                if let Err(e) = send_replies(&mut wr, done, &mut inflight).await {
+                    outcome = Err(e);
+                    break;
                 }
-                let file = file.clone();
-                let tx = tx.clone();
-                tasks.spawn(async move {
-                    let _permit = permit;
-                    let reply = match read(&file, offset, len as usize).await {
-                        Ok(data) => Reply {
-                            cookie: req.cookie,
-                            error: 0,
-                            data: Some(data),
-                        },
-                        Err(e) => {
-                            tracing::warn!("NBD read of {len} at {offset} failed: {e}");
-                            Reply::status(req.cookie, errno(&e))
+            }
+            (rd, got) = &mut reading, if inflight.len() < IN_FLIGHT => {
+                let incoming = match got {
+                    Ok(Some(i)) => i,
+                    // The client closed without DISC, or vanished: what is in flight
+                    // still ends.
+                    Ok(None) => break,
+                    Err(e) => {
+                        outcome = Err(e);
+                        break;
+                    }
+                };
+                reading = Box::pin(next_request(rd));
+                let (kind, len) = (incoming.req.kind, incoming.req.len);
+                if kind == CMD_DISC {
+                    break;
+                }
+                match dispatch(&file, read_only, size, incoming) {
+                    Ok(io) => inflight.push(io),
+                    Err(refusal) => {
+                        if let Err(e) = send_replies(&mut wr, refusal, &mut inflight).await {
+                            outcome = Err(e);
+                            break;
                         }
-                    };
-                    let _ = tx.send(reply);
-                });
-            }
-            CMD_WRITE => {
-                if len > MAX_PAYLOAD {
-                    // Its payload cannot be skipped safely: say why, then close.
-                    reply(EINVAL);
-                    break Err(protocol(format!("a WRITE of {len} bytes")));
+                    }
                 }
-                let payload = tokio::select! {
-                    biased;
-                    _ = stop.wait_for(|s| *s) => break Ok(()),
-                    p = read_payload(&mut rd, len as usize) => p,
-                };
-                let payload = match payload {
-                    Ok(p) => p,
-                    // Gone mid-payload: the partial write is never started.
-                    Err(e) => break Err(Closed::Io(e)),
-                };
-                if req.flags & !CMD_FLAG_FUA != 0 {
-                    reply(EINVAL);
-                } else if read_only {
-                    reply(EPERM);
-                } else if !inside(offset, len, size) {
-                    reply(ENOSPC);
-                } else {
-                    let file = file.clone();
-                    let tx = tx.clone();
-                    tasks.spawn(async move {
-                        let _permit = permit;
-                        let error = match file.pwrite(offset, payload).await {
-                            Ok(()) => 0,
-                            Err(e) => {
-                                tracing::warn!("NBD write of {len} at {offset} failed: {e}");
-                                errno(&e)
-                            }
-                        };
-                        let _ = tx.send(Reply::status(req.cookie, error));
-                    });
+                if kind == CMD_WRITE && len > MAX_PAYLOAD {
+                    // Its payload cannot be skipped safely: refused above, now closed.
+                    outcome = Err(protocol(format!("a WRITE of {len} bytes")));
+                    break;
                 }
             }
-            // Every write is committed by the chunkservers before its reply: nothing is
-            // left to flush.
-            CMD_FLUSH => reply(if req.flags == 0 && offset == 0 && len == 0 {
-                0
-            } else {
-                EINVAL
-            }),
-            CMD_TRIM | CMD_WRITE_ZEROES => {
-                let known = if req.kind == CMD_TRIM {
-                    CMD_FLAG_FUA
-                } else {
-                    CMD_FLAG_FUA | CMD_FLAG_NO_HOLE
-                };
-                if req.flags & !known != 0 {
-                    reply(EINVAL);
-                } else if read_only {
-                    reply(EPERM);
-                } else if !inside(offset, len, size) {
-                    reply(if req.kind == CMD_TRIM { EINVAL } else { ENOSPC });
-                } else {
-                    // TRIM and WRITE_ZEROES may release whole segments (libcurve's
-                    // discard, with `discard.enable`); NO_HOLE asks for zeros written.
-                    let release = req.flags & CMD_FLAG_NO_HOLE == 0;
-                    let file = file.clone();
-                    let tx = tx.clone();
-                    tasks.spawn(async move {
-                        let _permit = permit;
-                        let done = if release {
-                            file.discard(offset, u64::from(len)).await
-                        } else {
-                            file.write_zeroes(offset, u64::from(len)).await
-                        };
-                        let error = match done {
-                            Ok(()) => 0,
-                            Err(e) => {
-                                tracing::warn!("NBD zeroing of {len} at {offset} failed: {e}");
-                                errno(&e)
-                            }
-                        };
-                        let _ = tx.send(Reply::status(req.cookie, error));
-                    });
-                }
-            }
-            _ => reply(EINVAL),
         }
-    };
-    // In-flight requests end (each within the core's IO deadline) and their replies go
-    // out before the connection closes, as DISC asks.
-    while tasks.join_next().await.is_some() {}
-    drop(tx);
-    let _ = writer.await;
+    }
+    // In-flight requests end (each within the core's IO deadline) and, while the client
+    // takes them, their replies go out before the connection closes, as DISC asks.
+    let mut writable = outcome.is_ok();
+    while let Some(done) = inflight.next().await {
+        if writable && put_reply(&mut wr, &done).await.is_err() {
+            writable = false;
+        }
+    }
+    if writable {
+        let _ = timeout(REPLY_DEADLINE, async {
+            let _ = wr.flush().await;
+            let _ = wr.shutdown().await;
+        })
+        .await;
+    }
     outcome
 }
 
@@ -710,47 +797,6 @@ async fn read(file: &OpenFile, offset: u64, len: usize) -> curve_client::Result<
     // bytes was written; `len` is within the capacity reserved above.
     unsafe { data.set_len(len) };
     Ok(data)
-}
-
-/// Sends replies as they come, flushing when none is waiting (several small replies
-/// share one write). Ends when every sender is gone or the client stops taking them.
-async fn write_replies<W: AsyncWrite + Unpin>(
-    mut wr: BufWriter<W>,
-    mut rx: mpsc::UnboundedReceiver<Reply>,
-) {
-    async fn put<W: AsyncWrite + Unpin>(wr: &mut BufWriter<W>, r: &Reply) -> io::Result<()> {
-        let mut head = [0u8; 16];
-        head[..4].copy_from_slice(&SIMPLE_REPLY_MAGIC.to_be_bytes());
-        head[4..8].copy_from_slice(&r.error.to_be_bytes());
-        head[8..].copy_from_slice(&r.cookie.to_be_bytes());
-        wr.write_all(&head).await?;
-        if let Some(d) = &r.data {
-            wr.write_all(d).await?;
-        }
-        Ok(())
-    }
-    while let Some(first) = rx.recv().await {
-        let sent = timeout(REPLY_DEADLINE, async {
-            put(&mut wr, &first).await?;
-            while let Ok(next) = rx.try_recv() {
-                put(&mut wr, &next).await?;
-            }
-            wr.flush().await
-        })
-        .await;
-        match sent {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => {
-                tracing::info!("NBD client stopped taking replies: {e}");
-                return;
-            }
-            Err(_) => {
-                tracing::info!("NBD client took no reply for {REPLY_DEADLINE:?}; closing");
-                return;
-            }
-        }
-    }
-    let _ = wr.shutdown().await;
 }
 
 #[cfg(test)]
