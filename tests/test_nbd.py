@@ -270,6 +270,45 @@ def test_fio_verify_holds_with_a_chunkserver_killed_mid_run(tmp_path: Path) -> N
         c.close()
 
 
+# -- a filesystem -----------------------------------------------------------------------
+
+
+def test_mkfs_ext4_through_nbdfuse_then_e2fsck_finds_it_clean(
+    client: curvefs.Client, volume: str, sock_dir: Path
+) -> None:
+    """The kernel nbd module is not in every sandbox; FUSE (nbdfuse) often is."""
+    if not os.path.exists("/dev/fuse"):
+        pytest.skip("no /dev/fuse on this machine: nbdfuse cannot mount")
+    nbdfuse = tool("nbdfuse")
+    mnt = sock_dir / "mnt"
+    mnt.mkdir()
+    with nbd.serve(client, volume, socket=sock_dir / "f") as served:
+        fuse = subprocess.Popen(
+            [nbdfuse, str(mnt), "--uri", served.uri],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            device = mnt / "nbd"
+            deadline = time.monotonic() + 30
+            while not device.exists():
+                assert fuse.poll() is None, f"nbdfuse ended: {fuse.communicate()}"
+                assert time.monotonic() < deadline, "nbdfuse mounted nothing in 30 s"
+                time.sleep(0.05)
+            run("mkfs.ext4", "-F", "-q", str(device), timeout=300)
+            checked = run("e2fsck", "-fn", str(device), timeout=300)
+            # Exit 0 (run checks it) with -n: no error found; the summary names the device.
+            assert f"{device}:" in checked.stdout, checked.stdout
+        finally:
+            subprocess.run(["umount", str(mnt)], capture_output=True, check=False)
+            try:
+                fuse.communicate(timeout=30)
+            except subprocess.TimeoutExpired:
+                fuse.kill()
+                fuse.communicate()
+
+
 # -- the command ------------------------------------------------------------------------
 
 
