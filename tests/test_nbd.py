@@ -201,6 +201,8 @@ def fio_job(
         f"--size={size}",
         "--verify=crc32c",
         "--verify_fatal=1",
+        # Else fio leaves a verify state file in the working directory (the checkout).
+        "--verify_state_save=0",
         "--randrepeat=1",
         "--output-format=json",
         *(["--verify_only=1"] if verify_only else []),
