@@ -355,6 +355,35 @@ def test_curvefs_nbd_serve_stops_cleanly_on_sigterm(
         assert vol.pread(64 * 1024, 0) == b"\x5a" * 64 * 1024
 
 
+def test_curvefs_nbd_serve_refuses_a_missing_volume_and_a_taken_socket(
+    cluster: LocalCluster, volume: str, sock_dir: Path
+) -> None:
+    cmd = [
+        str(Path(sys.executable).parent / "curvefs"),
+        *("--conf", cluster.conf_path, "--user", "curve", "nbd", "serve"),
+    ]
+    missing = subprocess.run(
+        [*cmd, "/no-such-volume", "--socket", str(sock_dir / "m")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert missing.returncode == 3, missing.stderr
+    assert "curvefs nbd serve:" in missing.stderr and "Traceback" not in missing.stderr
+    taken = sock_dir / "taken"
+    taken.write_text("")
+    busy = subprocess.run(
+        [*cmd, volume, "--socket", str(taken)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert busy.returncode == 7, busy.stderr
+    assert "cannot listen" in busy.stderr and "Traceback" not in busy.stderr
+
+
 def test_serve_async_serves_and_stops(client: curvefs.Client, volume: str, sock_dir: Path) -> None:
     nbdinfo = tool("nbdinfo")
 

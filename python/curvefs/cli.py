@@ -735,9 +735,21 @@ def _cmd_nbd_serve(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
-    with nbd.serve(
-        client, args.volumes, socket=args.socket, bind=args.bind, read_only=args.read_only
-    ) as served:
+    with ExitStack() as stack:
+        try:
+            served = stack.enter_context(
+                nbd.serve(
+                    client,
+                    args.volumes,
+                    socket=args.socket,
+                    bind=args.bind,
+                    read_only=args.read_only,
+                )
+            )
+        except ex.CurveError:
+            raise
+        except OSError as e:  # the socket or the address cannot be listened on
+            raise Failure(Exit.LOCAL, str(e)) from None
         for uri in served.uris.values():
             print(uri, flush=True)
         print(
