@@ -33,6 +33,7 @@ from typing import Any, NoReturn
 from tqdm import tqdm
 
 from curvefs import exceptions as ex
+from curvefs import nbd
 from curvefs.client import Client, FileInfo, FileType, Volume
 from curvefs.curve_tool import CONF_ENV, DEFAULT_CONF
 from curvefs.testing import LocalCluster
@@ -725,6 +726,42 @@ def _cmd_cluster_start(args: argparse.Namespace) -> int:
     return Exit.OK
 
 
+def _cmd_nbd_serve(args: argparse.Namespace) -> int:
+    client = _client(args)
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: object) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    with ExitStack() as stack:
+        try:
+            served = stack.enter_context(
+                nbd.serve(
+                    client,
+                    args.volumes,
+                    socket=args.socket,
+                    bind=args.bind,
+                    read_only=args.read_only,
+                )
+            )
+        except ex.CurveError:
+            raise
+        except OSError as e:  # the socket or the address cannot be listened on
+            raise Failure(Exit.LOCAL, str(e)) from None
+        for uri in served.uris.values():
+            print(uri, flush=True)
+        print(
+            f"curvefs nbd serve: {len(served.uris)} export(s) on {served.address}; Ctrl-C stops it",
+            file=sys.stderr,
+            flush=True,
+        )
+        while not stop.wait(0.5):
+            pass
+    return Exit.OK
+
+
 # -- the parser --------------------------------------------------------------------------
 
 
@@ -909,6 +946,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--length", type=_size_arg, help="copy only the first SIZE bytes (default: all)")
     transfer(p)
 
+    nbd_cmd = sub.add_parser(
+        "nbd",
+        help="serve volumes over NBD (qemu, nbdcopy, fio, nbd-client)",
+        description="Serve volumes over the Network Block Device protocol.",
+    )
+    nbd_sub = nbd_cmd.add_subparsers(dest="action", required=True, metavar="ACTION")
+    p = nbd_sub.add_parser(
+        "serve",
+        help="serve VOLUMEs until Ctrl-C (or SIGTERM); print each export's NBD URI",
+        description="Serve each VOLUME as an NBD export named by its path without the "
+        "leading '/', on a Unix socket (a fresh one in a temporary folder unless --socket) "
+        "or on TCP with --bind. Prints one NBD URI per volume on stdout, then serves until "
+        "Ctrl-C or SIGTERM, which finish the requests in flight and close the volumes.",
+        parents=common,
+    )
+    p.add_argument("volumes", nargs="+", metavar="VOLUME", help="a volume to serve")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--socket", help="listen on this Unix socket path (must not exist)")
+    where.add_argument("--bind", metavar="HOST:PORT", help="listen on TCP instead")
+    p.add_argument("--read-only", action="store_true", help="refuse writes (EPERM)")
+    p.set_defaults(func=_cmd_nbd_serve)
+
     p = command(
         "bench",
         "a short IO benchmark (a few seconds) on a scratch volume, against the configured "
@@ -962,7 +1021,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--block-size must be positive")
     if getattr(args, "seconds", 1) <= 0 or getattr(args, "span", 1) <= 0:
         parser.error("--seconds and --span must be positive")
-    command = args.command if args.command != "cluster" else "cluster start"
+    command = {"cluster": "cluster start", "nbd": "nbd serve"}.get(args.command, args.command)
     try:
         status = int(args.func(args))
         sys.stdout.flush()

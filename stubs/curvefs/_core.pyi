@@ -63,6 +63,7 @@ __all__ = [
     "ClientHandle",
     "CreateContext",
     "FileInfo_t",
+    "NbdServer",
     "TaskHandle",
     "UserInfo_t",
     "VolumeHandle",
@@ -306,6 +307,26 @@ def transfer_leader(
 
 _Stat: TypeAlias = tuple[int, int, str, str, int, int, int, int, int, int, int, tuple[str, int]]
 _Waiter: TypeAlias = tuple[object, object, object]
+
+@final
+class NbdServer:
+    """An NBD server of volumes (curve-nbd), running from construction until ``stop``."""
+
+    def __new__(
+        cls,
+        client: ClientHandle,
+        volumes: list[str],
+        *,
+        socket: str | os.PathLike[str] | None = None,
+        bind: str | None = None,
+        read_only: bool = False,
+    ) -> Self: ...
+    @property
+    def address(self) -> str: ...
+    @property
+    def uris(self) -> list[tuple[str, str]]: ...
+    def stop(self) -> None: ...
+    def wait(self) -> None: ...
 
 @final
 class ClientHandle:

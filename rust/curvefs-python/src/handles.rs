@@ -99,6 +99,13 @@ pub struct ClientHandle {
     user: UserInfo,
 }
 
+impl ClientHandle {
+    /// The core client and its user, for the NBD server (nbd.rs).
+    pub(crate) fn parts(&self) -> (&Client, &UserInfo) {
+        (&self.client, &self.user)
+    }
+}
+
 #[pymethods]
 impl ClientHandle {
     /// `conf` is the text of a client.conf (Curve's format); no RPC is made.

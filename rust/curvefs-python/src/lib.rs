@@ -13,6 +13,7 @@ mod buffers;
 mod client;
 mod errors;
 mod handles;
+mod nbd;
 mod runtime;
 mod serve;
 mod types;
@@ -67,6 +68,8 @@ mod _core {
     use super::client::CBDClient;
     #[pymodule_export]
     use super::handles::{ClientHandle, TaskHandle, VolumeHandle};
+    #[pymodule_export]
+    use super::nbd::NbdServer;
     #[pymodule_export]
     use super::serve::{
         copyset_leader, create_local_cluster_layout, local_cluster_layout, serve_chunkserver,
