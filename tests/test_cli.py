@@ -542,7 +542,9 @@ def test_interrupted(sh: Cli, client: curvefs.Client, tmp_path: Path, name: str)
         # The progress bar's first output: the copy (of 10 GiB, 64 KiB at a time) has begun.
         ready, _, _ = select.select([proc.stderr], [], [], 60)
         assert ready, "`curvefs get` showed no progress within 60 s"
-        proc.stderr.read(1)
+        # One byte straight from the pipe: a buffered read would keep more than that, out
+        # of communicate()'s reach below.
+        assert os.read(proc.stderr.fileno(), 1), "`curvefs get` closed stderr at once"
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=60)
     assert proc.returncode == Exit.INTERRUPTED, (out, err)
