@@ -8,6 +8,7 @@ started (and of the session's cluster if it used it), as a "server logs" section
 
 from __future__ import annotations
 
+import signal
 import uuid
 from collections.abc import Generator, Iterator
 
@@ -19,6 +20,12 @@ from curvefs.testing import LocalCluster
 
 # Lines of each server's log shown under a failed test.
 _LOG_LINES = 40
+
+# A run started in the background by a non-interactive shell (`pytest &`, CI scripts)
+# ignores SIGINT, and an ignored signal stays ignored across exec: the children the tests
+# Ctrl-C would never see it. Give this process, and so its children, the usual handling.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(autouse=True)

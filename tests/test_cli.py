@@ -9,6 +9,7 @@ import json
 import os
 import pty
 import random
+import re
 import select
 import signal
 import struct
@@ -539,10 +540,18 @@ def test_interrupted(sh: Cli, client: curvefs.Client, tmp_path: Path, name: str)
         argv, env=env_of(sh.conf), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     ) as proc:
         assert proc.stderr is not None
-        # The progress bar's first output: the copy (of 10 GiB, 64 KiB at a time) has begun.
-        ready, _, _ = select.select([proc.stderr], [], [], 60)
-        assert ready, "`curvefs get` showed no progress within 60 s"
-        proc.stderr.read(1)
+        # The copy (10 GiB, 64 KiB at a time: seconds) is under way once the bar has shown
+        # bytes copied: a redraw that is not "  0%". Read straight from the pipe, so that
+        # communicate() below still gets everything after.
+        seen = b""
+        deadline = time.monotonic() + 60
+        while not re.search(rb"\r[^\r]*: +[1-9]\d*%", seen):
+            left = deadline - time.monotonic()
+            ready, _, _ = select.select([proc.stderr], [], [], max(left, 0))
+            assert ready and left > 0, f"`curvefs get` showed no progress in 60 s: {seen!r}"
+            chunk = os.read(proc.stderr.fileno(), 4096)
+            assert chunk, f"`curvefs get` closed stderr: {seen!r}"
+            seen += chunk
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=60)
     assert proc.returncode == Exit.INTERRUPTED, (out, err)
