@@ -8,7 +8,7 @@
 //! [`mds`] (every MDS call with failover and status mapping), [`metacache`] (segments,
 //! copysets, leaders), [`context`] (what a client's files share; no fds), [`chunk`] (one
 //! chunk request with retries, speaking to its file through [`chunk::ChunkTarget`]),
-//! [`readonly`] (upstream's Open4ReadOnly: GetFileInfo only, no session), [`clone`] (a lazy
+//! `fanout` (an IO's pieces under the in-flight limit), [`readonly`] (upstream's Open4ReadOnly: GetFileInfo only, no session), [`clone`] (a lazy
 //! clone's source: per-chunk source info, the SourceReader), [`file`](mod@file) (an open
 //! file: lease, read/write fan-out, read-modify-write of partial blocks), and on top
 //! [`client`], the SDK's facade with its fd table.
@@ -54,6 +54,7 @@ pub mod clone;
 pub mod conf;
 pub mod context;
 pub mod error;
+mod fanout;
 pub mod file;
 pub mod io;
 pub mod location;

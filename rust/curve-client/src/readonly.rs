@@ -19,7 +19,7 @@ use crate::auth::UserInfo;
 use crate::chunk::{self, ChunkOp, ChunkTarget};
 use crate::context::Context;
 use crate::error::{Cause, Error, ErrorCode, Result};
-use crate::file::Running;
+use crate::fanout::Running;
 use crate::io::{self, ChunkPiece, Geometry};
 use crate::metacache::{ChunkAddr, SegmentCache, SegmentInfo, SegmentSlot, locate_pieces};
 
