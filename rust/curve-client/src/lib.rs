@@ -5,7 +5,7 @@
 //! Module map, bottom up (each module uses only those before it): [`error`], [`conf`]
 //! (client.conf), [`auth`] (credentials, date and signature), [`transport`] (the one RPC
 //! interface: baidu_std and gRPC), [`io`] (file ranges to chunks, striping included),
-//! [`mds`] (every MDS call with failover and status mapping), [`metacache`] (segments,
+//! [`location`] (a clone chunk's origin), [`mds`] (every MDS call with failover and status mapping), [`metacache`] (segments,
 //! copysets, leaders), [`context`] (what a client's files share; no fds), [`chunk`] (one
 //! chunk request with retries, speaking to its file through [`chunk::ChunkTarget`]),
 //! `fanout` (an IO's pieces under the in-flight limit), [`readonly`] (upstream's Open4ReadOnly: GetFileInfo only, no session), [`clone`] (a lazy
