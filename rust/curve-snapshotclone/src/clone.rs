@@ -182,10 +182,10 @@ impl<'c> CloneTasks<'c> {
         {
             return Err(CloneError::FileExist(dest.into()));
         }
-        let mds = self.client.mds();
         // Upstream ignores a failure here: every outcome of it is acceptable, and the
         // MDS refuses the clone's later steps if the source is gone.
-        if let Err(e) = mds
+        if let Err(e) = self
+            .client
             .set_clone_file_status(source, &self.root, None, FileStatus::KFileBeingCloned)
             .await
         {
@@ -209,7 +209,8 @@ impl<'c> CloneTasks<'c> {
                 .or_else(|| src.poolset.clone())
                 .unwrap_or_default(),
         };
-        let made = mds
+        let made = self
+            .client
             .create_clone_file(
                 &temp,
                 &self.root,
@@ -221,14 +222,15 @@ impl<'c> CloneTasks<'c> {
             )
             .await
             .map_err(failed("CreateCloneFile"))?;
-        mds.set_clone_file_status(
-            &temp,
-            &self.root,
-            made.id,
-            FileStatus::KFileCloneMetaInstalled,
-        )
-        .await
-        .map_err(failed("CompleteCloneMeta"))?;
+        self.client
+            .set_clone_file_status(
+                &temp,
+                &self.root,
+                Some(made.id),
+                FileStatus::KFileCloneMetaInstalled,
+            )
+            .await
+            .map_err(failed("CompleteCloneMeta"))?;
         let owner = owner.or(src.owner.as_deref()).unwrap_or(&self.root.owner);
         self.client
             .change_owner(&temp, owner, &self.root)
@@ -361,7 +363,8 @@ impl<'c> CloneTasks<'c> {
         });
         run_bounded(recover, self.options.recover_chunk_concurrency).await?;
         // CompleteCloneFile.
-        mds.set_clone_file_status(dest, &self.root, info.id, FileStatus::KFileCloned)
+        self.client
+            .set_clone_file_status(dest, &self.root, info.id, FileStatus::KFileCloned)
             .await
             .map_err(failed("CompleteCloneFile"))?;
         Ok(())
