@@ -75,6 +75,7 @@ __all__ = [
     "local_cluster_layout",
     "serve_chunkserver",
     "serve_mds",
+    "serve_snapshot_clone",
     "set_runtime_threads",
     "transfer_leader",
     "write_local_client_conf",
