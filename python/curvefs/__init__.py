@@ -36,6 +36,7 @@ from curvefs._c_api import (
     Unlink,
     Write,
 )
+from curvefs import _logging  # noqa: F401 - keeps the core's event filter in step
 from curvefs._client import CBDClient, DirInfos_t
 from curvefs._core import (
     CURVE_ERROR_AUTHFAIL,
