@@ -11,6 +11,7 @@ explicit call for anything that bypasses it.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable
 
@@ -53,10 +54,9 @@ def _install() -> None:
 
         def clear_and_sync() -> None:
             clear()
-            try:
+            # A level change must never fail because of us (at interpreter exit, say).
+            with contextlib.suppress(Exception):
                 sync()
-            except Exception:  # noqa: BLE001 - a level change must never fail for us
-                pass
 
         clear_and_sync._curvefs_sync = True  # type: ignore[attr-defined]
         manager._clear_cache = clear_and_sync  # type: ignore[attr-defined]

@@ -119,9 +119,7 @@ class MdsMetrics:
     @classmethod
     def _from_native(cls, d: dict[str, Any]) -> MdsMetrics:
         return cls(
-            methods=MappingProxyType(
-                {k: OpStats._from_native(v) for k, v in d["methods"].items()}
-            ),
+            methods=MappingProxyType({k: OpStats._from_native(v) for k, v in d["methods"].items()}),
             failovers=d["failovers"],
             current_addr=d["current_addr"],
         )
