@@ -77,6 +77,11 @@ async fn flatten(client: &Client, user: &UserInfo, path: String) -> curve_client
 /// The exception for a failed call: its class from the code, its message naming the
 /// operation and the path.
 fn raise(py: Python<'_>, what: &str, e: curve_client::Error) -> PyErr {
+    if !runtime::python_alive() {
+        // At interpreter exit (a volume closed by its finalizer) `curvefs.exceptions`
+        // may be gone, and importing it then would abort the process.
+        return pyo3::exceptions::PyRuntimeError::new_err(format!("{what}: {}", e.message));
+    }
     errors::curve_error_because(py, e.sdk_code(), &format!("{what}: {}", e.message), e.cause)
 }
 
