@@ -23,13 +23,13 @@ use crate::chunk::{self, ChunkOp, ChunkTarget, RequestSource};
 use crate::clone::{CloneSourceInfo, CloneView, SourceReader};
 use crate::context::Context;
 use crate::error::{Cause, Error, ErrorCode, Result};
+use crate::events::warn_limited;
 use crate::fanout::Running;
 use crate::io::{self, ChunkPiece, Geometry};
 use crate::lock;
 use crate::mds::RefreshOutcome;
 use crate::metacache::{ChunkAddr, SegmentCache, SegmentInfo, SegmentSlot, locate_pieces};
 use crate::metrics::{IoMetrics, Sink, UserOp};
-use crate::events::warn_limited;
 
 /// `buf` as memory that may be uninitialised, for the `*_uninit` reads below.
 fn as_uninit(buf: &mut [u8]) -> &mut [MaybeUninit<u8>] {
@@ -840,8 +840,13 @@ impl OpenFile {
     /// the rest by writing zeros, skipping segments never allocated (they read as zeros),
     /// unless a lazy clone reads them from its source.
     pub async fn write_zeroes(&self, offset: u64, len: u64) -> Result<()> {
-        self.measured(UserOp::Write, offset, len, self.zero_range(offset, len, false))
-            .await
+        self.measured(
+            UserOp::Write,
+            offset,
+            len,
+            self.zero_range(offset, len, false),
+        )
+        .await
     }
 
     /// libcurve's discard: afterwards the range reads as zeros. With `discard.enable`, each
@@ -933,8 +938,13 @@ impl OpenFile {
     /// byte of `buf` was written (see [`OpenFile::read_uninit`]).
     pub async fn pread_uninit(&self, offset: u64, buf: &mut [MaybeUninit<u8>]) -> Result<()> {
         let len = buf.len() as u64;
-        self.measured(UserOp::Read, offset, len, self.pread_uninit_raw(offset, buf))
-            .await
+        self.measured(
+            UserOp::Read,
+            offset,
+            len,
+            self.pread_uninit_raw(offset, buf),
+        )
+        .await
     }
 
     async fn pread_uninit_raw(&self, offset: u64, buf: &mut [MaybeUninit<u8>]) -> Result<()> {
@@ -972,7 +982,8 @@ impl OpenFile {
                 return Ok(());
             }
             let mut block = vec![0u8; bs as usize];
-            self.read_uninit_raw(stop - bs, as_uninit(&mut block)).await?;
+            self.read_uninit_raw(stop - bs, as_uninit(&mut block))
+                .await?;
             copy_into(tail, &block[..tail.len()])
         };
         futures::try_join!(head_io, middle_io, tail_io).map(|_| ())

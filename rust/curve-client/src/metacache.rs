@@ -177,7 +177,10 @@ impl CopysetEntry {
             .peers
             .iter()
             .position(|p| p.internal == key || p.external == key)?;
-        let before = st.leader.and_then(|j| st.peers.get(j)).map(|p| p.external.clone());
+        let before = st
+            .leader
+            .and_then(|j| st.peers.get(j))
+            .map(|p| p.external.clone());
         let changed = st.leader != Some(i);
         if changed {
             st.leader = Some(i);

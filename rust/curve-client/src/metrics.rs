@@ -375,6 +375,9 @@ mod tests {
 
     #[test]
     fn an_empty_histogram_reads_zero() {
-        assert_eq!(Histogram::default().snapshot(), HistogramSnapshot::default());
+        assert_eq!(
+            Histogram::default().snapshot(),
+            HistogramSnapshot::default()
+        );
     }
 }

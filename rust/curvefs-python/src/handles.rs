@@ -270,10 +270,7 @@ impl ClientHandle {
 
     /// The IO metrics of every volume this client opened and its MDS client's, as
     /// `(io, mds)` dicts (`curvefs.metrics` types them).
-    fn metrics<'py>(
-        &self,
-        py: Python<'py>,
-    ) -> PyResult<(Bound<'py, PyDict>, Bound<'py, PyDict>)> {
+    fn metrics<'py>(&self, py: Python<'py>) -> PyResult<(Bound<'py, PyDict>, Bound<'py, PyDict>)> {
         let (io, mds) = self.client()?.metrics();
         Ok((crate::metrics::io(py, &io)?, crate::metrics::mds(py, &mds)?))
     }

@@ -180,7 +180,8 @@ impl Visit for Fields {
         if field.name() == "message" {
             self.message = value.to_string();
         } else {
-            self.fields.push((field.name(), Value::Text(value.to_string())));
+            self.fields
+                .push((field.name(), Value::Text(value.to_string())));
         }
     }
 

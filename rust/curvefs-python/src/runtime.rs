@@ -126,7 +126,9 @@ pub fn get() -> PyResult<&'static Runtime> {
     if let Some(rt) = current() {
         return Ok(rt);
     }
-    let _building = BUILDING.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let _building = BUILDING
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     if let Some(rt) = current() {
         return Ok(rt);
     }

@@ -86,7 +86,10 @@ impl Inner {
             .take()
             .is_some();
         if lost {
-            crate::events::warn_limited!(endpoint = addr, "connection to {addr} lost; reconnecting");
+            crate::events::warn_limited!(
+                endpoint = addr,
+                "connection to {addr} lost; reconnecting"
+            );
         }
         let c = match Channel::connect(addr, self.connect_timeout, self.max_body).await {
             Ok(c) => Arc::new(c),
