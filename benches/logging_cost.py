@@ -54,7 +54,11 @@ def main() -> int:
     handler = logging.StreamHandler(io.StringIO())
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
     modes = ["off", "warning", "debug"]
-    cells = {"randread 4K x1": (False, 1), "randread 4K x4": (False, 4), "randwrite 4K x4": (True, 4)}
+    cells = {
+        "randread 4K x1": (False, 1),
+        "randread 4K x4": (False, 4),
+        "randwrite 4K x4": (True, 4),
+    }
     iops: dict[tuple[str, str], list[float]] = {(c, m): [] for c in cells for m in modes}
     with LocalCluster() as cluster, curvefs.Client(cluster.conf_path, user="curve") as client:
         client.create("/logging-cost", 10 * GiB)
@@ -88,8 +92,8 @@ def main() -> int:
     print("\nmedian IOPS ratio over logging off (1.00 = no cost):")
     print(f"  {'cell':16s} {'WARNING':>8s} {'DEBUG':>8s}   rounds (WARNING)")
     for name in cells:
-        w = [a / b for a, b in zip(iops[(name, 'warning')], iops[(name, 'off')], strict=True)]
-        d = [a / b for a, b in zip(iops[(name, 'debug')], iops[(name, 'off')], strict=True)]
+        w = [a / b for a, b in zip(iops[(name, "warning")], iops[(name, "off")], strict=True)]
+        d = [a / b for a, b in zip(iops[(name, "debug")], iops[(name, "off")], strict=True)]
         print(
             f"  {name:16s} {statistics.median(w):8.2f} {statistics.median(d):8.2f}"
             f"   {', '.join(f'{x:.2f}' for x in w)}"

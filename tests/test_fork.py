@@ -37,7 +37,7 @@ def in_child(run: Callable[[], str], timeout: float = 60.0) -> str:
             os.close(r)
             try:
                 out = run()
-            except BaseException as e:  # noqa: BLE001 - reported to the parent
+            except BaseException as e:
                 out = f"raised {type(e).__name__}: {e}"
             os.write(w, out.encode())
         finally:
@@ -79,7 +79,7 @@ def test_fork_after_heavy_io_with_threads_running(cluster: LocalCluster, name: s
                 vol.pwrite(block, off)
                 assert vol.pread(len(block), off) == block
                 done[0] += 1
-        except BaseException as e:  # noqa: BLE001 - reported by the test
+        except BaseException as e:
             errors.append(e)
 
     threads = [threading.Thread(target=hammer, args=(i,)) for i in range(4)]
@@ -186,9 +186,7 @@ def test_a_fork_pool_of_four_workers_each_opening_volumes(cluster: LocalCluster,
     ctx = multiprocessing.get_context("fork")
     with ctx.Pool(4) as pool:
         got = pool.map(_pool_worker, [(cluster.conf_path, p) for p in paths], chunksize=1)
-    want = [
-        hashlib.sha256(hashlib.sha256(p.encode()).digest() * 4096).hexdigest() for p in paths
-    ]
+    want = [hashlib.sha256(hashlib.sha256(p.encode()).digest() * 4096).hexdigest() for p in paths]
     assert got == want
     # The parent's volume, open across the pool's life, still works.
     keep.pwrite(b"k" * 4096, 0)

@@ -143,16 +143,20 @@ def test_prometheus_scrape(cluster: LocalCluster, name: str) -> None:
         for family in text_string_to_metric_families(text)
         for s in family.samples
     }
-    vol = (("client", "scraped"), ("volume", name))
-    assert samples[("curve_client_write_total", vol)] == 20
-    assert samples[("curve_client_write_bytes_total", vol)] == 20 * 4096
-    assert samples[("curve_client_read_total", vol)] == 7
-    assert samples[("curve_client_write_rpc_total", vol)] == 20
-    assert samples[("curve_client_inflight_rpcs", vol)] == 0
-    assert samples[("curve_client_write_latency_seconds_count", vol)] == 20
-    p50 = samples[("curve_client_write_latency_seconds", (*vol[:1], ("quantile", "0.5"), vol[1]))]
-    p99 = samples[("curve_client_write_latency_seconds", (*vol[:1], ("quantile", "0.99"), vol[1]))]
-    top = samples[("curve_client_write_latency_seconds_max", vol)]
+    labels = (("client", "scraped"), ("volume", name))
+    assert samples[("curve_client_write_total", labels)] == 20
+    assert samples[("curve_client_write_bytes_total", labels)] == 20 * 4096
+    assert samples[("curve_client_read_total", labels)] == 7
+    assert samples[("curve_client_write_rpc_total", labels)] == 20
+    assert samples[("curve_client_inflight_rpcs", labels)] == 0
+    assert samples[("curve_client_write_latency_seconds_count", labels)] == 20
+    p50 = samples[
+        ("curve_client_write_latency_seconds", (*labels[:1], ("quantile", "0.5"), labels[1]))
+    ]
+    p99 = samples[
+        ("curve_client_write_latency_seconds", (*labels[:1], ("quantile", "0.99"), labels[1]))
+    ]
+    top = samples[("curve_client_write_latency_seconds_max", labels)]
     assert 0 < p50 <= p99 <= top < 60
     cl = (("client", "scraped"),)
     assert samples[("curve_mds_client_failovers_total", cl)] == 0
