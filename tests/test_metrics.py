@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import urllib.request
+from typing import assert_type
 
 import pytest
 
@@ -162,3 +163,20 @@ def test_prometheus_scrape(cluster: LocalCluster, name: str) -> None:
     assert samples[("curve_mds_client_failovers_total", cl)] == 0
     assert samples[("curve_mds_client_requests_total", (*cl, ("method", "OpenFile")))] == 1
     assert samples[("curve_mds_client_info", (*cl, ("current_addr", cluster.mds_addr)))] == 1
+
+
+def test_metric_types(cluster: LocalCluster, name: str) -> None:
+    with curvefs.Client(cluster.conf_path, user="curve") as c:
+        c.create(name, 10 * GiB)
+        with c.open(name) as vol:
+            m = assert_type(vol.metrics(), IoMetrics)
+            assert isinstance(m, IoMetrics)
+            assert isinstance(assert_type(m.read, OpStats), OpStats)
+            assert isinstance(assert_type(m.read.latency, Latency), Latency)
+            assert isinstance(assert_type(m.read.latency.p99, float), float)
+            assert isinstance(assert_type(m.inflight_rpcs, int), int)
+            cm = assert_type(c.metrics(), ClientMetrics)
+            assert isinstance(cm, ClientMetrics)
+            assert isinstance(cm.mds.current_addr, str)
+            assert all(isinstance(v, OpStats) for v in cm.mds.methods.values())
+            assert isinstance(cm.volumes[name], IoMetrics)

@@ -46,6 +46,9 @@
 //!   chunkserver health probes and "unstable" marking (the timeout backoff restarts
 //!   whenever the leader changes instead).
 //!   Kept as upstream: Listdir of a file is UNKNOWN (kNotDirectory → -100).
+//! - Metrics ([`metrics`]) are totals since a file's open (or the client's start), with
+//!   p50/p99/p999/max from a histogram, not bvar's per-second windows; no dummy HTTP
+//!   server exposes them (the binding hands them to Python and Prometheus).
 
 pub mod auth;
 mod blocks;
