@@ -244,3 +244,31 @@ def test_gunicorn_style_preload(cluster: LocalCluster, name: str) -> None:
     get_client().close()
     master_client.remove(name)
     master_client.close()
+
+
+def test_the_module_level_api_starts_uninitialised_in_a_child(
+    cluster: LocalCluster, name: str, user: curvefs.UserInfo_t
+) -> None:
+    assert curvefs.Init(cluster.conf_path) == 0
+    try:
+        assert curvefs.Create(name, user, 10 * GiB) == 0
+        fd = curvefs.Open(name, user)
+        assert fd >= 0
+
+        def child() -> str:
+            if curvefs.Open(name, user) != -curvefs.CURVE_ERROR_FAILED:
+                return "the parent's process-wide client answered in the child"
+            if curvefs.Init(cluster.conf_path) != 0:
+                return "Init failed in the child"
+            info = curvefs.FileInfo_t()
+            if curvefs.StatFile(name, user, info) != 0 or info.length != 10 * GiB:
+                return "StatFile failed in the child"
+            curvefs.UnInit()
+            return "ok"
+
+        assert in_child(child) == "ok"
+        assert curvefs.Write(fd, b"p" * 4096, 0, 4096) == 4096
+        assert curvefs.Close(fd) == 0
+        assert curvefs.Unlink(name, user) == 0
+    finally:
+        curvefs.UnInit()
