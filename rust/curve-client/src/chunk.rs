@@ -13,7 +13,9 @@ use futures::future::BoxFuture;
 
 use crate::context::Context;
 use crate::error::{Cause, Error, ErrorCode, Result, chunk_status_to_code};
+use crate::events::warn_limited;
 use crate::metacache::{ChunkAddr, LeaderView};
+use crate::metrics::{IoMetrics, RpcOp, Sink};
 use crate::transport::{self, TransportError, methods};
 
 /// Largest p with 2^p ≤ ratio (0 for ratios below 2).
@@ -36,6 +38,14 @@ pub trait ChunkTarget: Sync {
     fn check_not_disabled(&self) -> Result<()>;
     /// Re-reads the file's sn and epoch from the MDS (after BACKWARD).
     fn refresh_info(&self) -> BoxFuture<'_, Result<()>>;
+    /// The file's own metrics, if it keeps any (its client's are always kept).
+    fn metrics(&self) -> Option<&IoMetrics> {
+        None
+    }
+    /// The file's path, for log events ("" for none).
+    fn volume(&self) -> &str {
+        ""
+    }
 }
 
 /// One chunk operation. Reads return the data, `None` for a chunk never written (zeros);
@@ -181,6 +191,23 @@ pub async fn send(
     };
     let is_write = matches!(op, ChunkOp::Write(_));
     let is_read = matches!(op, ChunkOp::Read);
+    let sink = Sink {
+        file: file.metrics(),
+        client: &ctx.metrics,
+    };
+    // Reads and writes are counted at RPC level, as upstream's `_read_rpc`/`_write_rpc`.
+    let rpc_op = if is_read {
+        Some(RpcOp::Read)
+    } else if is_write {
+        Some(RpcOp::Write)
+    } else {
+        None
+    };
+    let count = |f: &dyn Fn(&crate::metrics::OpMetrics)| {
+        if let Some(op) = rpc_op {
+            sink.each(|m| f(m.rpc(op)));
+        }
+    };
     let source = source.filter(|_| is_read || is_write);
     if is_write {
         check_write_data(size, &attachment)?;
@@ -198,6 +225,19 @@ pub async fn send(
         file.check_not_disabled()?;
         let now = Instant::now();
         if retries >= policy.max_retry || (retries > 0 && now >= deadline) {
+            tracing::warn!(
+                volume = file.volume(),
+                copyset = addr.copyset_id,
+                logical_pool = addr.logical_pool_id,
+                chunk = addr.chunk_id,
+                endpoint = %last_endpoint,
+                tries = retries,
+                cause = ?last_cause,
+                "{} of chunk {} gave up after {retries} tries: {}",
+                method.method,
+                addr.chunk_id,
+                last.message
+            );
             return Err(Error::new(
                 last.code,
                 format!(
@@ -211,10 +251,27 @@ pub async fn send(
             )
             .because(last_cause));
         }
+        if retries > 0 {
+            warn_limited!(
+                volume = file.volume(),
+                copyset = addr.copyset_id,
+                logical_pool = addr.logical_pool_id,
+                chunk = addr.chunk_id,
+                endpoint = %last_endpoint,
+                attempt = retries,
+                cause = %last.message,
+                "retrying {} of chunk {} (try {}): {}",
+                method.method,
+                addr.chunk_id,
+                retries + 1,
+                last.message
+            );
+        }
         retries += 1;
         let leader = match ctx.copysets.leader(&entry, deadline).await {
             Ok(l) => l,
             Err(e) => {
+                sink.each(IoMetrics::get_leader_retry);
                 last_cause = e.cause;
                 last = e;
                 sleep_until_deadline(policy.retry_interval, deadline).await;
@@ -257,6 +314,8 @@ pub async fn send(
             .timeout(tries_on_leader - 1)
             .min(deadline.saturating_duration_since(now))
             .max(Duration::from_millis(1));
+        let sent = Instant::now();
+        sink.each(IoMetrics::rpc_started);
         let reply = transport::unary_with_attachment::<_, ChunkResponse>(
             ctx.transport.as_ref(),
             &leader.endpoint,
@@ -266,11 +325,28 @@ pub async fn send(
             timeout,
         )
         .await;
+        sink.each(IoMetrics::rpc_ended);
+        let took = sent.elapsed();
+        let answered = |ok: bool| {
+            if ok {
+                count(&|m| m.ok(u64::from(size), took));
+            } else {
+                count(&|m| m.error());
+            }
+        };
         let Next::Retry(pause) = match reply {
             Ok((resp, data)) => {
                 last_cause = Cause::Answered;
                 let status =
                     ChunkOpStatus::try_from(resp.status).unwrap_or(ChunkOpStatus::FailureUnknown);
+                let done = status == ChunkOpStatus::Success
+                    && (!is_read || data.len() == size as usize)
+                    || status == ChunkOpStatus::ChunkNotexist && is_read;
+                if status == ChunkOpStatus::Redirected {
+                    count(&|m| m.redirect());
+                } else {
+                    answered(done);
+                }
                 match status {
                     ChunkOpStatus::Success => {
                         if !is_read {
@@ -288,6 +364,7 @@ pub async fn send(
                     ChunkOpStatus::ChunkNotexist if is_read => return Ok(None),
                     ChunkOpStatus::Redirected => {
                         last = status_error(status, &leader);
+                        sink.each(IoMetrics::get_leader_retry);
                         // A hint naming no known peer is no better than no hint.
                         let hinted = resp
                             .redirect
@@ -345,6 +422,7 @@ pub async fn send(
                 }
             }
             Err(TransportError::Rejected(why)) => {
+                answered(false);
                 // The chunkserver cannot run this request at all; no retry can fix it.
                 return Err(Error::new(
                     ErrorCode::InvalidRequest,
@@ -353,6 +431,12 @@ pub async fn send(
             }
             Err(e) => {
                 let timed_out = matches!(e, TransportError::Timeout(_));
+                if timed_out {
+                    count(&|m| m.timeout());
+                } else {
+                    answered(false);
+                }
+                sink.each(IoMetrics::get_leader_retry);
                 last_cause = if timed_out {
                     Cause::TimedOut
                 } else if matches!(e, TransportError::Connect { .. }) {

@@ -122,6 +122,15 @@ impl Client {
         &self.core.ctx.conf
     }
 
+    /// The IO metrics of every file this client opened, and its MDS client's.
+    pub fn metrics(&self) -> (crate::metrics::IoSnapshot, crate::metrics::MdsSnapshot) {
+        let ctx = &self.core.ctx;
+        (
+            ctx.metrics.snapshot(),
+            ctx.mds.metrics.snapshot(ctx.mds.current_addr()),
+        )
+    }
+
     fn alive(&self) -> Result<()> {
         if self.core.files.is_closed() {
             return Err(Error::failed("client is shut down"));
