@@ -6,7 +6,10 @@
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use curve_proto::chunkserver::{ChunkOpStatus, ChunkOpType, ChunkRequest, ChunkResponse};
+use curve_proto::chunkserver::{
+    ChunkOpStatus, ChunkOpType, ChunkRequest, ChunkResponse, GetChunkInfoRequest,
+    GetChunkInfoResponse,
+};
 use rand::Rng;
 
 use futures::future::BoxFuture;
@@ -63,6 +66,17 @@ pub enum ChunkOp {
     CreateClone {
         location: String,
         sn: u64,
+        corrected_sn: u64,
+    },
+    /// ReadChunkSnapshot: the chunk's bytes as they were at `sn` (the snapshot/clone
+    /// service's dump of a snapshot); `None` when the chunk has no version at `sn`.
+    ReadSnapshot {
+        sn: u64,
+    },
+    /// DeleteChunkSnapshotOrCorrectSn: drops the chunk's snapshot and raises its
+    /// correctedSn to `corrected_sn` (the MDS's clean of a deleted snapshot sends
+    /// the snapshot's seq + 1). BACKWARD fails with its code, as upstream's.
+    DeleteSnapshotOrCorrectSn {
         corrected_sn: u64,
     },
 }
@@ -188,15 +202,26 @@ pub async fn send(
             &methods::CREATE_CLONE_CHUNK,
             Bytes::new(),
         ),
+        ChunkOp::ReadSnapshot { .. } => (
+            ChunkOpType::ChunkOpReadSnap,
+            &methods::READ_CHUNK_SNAPSHOT,
+            Bytes::new(),
+        ),
+        ChunkOp::DeleteSnapshotOrCorrectSn { .. } => (
+            ChunkOpType::ChunkOpDeleteSnap,
+            &methods::DELETE_CHUNK_SNAPSHOT_OR_CORRECT_SN,
+            Bytes::new(),
+        ),
     };
     let is_write = matches!(op, ChunkOp::Write(_));
-    let is_read = matches!(op, ChunkOp::Read);
+    // Operations answered with data: a missing chunk (or version) is `None`, not an error.
+    let is_read = matches!(op, ChunkOp::Read | ChunkOp::ReadSnapshot { .. });
     let sink = Sink {
         file: file.metrics(),
         client: &ctx.metrics,
     };
     // Reads and writes are counted at RPC level, as upstream's `_read_rpc`/`_write_rpc`.
-    let rpc_op = if is_read {
+    let rpc_op = if matches!(op, ChunkOp::Read) {
         Some(RpcOp::Read)
     } else if is_write {
         Some(RpcOp::Write)
@@ -309,6 +334,15 @@ pub async fn send(
             req.location = Some(location.clone());
             req.sn = Some(*sn);
             req.corrected_sn = Some(*corrected_sn);
+        }
+        match &op {
+            ChunkOp::ReadSnapshot { sn } => req.sn = Some(*sn),
+            ChunkOp::DeleteSnapshotOrCorrectSn { corrected_sn } => {
+                req.offset = None;
+                req.size = None;
+                req.corrected_sn = Some(*corrected_sn);
+            }
+            _ => {}
         }
         let timeout = policy
             .timeout(tries_on_leader - 1)
@@ -455,6 +489,101 @@ pub async fn send(
                     Next::Retry(Duration::ZERO)
                 } else {
                     Next::Retry(pause_unless_moved(&leader, moved, policy.retry_interval))
+                }
+            }
+        };
+        sleep_until_deadline(pause, deadline).await;
+    }
+}
+
+/// GetChunkInfo: the chunk's `[sn]`, or `[sn, snapshot sn]` while it keeps a snapshot;
+/// empty for a chunk never written (upstream's answer). Asked of the copyset's leader,
+/// following it as it moves, with the chunk path's retries, until `deadline`.
+pub async fn chunk_info(ctx: &Context, addr: ChunkAddr, deadline: Instant) -> Result<Vec<u64>> {
+    let policy = Policy::new(ctx);
+    let entry = ctx
+        .copysets
+        .entry(addr.logical_pool_id, addr.copyset_id)
+        .await?;
+    let req = GetChunkInfoRequest {
+        logic_pool_id: addr.logical_pool_id,
+        copyset_id: addr.copyset_id,
+        chunk_id: addr.chunk_id,
+    };
+    let method = &methods::GET_CHUNK_INFO;
+    let mut last = Error::failed("GetChunkInfo was not sent");
+    let mut tries: u64 = 0;
+    loop {
+        let now = Instant::now();
+        if tries >= policy.max_retry || (tries > 0 && now >= deadline) {
+            return Err(Error::new(
+                last.code,
+                format!(
+                    "GetChunkInfo of chunk {} of copyset ({}, {}) failed after {tries} tries: {}",
+                    addr.chunk_id, addr.logical_pool_id, addr.copyset_id, last.message
+                ),
+            ));
+        }
+        tries += 1;
+        let leader = match ctx.copysets.leader(&entry, deadline).await {
+            Ok(l) => l,
+            Err(e) => {
+                last = e;
+                sleep_until_deadline(policy.retry_interval, deadline).await;
+                continue;
+            }
+        };
+        let timeout = policy
+            .timeout(tries - 1)
+            .min(deadline.saturating_duration_since(now))
+            .max(Duration::from_millis(1));
+        let reply = transport::unary::<_, GetChunkInfoResponse>(
+            ctx.transport.as_ref(),
+            &leader.endpoint,
+            method,
+            &req,
+            timeout,
+        )
+        .await;
+        let pause = match reply {
+            Ok(resp) => {
+                let status =
+                    ChunkOpStatus::try_from(resp.status).unwrap_or(ChunkOpStatus::FailureUnknown);
+                last = status_error(status, &leader);
+                match status {
+                    ChunkOpStatus::Success => return Ok(resp.chunk_sn),
+                    ChunkOpStatus::Redirected | ChunkOpStatus::CopysetNotexist => {
+                        let moved = ctx
+                            .copysets
+                            .refresh_leader(&entry, leader.version, deadline)
+                            .await
+                            .ok();
+                        pause_unless_moved(&leader, moved, policy.retry_interval / 10)
+                    }
+                    ChunkOpStatus::Overload
+                    | ChunkOpStatus::DiskFail
+                    | ChunkOpStatus::FailureUnknown => policy.retry_interval,
+                    _ => return Err(last),
+                }
+            }
+            Err(TransportError::Rejected(why)) => {
+                return Err(Error::new(
+                    ErrorCode::InvalidRequest,
+                    format!("{} to {}: {why}", method.method, leader.endpoint),
+                ));
+            }
+            Err(e) => {
+                let timed_out = matches!(e, TransportError::Timeout(_));
+                last = Error::failed(format!("{} to {}: {e}", method.method, leader.endpoint));
+                let moved = ctx
+                    .copysets
+                    .refresh_leader(&entry, leader.version, deadline)
+                    .await
+                    .ok();
+                if timed_out {
+                    Duration::ZERO
+                } else {
+                    pause_unless_moved(&leader, moved, policy.retry_interval)
                 }
             }
         };
