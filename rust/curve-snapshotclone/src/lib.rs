@@ -20,6 +20,7 @@
 
 mod clone;
 pub mod codes;
+pub mod datastore;
 pub mod service;
 pub mod tasks;
 
