@@ -22,6 +22,7 @@ mod clone;
 pub mod codes;
 pub mod datastore;
 pub mod service;
+pub mod snapshots;
 pub mod tasks;
 
 pub use clone::{CloneError, CloneOptions, CloneTasks};
