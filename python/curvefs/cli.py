@@ -438,6 +438,12 @@ def _print_rows(rows: Sequence[tuple[str, ...]], header: tuple[str, ...]) -> Non
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
 
 
+def _print_record(record: dict[str, Any]) -> None:
+    width = max(len(k) for k in record)
+    for key, value in record.items():
+        print(f"{key:<{width}}  {value}")
+
+
 def _waiting_bar(args: argparse.Namespace, desc: str) -> tqdm[Any]:
     show = args.progress == "always" or (args.progress == "auto" and sys.stderr.isatty())
     return tqdm(total=100, desc=desc, unit="%", file=sys.stderr, disable=not show)
@@ -554,10 +560,7 @@ def _cmd_snapshot_info(args: argparse.Namespace) -> int:
     if args.json:
         _print_json(snapshot_dict(snap))
         return Exit.OK
-    d = snapshot_dict(snap)
-    width = max(len(k) for k in d)
-    for key, value in d.items():
-        print(f"{key:<{width}}  {value}")
+    _print_record(snapshot_dict(snap))
     return Exit.OK
 
 
@@ -598,9 +601,7 @@ def _cmd_task_info(args: argparse.Namespace) -> int:
     if args.json:
         _print_json(d)
         return Exit.OK
-    width = max(len(k) for k in d)
-    for key, value in d.items():
-        print(f"{key:<{width}}  {value}")
+    _print_record(d)
     return Exit.OK
 
 
