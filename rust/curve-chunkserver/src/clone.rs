@@ -40,6 +40,7 @@ impl Bitmap {
         (!spare).then_some(map)
     }
 
+    #[cfg(test)]
     pub fn as_bytes(&self) -> &[u8] {
         &self.bytes
     }
