@@ -184,6 +184,15 @@ impl CopysetState {
             && m.current_leader == Some(u64::from(self.members[self.self_index].id))
     }
 
+    /// Leader: whether a quorum acknowledged it within the election timeout (braft's
+    /// leader steps down otherwise; openraft keeps leading, so writes and reads ask).
+    pub fn quorum_recently_acked(&self) -> bool {
+        let metrics = self.raft.metrics();
+        let m = metrics.borrow_watched();
+        m.millis_since_quorum_ack
+            .is_none_or(|ms| ms < ELECTION_TIMEOUT_MIN_MS)
+    }
+
     pub fn applied_index(&self) -> u64 {
         self.applied_index.load(Ordering::Acquire)
     }

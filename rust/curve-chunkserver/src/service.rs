@@ -35,6 +35,10 @@ pub(crate) const NO_LEADER_MESSAGE: &str = "no leader known for this copyset";
 /// How long a read waits for the leader's state machine to apply what was committed
 /// before it (a new leader replaying its log); then it is REDIRECTED and retried.
 const READ_APPLY_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+/// How long a write waits for its entry to be committed and applied; then it is
+/// answered FAILURE_UNKNOWN (a status the client retries), as a write that missed a
+/// majority was before. Curve's client gives up on an RPC after 1 s and resends it.
+const PROPOSE_DEADLINE: std::time::Duration = std::time::Duration::from_secs(3);
 
 
 /// State shared by all handlers of one chunkserver.
@@ -143,9 +147,18 @@ impl Node {
     /// round to a quorum) and waits until its state machine has applied every entry
     /// committed before: what a linearizable read needs. `false`: REDIRECTED.
     async fn linearize(&self, copyset: &CopysetState) -> bool {
-        let linearizer = match copyset.raft.get_read_linearizer(ReadPolicy::LeaseRead).await {
-            Ok(l) => l,
-            Err(e) => {
+        if !copyset.quorum_recently_acked() {
+            return false;
+        }
+        let confirmed = tokio::time::timeout(
+            READ_APPLY_WAIT,
+            copyset.raft.get_read_linearizer(ReadPolicy::LeaseRead),
+        )
+        .await;
+        let linearizer = match confirmed {
+            Err(_) => return false,
+            Ok(Ok(l)) => l,
+            Ok(Err(e)) => {
                 tracing::debug!(copyset = %copyset.name(), error = %e, "read refused: leadership not confirmed");
                 return false;
             }
@@ -162,7 +175,18 @@ impl Node {
     /// task that failed: the entry may still be committed by the next leader, and the
     /// client resends the same bytes.
     async fn propose(&self, copyset: &CopysetState, cmd: Cmd) -> ChunkResponse {
-        match copyset.raft.client_write(cmd).await {
+        // As braft's leader steps down once no quorum answered for an election timeout:
+        // a leader cut off from its followers takes no new writes.
+        if !copyset.quorum_recently_acked() {
+            return status_response(ChunkOpStatus::Redirected);
+        }
+        let proposed = tokio::time::timeout(PROPOSE_DEADLINE, copyset.raft.client_write(cmd)).await;
+        let Ok(proposed) = proposed else {
+            // Not committed in time (followers gone, or slow): it may still commit; the
+            // client retries the same bytes.
+            return status_response(ChunkOpStatus::FailureUnknown);
+        };
+        match proposed {
             Ok(resp) => ChunkResponse {
                 status: resp.data.status,
                 chunk_sn: resp.data.chunk_sn,

@@ -362,7 +362,7 @@ async fn create_clone_chunk_then_recover_it(brpc: bool) -> TestResult {
     expected[..BLOCK].copy_from_slice(&pattern(BLOCK, 4));
     for i in 0..3 {
         assert_eq!(
-            on_disk(&cluster.chunk_path(i, CS_A, 40), 0, 1 << 20)?,
+            on_disk_eventually(&cluster.chunk_path(i, CS_A, 40), 0, 1 << 20, &expected).await?,
             expected,
             "replica {i}"
         );
@@ -373,10 +373,11 @@ async fn create_clone_chunk_then_recover_it(brpc: bool) -> TestResult {
         .await?;
     assert_eq!(status(&resp), ChunkOpStatus::Success);
     for i in 0..3 {
-        assert!(
-            !record_path(&cluster, i, 40).exists(),
-            "replica {i} is still a clone chunk"
-        );
+        let record = record_path(&cluster, i, 40);
+        eventually(&format!("replica {i} is a plain chunk"), || {
+            Ok(!record.exists())
+        })
+        .await?;
         let tail = on_disk(
             &cluster.chunk_path(i, CS_A, 40),
             (CHUNK_SIZE as usize) - BLOCK,
@@ -596,7 +597,8 @@ async fn a_hung_follower_during_recover_chunk_misses_nothing() -> TestResult {
         )
         .await?;
     assert_eq!(status(&resp), ChunkOpStatus::Success);
-    assert!(record_path(&cluster, 1, 70).exists());
+    let record = record_path(&cluster, 1, 70);
+    eventually("member 1 has the clone chunk", || Ok(record.exists())).await?;
     // Member 1 hangs (bytes stop both ways, as for a SIGSTOPped process) while the whole
     // chunk is recovered, 1 MiB at a time.
     proxy.cut();
@@ -616,12 +618,20 @@ async fn a_hung_follower_during_recover_chunk_misses_nothing() -> TestResult {
     let mut expected = source_bytes(clone_offset(2), CHUNK_SIZE as usize);
     expected[..BLOCK].copy_from_slice(&pattern(BLOCK, 3));
     for i in [0, 2] {
+        let record = record_path(&cluster, i, 70);
+        eventually(&format!("replica {i} is a plain chunk"), || {
+            Ok(!record.exists())
+        })
+        .await?;
         assert!(
-            !record_path(&cluster, i, 70).exists(),
-            "replica {i} is still a clone chunk"
-        );
-        assert!(
-            on_disk(&cluster.chunk_path(i, CS_A, 70), 0, CHUNK_SIZE as usize)? == expected,
+            on_disk_eventually(
+                &cluster.chunk_path(i, CS_A, 70),
+                0,
+                CHUNK_SIZE as usize,
+                &expected
+            )
+            .await?
+                == expected,
             "replica {i}"
         );
     }

@@ -521,3 +521,34 @@ pub fn fuzz_runner() -> (proptest::test_runner::TestRunner, usize) {
     let rng = TestRng::from_seed(RngAlgorithm::ChaCha, &bytes);
     (TestRunner::new_with_rng(Config::default(), rng), cases)
 }
+
+/// Waits (up to 10 s) until `check` holds. A follower applies a write once it learns
+/// the write is committed, the leader's next message after its own apply and answer:
+/// what a follower's files hold is checked this way, never right after the answer.
+pub async fn eventually(
+    what: &str,
+    mut check: impl FnMut() -> std::io::Result<bool>,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        if check().unwrap_or(false) {
+            return Ok(());
+        }
+        if std::time::Instant::now() > deadline {
+            return Err(format!("not within 10 s: {what}").into());
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+/// [`on_disk`] once it equals `expected` (see [`eventually`]); what it holds if never.
+pub async fn on_disk_eventually(
+    path: &std::path::Path,
+    offset: usize,
+    len: usize,
+    expected: &[u8],
+) -> std::io::Result<Vec<u8>> {
+    let what = format!("{} holds the expected bytes", path.display());
+    let _ = eventually(&what, || Ok(on_disk(path, offset, len)? == expected)).await;
+    on_disk(path, offset, len)
+}
