@@ -315,13 +315,10 @@ impl CopysetState {
         self.raft_dir.join("snapshot-receiving")
     }
 
-    /// Moves leadership to the layout's first member when this member leads without an
-    /// operator having asked for it and the first member has every entry. Runs until the
-    /// server stops.
+    /// Logs each leadership won, and moves leadership to the layout's first member when
+    /// this member leads without an operator having asked for it and the first member
+    /// has every entry. Runs until the server stops.
     pub async fn hand_back_loop(self: Arc<Self>) {
-        if self.self_index == 0 {
-            return;
-        }
         let mut led_term = None;
         loop {
             tokio::time::sleep(HANDBACK_EVERY).await;
@@ -346,6 +343,7 @@ impl CopysetState {
             if led_term != Some(term) {
                 // A new leadership: the operator's if a transfer to us came just before.
                 led_term = Some(term);
+                tracing::info!(copyset = %self.name(), term, "leading");
                 let asked = self
                     .transfer_to_us
                     .lock()
@@ -353,7 +351,7 @@ impl CopysetState {
                     .is_some_and(|t| t.elapsed() < TRANSFER_WINDOW);
                 self.hands_back.store(!asked, Ordering::Release);
             }
-            if self.hands_back.load(Ordering::Acquire) && caught_up {
+            if self.self_index != 0 && self.hands_back.load(Ordering::Acquire) && caught_up {
                 tracing::info!(copyset = %self.name(), to = first, "handing leadership back to the first member");
                 if let Err(e) = self.raft.trigger().transfer_leader(first).await {
                     tracing::warn!(copyset = %self.name(), error = %e, "leader transfer failed");

@@ -50,6 +50,8 @@ pub struct Cluster {
     /// The address each server is known by (its listen address unless proxied).
     addrs: Vec<String>,
     runtimes: Vec<Option<tokio::runtime::Runtime>>,
+    /// Set while server `i` is paused (see [`Cluster::pause`]).
+    paused: Vec<Option<Arc<std::sync::atomic::AtomicBool>>>,
 }
 
 impl Cluster {
@@ -148,6 +150,7 @@ impl Cluster {
             configs,
             addrs: known,
             runtimes: vec![None, None, None],
+            paused: vec![None, None, None],
         };
         for (i, listener) in listeners.into_iter().enumerate() {
             cluster.run(i, listener)?;
@@ -225,8 +228,31 @@ impl Cluster {
         self.runtimes[i] = Some(rt);
     }
 
+    /// Freezes server `i` as SIGSTOP freezes a process: a task takes its runtime's one
+    /// worker thread and holds it, so no other task of the server runs (timers, Raft,
+    /// handlers), while its sockets stay open and the kernel keeps accepting.
+    pub fn pause(&mut self, i: usize) {
+        let Some(rt) = &self.runtimes[i] else { return };
+        let flag = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let held = flag.clone();
+        rt.spawn(async move {
+            while held.load(std::sync::atomic::Ordering::Acquire) {
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+        });
+        self.paused[i] = Some(flag);
+    }
+
+    /// Lets a paused server run again (SIGCONT).
+    pub fn resume(&mut self, i: usize) {
+        if let Some(flag) = self.paused[i].take() {
+            flag.store(false, std::sync::atomic::Ordering::Release);
+        }
+    }
+
     /// Drops every task of server `i`: listener and connections close at once.
     pub fn kill(&mut self, i: usize) {
+        self.resume(i);
         if let Some(rt) = self.runtimes[i].take() {
             rt.shutdown_background();
         }
