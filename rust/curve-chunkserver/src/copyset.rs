@@ -18,6 +18,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
+use openraft::Instant as _;
 use openraft::async_runtime::watch::WatchReceiver;
 use openraft::{BasicNode, Config, ServerState, SnapshotPolicy};
 
@@ -189,8 +190,11 @@ impl CopysetState {
     pub fn quorum_recently_acked(&self) -> bool {
         let metrics = self.raft.metrics();
         let m = metrics.borrow_watched();
-        m.millis_since_quorum_ack
-            .is_none_or(|ms| ms < ELECTION_TIMEOUT_MIN_MS)
+        // An absolute time: the metrics are published on changes only, so a leader that
+        // stopped hearing from its followers keeps the time of the last acknowledgement.
+        m.last_quorum_acked.as_ref().is_none_or(|acked| {
+            acked.elapsed() < std::time::Duration::from_millis(ELECTION_TIMEOUT_MIN_MS)
+        })
     }
 
     pub fn applied_index(&self) -> u64 {
