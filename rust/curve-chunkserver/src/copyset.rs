@@ -3,14 +3,14 @@
 //! library's; this module starts the member, answers who leads from Raft's state, and
 //! serves Raft's RPCs for the group (`raft_net.rs`).
 //!
-//! - Membership is the cluster layout's at creation: every member initialises the group
-//!   with the same members (openraft writes the same first entry on each), and the
-//!   first member in the layout campaigns at once, so a new cluster's leaders are where
-//!   the layout puts them. Adding and removing members is not offered (see README).
-//! - The layout's first member is the preferred leader, as Curve's MDS leader scheduler
-//!   spreads leaders: a leader that is not the first member hands leadership to it (a
-//!   Raft leader transfer) once that member's log has everything the leader's has; not
-//!   when it became leader through `TransferLeader` (an operator's choice), which stays.
+//! - Membership is the cluster layout's at creation: the layout's first member
+//!   initialises the group with it and campaigns at once, the others learn it from the
+//!   first member's first AppendEntries, so a new cluster's leaders are where the layout
+//!   puts them. Adding and removing members is not offered (see README).
+//! - Leaders follow the layout's order, as Curve's MDS leader scheduler spreads leaders:
+//!   a leader hands leadership (a Raft leader transfer) to the earliest member before it
+//!   in the layout whose log has everything the leader's has; not when it became leader
+//!   through `TransferLeader` (an operator's choice), which stays.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -129,7 +129,10 @@ impl CopysetState {
             .is_initialized()
             .await
             .map_err(|e| OpenError::Raft(e.to_string()))?;
-        if !initialized {
+        // Only the layout's first member initialises the group (openraft then has it
+        // campaign at once); the others learn the membership from its first
+        // AppendEntries. Initialised everywhere, all three would campaign at once.
+        if !initialized && self_index == 0 {
             let members: BTreeMap<u64, BasicNode> = hosted
                 .members
                 .iter()
@@ -138,12 +141,6 @@ impl CopysetState {
             raft.initialize(members)
                 .await
                 .map_err(|e| OpenError::Raft(e.to_string()))?;
-            if self_index == 0 {
-                raft.trigger()
-                    .elect(false)
-                    .await
-                    .map_err(|e| OpenError::Raft(e.to_string()))?;
-            }
         }
         Ok(CopysetState {
             logical_pool_id: key.0,
@@ -319,26 +316,31 @@ impl CopysetState {
         self.raft_dir.join("snapshot-receiving")
     }
 
-    /// Logs each leadership won, and moves leadership to the layout's first member when
-    /// this member leads without an operator having asked for it and the first member
-    /// has every entry. Runs until the server stops.
+    /// Logs each leadership won, and moves leadership to the earliest member in layout
+    /// order whose log has every entry when this member leads without an operator having
+    /// asked for it. Runs until the server stops.
     pub async fn hand_back_loop(self: Arc<Self>) {
         let mut led_term = None;
         loop {
             tokio::time::sleep(HANDBACK_EVERY).await;
-            let first = u64::from(self.members[0].id);
-            let (leading, term, caught_up) = {
+            // The earliest member in layout order before us whose log has every entry.
+            let (leading, term, earlier) = {
                 let metrics = self.raft.metrics();
                 let m = metrics.borrow_watched();
                 let leading = m.state == ServerState::Leader;
-                let caught_up = m
-                    .replication
-                    .as_ref()
-                    .and_then(|r| r.get(&first).cloned().flatten())
-                    .is_some_and(|matched| {
-                        m.last_log_index.is_some_and(|last| matched.index >= last)
-                    });
-                (leading, m.current_term, caught_up)
+                let caught_up = |id: u64| {
+                    m.replication
+                        .as_ref()
+                        .and_then(|r| r.get(&id).cloned().flatten())
+                        .is_some_and(|matched| {
+                            m.last_log_index.is_some_and(|last| matched.index >= last)
+                        })
+                };
+                let earlier = self.members[..self.self_index]
+                    .iter()
+                    .map(|p| u64::from(p.id))
+                    .find(|id| caught_up(*id));
+                (leading, m.current_term, earlier)
             };
             if !leading {
                 led_term = None;
@@ -355,9 +357,11 @@ impl CopysetState {
                     .is_some_and(|t| t.elapsed() < TRANSFER_WINDOW);
                 self.hands_back.store(!asked, Ordering::Release);
             }
-            if self.self_index != 0 && self.hands_back.load(Ordering::Acquire) && caught_up {
-                tracing::info!(copyset = %self.name(), to = first, "handing leadership back to the first member");
-                if let Err(e) = self.raft.trigger().transfer_leader(first).await {
+            if let Some(to) = earlier
+                && self.hands_back.load(Ordering::Acquire)
+            {
+                tracing::info!(copyset = %self.name(), to, "handing leadership to an earlier member");
+                if let Err(e) = self.raft.trigger().transfer_leader(to).await {
                     tracing::warn!(copyset = %self.name(), error = %e, "leader transfer failed");
                 }
             }

@@ -371,17 +371,21 @@ impl Cluster {
         let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(15);
         loop {
             let mut settled = true;
+            let mut named = Vec::new();
             for &i in on {
                 let answer = self.named_leader(i, copyset_id).await;
                 settled &= answer.as_deref() == Some(expected.as_str());
+                named.push(answer);
             }
             if settled {
                 return Ok(());
             }
             if tokio::time::Instant::now() > deadline {
-                return Err(
-                    format!("copyset {copyset_id}: server {leader} did not become leader").into(),
-                );
+                return Err(format!(
+                    "copyset {copyset_id}: server {leader} did not become leader; \
+                     servers {on:?} name {named:?}"
+                )
+                .into());
             }
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
