@@ -286,6 +286,40 @@ impl StateMachine {
     }
 }
 
+/// Which entries of a batch to skip: plain writes (no clone location) that no one waits
+/// for (a follower's, or a replay's: a proposer's own entries carry a responder and are
+/// always applied, their answer depending on it) whose whole range a later plain write
+/// of the batch to the same chunk covers, with an sn at least theirs. Looks ahead at
+/// most [`LOOKAHEAD`] entries.
+fn overwritten_in_batch(batch: &[EntryResponder<TypeConfig>]) -> Vec<bool> {
+    const LOOKAHEAD: usize = 256;
+    let plain = |e: &Entry| match &e.payload {
+        EntryPayload::Normal(Cmd::Write {
+            chunk_id,
+            offset,
+            sn,
+            location: None,
+            data,
+        }) => Some((*chunk_id, u64::from(*offset), data.len() as u64, sn.unwrap_or(0))),
+        _ => None,
+    };
+    batch
+        .iter()
+        .enumerate()
+        .map(|(i, (entry, responder))| {
+            let Some((chunk, start, len, sn)) = plain(entry).filter(|_| responder.is_none())
+            else {
+                return false;
+            };
+            batch[i + 1..].iter().take(LOOKAHEAD).any(|(later, _)| {
+                plain(later).is_some_and(|(c, s, l, later_sn)| {
+                    c == chunk && s <= start && s + l >= start + len && later_sn >= sn
+                })
+            })
+        })
+        .collect()
+}
+
 impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
     type SnapshotData = SnapshotFiles;
 
@@ -336,10 +370,20 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     where
         Strm: futures::Stream<Item = Result<EntryResponder<TypeConfig>, io::Error>> + Unpin + Send,
     {
+        let mut batch = Vec::new();
         while let Some(next) = entries.next().await {
-            let (entry, responder) = next?;
+            batch.push(next?);
+        }
+        let overwritten = overwritten_in_batch(&batch);
+        for (n, (entry, responder)) in batch.into_iter().enumerate() {
             let reply = match entry.payload {
                 EntryPayload::Blank => Reply::default(),
+                // Its bytes are all rewritten by a later entry of this batch, whose sn
+                // admits it too: the result is the same without it, and a member catching
+                // up never shows the older bytes in between.
+                EntryPayload::Normal(_) if overwritten.get(n).copied().unwrap_or(false) => {
+                    Reply::default()
+                }
                 EntryPayload::Normal(cmd) => self.execute(cmd).await,
                 EntryPayload::Membership(m) => {
                     self.membership = StoredMembership::new(Some(entry.log_id), m);
