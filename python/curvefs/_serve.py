@@ -5,8 +5,9 @@ DIR`` serves until SIGTERM or SIGINT. ``--listen-fd FD`` hands the server its li
 socket, bound by the starter; without it the server binds its port itself. ``--lifeline-fd
 FD`` is the read end of a pipe only the starter writes to: the server stops when it closes,
 that is when the starter is gone, however it ended. The server
-prints its state on stdout once (``serving``, or ``standby`` for an MDS while another is
-active) and runs in the Rust core with the GIL released.
+prints its state on stdout (``serving``, or ``standby`` for an MDS while another is
+active, then ``serving`` once it takes over; ``deposed`` for an MDS that lost its lease)
+and runs in the Rust core with the GIL released.
 """
 
 from __future__ import annotations
@@ -26,7 +27,9 @@ def main(argv: list[str] | None = None) -> int:
     cs = sub.add_parser("chunkserver", help="serve chunkserver ID of the cluster in DIR")
     cs.add_argument("--id", type=int, required=True)
     cs.add_argument("--dir", required=True)
-    for p in (mds, cs):
+    sc = sub.add_parser("snapshotclone", help="serve the snapshot/clone service of DIR")
+    sc.add_argument("--dir", required=True)
+    for p in (mds, cs, sc):
         p.add_argument("--listen-fd", type=int, default=None, help="an inherited bound socket")
         p.add_argument(
             "--lifeline-fd", type=int, default=None, help="stop when this inherited pipe closes"
@@ -35,6 +38,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.server == "mds":
             _core.serve_mds(args.dir, args.index, args.listen_fd, args.lifeline_fd)
+        elif args.server == "snapshotclone":
+            _core.serve_snapshot_clone(args.dir, args.listen_fd, args.lifeline_fd)
         else:
             _core.serve_chunkserver(args.dir, args.id, args.listen_fd, args.lifeline_fd)
     except (OSError, ValueError, OverflowError) as e:

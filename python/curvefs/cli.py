@@ -36,6 +36,7 @@ from curvefs import exceptions as ex
 from curvefs import nbd
 from curvefs.client import Client, FileInfo, FileType, Volume
 from curvefs.curve_tool import CONF_ENV, DEFAULT_CONF
+from curvefs.metrics import IoMetrics
 from curvefs.testing import LocalCluster
 
 __all__ = ["PASSWORD_ENV", "USER_ENV", "Exit", "exit_code", "main", "parse_size"]
@@ -427,29 +428,74 @@ class _Tally:
         self.bar.update(covered)
 
 
+def _io_stats(m: IoMetrics, write: bool, seconds: float) -> dict[str, Any]:
+    """``--stats``: the user calls of one direction and their chunk RPCs, from the
+    volume's metrics (``Volume.metrics()``)."""
+    user, rpc = (m.write, m.write_rpc) if write else (m.read, m.read_rpc)
+    return {
+        "ops": user.ops,
+        "iops": round(user.ops / seconds, 1),
+        "mib_per_s": round(user.bytes / seconds / MiB, 2),
+        "latency_ms": {
+            "p50": round(user.latency.p50 * 1e3, 3),
+            "p99": round(user.latency.p99 * 1e3, 3),
+            "p999": round(user.latency.p999 * 1e3, 3),
+            "max": round(user.latency.max * 1e3, 3),
+        },
+        "errors": user.errors,
+        "rpcs": rpc.ops,
+        "rpc_errors": rpc.errors,
+        "rpc_timeouts": rpc.timeouts,
+        "rpc_redirects": rpc.redirects,
+        "get_leader_retries": m.get_leader_retries,
+        "slow_requests": m.slow_requests,
+    }
+
+
+def _print_stats(what: str, s: dict[str, Any]) -> None:
+    lat = s["latency_ms"]
+    print(
+        f"stats: {s['ops']} {what}s, {s['iops']:.0f} IOPS, {s['mib_per_s']:.1f} MiB/s; latency "
+        f"p50 {lat['p50']:.2f} ms, p99 {lat['p99']:.2f} ms, p99.9 {lat['p999']:.2f} ms, "
+        f"max {lat['max']:.2f} ms; {s['rpcs']} chunk RPCs ({s['rpc_errors']} failed, "
+        f"{s['rpc_timeouts']} timed out, {s['rpc_redirects']} redirected), "
+        f"{s['slow_requests']} slow"
+    )
+
+
 def _summary(
-    args: argparse.Namespace, what: str, source: str, target: str, tally: _Tally, t0: float
+    args: argparse.Namespace,
+    what: str,
+    source: str,
+    target: str,
+    tally: _Tally,
+    t0: float,
+    metrics: IoMetrics | None = None,
 ) -> None:
     seconds = max(time.monotonic() - t0, 1e-9)
+    stats = None if metrics is None else _io_stats(metrics, what == "put", seconds)
     if args.json:
-        _print_json(
-            {
-                "command": what,
-                "source": source,
-                "target": target,
-                "bytes": tally.covered,
-                "bytes_written": tally.written,
-                "bytes_skipped": tally.covered - tally.written,
-                "seconds": round(seconds, 3),
-                "bytes_per_second": round(tally.covered / seconds),
-            }
-        )
+        out: dict[str, Any] = {
+            "command": what,
+            "source": source,
+            "target": target,
+            "bytes": tally.covered,
+            "bytes_written": tally.written,
+            "bytes_skipped": tally.covered - tally.written,
+            "seconds": round(seconds, 3),
+            "bytes_per_second": round(tally.covered / seconds),
+        }
+        if stats is not None:
+            out["stats"] = stats
+        _print_json(out)
         return
     print(
         f"{what} {source} -> {target}: {format_size(tally.covered)} in {seconds:.1f} s "
         f"({format_size(tally.covered / seconds)}/s), {format_size(tally.written)} written, "
         f"{format_size(tally.covered - tally.written)} of zeros skipped"
     )
+    if stats is not None:
+        _print_stats("write" if what == "put" else "read", stats)
 
 
 def _open_local(path: str, flags: int, what: str) -> int:
@@ -491,7 +537,8 @@ def _cmd_put(args: argparse.Namespace) -> int:
         t0 = time.monotonic()
         _bounded(args.jobs, _put_tasks(fd, size, vol, args.block_size, skip_zeros, tally), tally)
         bar.close()
-    _summary(args, "put", args.local, args.remote, tally, t0)
+        metrics = vol.metrics() if args.stats else None
+    _summary(args, "put", args.local, args.remote, tally, t0, metrics)
     return Exit.OK
 
 
@@ -560,7 +607,8 @@ def _cmd_get(args: argparse.Namespace) -> int:
         except OSError as e:
             raise Failure(Exit.LOCAL, f"cannot write {args.local}: {e.strerror}") from None
         bar.close()
-    _summary(args, "get", args.remote, args.local, tally, t0)
+        metrics = vol.metrics() if args.stats else None
+    _summary(args, "get", args.remote, args.local, tally, t0, metrics)
     return Exit.OK
 
 
@@ -665,11 +713,17 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         path = args.path or f"/curvefs-bench-{uuid.uuid4().hex[:12]}"
         client.create(path, args.size)
         stack.callback(client.remove, path)
-        vol = stack.enter_context(client.open(path))
-        span = min(args.span, vol.size)
+        span = min(args.span, client.stat(path).length)
         results = []
         for name, write, sequential, block in _BENCH_TESTS:
-            r = _bench_one(vol, write, sequential, block, span, args.jobs, args.seconds)
+            # Opened per test: a volume's metrics start at its open, so each test's
+            # latency percentiles are its own.
+            with client.open(path) as vol:
+                r = _bench_one(vol, write, sequential, block, span, args.jobs, args.seconds)
+                m = vol.metrics()
+            done = (m.write if write else m.read).latency
+            r["p50_latency_ms"] = round(done.p50 * 1e3, 3)
+            r["p99_latency_ms"] = round(done.p99 * 1e3, 3)
             results.append({"test": name, **r})
             if name == "seq write":
                 # The other tests stay where data now is: reads of never-written chunks
@@ -682,13 +736,17 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         f"curvefs bench: {where}, {args.jobs} jobs, {args.seconds:g} s per test; after seq "
         f"write, IO within the {format_size(span)} it wrote"
     )
-    header = f"{'test':<11} {'block':>7} {'IOPS':>10} {'MiB/s':>9} {'mean lat':>10}"
+    header = (
+        f"{'test':<11} {'block':>7} {'IOPS':>10} {'MiB/s':>9} {'mean lat':>10} "
+        f"{'p50':>10} {'p99':>10}"
+    )
     print(header)
     for r in results:
         lat = "-" if r["mean_latency_ms"] is None else f"{r['mean_latency_ms']:.2f} ms"
         print(
             f"{r['test']:<11} {format_size(r['block_size']):>7} {r['iops']:>10.0f} "
-            f"{r['mib_per_s']:>9.1f} {lat:>10}"
+            f"{r['mib_per_s']:>9.1f} {lat:>10} {r['p50_latency_ms']:>7.2f} ms "
+            f"{r['p99_latency_ms']:>7.2f} ms"
         )
     return Exit.OK
 
@@ -917,6 +975,11 @@ def build_parser() -> argparse.ArgumentParser:
             choices=("auto", "always", "never"),
             default="auto",
             help="a progress bar on stderr: auto (when stderr is a terminal), always, never",
+        )
+        p.add_argument(
+            "--stats",
+            action="store_true",
+            help="also print IOPS, MiB/s, latency percentiles and chunk RPC counts",
         )
         json_flag(p, "the summary")
 

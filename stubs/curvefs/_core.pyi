@@ -7,7 +7,7 @@ instead. Wrong argument *types* raise ``TypeError``; out-of-range values return 
 
 import os
 from collections.abc import Callable
-from typing import Final, Self, TypeAlias, final
+from typing import Any, Final, Self, TypeAlias, final
 
 from typing_extensions import Buffer
 
@@ -68,13 +68,16 @@ __all__ = [
     "UserInfo_t",
     "VolumeHandle",
     "__version__",
+    "_log_level",
     "_note_exiting",
+    "_set_log_level",
     "copyset_leader",
     "create_local_cluster_layout",
     "debug_build",
     "local_cluster_layout",
     "serve_chunkserver",
     "serve_mds",
+    "serve_snapshot_clone",
     "set_runtime_threads",
     "transfer_leader",
     "write_local_client_conf",
@@ -131,6 +134,13 @@ CURVE_ERROR_UNKNOWN: Final = 100
 
 ERROR_NAMES: Final[dict[int, str]]
 """``LIBCURVE_ERROR`` names by positive code: the core's one table of codes."""
+
+def _set_log_level(level: int) -> None:
+    """Sets the core's event filter: events at or above this Python logging level cross
+    to Python (``curvefs._logging`` keeps it in step with the ``curvefs`` loggers)."""
+
+def _log_level() -> int:
+    """The Python logging level the core's event filter lets through now."""
 
 def _note_exiting() -> None:
     """The atexit hook that marks the interpreter as shutting down."""
@@ -290,6 +300,14 @@ def serve_chunkserver(
     """Serves chunkserver ``chunkserver_id`` of the local cluster until SIGTERM or SIGINT (or
     the end of the ``lifeline_fd`` pipe's writers)."""
 
+def serve_snapshot_clone(
+    data_dir: str | os.PathLike[str],
+    listen_fd: int | None = None,
+    lifeline_fd: int | None = None,
+) -> None:
+    """Serves the local cluster's snapshot/clone service (upstream's HTTP API) until SIGTERM
+    or SIGINT (or the end of the ``lifeline_fd`` pipe's writers)."""
+
 def copyset_leader(addr: str, logical_pool_id: int, copyset_id: int, timeout_ms: int = 1000) -> str:
     """The "ip:port" that the chunkserver at ``addr`` names as the copyset's leader
     (GetLeader over baidu_std); ``OSError`` if it names none or does not answer in time."""
@@ -356,6 +374,10 @@ class ClientHandle:
     def flatten(self, path: str) -> None: ...
     def cluster_id(self) -> str: ...
     def poolsets(self) -> list[str]: ...
+    def metrics(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        """``(io, mds)``: the client's IO metrics and its MDS client's, as dicts that
+        ``curvefs.metrics`` types."""
+
     def open(self, path: str) -> VolumeHandle: ...
     def call_async(self, op: str, args: tuple[object, ...], waiter: _Waiter) -> TaskHandle:
         """Starts namespace call ``op`` on the runtime; ``waiter`` is
@@ -376,6 +398,9 @@ class VolumeHandle:
     def stat(self) -> _Stat: ...
     def size(self) -> int: ...
     def block_size(self) -> int: ...
+    def metrics(self) -> dict[str, Any]:
+        """This volume's IO metrics, as a dict that ``curvefs.metrics`` types."""
+
     def close(self) -> None: ...
     def discard(self, offset: int, length: int) -> None: ...
     def write_zeroes(self, offset: int, length: int) -> None: ...

@@ -40,7 +40,6 @@ impl Bitmap {
         (!spare).then_some(map)
     }
 
-    #[cfg(test)]
     pub fn as_bytes(&self) -> &[u8] {
         &self.bytes
     }

@@ -232,12 +232,17 @@ impl StateMachine {
                                 chunk_sn: store.sn(k).ok().flatten(),
                             };
                         }
+                        Err(WriteError::Conflict(why)) => {
+                            // Upstream's chunkservers answer these FAILURE_UNKNOWN too.
+                            tracing::warn!(key = ?k, ?sn, why, "applying a write: refused");
+                            return status(ChunkOpStatus::FailureUnknown);
+                        }
                         Err(WriteError::Io(e)) => {
                             tracing::error!(key = ?k, error = %e, "applying a write: sn update failed");
                             return status(ChunkOpStatus::DiskFail);
                         }
                     }
-                    match store.write(k, u64::from(offset), &data) {
+                    match store.write(k, u64::from(offset), &data, sn) {
                         Ok(()) => status(ChunkOpStatus::Success),
                         Err(e) => {
                             tracing::error!(key = ?k, error = %e, "applying a write failed");
@@ -289,7 +294,8 @@ impl StateMachine {
 /// Which entries of a batch to skip: plain writes (no clone location) that no one waits
 /// for (a follower's, or a replay's: a proposer's own entries carry a responder and are
 /// always applied, their answer depending on it) whose whole range a later plain write
-/// of the batch to the same chunk covers, with an sn at least theirs. Looks ahead at
+/// of the batch to the same chunk covers, with the same sn (a higher one may be refused
+/// where theirs started the chunk's snapshot, store/cow.rs; then both must apply). Looks ahead at
 /// most [`LOOKAHEAD`] entries.
 fn overwritten_in_batch(batch: &[EntryResponder<TypeConfig>]) -> Vec<bool> {
     const LOOKAHEAD: usize = 256;
@@ -300,7 +306,7 @@ fn overwritten_in_batch(batch: &[EntryResponder<TypeConfig>]) -> Vec<bool> {
             sn,
             location: None,
             data,
-        }) => Some((*chunk_id, u64::from(*offset), data.len() as u64, sn.unwrap_or(0))),
+        }) => Some((*chunk_id, u64::from(*offset), data.len() as u64, *sn)),
         _ => None,
     };
     batch
@@ -313,7 +319,7 @@ fn overwritten_in_batch(batch: &[EntryResponder<TypeConfig>]) -> Vec<bool> {
             };
             batch[i + 1..].iter().take(LOOKAHEAD).any(|(later, _)| {
                 plain(later).is_some_and(|(c, s, l, later_sn)| {
-                    c == chunk && s <= start && s + l >= start + len && later_sn >= sn
+                    c == chunk && s <= start && s + l >= start + len && later_sn == sn
                 })
             })
         })

@@ -27,7 +27,7 @@ use crate::clone::{Bitmap, CloneMeta, CurveOrigin, LOCATION_LIMIT, curve_locatio
 use crate::copyset::{CopysetState, peer_id_text};
 use crate::origin::{ORIGIN_DEADLINE, Origin};
 use crate::raft::Cmd;
-use crate::store::{ChunkKey, ChunkStore, ChunkView};
+use crate::store::{ChunkKey, ChunkStore, ChunkView, SnapshotError};
 
 /// What GetLeader fails with while no leader is known (braft's text).
 pub(crate) const NO_LEADER_MESSAGE: &str = "no leader known for this copyset";
@@ -327,6 +327,47 @@ impl Node {
         }
     }
 
+    /// ReadChunkSnapshot, as upstream's `ReadSnapshotRequest`: the chunk's bytes as they
+    /// were at `sn` (store/cow.rs), from the leader once it is known to lead (as ReadChunk).
+    pub(crate) async fn read_snapshot(&self, req: ChunkRequest) -> ChunkResponse {
+        let (copyset, range, key) = match self.admit(&req, ChunkOpType::ChunkOpReadSnap) {
+            Ok(admitted) => admitted,
+            Err(refusal) => return refusal,
+        };
+        if !self.linearize(copyset).await {
+            return status_response(ChunkOpStatus::Redirected);
+        }
+        let store = self.store.clone();
+        let lock = copyset.io_lock.clone();
+        let (sn, offset, len) = (
+            req.sn.unwrap_or(0),
+            u64::from(range.offset),
+            range.size as usize,
+        );
+        let result = run_io(len, move || {
+            let _applying = lock.read().unwrap_or_else(PoisonError::into_inner);
+            Ok::<_, io::Error>(store.read_snapshot(key, sn, offset, len))
+        })
+        .await;
+        match result {
+            Ok(Ok(data)) => ChunkResponse {
+                status: ChunkOpStatus::Success as i32,
+                applied_index: Some(copyset.applied_index()),
+                attachment: Some(Bytes::from(data)),
+                ..Default::default()
+            },
+            Ok(Err(SnapshotError::NotExist)) => status_response(ChunkOpStatus::ChunkNotexist),
+            Ok(Err(SnapshotError::Io(e))) | Err(e) => {
+                tracing::warn!(?key, sn, error = %e, "chunk snapshot read failed");
+                status_response(ChunkOpStatus::DiskFail)
+            }
+            Ok(Err(other)) => {
+                tracing::warn!(?key, sn, error = ?other, "chunk snapshot read refused");
+                status_response(ChunkOpStatus::FailureUnknown)
+            }
+        }
+    }
+
     async fn local_read(
         &self,
         copyset: &CopysetState,
@@ -606,13 +647,16 @@ impl Node {
             copyset_id: req.copyset_id,
             chunk_id: req.chunk_id,
         };
-        match self.store.sn(key) {
-            Ok(Some(sn)) => GetChunkInfoResponse {
+        // As upstream's: `[sn]`, or `[sn, snapshot sn]` while the chunk has a snapshot; a
+        // missing chunk is a success with no sn at all.
+        match self.store.versions(key) {
+            Ok(versions) => GetChunkInfoResponse {
                 status: ChunkOpStatus::Success as i32,
                 redirect: None,
-                chunk_sn: vec![sn],
+                chunk_sn: versions
+                    .map(|v| std::iter::once(v.sn).chain(v.snapshot_sn).collect())
+                    .unwrap_or_default(),
             },
-            Ok(None) => response(ChunkOpStatus::ChunkNotexist),
             Err(e) => {
                 tracing::warn!(?key, error = %e, "chunk info failed");
                 response(ChunkOpStatus::DiskFail)
@@ -692,6 +736,15 @@ impl ChunkService for Handlers {
     ) -> Result<Response<ChunkResponse>, Status> {
         Ok(Response::new(
             self.0.write_to_the_end(request.into_inner()).await,
+        ))
+    }
+
+    async fn read_chunk_snapshot(
+        &self,
+        request: Request<ChunkRequest>,
+    ) -> Result<Response<ChunkResponse>, Status> {
+        Ok(Response::new(
+            self.0.read_snapshot(request.into_inner()).await,
         ))
     }
 

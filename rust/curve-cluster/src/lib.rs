@@ -191,6 +191,8 @@ struct LayoutFile {
     mds: MdsOptions,
     #[serde(default)]
     chunk_fsync: bool,
+    #[serde(default)]
+    snapshot_clone_port: Option<u16>,
 }
 
 /// A validated `cluster.json` and the directory it was read from.
@@ -214,6 +216,8 @@ pub struct ClusterLayout {
     /// Chunkservers put every acknowledged write on stable storage (`Durability::Sync`);
     /// off, a write survives a killed process but not a power cut.
     pub chunk_fsync: bool,
+    /// Where the snapshot/clone service listens, if the cluster has one.
+    pub snapshot_clone_port: Option<u16>,
 }
 
 /// What a new local cluster is made of, as its creator asks for it. The creator has bound
@@ -239,6 +243,9 @@ pub struct ClusterSpec {
     /// See [`ClusterLayout::chunk_fsync`].
     #[serde(default)]
     pub chunk_fsync: bool,
+    /// See [`ClusterLayout::snapshot_clone_port`].
+    #[serde(default)]
+    pub snapshot_clone_port: Option<u16>,
 }
 
 /// The name of MDS `index` (its port is `mds_ports[index]`): its log is `logs/<name>.log`.
@@ -250,6 +257,9 @@ pub fn mds_server_name(index: usize) -> String {
         format!("mds-{index}")
     }
 }
+
+/// The name of the snapshot/clone service: its log is `logs/snapshotclone.log`.
+pub const SNAPSHOT_CLONE_SERVER: &str = "snapshotclone";
 
 /// The name of chunkserver `id`: its log is `logs/<name>.log`.
 pub fn chunkserver_server_name(id: u32) -> String {
@@ -285,6 +295,7 @@ impl ClusterLayout {
             mds,
             external_ip: spec.external_ip.clone(),
             chunk_fsync: spec.chunk_fsync,
+            snapshot_clone_port: spec.snapshot_clone_port,
         };
         let text = serde_json::to_string_pretty(&file).map_err(|e| Error::Spec(e.to_string()))?;
         // What is written is what a server will read: validate it through the reader.
@@ -368,7 +379,19 @@ impl ClusterLayout {
             "root_user": self.mds.root_user,
             "root_password": self.mds.root_password,
             "client_conf": self.dir.join(CLIENT_CONF_FILE),
+            "snapshot_clone": self.snapshot_clone_port.map(|port| serde_json::json!({
+                "name": SNAPSHOT_CLONE_SERVER,
+                "port": port,
+                "addr": self.addr_string(port),
+                "log": log(SNAPSHOT_CLONE_SERVER),
+                "data_dir": self.snapshot_clone_data_dir(),
+            })),
         })
+    }
+
+    /// The snapshot/clone service's folder: its task records and its client.conf.
+    pub fn snapshot_clone_data_dir(&self) -> PathBuf {
+        self.dir.join(SNAPSHOT_CLONE_SERVER)
     }
 
     /// Reads and validates `<dir>/cluster.json`.
@@ -400,6 +423,7 @@ impl ClusterLayout {
             pool_capacity: raw.pool_capacity,
             mds: raw.mds,
             chunk_fsync: raw.chunk_fsync,
+            snapshot_clone_port: raw.snapshot_clone_port,
         };
         layout
             .validate()
@@ -433,8 +457,12 @@ impl ClusterLayout {
                 return Err(format!("chunkserver id {} appears twice", cs.id));
             }
         }
+        if self.snapshot_clone_port == Some(0) {
+            return Err("the snapshot/clone service has port 0".into());
+        }
         let mut ports: Vec<u16> = self.mds_ports.clone();
         ports.extend(self.chunkservers.iter().map(|c| c.port));
+        ports.extend(self.snapshot_clone_port);
         ports.sort_unstable();
         if let Some(w) = ports.windows(2).find(|w| w[0] == w[1]) {
             return Err(format!("port {} is used twice", w[0]));
@@ -650,6 +678,8 @@ pub enum ServerState {
     Serving,
     /// An MDS waiting for the active one to go; its port stays closed until then.
     Standby,
+    /// An MDS whose lease another MDS took (it was stopped past it): it stops serving.
+    Deposed,
 }
 
 impl ServerState {
@@ -657,6 +687,7 @@ impl ServerState {
         match self {
             ServerState::Serving => "serving",
             ServerState::Standby => "standby",
+            ServerState::Deposed => "deposed",
         }
     }
 }
@@ -678,13 +709,16 @@ fn open_port(
     socket.listen().map_err(socket_err)
 }
 
-/// Serves MDS `index` of the cluster in `dir` until `shutdown` completes.
+/// Serves MDS `index` of the cluster in `dir` until `shutdown` completes, or until it loses
+/// the lease of the cluster's MDS folder.
 ///
-/// The MDS becomes active only once it holds the leader lock of the cluster's MDS folder
-/// (`curve_mds::LeaderLock`): until then it reports [`ServerState::Standby`] and leaves
-/// its port closed, as upstream's MDS followers do, so clients walking `mds.listen.addr`
-/// pass over it. Once active it opens its port, reports [`ServerState::Serving`] and
-/// loads the store the MDS before it left.
+/// The MDS becomes active only once it holds the lease (`curve_mds::Leadership`): until
+/// then it reports [`ServerState::Standby`] and leaves its port closed, as upstream's MDS
+/// followers do, so clients walking `mds.listen.addr` pass over it. Once active it opens its
+/// port, reports [`ServerState::Serving`] and serves the store the MDS before it left. An
+/// MDS that finds its lease taken by another (it was stopped past the lease) reports
+/// [`ServerState::Deposed`] and stops, as upstream's MDS exits when it loses its etcd
+/// session.
 pub async fn serve_mds(
     dir: &Path,
     index: usize,
@@ -714,31 +748,54 @@ async fn mds_run(
 ) -> Result<(), Error> {
     let config = ClusterLayout::load(dir)?.mds_config_at(index)?;
     let mds_err = |e: curve_mds::Error| Error::Mds(e.to_string());
+    let lease = std::time::Duration::from_millis(config.options.leader_lease_ms.max(1));
     let mut shutdown = Box::pin(shutdown);
-    let leadership = match curve_mds::LeaderLock::try_acquire(&config.data_dir).map_err(mds_err)? {
-        Some(lock) => lock,
-        None => {
-            tracing::info!(
-                "MDS {index} standing by on {}: another MDS is active",
-                config.listen
-            );
-            report(ServerState::Standby);
-            tokio::select! {
-                lock = curve_mds::LeaderLock::acquire(&config.data_dir) => lock.map_err(mds_err)?,
-                () = &mut shutdown => return Ok(()),
+    let campaign = curve_mds::Leadership::campaign(&config.data_dir, index, lease, || {
+        tracing::info!(
+            "MDS {index} standing by on {}: another MDS is active",
+            config.listen
+        );
+        report(ServerState::Standby);
+    });
+    let mut leadership = tokio::select! {
+        held = campaign => held.map_err(mds_err)?,
+        () = &mut shutdown => return Ok(()),
+    };
+    tracing::info!("MDS {index} is active (term {})", leadership.term());
+    let listener = open_port(&mds_server_name(index), socket, config.listen)?;
+    report(ServerState::Serving);
+    let (lost_tx, lost_rx) = tokio::sync::oneshot::channel::<curve_mds::Lost>();
+    let stop = async move {
+        tokio::select! {
+            () = shutdown => {}
+            _ = lost_rx => {}
+        }
+    };
+    let serving = curve_mds::serve_leading(config, &leadership, listener, stop);
+    let mut lost_tx = Some(lost_tx);
+    let mut lost = None;
+    tokio::pin!(serving);
+    let served = loop {
+        tokio::select! {
+            served = &mut serving => break served,
+            why = leadership.hold(), if lost.is_none() => {
+                tracing::error!("MDS {index} lost its lease: {why}; it stops serving");
+                lost = Some(why.clone());
+                if let Some(tx) = lost_tx.take() {
+                    let _ = tx.send(why);
+                }
             }
         }
     };
-    tracing::info!("MDS {index} is active");
-    let listener = open_port(&mds_server_name(index), socket, config.listen)?;
-    report(ServerState::Serving);
-    let served = curve_mds::serve_with_listener(config, listener, shutdown)
-        .await
-        .map_err(mds_err);
-    // Leadership ends with the serving, not before: the next MDS must not open the store
-    // while this one still holds it.
-    drop(leadership);
-    served
+    if let Some(why) = lost {
+        report(ServerState::Deposed);
+        served.map_err(mds_err)?;
+        return Err(Error::Mds(format!("MDS {index} was deposed: {why}")));
+    }
+    // The lease goes with the serving, not before: the next MDS copies the store once
+    // nothing writes to it.
+    leadership.release();
+    served.map_err(mds_err)
 }
 
 /// Serves chunkserver `id` of the cluster in `dir` until `shutdown` completes.
@@ -780,6 +837,81 @@ async fn chunkserver_run(
             id,
             message: e.to_string(),
         })
+}
+
+/// Serves the cluster's snapshot/clone service (upstream's HTTP API) until `shutdown`
+/// completes. It calls the cluster as its root user, through a client of its own
+/// configured by `snapshotclone/client.conf` (the cluster's defaults, written at start).
+pub async fn serve_snapshot_clone(
+    dir: &Path,
+    socket: Option<ServerSocket>,
+    report: impl Fn(ServerState),
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), Error> {
+    let served = snapshot_clone_run(dir, socket, report, shutdown).await;
+    log_end("snapshot/clone service", &served);
+    served
+}
+
+async fn snapshot_clone_run(
+    dir: &Path,
+    socket: Option<ServerSocket>,
+    report: impl Fn(ServerState),
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), Error> {
+    let layout = ClusterLayout::load(dir)?;
+    let port = layout.snapshot_clone_port.ok_or_else(|| Error::Invalid {
+        path: dir.join(LAYOUT_FILE),
+        message: "the cluster has no snapshot/clone service".into(),
+    })?;
+    let addr: SocketAddr =
+        format!("{}:{port}", layout.host)
+            .parse()
+            .map_err(|e| Error::Invalid {
+                path: dir.join(LAYOUT_FILE),
+                message: format!("snapshot/clone service address: {e}"),
+            })?;
+    let data_dir = layout.snapshot_clone_data_dir();
+    let conf_path = data_dir.join(CLIENT_CONF_FILE);
+    std::fs::create_dir_all(&data_dir).map_err(|source| Error::Write {
+        path: data_dir.clone(),
+        source,
+    })?;
+    let text = layout.client_conf(&[])?;
+    std::fs::write(&conf_path, text).map_err(|source| Error::Write {
+        path: conf_path.clone(),
+        source,
+    })?;
+    let service_err = |message: String| Error::Invalid {
+        path: conf_path.clone(),
+        message,
+    };
+    let config = curve_client::ClientConfig::from_file(&conf_path)
+        .map_err(|e| service_err(format!("client conf: {e}")))?;
+    let client =
+        curve_client::Client::new(config).map_err(|e| service_err(format!("client: {e}")))?;
+    let root = curve_client::UserInfo {
+        owner: layout.mds.root_user.clone(),
+        password: layout.mds.root_password.clone(),
+    };
+    let listener = open_port(SNAPSHOT_CLONE_SERVER, socket, addr)?;
+    tracing::info!("snapshot/clone service serving on {addr}");
+    report(ServerState::Serving);
+    curve_snapshotclone::serve(
+        curve_snapshotclone::ServiceConfig {
+            client,
+            root,
+            options: curve_snapshotclone::CloneOptions::default(),
+            data_dir,
+        },
+        listener,
+        shutdown,
+    )
+    .await
+    .map_err(|e| Error::Socket {
+        server: SNAPSHOT_CLONE_SERVER.into(),
+        message: e.to_string(),
+    })
 }
 
 #[cfg(test)]
@@ -1108,6 +1240,7 @@ mod tests {
             mds: serde_json::Map::new(),
             external_ip: None,
             chunk_fsync: false,
+            snapshot_clone_port: None,
         };
         ClusterLayout::create(dir.path(), &s).unwrap();
         let mut sockets = sockets.into_iter();
