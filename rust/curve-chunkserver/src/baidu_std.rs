@@ -122,7 +122,10 @@ impl Dispatch for BaiduStd {
                         None => Err(format!("copyset {pool}-{copyset} is not hosted here")),
                     };
                     let payload = bincode::serialize(&answer).map_err(|e| {
-                        RpcError::new(errors::EINTERNAL, format!("cannot encode a Raft answer: {e}"))
+                        RpcError::new(
+                            errors::EINTERNAL,
+                            format!("cannot encode a Raft answer: {e}"),
+                        )
                     })?;
                     Ok(Response {
                         payload: Bytes::from(payload),

@@ -24,7 +24,9 @@ use openraft::{BasicNode, Config, ServerState, SnapshotPolicy};
 
 use crate::raft::{Raft, SnapshotFiles, StateMachine};
 use crate::raft_log::LogStore;
-use crate::raft_net::{GroupNetwork, PeerChannels, RaftRpc, RaftRpcReply, is_chunk_file_name};
+use crate::raft_net::{
+    GroupNetwork, OPERATOR_TRANSFER_WINDOW, PeerChannels, RaftRpc, RaftRpcReply, is_chunk_file_name,
+};
 use crate::store::{ChunkStore, Durability};
 use crate::{HostedCopyset, PeerEntry};
 
@@ -43,8 +45,6 @@ const SNAPSHOT_EVERY: u64 = 512;
 const MAX_PAYLOAD_ENTRIES: u64 = 16;
 /// How often the preferred-leader check runs.
 const HANDBACK_EVERY: Duration = Duration::from_millis(500);
-/// Leadership won within this long after a `TransferLeader` to us is the operator's.
-const TRANSFER_WINDOW: Duration = Duration::from_secs(10);
 
 pub(crate) struct CopysetState {
     pub logical_pool_id: u32,
@@ -58,8 +58,12 @@ pub(crate) struct CopysetState {
     raft_dir: PathBuf,
     /// The snapshot being received: its id.
     receiving: tokio::sync::Mutex<Option<u64>>,
-    /// When a `TransferLeader` naming this member last arrived.
+    /// When an operator's `TransferLeader` naming this member last arrived (a
+    /// leader's hand-back to an earlier member does not count).
     transfer_to_us: Mutex<Option<Instant>>,
+    /// The member an operator's TransferLeader to this leader named, and when: the
+    /// network marks the transfer it sends there as the operator's.
+    operator_transfer: Arc<Mutex<Option<(u64, Instant)>>>,
     /// Whether this member, while leading, hands leadership to the first member.
     hands_back: AtomicBool,
 }
@@ -107,10 +111,12 @@ impl CopysetState {
             .iter()
             .map(|m| (u64::from(m.id), m.addr.clone()))
             .collect();
+        let operator_transfer = Arc::new(Mutex::new(None));
         let network = GroupNetwork {
             key,
             channels,
             addrs: Arc::new(addrs),
+            operator_transfer: operator_transfer.clone(),
         };
         let config = Config {
             cluster_name: format!("copyset-{}-{}", key.0, key.1),
@@ -123,7 +129,11 @@ impl CopysetState {
             max_in_snapshot_log_to_keep: SNAPSHOT_EVERY,
             ..Default::default()
         };
-        let config = Arc::new(config.validate().map_err(|e| OpenError::Raft(e.to_string()))?);
+        let config = Arc::new(
+            config
+                .validate()
+                .map_err(|e| OpenError::Raft(e.to_string()))?,
+        );
         let raft = Raft::new(u64::from(self_id), config, network, log, sm)
             .await
             .map_err(|e| OpenError::Raft(e.to_string()))?;
@@ -155,6 +165,7 @@ impl CopysetState {
             raft_dir,
             receiving: tokio::sync::Mutex::new(None),
             transfer_to_us: Mutex::new(None),
+            operator_transfer,
             hands_back: AtomicBool::new(true),
         })
     }
@@ -211,6 +222,10 @@ impl CopysetState {
         let Some(to) = self.members.get(index) else {
             return Err("no such member".into());
         };
+        *self
+            .operator_transfer
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some((u64::from(to.id), Instant::now()));
         self.raft
             .trigger()
             .transfer_leader(u64::from(to.id))
@@ -239,11 +254,13 @@ impl CopysetState {
                 .await
                 .map(RaftRpcReply::Vote)
                 .map_err(|e| e.to_string()),
-            RaftRpc::Transfer(req) => {
-                *self
-                    .transfer_to_us
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner) = Some(Instant::now());
+            RaftRpc::Transfer { req, operator } => {
+                if operator {
+                    *self
+                        .transfer_to_us
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner) = Some(Instant::now());
+                }
                 self.raft
                     .handle_transfer_leader(req)
                     .await
@@ -356,7 +373,7 @@ impl CopysetState {
                     .transfer_to_us
                     .lock()
                     .unwrap_or_else(PoisonError::into_inner)
-                    .is_some_and(|t| t.elapsed() < TRANSFER_WINDOW);
+                    .is_some_and(|t| t.elapsed() < OPERATOR_TRANSFER_WINDOW);
                 self.hands_back.store(!asked, Ordering::Release);
             }
             if let Some(to) = earlier

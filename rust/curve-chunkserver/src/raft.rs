@@ -214,7 +214,9 @@ impl StateMachine {
         let lock = self.io_lock.clone();
         let len = cmd.data_len();
         let run = move || -> Reply {
-            let _guard = lock.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let _guard = lock
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             match cmd {
                 Cmd::Write {
                     chunk_id,
@@ -313,8 +315,7 @@ fn overwritten_in_batch(batch: &[EntryResponder<TypeConfig>]) -> Vec<bool> {
         .iter()
         .enumerate()
         .map(|(i, (entry, responder))| {
-            let Some((chunk, start, len, sn)) = plain(entry).filter(|_| responder.is_none())
-            else {
+            let Some((chunk, start, len, sn)) = plain(entry).filter(|_| responder.is_none()) else {
                 return false;
             };
             batch[i + 1..].iter().take(LOOKAHEAD).any(|(later, _)| {

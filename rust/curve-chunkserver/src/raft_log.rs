@@ -303,7 +303,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         Ok(())
     }
 
-    async fn append<I>(&mut self, entries: I, callback: IOFlushed<TypeConfig>) -> Result<(), io::Error>
+    async fn append<I>(
+        &mut self,
+        entries: I,
+        callback: IOFlushed<TypeConfig>,
+    ) -> Result<(), io::Error>
     where
         I: IntoIterator<Item = Entry> + Send,
         I::IntoIter: Send,
@@ -353,7 +357,12 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             let synced = tokio::task::spawn_blocking(move || file.sync_data())
                 .await
                 .unwrap_or_else(|e| Err(io::Error::other(e)));
-            callback.io_completed(synced.as_ref().map(|_| ()).map_err(|e| io::Error::new(e.kind(), e.to_string())));
+            callback.io_completed(
+                synced
+                    .as_ref()
+                    .map(|_| ())
+                    .map_err(|e| io::Error::new(e.kind(), e.to_string())),
+            );
             return synced;
         }
         callback.io_completed(Ok(()));
@@ -421,4 +430,3 @@ impl Cmd {
         }
     }
 }
-

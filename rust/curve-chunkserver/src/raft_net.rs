@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::os::unix::fs::FileExt;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use openraft::errors::{NetworkError, RPCError, ReplicationClosed, StreamingError, Unreachable};
@@ -40,7 +40,12 @@ pub(crate) enum RaftRpc {
     Append(AppendEntriesRequest<TypeConfig>),
     Vote(VoteRequest<TypeConfig>),
     PreVote(VoteRequest<TypeConfig>),
-    Transfer(TransferLeaderRequest<TypeConfig>),
+    /// `operator`: an operator's TransferLeader asked for it, not the sender's hand-back
+    /// to an earlier member (the receiver then keeps leadership; see copyset.rs).
+    Transfer {
+        req: TransferLeaderRequest<TypeConfig>,
+        operator: bool,
+    },
     SnapshotBegin {
         id: u64,
     },
@@ -99,7 +104,7 @@ impl RaftRpc {
             RaftRpc::Append(_) => "AppendEntries",
             RaftRpc::Vote(_) => "Vote",
             RaftRpc::PreVote(_) => "PreVote",
-            RaftRpc::Transfer(_) => "TransferLeader",
+            RaftRpc::Transfer { .. } => "TransferLeader",
             RaftRpc::SnapshotBegin { .. }
             | RaftRpc::SnapshotPiece { .. }
             | RaftRpc::SnapshotFinish { .. } => "InstallSnapshot",
@@ -161,12 +166,19 @@ pub(crate) struct GroupNetwork {
     pub channels: Arc<PeerChannels>,
     /// Chunkserver id -> "ip:port" from the cluster layout (which owns addresses).
     pub addrs: Arc<HashMap<u64, String>>,
+    /// The member an operator's TransferLeader last named, and when.
+    pub operator_transfer: Arc<Mutex<Option<(u64, Instant)>>>,
 }
+
+/// A transfer to the member an operator named this long ago or less is the operator's.
+pub(crate) const OPERATOR_TRANSFER_WINDOW: Duration = Duration::from_secs(10);
 
 pub(crate) struct PeerClient {
     key: (u32, u32),
     channels: Arc<PeerChannels>,
     addr: String,
+    target: u64,
+    operator_transfer: Arc<Mutex<Option<(u64, Instant)>>>,
 }
 
 impl RaftNetworkFactory<TypeConfig> for GroupNetwork {
@@ -176,6 +188,8 @@ impl RaftNetworkFactory<TypeConfig> for GroupNetwork {
         PeerClient {
             key: self.key,
             channels: self.channels.clone(),
+            target,
+            operator_transfer: self.operator_transfer.clone(),
             addr: self
                 .addrs
                 .get(&target)
@@ -196,7 +210,13 @@ impl PeerClient {
             .await
             .map_err(CallFailure::Unreachable)?;
         let reply = channel
-            .call(RAFT_SERVICE, method, Bytes::from(payload), Bytes::new(), timeout)
+            .call(
+                RAFT_SERVICE,
+                method,
+                Bytes::from(payload),
+                Bytes::new(),
+                timeout,
+            )
             .await
             .map_err(|e| CallFailure::Unreachable(e.to_string()))?;
         let answer: Result<RaftRpcReply, String> = bincode::deserialize(&reply.payload)
@@ -296,7 +316,13 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         req: TransferLeaderRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<TransferLeaderResponse<TypeConfig>, RPCError<TypeConfig>> {
-        match self.call(RaftRpc::Transfer(req), option.soft_ttl()).await {
+        let operator = self
+            .operator_transfer
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_some_and(|(to, at)| to == self.target && at.elapsed() < OPERATOR_TRANSFER_WINDOW);
+        let rpc = RaftRpc::Transfer { req, operator };
+        match self.call(rpc, option.soft_ttl()).await {
             Ok(RaftRpcReply::Transfer(r)) => Ok(r),
             Ok(_) => Err(CallFailure::Refused("unexpected answer".into()).into_rpc()),
             Err(e) => Err(e.into_rpc()),

@@ -23,7 +23,9 @@ use curve_proto::local::{IdentifyRequest, IdentifyResponse};
 use openraft::ReadPolicy;
 use tonic::{Request, Response, Status};
 
-use crate::clone::{Bitmap, CloneMeta, CurveOrigin, LOCATION_LIMIT, curve_location, parse_location};
+use crate::clone::{
+    Bitmap, CloneMeta, CurveOrigin, LOCATION_LIMIT, curve_location, parse_location,
+};
 use crate::copyset::{CopysetState, peer_id_text};
 use crate::origin::{ORIGIN_DEADLINE, Origin};
 use crate::raft::Cmd;
@@ -39,7 +41,6 @@ const READ_APPLY_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 /// answered FAILURE_UNKNOWN (a status the client retries), as a write that missed a
 /// majority was before. Curve's client gives up on an RPC after 1 s and resends it.
 const PROPOSE_DEADLINE: std::time::Duration = std::time::Duration::from_secs(3);
-
 
 /// State shared by all handlers of one chunkserver.
 pub(crate) struct Node {
@@ -164,7 +165,9 @@ impl Node {
             }
         };
         matches!(
-            linearizer.try_await_ready(&copyset.raft, Some(READ_APPLY_WAIT)).await,
+            linearizer
+                .try_await_ready(&copyset.raft, Some(READ_APPLY_WAIT))
+                .await,
             Ok(Ok(_))
         )
     }
@@ -471,7 +474,6 @@ impl Node {
             Err(_) => Err(format!("no answer within {ORIGIN_DEADLINE:?}")),
         }
     }
-
 
     /// WriteChunk, run to its end on a task of its own whatever becomes of the caller:
     /// both servers drop an RPC's future when the client's connection goes, and a
@@ -864,7 +866,9 @@ impl CliService2 for Handlers {
         &self,
         request: Request<TransferLeaderRequest2>,
     ) -> Result<Response<TransferLeaderResponse2>, Status> {
-        Ok(Response::new(self.0.transfer_leader(request.get_ref()).await?))
+        Ok(Response::new(
+            self.0.transfer_leader(request.get_ref()).await?,
+        ))
     }
 }
 

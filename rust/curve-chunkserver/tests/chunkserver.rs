@@ -445,8 +445,13 @@ async fn whole_chunk_write_and_concurrent_small_writes() -> TestResult {
     let resp = read(&mut leader, read_request(CS_A, 40, 0, CHUNK_SIZE)).await?;
     assert_eq!(resp.attachment.as_deref(), Some(&whole[..]));
     assert_eq!(
-        on_disk_eventually(&cluster.chunk_path(2, CS_A, 40), 0, CHUNK_SIZE as usize, &whole)
-            .await?,
+        on_disk_eventually(
+            &cluster.chunk_path(2, CS_A, 40),
+            0,
+            CHUNK_SIZE as usize,
+            &whole
+        )
+        .await?,
         whole
     );
 

@@ -13,7 +13,9 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use common::*;
 use curve_brpc::{Channel, DEFAULT_MAX_BODY};
-use curve_proto::chunkserver::{ChunkOpStatus, ChunkRequest, ChunkResponse, TransferLeaderRequest2};
+use curve_proto::chunkserver::{
+    ChunkOpStatus, ChunkRequest, ChunkResponse, TransferLeaderRequest2,
+};
 use curve_proto::common::Peer;
 use prost::Message;
 use rand::Rng;
@@ -193,8 +195,16 @@ async fn a_paused_leader_is_replaced_and_once_resumed_neither_reads_nor_writes()
         (ChunkOpStatus::Success, &first[..]),
         "the resumed old leader served its stale copy"
     );
-    assert_ne!(read_status, ChunkOpStatus::Success, "the resumed old leader served a read");
-    assert_ne!(write?, ChunkOpStatus::Success, "the resumed old leader took a write");
+    assert_ne!(
+        read_status,
+        ChunkOpStatus::Success,
+        "the resumed old leader served a read"
+    );
+    assert_ne!(
+        write?,
+        ChunkOpStatus::Success,
+        "the resumed old leader took a write"
+    );
     // The old leader rejoins as a follower and every replica holds the newer bytes.
     for i in 0..3 {
         let path = cluster.chunk_path(i, CS_A, 400);
@@ -246,10 +256,16 @@ fn check_history(ops: &[Op]) -> Result<(), String> {
                 continue;
             }
             let Some(w) = writes.get(&r.value) else {
-                return Err(format!("block {block}: read value {} never written", r.value));
+                return Err(format!(
+                    "block {block}: read value {} never written",
+                    r.value
+                ));
             };
             if w.start > r_end {
-                return Err(format!("block {block}: read {} before its write began", r.value));
+                return Err(format!(
+                    "block {block}: read {} before its write began",
+                    r.value
+                ));
             }
             if let Some(w_end) = w.end
                 && let Some(newer) = writes
@@ -304,7 +320,12 @@ impl Client {
         self.channels.get(&i)
     }
 
-    async fn call(&mut self, copyset: u32, method: &str, req: ChunkRequest) -> Option<(ChunkResponse, Bytes)> {
+    async fn call(
+        &mut self,
+        copyset: u32,
+        method: &str,
+        req: ChunkRequest,
+    ) -> Option<(ChunkResponse, Bytes)> {
         let until = Instant::now() + OP_DEADLINE;
         while Instant::now() < until {
             let guess = rand::thread_rng().gen_range(0..3);
@@ -322,7 +343,8 @@ impl Client {
                 }
                 _ => {
                     // Redirected, failed or unreachable: another member next time.
-                    self.leader.insert(copyset, rand::thread_rng().gen_range(0..3));
+                    self.leader
+                        .insert(copyset, rand::thread_rng().gen_range(0..3));
                     tokio::time::sleep(Duration::from_millis(20)).await;
                 }
             }
@@ -333,7 +355,12 @@ impl Client {
 
 /// A block's bytes for value `v`: `v` little-endian, repeated.
 fn block_of(v: u64) -> Vec<u8> {
-    v.to_le_bytes().iter().copied().cycle().take(BLOCK_SIZE as usize).collect()
+    v.to_le_bytes()
+        .iter()
+        .copied()
+        .cycle()
+        .take(BLOCK_SIZE as usize)
+        .collect()
 }
 
 fn value_of(data: &[u8]) -> Option<u64> {
@@ -395,13 +422,16 @@ async fn history_under_faults_is_linearizable_and_replicas_end_identical() -> Te
                     let req = write_request(copyset, chunk, offset, block_of(value), 0);
                     let done = client.call(copyset, "WriteChunk", req).await;
                     let end = done.is_some().then(Instant::now);
-                    history.lock().unwrap_or_else(PoisonError::into_inner).push(Op {
-                        block,
-                        value,
-                        write: true,
-                        start,
-                        end,
-                    });
+                    history
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .push(Op {
+                            block,
+                            value,
+                            write: true,
+                            start,
+                            end,
+                        });
                 } else {
                     let req = read_request(copyset, chunk, offset, BLOCK_SIZE);
                     let Some((resp, data)) = client.call(copyset, "ReadChunk", req).await else {
@@ -415,13 +445,16 @@ async fn history_under_faults_is_linearizable_and_replicas_end_identical() -> Te
                     let Some(value) = value else {
                         return Err(format!("block {block}: a torn read"));
                     };
-                    history.lock().unwrap_or_else(PoisonError::into_inner).push(Op {
-                        block,
-                        value,
-                        write: false,
-                        start,
-                        end: Some(Instant::now()),
-                    });
+                    history
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .push(Op {
+                            block,
+                            value,
+                            write: false,
+                            start,
+                            end: Some(Instant::now()),
+                        });
                 }
             }
             Ok::<(), String>(())
@@ -487,12 +520,21 @@ async fn history_under_faults_is_linearizable_and_replicas_end_identical() -> Te
     for client in clients {
         client.await??;
     }
-    let ops = history.lock().unwrap_or_else(PoisonError::into_inner).clone();
-    let (writes, reads) = ops.iter().fold((0, 0), |(w, r), o| {
-        if o.write { (w + 1, r) } else { (w, r + 1) }
-    });
+    let ops = history
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .clone();
+    let (writes, reads) = ops.iter().fold(
+        (0, 0),
+        |(w, r), o| {
+            if o.write { (w + 1, r) } else { (w, r + 1) }
+        },
+    );
     eprintln!("history: {writes} writes, {reads} reads; faults: {faults:?}");
-    assert!(writes > 20 && reads > 20, "too little history: {writes} writes, {reads} reads");
+    assert!(
+        writes > 20 && reads > 20,
+        "too little history: {writes} writes, {reads} reads"
+    );
     check_history(&ops)?;
     // Every replica converges to the same chunk files.
     let c = cluster.lock().await;
@@ -501,7 +543,9 @@ async fn history_under_faults_is_linearizable_and_replicas_end_identical() -> Te
         let reference = c.chunk_path(0, copyset, chunk);
         eventually(&format!("replicas of chunk {chunk} identical"), || {
             let first = on_disk(&reference, 0, len)?;
-            Ok((1..3).all(|i| on_disk(&c.chunk_path(i, copyset, chunk), 0, len).ok() == Some(first.clone())))
+            Ok((1..3).all(|i| {
+                on_disk(&c.chunk_path(i, copyset, chunk), 0, len).ok() == Some(first.clone())
+            }))
         })
         .await?;
         for suffix in ["", ".sn"] {
@@ -512,9 +556,15 @@ async fn history_under_faults_is_linearizable_and_replicas_end_identical() -> Te
                 std::fs::read(path).ok()
             };
             let first = read(0);
-            assert!(suffix == ".sn" || first.is_some(), "chunk {chunk} missing on replica 0");
+            assert!(
+                suffix == ".sn" || first.is_some(),
+                "chunk {chunk} missing on replica 0"
+            );
             for i in 1..3 {
-                assert!(read(i) == first, "chunk {chunk}{suffix}: replica {i} differs from replica 0");
+                assert!(
+                    read(i) == first,
+                    "chunk {chunk}{suffix}: replica {i} differs from replica 0"
+                );
             }
         }
     }
@@ -534,9 +584,18 @@ fn history_checker_finds_stale_and_invented_reads() {
         start: at(start),
         end: Some(at(end)),
     };
-    let serial = [op(1, true, 0, 10), op(1, false, 20, 30), op(2, true, 40, 50), op(2, false, 60, 70)];
+    let serial = [
+        op(1, true, 0, 10),
+        op(1, false, 20, 30),
+        op(2, true, 40, 50),
+        op(2, false, 60, 70),
+    ];
     assert!(check_history(&serial).is_ok());
-    let stale = [op(1, true, 0, 10), op(2, true, 20, 30), op(1, false, 40, 50)];
+    let stale = [
+        op(1, true, 0, 10),
+        op(2, true, 20, 30),
+        op(1, false, 40, 50),
+    ];
     assert!(check_history(&stale).is_err());
     let invented = [op(1, true, 0, 10), op(7, false, 20, 30)];
     assert!(check_history(&invented).is_err());
@@ -552,7 +611,10 @@ fn history_checker_finds_stale_and_invented_reads() {
     assert!(check_history(&back).is_err());
     // A write of unknown outcome may take effect late.
     let late = [
-        Op { end: None, ..op(1, true, 0, 0) },
+        Op {
+            end: None,
+            ..op(1, true, 0, 0)
+        },
         op(2, true, 5, 10),
         op(1, false, 20, 30),
     ];
