@@ -38,9 +38,14 @@ use crate::{HostedCopyset, PeerEntry};
 pub(crate) const HEARTBEAT_MS: u64 = 250;
 pub(crate) const ELECTION_TIMEOUT_MIN_MS: u64 = 1000;
 pub(crate) const ELECTION_TIMEOUT_MAX_MS: u64 = 2000;
-/// A snapshot (only its meta: the chunk files are the data) every this many entries; as
-/// many entries stay in the log after it for followers a little behind.
-const SNAPSHOT_EVERY: u64 = 512;
+/// A snapshot (only its meta: the chunk files are the data) every this many entries, or
+/// once [`SNAPSHOT_BYTES`] of data were applied since the last; [`LOG_KEEP`] entries stay
+/// in the log after it for followers a little behind. The log holds each write's data, so
+/// it is bounded by size too: 512 entries of 1 MiB writes per copyset filled a test
+/// machine's disk.
+const SNAPSHOT_EVERY: u64 = 256;
+const SNAPSHOT_BYTES: u64 = 32 << 20;
+const LOG_KEEP: u64 = 64;
 /// Entries per AppendEntries (each at most one chunk of data).
 const MAX_PAYLOAD_ENTRIES: u64 = 16;
 /// How often the preferred-leader check runs.
@@ -66,6 +71,8 @@ pub(crate) struct CopysetState {
     operator_transfer: Arc<Mutex<Option<(u64, Instant)>>>,
     /// Whether this member, while leading, hands leadership to the first member.
     hands_back: AtomicBool,
+    /// The state machine's count of data bytes applied since its last snapshot.
+    bytes_since_snapshot: Arc<AtomicU64>,
 }
 
 /// Why a copyset could not start.
@@ -106,6 +113,7 @@ impl CopysetState {
             io_lock.clone(),
             applied_index.clone(),
         )?;
+        let bytes_since_snapshot = sm.bytes_since_snapshot.clone();
         let addrs: HashMap<u64, String> = hosted
             .members
             .iter()
@@ -126,7 +134,7 @@ impl CopysetState {
             install_snapshot_timeout: 30_000,
             max_payload_entries: MAX_PAYLOAD_ENTRIES,
             snapshot_policy: SnapshotPolicy::LogsSinceLast(SNAPSHOT_EVERY),
-            max_in_snapshot_log_to_keep: SNAPSHOT_EVERY,
+            max_in_snapshot_log_to_keep: LOG_KEEP,
             ..Default::default()
         };
         let config = Arc::new(
@@ -167,6 +175,7 @@ impl CopysetState {
             transfer_to_us: Mutex::new(None),
             operator_transfer,
             hands_back: AtomicBool::new(true),
+            bytes_since_snapshot,
         })
     }
 
@@ -335,13 +344,19 @@ impl CopysetState {
         self.raft_dir.join("snapshot-receiving")
     }
 
-    /// Logs each leadership won, and moves leadership to the earliest member in layout
+    /// Snapshots once enough data was applied (every member, leader or not), logs each
+    /// leadership won, and moves leadership to the earliest member in layout
     /// order whose log has every entry when this member leads without an operator having
     /// asked for it. Runs until the server stops.
     pub async fn hand_back_loop(self: Arc<Self>) {
         let mut led_term = None;
         loop {
             tokio::time::sleep(HANDBACK_EVERY).await;
+            if self.bytes_since_snapshot.load(Ordering::Relaxed) >= SNAPSHOT_BYTES
+                && let Err(e) = self.raft.trigger().snapshot().await
+            {
+                tracing::warn!(copyset = %self.name(), error = %e, "snapshot trigger failed");
+            }
             // The earliest member in layout order before us whose log has every entry.
             let (leading, term, earlier) = {
                 let metrics = self.raft.metrics();

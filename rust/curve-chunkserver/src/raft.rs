@@ -146,6 +146,9 @@ pub(crate) struct StateMachine {
     pub io_lock: Arc<std::sync::RwLock<()>>,
     /// Reported as `appliedIndex`.
     pub applied_index: Arc<std::sync::atomic::AtomicU64>,
+    /// Data bytes applied since the last snapshot: the copyset snapshots (and so purges
+    /// its log) by size too, not only every so many entries (copyset.rs).
+    pub bytes_since_snapshot: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl StateMachine {
@@ -183,6 +186,7 @@ impl StateMachine {
             membership,
             io_lock,
             applied_index,
+            bytes_since_snapshot: Arc::default(),
         })
     }
 
@@ -333,6 +337,8 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
     async fn build_snapshot(&mut self) -> Result<Snapshot, io::Error> {
         let meta = self.meta();
         self.save_meta(&meta)?;
+        self.bytes_since_snapshot
+            .store(0, std::sync::atomic::Ordering::Relaxed);
         Ok(Snapshot {
             meta,
             snapshot: SnapshotFiles {
@@ -345,6 +351,7 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
 /// The builder is a view of the same state: a snapshot is only its meta.
 pub(crate) struct Builder {
     meta: SnapshotMeta,
+    bytes_since_snapshot: Arc<std::sync::atomic::AtomicU64>,
     data_dir: PathBuf,
     meta_path: PathBuf,
     durability: Durability,
@@ -356,6 +363,8 @@ impl RaftSnapshotBuilder<TypeConfig> for Builder {
     async fn build_snapshot(&mut self) -> Result<Snapshot, io::Error> {
         let bytes = serde_json::to_vec(&self.meta).map_err(io::Error::other)?;
         replace_file(&self.meta_path, &bytes, self.durability)?;
+        self.bytes_since_snapshot
+            .store(0, std::sync::atomic::Ordering::Relaxed);
         Ok(Snapshot {
             meta: self.meta.clone(),
             snapshot: SnapshotFiles {
@@ -391,7 +400,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 EntryPayload::Normal(_) if overwritten.get(n).copied().unwrap_or(false) => {
                     Reply::default()
                 }
-                EntryPayload::Normal(cmd) => self.execute(cmd).await,
+                EntryPayload::Normal(cmd) => {
+                    self.bytes_since_snapshot
+                        .fetch_add(cmd.data_len() as u64, std::sync::atomic::Ordering::Relaxed);
+                    self.execute(cmd).await
+                }
                 EntryPayload::Membership(m) => {
                     self.membership = StoredMembership::new(Some(entry.log_id), m);
                     Reply::default()
@@ -410,6 +423,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
         Builder {
             meta: self.meta(),
+            bytes_since_snapshot: self.bytes_since_snapshot.clone(),
             data_dir: self.data_dir.clone(),
             meta_path: self.meta_path.clone(),
             durability: self.durability,

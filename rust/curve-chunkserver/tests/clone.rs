@@ -220,7 +220,8 @@ async fn reads_and_writes_of_a_lazy_clone(brpc: bool) -> TestResult {
         !cluster.chunk_path(0, CS_A, 30).exists(),
         "a read created the chunk"
     );
-    // A write with clone fields makes a clone chunk on every replica.
+    // A write with clone fields makes a clone chunk on every replica (followers apply
+    // it once committed, which may be after the ack).
     let written = pattern(2 * BLOCK, 9);
     let resp = leader
         .call(
@@ -230,10 +231,11 @@ async fn reads_and_writes_of_a_lazy_clone(brpc: bool) -> TestResult {
         .await?;
     assert_eq!(status(&resp), ChunkOpStatus::Success);
     for i in 0..3 {
-        assert!(
-            record_path(&cluster, i, 30).exists(),
-            "replica {i} holds no clone record"
-        );
+        let record = record_path(&cluster, i, 30);
+        eventually(&format!("replica {i} holds a clone record"), || {
+            Ok(record.exists())
+        })
+        .await?;
     }
     // A read across written and unwritten pages: the chunk's where written, the
     // source's around them, with or without clone fields (the chunk knows its origin).
@@ -337,7 +339,11 @@ async fn create_clone_chunk_then_recover_it(brpc: bool) -> TestResult {
         assert_eq!(status(&resp), ChunkOpStatus::ChunkExist, "{what}");
     }
     for i in 0..3 {
-        assert!(record_path(&cluster, i, 40).exists(), "replica {i}");
+        let record = record_path(&cluster, i, 40);
+        eventually(&format!("replica {i} holds a clone record"), || {
+            Ok(record.exists())
+        })
+        .await?;
     }
     // A written range recovers at once, without the origin.
     let resp = leader
