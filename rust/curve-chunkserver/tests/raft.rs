@@ -71,13 +71,13 @@ async fn pipelined_overlapping_writes_land_in_the_order_sent() -> TestResult {
             let a = call_chunk(
                 &ch,
                 "WriteChunk",
-                write_request(CS_A, chunk_id, 0, older.clone(), 0),
+                write_request(CS_A, chunk_id, 0, older.clone(), 1),
                 timeout,
             );
             let b = call_chunk(
                 &ch,
                 "WriteChunk",
-                write_request(CS_A, chunk_id, 0, newer.clone(), 0),
+                write_request(CS_A, chunk_id, 0, newer.clone(), 1),
                 timeout,
             );
             let (a, b) = futures::join!(a, b);
@@ -124,7 +124,7 @@ async fn a_paused_leader_is_replaced_and_once_resumed_neither_reads_nor_writes()
     let (resp, _) = call_chunk(
         &old,
         "WriteChunk",
-        write_request(CS_A, 400, 0, first.clone(), 0),
+        write_request(CS_A, 400, 0, first.clone(), 1),
         timeout,
     )
     .await?;
@@ -150,7 +150,7 @@ async fn a_paused_leader_is_replaced_and_once_resumed_neither_reads_nor_writes()
             call_chunk(
                 &writer,
                 "WriteChunk",
-                write_request(CS_A, 400, 0, pattern(4096, 9), 0),
+                write_request(CS_A, 400, 0, pattern(4096, 9), 1),
                 Duration::from_secs(60),
             )
             .await
@@ -172,7 +172,7 @@ async fn a_paused_leader_is_replaced_and_once_resumed_neither_reads_nor_writes()
         let (resp, _) = call_chunk(
             &new,
             "WriteChunk",
-            write_request(CS_A, 400, 0, newer.clone(), 0),
+            write_request(CS_A, 400, 0, newer.clone(), 1),
             timeout,
         )
         .await?;
@@ -419,7 +419,7 @@ async fn history_under_faults_is_linearizable_and_replicas_end_identical() -> Te
                 let start = Instant::now();
                 if write {
                     let value = next_value.fetch_add(1, Ordering::Relaxed);
-                    let req = write_request(copyset, chunk, offset, block_of(value), 0);
+                    let req = write_request(copyset, chunk, offset, block_of(value), 1);
                     let done = client.call(copyset, "WriteChunk", req).await;
                     let end = done.is_some().then(Instant::now);
                     history

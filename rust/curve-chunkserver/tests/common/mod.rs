@@ -166,7 +166,8 @@ impl Cluster {
     /// the election its followers' first heartbeats, catch-up and connections are still
     /// under way, and on a loaded machine (a debug build, the other tests' clusters) the
     /// first write could miss a replication deadline and be answered FAILURE_UNKNOWN, a
-    /// status a client retries. The tests' own writes then meet a cluster that serves.
+    /// status a client retries. The tests' own writes then meet a cluster that serves, and
+    /// every member has applied the warm-up write.
     async fn wait_serving_writes(&self) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         for (copyset_id, leader) in [(CS_A, 0), (CS_B, 1)] {
             let mut client = self.chunk_client(leader).await?;
@@ -187,6 +188,23 @@ impl Cluster {
                             format!("copyset {copyset_id}: warm-up write: {other:?}").into()
                         );
                     }
+                }
+            }
+            // Followers apply it once committed, which may be after the ack: a test that
+            // compares the data folders before and after must not see it land.
+            for i in 0..self.configs.len() {
+                let mut sn = self
+                    .chunk_path(i, copyset_id, WARM_UP_CHUNK)
+                    .into_os_string();
+                sn.push(".sn");
+                while !std::path::Path::new(&sn).exists() {
+                    if std::time::Instant::now() > deadline {
+                        return Err(format!(
+                            "copyset {copyset_id}: member {i} did not apply the warm-up write"
+                        )
+                        .into());
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
                 }
             }
         }
