@@ -247,7 +247,10 @@ def _chunk_file_flags(pid: int) -> list[int]:
                 info = dict(line.split(":", 1) for line in f if ":" in line)
         except OSError:
             continue  # closed meanwhile
-        if "/copysets/" in target and Path(target).name.startswith("chunk_"):
+        # `<name>.tmp` is a record being replaced (fsynced before its rename), not a
+        # chunk file.
+        name = Path(target).name
+        if "/copysets/" in target and name.startswith("chunk_") and not name.endswith(".tmp"):
             flags.append(int(info["flags"].strip(), 8))
     return flags
 
@@ -259,10 +262,14 @@ def test_chunk_fsync_opens_chunk_files_synchronous(tmp_path: Path, chunk_fsync: 
         data = os.urandom(64 << 10)
         assert cbd.Write(fd, data, 0, len(data)) == len(data)
         assert cbd.Read(fd, bytearray(len(data)), 0, len(data)) == data
-        # One copyset: every chunkserver holds the chunk, and keeps it open.
+        # One copyset: every chunkserver holds the chunk, and keeps it open. Followers
+        # apply a write once it is committed, which may be after the client's ack.
         for cs_id in cluster.chunkserver_ids:
-            flags = _chunk_file_flags(cluster.pid(f"chunkserver-{cs_id}"))
-            assert flags, f"chunkserver {cs_id} holds no chunk file open"
+            pid = cluster.pid(f"chunkserver-{cs_id}")
+            deadline = time.monotonic() + 10
+            while not (flags := _chunk_file_flags(pid)) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert flags, f"chunkserver {cs_id} holds no chunk file open after 10 s"
             assert all(bool(f & os.O_DSYNC) == chunk_fsync for f in flags), (cs_id, flags)
 
 

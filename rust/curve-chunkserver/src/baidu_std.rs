@@ -3,8 +3,8 @@
 //! GetLeader fails with ENOENT (copyset not hosted) or EAGAIN (no leader known), and
 //! TransferLeader with ENOENT, EPERM (not the leader) or EINVAL (not a member).
 //! CreateCloneChunk and RecoverChunk carry no data either way. The same
-//! handlers as the gRPC face run underneath. Leaders send ReplicateWrite here too, its
-//! data as the attachment (replication.rs).
+//! handlers as the gRPC face run underneath. The members of a copyset's Raft group send
+//! each other Raft's RPCs here too (`curvefs.local.RaftService`, raft_net.rs).
 
 use std::sync::Arc;
 
@@ -15,13 +15,11 @@ use curve_proto::chunkserver::{
     ChunkRequest, GetChunkInfoRequest, GetChunkInfoResponse, GetLeaderRequest2,
     TransferLeaderRequest2, UpdateEpochRequest, UpdateEpochResponse,
 };
-use curve_proto::local::{
-    IdentifyRequest, IdentifyResponse, ReplicateWriteRequest, ReplicateWriteResponse,
-};
+use curve_proto::local::{IdentifyRequest, IdentifyResponse};
 use futures::future::BoxFuture;
 use prost::Message;
 
-use crate::replication::{REPLICA_SERVICE, REPLICATE_WRITE};
+use crate::raft_net::{RAFT_SERVICE, RaftRpc, RaftRpcReply};
 use crate::service::{CliRefusal, Node};
 
 const CHUNK_SERVICE: &str = "curve.chunkserver.ChunkService";
@@ -102,7 +100,7 @@ impl Dispatch for BaiduStd {
                 }
                 (CLI_SERVICE2, "TransferLeader") => {
                     unary(r.payload, |req: TransferLeaderRequest2| async move {
-                        node.transfer_leader(&req).map_err(cli_error)
+                        node.transfer_leader(&req).await.map_err(cli_error)
                     })
                     .await
                 }
@@ -113,21 +111,27 @@ impl Dispatch for BaiduStd {
                     })
                     .await
                 }
-                (REPLICA_SERVICE, REPLICATE_WRITE) => {
-                    let mut req = ReplicateWriteRequest::decode(r.payload).map_err(|e| {
+                (RAFT_SERVICE, _) => {
+                    let (pool, copyset, rpc): (u32, u32, RaftRpc) =
+                        bincode::deserialize(&r.payload).map_err(|e| {
+                            RpcError::new(errors::EREQUEST, format!("cannot parse a Raft RPC: {e}"))
+                        })?;
+                    let answer: Result<RaftRpcReply, String> = match node.raft_group(pool, copyset)
+                    {
+                        Some(group) => group.serve_rpc(rpc).await,
+                        None => Err(format!("copyset {pool}-{copyset} is not hosted here")),
+                    };
+                    let payload = bincode::serialize(&answer).map_err(|e| {
                         RpcError::new(
-                            errors::EREQUEST,
-                            format!("cannot parse ReplicateWriteRequest: {e}"),
+                            errors::EINTERNAL,
+                            format!("cannot encode a Raft answer: {e}"),
                         )
                     })?;
-                    req.data = r.attachment;
-                    let status = node.apply_replicated(req).await as u32;
                     Ok(Response {
-                        payload: Bytes::from(ReplicateWriteResponse { status }.encode_to_vec()),
+                        payload: Bytes::from(payload),
                         attachment: Bytes::new(),
                     })
                 }
-                (REPLICA_SERVICE, m) => Err(RpcError::no_method(REPLICA_SERVICE, m)),
                 (s, _) => Err(RpcError::no_service(s)),
             }
         })

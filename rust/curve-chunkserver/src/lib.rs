@@ -1,17 +1,19 @@
 //! The local cluster's chunkserver: Curve's `curve.chunkserver.ChunkService` and
-//! `CliService2.GetLeader` over brpc's baidu_std (as stock chunkservers serve them) and
-//! over gRPC, plus curvefs's own `ReplicaService` between chunkservers and
-//! `LocalChunkServer.Identify`, all on one port: a connection whose first bytes are `PRPC`
-//! is baidu_std, any other is gRPC, as brpc itself tells them apart. Chunks live in sparse files; a copyset's leader
-//! applies each write locally and on every live follower before acknowledging it, and
-//! leadership fails over to the next member in order when the leader stops answering
-//! (rules in `copyset.rs`). It is a test cluster, not braft: see the gaps noted there.
+//! `CliService2.GetLeader`/`TransferLeader` over brpc's baidu_std (as stock chunkservers
+//! serve them) and over gRPC, plus curvefs's `LocalChunkServer.Identify` and the Raft
+//! RPCs between the members of a copyset, all on one port: a connection whose first bytes
+//! are `PRPC` is baidu_std, any other is gRPC, as brpc itself tells them apart.
+//!
+//! Each copyset is one Raft group (openraft; `raft.rs`, `copyset.rs`), as upstream's are
+//! braft groups: a write is applied to the chunk files once its log entry is committed,
+//! and answered after that; reads go to the leader, which confirms its leadership first.
+//! Chunks live in sparse files.
 //!
 //! On disk, under `data_dir`: `copysets/<logicalPoolId>-<copysetId>/chunk_<chunkId>`
 //! (the data, at its real offsets), `chunk_<chunkId>.sn` (the chunk's sn),
 //! `chunk_<chunkId>.clone` (a clone chunk's origin, correctedSn and page bitmap; see
-//! below), `term` (the copyset's last leadership term) and `lagging` (which members lack
-//! acknowledged writes, as this chunkserver last learnt it; see `copyset.rs`).
+//! below); and `raft/<logicalPoolId>-<copysetId>/` with the copyset's Raft log segments,
+//! its vote, and the meta of its last snapshot (raft_log.rs).
 //!
 //! Clone chunks, as upstream's (`clone.rs`, `store.rs`, the handlers in `service.rs`): a
 //! chunk of a lazy clone whose unwritten pages (one bit per block) read from its origin,
@@ -20,8 +22,8 @@
 //! `cloneFileSource`/`cloneFileOffset` to a missing chunk creates one; ReadChunk with them
 //! reads a missing chunk from the source; CreateCloneChunk and RecoverChunk as upstream;
 //! a chunk whose every page is written becomes a plain chunk. Writes, pastes and
-//! creations are replicated like writes, and a catch-up copy carries the chunk's clone
-//! record before its data. Where this differs from upstream:
+//! creations go through the copyset's Raft log like writes, and a Raft snapshot carries
+//! the chunks' clone records with their data. Where this differs from upstream:
 //! - The clone record is a file of its own beside the chunk (magic `CVFSCLN1`,
 //!   correctedSn u64, pages u32, location length u32, little-endian, the location, the
 //!   bitmap LSB-first), replaced whole through a rename and written before the data file
@@ -81,9 +83,10 @@ pub struct ChunkServerConfig {
 mod baidu_std;
 mod clone;
 mod copyset;
-mod election;
 mod origin;
-mod replication;
+mod raft;
+mod raft_log;
+mod raft_net;
 mod service;
 mod store;
 
@@ -93,7 +96,6 @@ use std::future::Future;
 use curve_proto::chunkserver::chunk_service_server::ChunkServiceServer;
 use curve_proto::chunkserver::cli_service2_server::CliService2Server;
 use curve_proto::local::local_chunk_server_server::LocalChunkServerServer;
-use curve_proto::local::replica_service_server::ReplicaServiceServer;
 use tonic::transport::Server;
 
 use crate::copyset::CopysetState;
@@ -129,6 +131,8 @@ pub enum Error {
     },
     #[error("gRPC server failed: {0}")]
     Transport(#[from] tonic::transport::Error),
+    #[error("copyset {copyset}: cannot start its Raft member: {reason}")]
+    Raft { copyset: String, reason: String },
 }
 
 /// Binds `config.listen` and serves until `shutdown` resolves.
@@ -145,28 +149,40 @@ pub async fn serve(
     serve_with_listener(config, listener, shutdown).await
 }
 
-/// Serves ChunkService, CliService2, ReplicaService and LocalChunkServer on an already
-/// bound listener (tests bind port 0 first to learn the address), over baidu_std and gRPC,
-/// until `shutdown` resolves. In-flight gRPC requests finish first; baidu_std
+/// Largest baidu_std message a chunkserver accepts: a Raft AppendEntries carries up to
+/// 16 entries of up to a chunk each.
+const MAX_BAIDU_STD_BODY: u32 = 320 * 1024 * 1024;
+
+/// Serves ChunkService, CliService2, LocalChunkServer and the copysets' Raft RPCs on an
+/// already bound listener (tests bind port 0 first to learn the address), over baidu_std
+/// and gRPC, until `shutdown` resolves. In-flight gRPC requests finish first; baidu_std
 /// connections are closed.
 pub async fn serve_with_listener(
     config: ChunkServerConfig,
     listener: tokio::net::TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
-    let node = Arc::new(build_node(&config)?);
-    let election = tokio::spawn(election::run(node.clone()));
-    // Aborting on every exit path stops the probes and catch-up copies with the server.
-    struct AbortOnDrop(tokio::task::JoinHandle<()>);
+    let node = Arc::new(build_node(&config).await?);
+    // Aborting on every exit path stops the background tasks with the server.
+    struct AbortOnDrop(Vec<tokio::task::JoinHandle<()>>);
     impl Drop for AbortOnDrop {
         fn drop(&mut self) {
-            self.0.abort();
+            for task in &self.0 {
+                task.abort();
+            }
         }
     }
-    let _election = AbortOnDrop(election);
+    let _hand_back = AbortOnDrop(
+        node.copysets()
+            .map(|c| tokio::spawn(c.clone().hand_back_loop()))
+            .collect(),
+    );
     let handlers = Handlers(node.clone());
-    let (incoming, baidu_std) =
-        curve_brpc::share_port(listener, Arc::new(baidu_std::BaiduStd(node)));
+    let (incoming, baidu_std) = curve_brpc::server::share_port_with_limit(
+        listener,
+        Arc::new(baidu_std::BaiduStd(node.clone())),
+        MAX_BAIDU_STD_BODY,
+    );
     Server::builder()
         .tcp_nodelay(true)
         // Chunk writes of MiBs would otherwise stall on 1 MiB flow-control windows.
@@ -178,19 +194,19 @@ pub async fn serve_with_listener(
                 .max_encoding_message_size(MAX_MESSAGE_SIZE),
         )
         .add_service(CliService2Server::new(handlers.clone()))
-        .add_service(LocalChunkServerServer::new(handlers.clone()))
-        .add_service(
-            ReplicaServiceServer::new(handlers)
-                .max_decoding_message_size(MAX_MESSAGE_SIZE)
-                .max_encoding_message_size(MAX_MESSAGE_SIZE),
-        )
+        .add_service(LocalChunkServerServer::new(handlers))
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await?;
     baidu_std.shutdown();
+    for copyset in node.copysets() {
+        if let Err(e) = copyset.raft.shutdown().await {
+            tracing::warn!(copyset = %copyset.name(), error = %e, "Raft did not stop cleanly");
+        }
+    }
     Ok(())
 }
 
-fn build_node(config: &ChunkServerConfig) -> Result<Node, Error> {
+async fn build_node(config: &ChunkServerConfig) -> Result<Node, Error> {
     let invalid = |reason: String| Error::InvalidConfig {
         id: config.id,
         reason,
@@ -204,26 +220,24 @@ fn build_node(config: &ChunkServerConfig) -> Result<Node, Error> {
             config.chunk_size, config.block_size
         )));
     }
-    let store = ChunkStore::new(
+    let store = Arc::new(ChunkStore::new(
         &config.data_dir,
         config.durability,
         config.chunk_size,
         config.block_size,
-    );
+    ));
+    let channels = Arc::new(raft_net::PeerChannels::default());
     let mut copysets = HashMap::new();
     for hosted in &config.copysets {
         let key = (hosted.logical_pool_id, hosted.copyset_id);
-        let term_path = store.copyset_dir(key.0, key.1).join("term");
-        let state = CopysetState::new(hosted, config.id, term_path, config.durability).ok_or_else(
-            || {
-                invalid(format!(
-                    "copyset {}-{} does not list this chunkserver among its members",
-                    key.0, key.1
-                ))
-            },
-        )?;
-        if copysets.insert(key, Arc::new(state)).is_some() {
-            return Err(invalid(format!("copyset {}-{} listed twice", key.0, key.1)));
+        let name = format!("{}-{}", key.0, key.1);
+        if !hosted.members.iter().any(|m| m.id == config.id) {
+            return Err(invalid(format!(
+                "copyset {name} does not list this chunkserver among its members"
+            )));
+        }
+        if copysets.contains_key(&key) {
+            return Err(invalid(format!("copyset {name} listed twice")));
         }
         store
             .create_copyset_dir(key.0, key.1)
@@ -231,12 +245,27 @@ fn build_node(config: &ChunkServerConfig) -> Result<Node, Error> {
                 path: store.copyset_dir(key.0, key.1),
                 source,
             })?;
+        let raft_dir = config.data_dir.join("raft").join(&name);
+        let state = CopysetState::open(
+            hosted,
+            config.id,
+            store.clone(),
+            raft_dir,
+            config.durability,
+            channels.clone(),
+        )
+        .await
+        .map_err(|e| Error::Raft {
+            copyset: name.clone(),
+            reason: e.to_string(),
+        })?;
+        copysets.insert(key, Arc::new(state));
     }
     Ok(Node::new(
         config.id,
         config.chunk_size,
         config.block_size,
-        Arc::new(store),
+        store,
         copysets,
         config.redirect_hints,
         config.origin.clone(),

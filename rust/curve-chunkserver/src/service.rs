@@ -1,6 +1,9 @@
-//! The chunkserver's RPC handlers: Curve's `ChunkService` and `CliService2.GetLeader`,
-//! and curvefs's own `ReplicaService` that followers answer. Every failure a request can
-//! cause becomes a CHUNK_OP_STATUS (or a gRPC status for GetLeader), never a panic.
+//! The chunkserver's RPC handlers: Curve's `ChunkService` and `CliService2`. Every change
+//! to a copyset's chunks (WriteChunk, CreateCloneChunk, RecoverChunk's paste) is proposed
+//! to the copyset's Raft group and answered once committed and applied here; reads are
+//! served by the leader after Raft confirms its leadership (a lease, else a quorum round)
+//! and its state machine has applied everything committed before. Every failure a request
+//! can cause becomes a CHUNK_OP_STATUS (or a gRPC status for GetLeader), never a panic.
 
 use std::collections::HashMap;
 use std::io;
@@ -16,30 +19,28 @@ use curve_proto::chunkserver::{
 };
 use curve_proto::common::Peer;
 use curve_proto::local::local_chunk_server_server::LocalChunkServer;
-use curve_proto::local::replica_service_server::ReplicaService;
-use curve_proto::local::{
-    IdentifyRequest, IdentifyResponse, ReplicaStateRequest, ReplicaStateResponse,
-    ReplicateWriteRequest, ReplicateWriteResponse,
-};
+use curve_proto::local::{IdentifyRequest, IdentifyResponse};
+use openraft::ReadPolicy;
 use tonic::{Request, Response, Status};
 
 use crate::clone::{
     Bitmap, CloneMeta, CurveOrigin, LOCATION_LIMIT, curve_location, parse_location,
 };
-use crate::copyset::{CopysetState, Lagging, Role, peer_id_text};
-use crate::election::{HANDOVER, HEARTBEAT_OFFSET, NO_LEADER_MESSAGE, share_lagging};
+use crate::copyset::{CopysetState, peer_id_text};
 use crate::origin::{ORIGIN_DEADLINE, Origin};
-use crate::replication::{
-    CloneFields, PeerChannels, ReplicaOutcome, replicate_write, write_committed,
-};
-use crate::store::{ChunkKey, ChunkStore, ChunkView, CreateCloneError, SnapshotError, WriteError};
-use curve_proto::local::ReplicateKind;
+use crate::raft::Cmd;
+use crate::store::{ChunkKey, ChunkStore, ChunkView, SnapshotError};
 
-/// Positioned IO up to this size runs on the reactor thread: on page cache it takes
-/// microseconds, less than the ~35 µs cross-vCPU wakeup a hand-off to the blocking pool
-/// costs on our VMs. Larger transfers (memcpy of MiBs, possibly page faults) go to the
-/// blocking pool so one big write cannot stall every other connection.
-const INLINE_IO_MAX: usize = 256 * 1024;
+/// What GetLeader fails with while no leader is known (braft's text).
+pub(crate) const NO_LEADER_MESSAGE: &str = "no leader known for this copyset";
+
+/// How long a read waits for the leader's state machine to apply what was committed
+/// before it (a new leader replaying its log); then it is REDIRECTED and retried.
+const READ_APPLY_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+/// How long a write waits for its entry to be committed and applied; then it is
+/// answered FAILURE_UNKNOWN (a status the client retries), as a write that missed a
+/// majority was before. Curve's client gives up on an RPC after 1 s and resends it.
+const PROPOSE_DEADLINE: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// State shared by all handlers of one chunkserver.
 pub(crate) struct Node {
@@ -50,7 +51,6 @@ pub(crate) struct Node {
     copysets: HashMap<(u32, u32), Arc<CopysetState>>,
     /// Per-fileId epoch set by UpdateEpoch (memory only, as upstream's epoch map).
     epochs: Mutex<HashMap<u64, u64>>,
-    channels: PeerChannels,
     /// Fill `redirect` in REDIRECTED answers to reads and writes. Upstream's chunkserver
     /// does not (its code for it is commented out), so clients must find the leader with
     /// GetLeader; the local cluster does the same unless asked.
@@ -126,7 +126,6 @@ impl Node {
             store,
             copysets,
             epochs: Mutex::new(HashMap::new()),
-            channels: PeerChannels::default(),
             redirect_hints,
             origin,
         }
@@ -140,12 +139,68 @@ impl Node {
         self.copysets.values()
     }
 
-    pub fn channels(&self) -> &PeerChannels {
-        &self.channels
+    /// The copyset a Raft RPC is for.
+    pub fn raft_group(&self, logical_pool_id: u32, copyset_id: u32) -> Option<&Arc<CopysetState>> {
+        self.copyset(logical_pool_id, copyset_id)
     }
 
-    pub fn store(&self) -> &Arc<ChunkStore> {
-        &self.store
+    /// Confirms through Raft that this member leads (the leader lease, else a heartbeat
+    /// round to a quorum) and waits until its state machine has applied every entry
+    /// committed before: what a linearizable read needs. `false`: REDIRECTED.
+    async fn linearize(&self, copyset: &CopysetState) -> bool {
+        if !copyset.quorum_recently_acked() {
+            return false;
+        }
+        let confirmed = tokio::time::timeout(
+            READ_APPLY_WAIT,
+            copyset.raft.get_read_linearizer(ReadPolicy::LeaseRead),
+        )
+        .await;
+        let linearizer = match confirmed {
+            Err(_) => return false,
+            Ok(Ok(l)) => l,
+            Ok(Err(e)) => {
+                tracing::debug!(copyset = %copyset.name(), error = %e, "read refused: leadership not confirmed");
+                return false;
+            }
+        };
+        matches!(
+            linearizer
+                .try_await_ready(&copyset.raft, Some(READ_APPLY_WAIT))
+                .await,
+            Ok(Ok(_))
+        )
+    }
+
+    /// Proposes `cmd` to the copyset's Raft group and answers once it is committed and
+    /// applied here. Any failure (not the leader, leadership lost before the commit,
+    /// the group stopped) is REDIRECTED without a hint, as upstream answers a braft
+    /// task that failed: the entry may still be committed by the next leader, and the
+    /// client resends the same bytes.
+    async fn propose(&self, copyset: &CopysetState, cmd: Cmd) -> ChunkResponse {
+        // As braft's leader steps down once no quorum answered for an election timeout:
+        // a leader cut off from its followers takes no new writes.
+        if !copyset.quorum_recently_acked() {
+            return status_response(ChunkOpStatus::Redirected);
+        }
+        let proposed = tokio::time::timeout(PROPOSE_DEADLINE, copyset.raft.client_write(cmd)).await;
+        let Ok(proposed) = proposed else {
+            // Not committed in time (followers gone, or slow): it may still commit; the
+            // client retries the same bytes.
+            return status_response(ChunkOpStatus::FailureUnknown);
+        };
+        match proposed {
+            Ok(resp) => ChunkResponse {
+                status: resp.data.status,
+                chunk_sn: resp.data.chunk_sn,
+                applied_index: Some(resp.log_id.index),
+                ..Default::default()
+            },
+            Err(e) => {
+                tracing::debug!(copyset = %copyset.name(), error = %e, "proposal failed");
+                status_response(ChunkOpStatus::Redirected)
+            }
+        }
     }
 
     /// `offset + size ≤ chunk_size`, both multiples of the block size (Curve's
@@ -221,7 +276,7 @@ impl Node {
             Ok(admitted) => admitted,
             Err(refusal) => return refusal,
         };
-        if !copyset.lease_valid() {
+        if !self.linearize(copyset).await {
             // No hint: we may no longer be the leader, and do not know who is.
             return status_response(ChunkOpStatus::Redirected);
         }
@@ -261,7 +316,7 @@ impl Node {
         };
         // The chunk may have been created or written meanwhile: what it holds now wins
         // over the origin, page by page (upstream's ReadThenMerge).
-        match self.merge_with_chunk(key, offset, fetched).await {
+        match self.merge_with_chunk(copyset, key, offset, fetched).await {
             Ok(data) => ChunkResponse {
                 status: ChunkOpStatus::Success as i32,
                 applied_index: Some(copyset.applied_index()),
@@ -276,22 +331,24 @@ impl Node {
     }
 
     /// ReadChunkSnapshot, as upstream's `ReadSnapshotRequest`: the chunk's bytes as they
-    /// were at `sn` (store/cow.rs), from the leader under its lease.
+    /// were at `sn` (store/cow.rs), from the leader once it is known to lead (as ReadChunk).
     pub(crate) async fn read_snapshot(&self, req: ChunkRequest) -> ChunkResponse {
         let (copyset, range, key) = match self.admit(&req, ChunkOpType::ChunkOpReadSnap) {
             Ok(admitted) => admitted,
             Err(refusal) => return refusal,
         };
-        if !copyset.lease_valid() {
+        if !self.linearize(copyset).await {
             return status_response(ChunkOpStatus::Redirected);
         }
         let store = self.store.clone();
+        let lock = copyset.io_lock.clone();
         let (sn, offset, len) = (
             req.sn.unwrap_or(0),
             u64::from(range.offset),
             range.size as usize,
         );
         let result = run_io(len, move || {
+            let _applying = lock.read().unwrap_or_else(PoisonError::into_inner);
             Ok::<_, io::Error>(store.read_snapshot(key, sn, offset, len))
         })
         .await;
@@ -321,8 +378,13 @@ impl Node {
         range: Range,
     ) -> ChunkResponse {
         let store = self.store.clone();
+        let lock = copyset.io_lock.clone();
         let (offset, len) = (u64::from(range.offset), range.size as usize);
-        let result = run_io(len, move || store.read(key, offset, len)).await;
+        let result = run_io(len, move || {
+            let _applying = lock.read().unwrap_or_else(PoisonError::into_inner);
+            store.read(key, offset, len)
+        })
+        .await;
         match result {
             Ok(Some(data)) => ChunkResponse {
                 status: ChunkOpStatus::Success as i32,
@@ -348,13 +410,16 @@ impl Node {
     /// holds now in their place.
     async fn merge_with_chunk(
         &self,
+        copyset: &CopysetState,
         key: ChunkKey,
         offset: u64,
         fetched: Vec<u8>,
     ) -> io::Result<Vec<u8>> {
         let len = fetched.len();
         let store = self.store.clone();
+        let lock = copyset.io_lock.clone();
         run_io(len, move || {
+            let _applying = lock.read().unwrap_or_else(PoisonError::into_inner);
             let written: Option<Bitmap> = match store.view(key)? {
                 ChunkView::Missing => return Ok(fetched),
                 ChunkView::Plain => None,
@@ -410,11 +475,9 @@ impl Node {
         }
     }
 
-    /// WriteChunk, run to its end on a task of its own whatever becomes of the caller.
-    /// Both servers drop an RPC's future when the client's connection goes, and a write
-    /// dropped half-way may be on the leader and not on a follower, or land late (its
-    /// blocking thread still running) after its range was released to a newer write of
-    /// the same bytes, which a replica would then hold the older data over for good.
+    /// WriteChunk, run to its end on a task of its own whatever becomes of the caller:
+    /// both servers drop an RPC's future when the client's connection goes, and a
+    /// proposal is not to be abandoned half-way (it is committed or not either way).
     pub(crate) async fn write_to_the_end(self: &Arc<Self>, req: ChunkRequest) -> ChunkResponse {
         let node = self.clone();
         tokio::spawn(async move { node.write(req).await })
@@ -441,26 +504,19 @@ impl Node {
             .unwrap_or_else(|_| status_response(ChunkOpStatus::FailureUnknown))
     }
 
+    /// WriteChunk: checked here (range, epoch, data), then through the log; the sn check
+    /// (BACKWARD) and the write happen when the entry is applied, alike on every replica.
     async fn write(&self, mut req: ChunkRequest) -> ChunkResponse {
-        let (copyset, range, key) = match self.admit(&req, ChunkOpType::ChunkOpWrite) {
+        let (copyset, range, _key) = match self.admit(&req, ChunkOpType::ChunkOpWrite) {
             Ok(admitted) => admitted,
             Err(refusal) => return refusal,
         };
-        if !copyset.lease_valid() {
-            // As for reads: a leader no majority answered for a lease may have been
-            // replaced while it was stopped, and a write it still finds in its socket
-            // (sent before the client timed out and went to the new leader, where newer
-            // writes to the same bytes may have followed) must reach neither its replica
-            // nor a follower that now follows another leader. No hint: we may not lead.
-            return status_response(ChunkOpStatus::Redirected);
-        }
         if self.epoch_too_old(req.file_id, req.epoch) {
             return status_response(ChunkOpStatus::EpochTooOld);
         }
         // Upstream crashes on a short attachment; we refuse it before touching anything.
         let data = req.attachment.take().unwrap_or_default();
-        // A write of no bytes is refused too: it would be replicated as one, which a
-        // follower cannot tell from data lost on the way.
+        // A write of no bytes is refused too: there is nothing to log.
         if data.len() != range.size as usize || data.is_empty() {
             return status_response(ChunkOpStatus::InvalidRequest);
         }
@@ -470,159 +526,14 @@ impl Node {
             Ok(source) => source.map(|s| curve_location(&s.source, s.offset)),
             Err(refusal) => return refusal,
         };
-        // Checked before replicating so a BACKWARD write reaches no replica.
-        match self.store.admit_sn(key, req.sn, location.as_deref()) {
-            Ok(()) => {}
-            Err(WriteError::Backward) => {
-                return ChunkResponse {
-                    status: ChunkOpStatus::Backward as i32,
-                    chunk_sn: self.store.sn(key).ok().flatten(),
-                    ..Default::default()
-                };
-            }
-            Err(WriteError::Conflict(why)) => {
-                tracing::warn!(?key, sn = ?req.sn, why, "write refused");
-                return status_response(ChunkOpStatus::FailureUnknown);
-            }
-            Err(WriteError::Io(e)) => {
-                tracing::warn!(?key, error = %e, "chunk sn update failed");
-                return status_response(ChunkOpStatus::DiskFail);
-            }
-        }
-        let fields = CloneFields {
+        let cmd = Cmd::Write {
+            chunk_id: req.chunk_id,
+            offset: range.offset,
+            sn: req.sn,
             location,
-            ..CloneFields::default()
+            data,
         };
-        self.apply_everywhere(copyset, key, range, data, req.sn, fields)
-            .await
-    }
-
-    /// Applies a write, paste or clone creation here and on every live follower
-    /// (`fields.kind` says which), and answers whether it is committed.
-    async fn apply_everywhere(
-        &self,
-        copyset: &CopysetState,
-        key: ChunkKey,
-        range: Range,
-        data: Bytes,
-        sn: Option<u64>,
-        fields: CloneFields,
-    ) -> ChunkResponse {
-        let in_flight = copyset
-            .begin_write(key.chunk_id, u64::from(range.offset), u64::from(range.size))
-            .await;
-        let offset = u64::from(range.offset);
-        if fields.kind == ReplicateKind::CreateClone {
-            // Here first: a conflict here goes to no follower (CHUNK_EXIST).
-            let (location, corrected) = (
-                fields.location.clone().unwrap_or_default(),
-                fields.corrected_sn.unwrap_or(0),
-            );
-            let created = self
-                .store
-                .create_clone(key, sn.unwrap_or(0), corrected, &location);
-            match created {
-                Ok(()) => {}
-                Err(CreateCloneError::Conflict) => {
-                    in_flight.finish(&[]);
-                    return status_response(ChunkOpStatus::ChunkExist);
-                }
-                Err(CreateCloneError::Io(e)) => {
-                    in_flight.finish(&[]);
-                    tracing::warn!(?key, error = %e, "clone chunk creation failed");
-                    return status_response(ChunkOpStatus::DiskFail);
-                }
-            }
-        }
-        // The local write and the followers' run concurrently: the write is idempotent
-        // at its offset, so a failure on either side is settled by the client's retry.
-        let store = self.store.clone();
-        let local_data = data.clone();
-        let kind = fields.kind;
-        let local = run_io(data.len(), move || match kind {
-            ReplicateKind::Paste => match store.paste(key, offset, &local_data)? {
-                true => Ok(()),
-                false => Err(io::Error::other("the clone chunk vanished")),
-            },
-            ReplicateKind::CreateClone => Ok(()),
-            _ => store.write(key, offset, &local_data, sn),
-        });
-        let remote = replicate_write(
-            &self.channels,
-            copyset,
-            self.id,
-            key,
-            range.offset,
-            &data,
-            sn,
-            &fields,
-        );
-        let (local, mut outcomes) = futures::join!(local, remote);
-        if kind != ReplicateKind::Write {
-            // A follower without the chunk (it missed its creation) or with another one
-            // (CHUNK_EXIST) misses this too: its catch-up copy brings it the leader's.
-            for (_, outcome) in &mut outcomes {
-                let missing = ReplicaOutcome::Refused(ChunkOpStatus::ChunkNotexist as u32);
-                let other = ReplicaOutcome::Refused(ChunkOpStatus::ChunkExist as u32);
-                if *outcome == missing || *outcome == other {
-                    *outcome = ReplicaOutcome::Unreachable;
-                }
-            }
-        }
-        let backward = ReplicaOutcome::Refused(ChunkOpStatus::Backward as u32);
-        if outcomes.iter().any(|(_, o)| *o == backward) && copyset.is_leader() {
-            // A follower serves a newer leadership: ours is over (it is not committed).
-            copyset.step_down();
-        }
-        let missed: Vec<usize> = outcomes
-            .iter()
-            .filter(|(_, o)| *o != ReplicaOutcome::Applied)
-            .map(|(i, _)| *i)
-            .collect();
-        in_flight.finish(&missed);
-        if let Err(e) = local {
-            tracing::warn!(?key, ?kind, error = %e, "chunk write failed");
-            return status_response(ChunkOpStatus::DiskFail);
-        }
-        let applied_index = copyset.bump_applied_index();
-        if !write_committed(copyset, &outcomes) {
-            if !missed.is_empty() {
-                // It may be on some replicas: the members without it may lack it.
-                copyset.note_missed(&missed);
-            }
-            tracing::warn!(
-                ?key,
-                ?kind,
-                ?outcomes,
-                "write not on a majority of replicas"
-            );
-            return status_response(ChunkOpStatus::FailureUnknown);
-        }
-        if !missed.is_empty() {
-            // Acknowledged without some members: every replica holding it must record
-            // that they lack writes before the client hears of it (see copyset.rs).
-            let version = copyset.note_missed(&missed);
-            if !copyset.is_leader() {
-                // Leadership moved while it was in flight: the new leader's record does
-                // not name the members that missed it, and only a leader may share one.
-                return status_response(ChunkOpStatus::FailureUnknown);
-            }
-            let holders: Vec<usize> = outcomes
-                .iter()
-                .filter(|(_, o)| *o == ReplicaOutcome::Applied)
-                .map(|(i, _)| *i)
-                .collect();
-            if !share_lagging(self, copyset, &holders, version).await {
-                tracing::warn!(?key, "followers did not record the members lacking writes");
-                return status_response(ChunkOpStatus::FailureUnknown);
-            }
-        }
-        copyset.note_majority();
-        ChunkResponse {
-            status: ChunkOpStatus::Success as i32,
-            applied_index: Some(applied_index),
-            ..Default::default()
-        }
+        self.propose(copyset, cmd).await
     }
 
     /// CreateCloneChunk (upstream's CreateCloneChunkRequest and
@@ -643,48 +554,35 @@ impl Node {
         if !copyset.is_leader() {
             return self.redirect(copyset);
         }
-        if !copyset.lease_valid() {
-            return status_response(ChunkOpStatus::Redirected);
-        }
-        let key = ChunkKey {
-            logical_pool_id: req.logic_pool_id,
-            copyset_id: req.copyset_id,
-            chunk_id: req.chunk_id,
-        };
         let sn = req.sn.unwrap_or(0);
         let location = req.location.unwrap_or_default();
         if sn == 0 || location.is_empty() || location.len() > LOCATION_LIMIT {
             return status_response(ChunkOpStatus::InvalidRequest);
         }
         if let Err(e) = parse_location(&location) {
-            tracing::warn!(?key, error = %e, "CreateCloneChunk refused");
+            tracing::warn!(chunk_id = req.chunk_id, error = %e, "CreateCloneChunk refused");
             return status_response(ChunkOpStatus::InvalidRequest);
         }
-        let fields = CloneFields {
-            kind: ReplicateKind::CreateClone,
-            location: Some(location),
-            corrected_sn: Some(req.corrected_sn.unwrap_or(0)),
-            bitmap: None,
+        let cmd = Cmd::CreateClone {
+            chunk_id: req.chunk_id,
+            sn,
+            corrected_sn: req.corrected_sn.unwrap_or(0),
+            location,
         };
-        let whole = Range {
-            offset: 0,
-            size: self.chunk_size,
-        };
-        self.apply_everywhere(copyset, key, whole, Bytes::new(), Some(sn), fields)
-            .await
+        self.propose(copyset, cmd).await
     }
 
     /// RecoverChunk (upstream's ReadChunkRequest for CHUNK_OP_RECOVER and CloneCore):
     /// fills the unwritten pages of the range from the clone chunk's origin and pastes
-    /// them on every replica. A written range or a plain chunk is SUCCESS at once; a
-    /// missing chunk is CHUNK_NOTEXIST, or FAILURE_UNKNOWN when the request names a clone
-    /// source (upstream reads the source, then finds no chunk to paste into).
+    /// them on every replica through the log. A written range or a plain chunk is SUCCESS
+    /// at once; a missing chunk is CHUNK_NOTEXIST, or FAILURE_UNKNOWN when the request
+    /// names a clone source (upstream reads the source, then finds no chunk to paste into).
     async fn recover_chunk(&self, req: ChunkRequest) -> ChunkResponse {
         let (copyset, range, key) = match self.admit(&req, ChunkOpType::ChunkOpRecover) {
             Ok(admitted) => admitted,
             Err(refusal) => return refusal,
         };
-        if !copyset.lease_valid() {
+        if !self.linearize(copyset).await {
             return status_response(ChunkOpStatus::Redirected);
         }
         let source = match clone_source(&req) {
@@ -723,12 +621,12 @@ impl Node {
                 return status_response(ChunkOpStatus::FailureUnknown);
             }
         };
-        let fields = CloneFields {
-            kind: ReplicateKind::Paste,
-            ..CloneFields::default()
+        let cmd = Cmd::Paste {
+            chunk_id: req.chunk_id,
+            offset: range.offset,
+            data: Bytes::from(data),
         };
-        self.apply_everywhere(copyset, key, range, Bytes::from(data), None, fields)
-            .await
+        self.propose(copyset, cmd).await
     }
 
     pub(crate) fn chunk_info(&self, req: GetChunkInfoRequest) -> GetChunkInfoResponse {
@@ -783,229 +681,6 @@ impl Node {
             status: status as i32,
         }
     }
-
-    /// A follower applying its leader's write. The leader already checked sn and epoch;
-    /// the range is checked again because this is a network input like any other.
-    pub(crate) async fn apply_replicated(&self, req: ReplicateWriteRequest) -> ChunkOpStatus {
-        let Some(copyset) = self.copyset(req.logic_pool_id, req.copyset_id) else {
-            return ChunkOpStatus::CopysetNotexist;
-        };
-        if !copyset.is_member(req.leader_id) || req.leader_id == self.id {
-            return ChunkOpStatus::InvalidRequest;
-        }
-        if req.offset == HEARTBEAT_OFFSET && req.data.is_empty() {
-            return Self::heartbeat(copyset, &req);
-        }
-        let kind = match req.kind.map(ReplicateKind::try_from) {
-            None => ReplicateKind::Write,
-            Some(Ok(kind)) => kind,
-            Some(Err(_)) => return ChunkOpStatus::InvalidRequest,
-        };
-        let carries_data = !matches!(kind, ReplicateKind::CreateClone | ReplicateKind::CloneState);
-        if carries_data && req.data.is_empty() {
-            // Leaders replicate only writes that carry data (an empty WriteChunk is
-            // refused before it is replicated); answering success for none would tell the
-            // leader this replica holds bytes it never received.
-            tracing::warn!(copyset = %copyset.name(), chunk_id = req.chunk_id, offset = req.offset, "replicated write without data refused");
-            return ChunkOpStatus::InvalidRequest;
-        }
-        let Ok(size) = u32::try_from(req.data.len()) else {
-            return ChunkOpStatus::InvalidRequest;
-        };
-        let range = if carries_data {
-            match self.check_range(Some(req.offset), Some(size)) {
-                Some(range) => range,
-                None => return ChunkOpStatus::InvalidRequest,
-            }
-        } else {
-            Range { offset: 0, size: 0 }
-        };
-        // Two leaders must not both commit: the one that is leader here refuses, and a
-        // follower applies only its own leader's writes. A deposed leader (it was
-        // stopped or cut off while another took over) is told so and steps down; a
-        // sender this member does not follow yet (a new leader whose first heartbeat
-        // has not arrived) is refused without that.
-        match copyset.role() {
-            Role::Follower(leader) if copyset.member_index(req.leader_id) == Some(leader) => {}
-            Role::Follower(_) if req.term.unwrap_or(0) < copyset.term() => {
-                return ChunkOpStatus::Backward;
-            }
-            Role::Leader | Role::Follower(_) | Role::Unknown => {
-                return ChunkOpStatus::Redirected;
-            }
-        }
-        let key = ChunkKey {
-            logical_pool_id: req.logic_pool_id,
-            copyset_id: req.copyset_id,
-            chunk_id: req.chunk_id,
-        };
-        let status = match kind {
-            ReplicateKind::Write => self.apply_replicated_write(key, range, req).await,
-            ReplicateKind::Raw => {
-                let store = self.store.clone();
-                let (offset, data) = (u64::from(range.offset), req.data);
-                match run_io(data.len(), move || store.write_raw(key, offset, &data)).await {
-                    Ok(()) => ChunkOpStatus::Success,
-                    Err(e) => {
-                        tracing::warn!(?key, error = %e, "catch-up write failed");
-                        ChunkOpStatus::DiskFail
-                    }
-                }
-            }
-            ReplicateKind::Paste => {
-                let store = self.store.clone();
-                let (offset, data) = (u64::from(range.offset), req.data);
-                match run_io(data.len(), move || store.paste(key, offset, &data)).await {
-                    Ok(true) => ChunkOpStatus::Success,
-                    Ok(false) => ChunkOpStatus::ChunkNotexist,
-                    Err(e) => {
-                        tracing::warn!(?key, error = %e, "replicated paste failed");
-                        ChunkOpStatus::DiskFail
-                    }
-                }
-            }
-            ReplicateKind::CreateClone => {
-                let location = req.location.unwrap_or_default();
-                let sn = req.sn.unwrap_or(0);
-                if sn == 0 || parse_location(&location).is_err() {
-                    return ChunkOpStatus::InvalidRequest;
-                }
-                let corrected = req.corrected_sn.unwrap_or(0);
-                match self.store.create_clone(key, sn, corrected, &location) {
-                    Ok(()) => ChunkOpStatus::Success,
-                    Err(CreateCloneError::Conflict) => ChunkOpStatus::ChunkExist,
-                    Err(CreateCloneError::Io(e)) => {
-                        tracing::warn!(?key, error = %e, "replicated clone creation failed");
-                        ChunkOpStatus::DiskFail
-                    }
-                }
-            }
-            ReplicateKind::CloneState => {
-                let state = match req.location {
-                    None => None,
-                    Some(location) => {
-                        let pages = self.chunk_size / self.block_size.max(1);
-                        let bitmap = req
-                            .clone_bitmap
-                            .as_deref()
-                            .and_then(|b| Bitmap::from_bytes(pages, b));
-                        let (Some(bitmap), Ok(_)) = (bitmap, parse_location(&location)) else {
-                            return ChunkOpStatus::InvalidRequest;
-                        };
-                        Some(CloneMeta {
-                            location,
-                            corrected_sn: req.corrected_sn.unwrap_or(0),
-                            bitmap,
-                        })
-                    }
-                };
-                match self.store.install_clone_state(key, req.sn, state) {
-                    Ok(()) => ChunkOpStatus::Success,
-                    Err(e) => {
-                        tracing::warn!(?key, error = %e, "catch-up chunk state failed");
-                        ChunkOpStatus::DiskFail
-                    }
-                }
-            }
-        };
-        if status == ChunkOpStatus::Success {
-            copyset.bump_applied_index();
-        }
-        status
-    }
-
-    /// A follower applying its leader's WriteChunk.
-    async fn apply_replicated_write(
-        &self,
-        key: ChunkKey,
-        range: Range,
-        req: ReplicateWriteRequest,
-    ) -> ChunkOpStatus {
-        // A follower keeps the highest sn it has seen but never refuses its leader.
-        match self.store.admit_sn(key, req.sn, req.location.as_deref()) {
-            Ok(()) | Err(WriteError::Backward) => {}
-            Err(WriteError::Conflict(why)) => {
-                tracing::warn!(?key, sn = ?req.sn, why, "replicated write refused");
-                return ChunkOpStatus::FailureUnknown;
-            }
-            Err(WriteError::Io(e)) => {
-                tracing::warn!(?key, error = %e, "replicated sn update failed");
-                return ChunkOpStatus::DiskFail;
-            }
-        }
-        let store = self.store.clone();
-        let offset = u64::from(range.offset);
-        let data = req.data;
-        let sn = req.sn;
-        match run_io(data.len(), move || store.write(key, offset, &data, sn)).await {
-            Ok(()) => ChunkOpStatus::Success,
-            Err(e) => {
-                tracing::warn!(?key, error = %e, "replicated write failed");
-                ChunkOpStatus::DiskFail
-            }
-        }
-    }
-}
-
-impl Node {
-    /// A leader's heartbeat (format in election.rs): adopt it as leader unless it is
-    /// from an older term, and note whether it says we hold every write.
-    fn heartbeat(copyset: &CopysetState, req: &ReplicateWriteRequest) -> ChunkOpStatus {
-        let Some(sender) = copyset.member_index(req.leader_id) else {
-            return ChunkOpStatus::InvalidRequest;
-        };
-        let term = req.sn.unwrap_or(0);
-        // An older term is refused unless it comes from the leader we follow anyway:
-        // terms are per node and restart from what each persisted, so after a cluster
-        // restart the leader everyone agreed on may carry a lower one.
-        let from_our_leader = copyset.role() == Role::Follower(sender);
-        let seen = copyset.observe_term(term);
-        if seen == std::cmp::Ordering::Less && !from_our_leader {
-            return ChunkOpStatus::Backward;
-        }
-        // Same term on two leaders: the earlier member in order keeps it. Compared with
-        // the term we held before this heartbeat: a leader of an older term (one that
-        // was stopped while the others elected a new one, and thawed) follows the newer
-        // one, which must not be made to step down in its favour.
-        if copyset.is_leader() && seen == std::cmp::Ordering::Equal && copyset.self_index() < sender
-        {
-            return ChunkOpStatus::Backward;
-        }
-        if let Some(version) = req.lagging_version {
-            let incoming = Lagging {
-                term: req.lagging_term.unwrap_or(0),
-                version,
-                ids: req.lagging.iter().copied().collect(),
-            };
-            // We hold a record from a newer leadership than the sender's: it must not
-            // lead on an older view of who lacks writes.
-            if !copyset.adopt_lagging(incoming) {
-                return ChunkOpStatus::Backward;
-            }
-        }
-        copyset.follow(sender);
-        // Asked before this heartbeat counts: it is about what we held until now.
-        let answer = if req.chunk_id == 0 && copyset.recently_in_sync() {
-            ChunkOpStatus::ChunkExist
-        } else {
-            ChunkOpStatus::Success
-        };
-        let in_sync = req.chunk_id == 1 || req.chunk_id == HANDOVER;
-        {
-            let mut election = copyset.election();
-            let now = std::time::Instant::now();
-            election.last_leader_contact = Some(now);
-            if in_sync {
-                election.last_heartbeat = Some(now);
-            }
-        }
-        // The sender stopped leading for a TransferLeader naming us; a record saying we
-        // lack writes overrides it (the transfer then fails and probes sort it out).
-        if req.chunk_id == HANDOVER && !copyset.self_lagging() {
-            copyset.lead_with(None, false);
-        }
-        answer
-    }
 }
 
 /// The request's clone source, if it names one (both `cloneFileSource` and
@@ -1024,6 +699,12 @@ fn clone_source(req: &ChunkRequest) -> Result<Option<CurveOrigin>, ChunkResponse
         offset,
     }))
 }
+
+/// Positioned IO up to this size runs on the reactor thread: on page cache it takes
+/// microseconds, less than the ~35 µs cross-vCPU wakeup a hand-off to the blocking pool
+/// costs on our VMs. Larger transfers (memcpy of MiBs, possibly page faults) go to the
+/// blocking pool so one big read cannot stall every other connection.
+const INLINE_IO_MAX: usize = 256 * 1024;
 
 /// Runs a positioned IO inline or on the blocking pool (see [`INLINE_IO_MAX`]).
 async fn run_io<T: Send + 'static>(
@@ -1103,26 +784,13 @@ impl ChunkService for Handlers {
 }
 
 impl Node {
-    /// CliService2.GetLeader. A member earlier in order than us that asks (it names
-    /// itself in `peer`) gets leadership back once it holds every write.
+    /// CliService2.GetLeader, from Raft's state: the leader this member knows of (itself,
+    /// or the one it follows).
     pub(crate) fn get_leader(
         &self,
         req: &GetLeaderRequest2,
     ) -> Result<GetLeaderResponse2, CliRefusal> {
         let copyset = self.hosted(req.logic_pool_id, req.copyset_id)?;
-        if copyset.role() == Role::Leader
-            && let Some(asking) = req
-                .peer
-                .as_ref()
-                .and_then(|p| p.address.as_deref())
-                .and_then(|a| copyset.member_by_address(a))
-            && asking < copyset.self_index()
-            && copyset.hands_back()
-            && copyset.follower_ready_to_lead(asking)
-        {
-            tracing::info!(copyset = %copyset.name(), to = asking, "handing leadership back");
-            copyset.follow(asking);
-        }
         let Some(leader) = copyset.leader() else {
             return Err(CliRefusal::NoLeader);
         };
@@ -1147,9 +815,9 @@ impl Node {
     }
 
     /// CliService2.TransferLeader, as braft's `transfer_leadership_to`: answers at once;
-    /// the leader hands over once the transferee has caught up (election.rs), or gives
-    /// up after `TRANSFER_TIMEOUT`. Transferring to the leader itself succeeds.
-    pub(crate) fn transfer_leader(
+    /// Raft hands over once the transferee's log has the leader's last entry (or gives
+    /// up after an election timeout). Transferring to the leader itself succeeds.
+    pub(crate) async fn transfer_leader(
         &self,
         req: &TransferLeaderRequest2,
     ) -> Result<TransferLeaderResponse2, CliRefusal> {
@@ -1167,8 +835,11 @@ impl Node {
                 copyset.name()
             )));
         }
-        if to != copyset.self_index() {
-            copyset.start_transfer(to);
+        if copyset.members().get(to).map(|m| m.id) != Some(self.id) {
+            copyset
+                .transfer_to(to)
+                .await
+                .map_err(CliRefusal::NotLeader)?;
         }
         Ok(TransferLeaderResponse2 {})
     }
@@ -1195,7 +866,9 @@ impl CliService2 for Handlers {
         &self,
         request: Request<TransferLeaderRequest2>,
     ) -> Result<Response<TransferLeaderResponse2>, Status> {
-        Ok(Response::new(self.0.transfer_leader(request.get_ref())?))
+        Ok(Response::new(
+            self.0.transfer_leader(request.get_ref()).await?,
+        ))
     }
 }
 
@@ -1206,45 +879,5 @@ impl LocalChunkServer for Handlers {
         _request: Request<IdentifyRequest>,
     ) -> Result<Response<IdentifyResponse>, Status> {
         Ok(Response::new(self.0.identify()))
-    }
-}
-
-impl Node {
-    /// What a starting peer asks before it claims leadership (election.rs `discover`).
-    fn replica_state(&self, req: ReplicaStateRequest) -> ReplicaStateResponse {
-        let Some(copyset) = self.copyset(req.logic_pool_id, req.copyset_id) else {
-            return ReplicaStateResponse {
-                status: ChunkOpStatus::CopysetNotexist as u32,
-                ..Default::default()
-            };
-        };
-        let lagging = copyset.lagging();
-        ReplicaStateResponse {
-            status: 0,
-            term: Some(copyset.term()),
-            lagging_term: Some(lagging.term),
-            lagging_version: Some(lagging.version),
-            lagging: lagging.ids.into_iter().collect(),
-        }
-    }
-}
-
-#[tonic::async_trait]
-impl ReplicaService for Handlers {
-    async fn replica_state(
-        &self,
-        request: Request<ReplicaStateRequest>,
-    ) -> Result<Response<ReplicaStateResponse>, Status> {
-        Ok(Response::new(self.0.replica_state(request.into_inner())))
-    }
-
-    async fn replicate_write(
-        &self,
-        request: Request<ReplicateWriteRequest>,
-    ) -> Result<Response<ReplicateWriteResponse>, Status> {
-        let status = self.0.apply_replicated(request.into_inner()).await;
-        Ok(Response::new(ReplicateWriteResponse {
-            status: status as u32,
-        }))
     }
 }

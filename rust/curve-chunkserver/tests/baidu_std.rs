@@ -66,7 +66,10 @@ async fn write_and_read_carry_data_as_attachments() -> TestResult {
     assert_eq!(&att[..], &data[..]);
     // Every replica holds it, written through the same path as over gRPC.
     for i in 0..3 {
-        assert_eq!(on_disk(&cluster.chunk_path(i, CS_A, 21), 4096, 8192)?, data);
+        assert_eq!(
+            on_disk_eventually(&cluster.chunk_path(i, CS_A, 21), 4096, 8192, &data).await?,
+            data
+        );
     }
     Ok(())
 }

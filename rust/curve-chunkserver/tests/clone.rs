@@ -220,7 +220,8 @@ async fn reads_and_writes_of_a_lazy_clone(brpc: bool) -> TestResult {
         !cluster.chunk_path(0, CS_A, 30).exists(),
         "a read created the chunk"
     );
-    // A write with clone fields makes a clone chunk on every replica.
+    // A write with clone fields makes a clone chunk on every replica (followers apply
+    // it once committed, which may be after the ack).
     let written = pattern(2 * BLOCK, 9);
     let resp = leader
         .call(
@@ -230,10 +231,11 @@ async fn reads_and_writes_of_a_lazy_clone(brpc: bool) -> TestResult {
         .await?;
     assert_eq!(status(&resp), ChunkOpStatus::Success);
     for i in 0..3 {
-        assert!(
-            record_path(&cluster, i, 30).exists(),
-            "replica {i} holds no clone record"
-        );
+        let record = record_path(&cluster, i, 30);
+        eventually(&format!("replica {i} holds a clone record"), || {
+            Ok(record.exists())
+        })
+        .await?;
     }
     // A read across written and unwritten pages: the chunk's where written, the
     // source's around them, with or without clone fields (the chunk knows its origin).
@@ -337,7 +339,11 @@ async fn create_clone_chunk_then_recover_it(brpc: bool) -> TestResult {
         assert_eq!(status(&resp), ChunkOpStatus::ChunkExist, "{what}");
     }
     for i in 0..3 {
-        assert!(record_path(&cluster, i, 40).exists(), "replica {i}");
+        let record = record_path(&cluster, i, 40);
+        eventually(&format!("replica {i} holds a clone record"), || {
+            Ok(record.exists())
+        })
+        .await?;
     }
     // A written range recovers at once, without the origin.
     let resp = leader
@@ -362,7 +368,7 @@ async fn create_clone_chunk_then_recover_it(brpc: bool) -> TestResult {
     expected[..BLOCK].copy_from_slice(&pattern(BLOCK, 4));
     for i in 0..3 {
         assert_eq!(
-            on_disk(&cluster.chunk_path(i, CS_A, 40), 0, 1 << 20)?,
+            on_disk_eventually(&cluster.chunk_path(i, CS_A, 40), 0, 1 << 20, &expected).await?,
             expected,
             "replica {i}"
         );
@@ -373,10 +379,11 @@ async fn create_clone_chunk_then_recover_it(brpc: bool) -> TestResult {
         .await?;
     assert_eq!(status(&resp), ChunkOpStatus::Success);
     for i in 0..3 {
-        assert!(
-            !record_path(&cluster, i, 40).exists(),
-            "replica {i} is still a clone chunk"
-        );
+        let record = record_path(&cluster, i, 40);
+        eventually(&format!("replica {i} is a plain chunk"), || {
+            Ok(!record.exists())
+        })
+        .await?;
         let tail = on_disk(
             &cluster.chunk_path(i, CS_A, 40),
             (CHUNK_SIZE as usize) - BLOCK,
@@ -596,7 +603,8 @@ async fn a_hung_follower_during_recover_chunk_misses_nothing() -> TestResult {
         )
         .await?;
     assert_eq!(status(&resp), ChunkOpStatus::Success);
-    assert!(record_path(&cluster, 1, 70).exists());
+    let record = record_path(&cluster, 1, 70);
+    eventually("member 1 has the clone chunk", || Ok(record.exists())).await?;
     // Member 1 hangs (bytes stop both ways, as for a SIGSTOPped process) while the whole
     // chunk is recovered, 1 MiB at a time.
     proxy.cut();
@@ -616,12 +624,20 @@ async fn a_hung_follower_during_recover_chunk_misses_nothing() -> TestResult {
     let mut expected = source_bytes(clone_offset(2), CHUNK_SIZE as usize);
     expected[..BLOCK].copy_from_slice(&pattern(BLOCK, 3));
     for i in [0, 2] {
+        let record = record_path(&cluster, i, 70);
+        eventually(&format!("replica {i} is a plain chunk"), || {
+            Ok(!record.exists())
+        })
+        .await?;
         assert!(
-            !record_path(&cluster, i, 70).exists(),
-            "replica {i} is still a clone chunk"
-        );
-        assert!(
-            on_disk(&cluster.chunk_path(i, CS_A, 70), 0, CHUNK_SIZE as usize)? == expected,
+            on_disk_eventually(
+                &cluster.chunk_path(i, CS_A, 70),
+                0,
+                CHUNK_SIZE as usize,
+                &expected
+            )
+            .await?
+                == expected,
             "replica {i}"
         );
     }

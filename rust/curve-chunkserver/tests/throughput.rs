@@ -20,7 +20,7 @@ async fn write_and_read_figures() -> TestResult {
     for i in 0..OPS {
         write(
             &mut leader,
-            write_request(CS_A, 1, i * 4096, pattern(4096, 1), 0),
+            write_request(CS_A, 1, i * 4096, pattern(4096, 1), 1),
         )
         .await?;
     }
@@ -38,7 +38,7 @@ async fn write_and_read_figures() -> TestResult {
         async move {
             write(
                 &mut client,
-                write_request(CS_A, 2, (i % 1000) * 4096, pattern(4096, 1), 0),
+                write_request(CS_A, 2, (i % 1000) * 4096, pattern(4096, 1), 1),
             )
             .await
         }
@@ -57,7 +57,7 @@ async fn write_and_read_figures() -> TestResult {
     for _ in 0..20 {
         write(
             &mut leader,
-            write_request(CS_A, 3, 0, pattern(4 << 20, 1), 0),
+            write_request(CS_A, 3, 0, pattern(4 << 20, 1), 1),
         )
         .await?;
     }

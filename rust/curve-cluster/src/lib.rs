@@ -114,7 +114,9 @@ pub fn install_server_log(dir: &Path, server: &str) -> Result<(), Error> {
     let filter = match std::env::var(LOG_ENV) {
         Ok(text) if !text.trim().is_empty() => tracing_subscriber::EnvFilter::try_new(text.trim())
             .map_err(|e| fail(format!("{LOG_ENV}={text:?}: {e}")))?,
-        _ => tracing_subscriber::EnvFilter::new("info"),
+        // openraft reports every election, shutdown and unreachable peer (each heartbeat)
+        // at info and warn; the chunkserver logs what matters of those itself.
+        _ => tracing_subscriber::EnvFilter::new("info,openraft=error"),
     };
     if let Some(parent) = path.parent() {
         std::fs::create_dir_all(parent).map_err(|e| fail(e.to_string()))?;

@@ -50,6 +50,8 @@ pub struct Cluster {
     /// The address each server is known by (its listen address unless proxied).
     addrs: Vec<String>,
     runtimes: Vec<Option<tokio::runtime::Runtime>>,
+    /// Set while server `i` is paused (see [`Cluster::pause`]).
+    paused: Vec<Option<Arc<std::sync::atomic::AtomicBool>>>,
 }
 
 impl Cluster {
@@ -148,6 +150,7 @@ impl Cluster {
             configs,
             addrs: known,
             runtimes: vec![None, None, None],
+            paused: vec![None, None, None],
         };
         for (i, listener) in listeners.into_iter().enumerate() {
             cluster.run(i, listener)?;
@@ -163,7 +166,8 @@ impl Cluster {
     /// the election its followers' first heartbeats, catch-up and connections are still
     /// under way, and on a loaded machine (a debug build, the other tests' clusters) the
     /// first write could miss a replication deadline and be answered FAILURE_UNKNOWN, a
-    /// status a client retries. The tests' own writes then meet a cluster that serves.
+    /// status a client retries. The tests' own writes then meet a cluster that serves, and
+    /// every member has applied the warm-up write.
     async fn wait_serving_writes(&self) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         for (copyset_id, leader) in [(CS_A, 0), (CS_B, 1)] {
             let mut client = self.chunk_client(leader).await?;
@@ -184,6 +188,23 @@ impl Cluster {
                             format!("copyset {copyset_id}: warm-up write: {other:?}").into()
                         );
                     }
+                }
+            }
+            // Followers apply it once committed, which may be after the ack: a test that
+            // compares the data folders before and after must not see it land.
+            for i in 0..self.configs.len() {
+                let mut sn = self
+                    .chunk_path(i, copyset_id, WARM_UP_CHUNK)
+                    .into_os_string();
+                sn.push(".sn");
+                while !std::path::Path::new(&sn).exists() {
+                    if std::time::Instant::now() > deadline {
+                        return Err(format!(
+                            "copyset {copyset_id}: member {i} did not apply the warm-up write"
+                        )
+                        .into());
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
                 }
             }
         }
@@ -225,8 +246,31 @@ impl Cluster {
         self.runtimes[i] = Some(rt);
     }
 
+    /// Freezes server `i` as SIGSTOP freezes a process: a task takes its runtime's one
+    /// worker thread and holds it, so no other task of the server runs (timers, Raft,
+    /// handlers), while its sockets stay open and the kernel keeps accepting.
+    pub fn pause(&mut self, i: usize) {
+        let Some(rt) = &self.runtimes[i] else { return };
+        let flag = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let held = flag.clone();
+        rt.spawn(async move {
+            while held.load(std::sync::atomic::Ordering::Acquire) {
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+        });
+        self.paused[i] = Some(flag);
+    }
+
+    /// Lets a paused server run again (SIGCONT).
+    pub fn resume(&mut self, i: usize) {
+        if let Some(flag) = self.paused[i].take() {
+            flag.store(false, std::sync::atomic::Ordering::Release);
+        }
+    }
+
     /// Drops every task of server `i`: listener and connections close at once.
     pub fn kill(&mut self, i: usize) {
+        self.resume(i);
         if let Some(rt) = self.runtimes[i].take() {
             rt.shutdown_background();
         }
@@ -345,17 +389,21 @@ impl Cluster {
         let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(15);
         loop {
             let mut settled = true;
+            let mut named = Vec::new();
             for &i in on {
                 let answer = self.named_leader(i, copyset_id).await;
                 settled &= answer.as_deref() == Some(expected.as_str());
+                named.push(answer);
             }
             if settled {
                 return Ok(());
             }
             if tokio::time::Instant::now() > deadline {
-                return Err(
-                    format!("copyset {copyset_id}: server {leader} did not become leader").into(),
-                );
+                return Err(format!(
+                    "copyset {copyset_id}: server {leader} did not become leader; \
+                     servers {on:?} name {named:?}"
+                )
+                .into());
             }
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
@@ -520,4 +568,35 @@ pub fn fuzz_runner() -> (proptest::test_runner::TestRunner, usize) {
         .collect();
     let rng = TestRng::from_seed(RngAlgorithm::ChaCha, &bytes);
     (TestRunner::new_with_rng(Config::default(), rng), cases)
+}
+
+/// Waits (up to 10 s) until `check` holds. A follower applies a write once it learns
+/// the write is committed, the leader's next message after its own apply and answer:
+/// what a follower's files hold is checked this way, never right after the answer.
+pub async fn eventually(
+    what: &str,
+    mut check: impl FnMut() -> std::io::Result<bool>,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        if check().unwrap_or(false) {
+            return Ok(());
+        }
+        if std::time::Instant::now() > deadline {
+            return Err(format!("not within 10 s: {what}").into());
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+/// [`on_disk`] once it equals `expected` (see [`eventually`]); what it holds if never.
+pub async fn on_disk_eventually(
+    path: &std::path::Path,
+    offset: usize,
+    len: usize,
+    expected: &[u8],
+) -> std::io::Result<Vec<u8>> {
+    let what = format!("{} holds the expected bytes", path.display());
+    let _ = eventually(&what, || Ok(on_disk(path, offset, len)? == expected)).await;
+    on_disk(path, offset, len)
 }
