@@ -27,6 +27,7 @@ use tokio::net::TcpListener;
 
 mod auth;
 mod baidu_std;
+mod clean;
 mod election;
 mod gate;
 mod namespace;
@@ -98,6 +99,9 @@ pub struct MdsOptions {
     /// Lease of the active MDS among several (`mds.leader.sessionInterSec`, in ms): a
     /// stopped active MDS is replaced this long after its last renewal.
     pub leader_lease_ms: u64,
+    /// How long after start CreateSnapShot answers kSnapshotFrozen (upstream: 10 ×
+    /// `mds.file.expiredTimeUs`, fixed): until then an open by an old client may be unseen.
+    pub snapshot_frozen_us: u64,
 }
 
 impl Default for MdsOptions {
@@ -113,6 +117,7 @@ impl Default for MdsOptions {
             file_record_expire_us: 5_000_000,
             auth_date_tolerance_us: 15_000_000,
             leader_lease_ms: 5_000,
+            snapshot_frozen_us: 50_000_000,
         }
     }
 }
@@ -246,12 +251,17 @@ async fn serve_store(
         options,
         Arc::clone(&topology),
     ));
+    let cleaner = clean::Cleaner::new(Arc::clone(&ns), Arc::clone(&topology));
+    cleaner.resume().await;
     tracing::info!(
         "MDS serving on {:?}, cluster {}",
         listener.local_addr().ok(),
         topology.cluster_id
     );
-    let namespace = Arc::new(service::CurveFsServiceImpl { ns });
+    let namespace = Arc::new(service::CurveFsServiceImpl {
+        ns,
+        cleaner: Arc::clone(&cleaner),
+    });
     let topology = Arc::new(topology::TopologyServiceImpl { topology });
     // One port for both wires, as a brpc server has: baidu_std connections start with
     // `PRPC`, the rest go to tonic. Accepting rides out EMFILE and sets TCP_NODELAY.
@@ -265,12 +275,14 @@ async fn serve_store(
             },
         }),
     );
-    tonic::transport::Server::builder()
+    let served = tonic::transport::Server::builder()
         .layer(gate::GateLayer { lease })
         .add_service(CurveFsServiceServer::from_arc(namespace))
         .add_service(TopologyServiceServer::from_arc(topology))
         .serve_with_incoming_shutdown(incoming, shutdown)
-        .await?;
+        .await;
+    cleaner.stop();
+    served?;
     baidu_std.shutdown();
     Ok(())
 }
