@@ -8,9 +8,13 @@
 //! (reference §3, §4, §9, §10, §13), including its order of checks. Knowingly different:
 //! DeleteForce removes a recycle-bin entry at once and leaves its chunks on the chunkservers
 //! (upstream marks it kFileDeleting and deletes its chunks in the background), and the
-//! topology is the static one of the config.
+//! topology is the static one of the config. Snapshots (`namespace::snapshot`) are
+//! upstream's: one per file, seqNum bumped with it, deleted by an asynchronous clean
+//! (`clean`) that sends DeleteChunkSnapshotOrCorrectSn to every chunk's copyset leader; the
+//! kSnapshotFrozen window after start is `MdsOptions::snapshot_frozen_us` (the local
+//! cluster sets it to 0).
 //!
-//! Modules: `auth` (date/owner/signature), `path` (path validation), `rules` (length and
+//! Modules: `clean` (snapshot cleans), `auth` (date/owner/signature), `path` (path validation), `rules` (length and
 //! stripe rules), `store` (redb tables), `records` (file records of open files),
 //! `namespace` (the namespace calls), `election` (which of several MDSes is active: a lease),
 //! `service` and `topology` (the tonic faces), `baidu_std` (the same handlers over brpc's

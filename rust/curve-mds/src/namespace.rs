@@ -171,8 +171,9 @@ impl Namespace {
     }
 
     /// Upstream's CheckFileCanChange for a page file about to be deleted, renamed or given
-    /// away: refused while it has a snapshot (kFileUnderSnapShot), while it is a clone source (kDeleteFileBeingCloned; DeleteFile then
-    /// asks whether any clone still reads from it), while the MDS is younger than one record
+    /// away: refused while it has a snapshot (kFileUnderSnapShot), while it is a clone
+    /// source (kDeleteFileBeingCloned; DeleteFile then asks whether any clone still reads
+    /// from it), while the MDS is younger than one record
     /// expiry (records live in memory, so an open file would look closed) and while some
     /// client holds it open (§10).
     fn check_can_change(&self, path: &str, info: &FileInfo) -> NsResult<()> {

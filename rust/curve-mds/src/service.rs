@@ -286,7 +286,7 @@ impl CurveFsService for CurveFsServiceImpl {
             });
         let (status_code, snap_shot_file_info) = match outcome {
             Ok(info) => (StatusCode::KOk as i32, Some(info)),
-            Err((refusal, existing)) => (refusal.0 as i32, existing),
+            Err((refusal, existing)) => (refusal.0 as i32, existing.map(|b| *b)),
         };
         Ok(Response::new(CreateSnapShotResponse {
             status_code,

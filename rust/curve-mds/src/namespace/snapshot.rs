@@ -23,7 +23,7 @@ use crate::store::{self, Refusal, is_page_file};
 const LEAST_SNAPSHOT_CLIENT_VERSION: &str = "0.0.5.3";
 
 /// What CreateSnapShot answers: the new snapshot, or the one already in flight.
-pub(crate) type SnapshotCreated = Result<FileInfo, (Refusal, Option<FileInfo>)>;
+pub(crate) type SnapshotCreated = Result<FileInfo, (Refusal, Option<Box<FileInfo>>)>;
 
 /// The chunks a snapshot's clean must correct: (logical pool, copyset, chunk id).
 pub(crate) struct CleanPlan {
@@ -110,7 +110,7 @@ impl Namespace {
                 .into_iter()
                 .next()
             {
-                return Err((S::KFileUnderSnapShot.into(), Some(existing)));
+                return Err((S::KFileUnderSnapShot.into(), Some(Box::new(existing))));
             }
             let id = store::take_inode_id(&txn).map_err(plain)?;
             let seq = file.seq_num.unwrap_or(1);
