@@ -821,7 +821,12 @@ class LocalCluster:
                 "mds_ports": ports[:n_mds],
                 "chunkserver_ports": ports[n_mds : n_mds + n_cs],
                 "copysets": self._requested_copysets,
-                "mds": {"root_password": self._requested_root_password, **self._mds_options},
+                "mds": {
+                    "root_password": self._requested_root_password,
+                    # Snapshots at once: a test cluster's clients are all new.
+                    "snapshot_frozen_us": 0,
+                    **self._mds_options,
+                },
                 "chunk_fsync": self._chunk_fsync,
             }
             if n_sc:

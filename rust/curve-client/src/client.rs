@@ -392,6 +392,69 @@ impl Client {
             .await
     }
 
+    /// CreateSnapShot: see [`crate::mds::MdsClient::create_snapshot`].
+    pub async fn create_snapshot(
+        &self,
+        path: &str,
+        user: &UserInfo,
+    ) -> Result<curve_proto::mds::FileInfo> {
+        self.alive()?;
+        check(path, user)?;
+        self.core.ctx.mds.create_snapshot(path, user).await
+    }
+
+    /// ListSnapShot: see [`crate::mds::MdsClient::list_snapshots`].
+    pub async fn list_snapshots(
+        &self,
+        path: &str,
+        user: &UserInfo,
+        seqs: &[u64],
+    ) -> Result<Vec<curve_proto::mds::FileInfo>> {
+        self.alive()?;
+        check(path, user)?;
+        self.core.ctx.mds.list_snapshots(path, user, seqs).await
+    }
+
+    /// DeleteSnapShot: see [`crate::mds::MdsClient::delete_snapshot`].
+    pub async fn delete_snapshot(&self, path: &str, user: &UserInfo, seq: u64) -> Result<()> {
+        self.alive()?;
+        check(path, user)?;
+        self.core.ctx.mds.delete_snapshot(path, user, seq).await
+    }
+
+    /// CheckSnapShotStatus: see [`crate::mds::MdsClient::check_snapshot_status`].
+    pub async fn check_snapshot_status(
+        &self,
+        path: &str,
+        user: &UserInfo,
+        seq: u64,
+    ) -> Result<(curve_proto::mds::FileStatus, u32)> {
+        self.alive()?;
+        check(path, user)?;
+        self.core
+            .ctx
+            .mds
+            .check_snapshot_status(path, user, seq)
+            .await
+    }
+
+    /// GetSnapShotFileSegment: see [`crate::mds::MdsClient::get_snapshot_segment`].
+    pub async fn get_snapshot_segment(
+        &self,
+        path: &str,
+        user: &UserInfo,
+        seq: u64,
+        offset: u64,
+    ) -> Result<Option<curve_proto::mds::PageFileSegment>> {
+        self.alive()?;
+        check(path, user)?;
+        self.core
+            .ctx
+            .mds
+            .get_snapshot_segment(path, user, seq, offset)
+            .await
+    }
+
     /// The MDS client, for the calls that have no SDK facade (CreateCloneFile,
     /// SetCloneFileStatus, …).
     pub fn mds(&self) -> &crate::mds::MdsClient {

@@ -32,6 +32,11 @@ use curve_proto::mds::{
     RecoverFileRequest, RecoverFileResponse, RenameFileRequest, RenameFileResponse,
     SetCloneFileStatusRequest, SetCloneFileStatusResponse, StatusCode,
 };
+use curve_proto::mds::{
+    CheckSnapShotStatusRequest, CheckSnapShotStatusResponse, CreateSnapShotRequest,
+    CreateSnapShotResponse, DeleteSnapShotRequest, DeleteSnapShotResponse,
+    ListSnapShotFileInfoRequest, ListSnapShotFileInfoResponse,
+};
 
 use crate::auth::Credentials;
 use crate::auth::UserInfo;
@@ -404,6 +409,134 @@ impl MdsClient {
             })
             .await?;
         check(resp.status_code, "SetCloneFileStatus", path)
+    }
+
+    /// CreateSnapShot: the snapshot inode (`<file>-<seq>`, its `seqNum` the snapshot's seq);
+    /// the file's seqNum moves on by one. A file with a snapshot in flight answers
+    /// `UnderSnapshot`.
+    pub async fn create_snapshot(&self, path: &str, user: &UserInfo) -> Result<FileInfo> {
+        let resp: CreateSnapShotResponse = self
+            .call(&methods::CREATE_SNAPSHOT, CallKind::Metadata, || {
+                let cr = Credentials::now(&user.owner, &user.password);
+                CreateSnapShotRequest {
+                    file_name: path.to_string(),
+                    owner: cr.owner,
+                    signature: Some(cr.signature),
+                    date: cr.date,
+                }
+            })
+            .await?;
+        check(resp.status_code, "CreateSnapShot", path)?;
+        resp.snap_shot_file_info
+            .ok_or_else(|| Error::failed("CreateSnapShot: MDS answered OK without a FileInfo"))
+    }
+
+    /// ListSnapShot: the file's snapshots among `seqs` (none asked for: none).
+    pub async fn list_snapshots(
+        &self,
+        path: &str,
+        user: &UserInfo,
+        seqs: &[u64],
+    ) -> Result<Vec<FileInfo>> {
+        let resp: ListSnapShotFileInfoResponse = self
+            .call(&methods::LIST_SNAPSHOT, CallKind::Metadata, || {
+                let cr = Credentials::now(&user.owner, &user.password);
+                ListSnapShotFileInfoRequest {
+                    file_name: path.to_string(),
+                    seq: seqs.to_vec(),
+                    owner: cr.owner,
+                    signature: Some(cr.signature),
+                    date: cr.date,
+                }
+            })
+            .await?;
+        check(resp.status_code, "ListSnapShot", path)?;
+        Ok(resp.file_info)
+    }
+
+    /// DeleteSnapShot: starts the snapshot's asynchronous clean; follow it with
+    /// [`Self::check_snapshot_status`].
+    pub async fn delete_snapshot(&self, path: &str, user: &UserInfo, seq: u64) -> Result<()> {
+        let resp: DeleteSnapShotResponse = self
+            .call(&methods::DELETE_SNAPSHOT, CallKind::Metadata, || {
+                let cr = Credentials::now(&user.owner, &user.password);
+                DeleteSnapShotRequest {
+                    file_name: path.to_string(),
+                    seq,
+                    owner: cr.owner,
+                    signature: Some(cr.signature),
+                    date: cr.date,
+                }
+            })
+            .await?;
+        check(resp.status_code, "DeleteSnapShot", path)
+    }
+
+    /// CheckSnapShotStatus: the snapshot's status and, while it is being deleted, the
+    /// clean's progress (0..=100). A snapshot whose delete finished is `NotExist`.
+    pub async fn check_snapshot_status(
+        &self,
+        path: &str,
+        user: &UserInfo,
+        seq: u64,
+    ) -> Result<(FileStatus, u32)> {
+        let resp: CheckSnapShotStatusResponse = self
+            .call(&methods::CHECK_SNAPSHOT_STATUS, CallKind::Metadata, || {
+                let cr = Credentials::now(&user.owner, &user.password);
+                CheckSnapShotStatusRequest {
+                    file_name: path.to_string(),
+                    seq,
+                    owner: cr.owner,
+                    signature: Some(cr.signature),
+                    date: cr.date,
+                }
+            })
+            .await?;
+        check(resp.status_code, "CheckSnapShotStatus", path)?;
+        let status = resp
+            .file_status
+            .and_then(|s| FileStatus::try_from(s).ok())
+            .ok_or_else(|| {
+                Error::failed("CheckSnapShotStatus: MDS answered OK without a status")
+            })?;
+        Ok((status, resp.progress.unwrap_or(0)))
+    }
+
+    /// GetSnapShotFileSegment: the segment at `offset` as the snapshot `seq` sees it;
+    /// `None` when it is not allocated.
+    pub async fn get_snapshot_segment(
+        &self,
+        path: &str,
+        user: &UserInfo,
+        seq: u64,
+        offset: u64,
+    ) -> Result<Option<PageFileSegment>> {
+        let resp: GetOrAllocateSegmentResponse = self
+            .call(
+                &methods::GET_SNAPSHOT_FILE_SEGMENT,
+                CallKind::Metadata,
+                || {
+                    let cr = Credentials::now(&user.owner, &user.password);
+                    GetOrAllocateSegmentRequest {
+                        file_name: path.to_string(),
+                        owner: cr.owner,
+                        offset,
+                        allocate_if_not_exist: false,
+                        seq_num: Some(seq),
+                        signature: Some(cr.signature),
+                        date: cr.date,
+                        epoch: None,
+                    }
+                },
+            )
+            .await?;
+        if resp.status_code == StatusCode::KSegmentNotAllocated as i32 {
+            return Ok(None);
+        }
+        check(resp.status_code, "GetSnapShotFileSegment", path)?;
+        resp.page_file_segment.map(Some).ok_or_else(|| {
+            Error::failed("GetSnapShotFileSegment: MDS answered OK without a segment")
+        })
     }
 
     pub async fn get_file_info(&self, path: &str, user: &UserInfo) -> Result<FileInfo> {

@@ -37,7 +37,7 @@ pub enum Check {
 }
 
 /// The one table of which method authenticates how: every method the local MDS serves, by
-/// (service, method), in the order of Curve's protos. Upstream's snapshot, throttle
+/// (service, method), in the order of Curve's protos. Upstream's throttle
 /// and cluster-listing methods are not served here; upstream leaves GetAllocatedSize,
 /// GetFileSize, ListClient, FindFileMountPoint and ListVolumesOnCopysets unauthenticated.
 pub const METHODS: &[(&str, &str, Check)] = &[
@@ -57,6 +57,11 @@ pub const METHODS: &[(&str, &str, Check)] = &[
     (CURVEFS, "IncreaseFileEpoch", Check::FileOwner),
     (CURVEFS, "CreateCloneFile", Check::PathOwner),
     (CURVEFS, "SetCloneFileStatus", Check::PathOwner),
+    (CURVEFS, "CreateSnapShot", Check::FileOwner),
+    (CURVEFS, "ListSnapShot", Check::FileOwner),
+    (CURVEFS, "DeleteSnapShot", Check::FileOwner),
+    (CURVEFS, "CheckSnapShotStatus", Check::FileOwner),
+    (CURVEFS, "GetSnapShotFileSegment", Check::FileOwner),
     (TOPOLOGY, "GetChunkServerListInCopySets", Check::None),
     (TOPOLOGY, "GetClusterInfo", Check::None),
     (TOPOLOGY, "GetChunkServer", Check::None),

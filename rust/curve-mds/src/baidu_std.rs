@@ -88,6 +88,11 @@ impl Dispatch for BaiduStd {
                     "IncreaseFileEpoch" => increase_file_epoch,
                     "CreateCloneFile" => create_clone_file,
                     "SetCloneFileStatus" => set_clone_file_status,
+                    "CreateSnapShot" => create_snap_shot,
+                    "ListSnapShot" => list_snap_shot,
+                    "DeleteSnapShot" => delete_snap_shot,
+                    "CheckSnapShotStatus" => check_snap_shot_status,
+                    "GetSnapShotFileSegment" => get_snap_shot_file_segment,
                 }),
                 TOPOLOGY => route!(r, topo, TOPOLOGY, {
                     "GetChunkServerListInCopySets" => get_chunk_server_list_in_copy_sets,

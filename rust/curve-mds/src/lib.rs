@@ -8,9 +8,13 @@
 //! (reference §3, §4, §9, §10, §13), including its order of checks. Knowingly different:
 //! DeleteForce removes a recycle-bin entry at once and leaves its chunks on the chunkservers
 //! (upstream marks it kFileDeleting and deletes its chunks in the background), and the
-//! topology is the static one of the config.
+//! topology is the static one of the config. Snapshots (`namespace::snapshot`) are
+//! upstream's: one per file, seqNum bumped with it, deleted by an asynchronous clean
+//! (`clean`) that sends DeleteChunkSnapshotOrCorrectSn to every chunk's copyset leader; the
+//! kSnapshotFrozen window after start is `MdsOptions::snapshot_frozen_us` (the local
+//! cluster sets it to 0).
 //!
-//! Modules: `auth` (date/owner/signature), `path` (path validation), `rules` (length and
+//! Modules: `clean` (snapshot cleans), `auth` (date/owner/signature), `path` (path validation), `rules` (length and
 //! stripe rules), `store` (redb tables), `records` (file records of open files),
 //! `namespace` (the namespace calls), `election` (which of several MDSes is active: a lease),
 //! `service` and `topology` (the tonic faces), `baidu_std` (the same handlers over brpc's
@@ -27,6 +31,7 @@ use tokio::net::TcpListener;
 
 mod auth;
 mod baidu_std;
+mod clean;
 mod election;
 mod gate;
 mod namespace;
@@ -98,6 +103,9 @@ pub struct MdsOptions {
     /// Lease of the active MDS among several (`mds.leader.sessionInterSec`, in ms): a
     /// stopped active MDS is replaced this long after its last renewal.
     pub leader_lease_ms: u64,
+    /// How long after start CreateSnapShot answers kSnapshotFrozen (upstream: 10 ×
+    /// `mds.file.expiredTimeUs`, fixed): until then an open by an old client may be unseen.
+    pub snapshot_frozen_us: u64,
 }
 
 impl Default for MdsOptions {
@@ -113,6 +121,7 @@ impl Default for MdsOptions {
             file_record_expire_us: 5_000_000,
             auth_date_tolerance_us: 15_000_000,
             leader_lease_ms: 5_000,
+            snapshot_frozen_us: 50_000_000,
         }
     }
 }
@@ -246,12 +255,17 @@ async fn serve_store(
         options,
         Arc::clone(&topology),
     ));
+    let cleaner = clean::Cleaner::new(Arc::clone(&ns), Arc::clone(&topology));
+    cleaner.resume().await;
     tracing::info!(
         "MDS serving on {:?}, cluster {}",
         listener.local_addr().ok(),
         topology.cluster_id
     );
-    let namespace = Arc::new(service::CurveFsServiceImpl { ns });
+    let namespace = Arc::new(service::CurveFsServiceImpl {
+        ns,
+        cleaner: Arc::clone(&cleaner),
+    });
     let topology = Arc::new(topology::TopologyServiceImpl { topology });
     // One port for both wires, as a brpc server has: baidu_std connections start with
     // `PRPC`, the rest go to tonic. Accepting rides out EMFILE and sets TCP_NODELAY.
@@ -265,12 +279,14 @@ async fn serve_store(
             },
         }),
     );
-    tonic::transport::Server::builder()
+    let served = tonic::transport::Server::builder()
         .layer(gate::GateLayer { lease })
         .add_service(CurveFsServiceServer::from_arc(namespace))
         .add_service(TopologyServiceServer::from_arc(topology))
         .serve_with_incoming_shutdown(incoming, shutdown)
-        .await?;
+        .await;
+    cleaner.stop();
+    served?;
     baidu_std.shutdown();
     Ok(())
 }

@@ -30,6 +30,10 @@ use crate::store::{
 use crate::topology::Topology;
 use crate::{MdsOptions, TopologyConfig};
 
+mod snapshot;
+
+pub(crate) use snapshot::CleanPlan;
+
 pub(crate) type NsResult<T> = Result<T, Refusal>;
 
 pub(crate) fn now_us() -> u64 {
@@ -167,11 +171,15 @@ impl Namespace {
     }
 
     /// Upstream's CheckFileCanChange for a page file about to be deleted, renamed or given
-    /// away: refused while it is a clone source (kDeleteFileBeingCloned; DeleteFile then
-    /// asks whether any clone still reads from it), while the MDS is younger than one record
+    /// away: refused while it has a snapshot (kFileUnderSnapShot), while it is a clone
+    /// source (kDeleteFileBeingCloned; DeleteFile then asks whether any clone still reads
+    /// from it), while the MDS is younger than one record
     /// expiry (records live in memory, so an open file would look closed) and while some
     /// client holds it open (§10).
     fn check_can_change(&self, path: &str, info: &FileInfo) -> NsResult<()> {
+        if !self.store.snapshots(id_of(info)?)?.is_empty() {
+            return Err(S::KFileUnderSnapShot.into());
+        }
         if info.file_status == Some(FileStatus::KFileBeingCloned as i32) {
             return Err(S::KDeleteFileBeingCloned.into());
         }
@@ -744,8 +752,12 @@ impl Namespace {
         let t = self.store.read()?;
         let info = self.target(&t, &comps, &caller)?;
         let endpoint = endpoint(req.client_ip.as_deref(), req.client_port, peer);
-        self.records
-            .refresh(&req.file_name, endpoint, Instant::now());
+        self.records.refresh(
+            &req.file_name,
+            endpoint,
+            req.client_version.as_deref(),
+            Instant::now(),
+        );
         Ok(info)
     }
 

@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 /// A client as the MDS identifies it: (clientIP, clientPort).
 pub(crate) type Endpoint = (String, u32);
 
-type ByPath = HashMap<String, HashMap<Endpoint, Instant>>;
+/// When each endpoint last refreshed, and the clientVersion it gave then.
+type ByPath = HashMap<String, HashMap<Endpoint, (Instant, Option<String>)>>;
 
 #[derive(Debug)]
 pub(crate) struct FileRecords {
@@ -49,7 +50,13 @@ impl FileRecords {
 
     /// Records a refresh; at most every [`SWEEP_INTERVAL`] also drops every expired record,
     /// so paths nobody asks about again do not keep theirs for ever.
-    pub(crate) fn refresh(&self, path: &str, endpoint: Endpoint, now: Instant) {
+    pub(crate) fn refresh(
+        &self,
+        path: &str,
+        endpoint: Endpoint,
+        version: Option<&str>,
+        now: Instant,
+    ) {
         let expiry = self.expiry;
         self.with(|s| {
             let due = s
@@ -57,7 +64,7 @@ impl FileRecords {
                 .is_none_or(|t| now.saturating_duration_since(t) >= SWEEP_INTERVAL);
             if due {
                 s.by_path.retain(|_, eps| {
-                    eps.retain(|_, last| now.saturating_duration_since(*last) < expiry);
+                    eps.retain(|_, (last, _)| now.saturating_duration_since(*last) < expiry);
                     !eps.is_empty()
                 });
                 s.last_sweep = Some(now);
@@ -65,7 +72,7 @@ impl FileRecords {
             s.by_path
                 .entry(path.to_owned())
                 .or_default()
-                .insert(endpoint, now);
+                .insert(endpoint, (now, version.map(str::to_owned)));
         });
     }
 
@@ -89,12 +96,26 @@ impl FileRecords {
             let Some(eps) = m.get_mut(path) else {
                 return false;
             };
-            eps.retain(|_, last| now.saturating_duration_since(*last) < expiry);
+            eps.retain(|_, (last, _)| now.saturating_duration_since(*last) < expiry);
             let live = !eps.is_empty();
             if !live {
                 m.remove(path);
             }
             live
+        })
+    }
+
+    /// The smallest clientVersion (as strings compare, as upstream's
+    /// GetMinimumFileClientVersion) among live records of `path` that gave one.
+    pub(crate) fn min_version(&self, path: &str, now: Instant) -> Option<String> {
+        let expiry = self.expiry;
+        self.with(|s| {
+            s.by_path.get(path).and_then(|eps| {
+                eps.values()
+                    .filter(|(last, _)| now.saturating_duration_since(*last) < expiry)
+                    .filter_map(|(_, v)| v.clone())
+                    .min()
+            })
         })
     }
 }
@@ -110,15 +131,15 @@ mod tests {
         let a: Endpoint = ("10.0.0.1".into(), 9000);
         let b: Endpoint = ("10.0.0.2".into(), 0);
         assert!(!r.is_occupied("/f", t0));
-        r.refresh("/f", a.clone(), t0);
-        r.refresh("/f", b.clone(), t0);
+        r.refresh("/f", a.clone(), None, t0);
+        r.refresh("/f", b.clone(), None, t0);
         assert!(r.is_occupied("/f", t0 + Duration::from_secs(4)));
         assert!(!r.is_occupied("/g", t0));
         r.close("/f", &a);
         assert!(r.is_occupied("/f", t0));
         r.close("/f", &b);
         assert!(!r.is_occupied("/f", t0));
-        r.refresh("/f", a, t0);
+        r.refresh("/f", a, None, t0);
         assert!(!r.is_occupied("/f", t0 + Duration::from_secs(5)));
     }
 
@@ -127,13 +148,19 @@ mod tests {
         let r = FileRecords::new(Duration::from_secs(5));
         let t0 = Instant::now();
         for port in 0..100 {
-            r.refresh("/gone", ("10.0.0.1".into(), port), t0);
+            r.refresh("/gone", ("10.0.0.1".into(), port), None, t0);
         }
-        r.refresh("/live", ("10.0.0.2".into(), 0), t0 + Duration::from_secs(4));
+        r.refresh(
+            "/live",
+            ("10.0.0.2".into(), 0),
+            None,
+            t0 + Duration::from_secs(4),
+        );
         // Nobody deletes or renames "/gone" again; later refreshes of others drop it.
         r.refresh(
             "/other",
             ("10.0.0.3".into(), 0),
+            None,
             t0 + Duration::from_secs(6),
         );
         let paths = r.with(|s| {
@@ -142,5 +169,17 @@ mod tests {
             paths
         });
         assert_eq!(paths, ["/live", "/other"]);
+    }
+
+    #[test]
+    fn minimum_version_of_live_records() {
+        let r = FileRecords::new(Duration::from_secs(5));
+        let t0 = Instant::now();
+        assert_eq!(r.min_version("/f", t0), None);
+        r.refresh("/f", ("a".into(), 1), Some("curvefs-0.1.0"), t0);
+        r.refresh("/f", ("b".into(), 1), Some("0.0.5.2"), t0);
+        r.refresh("/f", ("c".into(), 1), None, t0);
+        assert_eq!(r.min_version("/f", t0).as_deref(), Some("0.0.5.2"));
+        assert_eq!(r.min_version("/f", t0 + Duration::from_secs(5)), None);
     }
 }

@@ -17,12 +17,19 @@ use curve_proto::mds::{
     RenameFileRequest, RenameFileResponse, SetCloneFileStatusRequest, SetCloneFileStatusResponse,
     StatusCode,
 };
+use curve_proto::mds::{
+    CheckSnapShotStatusRequest, CheckSnapShotStatusResponse, CreateSnapShotRequest,
+    CreateSnapShotResponse, DeleteSnapShotRequest, DeleteSnapShotResponse, FileStatus,
+    ListSnapShotFileInfoRequest, ListSnapShotFileInfoResponse,
+};
 use tonic::{Request, Response, Status};
 
+use crate::clean::Cleaner;
 use crate::namespace::{Namespace, NsResult};
 
 pub(crate) struct CurveFsServiceImpl {
     pub ns: Arc<Namespace>,
+    pub cleaner: Arc<Cleaner>,
 }
 
 type Answer<T> = Result<Response<T>, Status>;
@@ -261,6 +268,113 @@ impl CurveFsService for CurveFsServiceImpl {
             .await;
         Ok(Response::new(SetCloneFileStatusResponse {
             status_code: code(&outcome),
+        }))
+    }
+
+    async fn create_snap_shot(
+        &self,
+        request: Request<CreateSnapShotRequest>,
+    ) -> Answer<CreateSnapShotResponse> {
+        let req = request.into_inner();
+        let ns = Arc::clone(&self.ns);
+        tracing::trace!(target: "curve_mds::rpc", method = "CreateSnapShot");
+        let outcome = tokio::task::spawn_blocking(move || ns.create_snapshot(&req))
+            .await
+            .unwrap_or_else(|e| {
+                tracing::error!("CreateSnapShot failed: {e}");
+                Err((StatusCode::KInternalError.into(), None))
+            });
+        let (status_code, snap_shot_file_info) = match outcome {
+            Ok(info) => (StatusCode::KOk as i32, Some(info)),
+            Err((refusal, existing)) => (refusal.0 as i32, existing.map(|b| *b)),
+        };
+        Ok(Response::new(CreateSnapShotResponse {
+            status_code,
+            snap_shot_file_info,
+        }))
+    }
+
+    async fn list_snap_shot(
+        &self,
+        request: Request<ListSnapShotFileInfoRequest>,
+    ) -> Answer<ListSnapShotFileInfoResponse> {
+        let req = request.into_inner();
+        let outcome = self
+            .run("ListSnapShot", move |ns| ns.list_snapshots(&req))
+            .await;
+        Ok(Response::new(ListSnapShotFileInfoResponse {
+            status_code: code(&outcome),
+            file_info: outcome.unwrap_or_default(),
+        }))
+    }
+
+    async fn delete_snap_shot(
+        &self,
+        request: Request<DeleteSnapShotRequest>,
+    ) -> Answer<DeleteSnapShotResponse> {
+        let req = request.into_inner();
+        let outcome = self
+            .run("DeleteSnapShot", move |ns| ns.delete_snapshot(&req))
+            .await;
+        let status_code = code(&outcome);
+        if let Ok(plan) = outcome {
+            self.cleaner.submit(plan);
+        }
+        Ok(Response::new(DeleteSnapShotResponse { status_code }))
+    }
+
+    async fn check_snap_shot_status(
+        &self,
+        request: Request<CheckSnapShotStatusRequest>,
+    ) -> Answer<CheckSnapShotStatusResponse> {
+        let req = request.into_inner();
+        let outcome = self
+            .run("CheckSnapShotStatus", move |ns| ns.snapshot_status(&req))
+            .await;
+        let answer = match outcome {
+            Err(StatusCode::KSnapshotFileNotExists) => CheckSnapShotStatusResponse {
+                status_code: StatusCode::KSnapshotFileNotExists as i32,
+                file_status: None,
+                progress: Some(100),
+            },
+            Err(c) => CheckSnapShotStatusResponse {
+                status_code: c as i32,
+                file_status: None,
+                progress: None,
+            },
+            Ok((file, seq, status)) => {
+                let (status_code, progress) = if status == FileStatus::KFileDeleting {
+                    // As upstream: a deleting snapshot without a clean task is an error.
+                    match self.cleaner.progress(file, seq) {
+                        Some(p) => (StatusCode::KOk, p.percent),
+                        None => (StatusCode::KSnapshotFileDeleteError, 0),
+                    }
+                } else {
+                    (StatusCode::KOk, 0)
+                };
+                CheckSnapShotStatusResponse {
+                    status_code: status_code as i32,
+                    file_status: Some(status as i32),
+                    progress: Some(progress),
+                }
+            }
+        };
+        Ok(Response::new(answer))
+    }
+
+    async fn get_snap_shot_file_segment(
+        &self,
+        request: Request<GetOrAllocateSegmentRequest>,
+    ) -> Answer<GetOrAllocateSegmentResponse> {
+        let req = request.into_inner();
+        let outcome = self
+            .run("GetSnapShotFileSegment", move |ns| {
+                ns.snapshot_segment(&req)
+            })
+            .await;
+        Ok(Response::new(GetOrAllocateSegmentResponse {
+            status_code: code(&outcome),
+            page_file_segment: outcome.ok(),
         }))
     }
 }

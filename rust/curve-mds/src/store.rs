@@ -21,6 +21,9 @@ const INODES: TableDefinition<u64, &[u8]> = TableDefinition::new("inodes");
 const DENTRIES: TableDefinition<(u64, &str), u64> = TableDefinition::new("dentries");
 /// (file inode id, segment start offset) → encoded `PageFileSegment`.
 const SEGMENTS: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("segments");
+/// (file inode id, snapshot seq) → encoded `FileInfo` of the snapshot inode
+/// (INODE_SNAPSHOT_PAGEFILE), as upstream keeps snapshots apart from the namespace.
+const SNAPSHOTS: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("snapshots");
 /// Cluster-wide values: id, counters, the topology of the first start.
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 
@@ -133,6 +136,28 @@ impl Store {
     pub(crate) fn write(&self) -> Result<WriteTransaction, Refusal> {
         Ok(self.db.begin_write()?)
     }
+
+    /// The snapshots of the file `file_id`, by seq.
+    pub(crate) fn snapshots(&self, file_id: u64) -> Result<Vec<FileInfo>, Refusal> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(SNAPSHOTS)?;
+        snapshots_in(&table, file_id)
+    }
+
+    /// (file id, seq) of every snapshot whose status is kFileDeleting: cleans to resume.
+    pub(crate) fn deleting_snapshots(&self) -> Result<Vec<(u64, u64)>, Refusal> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(SNAPSHOTS)?;
+        let mut out = Vec::new();
+        for entry in table.iter()? {
+            let (key, bytes) = entry?;
+            let info = FileInfo::decode(bytes.value())?;
+            if info.file_status == Some(FileStatus::KFileDeleting as i32) {
+                out.push(key.value());
+            }
+        }
+        Ok(out)
+    }
 }
 
 /// How long a store another process holds is waited for: an MDS restarted on the same
@@ -176,6 +201,7 @@ fn init(
     let mut inodes = txn.open_table(INODES)?;
     let mut dentries = txn.open_table(DENTRIES)?;
     txn.open_table(SEGMENTS)?;
+    txn.open_table(SNAPSHOTS)?;
 
     let existing_id = meta.get(META_CLUSTER_ID)?.map(|v| v.value().to_vec());
     let cluster_id = match existing_id {
@@ -431,6 +457,44 @@ impl WriteTables<'_> {
             .retain_in((file_id, 0)..=(file_id, u64::MAX), |_, _| false)?;
         Ok(())
     }
+}
+
+fn snapshots_in(
+    table: &impl ReadableTable<(u64, u64), &'static [u8]>,
+    file_id: u64,
+) -> Result<Vec<FileInfo>, Refusal> {
+    let mut out = Vec::new();
+    for entry in table.range((file_id, 0)..=(file_id, u64::MAX))? {
+        out.push(FileInfo::decode(entry?.1.value())?);
+    }
+    Ok(out)
+}
+
+/// The snapshot table of a write transaction.
+pub(crate) struct SnapshotTable<'t>(Table<'t, (u64, u64), &'static [u8]>);
+
+impl SnapshotTable<'_> {
+    pub(crate) fn of_file(&self, file_id: u64) -> Result<Vec<FileInfo>, Refusal> {
+        snapshots_in(&self.0, file_id)
+    }
+
+    /// Stores a snapshot inode under (its parent file, its seq).
+    pub(crate) fn put(&mut self, info: &FileInfo) -> Result<(), Refusal> {
+        let file = info.parent_id.ok_or(Refusal(StatusCode::KInternalError))?;
+        let seq = info.seq_num.ok_or(Refusal(StatusCode::KInternalError))?;
+        self.0
+            .insert((file, seq), info.encode_to_vec().as_slice())?;
+        Ok(())
+    }
+
+    pub(crate) fn remove(&mut self, file_id: u64, seq: u64) -> Result<(), Refusal> {
+        self.0.remove((file_id, seq))?;
+        Ok(())
+    }
+}
+
+pub(crate) fn snapshot_table(txn: &WriteTransaction) -> Result<SnapshotTable<'_>, Refusal> {
+    Ok(SnapshotTable(txn.open_table(SNAPSHOTS)?))
 }
 
 /// Opens the tables of a write transaction; drop them before committing.

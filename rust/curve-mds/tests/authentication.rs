@@ -190,6 +190,13 @@ requests! {
     CreateCloneFile(CreateCloneFileRequest, CreateCloneFileResponse) => create_clone_file,
     SetCloneFileStatus(SetCloneFileStatusRequest, SetCloneFileStatusResponse)
         => set_clone_file_status,
+    CreateSnapShot(CreateSnapShotRequest, CreateSnapShotResponse) => create_snap_shot,
+    ListSnapShot(ListSnapShotFileInfoRequest, ListSnapShotFileInfoResponse) => list_snap_shot,
+    DeleteSnapShot(DeleteSnapShotRequest, DeleteSnapShotResponse) => delete_snap_shot,
+    CheckSnapShotStatus(CheckSnapShotStatusRequest, CheckSnapShotStatusResponse)
+        => check_snap_shot_status,
+    GetSnapShotFileSegment(GetOrAllocateSegmentRequest, GetOrAllocateSegmentResponse)
+        => get_snap_shot_file_segment,
 }
 
 /// One method's request on the fixture under `dir` ("/alice" or "/alice2"), as `c`. With
@@ -336,6 +343,44 @@ fn request(method: &str, dir: &str, c: &Cred, path: Option<&str>, rename_new: bo
             signature,
             date,
         }),
+        "CreateSnapShot" => Req::CreateSnapShot(CreateSnapShotRequest {
+            file_name: vol,
+            owner,
+            signature,
+            date,
+        }),
+        "ListSnapShot" => Req::ListSnapShot(ListSnapShotFileInfoRequest {
+            file_name: vol,
+            seq: vec![1],
+            owner,
+            signature,
+            date,
+        }),
+        // The fixture's `snapped` volume has snapshot 1.
+        "DeleteSnapShot" => Req::DeleteSnapShot(DeleteSnapShotRequest {
+            file_name: path.map_or_else(|| format!("{dir}/snapped"), str::to_owned),
+            seq: 1,
+            owner,
+            signature,
+            date,
+        }),
+        "CheckSnapShotStatus" => Req::CheckSnapShotStatus(CheckSnapShotStatusRequest {
+            file_name: path.map_or_else(|| format!("{dir}/snapped"), str::to_owned),
+            seq: 1,
+            owner,
+            signature,
+            date,
+        }),
+        "GetSnapShotFileSegment" => Req::GetSnapShotFileSegment(GetOrAllocateSegmentRequest {
+            file_name: path.map_or_else(|| format!("{dir}/snapped"), str::to_owned),
+            owner,
+            offset: 0,
+            allocate_if_not_exist: false,
+            seq_num: Some(1),
+            signature,
+            date,
+            epoch: None,
+        }),
         m => panic!("no request for {m}: add one to this test"),
     }
 }
@@ -377,8 +422,9 @@ async fn brpc(mds: &Mds) -> curve_brpc::Channel {
     .expect("connects")
 }
 
-/// Two identical trees, each alice's: a directory, a volume with its first segment, and a
-/// deleted volume in the recycle bin. The owner's accepted requests use "/alice", root's
+/// Two identical trees, each alice's: a directory, a volume with its first segment, a
+/// volume `snapped` with its first segment and snapshot 1, and a deleted volume in the
+/// recycle bin. The owner's accepted requests use "/alice", root's
 /// "/alice2".
 async fn fixture(fs: &mut Fs) {
     for dir in ["/alice", "/alice2"] {
@@ -387,6 +433,22 @@ async fn fixture(fs: &mut Fs) {
         assert_eq!(fs.create(&vol, ALICE, 10 * GIB).await, StatusCode::KOk);
         let (status, _) = fs.segment(&vol, ALICE, 0, true, None).await;
         assert_eq!(status, StatusCode::KOk);
+        let snapped = format!("{dir}/snapped");
+        assert_eq!(fs.create(&snapped, ALICE, 10 * GIB).await, StatusCode::KOk);
+        let (status, _) = fs.segment(&snapped, ALICE, 0, true, None).await;
+        assert_eq!(status, StatusCode::KOk);
+        let (owner, signature, date) = cred(ALICE);
+        let taken =
+            fs.0.create_snap_shot(CreateSnapShotRequest {
+                file_name: snapped,
+                owner,
+                signature,
+                date,
+            })
+            .await
+            .expect("CreateSnapShot")
+            .into_inner();
+        assert_eq!(taken.status_code, StatusCode::KOk as i32);
         let gone = format!("{dir}/gone");
         assert_eq!(fs.create(&gone, ALICE, 10 * GIB).await, StatusCode::KOk);
         assert_eq!(fs.unlink(&gone, ALICE).await, StatusCode::KOk);
@@ -428,7 +490,7 @@ async fn refusals_on_every_method(kind: WireKind) {
         .iter()
         .filter(|(service, _, check)| *service == CURVEFS && *check != Check::None)
         .collect();
-    assert_eq!(authenticated.len(), 16);
+    assert_eq!(authenticated.len(), 21);
     for (_, method, check) in authenticated {
         let dir = tempfile::tempdir().expect("tempdir");
         let mds = Mds::start_settled(dir.path()).await;
@@ -560,7 +622,7 @@ async fn the_table_is_what_is_served() {
         );
         assert!(routed, "{service}.{method}: {r:?}");
     }
-    for method in ["CreateSnapShot", "GetAllocatedSize", "ListClient"] {
+    for method in ["UpdateFileThrottleParams", "GetAllocatedSize", "ListClient"] {
         let r = call(CURVEFS, method).await;
         assert!(
             matches!(r, Err(curve_brpc::CallError::Remote { code, .. }) if code == curve_brpc::errors::ENOMETHOD),

@@ -259,6 +259,18 @@ impl ClientHandle {
         )
     }
 
+    /// The MDS's CreateSnapShot on `path` as this handle's user: the snapshot's seq (the
+    /// volume's seqNum moves on by one). For tests of the seqNum path; the snapshot/clone
+    /// service's API is the user-facing one.
+    fn create_mds_snapshot(&self, py: Python<'_>, path: String) -> PyResult<u64> {
+        let info = call(
+            py,
+            || format!("create_mds_snapshot {path}"),
+            self.client()?.create_snapshot(&path, &self.user),
+        )?;
+        Ok(info.seq_num.unwrap_or(0))
+    }
+
     /// Stage 2 of a lazy clone: `path` stops reading from its source.
     fn flatten(&self, py: Python<'_>, path: String) -> PyResult<()> {
         call(

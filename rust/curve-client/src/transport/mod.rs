@@ -64,6 +64,13 @@ pub mod methods {
     pub const CREATE_CLONE_FILE: RpcMethod = RpcMethod::new(CURVEFS_SERVICE, "CreateCloneFile");
     pub const SET_CLONE_FILE_STATUS: RpcMethod =
         RpcMethod::new(CURVEFS_SERVICE, "SetCloneFileStatus");
+    pub const CREATE_SNAPSHOT: RpcMethod = RpcMethod::new(CURVEFS_SERVICE, "CreateSnapShot");
+    pub const LIST_SNAPSHOT: RpcMethod = RpcMethod::new(CURVEFS_SERVICE, "ListSnapShot");
+    pub const DELETE_SNAPSHOT: RpcMethod = RpcMethod::new(CURVEFS_SERVICE, "DeleteSnapShot");
+    pub const CHECK_SNAPSHOT_STATUS: RpcMethod =
+        RpcMethod::new(CURVEFS_SERVICE, "CheckSnapShotStatus");
+    pub const GET_SNAPSHOT_FILE_SEGMENT: RpcMethod =
+        RpcMethod::new(CURVEFS_SERVICE, "GetSnapShotFileSegment");
 
     pub const GET_CHUNK_SERVER_LIST_IN_COPYSETS: RpcMethod =
         RpcMethod::new(TOPOLOGY_SERVICE, "GetChunkServerListInCopySets");

@@ -47,6 +47,7 @@ pub fn mds_options() -> MdsOptions {
         block_size: BLOCK_SIZE,
         min_file_length: u64::from(SEGMENT_SIZE),
         file_record_expire_us: RECORD_EXPIRE_US,
+        snapshot_frozen_us: 0,
         ..MdsOptions::default()
     }
 }

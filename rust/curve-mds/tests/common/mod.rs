@@ -52,6 +52,7 @@ pub fn topology() -> TopologyConfig {
 pub fn options() -> MdsOptions {
     MdsOptions {
         file_record_expire_us: RECORD_EXPIRE_US,
+        snapshot_frozen_us: 0,
         ..MdsOptions::default()
     }
 }
