@@ -206,7 +206,7 @@ def test_options_by_keyword_and_addresses_without_a_conf(cluster: LocalCluster) 
         assert c.cluster_id()
     assert curvefs.conf_options()["mds_rpc_timeout_ms"] == "mds.rpcTimeoutMS"
     with pytest.raises(TypeError, match="unknown option"):
-        curvefs.Client(mds_addrs=cluster.mds_addrs, user="curve", no_such_option=1)
+        curvefs.Client(mds_addrs=cluster.mds_addrs, user="curve", no_such_option=1)  # type: ignore[call-arg]
     with pytest.raises(TypeError, match="conf_path or mds_addrs"):
         curvefs.Client(user="curve")
     with pytest.raises(curvefs.CurveError):

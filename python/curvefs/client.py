@@ -23,9 +23,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Protocol, Self, cast
+from typing import Any, Literal, Protocol, Self, TypedDict, cast
 
-from typing_extensions import Buffer
+from typing_extensions import Buffer, Unpack
 
 from curvefs import _core
 
@@ -47,7 +47,16 @@ def _view(obj: BufferLike) -> memoryview:
     return memoryview(cast(Buffer, obj))
 
 
-__all__ = ["BufferLike", "Client", "FileInfo", "FileStatus", "FileType", "Volume", "conf_options"]
+__all__ = [
+    "BufferLike",
+    "Client",
+    "ClientOptions",
+    "FileInfo",
+    "FileStatus",
+    "FileType",
+    "Volume",
+    "conf_options",
+]
 
 
 class FileType(enum.IntEnum):
@@ -136,9 +145,54 @@ async def _run_async(start: Callable[[tuple[Any, Any, Any]], _core.TaskHandle]) 
         raise
 
 
+class ClientOptions(TypedDict, total=False):
+    """The keyword options of :class:`Client`: every ``client.conf`` key the core reads but
+    ``mds.listen.addr``, named like the core's field. The keys, their types and what each
+    means are declared once in the core (``curve_client::conf``); a test checks this type
+    against that declaration, and the docs' key table is generated from it."""
+
+    mds_register_to_mds: bool
+    mds_rpc_timeout_ms: int
+    mds_max_rpc_timeout_ms: int
+    mds_max_retry_ms: int
+    mds_max_failed_times_before_change_mds: int
+    mds_refresh_times_per_lease: int
+    mds_rpc_retry_interval_us: int
+    mds_normal_retry_times_before_trigger_wait: int
+    mds_max_retry_ms_in_io_path: int
+    mds_wait_sleep_ms: int
+    metacache_get_leader_timeout_ms: int
+    metacache_get_leader_retry: int
+    metacache_rpc_retry_interval_us: int
+    chunkserver_op_retry_interval_us: int
+    chunkserver_op_max_retry: int
+    chunkserver_rpc_timeout_ms: int
+    chunkserver_max_retry_sleep_interval_us: int
+    chunkserver_max_rpc_timeout_ms: int
+    chunkserver_max_stable_timeout_times: int
+    chunkserver_check_health_timeout_ms: int
+    chunkserver_server_stable_threshold: int
+    chunkserver_min_retry_times_force_timeout_backoff: int
+    chunkserver_slow_request_threshold_ms: int
+    file_max_in_flight_rpc_num: int
+    file_io_split_max_size_kb: int
+    throttle_enable: bool
+    discard_enable: bool
+    discard_granularity: int
+    discard_task_delay_ms: int
+    closefd_timeout_s: int
+    closefd_time_interval_s: int
+    chunkserver_max_retry_time_ms: int
+    rpc_connect_timeout_ms: int
+    channels_per_chunkserver: int
+    mds_transport: Literal["baidu_std", "grpc"]
+    chunkserver_transport: Literal["baidu_std", "grpc"]
+    max_body_size: int
+
+
 def conf_options() -> dict[str, str]:
     """Every keyword option of :class:`Client` and the ``client.conf`` key it sets."""
-    return dict(_core.ClientHandle.conf_keys())
+    return {field: key for field, key, *_ in _core.ClientHandle.conf_keys()}
 
 
 def _conf_value(name: str, value: object) -> str:
@@ -161,7 +215,8 @@ class Client:
     ``conf_path`` is a ``client.conf`` (Curve's format); ``mds_addrs`` lists MDS
     addresses (``"ip:port"``) instead of or on top of it; every other ``client.conf`` key
     is a keyword argument named like the core's field (``mds_rpc_timeout_ms=1000`` for
-    ``mds.rpcTimeoutMS``; :func:`conf_options` lists them). Unknown keywords raise
+    ``mds.rpcTimeoutMS``; :class:`ClientOptions` types them, :func:`conf_options` lists
+    them). Unknown keywords raise
     ``TypeError``. No RPC is made until the first call. Safe to share between threads;
     pickles by its configuration.
     """
@@ -173,7 +228,7 @@ class Client:
         user: str,
         password: str = "",
         mds_addrs: Sequence[str] | None = None,
-        **options: Any,
+        **options: Unpack[ClientOptions],
     ) -> None:
         keys = conf_options()
         lines = []
@@ -378,7 +433,13 @@ def _rebuild(
     mds_addrs: list[str] | None,
     options: Mapping[str, Any],
 ) -> Client:
-    return Client(conf_path, user=user, password=password, mds_addrs=mds_addrs, **options)
+    return Client(
+        conf_path,
+        user=user,
+        password=password,
+        mds_addrs=mds_addrs,
+        **cast(ClientOptions, options),
+    )
 
 
 class Volume(io.RawIOBase):

@@ -58,6 +58,7 @@ __all__ = [
     "CURVE_OP_READ",
     "CURVE_OP_WRITE",
     "ERROR_NAMES",
+    "SDK_CODES",
     "AioContext_t",
     "CBDClient",
     "ClientHandle",
@@ -131,6 +132,9 @@ CURVE_ERROR_UNKNOWN: Final = 100
 
 ERROR_NAMES: Final[dict[int, str]]
 """``LIBCURVE_ERROR`` names by positive code: the core's one table of codes."""
+SDK_CODES: Final[tuple[tuple[str, int, str, str, str, str], ...]]
+"""The core's one table of codes: (name, positive code, message, errno name, exception class,
+built-in base or "") per ``LIBCURVE_ERROR`` code."""
 
 def _note_exiting() -> None:
     """The atexit hook that marks the interpreter as shutting down."""
@@ -209,7 +213,6 @@ class AioContext_t:
         cb: Callable[[AioContext_t], object] | None = None,
     ) -> Self: ...
 
-@final
 class CBDClient:
     """A client of one Curve cluster; safe to share between threads."""
 
@@ -362,7 +365,9 @@ class ClientHandle:
         ``(loop, future, resolve)``, and ``resolve(future, ok, value)`` runs on the loop."""
 
     @staticmethod
-    def conf_keys() -> list[tuple[str, str]]: ...
+    def conf_keys() -> list[tuple[str, str, str, str, str, bool]]:
+        """Every client.conf key the core reads, from its one declaration: (keyword
+        argument, key, kind, default as client.conf spells it, doc, added by curvefs)."""
 
 @final
 class VolumeHandle:

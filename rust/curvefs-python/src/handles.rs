@@ -416,10 +416,26 @@ impl ClientHandle {
         }
     }
 
-    /// The conf keys the core reads, with the Python names of their keyword arguments.
+    /// The conf keys the core reads, from their one declaration (`curve_client::conf`):
+    /// (keyword argument, client.conf key, kind, default, doc, added by curvefs).
     #[staticmethod]
-    fn conf_keys() -> Vec<(&'static str, &'static str)> {
-        curve_client::conf::KEYS.to_vec()
+    #[allow(clippy::type_complexity)]
+    fn conf_keys() -> Vec<(
+        &'static str,
+        &'static str,
+        &'static str,
+        String,
+        &'static str,
+        bool,
+    )> {
+        let defaults = ClientConfig::default();
+        curve_client::conf::CONF_KEYS
+            .iter()
+            .map(|k| {
+                let default = defaults.value(k.key).unwrap_or_default();
+                (k.field, k.key, k.kind, default, k.doc.trim(), k.curvefs)
+            })
+            .collect()
     }
 }
 
