@@ -1,38 +1,53 @@
-"""The README's self-contained examples (those that start their own LocalCluster) run."""
+"""Every ```python block of the README and of docs/ runs, and passes mypy --strict.
+
+A block that starts its own ``LocalCluster()`` runs as it is. Any other is written for a
+stock cluster's ``/etc/curve/client.conf``: it runs against a fresh local cluster whose
+client.conf stands in for that path."""
 
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-README = Path(__file__).resolve().parent.parent / "README.md"
-BLOCKS = [
-    b
-    for b in re.findall(r"```python\n(.*?)```", README.read_text(encoding="utf-8"), re.S)
-    if "LocalCluster()" in b
-]
+from curvefs.testing import LocalCluster
+
+ROOT = Path(__file__).resolve().parent.parent
+PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
+STOCK_CONF = "/etc/curve/client.conf"
+
+
+def _blocks(page: Path) -> list[str]:
+    return re.findall(r"```python\n(.*?)```", page.read_text(encoding="utf-8"), re.S)
+
+
+BLOCKS = [(page, i, code) for page in PAGES for i, code in enumerate(_blocks(page))]
+IDS = [f"{page.relative_to(ROOT)}:{i}" for page, i, _ in BLOCKS]
 
 
 def test_there_are_runnable_examples() -> None:
-    assert len(BLOCKS) >= 2
+    assert len(_blocks(ROOT / "README.md")) >= 2
+    assert all("LocalCluster()" in b or STOCK_CONF in b for _, _, b in BLOCKS), IDS
 
 
-@pytest.mark.parametrize("code", BLOCKS, ids=[f"block{i}" for i in range(len(BLOCKS))])
-def test_readme_example_runs(code: str) -> None:
-    exec(compile(code, str(README), "exec"), {"__name__": "readme_example"})
+@pytest.mark.parametrize(("page", "index", "code"), BLOCKS, ids=IDS)
+def test_docs_example_runs(page: Path, index: int, code: str) -> None:
+    if "LocalCluster()" in code:
+        exec(compile(code, f"{page}:{index}", "exec"), {"__name__": "docs_example"})
+        return
+    with LocalCluster() as cluster:
+        code = code.replace(STOCK_CONF, str(cluster.conf_path))
+        exec(compile(code, f"{page}:{index}", "exec"), {"__name__": "docs_example"})
 
 
-def test_readme_examples_pass_mypy_strict(tmp_path: Path) -> None:
-    """Every ```python block of the README type-checks under mypy --strict against the
-    installed stubs (the examples a user copies must not need a `# type: ignore`)."""
-    import subprocess
-    import sys
-
-    blocks = re.findall(r"```python\n(.*?)```", README.read_text(encoding="utf-8"), re.S)
-    for i, code in enumerate(blocks):
-        (tmp_path / f"readme_block{i}.py").write_text(code, encoding="utf-8")
+def test_docs_examples_pass_mypy_strict(tmp_path: Path) -> None:
+    """Every block type-checks under mypy --strict against the installed stubs (the
+    examples a user copies must not need a `# type: ignore`)."""
+    for n, (_, _, code) in enumerate(BLOCKS):
+        (tmp_path / f"docs_block{n}.py").write_text(code, encoding="utf-8")
     config = tmp_path / "mypy.ini"
     config.write_text("[mypy]\n", encoding="utf-8")
     done = subprocess.run(
