@@ -122,22 +122,28 @@ class FileInfo:
         )
 
 
-def _resolve(fut: asyncio.Future[Any], ok: bool, value: Any) -> None:
-    # Runs on the loop's thread (call_soon_threadsafe); a cancelled await wants nothing.
-    if fut.cancelled():
-        return
-    if ok:
-        fut.set_result(value)
-    else:
-        fut.set_exception(value)
+# One completion queue per event loop: the core queues each ended call there and wakes the
+# loop once for all the calls that ended together (see handles.rs, "asyncio").
+_COMPLETIONS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _core.Completions] = (
+    weakref.WeakKeyDictionary()
+)
 
 
-async def _run_async(start: Callable[[tuple[Any, Any, Any]], _core.TaskHandle]) -> Any:
+def _completions(loop: asyncio.AbstractEventLoop) -> _core.Completions:
+    queue = _COMPLETIONS.get(loop)
+    if queue is None:
+        queue = _core.Completions()
+        loop.add_reader(queue.fileno(), queue.drain)
+        _COMPLETIONS[loop] = queue
+    return queue
+
+
+async def _run_async(start: Callable[[_core._Waiter], _core.TaskHandle]) -> Any:
     """Starts a call on the core's runtime and awaits it. Cancelling the awaiting task
     aborts the call and returns only once the core has let go of everything it held."""
     loop = asyncio.get_running_loop()
     fut: asyncio.Future[Any] = loop.create_future()
-    task = start((loop, fut, _resolve))
+    task = start((_completions(loop), fut))
     try:
         return await fut
     except asyncio.CancelledError:
@@ -286,6 +292,11 @@ class Client:
             vol.close()
         self._handle = None
 
+    async def close_async(self) -> None:
+        """The async twin of :meth:`close`: the volumes are closed side by side."""
+        await asyncio.gather(*(vol.close_async() for vol in list(self._volumes)))
+        self._handle = None
+
     def create(
         self,
         path: str,
@@ -361,10 +372,6 @@ class Client:
 
     # asyncio twins: the same core calls, awaited; no thread per call.
 
-    def _call_async(self, op: str, *args: Any) -> Any:
-        handle = self._h
-        return _run_async(lambda waiter: handle.call_async(op, args, waiter))
-
     async def create_async(
         self,
         path: str,
@@ -374,54 +381,71 @@ class Client:
         stripe_count: int | None = None,
         poolset: str | None = None,
     ) -> None:
-        await self._call_async("create", path, size, stripe_unit or 0, stripe_count or 0, poolset)
+        h = self._h
+        await _run_async(
+            lambda w: h.create_async(path, size, stripe_unit or 0, stripe_count or 0, poolset, w)
+        )
 
     async def stat_async(self, path: str) -> FileInfo:
-        return FileInfo._from_native(await self._call_async("stat", path))
+        h = self._h
+        return FileInfo._from_native(await _run_async(lambda w: h.stat_async(path, w)))
 
     async def extend_async(self, path: str, size: int) -> None:
-        await self._call_async("extend", path, size)
+        h = self._h
+        await _run_async(lambda w: h.extend_async(path, size, w))
 
     async def remove_async(self, path: str) -> None:
-        await self._call_async("remove", path)
+        h = self._h
+        await _run_async(lambda w: h.remove_async(path, w))
 
     async def recover_async(self, path: str, file_id: int = 0) -> None:
-        await self._call_async("recover", path, file_id)
+        h = self._h
+        await _run_async(lambda w: h.recover_async(path, file_id, w))
 
     async def rename_async(self, old: str, new: str) -> None:
-        await self._call_async("rename", old, new)
+        h = self._h
+        await _run_async(lambda w: h.rename_async(old, new, w))
 
     async def mkdir_async(self, path: str) -> None:
-        await self._call_async("mkdir", path)
+        h = self._h
+        await _run_async(lambda w: h.mkdir_async(path, w))
 
     async def rmdir_async(self, path: str) -> None:
-        await self._call_async("remove", path)
+        h = self._h
+        await _run_async(lambda w: h.remove_async(path, w))
 
     async def listdir_async(self, path: str) -> list[str]:
-        names: list[str] = await self._call_async("listdir", path)
+        h = self._h
+        names: list[str] = await _run_async(lambda w: h.listdir_async(path, w))
         return names
 
     async def change_owner_async(self, path: str, new_owner: str) -> None:
-        await self._call_async("change_owner", path, new_owner)
+        h = self._h
+        await _run_async(lambda w: h.change_owner_async(path, new_owner, w))
 
     async def clone_volume_async(
         self, source: str, dest: str, *, owner: str | None = None, poolset: str | None = None
     ) -> None:
-        await self._call_async("clone_volume", source, dest, owner, poolset)
+        h = self._h
+        await _run_async(lambda w: h.clone_volume_async(source, dest, owner, poolset, w))
 
     async def flatten_async(self, path: str) -> None:
-        await self._call_async("flatten", path)
+        h = self._h
+        await _run_async(lambda w: h.flatten_async(path, w))
 
     async def cluster_id_async(self) -> str:
-        cid: str = await self._call_async("cluster_id")
+        h = self._h
+        cid: str = await _run_async(h.cluster_id_async)
         return cid
 
     async def poolsets_async(self) -> list[str]:
-        names: list[str] = await self._call_async("poolsets")
+        h = self._h
+        names: list[str] = await _run_async(h.poolsets_async)
         return names
 
     async def open_async(self, path: str, *, read_only: bool = False) -> Volume:
-        vol = Volume(await self._call_async("open", path), read_only=read_only)
+        h = self._h
+        vol = Volume(await _run_async(lambda w: h.open_async(path, w)), read_only=read_only)
         self._volumes.add(vol)
         return vol
 
@@ -509,6 +533,21 @@ class Volume(io.RawIOBase):
                 self._handle.close()
             finally:
                 super().close()
+
+    async def close_async(self) -> None:
+        """The async twin of :meth:`close`."""
+        if not self.closed:
+            handle = self._handle
+            try:
+                await _run_async(handle.close_async)
+            finally:
+                super().close()
+
+    async def stat_async(self) -> FileInfo:
+        """The async twin of :meth:`stat`."""
+        self._check_open()
+        handle = self._handle
+        return FileInfo._from_native(await _run_async(handle.stat_async))
 
     def tell(self) -> int:
         self._check_open()

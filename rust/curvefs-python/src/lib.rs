@@ -67,7 +67,7 @@ mod _core {
     #[pymodule_export]
     use super::client::CBDClient;
     #[pymodule_export]
-    use super::handles::{ClientHandle, TaskHandle, VolumeHandle};
+    use super::handles::{ClientHandle, Completions, TaskHandle, VolumeHandle};
     #[pymodule_export]
     use super::nbd::NbdServer;
     #[pymodule_export]
