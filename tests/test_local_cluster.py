@@ -427,3 +427,58 @@ def test_a_standby_mds_takes_over_and_the_old_one_stands_by(tmp_path: Path) -> N
         finally:
             cbd.UnInit()
     assert "MDS stopped" in cluster.log_tail("mds-1")
+
+
+@pytest.mark.timeout(120)
+def test_a_paused_active_mds_is_replaced_within_its_lease_and_stops_when_resumed(
+    tmp_path: Path,
+) -> None:
+    # Upstream's MDS holds an etcd lease (mds.leader.sessionInterSec); so does ours, here 1 s.
+    user = curvefs.UserInfo_t()
+    user.owner = "curve"
+    options = {"mds.rpcTimeoutMS": 300, "mds.maxRetryMS": 20_000}
+    with LocalCluster(
+        tmp_path / "c",
+        copysets=2,
+        mds_count=2,
+        mds_options={"leader_lease_ms": 1000},
+        client_options=options,
+    ) as cluster:
+        cbd = curvefs.CBDClient()
+        assert cbd.Init(cluster.conf_path) == 0
+        try:
+            assert cbd.Mkdir("/before", user) == 0
+            old = cluster.pid("mds")
+            cluster.pause_mds()
+            assert _state(old) == "T"
+            paused_at = time.monotonic()
+            wait_for(lambda: cluster.active_mds() == 1, 30, "the standby taking the lease")
+            took = time.monotonic() - paused_at
+            # Lease 1 s, a tenth of it as margin, and the standby's poll: a bound with room
+            # for a loaded machine, far below "never" (the old flock never lapsed).
+            assert took < 15, f"the standby took {took:.1f} s to take over a 1 s lease"
+            # The client walks over to the new active MDS; its store has what was committed.
+            assert cbd.StatFile("/before", user, curvefs.FileInfo_t()) == 0
+            assert cbd.Mkdir("/after", user) == 0
+
+            # A client that knows only the old MDS: once resumed, the old one must not answer
+            # (it would: "/before" is in the store it had), and it stops serving.
+            only_old = curvefs.CBDClient()
+            conf = conf_with(
+                cluster,
+                tmp_path,
+                {"mds.listen.addr": cluster.mds_addrs[0], "mds.maxRetryMS": 3000},
+            )
+            assert only_old.Init(conf) == 0
+            try:
+                cluster.resume_mds(index=0)
+                assert only_old.StatFile("/before", user, curvefs.FileInfo_t()) != 0
+                wait_for(lambda: not alive(old), 30, "the deposed MDS stopping")
+                assert "lost its lease" in cluster.log_tail("mds", 50)
+                assert refuses(cluster.mds_addrs[0])
+            finally:
+                only_old.UnInit()
+            assert cluster.active_mds() == 1
+            assert cbd.StatFile("/after", user, curvefs.FileInfo_t()) == 0
+        finally:
+            cbd.UnInit()

@@ -5,8 +5,9 @@ DIR`` serves until SIGTERM or SIGINT. ``--listen-fd FD`` hands the server its li
 socket, bound by the starter; without it the server binds its port itself. ``--lifeline-fd
 FD`` is the read end of a pipe only the starter writes to: the server stops when it closes,
 that is when the starter is gone, however it ended. The server
-prints its state on stdout once (``serving``, or ``standby`` for an MDS while another is
-active) and runs in the Rust core with the GIL released.
+prints its state on stdout (``serving``, or ``standby`` for an MDS while another is
+active, then ``serving`` once it takes over; ``deposed`` for an MDS that lost its lease)
+and runs in the Rust core with the GIL released.
 """
 
 from __future__ import annotations

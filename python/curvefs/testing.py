@@ -322,8 +322,12 @@ class LocalCluster:
         self._layout: dict[str, Any] = {}
         self._conf_path: str | None = None
         self._procs: dict[str, subprocess.Popen[bytes]] = {}
-        # The last state each running server reported ("serving", "standby").
+        # The last state each running server reported ("serving", "standby", "deposed").
         self._states: dict[str, str] = {}
+        # When each server was last seen to start serving (a count): of two MDSes that
+        # report serving, the later one holds the lease (the other is stopped or deposed).
+        self._serving_since: dict[str, int] = {}
+        self._state_reads = 0
         # Sockets bound for a new layout's servers, until each server takes its own.
         self._sockets: dict[str, socket.socket] = {}
         self._paused: set[str] = set()
@@ -466,14 +470,16 @@ class LocalCluster:
     # -- the MDSes --------------------------------------------------------------------
 
     def active_mds(self) -> int | None:
-        """The index of the MDS that is active (holds the election and serves, or is
-        paused while it does), or ``None`` while none is (during a failover)."""
+        """The index of the MDS that is active (holds the lease and serves, or is paused
+        while nobody took the lease from it), or ``None`` while none is (during a
+        failover)."""
+        serving: list[tuple[int, int]] = []
         for index, entry in enumerate(self._mds_entries()):
             name = str(entry["name"])
             proc = self._procs.get(name)
             if proc is not None and proc.poll() is None and self._state(name) == "serving":
-                return index
-        return None
+                serving.append((self._serving_since.get(name, 0), index))
+        return max(serving)[1] if serving else None
 
     def wait_for_active_mds(self, timeout: float = 30.0) -> int:
         """The index of the active MDS, waiting up to ``timeout`` seconds for one."""
@@ -512,8 +518,11 @@ class LocalCluster:
         self.start_mds(target)
 
     def pause_mds(self, *, index: int | None = None) -> None:
-        """SIGSTOP an MDS (by default the active one): it keeps its port, its connections
-        and its leadership, but answers nothing."""
+        """SIGSTOP an MDS (by default the active one): it keeps its port and its
+        connections but answers nothing. A standby takes the lease over once it runs out
+        (``leader_lease_ms`` of the MDS options); the paused MDS, resumed, then finds it
+        taken, answers nothing more and stops (it reports ``deposed``). Alone, resumed, it
+        takes the lease again and serves on."""
         self._pause(self.mds_name(self._mds_target(index)))
 
     def resume_mds(self, *, index: int | None = None) -> None:
@@ -889,6 +898,9 @@ class LocalCluster:
                 timeout = 0.0
             lines = data.decode("utf-8", "replace").split()
             if lines:
+                if lines[-1] == "serving" and self._states.get(name) != "serving":
+                    self._state_reads += 1
+                    self._serving_since[name] = self._state_reads
                 self._states[name] = lines[-1]
         return self._states.get(name)
 

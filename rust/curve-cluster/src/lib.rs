@@ -648,6 +648,8 @@ pub enum ServerState {
     Serving,
     /// An MDS waiting for the active one to go; its port stays closed until then.
     Standby,
+    /// An MDS whose lease another MDS took (it was stopped past it): it stops serving.
+    Deposed,
 }
 
 impl ServerState {
@@ -655,6 +657,7 @@ impl ServerState {
         match self {
             ServerState::Serving => "serving",
             ServerState::Standby => "standby",
+            ServerState::Deposed => "deposed",
         }
     }
 }
@@ -676,13 +679,16 @@ fn open_port(
     socket.listen().map_err(socket_err)
 }
 
-/// Serves MDS `index` of the cluster in `dir` until `shutdown` completes.
+/// Serves MDS `index` of the cluster in `dir` until `shutdown` completes, or until it loses
+/// the lease of the cluster's MDS folder.
 ///
-/// The MDS becomes active only once it holds the leader lock of the cluster's MDS folder
-/// (`curve_mds::LeaderLock`): until then it reports [`ServerState::Standby`] and leaves
-/// its port closed, as upstream's MDS followers do, so clients walking `mds.listen.addr`
-/// pass over it. Once active it opens its port, reports [`ServerState::Serving`] and
-/// loads the store the MDS before it left.
+/// The MDS becomes active only once it holds the lease (`curve_mds::Leadership`): until
+/// then it reports [`ServerState::Standby`] and leaves its port closed, as upstream's MDS
+/// followers do, so clients walking `mds.listen.addr` pass over it. Once active it opens its
+/// port, reports [`ServerState::Serving`] and serves the store the MDS before it left. An
+/// MDS that finds its lease taken by another (it was stopped past the lease) reports
+/// [`ServerState::Deposed`] and stops, as upstream's MDS exits when it loses its etcd
+/// session.
 pub async fn serve_mds(
     dir: &Path,
     index: usize,
@@ -712,31 +718,54 @@ async fn mds_run(
 ) -> Result<(), Error> {
     let config = ClusterLayout::load(dir)?.mds_config_at(index)?;
     let mds_err = |e: curve_mds::Error| Error::Mds(e.to_string());
+    let lease = std::time::Duration::from_millis(config.options.leader_lease_ms.max(1));
     let mut shutdown = Box::pin(shutdown);
-    let leadership = match curve_mds::LeaderLock::try_acquire(&config.data_dir).map_err(mds_err)? {
-        Some(lock) => lock,
-        None => {
-            tracing::info!(
-                "MDS {index} standing by on {}: another MDS is active",
-                config.listen
-            );
-            report(ServerState::Standby);
-            tokio::select! {
-                lock = curve_mds::LeaderLock::acquire(&config.data_dir) => lock.map_err(mds_err)?,
-                () = &mut shutdown => return Ok(()),
+    let campaign = curve_mds::Leadership::campaign(&config.data_dir, index, lease, || {
+        tracing::info!(
+            "MDS {index} standing by on {}: another MDS is active",
+            config.listen
+        );
+        report(ServerState::Standby);
+    });
+    let mut leadership = tokio::select! {
+        held = campaign => held.map_err(mds_err)?,
+        () = &mut shutdown => return Ok(()),
+    };
+    tracing::info!("MDS {index} is active (term {})", leadership.term());
+    let listener = open_port(&mds_server_name(index), socket, config.listen)?;
+    report(ServerState::Serving);
+    let (lost_tx, lost_rx) = tokio::sync::oneshot::channel::<curve_mds::Lost>();
+    let stop = async move {
+        tokio::select! {
+            () = shutdown => {}
+            _ = lost_rx => {}
+        }
+    };
+    let serving = curve_mds::serve_leading(config, &leadership, listener, stop);
+    let mut lost_tx = Some(lost_tx);
+    let mut lost = None;
+    tokio::pin!(serving);
+    let served = loop {
+        tokio::select! {
+            served = &mut serving => break served,
+            why = leadership.hold(), if lost.is_none() => {
+                tracing::error!("MDS {index} lost its lease: {why}; it stops serving");
+                lost = Some(why.clone());
+                if let Some(tx) = lost_tx.take() {
+                    let _ = tx.send(why);
+                }
             }
         }
     };
-    tracing::info!("MDS {index} is active");
-    let listener = open_port(&mds_server_name(index), socket, config.listen)?;
-    report(ServerState::Serving);
-    let served = curve_mds::serve_with_listener(config, listener, shutdown)
-        .await
-        .map_err(mds_err);
-    // Leadership ends with the serving, not before: the next MDS must not open the store
-    // while this one still holds it.
-    drop(leadership);
-    served
+    if let Some(why) = lost {
+        report(ServerState::Deposed);
+        served.map_err(mds_err)?;
+        return Err(Error::Mds(format!("MDS {index} was deposed: {why}")));
+    }
+    // The lease goes with the serving, not before: the next MDS copies the store once
+    // nothing writes to it.
+    leadership.release();
+    served.map_err(mds_err)
 }
 
 /// Serves chunkserver `id` of the cluster in `dir` until `shutdown` completes.

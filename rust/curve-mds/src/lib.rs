@@ -12,8 +12,9 @@
 //!
 //! Modules: `auth` (date/owner/signature), `path` (path validation), `rules` (length and
 //! stripe rules), `store` (redb tables), `records` (file records of open files),
-//! `namespace` (the namespace calls), `election` (which of several MDSes is active), `service` and `topology` (the tonic faces),
-//! `baidu_std` (the same handlers over brpc's protocol).
+//! `namespace` (the namespace calls), `election` (which of several MDSes is active: a lease),
+//! `service` and `topology` (the tonic faces), `baidu_std` (the same handlers over brpc's
+//! protocol), `gate` (no answer from an MDS whose lease ran out).
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -27,6 +28,7 @@ use tokio::net::TcpListener;
 mod auth;
 mod baidu_std;
 mod election;
+mod gate;
 mod namespace;
 mod path;
 mod records;
@@ -36,7 +38,7 @@ mod store;
 mod topology;
 
 pub use auth::{CURVEFS, Check, METHODS, TOPOLOGY, sign, verify};
-pub use election::{LeaderLock, leader_lock_path};
+pub use election::{Leadership, LeaseGate, Lost, leader_dir};
 pub use store::store_path;
 
 /// A chunkserver as the MDS knows it (static in the local cluster).
@@ -93,6 +95,9 @@ pub struct MdsOptions {
     pub file_record_expire_us: u64,
     /// Allowed |date - now| in authenticated requests.
     pub auth_date_tolerance_us: u64,
+    /// Lease of the active MDS among several (`mds.leader.sessionInterSec`, in ms): a
+    /// stopped active MDS is replaced this long after its last renewal.
+    pub leader_lease_ms: u64,
 }
 
 impl Default for MdsOptions {
@@ -107,6 +112,7 @@ impl Default for MdsOptions {
             max_file_length: 21_990_232_555_520,
             file_record_expire_us: 5_000_000,
             auth_date_tolerance_us: 15_000_000,
+            leader_lease_ms: 5_000,
         }
     }
 }
@@ -127,11 +133,6 @@ pub enum Error {
     Config(String),
     #[error("cannot create the MDS data dir {path}: {source}")]
     DataDir {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("cannot take the MDS leader lock {path}: {source}")]
-    Lock {
         path: PathBuf,
         source: std::io::Error,
     },
@@ -181,9 +182,37 @@ pub async fn serve(
 }
 
 /// Serves the MDS on an already bound listener (tests bind port 0); `config.listen` is
-/// ignored. Opens the store before accepting anything, so a store error returns at once.
+/// ignored. Opens the store `<data_dir>/mds.redb` before accepting anything, so a store
+/// error returns at once. For one MDS alone: several share a folder through
+/// [`serve_leading`].
 pub async fn serve_with_listener(
     config: MdsConfig,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), Error> {
+    let store = store_path(&config.data_dir);
+    serve_store(config, store, None, listener, shutdown).await
+}
+
+/// Serves the MDS as the holder of `leadership`: from its term's store, and answering only
+/// while its lease runs (the lease is renewed by [`Leadership::hold`], run beside this).
+pub fn serve_leading<F>(
+    config: MdsConfig,
+    leadership: &Leadership,
+    listener: TcpListener,
+    shutdown: F,
+) -> impl Future<Output = Result<(), Error>> + use<F>
+where
+    F: Future<Output = ()> + Send + 'static,
+{
+    let store = leadership.store_path();
+    serve_store(config, store, Some(leadership.gate()), listener, shutdown)
+}
+
+async fn serve_store(
+    config: MdsConfig,
+    store_file: PathBuf,
+    lease: Option<Arc<LeaseGate>>,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
@@ -196,8 +225,14 @@ pub async fn serve_with_listener(
     } = config;
     let root_user = options.root_user.clone();
     let opened = tokio::task::spawn_blocking(move || {
-        store::Store::open(&data_dir, &root_user, &topology, namespace::now_us())
-            .map(|opened| (opened, topology))
+        store::Store::open(
+            &data_dir,
+            &store_file,
+            &root_user,
+            &topology,
+            namespace::now_us(),
+        )
+        .map(|opened| (opened, topology))
     })
     .await
     .map_err(|e| Error::Startup(e.to_string()))??;
@@ -222,12 +257,16 @@ pub async fn serve_with_listener(
     // `PRPC`, the rest go to tonic. Accepting rides out EMFILE and sets TCP_NODELAY.
     let (incoming, baidu_std) = curve_brpc::share_port(
         listener,
-        Arc::new(baidu_std::BaiduStd {
-            namespace: namespace.clone(),
-            topology: topology.clone(),
+        Arc::new(gate::Gated {
+            lease: lease.clone(),
+            inner: baidu_std::BaiduStd {
+                namespace: namespace.clone(),
+                topology: topology.clone(),
+            },
         }),
     );
     tonic::transport::Server::builder()
+        .layer(gate::GateLayer { lease })
         .add_service(CurveFsServiceServer::from_arc(namespace))
         .add_service(TopologyServiceServer::from_arc(topology))
         .serve_with_incoming_shutdown(incoming, shutdown)

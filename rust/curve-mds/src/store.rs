@@ -92,10 +92,11 @@ pub(crate) struct Opened {
 }
 
 impl Store {
-    /// Opens (creating on first start) `<dir>/mds.redb` and makes sure "/", "/RecycleBin",
-    /// the cluster id and the counters exist.
+    /// Opens (creating on first start) the store file `path` in the data folder `dir` and
+    /// makes sure "/", "/RecycleBin", the cluster id and the counters exist.
     pub(crate) fn open(
         dir: &Path,
+        path: &Path,
         root_user: &str,
         topology: &TopologyConfig,
         now_us: u64,
@@ -104,7 +105,7 @@ impl Store {
             path: dir.to_owned(),
             source,
         })?;
-        let path = store_path(dir);
+        let path = path.to_owned();
         let fail = |e: redb::Error| Error::Store {
             path: path.clone(),
             source: Box::new(e),
@@ -134,10 +135,10 @@ impl Store {
     }
 }
 
-/// How long a store another process holds is waited for. With several MDSes, the one that
-/// was active releases its leadership (`election`) at most moments before its store: a
-/// process's files close one by one as it exits, and a stopping MDS's last connections may
-/// still hold the store when its serving returns. The new leader waits for it.
+/// How long a store another process holds is waited for: an MDS restarted on the same
+/// store file (one served without a lease) may find the previous process's files still
+/// closing one by one as it exits. MDSes under a lease each open a store file of their own
+/// term (`election`), so they never wait here for one another.
 const STORE_HANDOVER: std::time::Duration = std::time::Duration::from_secs(5);
 
 fn open_db(path: &Path) -> Result<Database, redb::DatabaseError> {
