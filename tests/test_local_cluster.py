@@ -207,6 +207,7 @@ def test_fault_controls_and_server_logs(tmp_path: Path, monkeypatch: pytest.Monk
         "chunkserver-1",
         "chunkserver-2",
         "chunkserver-3",
+        "snapshotclone",
     }
     assert all(lines for _, _, lines in logs)
 

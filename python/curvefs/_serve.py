@@ -27,7 +27,9 @@ def main(argv: list[str] | None = None) -> int:
     cs = sub.add_parser("chunkserver", help="serve chunkserver ID of the cluster in DIR")
     cs.add_argument("--id", type=int, required=True)
     cs.add_argument("--dir", required=True)
-    for p in (mds, cs):
+    sc = sub.add_parser("snapshotclone", help="serve the snapshot/clone service of DIR")
+    sc.add_argument("--dir", required=True)
+    for p in (mds, cs, sc):
         p.add_argument("--listen-fd", type=int, default=None, help="an inherited bound socket")
         p.add_argument(
             "--lifeline-fd", type=int, default=None, help="stop when this inherited pipe closes"
@@ -36,6 +38,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.server == "mds":
             _core.serve_mds(args.dir, args.index, args.listen_fd, args.lifeline_fd)
+        elif args.server == "snapshotclone":
+            _core.serve_snapshot_clone(args.dir, args.listen_fd, args.lifeline_fd)
         else:
             _core.serve_chunkserver(args.dir, args.id, args.listen_fd, args.lifeline_fd)
     except (OSError, ValueError, OverflowError) as e:

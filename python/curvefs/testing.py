@@ -271,6 +271,10 @@ class LocalCluster:
     client's path, not a partition of the copyset. A folder keeps what its first start
     chose.
 
+    ``snapshot_clone=True`` (the default) runs the cluster's snapshot/clone service, upstream's
+    HTTP API at ``snapshot_clone_addr`` (the server ``"snapshotclone"``); a folder keeps what
+    its first start chose.
+
     ``client_options`` are client.conf keys and values written in place of the client
     core's defaults; ``mds_options`` are fields of the MDS's options (``root_user``,
     ``file_record_expire_us``, ...). Unknown names in either raise ``ValueError`` at start.
@@ -295,6 +299,7 @@ class LocalCluster:
         chunk_fsync: bool = False,
         start_timeout: float = 30.0,
         proxied: bool = False,
+        snapshot_clone: bool = True,
     ) -> None:
         if chunkservers < 1:
             raise ValueError("a cluster needs at least one chunkserver")
@@ -317,6 +322,7 @@ class LocalCluster:
         self._chunk_fsync = chunk_fsync
         self._start_timeout = start_timeout
         self._requested_proxied = proxied
+        self._requested_snapshot_clone = snapshot_clone
         self._proxies: dict[str, FaultProxy] = {}
         # What curve-cluster says of the layout (ClusterLayout::describe).
         self._layout: dict[str, Any] = {}
@@ -443,6 +449,8 @@ class LocalCluster:
             self.start_mds()
             for cs_id in self.chunkserver_ids:
                 self.start_chunkserver(cs_id)
+            if self._snapshot_clone_entry() is not None:
+                self.start_snapshot_clone()
         except BaseException:
             self._stop_all(signal.SIGKILL)
             self._close_proxies()
@@ -700,6 +708,34 @@ class LocalCluster:
             proxy.close()
         self._proxies.clear()
 
+    # -- the snapshot/clone service ----------------------------------------------------
+
+    @property
+    def snapshot_clone_addr(self) -> str | None:
+        """``host:port`` of the snapshot/clone service (upstream's HTTP API, path
+        ``/SnapshotCloneService``), or ``None`` if the cluster has none."""
+        entry = self._snapshot_clone_entry()
+        return None if entry is None else str(entry["addr"])
+
+    def start_snapshot_clone(self) -> None:
+        """Start the snapshot/clone service if it is not running; returns once it serves."""
+        entry = self._snapshot_clone_entry()
+        if entry is None:
+            raise RuntimeError("the cluster has no snapshot/clone service")
+        self._spawn(str(entry["name"]), ["snapshotclone"], int(entry["port"]), ("serving",))
+
+    def kill_snapshot_clone(self, sig: int = signal.SIGKILL) -> None:
+        """Send ``sig`` (SIGKILL by default) to the snapshot/clone service and wait for it to
+        exit."""
+        entry = self._snapshot_clone_entry()
+        if entry is None:
+            raise RuntimeError("the cluster has no snapshot/clone service")
+        self._kill(str(entry["name"]), sig)
+
+    def _snapshot_clone_entry(self) -> dict[str, Any] | None:
+        entry = self._layout.get("snapshot_clone")
+        return entry if isinstance(entry, dict) else None
+
     def pid(self, server: str) -> int:
         """The process id of ``"mds"``, ``"mds-<i>"`` or ``"chunkserver-<id>"``."""
         return self._procs[server].pid
@@ -764,7 +800,8 @@ class LocalCluster:
         return str(self._chunkserver(chunkserver_id)["name"])
 
     def _servers(self) -> list[dict[str, Any]]:
-        return [*self._mds_entries(), *self._chunkservers()]
+        service = self._snapshot_clone_entry()
+        return [*self._mds_entries(), *self._chunkservers(), *([service] if service else [])]
 
     def _load_or_create_layout(self) -> dict[str, Any]:
         assert self._dir is not None
@@ -775,16 +812,20 @@ class LocalCluster:
             # A new cluster: bind every port first and keep the sockets until each server
             # takes its own, so the ports in the layout stay this cluster's.
             n_mds, n_cs = self._requested_mds, self._requested_chunkservers
-            socks = [_bind(_HOST, 0) for _ in range(n_mds + n_cs)]
+            n_sc = 1 if self._requested_snapshot_clone else 0
+            socks = [_bind(_HOST, 0) for _ in range(n_mds + n_cs + n_sc)]
             by_port = {int(sock.getsockname()[1]): sock for sock in socks}
-            spec = {
+            ports = list(by_port)
+            spec: dict[str, Any] = {
                 "host": _HOST,
-                "mds_ports": list(by_port)[:n_mds],
-                "chunkserver_ports": list(by_port)[n_mds:],
+                "mds_ports": ports[:n_mds],
+                "chunkserver_ports": ports[n_mds : n_mds + n_cs],
                 "copysets": self._requested_copysets,
                 "mds": {"root_password": self._requested_root_password, **self._mds_options},
                 "chunk_fsync": self._chunk_fsync,
             }
+            if n_sc:
+                spec["snapshot_clone_port"] = ports[-1]
             if self._requested_proxied:
                 spec["external_ip"] = _PROXY_HOST
             try:
@@ -795,7 +836,8 @@ class LocalCluster:
                 for sock in socks:
                     sock.close()
                 raise
-            for entry in [*layout["mds"], *layout["chunkservers"]]:
+            service = layout.get("snapshot_clone")
+            for entry in [*layout["mds"], *layout["chunkservers"], *([service] if service else [])]:
                 self._sockets[str(entry["name"])] = by_port.pop(int(entry["port"]))
             return layout
         except OSError as e:
@@ -933,11 +975,14 @@ class LocalCluster:
         self._paused.discard(name)
 
     def _stop_all(self, sig: int) -> None:
-        # Chunkservers first, then the standby MDSes (so none takes over), the active last:
-        # the MDS is what a restarting client reaches first.
+        # The snapshot/clone service (a client of the rest) first, then the chunkservers,
+        # then the standby MDSes (so none takes over), the active last: the MDS is what a
+        # restarting client reaches first.
         active = self.mds_name(a) if self._layout and (a := self.active_mds()) is not None else None
         mds = {str(e["name"]) for e in self._mds_entries()} if self._layout else set()
-        for name in sorted(self._procs, key=lambda n: (n in mds, n == active)):
+        service = self._snapshot_clone_entry() if self._layout else None
+        first = str(service["name"]) if service else None
+        for name in sorted(self._procs, key=lambda n: (n != first, n in mds, n == active)):
             _stop_process(self._procs[name], sig, 10.0)
             _close_stdout(self._procs[name])
         self._procs.clear()

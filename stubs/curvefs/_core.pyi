@@ -296,6 +296,14 @@ def serve_chunkserver(
     """Serves chunkserver ``chunkserver_id`` of the local cluster until SIGTERM or SIGINT (or
     the end of the ``lifeline_fd`` pipe's writers)."""
 
+def serve_snapshot_clone(
+    data_dir: str | os.PathLike[str],
+    listen_fd: int | None = None,
+    lifeline_fd: int | None = None,
+) -> None:
+    """Serves the local cluster's snapshot/clone service (upstream's HTTP API) until SIGTERM
+    or SIGINT (or the end of the ``lifeline_fd`` pipe's writers)."""
+
 def copyset_leader(addr: str, logical_pool_id: int, copyset_id: int, timeout_ms: int = 1000) -> str:
     """The "ip:port" that the chunkserver at ``addr`` names as the copyset's leader
     (GetLeader over baidu_std); ``OSError`` if it names none or does not answer in time."""

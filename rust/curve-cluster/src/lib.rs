@@ -189,6 +189,8 @@ struct LayoutFile {
     mds: MdsOptions,
     #[serde(default)]
     chunk_fsync: bool,
+    #[serde(default)]
+    snapshot_clone_port: Option<u16>,
 }
 
 /// A validated `cluster.json` and the directory it was read from.
@@ -212,6 +214,8 @@ pub struct ClusterLayout {
     /// Chunkservers put every acknowledged write on stable storage (`Durability::Sync`);
     /// off, a write survives a killed process but not a power cut.
     pub chunk_fsync: bool,
+    /// Where the snapshot/clone service listens, if the cluster has one.
+    pub snapshot_clone_port: Option<u16>,
 }
 
 /// What a new local cluster is made of, as its creator asks for it. The creator has bound
@@ -237,6 +241,9 @@ pub struct ClusterSpec {
     /// See [`ClusterLayout::chunk_fsync`].
     #[serde(default)]
     pub chunk_fsync: bool,
+    /// See [`ClusterLayout::snapshot_clone_port`].
+    #[serde(default)]
+    pub snapshot_clone_port: Option<u16>,
 }
 
 /// The name of MDS `index` (its port is `mds_ports[index]`): its log is `logs/<name>.log`.
@@ -248,6 +255,9 @@ pub fn mds_server_name(index: usize) -> String {
         format!("mds-{index}")
     }
 }
+
+/// The name of the snapshot/clone service: its log is `logs/snapshotclone.log`.
+pub const SNAPSHOT_CLONE_SERVER: &str = "snapshotclone";
 
 /// The name of chunkserver `id`: its log is `logs/<name>.log`.
 pub fn chunkserver_server_name(id: u32) -> String {
@@ -283,6 +293,7 @@ impl ClusterLayout {
             mds,
             external_ip: spec.external_ip.clone(),
             chunk_fsync: spec.chunk_fsync,
+            snapshot_clone_port: spec.snapshot_clone_port,
         };
         let text = serde_json::to_string_pretty(&file).map_err(|e| Error::Spec(e.to_string()))?;
         // What is written is what a server will read: validate it through the reader.
@@ -366,7 +377,19 @@ impl ClusterLayout {
             "root_user": self.mds.root_user,
             "root_password": self.mds.root_password,
             "client_conf": self.dir.join(CLIENT_CONF_FILE),
+            "snapshot_clone": self.snapshot_clone_port.map(|port| serde_json::json!({
+                "name": SNAPSHOT_CLONE_SERVER,
+                "port": port,
+                "addr": self.addr_string(port),
+                "log": log(SNAPSHOT_CLONE_SERVER),
+                "data_dir": self.snapshot_clone_data_dir(),
+            })),
         })
+    }
+
+    /// The snapshot/clone service's folder: its task records and its client.conf.
+    pub fn snapshot_clone_data_dir(&self) -> PathBuf {
+        self.dir.join(SNAPSHOT_CLONE_SERVER)
     }
 
     /// Reads and validates `<dir>/cluster.json`.
@@ -398,6 +421,7 @@ impl ClusterLayout {
             pool_capacity: raw.pool_capacity,
             mds: raw.mds,
             chunk_fsync: raw.chunk_fsync,
+            snapshot_clone_port: raw.snapshot_clone_port,
         };
         layout
             .validate()
@@ -431,8 +455,12 @@ impl ClusterLayout {
                 return Err(format!("chunkserver id {} appears twice", cs.id));
             }
         }
+        if self.snapshot_clone_port == Some(0) {
+            return Err("the snapshot/clone service has port 0".into());
+        }
         let mut ports: Vec<u16> = self.mds_ports.clone();
         ports.extend(self.chunkservers.iter().map(|c| c.port));
+        ports.extend(self.snapshot_clone_port);
         ports.sort_unstable();
         if let Some(w) = ports.windows(2).find(|w| w[0] == w[1]) {
             return Err(format!("port {} is used twice", w[0]));
@@ -809,6 +837,81 @@ async fn chunkserver_run(
         })
 }
 
+/// Serves the cluster's snapshot/clone service (upstream's HTTP API) until `shutdown`
+/// completes. It calls the cluster as its root user, through a client of its own
+/// configured by `snapshotclone/client.conf` (the cluster's defaults, written at start).
+pub async fn serve_snapshot_clone(
+    dir: &Path,
+    socket: Option<ServerSocket>,
+    report: impl Fn(ServerState),
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), Error> {
+    let served = snapshot_clone_run(dir, socket, report, shutdown).await;
+    log_end("snapshot/clone service", &served);
+    served
+}
+
+async fn snapshot_clone_run(
+    dir: &Path,
+    socket: Option<ServerSocket>,
+    report: impl Fn(ServerState),
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), Error> {
+    let layout = ClusterLayout::load(dir)?;
+    let port = layout.snapshot_clone_port.ok_or_else(|| Error::Invalid {
+        path: dir.join(LAYOUT_FILE),
+        message: "the cluster has no snapshot/clone service".into(),
+    })?;
+    let addr: SocketAddr =
+        format!("{}:{port}", layout.host)
+            .parse()
+            .map_err(|e| Error::Invalid {
+                path: dir.join(LAYOUT_FILE),
+                message: format!("snapshot/clone service address: {e}"),
+            })?;
+    let data_dir = layout.snapshot_clone_data_dir();
+    let conf_path = data_dir.join(CLIENT_CONF_FILE);
+    std::fs::create_dir_all(&data_dir).map_err(|source| Error::Write {
+        path: data_dir.clone(),
+        source,
+    })?;
+    let text = layout.client_conf(&[])?;
+    std::fs::write(&conf_path, text).map_err(|source| Error::Write {
+        path: conf_path.clone(),
+        source,
+    })?;
+    let service_err = |message: String| Error::Invalid {
+        path: conf_path.clone(),
+        message,
+    };
+    let config = curve_client::ClientConfig::from_file(&conf_path)
+        .map_err(|e| service_err(format!("client conf: {e}")))?;
+    let client =
+        curve_client::Client::new(config).map_err(|e| service_err(format!("client: {e}")))?;
+    let root = curve_client::UserInfo {
+        owner: layout.mds.root_user.clone(),
+        password: layout.mds.root_password.clone(),
+    };
+    let listener = open_port(SNAPSHOT_CLONE_SERVER, socket, addr)?;
+    tracing::info!("snapshot/clone service serving on {addr}");
+    report(ServerState::Serving);
+    curve_snapshotclone::serve(
+        curve_snapshotclone::ServiceConfig {
+            client,
+            root,
+            options: curve_snapshotclone::CloneOptions::default(),
+            data_dir,
+        },
+        listener,
+        shutdown,
+    )
+    .await
+    .map_err(|e| Error::Socket {
+        server: SNAPSHOT_CLONE_SERVER.into(),
+        message: e.to_string(),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -1135,6 +1238,7 @@ mod tests {
             mds: serde_json::Map::new(),
             external_ip: None,
             chunk_fsync: false,
+            snapshot_clone_port: None,
         };
         ClusterLayout::create(dir.path(), &s).unwrap();
         let mut sockets = sockets.into_iter();

@@ -49,7 +49,7 @@ impl Default for CloneOptions {
 }
 
 /// Why a clone task failed, with the snapshot/clone service's error code
-/// (`src/common/snapshotclone/snapshotclone_define.h`) for the HTTP API to come.
+/// ([`crate::codes`]).
 #[derive(Debug, thiserror::Error)]
 pub enum CloneError {
     /// -8: the source (or the clone to flatten) does not exist.
@@ -158,6 +158,26 @@ impl<'c> CloneTasks<'c> {
         owner: Option<&str>,
         poolset: Option<&str>,
     ) -> Result<FileInfo, CloneError> {
+        let temp = format!(
+            "{}/{}",
+            self.options.temp_dir.trim_end_matches('/'),
+            uuid::Uuid::new_v4()
+        );
+        self.lazy_clone_through(&temp, source, dest, owner, poolset)
+            .await
+    }
+
+    /// [`Self::lazy_clone`], made as the temporary file `temp` (in
+    /// [`CloneOptions::temp_dir`]; upstream names it after the task) before it is renamed
+    /// onto `dest`.
+    pub async fn lazy_clone_through(
+        &self,
+        temp: &str,
+        source: &str,
+        dest: &str,
+        owner: Option<&str>,
+        poolset: Option<&str>,
+    ) -> Result<FileInfo, CloneError> {
         let src = self
             .file_info(source)
             .await
@@ -196,11 +216,6 @@ impl<'c> CloneTasks<'c> {
             Err(e) if e.code == ErrorCode::Exists => {}
             Err(e) => return Err(failed("Mkdir of the clone folder")(e)),
         }
-        let temp = format!(
-            "{}/{}",
-            self.options.temp_dir.trim_end_matches('/'),
-            uuid::Uuid::new_v4()
-        );
         let layout = CreateOptions {
             stripe_unit: src.stripe_unit.unwrap_or(0),
             stripe_count: src.stripe_count.unwrap_or(0),
@@ -212,7 +227,7 @@ impl<'c> CloneTasks<'c> {
         let made = self
             .client
             .create_clone_file(
-                &temp,
+                temp,
                 &self.root,
                 src.length.unwrap_or(0),
                 1,
@@ -224,7 +239,7 @@ impl<'c> CloneTasks<'c> {
             .map_err(failed("CreateCloneFile"))?;
         self.client
             .set_clone_file_status(
-                &temp,
+                temp,
                 &self.root,
                 Some(made.id),
                 FileStatus::KFileCloneMetaInstalled,
@@ -233,11 +248,11 @@ impl<'c> CloneTasks<'c> {
             .map_err(failed("CompleteCloneMeta"))?;
         let owner = owner.or(src.owner.as_deref()).unwrap_or(&self.root.owner);
         self.client
-            .change_owner(&temp, owner, &self.root)
+            .change_owner(temp, owner, &self.root)
             .await
             .map_err(failed("ChangeOwner"))?;
         self.client
-            .rename(&self.root, &temp, dest)
+            .rename(&self.root, temp, dest)
             .await
             .map_err(failed("RenameCloneFile"))?;
         self.file_info(dest)

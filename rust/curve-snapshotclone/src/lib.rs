@@ -1,18 +1,27 @@
-//! What Curve's snapshot/clone service (`snapshotcloneserver`) does to a cluster, over the
-//! curvefs client: for now the clone task of a lazy clone of a volume (an "image clone")
-//! and its flatten. The calls, their order, the users they are made as and the constants
-//! are upstream's (`src/snapshotcloneserver/clone/clone_core.cpp`); the service's task
-//! store, HTTP API and snapshots are not here yet.
+//! Curve's snapshot/clone service (`snapshotcloneserver`) over the curvefs client: the clone
+//! task of a clone of a volume (an "image clone") and its flatten (`clone`), in upstream's
+//! calls, order, users and constants (`src/snapshotcloneserver/clone/clone_core.cpp`); the
+//! service's HTTP API with upstream's actions, parameters, JSON bodies and codes
+//! (`service`, `codes`); its task records (`tasks`). Snapshots are not here yet.
 //!
 //! Where this differs from upstream's service:
-//! - No task record: a clone that fails half-way is not resumed or cleaned up by a
-//!   background scan; the caller sees the error and the temporary file stays in
-//!   [`CloneOptions::temp_dir`].
+//! - No snapshots: CreateSnapshot answers -21 (Not support), snapshot lists are empty,
+//!   Recover answers -15; a clone's source is always a volume.
+//! - A clone that is not lazy is made as a lazy clone and flattened in the background, so
+//!   its destination exists (CloneMetaInstalled) before the task is done; upstream
+//!   renames it into place only once every chunk is copied.
+//! - A clone stopped by a restart of the service before its destination existed is marked
+//!   failed (CleanCloneTask removes its temporary file); upstream retries it.
+//! - One service process: no leader election among several.
 //! - No reference count of clones per source: after a flatten the source keeps its
 //!   BeingCloned status (upstream sets it back to Created once no task refers to it).
 //!   The local MDS decides DELETE_BEING_CLONED from the clones that still read the source,
 //!   so the source can be deleted once every clone of it is flattened.
 
 mod clone;
+pub mod codes;
+pub mod service;
+pub mod tasks;
 
 pub use clone::{CloneError, CloneOptions, CloneTasks};
+pub use service::{ServiceConfig, ServiceError, serve};

@@ -73,7 +73,7 @@ mod _core {
     #[pymodule_export]
     use super::serve::{
         copyset_leader, create_local_cluster_layout, local_cluster_layout, serve_chunkserver,
-        serve_mds, transfer_leader, write_local_client_conf,
+        serve_mds, serve_snapshot_clone, transfer_leader, write_local_client_conf,
     };
     #[pymodule_export]
     use super::types::{CreateContext, FileInfo, UserInfo};

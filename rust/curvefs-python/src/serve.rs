@@ -281,6 +281,27 @@ pub fn serve_chunkserver(
     })
 }
 
+/// Serves the snapshot/clone service of the local cluster in `data_dir` (upstream's HTTP
+/// API) until SIGTERM or SIGINT (or its starter's end, with `lifeline_fd`).
+#[pyfunction]
+#[pyo3(signature = (data_dir, listen_fd = None, lifeline_fd = None))]
+pub fn serve_snapshot_clone(
+    py: Python<'_>,
+    data_dir: PathBuf,
+    listen_fd: Option<i32>,
+    lifeline_fd: Option<i32>,
+) -> PyResult<()> {
+    let lifeline = lifeline_fd.map(Lifeline::inherit).transpose()?;
+    install_log(&data_dir, curve_cluster::SNAPSHOT_CLONE_SERVER)?;
+    let port = layout_of(&data_dir)?
+        .snapshot_clone_port
+        .ok_or_else(|| PyValueError::new_err("the cluster has no snapshot/clone service"))?;
+    let socket = inherited(listen_fd, port)?;
+    run(py, lifeline, move |shutdown| async move {
+        curve_cluster::serve_snapshot_clone(Path::new(&data_dir), socket, report, shutdown).await
+    })
+}
+
 /// Asks the chunkserver at `addr` (over baidu_std, as the client does) which member leads
 /// copyset `copyset_id` of logical pool `logical_pool_id`, and returns that member's
 /// "ip:port". For tests that pick a copyset's leader to kill or pause; the chunkserver

@@ -1,0 +1,262 @@
+"""The local cluster's snapshot/clone service, driven as upstream's clients drive it: plain
+HTTP GETs to ``/SnapshotCloneService`` with ``Action``/``Version`` query parameters (no
+curvefs code on the client side of the API), checked against upstream's JSON bodies,
+codes and HTTP statuses. The volumes' bytes are checked through the SDK."""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import curvefs
+from curvefs.testing import LocalCluster
+from tests.helpers import make_user
+
+GiB = 1 << 30
+BLOCK = 4096
+CLONED = 4  # FileStatus kFileCloned
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
+    with LocalCluster(tmp_path_factory.mktemp("sc") / "c", copysets=8) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def cbd(cluster: LocalCluster) -> Iterator[curvefs.CBDClient]:
+    client = curvefs.CBDClient()
+    assert client.Init(cluster.conf_path) == 0
+    yield client
+    client.UnInit()
+
+
+def call(cluster: LocalCluster, **query: str) -> tuple[int, dict[str, Any]]:
+    """One request to the service: its HTTP status and its JSON body."""
+    assert cluster.snapshot_clone_addr is not None
+    url = f"http://{cluster.snapshot_clone_addr}/SnapshotCloneService?" + urllib.parse.urlencode(
+        query
+    )
+    try:
+        with urllib.request.urlopen(url, timeout=60) as r:
+            return int(r.status), dict(json.loads(r.read()))
+    except urllib.error.HTTPError as e:
+        with e:
+            return int(e.code), dict(json.loads(e.read()))
+
+
+def ok(cluster: LocalCluster, **query: str) -> dict[str, Any]:
+    status, body = call(cluster, Version="0.0.6", **query)
+    assert (status, body["Code"]) == (200, "0"), body
+    return body
+
+
+def fails(cluster: LocalCluster, code: int, **query: str) -> dict[str, Any]:
+    status, body = call(cluster, **query)
+    assert body["Code"] == str(code), body
+    assert status == (400 if code == -5 else 500), (status, body)
+    assert body["Message"] and body["RequestId"] and "UUID" in body
+    return body
+
+
+def write_volume(cbd: curvefs.CBDClient, path: str, blocks: dict[int, bytes]) -> None:
+    user = make_user("curve")
+    assert cbd.Create(path, user, 10 * GiB) == 0
+    fd = cbd.Open(path, user)
+    assert fd >= 0
+    try:
+        for offset, data in blocks.items():
+            assert cbd.Write(fd, data, offset, len(data)) == len(data)
+    finally:
+        cbd.Close(fd)
+
+
+def read(cbd: curvefs.CBDClient, path: str, offset: int, length: int) -> bytes:
+    user = make_user("curve")
+    fd = cbd.Open(path, user)
+    assert fd >= 0, fd
+    try:
+        data = cbd.Read(fd, None, offset, length)
+        assert isinstance(data, bytes)
+        return data
+    finally:
+        cbd.Close(fd)
+
+
+def task(cluster: LocalCluster, uuid: str) -> dict[str, Any]:
+    infos = ok(cluster, Action="GetCloneTasks", User="curve", UUID=uuid)["TaskInfos"]
+    assert len(infos) == 1 and infos[0]["UUID"] == uuid
+    return dict(infos[0])
+
+
+def wait_task(cluster: LocalCluster, uuid: str, status: int, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while (info := task(cluster, uuid))["TaskStatus"] != status:
+        assert info["TaskStatus"] != 5, f"the task failed: {info}"
+        assert time.monotonic() < deadline, f"task not in status {status} in {timeout} s: {info}"
+        time.sleep(0.05)
+
+
+SOURCE = {0: b"a" * BLOCK, 16 << 20: b"b" * BLOCK, GiB + 8192: b"c" * BLOCK}
+
+
+def test_requests_upstream_refuses_get_its_codes_and_statuses(cluster: LocalCluster) -> None:
+    fails(cluster, -5, Version="0.0.6")  # no Action
+    fails(cluster, -5, Action="GetCloneTaskList")  # no Version
+    fails(cluster, -5, Action="NoSuchAction", Version="0.0.6")
+    fails(cluster, -5, Action="Clone", Version="0.0.6", User="curve", Source="/s", Lazy="true")
+    for lazy in ("yes", "2", ""):
+        fails(cluster, -5, Action="Clone", Version="1", User="u", Source="/s", Destination="/d",
+              Lazy=lazy)  # fmt: skip
+    fails(cluster, -5, Action="Clone", Version="1", User="u", Source="/s", Destination="/d",
+          Lazy="true", Poolset="")  # fmt: skip
+    fails(cluster, -5, Action="GetCloneTaskList", Version="1", Limit="ten")
+    fails(cluster, -5, Action="GetCloneTasks", Version="1", Offset="-1", User="curve")
+    # Keys are case-sensitive, as upstream's.
+    fails(cluster, -5, action="GetCloneTaskList", version="1")
+    # Not built yet, said so in upstream's words: no snapshot exists to find.
+    fails(cluster, -21, Action="CreateSnapshot", Version="1", User="curve", File="/v", Name="s")
+    fails(cluster, -8, Action="DeleteSnapshot", Version="1", User="curve", UUID="nope")
+    fails(cluster, -8, Action="CancelSnapshot", Version="1", User="curve", UUID="x", File="/v")
+    fails(cluster, -15, Action="Recover", Version="1", User="curve", Source="x",
+          Destination="/v", Lazy="false")  # fmt: skip
+    listed = ok(cluster, Action="GetFileSnapshotList")
+    assert (listed["TotalCount"], listed["Snapshots"]) == (0, [])
+    # POST with the same query, as upstream's robot tests send it.
+    assert cluster.snapshot_clone_addr is not None
+    url = f"http://{cluster.snapshot_clone_addr}/SnapshotCloneService?Action=GetCloneTaskList&Version=1"
+    with urllib.request.urlopen(urllib.request.Request(url, method="POST"), timeout=30) as r:
+        assert json.loads(r.read())["Code"] == "0"
+
+
+def test_a_lazy_clone_through_the_api_reads_its_source_and_flattens(
+    cluster: LocalCluster, cbd: curvefs.CBDClient
+) -> None:
+    write_volume(cbd, "/api-src", SOURCE)
+    body = ok(cluster, Action="Clone", User="curve", Source="/api-src",
+              Destination="/api-dst", Lazy="true")  # fmt: skip
+    uuid = body["UUID"]
+    # A lazy clone answers once the destination exists: metaInstalled, progress 5.
+    info = task(cluster, uuid)
+    assert info["TaskStatus"] == 7 and info["Progress"] == 5 and info["NextStep"] == 4
+    assert (info["File"], info["Src"], info["User"]) == ("/api-dst", "/api-src", "curve")
+    assert info["IsLazy"] is True and info["TaskType"] == 0 and info["FileType"] == 0
+    for offset, data in SOURCE.items():
+        assert read(cbd, "/api-dst", offset, BLOCK) == data
+    # The same request again is the same task (an idempotent retry).
+    again = ok(cluster, Action="Clone", User="curve", Source="/api-src",
+               Destination="/api-dst", Lazy="true")  # fmt: skip
+    assert again["UUID"] == uuid
+    # Onto a volume no clone task made: the file exists. (Onto one a finished task made,
+    # upstream answers that task's UUID whatever the parameters, and so does this one.)
+    failed = fails(cluster, -19, Action="Clone", Version="1", User="curve", Source="/api-src",
+                   Destination="/api-src", Lazy="false")  # fmt: skip
+    assert failed["UUID"] == ""
+    other = ok(cluster, Action="Clone", User="curve", Source="/api-src",
+               Destination="/api-dst", Lazy="false")  # fmt: skip
+    assert other["UUID"] == uuid
+    fails(cluster, -8, Action="Clone", Version="1", User="curve", Source="/no-such-volume",
+          Destination="/api-other", Lazy="true")  # fmt: skip
+    # The source is referenced by a lazy clone that still reads it.
+    ref = ok(cluster, Action="GetCloneRefStatus", User="curve", Source="/api-src")
+    assert ref["RefStatus"] == 2 and ref["TotalCount"] == 1
+    assert ref["CloneFileInfo"][0]["File"] == "/api-dst" and ref["CloneFileInfo"][0]["Inode"] > 0
+    # Unfinished: cannot be cleaned; not the user's: refused.
+    fails(cluster, -17, Action="CleanCloneTask", Version="1", User="curve", UUID=uuid)
+    fails(cluster, -7, Action="CleanCloneTask", Version="1", User="someone", UUID=uuid)
+
+    ok(cluster, Action="Flatten", User="curve", UUID=uuid)
+    wait_task(cluster, uuid, 0)
+    info = task(cluster, uuid)
+    assert info["Progress"] == 100 and info["NextStep"] == 8
+    ok(cluster, Action="Flatten", User="curve", UUID=uuid)  # done: nothing to do
+    fails(cluster, -8, Action="Flatten", Version="1", User="curve", UUID="no-such-task")
+    ref = ok(cluster, Action="GetCloneRefStatus", User="curve", Source="/api-src")
+    assert ref["RefStatus"] == 0 and "CloneFileInfo" not in ref
+    # Flattened: the clone holds its own copy; the source can go.
+    assert cbd.Unlink("/api-src", make_user("curve")) == 0
+    for offset, data in SOURCE.items():
+        assert read(cbd, "/api-dst", offset, BLOCK) == data
+
+    fails(cluster, -8, Action="GetCloneTasks", Version="1", User="curve", UUID="nope")
+    fails(cluster, -7, Action="GetCloneTasks", Version="1", User="other", UUID=uuid)
+    ok(cluster, Action="CleanCloneTask", User="curve", UUID=uuid)
+    ok(cluster, Action="CleanCloneTask", User="curve", UUID=uuid)  # unknown now: still 0
+    assert ok(cluster, Action="GetCloneTaskList", UUID=uuid)["TotalCount"] == 0
+    # Cleaning a task leaves the volume it made.
+    assert read(cbd, "/api-dst", 0, BLOCK) == SOURCE[0]
+
+
+def test_a_full_clone_answers_at_once_and_finishes_in_the_background(
+    cluster: LocalCluster, cbd: curvefs.CBDClient
+) -> None:
+    write_volume(cbd, "/full-src", SOURCE)
+    uuid = ok(cluster, Action="Clone", User="curve", Source="/full-src",
+              Destination="/full-dst", Lazy="false")["UUID"]  # fmt: skip
+    wait_task(cluster, uuid, 0)
+    assert task(cluster, uuid)["IsLazy"] is False
+    for offset, data in SOURCE.items():
+        assert read(cbd, "/full-dst", offset, BLOCK) == data
+    # Lists: every filter, and pages of Limit from Offset with the unsliced total.
+    listed = ok(cluster, Action="GetCloneTaskList", Destination="/full-dst", Type="0", Status="0")
+    assert [t["UUID"] for t in listed["TaskInfos"]] == [uuid]
+    assert (
+        ok(cluster, Action="GetCloneTaskList", Destination="/full-dst", Type="1")["TotalCount"] == 0
+    )
+    for i in range(3):
+        write_volume(cbd, f"/page-src-{i}", {0: bytes([i]) * BLOCK})
+        ok(cluster, Action="Clone", User="pager", Source=f"/page-src-{i}",
+           Destination=f"/page-dst-{i}", Lazy="true")  # fmt: skip
+    everything = ok(cluster, Action="GetCloneTasks", User="pager")
+    assert everything["TotalCount"] == 3 and len(everything["TaskInfos"]) == 3
+    page = ok(cluster, Action="GetCloneTasks", User="pager", Limit="2", Offset="1")
+    assert page["TotalCount"] == 3
+    assert [t["UUID"] for t in page["TaskInfos"]] == [
+        t["UUID"] for t in everything["TaskInfos"][1:3]
+    ]
+    by_file = ok(cluster, Action="GetCloneTasks", User="pager", File="/page-dst-1")
+    assert [t["File"] for t in by_file["TaskInfos"]] == ["/page-dst-1"]
+    # The clone's owner is the user who asked for it.
+    stat = curvefs.FileInfo_t()
+    assert cbd.StatFile("/page-dst-1", make_user("pager"), stat) == 0
+    assert stat.owner == "pager"
+
+
+def test_a_flatten_interrupted_by_a_killed_service_finishes_after_its_restart(
+    tmp_path: Path,
+) -> None:
+    with LocalCluster(tmp_path / "c", copysets=4) as cluster:
+        cbd = curvefs.CBDClient()
+        assert cbd.Init(cluster.conf_path) == 0
+        try:
+            write_volume(cbd, "/r-src", SOURCE)
+            uuid = ok(cluster, Action="Clone", User="curve", Source="/r-src",
+                      Destination="/r-dst", Lazy="true")["UUID"]  # fmt: skip
+            ok(cluster, Action="Flatten", User="curve", UUID=uuid)
+            cluster.kill_snapshot_clone(signal.SIGKILL)
+            cluster.start_snapshot_clone()
+            # Picked up from its record: flattened, never left half-done as done.
+            wait_task(cluster, uuid, 0)
+            for offset, data in SOURCE.items():
+                assert read(cbd, "/r-dst", offset, BLOCK) == data
+            stat = curvefs.FileInfo_t()
+            assert cbd.StatFile("/r-dst", make_user("curve"), stat) == 0
+            assert stat.fileStatus == CLONED
+        finally:
+            cbd.UnInit()
+
+
+def test_a_cluster_without_the_service_has_no_address(tmp_path: Path) -> None:
+    with LocalCluster(tmp_path / "c", copysets=2, snapshot_clone=False) as cluster:
+        assert cluster.snapshot_clone_addr is None
+        with pytest.raises(RuntimeError):
+            cluster.start_snapshot_clone()
