@@ -4,7 +4,7 @@
     python scripts/docs_tables.py           # rewrite docs/generated/*.md
     python scripts/docs_tables.py --check   # exit 1 if a committed table is stale
 
-``tests/test_declared_once.py`` runs the check, so a table cannot drift from the core.
+``tests/test_facts_declared_once.py`` runs the check, so a table cannot drift from the core.
 """
 
 from __future__ import annotations

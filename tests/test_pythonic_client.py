@@ -171,7 +171,7 @@ def test_reads_stop_at_the_end(vol: curvefs.Volume) -> None:
 def test_an_unaligned_write_reaching_past_the_end_changes_nothing(vol: curvefs.Volume) -> None:
     # Its partial first block lies inside the volume and its aligned rest reaches past
     # the end: the pieces used to be sent at once, so the inside one could land though
-    # the write failed (found while modelling it in tests/test_model.py). A race: tried
+    # the write failed (found while modelling it in tests/test_faults_model.py). A race: tried
     # a number of times.
     size = vol.size
     for i in range(20):
