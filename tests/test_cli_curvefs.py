@@ -452,6 +452,25 @@ def test_put_then_get_sparse_image(tmp_path: Path) -> None:
             assert f.read(IMAGE) == expected
 
 
+def test_put_and_get_stats(sh: Cli, tmp_path: Path, name: str) -> None:
+    image = tmp_path / "dense.raw"
+    image.write_bytes(os.urandom(8 * MiB))
+    put = json.loads(
+        sh.ok("put", str(image), name, "--stats", "--block-size", "1M", "--json", "--jobs", "2")
+    )
+    st = put["stats"]
+    # 8 writes of 1 MiB, each split into chunk requests of at most 64 KiB
+    # (global.fileIOSplitMaxSizeKB).
+    assert st["ops"] == 8 and st["rpcs"] == 8 * 16 and st["errors"] == 0
+    assert st["iops"] > 0 and st["mib_per_s"] > 0
+    lat = st["latency_ms"]
+    assert 0 < lat["p50"] <= lat["p99"] <= lat["p999"] <= lat["max"]
+    text = sh.ok("get", name, str(tmp_path / "back.raw"), "--length", "8M", "--stats")
+    line = text.splitlines()[-1]
+    assert line.startswith("stats: 2 reads, ") and "p99" in line and "chunk RPCs" in line
+    assert (tmp_path / "back.raw").read_bytes() == image.read_bytes()
+
+
 def test_put_fails(sh: Cli, client: curvefs.Client, tmp_path: Path, name: str) -> None:
     image = tmp_path / "small.raw"
     image.write_bytes(b"x" * 5000)
@@ -577,12 +596,13 @@ def test_bench_against_a_cluster(sh: Cli, client: curvefs.Client) -> None:
     for r in js["results"]:
         assert r["ops"] > 0 and r["iops"] > 0 and r["mib_per_s"] > 0 and r["jobs"] == 2
         assert r["mean_latency_ms"] > 0
+        assert 0 < r["p50_latency_ms"] <= r["p99_latency_ms"]
     assert [r["block_size"] for r in js["results"]] == [MiB, MiB, 4096, 4096]
     # Its scratch volume went to the recycle bin.
     with pytest.raises(FileNotFoundError):
         client.stat(js["volume"])
     table = sh.ok("bench", "--seconds", "0.1").splitlines()
-    assert table[1].split() == ["test", "block", "IOPS", "MiB/s", "mean", "lat"]
+    assert table[1].split() == ["test", "block", "IOPS", "MiB/s", "mean", "lat", "p50", "p99"]
     assert [" ".join(line.split()[:2]) for line in table[2:]] == [
         "seq write", "seq read", "rand write", "rand read"]  # fmt: skip
     sh.fails(

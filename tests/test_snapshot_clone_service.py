@@ -5,8 +5,10 @@ codes and HTTP statuses. The volumes' bytes are checked through the SDK."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import signal
+import socket
 import time
 import urllib.error
 import urllib.parse
@@ -18,6 +20,15 @@ from typing import Any
 import pytest
 
 import curvefs
+from curvefs import snapshot_clone as sc
+from curvefs.snapshot_clone import (
+    CloneRefStatus,
+    CloneStep,
+    CloneTask,
+    CloneTaskStatus,
+    SnapshotCloneClient,
+    SnapshotCloneUnavailableError,
+)
 from curvefs.testing import LocalCluster
 from tests.helpers import make_user
 
@@ -260,3 +271,73 @@ def test_a_cluster_without_the_service_has_no_address(tmp_path: Path) -> None:
         assert cluster.snapshot_clone_addr is None
         with pytest.raises(RuntimeError):
             cluster.start_snapshot_clone()
+
+
+def closed_port() -> str:
+    """An address nothing listens on (a standby service keeps its port closed so)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return f"127.0.0.1:{s.getsockname()[1]}"
+
+
+def test_the_python_client_fails_over_types_results_and_raises_by_code(
+    cluster: LocalCluster, cbd: curvefs.CBDClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert cluster.snapshot_clone_addr is not None
+    service = SnapshotCloneClient([closed_port(), cluster.snapshot_clone_addr], user="curve")
+    write_volume(cbd, "/py-src", SOURCE)
+    seen: list[CloneTask] = []
+    uuid = service.clone("/py-src", "/py-dst", lazy=True)
+    # The address that answered is asked first from now on.
+    assert service.addrs[0] == cluster.snapshot_clone_addr
+    info = service.wait_clone_task(uuid, until=CloneTaskStatus.META_INSTALLED, progress=seen.append)
+    assert info.status is CloneTaskStatus.META_INSTALLED and seen[-1] == info
+    assert (info.file, info.source, info.user, info.lazy) == ("/py-dst", "/py-src", "curve", True)
+    assert info.next_step is CloneStep.RECOVER_CHUNK and not info.source_is_snapshot
+    status, refs = service.clone_ref_status("/py-src")
+    assert status is CloneRefStatus.NEED_CHECK and [r.file for r in refs] == ["/py-dst"]
+    with pytest.raises(sc.CannotCleanUnfinishedError) as unfinished:
+        service.clean_clone_task(uuid)
+    assert unfinished.value.code == -17 and unfinished.value.request_id
+    with pytest.raises(sc.FileExistError) as exists:
+        service.clone("/py-src", "/py-src")
+    assert isinstance(exists.value, FileExistsError)
+    with pytest.raises(FileNotFoundError):
+        service.clone_task("no-such-task")
+    with pytest.raises(sc.NotSupportedError):
+        service.create_snapshot("/py-src", "s1")
+    assert service.snapshots() == []
+
+    async def flatten_and_wait() -> CloneTask:
+        await service.flatten_async(uuid)
+        return await service.wait_clone_task_async(uuid, timeout=120, interval=0.05)
+
+    done = asyncio.run(flatten_and_wait())
+    assert done.status is CloneTaskStatus.DONE and done.progress == 100
+    for offset, data in SOURCE.items():
+        assert read(cbd, "/py-dst", offset, BLOCK) == data
+
+    # Lists page through Limit/Offset behind the caller's back.
+    monkeypatch.setattr(sc, "PAGE", 2)
+    for i in range(3):
+        write_volume(cbd, f"/py-page-{i}", {0: bytes([i + 1]) * BLOCK})
+        service.clone(f"/py-page-{i}", f"/py-page-dst-{i}")
+    # (Other tests of this module's cluster made tasks as this user too.)
+    tasks = [t for t in service.clone_tasks() if t.file.startswith("/py-")]
+    assert len(tasks) == 4 and len({t.uuid for t in tasks}) == 4
+    assert [t.file for t in service.clone_tasks("/py-page-dst-2")] == ["/py-page-dst-2"]
+    service.clean_clone_task(uuid)
+    assert uuid not in {t.uuid for t in service.clone_tasks()}
+
+
+def test_the_python_client_with_no_service_answering_says_so() -> None:
+    service = SnapshotCloneClient(f"{closed_port()},{closed_port()}", user="u", timeout=5)
+    with pytest.raises(SnapshotCloneUnavailableError) as e:
+        service.clone_tasks()
+    assert isinstance(e.value, ConnectionError)
+    no_addrs: list[str | list[str]] = ["", []]
+    for bad in no_addrs:
+        with pytest.raises(ValueError):
+            SnapshotCloneClient(bad, user="u")
+    with pytest.raises(ValueError):
+        SnapshotCloneClient("127.0.0.1:1", user="")

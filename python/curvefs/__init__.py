@@ -9,6 +9,7 @@ same, and ``curve`` is upstream's ``curve`` tool.
 
 from __future__ import annotations
 
+from curvefs import _logging  # noqa: F401 - keeps the core's event filter in step
 from curvefs._c_api import (
     CLUSTERIDMAX,
     AioRead,

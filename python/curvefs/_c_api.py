@@ -62,6 +62,17 @@ _lock = threading.Lock()
 _client: _core.CBDClient | None = None
 
 
+def _forget_in_child() -> None:
+    # The process-wide client of a forked child is not its parent's (whose connections
+    # and sessions it cannot use): the child starts uninitialised, and Init makes its own.
+    global _client, _lock
+    _lock = threading.Lock()
+    _client = None
+
+
+os.register_at_fork(after_in_child=_forget_in_child)
+
+
 def _split_owner(filename: str) -> tuple[str, str] | None:
     """Upstream's ``ServiceHelper::GetUserInfoFromFilename``: the owner sits between the
     last two ``_``; the real name is what precedes them. ``None`` without two ``_``."""

@@ -27,6 +27,7 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from contextlib import ExitStack
+from datetime import UTC, datetime
 from fractions import Fraction
 from typing import Any, NoReturn
 
@@ -34,14 +35,25 @@ from tqdm import tqdm
 
 from curvefs import exceptions as ex
 from curvefs import nbd
+from curvefs import snapshot_clone as sc
 from curvefs.client import Client, FileInfo, FileType, Volume
 from curvefs.curve_tool import CONF_ENV, DEFAULT_CONF
+from curvefs.metrics import IoMetrics
 from curvefs.testing import LocalCluster
 
-__all__ = ["PASSWORD_ENV", "USER_ENV", "Exit", "exit_code", "main", "parse_size"]
+__all__ = [
+    "PASSWORD_ENV",
+    "SNAPSHOT_CLONE_ENV",
+    "USER_ENV",
+    "Exit",
+    "exit_code",
+    "main",
+    "parse_size",
+]
 
 USER_ENV = "CURVEFS_USER"
 PASSWORD_ENV = "CURVEFS_PASSWORD"
+SNAPSHOT_CLONE_ENV = "CURVEFS_SNAPSHOT_CLONE"
 
 KiB = 1 << 10
 MiB = 1 << 20
@@ -82,6 +94,24 @@ _BY_CLASS: tuple[tuple[type[BaseException], Exit], ...] = (
     (ex.CurveNoShrinkError, Exit.USAGE),
     (ex.CurveInvalidRequestError, Exit.USAGE),
     (ex.CurveError, Exit.ERROR),
+    # The snapshot/clone service's codes (not the SDK's), by what they mean to a script.
+    (sc.FileNotExistError, Exit.NOT_FOUND),
+    (sc.InvalidUserError, Exit.AUTH),
+    (sc.FileExistError, Exit.EXISTS),
+    (sc.TaskExistError, Exit.EXISTS),
+    (sc.InvalidRequestError, Exit.USAGE),
+    (sc.FileNameNotMatchError, Exit.USAGE),
+    (sc.InvalidSnapshotError, Exit.USAGE),
+    (sc.ChunkSizeNotAlignedError, Exit.USAGE),
+    (sc.FileStatusInvalidError, Exit.BUSY),
+    (sc.CannotDeleteUnfinishedError, Exit.BUSY),
+    (sc.CannotCreateWhenErrorError, Exit.BUSY),
+    (sc.CannotCancelFinishedError, Exit.BUSY),
+    (sc.SnapshotInUseError, Exit.BUSY),
+    (sc.CannotCleanUnfinishedError, Exit.BUSY),
+    (sc.SnapshotLimitError, Exit.BUSY),
+    (sc.TaskFullError, Exit.BUSY),
+    (sc.SnapshotCloneError, Exit.ERROR),
     (KeyboardInterrupt, Exit.INTERRUPTED),
 )
 
@@ -271,6 +301,8 @@ def _cmd_rm(args: argparse.Namespace) -> int:
 
 
 def _cmd_recover(args: argparse.Namespace) -> int:
+    if args.snapshot:
+        return _cmd_service_recover(args)
     with _client(args) as client:
         client.recover(args.path, args.id)
     return Exit.OK
@@ -312,6 +344,14 @@ def _cmd_chown(args: argparse.Namespace) -> int:
 
 
 def _cmd_clone(args: argparse.Namespace) -> int:
+    if _service_addrs(args):
+        return _cmd_clone_task(args)
+    if args.lazy is False or args.wait:
+        raise Failure(
+            Exit.USAGE,
+            "--no-lazy and --wait are tasks of the snapshot/clone service: pass "
+            f"--snapshot-clone HOST:PORT or set ${SNAPSHOT_CLONE_ENV}",
+        )
     with _client(args) as client:
         client.clone_volume(args.source, args.dest, owner=args.owner, poolset=args.poolset)
         if args.flatten:
@@ -320,8 +360,263 @@ def _cmd_clone(args: argparse.Namespace) -> int:
 
 
 def _cmd_flatten(args: argparse.Namespace) -> int:
+    if _service_addrs(args):
+        service = _service(args)
+        task = _task_of(service, args.path)
+        service.flatten(task.uuid)
+        if args.wait:
+            _wait_task(args, service, task.uuid, sc.CloneTaskStatus.DONE)
+        return Exit.OK
     with _client(args) as client:
         client.flatten(args.path)
+    return Exit.OK
+
+
+# -- the snapshot/clone service ----------------------------------------------------------
+
+
+def _service_addrs(args: argparse.Namespace) -> str:
+    return str(getattr(args, "snapshot_clone", None) or os.environ.get(SNAPSHOT_CLONE_ENV) or "")
+
+
+def _service(args: argparse.Namespace) -> sc.SnapshotCloneClient:
+    addrs = _service_addrs(args)
+    if not addrs:
+        raise Failure(
+            Exit.USAGE,
+            f"no snapshot/clone service: pass --snapshot-clone HOST:PORT[,HOST:PORT...] or set "
+            f"${SNAPSHOT_CLONE_ENV}",
+        )
+    user = args.user or os.environ.get(USER_ENV)
+    if not user:
+        raise Failure(Exit.USAGE, f"no user: pass --user or set ${USER_ENV}")
+    try:
+        return sc.SnapshotCloneClient(addrs, user=user, timeout=args.request_timeout)
+    except ValueError as e:
+        raise Failure(Exit.USAGE, str(e)) from None
+
+
+def _when(time_us: int) -> str:
+    return datetime.fromtimestamp(time_us / 1e6, UTC).astimezone().isoformat(timespec="seconds")
+
+
+def snapshot_dict(snap: sc.Snapshot) -> dict[str, Any]:
+    """A :class:`~curvefs.snapshot_clone.Snapshot` as JSON-ready values."""
+    return {
+        "uuid": snap.uuid,
+        "name": snap.name,
+        "file": snap.file,
+        "user": snap.user,
+        "seq_num": snap.seq_num,
+        "file_length": snap.file_length,
+        "status": snap.status.name,
+        "progress": snap.progress,
+        "time": _when(snap.time_us),
+    }
+
+
+def task_dict(task: sc.CloneTask) -> dict[str, Any]:
+    """A :class:`~curvefs.snapshot_clone.CloneTask` as JSON-ready values."""
+    return {
+        "uuid": task.uuid,
+        "type": task.task_type.name,
+        "file": task.file,
+        "source": task.source,
+        "source_is_snapshot": task.source_is_snapshot,
+        "user": task.user,
+        "lazy": task.lazy,
+        "status": task.status.name,
+        "next_step": task.next_step.name,
+        "progress": task.progress,
+        "time": _when(task.time_us),
+    }
+
+
+def _print_rows(rows: Sequence[tuple[str, ...]], header: tuple[str, ...]) -> None:
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    for row in [header, *rows]:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+
+
+def _waiting_bar(args: argparse.Namespace, desc: str) -> tqdm[Any]:
+    show = args.progress == "always" or (args.progress == "auto" and sys.stderr.isatty())
+    return tqdm(total=100, desc=desc, unit="%", file=sys.stderr, disable=not show)
+
+
+def _wait_task(
+    args: argparse.Namespace,
+    service: sc.SnapshotCloneClient,
+    uuid: str,
+    until: sc.CloneTaskStatus,
+) -> sc.CloneTask:
+    with _waiting_bar(args, f"task {uuid[:8]}") as bar:
+
+        def progress(task: sc.CloneTask) -> None:
+            bar.update(task.progress - bar.n)
+            bar.set_postfix_str(task.status.name.lower(), refresh=False)
+
+        try:
+            return service.wait_clone_task(
+                uuid, until=until, timeout=args.timeout, progress=progress
+            )
+        except TimeoutError as e:
+            raise Failure(Exit.ERROR, str(e)) from None
+
+
+def _task_of(service: sc.SnapshotCloneClient, target: str) -> sc.CloneTask:
+    """The task named by UUID, or the one whose destination is the path ``target``."""
+    if not target.startswith("/"):
+        return service.clone_task(target)
+    tasks = service.clone_tasks(target)
+    if not tasks:
+        raise Failure(Exit.NOT_FOUND, f"no clone or recover task made {target}")
+    return max(tasks, key=lambda t: t.time_us)
+
+
+def _cmd_clone_task(args: argparse.Namespace) -> int:
+    service = _service(args)
+    lazy = True if args.lazy is None else args.lazy
+    if args.recover:
+        uuid = service.recover(args.source, args.dest, lazy=lazy)
+    else:
+        uuid = service.clone(args.source, args.dest, lazy=lazy, poolset=args.poolset)
+    task = service.clone_task(uuid)
+    if args.flatten and lazy:
+        service.flatten(uuid)
+    if args.wait or args.flatten:
+        done = args.flatten or not lazy
+        until = sc.CloneTaskStatus.DONE if done else sc.CloneTaskStatus.META_INSTALLED
+        task = _wait_task(args, service, uuid, until)
+    if args.json:
+        _print_json(task_dict(task))
+    else:
+        print(uuid)
+    return Exit.OK
+
+
+def _cmd_service_recover(args: argparse.Namespace) -> int:
+    args.source, args.dest, args.recover, args.poolset = args.snapshot, args.path, True, None
+    args.flatten = False
+    return _cmd_clone_task(args)
+
+
+def _cmd_snapshot_create(args: argparse.Namespace) -> int:
+    service = _service(args)
+    name = (
+        args.name or f"{args.volume.rstrip('/').rsplit('/', 1)[-1]}-{time.strftime('%Y%m%d%H%M%S')}"
+    )
+    uuid = service.create_snapshot(args.volume, name)
+    if not (args.wait or args.json):
+        print(uuid)
+        return Exit.OK
+    if args.wait:
+        with _waiting_bar(args, f"snapshot {uuid[:8]}") as bar:
+
+            def progress(snap: sc.Snapshot) -> None:
+                bar.update(snap.progress - bar.n)
+
+            try:
+                snap = service.wait_snapshot(uuid, timeout=args.timeout, progress=progress)
+            except TimeoutError as e:
+                raise Failure(Exit.ERROR, str(e)) from None
+    else:
+        snap = service.snapshot(uuid)
+    if args.json:
+        _print_json(snapshot_dict(snap))
+    else:
+        print(uuid)
+    return Exit.OK
+
+
+def _cmd_snapshot_list(args: argparse.Namespace) -> int:
+    snaps = _service(args).snapshots(args.volume)
+    if args.json:
+        _print_json([snapshot_dict(s) for s in snaps])
+        return Exit.OK
+    rows = [
+        (
+            s.uuid,
+            s.name,
+            s.file,
+            str(s.seq_num),
+            s.status.name.lower(),
+            f"{s.progress}%",
+            _when(s.time_us),
+        )
+        for s in sorted(snaps, key=lambda s: s.time_us)
+    ]
+    _print_rows(rows, ("UUID", "NAME", "VOLUME", "SEQ", "STATUS", "PROGRESS", "TIME"))
+    return Exit.OK
+
+
+def _cmd_snapshot_info(args: argparse.Namespace) -> int:
+    snap = _service(args).snapshot(args.uuid)
+    if args.json:
+        _print_json(snapshot_dict(snap))
+        return Exit.OK
+    d = snapshot_dict(snap)
+    width = max(len(k) for k in d)
+    for key, value in d.items():
+        print(f"{key:<{width}}  {value}")
+    return Exit.OK
+
+
+def _cmd_snapshot_delete(args: argparse.Namespace) -> int:
+    _service(args).delete_snapshot(args.uuid, args.volume)
+    return Exit.OK
+
+
+def _cmd_snapshot_cancel(args: argparse.Namespace) -> int:
+    _service(args).cancel_snapshot(args.uuid, args.volume)
+    return Exit.OK
+
+
+def _cmd_task_list(args: argparse.Namespace) -> int:
+    tasks = _service(args).clone_tasks(args.volume)
+    if args.json:
+        _print_json([task_dict(t) for t in tasks])
+        return Exit.OK
+    rows = [
+        (
+            t.uuid,
+            t.task_type.name.lower(),
+            t.file,
+            t.source,
+            t.status.name.lower(),
+            f"{t.progress}%",
+            "lazy" if t.lazy else "full",
+        )
+        for t in sorted(tasks, key=lambda t: t.time_us)
+    ]
+    _print_rows(rows, ("UUID", "TYPE", "VOLUME", "SOURCE", "STATUS", "PROGRESS", "KIND"))
+    return Exit.OK
+
+
+def _cmd_task_info(args: argparse.Namespace) -> int:
+    task = _task_of(_service(args), args.task)
+    d = task_dict(task)
+    if args.json:
+        _print_json(d)
+        return Exit.OK
+    width = max(len(k) for k in d)
+    for key, value in d.items():
+        print(f"{key:<{width}}  {value}")
+    return Exit.OK
+
+
+def _cmd_task_wait(args: argparse.Namespace) -> int:
+    service = _service(args)
+    task = _task_of(service, args.task)
+    until = sc.CloneTaskStatus.META_INSTALLED if args.meta_installed else sc.CloneTaskStatus.DONE
+    task = _wait_task(args, service, task.uuid, until)
+    if args.json:
+        _print_json(task_dict(task))
+    return Exit.OK
+
+
+def _cmd_task_clean(args: argparse.Namespace) -> int:
+    service = _service(args)
+    service.clean_clone_task(_task_of(service, args.task).uuid)
     return Exit.OK
 
 
@@ -427,29 +722,74 @@ class _Tally:
         self.bar.update(covered)
 
 
+def _io_stats(m: IoMetrics, write: bool, seconds: float) -> dict[str, Any]:
+    """``--stats``: the user calls of one direction and their chunk RPCs, from the
+    volume's metrics (``Volume.metrics()``)."""
+    user, rpc = (m.write, m.write_rpc) if write else (m.read, m.read_rpc)
+    return {
+        "ops": user.ops,
+        "iops": round(user.ops / seconds, 1),
+        "mib_per_s": round(user.bytes / seconds / MiB, 2),
+        "latency_ms": {
+            "p50": round(user.latency.p50 * 1e3, 3),
+            "p99": round(user.latency.p99 * 1e3, 3),
+            "p999": round(user.latency.p999 * 1e3, 3),
+            "max": round(user.latency.max * 1e3, 3),
+        },
+        "errors": user.errors,
+        "rpcs": rpc.ops,
+        "rpc_errors": rpc.errors,
+        "rpc_timeouts": rpc.timeouts,
+        "rpc_redirects": rpc.redirects,
+        "get_leader_retries": m.get_leader_retries,
+        "slow_requests": m.slow_requests,
+    }
+
+
+def _print_stats(what: str, s: dict[str, Any]) -> None:
+    lat = s["latency_ms"]
+    print(
+        f"stats: {s['ops']} {what}s, {s['iops']:.0f} IOPS, {s['mib_per_s']:.1f} MiB/s; latency "
+        f"p50 {lat['p50']:.2f} ms, p99 {lat['p99']:.2f} ms, p99.9 {lat['p999']:.2f} ms, "
+        f"max {lat['max']:.2f} ms; {s['rpcs']} chunk RPCs ({s['rpc_errors']} failed, "
+        f"{s['rpc_timeouts']} timed out, {s['rpc_redirects']} redirected), "
+        f"{s['slow_requests']} slow"
+    )
+
+
 def _summary(
-    args: argparse.Namespace, what: str, source: str, target: str, tally: _Tally, t0: float
+    args: argparse.Namespace,
+    what: str,
+    source: str,
+    target: str,
+    tally: _Tally,
+    t0: float,
+    metrics: IoMetrics | None = None,
 ) -> None:
     seconds = max(time.monotonic() - t0, 1e-9)
+    stats = None if metrics is None else _io_stats(metrics, what == "put", seconds)
     if args.json:
-        _print_json(
-            {
-                "command": what,
-                "source": source,
-                "target": target,
-                "bytes": tally.covered,
-                "bytes_written": tally.written,
-                "bytes_skipped": tally.covered - tally.written,
-                "seconds": round(seconds, 3),
-                "bytes_per_second": round(tally.covered / seconds),
-            }
-        )
+        out: dict[str, Any] = {
+            "command": what,
+            "source": source,
+            "target": target,
+            "bytes": tally.covered,
+            "bytes_written": tally.written,
+            "bytes_skipped": tally.covered - tally.written,
+            "seconds": round(seconds, 3),
+            "bytes_per_second": round(tally.covered / seconds),
+        }
+        if stats is not None:
+            out["stats"] = stats
+        _print_json(out)
         return
     print(
         f"{what} {source} -> {target}: {format_size(tally.covered)} in {seconds:.1f} s "
         f"({format_size(tally.covered / seconds)}/s), {format_size(tally.written)} written, "
         f"{format_size(tally.covered - tally.written)} of zeros skipped"
     )
+    if stats is not None:
+        _print_stats("write" if what == "put" else "read", stats)
 
 
 def _open_local(path: str, flags: int, what: str) -> int:
@@ -491,7 +831,8 @@ def _cmd_put(args: argparse.Namespace) -> int:
         t0 = time.monotonic()
         _bounded(args.jobs, _put_tasks(fd, size, vol, args.block_size, skip_zeros, tally), tally)
         bar.close()
-    _summary(args, "put", args.local, args.remote, tally, t0)
+        metrics = vol.metrics() if args.stats else None
+    _summary(args, "put", args.local, args.remote, tally, t0, metrics)
     return Exit.OK
 
 
@@ -560,7 +901,8 @@ def _cmd_get(args: argparse.Namespace) -> int:
         except OSError as e:
             raise Failure(Exit.LOCAL, f"cannot write {args.local}: {e.strerror}") from None
         bar.close()
-    _summary(args, "get", args.remote, args.local, tally, t0)
+        metrics = vol.metrics() if args.stats else None
+    _summary(args, "get", args.remote, args.local, tally, t0, metrics)
     return Exit.OK
 
 
@@ -665,11 +1007,17 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         path = args.path or f"/curvefs-bench-{uuid.uuid4().hex[:12]}"
         client.create(path, args.size)
         stack.callback(client.remove, path)
-        vol = stack.enter_context(client.open(path))
-        span = min(args.span, vol.size)
+        span = min(args.span, client.stat(path).length)
         results = []
         for name, write, sequential, block in _BENCH_TESTS:
-            r = _bench_one(vol, write, sequential, block, span, args.jobs, args.seconds)
+            # Opened per test: a volume's metrics start at its open, so each test's
+            # latency percentiles are its own.
+            with client.open(path) as vol:
+                r = _bench_one(vol, write, sequential, block, span, args.jobs, args.seconds)
+                m = vol.metrics()
+            done = (m.write if write else m.read).latency
+            r["p50_latency_ms"] = round(done.p50 * 1e3, 3)
+            r["p99_latency_ms"] = round(done.p99 * 1e3, 3)
             results.append({"test": name, **r})
             if name == "seq write":
                 # The other tests stay where data now is: reads of never-written chunks
@@ -682,13 +1030,17 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         f"curvefs bench: {where}, {args.jobs} jobs, {args.seconds:g} s per test; after seq "
         f"write, IO within the {format_size(span)} it wrote"
     )
-    header = f"{'test':<11} {'block':>7} {'IOPS':>10} {'MiB/s':>9} {'mean lat':>10}"
+    header = (
+        f"{'test':<11} {'block':>7} {'IOPS':>10} {'MiB/s':>9} {'mean lat':>10} "
+        f"{'p50':>10} {'p99':>10}"
+    )
     print(header)
     for r in results:
         lat = "-" if r["mean_latency_ms"] is None else f"{r['mean_latency_ms']:.2f} ms"
         print(
             f"{r['test']:<11} {format_size(r['block_size']):>7} {r['iops']:>10.0f} "
-            f"{r['mib_per_s']:>9.1f} {lat:>10}"
+            f"{r['mib_per_s']:>9.1f} {lat:>10} {r['p50_latency_ms']:>7.2f} ms "
+            f"{r['p99_latency_ms']:>7.2f} ms"
         )
     return Exit.OK
 
@@ -712,9 +1064,15 @@ def _cmd_cluster_start(args: argparse.Namespace) -> int:
     cluster.start()
     try:
         print(cluster.conf_path, flush=True)
+        service = (
+            f", snapshot/clone service {cluster.snapshot_clone_addr} "
+            f"(export {SNAPSHOT_CLONE_ENV}={cluster.snapshot_clone_addr})"
+            if cluster.snapshot_clone_addr
+            else ""
+        )
         print(
             f"curvefs local cluster: MDS {cluster.mds_addr}, "
-            f"{len(cluster.chunkserver_ids)} chunkservers, data in {cluster.data_dir}; "
+            f"{len(cluster.chunkserver_ids)} chunkservers{service}, data in {cluster.data_dir}; "
             "Ctrl-C stops it",
             file=sys.stderr,
             flush=True,
@@ -819,6 +1177,50 @@ def build_parser() -> argparse.ArgumentParser:
     def json_flag(p: argparse.ArgumentParser, what: str) -> None:
         p.add_argument("--json", action="store_true", help=f"print {what} as JSON")
 
+    def service_options(p: argparse.ArgumentParser, *, waits: bool = True) -> None:
+        g = p.add_argument_group("snapshot/clone service")
+        g.add_argument(
+            "--snapshot-clone",
+            metavar="ADDRS",
+            help="the service's HOST:PORT, several comma-separated (only the active one "
+            f"answers; default: ${SNAPSHOT_CLONE_ENV})",
+        )
+        g.add_argument(
+            "--request-timeout",
+            type=float,
+            default=30.0,
+            metavar="S",
+            help="seconds each HTTP request may take (30)",
+        )
+        if waits:
+            g.add_argument(
+                "--timeout", type=float, metavar="S", help="give up waiting after S seconds"
+            )
+            g.add_argument(
+                "--progress",
+                choices=("auto", "always", "never"),
+                default="auto",
+                help="a progress bar on stderr while waiting: auto (when stderr is a "
+                "terminal), always, never",
+            )
+
+    def group(name: str, help: str) -> argparse._SubParsersAction[_Parser]:
+        p = sub.add_parser(name, help=help, description=help)
+        return p.add_subparsers(dest="action", required=True, metavar="ACTION")
+
+    def action(
+        actions: argparse._SubParsersAction[_Parser],
+        name: str,
+        help: str,
+        func: Callable[[argparse.Namespace], int],
+        *,
+        waits: bool = False,
+    ) -> _Parser:
+        p: _Parser = actions.add_parser(name, help=help, description=help, parents=common)
+        p.set_defaults(func=func)
+        service_options(p, waits=waits)
+        return p
+
     cluster = sub.add_parser(
         "cluster",
         help="the local Curve cluster",
@@ -859,9 +1261,25 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("rm", "remove a volume (it goes to /RecycleBin; see recover)", _cmd_rm)
     p.add_argument("path")
 
-    p = command("recover", "bring a removed volume back from /RecycleBin", _cmd_recover)
+    p = command(
+        "recover",
+        "bring a removed volume back from /RecycleBin; with --snapshot, roll a volume back "
+        "to its snapshot through the snapshot/clone service",
+        _cmd_recover,
+    )
     p.add_argument("path", help="the volume's original path")
     p.add_argument("--id", type=int, default=0, help="its file id, when several were removed")
+    p.add_argument("--snapshot", metavar="UUID", help="the snapshot of PATH to recover from")
+    p.add_argument(
+        "--lazy",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="with --snapshot: answer once PATH reads as the snapshot, copying later "
+        "(on flatten); default lazy",
+    )
+    p.add_argument("--wait", action="store_true", help="with --snapshot: wait for the task")
+    json_flag(p, "the task (with --snapshot)")
+    service_options(p)
 
     p = command("mv", "rename a volume or directory", _cmd_mv)
     p.add_argument("old")
@@ -884,24 +1302,81 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command(
         "clone",
-        "make DEST a lazy clone of the volume SOURCE, as Curve's snapshot/clone service does "
-        "(root only): DEST reads as SOURCE and holds no data of its own until written or "
-        "flattened",
+        "make DEST a clone of SOURCE: through the snapshot/clone service when its address "
+        "is known (SOURCE a volume or a snapshot UUID; prints the task's UUID), else "
+        "directly, as the service does (root only; SOURCE a volume, always lazy). A lazy "
+        "clone reads as SOURCE and holds no data of its own until written or flattened",
         _cmd_clone,
     )
-    p.add_argument("source", help="the volume to clone")
+    p.add_argument("source", help="the volume (or, through the service, snapshot UUID) to clone")
     p.add_argument("dest", help="the clone's path (must not exist)")
-    p.add_argument("--owner", help="the clone's owner (default: the source's)")
+    p.add_argument("--owner", help="the clone's owner (directly only; default: the source's)")
     p.add_argument("--poolset", help="the poolset to create it in (default: the source's)")
+    p.add_argument(
+        "--lazy",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="answer once DEST reads as SOURCE and copy only on flatten (default), or copy "
+        "everything in the background (--no-lazy, the service only)",
+    )
     p.add_argument("--flatten", action="store_true", help="then flatten it at once (see flatten)")
+    p.add_argument(
+        "--wait", action="store_true", help="wait for the service's task (a lazy one: stage 1)"
+    )
+    json_flag(p, "the service's task")
+    service_options(p)
+    p.set_defaults(recover=False)
 
     p = command(
         "flatten",
-        "copy into a lazy clone what it still reads from its source, then mark it Cloned "
-        "(root only); the source may then be deleted",
+        "copy into a lazy clone what it still reads from its source, then mark it Cloned; "
+        "through the service when its address is known (PATH or the task's UUID), else "
+        "directly (root only)",
         _cmd_flatten,
     )
-    p.add_argument("path", help="the lazy clone")
+    p.add_argument("path", help="the lazy clone, or (service) its task's UUID")
+    p.add_argument("--wait", action="store_true", help="(service) wait until it is done")
+    service_options(p)
+
+    snapshot = group(
+        "snapshot", "snapshots of volumes, through the cluster's snapshot/clone service"
+    )
+    p = action(snapshot, "create", "take a snapshot of VOLUME; prints its UUID",
+               _cmd_snapshot_create, waits=True)  # fmt: skip
+    p.add_argument("volume")
+    p.add_argument("--name", help="its name (default: the volume's name and the time)")
+    p.add_argument("--wait", action="store_true", help="wait until it is dumped (done)")
+    json_flag(p, "the snapshot")
+    p = action(snapshot, "list", "list your snapshots (of VOLUME)", _cmd_snapshot_list)
+    p.add_argument("volume", nargs="?")
+    json_flag(p, "the snapshots")
+    p = action(snapshot, "info", "show one snapshot", _cmd_snapshot_info)
+    p.add_argument("uuid")
+    json_flag(p, "the snapshot")
+    p = action(snapshot, "delete", "delete a snapshot", _cmd_snapshot_delete)
+    p.add_argument("uuid")
+    p.add_argument("--volume", help="the snapshot's volume (checked if given)")
+    p = action(snapshot, "cancel", "stop a snapshot that is being taken", _cmd_snapshot_cancel)
+    p.add_argument("uuid")
+    p.add_argument("volume", help="the snapshot's volume")
+
+    task = group("task", "clone and recover tasks of the cluster's snapshot/clone service")
+    p = action(task, "list", "list your tasks (that made VOLUME)", _cmd_task_list)
+    p.add_argument("volume", nargs="?")
+    json_flag(p, "the tasks")
+    p = action(task, "info", "show a task (by UUID, or the volume it made)", _cmd_task_info)
+    p.add_argument("task")
+    json_flag(p, "the task")
+    p = action(task, "wait", "wait for a task to finish", _cmd_task_wait, waits=True)
+    p.add_argument("task")
+    p.add_argument(
+        "--meta-installed",
+        action="store_true",
+        help="only until a lazy task's volume reads as its source (stage 1)",
+    )
+    json_flag(p, "the task")
+    p = action(task, "clean", "forget a finished or failed task", _cmd_task_clean)
+    p.add_argument("task")
 
     def transfer(p: argparse.ArgumentParser) -> None:
         p.add_argument(
@@ -917,6 +1392,11 @@ def build_parser() -> argparse.ArgumentParser:
             choices=("auto", "always", "never"),
             default="auto",
             help="a progress bar on stderr: auto (when stderr is a terminal), always, never",
+        )
+        p.add_argument(
+            "--stats",
+            action="store_true",
+            help="also print IOPS, MiB/s, latency percentiles and chunk RPC counts",
         )
         json_flag(p, "the summary")
 
@@ -1022,6 +1502,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if getattr(args, "seconds", 1) <= 0 or getattr(args, "span", 1) <= 0:
         parser.error("--seconds and --span must be positive")
     command = {"cluster": "cluster start", "nbd": "nbd serve"}.get(args.command, args.command)
+    if args.command in ("snapshot", "task"):
+        command = f"{args.command} {args.action}"
     try:
         status = int(args.func(args))
         sys.stdout.flush()
@@ -1031,7 +1513,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return Exit.ERROR
-    except (ex.CurveError, Failure, KeyboardInterrupt) as e:
+    except (ex.CurveError, sc.SnapshotCloneError, Failure, KeyboardInterrupt) as e:
         _fail(command, e)
         return exit_code(e)
 

@@ -22,12 +22,13 @@ import weakref
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
+from types import MappingProxyType, TracebackType
 from typing import Any, Literal, Protocol, Self, TypedDict, cast
 
 from typing_extensions import Buffer, Unpack
 
 from curvefs import _core
+from curvefs.metrics import ClientMetrics, IoMetrics, MdsMetrics
 
 
 class _ArrayBuffer(Protocol):
@@ -364,6 +365,21 @@ class Client:
     def poolsets(self) -> list[str]:
         return self._h.poolsets()
 
+    def metrics(self) -> ClientMetrics:
+        """This client's metrics now: IO summed over every volume it opened, its MDS
+        client's, and each open volume's (see :mod:`curvefs.metrics`)."""
+        io_stats, mds_stats = self._h.metrics()
+        volumes = {
+            v.path: IoMetrics._from_native(v._handle.metrics())
+            for v in list(self._volumes)
+            if not v.closed
+        }
+        return ClientMetrics(
+            io=IoMetrics._from_native(io_stats),
+            mds=MdsMetrics._from_native(mds_stats),
+            volumes=MappingProxyType(volumes),
+        )
+
     def open(self, path: str, *, read_only: bool = False) -> Volume:
         """Opens a volume: a file-like object with its own lease, closed by ``close()``."""
         vol = Volume(self._h.open(path), read_only=read_only)
@@ -500,6 +516,11 @@ class Volume(io.RawIOBase):
     def block_size(self) -> int:
         """The alignment below which writes are read-modify-write."""
         return self._handle.block_size()
+
+    def metrics(self) -> IoMetrics:
+        """This volume's IO metrics since it was opened (see :mod:`curvefs.metrics`)."""
+        self._check_open()
+        return IoMetrics._from_native(self._handle.metrics())
 
     def stat(self) -> FileInfo:
         """The volume's attributes, asked of the MDS now (``size`` follows them)."""

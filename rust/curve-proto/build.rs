@@ -12,6 +12,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "cli2.proto",
         "local_replica.proto",
         "baidu_rpc_meta.proto",
+        "snapshotcloneserver.proto",
     ];
     for f in &files {
         println!("cargo:rerun-if-changed={}", root.join(f).display());

@@ -7,7 +7,7 @@ instead. Wrong argument *types* raise ``TypeError``; out-of-range values return 
 
 import os
 from collections.abc import Callable
-from typing import Final, Self, TypeAlias, final
+from typing import Any, Final, Self, TypeAlias, final
 
 from typing_extensions import Buffer, disjoint_base
 
@@ -70,13 +70,16 @@ __all__ = [
     "UserInfo_t",
     "VolumeHandle",
     "__version__",
+    "_log_level",
     "_note_exiting",
+    "_set_log_level",
     "copyset_leader",
     "create_local_cluster_layout",
     "debug_build",
     "local_cluster_layout",
     "serve_chunkserver",
     "serve_mds",
+    "serve_snapshot_clone",
     "set_runtime_threads",
     "transfer_leader",
     "write_local_client_conf",
@@ -136,6 +139,13 @@ ERROR_NAMES: Final[dict[int, str]]
 SDK_CODES: Final[tuple[tuple[str, int, str, str, str, str], ...]]
 """The core's one table of codes: (name, positive code, message, errno name, exception class,
 built-in base or "") per ``LIBCURVE_ERROR`` code."""
+
+def _set_log_level(level: int) -> None:
+    """Sets the core's event filter: events at or above this Python logging level cross
+    to Python (``curvefs._logging`` keeps it in step with the ``curvefs`` loggers)."""
+
+def _log_level() -> int:
+    """The Python logging level the core's event filter lets through now."""
 
 def _note_exiting() -> None:
     """The atexit hook that marks the interpreter as shutting down."""
@@ -371,6 +381,10 @@ class ClientHandle:
     def flatten(self, path: str) -> None: ...
     def cluster_id(self) -> str: ...
     def poolsets(self) -> list[str]: ...
+    def metrics(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        """``(io, mds)``: the client's IO metrics and its MDS client's, as dicts that
+        ``curvefs.metrics`` types."""
+
     def open(self, path: str) -> VolumeHandle: ...
     # The async twins: the same core call as the blocking method of the same name, started
     # on the runtime; ``waiter``'s future is resolved with its result when it ends.
@@ -420,6 +434,9 @@ class VolumeHandle:
     def stat(self) -> _Stat: ...
     def size(self) -> int: ...
     def block_size(self) -> int: ...
+    def metrics(self) -> dict[str, Any]:
+        """This volume's IO metrics, as a dict that ``curvefs.metrics`` types."""
+
     def close(self) -> None: ...
     def discard(self, offset: int, length: int) -> None: ...
     def write_zeroes(self, offset: int, length: int) -> None: ...

@@ -56,9 +56,13 @@ impl Dispatch for BaiduStd {
                         attachment: Bytes::new(),
                     })
                 }
-                (CHUNK_SERVICE, "ReadChunk") => {
+                (CHUNK_SERVICE, method @ ("ReadChunk" | "ReadChunkSnapshot")) => {
                     let req = decode_chunk_request(r.payload)?;
-                    let mut resp = node.read(req).await;
+                    let mut resp = if method == "ReadChunkSnapshot" {
+                        node.read_snapshot(req).await
+                    } else {
+                        node.read(req).await
+                    };
                     let data = resp.attachment.take().unwrap_or_default();
                     Ok(Response {
                         payload: Bytes::from(resp.encode_to_vec()),

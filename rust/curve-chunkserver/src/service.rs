@@ -32,7 +32,7 @@ use crate::origin::{ORIGIN_DEADLINE, Origin};
 use crate::replication::{
     CloneFields, PeerChannels, ReplicaOutcome, replicate_write, write_committed,
 };
-use crate::store::{ChunkKey, ChunkStore, ChunkView, CreateCloneError, WriteError};
+use crate::store::{ChunkKey, ChunkStore, ChunkView, CreateCloneError, SnapshotError, WriteError};
 use curve_proto::local::ReplicateKind;
 
 /// Positioned IO up to this size runs on the reactor thread: on page cache it takes
@@ -275,6 +275,45 @@ impl Node {
         }
     }
 
+    /// ReadChunkSnapshot, as upstream's `ReadSnapshotRequest`: the chunk's bytes as they
+    /// were at `sn` (store/cow.rs), from the leader under its lease.
+    pub(crate) async fn read_snapshot(&self, req: ChunkRequest) -> ChunkResponse {
+        let (copyset, range, key) = match self.admit(&req, ChunkOpType::ChunkOpReadSnap) {
+            Ok(admitted) => admitted,
+            Err(refusal) => return refusal,
+        };
+        if !copyset.lease_valid() {
+            return status_response(ChunkOpStatus::Redirected);
+        }
+        let store = self.store.clone();
+        let (sn, offset, len) = (
+            req.sn.unwrap_or(0),
+            u64::from(range.offset),
+            range.size as usize,
+        );
+        let result = run_io(len, move || {
+            Ok::<_, io::Error>(store.read_snapshot(key, sn, offset, len))
+        })
+        .await;
+        match result {
+            Ok(Ok(data)) => ChunkResponse {
+                status: ChunkOpStatus::Success as i32,
+                applied_index: Some(copyset.applied_index()),
+                attachment: Some(Bytes::from(data)),
+                ..Default::default()
+            },
+            Ok(Err(SnapshotError::NotExist)) => status_response(ChunkOpStatus::ChunkNotexist),
+            Ok(Err(SnapshotError::Io(e))) | Err(e) => {
+                tracing::warn!(?key, sn, error = %e, "chunk snapshot read failed");
+                status_response(ChunkOpStatus::DiskFail)
+            }
+            Ok(Err(other)) => {
+                tracing::warn!(?key, sn, error = ?other, "chunk snapshot read refused");
+                status_response(ChunkOpStatus::FailureUnknown)
+            }
+        }
+    }
+
     async fn local_read(
         &self,
         copyset: &CopysetState,
@@ -441,6 +480,10 @@ impl Node {
                     ..Default::default()
                 };
             }
+            Err(WriteError::Conflict(why)) => {
+                tracing::warn!(?key, sn = ?req.sn, why, "write refused");
+                return status_response(ChunkOpStatus::FailureUnknown);
+            }
             Err(WriteError::Io(e)) => {
                 tracing::warn!(?key, error = %e, "chunk sn update failed");
                 return status_response(ChunkOpStatus::DiskFail);
@@ -502,7 +545,7 @@ impl Node {
                 false => Err(io::Error::other("the clone chunk vanished")),
             },
             ReplicateKind::CreateClone => Ok(()),
-            _ => store.write(key, offset, &local_data),
+            _ => store.write(key, offset, &local_data, sn),
         });
         let remote = replicate_write(
             &self.channels,
@@ -708,13 +751,16 @@ impl Node {
             copyset_id: req.copyset_id,
             chunk_id: req.chunk_id,
         };
-        match self.store.sn(key) {
-            Ok(Some(sn)) => GetChunkInfoResponse {
+        // As upstream's: `[sn]`, or `[sn, snapshot sn]` while the chunk has a snapshot; a
+        // missing chunk is a success with no sn at all.
+        match self.store.versions(key) {
+            Ok(versions) => GetChunkInfoResponse {
                 status: ChunkOpStatus::Success as i32,
                 redirect: None,
-                chunk_sn: vec![sn],
+                chunk_sn: versions
+                    .map(|v| std::iter::once(v.sn).chain(v.snapshot_sn).collect())
+                    .unwrap_or_default(),
             },
-            Ok(None) => response(ChunkOpStatus::ChunkNotexist),
             Err(e) => {
                 tracing::warn!(?key, error = %e, "chunk info failed");
                 response(ChunkOpStatus::DiskFail)
@@ -878,6 +924,10 @@ impl Node {
         // A follower keeps the highest sn it has seen but never refuses its leader.
         match self.store.admit_sn(key, req.sn, req.location.as_deref()) {
             Ok(()) | Err(WriteError::Backward) => {}
+            Err(WriteError::Conflict(why)) => {
+                tracing::warn!(?key, sn = ?req.sn, why, "replicated write refused");
+                return ChunkOpStatus::FailureUnknown;
+            }
             Err(WriteError::Io(e)) => {
                 tracing::warn!(?key, error = %e, "replicated sn update failed");
                 return ChunkOpStatus::DiskFail;
@@ -886,7 +936,8 @@ impl Node {
         let store = self.store.clone();
         let offset = u64::from(range.offset);
         let data = req.data;
-        match run_io(data.len(), move || store.write(key, offset, &data)).await {
+        let sn = req.sn;
+        match run_io(data.len(), move || store.write(key, offset, &data, sn)).await {
             Ok(()) => ChunkOpStatus::Success,
             Err(e) => {
                 tracing::warn!(?key, error = %e, "replicated write failed");
@@ -1006,6 +1057,15 @@ impl ChunkService for Handlers {
     ) -> Result<Response<ChunkResponse>, Status> {
         Ok(Response::new(
             self.0.write_to_the_end(request.into_inner()).await,
+        ))
+    }
+
+    async fn read_chunk_snapshot(
+        &self,
+        request: Request<ChunkRequest>,
+    ) -> Result<Response<ChunkResponse>, Status> {
+        Ok(Response::new(
+            self.0.read_snapshot(request.into_inner()).await,
         ))
     }
 

@@ -17,6 +17,9 @@
 //! applied; sidecar and record files are fsynced before their rename and their folder
 //! after it, and a new chunk file's folder is fsynced once.
 //!
+//! A chunk with a snapshot also has `chunk_<chunkId>.cow` and `chunk_<chunkId>.snap`:
+//! copy-on-write by sn, in store/cow.rs.
+//!
 //! This module knows nothing of RPCs, leaders or replication.
 
 use std::collections::HashMap;
@@ -29,6 +32,9 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::SystemTime;
 
 use crate::clone::{Bitmap, CloneMeta};
+
+mod cow;
+pub(crate) use cow::SnapshotError;
 
 /// At most this many chunk files stay open; beyond it a handle no request holds is
 /// dropped. One in use is never dropped: a second handle opened beside it would have its
@@ -47,8 +53,11 @@ pub(crate) struct ChunkKey {
 /// Why a write was not applied.
 #[derive(Debug)]
 pub(crate) enum WriteError {
-    /// The request's sn is lower than the chunk's (Curve's BACKWARD).
+    /// The request's sn is lower than the chunk's sn or correctedSn (Curve's BACKWARD).
     Backward,
+    /// sn 0, or a snapshot the chunk cannot take (upstream's InvalidArg, StatusConflict
+    /// and SnapshotConflict, which its chunkservers answer FAILURE_UNKNOWN).
+    Conflict(&'static str),
     Io(io::Error),
 }
 
@@ -99,6 +108,8 @@ struct ChunkFile {
     /// paste to a clone chunk holds it from its data write to its record update.
     clone: Mutex<Option<CloneMeta>>,
     clone_path: PathBuf,
+    /// correctedSn and the chunk's snapshot; taken after `sn` when both are held.
+    cow: Mutex<cow::CowState>,
 }
 
 /// Whether writes reach stable storage before they count as applied (see the module
@@ -252,12 +263,14 @@ impl ChunkStore {
                 Err(e) if e.kind() == io::ErrorKind::NotFound => None,
                 Err(e) => return Err(e),
             };
+        let cow = cow::CowState::open(&path, self.pages, self.durability)?;
         let chunk = Arc::new(ChunkFile {
             file,
             sn: Mutex::new(sn),
             sn_path,
             clone: Mutex::new(clone),
             clone_path,
+            cow: Mutex::new(cow),
         });
         let mut open = lock(&self.open);
         // Handles are only cloned under this lock, so a count of 1 cannot grow meanwhile.
@@ -275,26 +288,33 @@ impl ChunkStore {
         Ok(Some(open.entry(key).or_insert(chunk).clone()))
     }
 
-    /// Checks `sn` against the chunk's and records it if higher; creates the chunk, as a
-    /// clone chunk of `location` if given and the chunk does not exist yet. Split from
-    /// [`ChunkStore::write`] so a leader can refuse a BACKWARD write before replicating it.
+    /// Checks `sn` against the chunk's, starts the chunk's snapshot if this write is the
+    /// first above a snapshot (store/cow.rs), and records `sn` if higher; creates the
+    /// chunk, as a clone chunk of `location` if given and the chunk does not exist yet.
+    /// Split from [`ChunkStore::write`] so a leader can refuse a write before
+    /// replicating it.
     pub fn admit_sn(
         &self,
         key: ChunkKey,
         sn: Option<u64>,
         location: Option<&str>,
     ) -> Result<(), WriteError> {
+        // sn 0 means "no snapshot" in a GetChunkInfo answer; no write carries it.
+        if sn == Some(0) {
+            return Err(WriteError::Conflict("a write with sn 0"));
+        }
         let meta = location.map(|l| self.new_clone_meta(l.to_string(), 0));
         let create = meta.as_ref().map_or(Create::Plain, Create::Clone);
         let Some(chunk) = self.chunk(key, create)? else {
             return Err(WriteError::Io(io::Error::other("chunk file vanished")));
         };
         let Some(sn) = sn else { return Ok(()) };
-        let corrected = lock(&chunk.clone).as_ref().map_or(0, |m| m.corrected_sn);
+        let (clone_corrected, is_clone) = match lock(&chunk.clone).as_ref() {
+            Some(m) => (m.corrected_sn, true),
+            None => (0, false),
+        };
         let mut current = lock(&chunk.sn);
-        if sn < *current || sn < corrected {
-            return Err(WriteError::Backward);
-        }
+        self.admit_cow(&chunk, *current, sn, clone_corrected, is_clone)?;
         if sn > *current {
             write_sn(&chunk.sn_path, sn, self.durability)?;
             *current = sn;
@@ -302,12 +322,23 @@ impl ChunkStore {
         Ok(())
     }
 
-    /// Writes `data` at `offset` (the caller has validated the range); on a clone chunk,
-    /// marks its pages written, and makes it a plain chunk once every page is.
-    pub fn write(&self, key: ChunkKey, offset: u64, data: &[u8]) -> io::Result<()> {
+    /// Writes `data` at `offset` (the caller has validated the range and admitted `sn`),
+    /// first copying the pages it changes into the chunk's snapshot if the write at `sn`
+    /// is the one that must (store/cow.rs); on a clone chunk, marks its pages written,
+    /// and makes it a plain chunk once every page is.
+    pub fn write(
+        &self,
+        key: ChunkKey,
+        offset: u64,
+        data: &[u8],
+        sn: Option<u64>,
+    ) -> io::Result<()> {
         let Some(chunk) = self.chunk(key, Create::Plain)? else {
             return Err(io::Error::other("chunk file vanished"));
         };
+        if let Some(sn) = sn {
+            self.copy_to_snapshot(&chunk, sn, offset, data.len() as u64)?;
+        }
         let mut clone = lock(&chunk.clone);
         if clone.is_none() {
             drop(clone);
@@ -658,7 +689,7 @@ mod tests {
         assert!(store.read(key(7), 0, 4096)?.is_none());
         assert!(store.sn(key(7))?.is_none());
         assert!(store.admit_sn(key(7), Some(3), None).is_ok());
-        store.write(key(7), 4096, &[5u8; 4096])?;
+        store.write(key(7), 4096, &[5u8; 4096], None)?;
         let got = store.read(key(7), 0, 12288)?.unwrap_or_default();
         assert_eq!(got.len(), 12288);
         assert!(got[..4096].iter().all(|&b| b == 0));
@@ -730,7 +761,7 @@ mod tests {
             .map_err(|e| io::Error::other(format!("{e:?}")))?;
         assert_eq!(written_pages(&store, key(1))?, Vec::<u32>::new());
         // Two pages at 8 KiB, then one unaligned to pages but inside page 5.
-        store.write(key(1), 8192, &[1u8; 8192])?;
+        store.write(key(1), 8192, &[1u8; 8192], None)?;
         assert_eq!(written_pages(&store, key(1))?, vec![2, 3]);
         // A later write with other clone fields does not change the chunk's location.
         store
@@ -756,7 +787,7 @@ mod tests {
             .map_err(|e| io::Error::other(format!("{e:?}")))?;
         let record = dir.path().join("copysets/1-2/chunk_2.clone");
         assert!(record.exists());
-        store.write(key(2), 0, &vec![3u8; (CHUNK - BLOCK) as usize])?;
+        store.write(key(2), 0, &vec![3u8; (CHUNK - BLOCK) as usize], None)?;
         assert!(matches!(store.view(key(2))?, ChunkView::Clone(_)));
         // The last page by paste: pastes count as written pages too.
         assert!(store.paste(key(2), u64::from(CHUNK - BLOCK), &[4u8; BLOCK as usize])?);
@@ -783,8 +814,8 @@ mod tests {
         store
             .admit_sn(key(3), Some(1), Some("/src:0@cs"))
             .map_err(|e| io::Error::other(format!("{e:?}")))?;
-        store.write(key(3), 4096, &[1u8; 4096])?;
-        store.write(key(3), 12288, &[1u8; 4096])?;
+        store.write(key(3), 4096, &[1u8; 4096], None)?;
+        store.write(key(3), 12288, &[1u8; 4096], None)?;
         assert!(store.paste(key(3), 0, &[7u8; 5 * 4096])?);
         let got = store.read(key(3), 0, 5 * 4096)?.unwrap_or_default();
         let expected: Vec<u8> = [7u8, 1, 7, 1, 7].iter().flat_map(|&b| [b; 4096]).collect();
@@ -805,7 +836,7 @@ mod tests {
         store
             .admit_sn(key(6), Some(1), Some("/src:0@cs"))
             .map_err(|e| io::Error::other(format!("{e:?}")))?;
-        store.write(key(6), 0, &[1u8; 4096])?;
+        store.write(key(6), 0, &[1u8; 4096], None)?;
         // Bytes in unwritten pages that no bitmap bit covers (a write cut short between
         // its data and its record): a paste of zeros must leave zeros, not them.
         store.write_raw(key(6), 4096, &[9u8; 2 * 4096])?;
@@ -832,7 +863,7 @@ mod tests {
             |r: Result<(), CreateCloneError>| matches!(r, Err(CreateCloneError::Conflict));
         let ok = |r: Result<(), CreateCloneError>| r.is_ok();
         assert!(ok(store.create_clone(key(5), 2, 1, "/src:0@cs")));
-        store.write(key(5), 0, &[1u8; 4096])?;
+        store.write(key(5), 0, &[1u8; 4096], None)?;
         assert!(
             ok(store.create_clone(key(5), 2, 1, "/src:0@cs")),
             "not idempotent"

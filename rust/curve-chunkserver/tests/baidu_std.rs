@@ -239,3 +239,82 @@ async fn get_leader_and_unknown_calls_fail_with_brpc_codes() -> TestResult {
     );
     Ok(())
 }
+
+/// A chunk's version before a snapshot, read back with ReadChunkSnapshot as the
+/// snapshot/clone service reads it: the first write at the volume's new sn copies the
+/// pages it changes aside, on every replica.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_at_a_new_sn_keeps_the_old_version_for_read_chunk_snapshot() -> TestResult {
+    use curve_proto::chunkserver::{ChunkOpType, GetChunkInfoRequest, GetChunkInfoResponse};
+    let cluster = Cluster::start_with_hints(false).await?;
+    let leader = channel(&cluster, 0).await?;
+    let before = pattern(16384, 1);
+    let after = pattern(4096, 2);
+    for (offset, data, sn) in [(0, &before, 1), (4096, &after, 2)] {
+        let (resp, _) = call_chunk(
+            &leader,
+            "WriteChunk",
+            write_request(CS_A, 60, offset, data.clone(), sn),
+        )
+        .await?;
+        assert_eq!(
+            status(resp.status),
+            ChunkOpStatus::Success,
+            "write at sn {sn}"
+        );
+    }
+    let snapshot = |sn: u64| ChunkRequest {
+        op_type: ChunkOpType::ChunkOpReadSnap as i32,
+        sn: Some(sn),
+        ..read_request(CS_A, 60, 0, 16384)
+    };
+    let (resp, old) = call_chunk(&leader, "ReadChunkSnapshot", snapshot(1)).await?;
+    assert_eq!(status(resp.status), ChunkOpStatus::Success);
+    assert_eq!(&old[..], &before[..], "the version at sn 1");
+    let (resp, now) = call_chunk(&leader, "ReadChunkSnapshot", snapshot(2)).await?;
+    assert_eq!(status(resp.status), ChunkOpStatus::Success);
+    let expected = [&before[..4096], &after[..], &before[8192..]].concat();
+    assert_eq!(&now[..], &expected[..], "the version at sn 2 is the chunk");
+    let (resp, _) = call_chunk(&leader, "ReadChunkSnapshot", snapshot(3)).await?;
+    assert_eq!(status(resp.status), ChunkOpStatus::ChunkNotexist);
+    // A client that has not picked up the new sn is sent back for it.
+    let (resp, _) = call_chunk(
+        &leader,
+        "WriteChunk",
+        write_request(CS_A, 60, 0, pattern(4096, 3), 1),
+    )
+    .await?;
+    assert_eq!(status(resp.status), ChunkOpStatus::Backward);
+    // Only the leader answers.
+    let follower = channel(&cluster, 1).await?;
+    let (resp, _) = call_chunk(&follower, "ReadChunkSnapshot", snapshot(1)).await?;
+    assert_eq!(status(resp.status), ChunkOpStatus::Redirected);
+
+    let reply = leader
+        .call(
+            CHUNK_SERVICE,
+            "GetChunkInfo",
+            Bytes::from(
+                GetChunkInfoRequest {
+                    logic_pool_id: POOL,
+                    copyset_id: CS_A,
+                    chunk_id: 60,
+                }
+                .encode_to_vec(),
+            ),
+            Bytes::new(),
+            T,
+        )
+        .await?;
+    let info = GetChunkInfoResponse::decode(reply.payload)?;
+    assert_eq!(info.chunk_sn, vec![2, 1], "[sn, snapshot sn]");
+
+    // Every replica kept the same old bytes (page 1 copied, the rest still the chunk's).
+    for i in 0..3 {
+        let mut snap = cluster.chunk_path(i, CS_A, 60).into_os_string();
+        snap.push(".snap");
+        let copied = on_disk(std::path::Path::new(&snap), 4096, 4096)?;
+        assert_eq!(copied, before[4096..8192], "replica {i}");
+    }
+    Ok(())
+}

@@ -69,7 +69,7 @@ async fn copyset_led_by_another_server_replicates_too() -> TestResult {
     let cluster = Cluster::start().await?;
     let mut leader = cluster.chunk_client(1).await?;
     let data = pattern(4096, 3);
-    let resp = write(&mut leader, write_request(CS_B, 5, 0, data.clone(), 0)).await?;
+    let resp = write(&mut leader, write_request(CS_B, 5, 0, data.clone(), 1)).await?;
     assert_eq!(status(resp.status), ChunkOpStatus::Success);
     for i in 0..3 {
         assert_eq!(on_disk(&cluster.chunk_path(i, CS_B, 5), 0, 4096)?, data);
@@ -85,7 +85,7 @@ async fn follower_redirects_to_leader() -> TestResult {
         let mut follower = cluster.chunk_client(i).await?;
         let resp = write(
             &mut follower,
-            write_request(CS_A, 1, 0, pattern(4096, 1), 0),
+            write_request(CS_A, 1, 0, pattern(4096, 1), 1),
         )
         .await?;
         assert_eq!(status(resp.status), ChunkOpStatus::Redirected);
@@ -147,7 +147,8 @@ async fn never_written_chunk_is_chunk_notexist() -> TestResult {
         })
         .await?
         .into_inner();
-    assert_eq!(status(info.status), ChunkOpStatus::ChunkNotexist);
+    // Upstream answers a missing chunk's info with success and no sn.
+    assert_eq!(status(info.status), ChunkOpStatus::Success);
     assert!(info.chunk_sn.is_empty());
     Ok(())
 }
@@ -160,34 +161,34 @@ async fn invalid_requests_are_refused_and_write_nothing() -> TestResult {
     let mut cases = vec![
         (
             "misaligned offset",
-            write_request(CS_A, 3, 512, pattern(block, 1), 0),
+            write_request(CS_A, 3, 512, pattern(block, 1), 1),
         ),
         (
             "misaligned size",
-            write_request(CS_A, 3, 0, pattern(block + 512, 1), 0),
+            write_request(CS_A, 3, 0, pattern(block + 512, 1), 1),
         ),
         (
             "past the chunk end",
-            write_request(CS_A, 3, CHUNK_SIZE - BLOCK_SIZE, pattern(2 * block, 1), 0),
+            write_request(CS_A, 3, CHUNK_SIZE - BLOCK_SIZE, pattern(2 * block, 1), 1),
         ),
     ];
-    let mut short = write_request(CS_A, 3, 0, pattern(block, 1), 0);
+    let mut short = write_request(CS_A, 3, 0, pattern(block, 1), 1);
     short.size = Some(2 * BLOCK_SIZE);
     cases.push(("attachment shorter than size", short));
-    let mut long = write_request(CS_A, 3, 0, pattern(2 * block, 1), 0);
+    let mut long = write_request(CS_A, 3, 0, pattern(2 * block, 1), 1);
     long.size = Some(BLOCK_SIZE);
     cases.push(("attachment longer than size", long));
-    let mut absent = write_request(CS_A, 3, 0, pattern(block, 1), 0);
+    let mut absent = write_request(CS_A, 3, 0, pattern(block, 1), 1);
     absent.attachment = None;
     cases.push(("no attachment", absent));
-    cases.push(("no bytes", write_request(CS_A, 3, 0, Vec::new(), 0)));
-    let mut no_size = write_request(CS_A, 3, 0, pattern(block, 1), 0);
+    cases.push(("no bytes", write_request(CS_A, 3, 0, Vec::new(), 1)));
+    let mut no_size = write_request(CS_A, 3, 0, pattern(block, 1), 1);
     no_size.size = None;
     cases.push(("no size", no_size));
-    let mut wrong_op = write_request(CS_A, 3, 0, pattern(block, 1), 0);
+    let mut wrong_op = write_request(CS_A, 3, 0, pattern(block, 1), 1);
     wrong_op.op_type = ChunkOpType::ChunkOpRead as i32;
     cases.push(("opType read on WriteChunk", wrong_op));
-    let mut unknown_op = write_request(CS_A, 3, 0, pattern(block, 1), 0);
+    let mut unknown_op = write_request(CS_A, 3, 0, pattern(block, 1), 1);
     unknown_op.op_type = 1234;
     cases.push(("unknown opType", unknown_op));
     for (what, request) in cases {
@@ -223,7 +224,7 @@ async fn invalid_requests_are_refused_and_write_nothing() -> TestResult {
 async fn unknown_copyset_is_copyset_notexist() -> TestResult {
     let cluster = Cluster::start().await?;
     let mut client = cluster.chunk_client(2).await?;
-    let resp = write(&mut client, write_request(77, 1, 0, pattern(4096, 1), 0)).await?;
+    let resp = write(&mut client, write_request(77, 1, 0, pattern(4096, 1), 1)).await?;
     assert_eq!(status(resp.status), ChunkOpStatus::CopysetNotexist);
     let resp = read(&mut client, read_request(77, 1, 0, 4096)).await?;
     assert_eq!(status(resp.status), ChunkOpStatus::CopysetNotexist);
@@ -269,7 +270,8 @@ async fn lower_sn_is_backward() -> TestResult {
         })
         .await?
         .into_inner();
-    assert_eq!(info.chunk_sn, vec![6]);
+    // The first write at 6 kept the chunk as it was at 5: `[sn, snapshot sn]`.
+    assert_eq!(info.chunk_sn, vec![6, 5]);
     Ok(())
 }
 
@@ -295,7 +297,7 @@ async fn epoch_fences_writes_of_that_file() -> TestResult {
     assert_eq!(status(resp.status), ChunkOpStatus::EpochTooOld);
 
     let with = |file_id: u64, epoch: Option<u64>| {
-        let mut r = write_request(CS_A, 9, 0, pattern(4096, 1), 0);
+        let mut r = write_request(CS_A, 9, 0, pattern(4096, 1), 1);
         r.file_id = Some(file_id);
         r.epoch = epoch;
         r
@@ -367,7 +369,7 @@ async fn write_is_acknowledged_with_one_follower_down_not_two() -> TestResult {
     let mut leader = cluster.chunk_client(0).await?;
     cluster.kill(2);
     let data = pattern(4096, 4);
-    let resp = write(&mut leader, write_request(CS_A, 30, 0, data.clone(), 0)).await?;
+    let resp = write(&mut leader, write_request(CS_A, 30, 0, data.clone(), 1)).await?;
     assert_eq!(status(resp.status), ChunkOpStatus::Success);
     assert_eq!(on_disk(&cluster.chunk_path(1, CS_A, 30), 0, 4096)?, data);
     // The skipped follower missed it: there is no catch-up.
@@ -376,7 +378,7 @@ async fn write_is_acknowledged_with_one_follower_down_not_two() -> TestResult {
     cluster.kill(1);
     let resp = tokio::time::timeout(
         Duration::from_secs(5),
-        write(&mut leader, write_request(CS_A, 31, 0, data.clone(), 0)),
+        write(&mut leader, write_request(CS_A, 31, 0, data.clone(), 1)),
     )
     .await??;
     assert_eq!(status(resp.status), ChunkOpStatus::FailureUnknown);
@@ -399,7 +401,7 @@ async fn write_is_acknowledged_with_one_follower_down_not_two() -> TestResult {
     assert_eq!(resp.redirect, None);
     // Nor does it apply writes: a write it finds now may predate a newer one at a
     // leader that replaced it.
-    let resp = write(&mut leader, write_request(CS_A, 33, 0, data.clone(), 0)).await?;
+    let resp = write(&mut leader, write_request(CS_A, 33, 0, data.clone(), 1)).await?;
     assert_eq!(status(resp.status), ChunkOpStatus::Redirected);
     assert!(!cluster.chunk_path(0, CS_A, 33).exists());
 
@@ -409,7 +411,7 @@ async fn write_is_acknowledged_with_one_follower_down_not_two() -> TestResult {
     cluster.wait_leader(CS_A, 0, &[0, 1]).await?;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     let resp = loop {
-        let resp = write(&mut leader, write_request(CS_A, 32, 0, data.clone(), 0)).await?;
+        let resp = write(&mut leader, write_request(CS_A, 32, 0, data.clone(), 1)).await?;
         if status(resp.status) != ChunkOpStatus::Redirected
             || tokio::time::Instant::now() > deadline
         {
@@ -429,7 +431,7 @@ async fn whole_chunk_write_and_concurrent_small_writes() -> TestResult {
     let cluster = Cluster::start().await?;
     let mut leader = cluster.chunk_client(0).await?;
     let whole = pattern(CHUNK_SIZE as usize, 5);
-    let resp = write(&mut leader, write_request(CS_A, 40, 0, whole.clone(), 0)).await?;
+    let resp = write(&mut leader, write_request(CS_A, 40, 0, whole.clone(), 1)).await?;
     assert_eq!(status(resp.status), ChunkOpStatus::Success);
     let resp = read(&mut leader, read_request(CS_A, 40, 0, CHUNK_SIZE)).await?;
     assert_eq!(resp.attachment.as_deref(), Some(&whole[..]));
@@ -442,7 +444,7 @@ async fn whole_chunk_write_and_concurrent_small_writes() -> TestResult {
         let mut client = leader.clone();
         async move {
             let data = pattern(4096, i as u8);
-            write(&mut client, write_request(CS_A, 41, i * 4096, data, 0)).await
+            write(&mut client, write_request(CS_A, 41, i * 4096, data, 1)).await
         }
     });
     for resp in futures::future::join_all(writes).await {
@@ -462,7 +464,7 @@ async fn leader_failover_and_handback_after_catch_up() -> TestResult {
     let before = pattern(8192, 1);
     {
         let mut leader = cluster.chunk_client(0).await?;
-        let resp = write(&mut leader, write_request(CS_A, 50, 0, before.clone(), 0)).await?;
+        let resp = write(&mut leader, write_request(CS_A, 50, 0, before.clone(), 1)).await?;
         assert_eq!(status(resp.status), ChunkOpStatus::Success);
     }
     // Let the followers be heartbeated as holding every write.
@@ -486,18 +488,18 @@ async fn leader_failover_and_handback_after_catch_up() -> TestResult {
     let during = pattern(4096, 2);
     let resp = write(
         &mut acting,
-        write_request(CS_A, 51, 4096, during.clone(), 0),
+        write_request(CS_A, 51, 4096, during.clone(), 1),
     )
     .await?;
     assert_eq!(status(resp.status), ChunkOpStatus::Success);
-    let resp = write(&mut acting, write_request(CS_A, 50, 0, during.clone(), 0)).await?;
+    let resp = write(&mut acting, write_request(CS_A, 50, 0, during.clone(), 1)).await?;
     assert_eq!(status(resp.status), ChunkOpStatus::Success);
 
     // The other copyset's leader (server 1) kept serving throughout.
     let mut b_leader = cluster.chunk_client(1).await?;
     let resp = write(
         &mut b_leader,
-        write_request(CS_B, 1, 0, pattern(4096, 3), 0),
+        write_request(CS_B, 1, 0, pattern(4096, 3), 1),
     )
     .await?;
     assert_eq!(status(resp.status), ChunkOpStatus::Success);
@@ -514,7 +516,7 @@ async fn leader_failover_and_handback_after_catch_up() -> TestResult {
     assert_eq!(&got[4096..], &before[4096..]);
 
     // Server 1 gave leadership back and redirects again.
-    let resp = write(&mut acting, write_request(CS_A, 52, 0, pattern(4096, 4), 0)).await?;
+    let resp = write(&mut acting, write_request(CS_A, 52, 0, pattern(4096, 4), 1)).await?;
     assert_eq!(status(resp.status), ChunkOpStatus::Redirected);
     assert_eq!(resp.redirect, Some(format!("{}:0", cluster.addr(0))));
     Ok(())
@@ -526,7 +528,7 @@ async fn follower_that_missed_writes_is_caught_up() -> TestResult {
     let mut leader = cluster.chunk_client(0).await?;
     cluster.kill(2);
     let data = pattern(65536, 6);
-    let resp = write(&mut leader, write_request(CS_A, 60, 65536, data.clone(), 0)).await?;
+    let resp = write(&mut leader, write_request(CS_A, 60, 65536, data.clone(), 1)).await?;
     assert_eq!(status(resp.status), ChunkOpStatus::Success);
     cluster.restart(2)?;
     let path = cluster.chunk_path(2, CS_A, 60);
@@ -563,7 +565,7 @@ async fn hung_follower_costs_one_deadline_not_one_per_write() -> TestResult {
         }
     };
     let first = std::time::Instant::now();
-    let resp = write(&mut leader, write_request(CS_A, 70, 0, pattern(4096, 1), 0)).await?;
+    let resp = write(&mut leader, write_request(CS_A, 70, 0, pattern(4096, 1), 1)).await?;
     assert_eq!(status(resp.status), ChunkOpStatus::Success);
     assert!(
         first.elapsed() < Duration::from_secs(6),
@@ -574,7 +576,7 @@ async fn hung_follower_costs_one_deadline_not_one_per_write() -> TestResult {
     for i in 1..20u32 {
         let resp = write(
             &mut leader,
-            write_request(CS_A, 70, i * 4096, pattern(4096, i as u8), 0),
+            write_request(CS_A, 70, i * 4096, pattern(4096, i as u8), 1),
         )
         .await?;
         assert_eq!(status(resp.status), ChunkOpStatus::Success);
@@ -625,7 +627,7 @@ async fn serve_returns_after_shutdown_with_open_connections() -> TestResult {
     );
     let mut acknowledged = false;
     for _ in 0..100 {
-        let resp = write(&mut client, write_request(CS_A, 1, 0, pattern(4096, 1), 0)).await?;
+        let resp = write(&mut client, write_request(CS_A, 1, 0, pattern(4096, 1), 1)).await?;
         if status(resp.status) == ChunkOpStatus::Success {
             acknowledged = true;
             break;
@@ -675,7 +677,7 @@ async fn leader_killed_soon_after_start_fails_over_and_reads_its_writes() -> Tes
     let data = pattern(4096, 8);
     {
         let mut leader = cluster.chunk_client(0).await?;
-        let resp = write(&mut leader, write_request(CS_A, 80, 0, data.clone(), 0)).await?;
+        let resp = write(&mut leader, write_request(CS_A, 80, 0, data.clone(), 1)).await?;
         assert_eq!(status(resp.status), ChunkOpStatus::Success);
     }
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -685,7 +687,7 @@ async fn leader_killed_soon_after_start_fails_over_and_reads_its_writes() -> Tes
     let resp = read_once_leading(&mut acting, read_request(CS_A, 80, 0, 4096)).await?;
     assert_eq!(resp.attachment.as_deref(), Some(&data[..]));
     // With two of three members left, writes still reach a majority.
-    let resp = write(&mut acting, write_request(CS_A, 81, 0, pattern(4096, 9), 0)).await?;
+    let resp = write(&mut acting, write_request(CS_A, 81, 0, pattern(4096, 9), 1)).await?;
     assert_eq!(status(resp.status), ChunkOpStatus::Success);
     Ok(())
 }
@@ -697,7 +699,7 @@ async fn catch_up_completes_while_the_chunk_keeps_being_written() -> TestResult 
     cluster.kill(2);
     // Region A: written only while server 2 is down.
     let missed = pattern(1 << 20, 12);
-    let resp = write(&mut leader, write_request(CS_A, 90, 0, missed.clone(), 0)).await?;
+    let resp = write(&mut leader, write_request(CS_A, 90, 0, missed.clone(), 1)).await?;
     assert_eq!(status(resp.status), ChunkOpStatus::Success);
     cluster.restart(2)?;
 
@@ -712,7 +714,7 @@ async fn catch_up_completes_while_the_chunk_keeps_being_written() -> TestResult 
                 let offset = (1 << 20) + ((n * 4 + w) % 256) * 4096;
                 let r = write(
                     &mut client,
-                    write_request(CS_A, 90, offset, pattern(4096, 1), 0),
+                    write_request(CS_A, 90, offset, pattern(4096, 1), 1),
                 )
                 .await;
                 if !matches!(r, Ok(ref resp) if status(resp.status) == ChunkOpStatus::Success) {
@@ -764,7 +766,7 @@ async fn replica_service_refuses_malformed_or_misdirected_writes() -> TestResult
         chunk_id: 200,
         offset: 0,
         data: pattern(4096, 1).into(),
-        sn: Some(0),
+        sn: Some(1),
         leader_id: 0,
         ..Default::default()
     };
@@ -930,7 +932,7 @@ async fn cold_restart_keeps_writes_missed_by_first_member(staggered: bool) -> Te
     let before = pattern(8192, 1);
     {
         let mut leader = cluster.chunk_client(0).await?;
-        let resp = write(&mut leader, write_request(CS_A, 100, 0, before.clone(), 0)).await?;
+        let resp = write(&mut leader, write_request(CS_A, 100, 0, before.clone(), 1)).await?;
         assert_eq!(status(resp.status), ChunkOpStatus::Success);
     }
     heartbeat_rounds().await; // the followers learn that they hold every write
@@ -940,9 +942,9 @@ async fn cold_restart_keeps_writes_missed_by_first_member(staggered: bool) -> Te
     let fresh = pattern(4096, 3);
     {
         let mut acting = cluster.chunk_client(1).await?;
-        let resp = write(&mut acting, write_request(CS_A, 100, 0, during.clone(), 0)).await?;
+        let resp = write(&mut acting, write_request(CS_A, 100, 0, during.clone(), 1)).await?;
         assert_eq!(status(resp.status), ChunkOpStatus::Success);
-        let resp = write(&mut acting, write_request(CS_A, 101, 0, fresh.clone(), 0)).await?;
+        let resp = write(&mut acting, write_request(CS_A, 101, 0, fresh.clone(), 1)).await?;
         assert_eq!(status(resp.status), ChunkOpStatus::Success);
     }
     cluster.kill(1);
@@ -1005,10 +1007,10 @@ async fn cold_restart_without_the_leader_skips_the_member_that_missed_writes() -
     let after = pattern(8192, 5);
     {
         let mut leader = cluster.chunk_client(0).await?;
-        let resp = write(&mut leader, write_request(CS_A, 110, 0, before.clone(), 0)).await?;
+        let resp = write(&mut leader, write_request(CS_A, 110, 0, before.clone(), 1)).await?;
         assert_eq!(status(resp.status), ChunkOpStatus::Success);
         cluster.kill(1);
-        let resp = write(&mut leader, write_request(CS_A, 110, 0, after.clone(), 0)).await?;
+        let resp = write(&mut leader, write_request(CS_A, 110, 0, after.clone(), 1)).await?;
         assert_eq!(status(resp.status), ChunkOpStatus::Success);
     }
     cluster.kill(0);
@@ -1034,7 +1036,7 @@ async fn follower_that_missed_the_last_acknowledged_write_does_not_take_over() -
     // Member 1, first in line after leader 0 of CS_A, is reached through a proxy.
     let (mut cluster, proxy) = Cluster::start_with_proxy(1).await?;
     let mut leader = cluster.chunk_client(0).await?;
-    let resp = write(&mut leader, write_request(CS_A, 80, 0, pattern(4096, 1), 0)).await?;
+    let resp = write(&mut leader, write_request(CS_A, 80, 0, pattern(4096, 1), 1)).await?;
     assert_eq!(status(resp.status), ChunkOpStatus::Success);
     // Both followers are heartbeated as holding every write.
     heartbeat_rounds().await;
@@ -1045,7 +1047,7 @@ async fn follower_that_missed_the_last_acknowledged_write_does_not_take_over() -
     let acknowledged = pattern(4096, 2);
     let resp = write(
         &mut leader,
-        write_request(CS_A, 80, 0, acknowledged.clone(), 0),
+        write_request(CS_A, 80, 0, acknowledged.clone(), 1),
     )
     .await?;
     assert_eq!(status(resp.status), ChunkOpStatus::Success);
@@ -1071,7 +1073,7 @@ async fn transfer_leader_moves_leadership_and_it_stays() -> TestResult {
     let cluster = Cluster::start().await?;
     let data = pattern(8192, 5);
     let mut first = cluster.chunk_client(0).await?;
-    let resp = write(&mut first, write_request(CS_A, 90, 0, data.clone(), 0)).await?;
+    let resp = write(&mut first, write_request(CS_A, 90, 0, data.clone(), 1)).await?;
     assert_eq!(status(resp.status), ChunkOpStatus::Success);
     let peer = |i: usize| Peer {
         id: Some(i as u64),
@@ -1128,12 +1130,12 @@ async fn transfer_leader_moves_leadership_and_it_stays() -> TestResult {
     let mut last = cluster.chunk_client(2).await?;
     let resp = read_once_leading(&mut last, read_request(CS_A, 90, 0, 8192)).await?;
     assert_eq!(resp.attachment.as_deref(), Some(&data[..]));
-    let resp = write(&mut last, write_request(CS_A, 90, 0, pattern(4096, 6), 0)).await?;
+    let resp = write(&mut last, write_request(CS_A, 90, 0, pattern(4096, 6), 1)).await?;
     assert_eq!(status(resp.status), ChunkOpStatus::Success);
     // Four election ticks of member 0 asking for leadership back: it stays with 2.
     tokio::time::sleep(Duration::from_millis(2000)).await;
     cluster.wait_leader(CS_A, 2, &[0, 1, 2]).await?;
-    let resp = write(&mut first, write_request(CS_A, 90, 0, pattern(4096, 7), 0)).await?;
+    let resp = write(&mut first, write_request(CS_A, 90, 0, pattern(4096, 7), 1)).await?;
     assert_eq!(status(resp.status), ChunkOpStatus::Redirected);
 
     // And back.

@@ -6,14 +6,19 @@
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use curve_proto::chunkserver::{ChunkOpStatus, ChunkOpType, ChunkRequest, ChunkResponse};
+use curve_proto::chunkserver::{
+    ChunkOpStatus, ChunkOpType, ChunkRequest, ChunkResponse, GetChunkInfoRequest,
+    GetChunkInfoResponse,
+};
 use rand::Rng;
 
 use futures::future::BoxFuture;
 
 use crate::context::Context;
 use crate::error::{Cause, Error, ErrorCode, Result, chunk_status_to_code};
+use crate::events::warn_limited;
 use crate::metacache::{ChunkAddr, LeaderView};
+use crate::metrics::{IoMetrics, RpcOp, Sink};
 use crate::transport::{self, TransportError, methods};
 
 /// Largest p with 2^p ≤ ratio (0 for ratios below 2).
@@ -36,6 +41,14 @@ pub trait ChunkTarget: Sync {
     fn check_not_disabled(&self) -> Result<()>;
     /// Re-reads the file's sn and epoch from the MDS (after BACKWARD).
     fn refresh_info(&self) -> BoxFuture<'_, Result<()>>;
+    /// The file's own metrics, if it keeps any (its client's are always kept).
+    fn metrics(&self) -> Option<&IoMetrics> {
+        None
+    }
+    /// The file's path, for log events ("" for none).
+    fn volume(&self) -> &str {
+        ""
+    }
 }
 
 /// One chunk operation. Reads return the data, `None` for a chunk never written (zeros);
@@ -53,6 +66,17 @@ pub enum ChunkOp {
     CreateClone {
         location: String,
         sn: u64,
+        corrected_sn: u64,
+    },
+    /// ReadChunkSnapshot: the chunk's bytes as they were at `sn` (the snapshot/clone
+    /// service's dump of a snapshot); `None` when the chunk has no version at `sn`.
+    ReadSnapshot {
+        sn: u64,
+    },
+    /// DeleteChunkSnapshotOrCorrectSn: drops the chunk's snapshot and raises its
+    /// correctedSn to `corrected_sn` (the MDS's clean of a deleted snapshot sends
+    /// the snapshot's seq + 1). BACKWARD fails with its code, as upstream's.
+    DeleteSnapshotOrCorrectSn {
         corrected_sn: u64,
     },
 }
@@ -178,9 +202,37 @@ pub async fn send(
             &methods::CREATE_CLONE_CHUNK,
             Bytes::new(),
         ),
+        ChunkOp::ReadSnapshot { .. } => (
+            ChunkOpType::ChunkOpReadSnap,
+            &methods::READ_CHUNK_SNAPSHOT,
+            Bytes::new(),
+        ),
+        ChunkOp::DeleteSnapshotOrCorrectSn { .. } => (
+            ChunkOpType::ChunkOpDeleteSnap,
+            &methods::DELETE_CHUNK_SNAPSHOT_OR_CORRECT_SN,
+            Bytes::new(),
+        ),
     };
     let is_write = matches!(op, ChunkOp::Write(_));
-    let is_read = matches!(op, ChunkOp::Read);
+    // Operations answered with data: a missing chunk (or version) is `None`, not an error.
+    let is_read = matches!(op, ChunkOp::Read | ChunkOp::ReadSnapshot { .. });
+    let sink = Sink {
+        file: file.metrics(),
+        client: &ctx.metrics,
+    };
+    // Reads and writes are counted at RPC level, as upstream's `_read_rpc`/`_write_rpc`.
+    let rpc_op = if matches!(op, ChunkOp::Read) {
+        Some(RpcOp::Read)
+    } else if is_write {
+        Some(RpcOp::Write)
+    } else {
+        None
+    };
+    let count = |f: &dyn Fn(&crate::metrics::OpMetrics)| {
+        if let Some(op) = rpc_op {
+            sink.each(|m| f(m.rpc(op)));
+        }
+    };
     let source = source.filter(|_| is_read || is_write);
     if is_write {
         check_write_data(size, &attachment)?;
@@ -198,6 +250,19 @@ pub async fn send(
         file.check_not_disabled()?;
         let now = Instant::now();
         if retries >= policy.max_retry || (retries > 0 && now >= deadline) {
+            tracing::warn!(
+                volume = file.volume(),
+                copyset = addr.copyset_id,
+                logical_pool = addr.logical_pool_id,
+                chunk = addr.chunk_id,
+                endpoint = %last_endpoint,
+                tries = retries,
+                cause = ?last_cause,
+                "{} of chunk {} gave up after {retries} tries: {}",
+                method.method,
+                addr.chunk_id,
+                last.message
+            );
             return Err(Error::new(
                 last.code,
                 format!(
@@ -211,10 +276,27 @@ pub async fn send(
             )
             .because(last_cause));
         }
+        if retries > 0 {
+            warn_limited!(
+                volume = file.volume(),
+                copyset = addr.copyset_id,
+                logical_pool = addr.logical_pool_id,
+                chunk = addr.chunk_id,
+                endpoint = %last_endpoint,
+                attempt = retries,
+                cause = %last.message,
+                "retrying {} of chunk {} (try {}): {}",
+                method.method,
+                addr.chunk_id,
+                retries + 1,
+                last.message
+            );
+        }
         retries += 1;
         let leader = match ctx.copysets.leader(&entry, deadline).await {
             Ok(l) => l,
             Err(e) => {
+                sink.each(IoMetrics::get_leader_retry);
                 last_cause = e.cause;
                 last = e;
                 sleep_until_deadline(policy.retry_interval, deadline).await;
@@ -253,10 +335,21 @@ pub async fn send(
             req.sn = Some(*sn);
             req.corrected_sn = Some(*corrected_sn);
         }
+        match &op {
+            ChunkOp::ReadSnapshot { sn } => req.sn = Some(*sn),
+            ChunkOp::DeleteSnapshotOrCorrectSn { corrected_sn } => {
+                req.offset = None;
+                req.size = None;
+                req.corrected_sn = Some(*corrected_sn);
+            }
+            _ => {}
+        }
         let timeout = policy
             .timeout(tries_on_leader - 1)
             .min(deadline.saturating_duration_since(now))
             .max(Duration::from_millis(1));
+        let sent = Instant::now();
+        sink.each(IoMetrics::rpc_started);
         let reply = transport::unary_with_attachment::<_, ChunkResponse>(
             ctx.transport.as_ref(),
             &leader.endpoint,
@@ -266,11 +359,28 @@ pub async fn send(
             timeout,
         )
         .await;
+        sink.each(IoMetrics::rpc_ended);
+        let took = sent.elapsed();
+        let answered = |ok: bool| {
+            if ok {
+                count(&|m| m.ok(u64::from(size), took));
+            } else {
+                count(&|m| m.error());
+            }
+        };
         let Next::Retry(pause) = match reply {
             Ok((resp, data)) => {
                 last_cause = Cause::Answered;
                 let status =
                     ChunkOpStatus::try_from(resp.status).unwrap_or(ChunkOpStatus::FailureUnknown);
+                let done = status == ChunkOpStatus::Success
+                    && (!is_read || data.len() == size as usize)
+                    || status == ChunkOpStatus::ChunkNotexist && is_read;
+                if status == ChunkOpStatus::Redirected {
+                    count(&|m| m.redirect());
+                } else {
+                    answered(done);
+                }
                 match status {
                     ChunkOpStatus::Success => {
                         if !is_read {
@@ -288,6 +398,7 @@ pub async fn send(
                     ChunkOpStatus::ChunkNotexist if is_read => return Ok(None),
                     ChunkOpStatus::Redirected => {
                         last = status_error(status, &leader);
+                        sink.each(IoMetrics::get_leader_retry);
                         // A hint naming no known peer is no better than no hint.
                         let hinted = resp
                             .redirect
@@ -345,6 +456,7 @@ pub async fn send(
                 }
             }
             Err(TransportError::Rejected(why)) => {
+                answered(false);
                 // The chunkserver cannot run this request at all; no retry can fix it.
                 return Err(Error::new(
                     ErrorCode::InvalidRequest,
@@ -353,6 +465,12 @@ pub async fn send(
             }
             Err(e) => {
                 let timed_out = matches!(e, TransportError::Timeout(_));
+                if timed_out {
+                    count(&|m| m.timeout());
+                } else {
+                    answered(false);
+                }
+                sink.each(IoMetrics::get_leader_retry);
                 last_cause = if timed_out {
                     Cause::TimedOut
                 } else if matches!(e, TransportError::Connect { .. }) {
@@ -371,6 +489,101 @@ pub async fn send(
                     Next::Retry(Duration::ZERO)
                 } else {
                     Next::Retry(pause_unless_moved(&leader, moved, policy.retry_interval))
+                }
+            }
+        };
+        sleep_until_deadline(pause, deadline).await;
+    }
+}
+
+/// GetChunkInfo: the chunk's `[sn]`, or `[sn, snapshot sn]` while it keeps a snapshot;
+/// empty for a chunk never written (upstream's answer). Asked of the copyset's leader,
+/// following it as it moves, with the chunk path's retries, until `deadline`.
+pub async fn chunk_info(ctx: &Context, addr: ChunkAddr, deadline: Instant) -> Result<Vec<u64>> {
+    let policy = Policy::new(ctx);
+    let entry = ctx
+        .copysets
+        .entry(addr.logical_pool_id, addr.copyset_id)
+        .await?;
+    let req = GetChunkInfoRequest {
+        logic_pool_id: addr.logical_pool_id,
+        copyset_id: addr.copyset_id,
+        chunk_id: addr.chunk_id,
+    };
+    let method = &methods::GET_CHUNK_INFO;
+    let mut last = Error::failed("GetChunkInfo was not sent");
+    let mut tries: u64 = 0;
+    loop {
+        let now = Instant::now();
+        if tries >= policy.max_retry || (tries > 0 && now >= deadline) {
+            return Err(Error::new(
+                last.code,
+                format!(
+                    "GetChunkInfo of chunk {} of copyset ({}, {}) failed after {tries} tries: {}",
+                    addr.chunk_id, addr.logical_pool_id, addr.copyset_id, last.message
+                ),
+            ));
+        }
+        tries += 1;
+        let leader = match ctx.copysets.leader(&entry, deadline).await {
+            Ok(l) => l,
+            Err(e) => {
+                last = e;
+                sleep_until_deadline(policy.retry_interval, deadline).await;
+                continue;
+            }
+        };
+        let timeout = policy
+            .timeout(tries - 1)
+            .min(deadline.saturating_duration_since(now))
+            .max(Duration::from_millis(1));
+        let reply = transport::unary::<_, GetChunkInfoResponse>(
+            ctx.transport.as_ref(),
+            &leader.endpoint,
+            method,
+            &req,
+            timeout,
+        )
+        .await;
+        let pause = match reply {
+            Ok(resp) => {
+                let status =
+                    ChunkOpStatus::try_from(resp.status).unwrap_or(ChunkOpStatus::FailureUnknown);
+                last = status_error(status, &leader);
+                match status {
+                    ChunkOpStatus::Success => return Ok(resp.chunk_sn),
+                    ChunkOpStatus::Redirected | ChunkOpStatus::CopysetNotexist => {
+                        let moved = ctx
+                            .copysets
+                            .refresh_leader(&entry, leader.version, deadline)
+                            .await
+                            .ok();
+                        pause_unless_moved(&leader, moved, policy.retry_interval / 10)
+                    }
+                    ChunkOpStatus::Overload
+                    | ChunkOpStatus::DiskFail
+                    | ChunkOpStatus::FailureUnknown => policy.retry_interval,
+                    _ => return Err(last),
+                }
+            }
+            Err(TransportError::Rejected(why)) => {
+                return Err(Error::new(
+                    ErrorCode::InvalidRequest,
+                    format!("{} to {}: {why}", method.method, leader.endpoint),
+                ));
+            }
+            Err(e) => {
+                let timed_out = matches!(e, TransportError::Timeout(_));
+                last = Error::failed(format!("{} to {}: {e}", method.method, leader.endpoint));
+                let moved = ctx
+                    .copysets
+                    .refresh_leader(&entry, leader.version, deadline)
+                    .await
+                    .ok();
+                if timed_out {
+                    Duration::ZERO
+                } else {
+                    pause_unless_moved(&leader, moved, policy.retry_interval)
                 }
             }
         };

@@ -122,6 +122,15 @@ impl Client {
         &self.core.ctx.conf
     }
 
+    /// The IO metrics of every file this client opened, and its MDS client's.
+    pub fn metrics(&self) -> (crate::metrics::IoSnapshot, crate::metrics::MdsSnapshot) {
+        let ctx = &self.core.ctx;
+        (
+            ctx.metrics.snapshot(),
+            ctx.mds.metrics.snapshot(ctx.mds.current_addr()),
+        )
+    }
+
     fn alive(&self) -> Result<()> {
         if self.core.files.is_closed() {
             return Err(Error::failed("client is shut down"));
@@ -302,7 +311,8 @@ impl Client {
     }
 
     /// Sends one chunk operation that belongs to no open file (CreateCloneChunk and
-    /// RecoverChunk of a clone or a flatten) to the leader of `addr`'s copyset, with the
+    /// RecoverChunk of a clone or a flatten, ReadChunkSnapshot of a snapshot's dump,
+    /// DeleteChunkSnapshotOrCorrectSn of its clean) to the leader of `addr`'s copyset, with the
     /// retries of any chunk IO, until `deadline`. Reads answer their data (`None`: never
     /// written); the rest answer `None`. Writes need an open file and are refused here.
     pub async fn send_chunk_op(
@@ -330,6 +340,13 @@ impl Client {
             deadline,
         )
         .await
+    }
+
+    /// GetChunkInfo of the chunk at `addr` (see [`chunk::chunk_info`]): its `[sn]`, or
+    /// `[sn, snapshot sn]`, or nothing for a chunk never written.
+    pub async fn chunk_info(&self, addr: ChunkAddr, deadline: Instant) -> Result<Vec<u64>> {
+        self.alive()?;
+        chunk::chunk_info(&self.core.ctx, addr, deadline).await
     }
 
     /// CreateCloneFile: see [`crate::mds::MdsClient::create_clone_file`].

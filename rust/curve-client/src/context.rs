@@ -10,6 +10,7 @@ use crate::conf::ClientConfig;
 use crate::error::{Error, Result};
 use crate::mds::{ClientEndpoint, MdsClient};
 use crate::metacache::CopysetCache;
+use crate::metrics::IoMetrics;
 use crate::transport::{BaiduStdTransport, GrpcTransport, Protocol, RoutedTransport, Transport};
 
 pub struct Context {
@@ -17,6 +18,8 @@ pub struct Context {
     pub transport: Arc<dyn Transport>,
     pub mds: Arc<MdsClient>,
     pub copysets: CopysetCache,
+    /// The IO metrics of every file this client opened, summed as they are recorded.
+    pub metrics: IoMetrics,
     /// Held open so the port reported to the MDS stays ours (`mds.registerToMDS`) for as
     /// long as any file of this client is open.
     _registration: Option<TcpListener>,
@@ -75,6 +78,7 @@ impl Context {
             transport,
             mds,
             copysets,
+            metrics: IoMetrics::default(),
             _registration: registration,
         })
     }

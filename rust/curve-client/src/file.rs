@@ -23,11 +23,13 @@ use crate::chunk::{self, ChunkOp, ChunkTarget, RequestSource};
 use crate::clone::{CloneSourceInfo, CloneView, SourceReader};
 use crate::context::Context;
 use crate::error::{Cause, Error, ErrorCode, Result};
+use crate::events::warn_limited;
 use crate::fanout::Running;
 use crate::io::{self, ChunkPiece, Geometry};
 use crate::lock;
 use crate::mds::RefreshOutcome;
 use crate::metacache::{ChunkAddr, SegmentCache, SegmentInfo, SegmentSlot, locate_pieces};
+use crate::metrics::{IoMetrics, Sink, UserOp};
 
 /// `buf` as memory that may be uninitialised, for the `*_uninit` reads below.
 fn as_uninit(buf: &mut [u8]) -> &mut [MaybeUninit<u8>] {
@@ -110,6 +112,8 @@ pub struct OpenFile {
     /// Set by the first `close`.
     closing: std::sync::atomic::AtomicBool,
     refresher: Mutex<Option<Refresher>>,
+    /// This file's IO metrics (its client's are in the context).
+    pub metrics: IoMetrics,
 }
 
 /// One piece of an IO, where it goes (`None`: in a segment not allocated) and the clone
@@ -172,6 +176,7 @@ impl OpenFile {
             blocks: BlockLocks::default(),
             closing: std::sync::atomic::AtomicBool::new(false),
             refresher: Mutex::new(None),
+            metrics: IoMetrics::default(),
         })
     }
 
@@ -247,6 +252,56 @@ impl OpenFile {
 
     fn adopt(&self, info: &FileInfo) {
         let mut d = lock(&self.dynamic);
+        let before = *d;
+        self.adopt_locked(&mut d, info);
+        let after = *d;
+        drop(d);
+        if after.seq_num != before.seq_num {
+            tracing::info!(
+                volume = %self.path,
+                from = before.seq_num,
+                to = after.seq_num,
+                "{}: sn {} -> {} (a snapshot was taken)",
+                self.path,
+                before.seq_num,
+                after.seq_num
+            );
+        }
+        if after.status != before.status {
+            let name = |s: i32| {
+                FileStatus::try_from(s)
+                    .map(|f| f.as_str_name())
+                    .unwrap_or("unknown")
+            };
+            tracing::info!(
+                volume = %self.path,
+                from = name(before.status),
+                to = name(after.status),
+                "{}: file status {} -> {}{}",
+                self.path,
+                name(before.status),
+                name(after.status),
+                if after.status == FileStatus::KFileCloned as i32 {
+                    " (the clone was flattened)"
+                } else {
+                    ""
+                }
+            );
+        }
+        if after.length != before.length {
+            tracing::info!(
+                volume = %self.path,
+                from = before.length,
+                to = after.length,
+                "{}: length {} -> {}",
+                self.path,
+                before.length,
+                after.length
+            );
+        }
+    }
+
+    fn adopt_locked(&self, d: &mut Dynamic, info: &FileInfo) {
         if let Some(sn) = info.seq_num {
             d.seq_num = d.seq_num.max(sn);
         }
@@ -547,6 +602,74 @@ impl OpenFile {
     /// being made, so it is not zeroed first). `Ok` means every byte of `buf` was
     /// written; after an error its bytes are unspecified.
     pub async fn read_uninit(&self, offset: u64, buf: &mut [MaybeUninit<u8>]) -> Result<()> {
+        let len = buf.len() as u64;
+        self.measured(UserOp::Read, offset, len, self.read_uninit_raw(offset, buf))
+            .await
+    }
+
+    /// Counts one user IO (upstream's `_read`, `_write`, `_discard`) in this file's and
+    /// its client's metrics, as a slow request past `chunkserver.slowRequestThresholdMS`,
+    /// and logs its failure: ERROR when the cluster failed it (retries exhausted, IO
+    /// disabled), DEBUG when it was refused for what the caller asked.
+    async fn measured(
+        &self,
+        op: UserOp,
+        offset: u64,
+        len: u64,
+        io: impl std::future::Future<Output = Result<()>>,
+    ) -> Result<()> {
+        let started = Instant::now();
+        let r = io.await;
+        let took = started.elapsed();
+        let sink = Sink {
+            file: Some(&self.metrics),
+            client: &self.ctx.metrics,
+        };
+        match &r {
+            Ok(()) => sink.each(|m| m.user(op).ok(len, took)),
+            Err(e) => {
+                sink.each(|m| m.user(op).error());
+                let caller_error = matches!(
+                    e.code,
+                    ErrorCode::ParamError
+                        | ErrorCode::NotAligned
+                        | ErrorCode::BadFd
+                        | ErrorCode::LengthNotSupport
+                );
+                if caller_error {
+                    tracing::debug!(volume = %self.path, op = ?op, offset, len, "{}", e.message);
+                } else {
+                    tracing::error!(
+                        volume = %self.path,
+                        op = ?op,
+                        offset,
+                        len,
+                        code = ?e.code,
+                        cause = ?e.cause,
+                        "{op:?} of {len} bytes at {offset} of {} failed: {}",
+                        self.path,
+                        e.message
+                    );
+                }
+            }
+        }
+        let slow = Duration::from_millis(self.ctx.conf.chunkserver_slow_request_threshold_ms);
+        if took >= slow {
+            sink.each(IoMetrics::slow_request);
+            warn_limited!(
+                volume = %self.path,
+                op = ?op,
+                offset,
+                len,
+                took_ms = took.as_millis() as u64,
+                "slow {op:?} of {len} bytes at {offset} of {}: {took:?}",
+                self.path
+            );
+        }
+        r
+    }
+
+    async fn read_uninit_raw(&self, offset: u64, buf: &mut [MaybeUninit<u8>]) -> Result<()> {
         let gate = self.gate.read().await;
         if *gate {
             return Err(self.closed_error());
@@ -597,6 +720,12 @@ impl OpenFile {
     /// Writes `data` (aligned) at `offset`. Each chunk sub-request carries a slice of
     /// `data`: nothing is copied on the way to the transport.
     pub async fn write(&self, offset: u64, data: Bytes) -> Result<()> {
+        let len = data.len() as u64;
+        self.measured(UserOp::Write, offset, len, self.write_raw(offset, data))
+            .await
+    }
+
+    async fn write_raw(&self, offset: u64, data: Bytes) -> Result<()> {
         let end = offset.saturating_add(data.len() as u64);
         let _blocks = self.blocks.lock(offset, end, false).await;
         self.write_aligned(offset, data).await
@@ -657,12 +786,18 @@ impl OpenFile {
     /// while no other write may touch them, and the aligned middle is sent as is.
     pub async fn pwrite(&self, offset: u64, data: Bytes) -> Result<()> {
         let len = data.len() as u64;
+        self.measured(UserOp::Write, offset, len, self.pwrite_raw(offset, data))
+            .await
+    }
+
+    async fn pwrite_raw(&self, offset: u64, data: Bytes) -> Result<()> {
+        let len = data.len() as u64;
         let bs = self.blocksize;
         if len == 0 {
             return Ok(());
         }
         if offset.is_multiple_of(bs) && len.is_multiple_of(bs) {
-            return self.write(offset, data).await;
+            return self.write_raw(offset, data).await;
         }
         // The whole span first: the pieces below are written at once, and one refused for
         // reaching past the end must not leave the others landed (a torn write).
@@ -681,7 +816,7 @@ impl OpenFile {
         let mut writes: Vec<(u64, Bytes)> = Vec::with_capacity(3);
         for block in edges {
             let mut buf = vec![0u8; bs as usize];
-            self.read(block, &mut buf).await?;
+            self.read_uninit_raw(block, as_uninit(&mut buf)).await?;
             // The part of `data` that falls in this block.
             let from = offset.max(block);
             let to = end.min(block + bs);
@@ -705,7 +840,13 @@ impl OpenFile {
     /// the rest by writing zeros, skipping segments never allocated (they read as zeros),
     /// unless a lazy clone reads them from its source.
     pub async fn write_zeroes(&self, offset: u64, len: u64) -> Result<()> {
-        self.zero_range(offset, len, false).await
+        self.measured(
+            UserOp::Write,
+            offset,
+            len,
+            self.zero_range(offset, len, false),
+        )
+        .await
     }
 
     /// libcurve's discard: afterwards the range reads as zeros. With `discard.enable`, each
@@ -715,8 +856,14 @@ impl OpenFile {
     /// does. Upstream delays the release by `discard.taskDelayMs` so in-flight IO cannot
     /// race it; here writes to the segment are locked out while it is released instead.
     pub async fn discard(&self, offset: u64, len: u64) -> Result<()> {
-        self.zero_range(offset, len, self.ctx.conf.discard_enable)
-            .await
+        let release = self.ctx.conf.discard_enable;
+        self.measured(
+            UserOp::Discard,
+            offset,
+            len,
+            self.zero_range(offset, len, release),
+        )
+        .await
     }
 
     async fn zero_range(&self, offset: u64, len: u64, release: bool) -> Result<()> {
@@ -774,7 +921,7 @@ impl OpenFile {
             // blocks (1 MiB is a multiple of every block size).
             let step = ZEROS.len() as u64;
             let n = (to - at).min(step - at % step);
-            self.pwrite(at, Bytes::from_static(&ZEROS[..n as usize]))
+            self.pwrite_raw(at, Bytes::from_static(&ZEROS[..n as usize]))
                 .await?;
             at += n;
         }
@@ -791,12 +938,23 @@ impl OpenFile {
     /// byte of `buf` was written (see [`OpenFile::read_uninit`]).
     pub async fn pread_uninit(&self, offset: u64, buf: &mut [MaybeUninit<u8>]) -> Result<()> {
         let len = buf.len() as u64;
+        self.measured(
+            UserOp::Read,
+            offset,
+            len,
+            self.pread_uninit_raw(offset, buf),
+        )
+        .await
+    }
+
+    async fn pread_uninit_raw(&self, offset: u64, buf: &mut [MaybeUninit<u8>]) -> Result<()> {
+        let len = buf.len() as u64;
         let bs = self.blocksize;
         if len == 0 {
             return Ok(());
         }
         if offset.is_multiple_of(bs) && len.is_multiple_of(bs) {
-            return self.read_uninit(offset, buf).await;
+            return self.read_uninit_raw(offset, buf).await;
         }
         let (start, stop) = self.block_span(offset, len)?;
         let end = offset + len;
@@ -809,7 +967,7 @@ impl OpenFile {
                 return Ok(());
             }
             let mut block = vec![0u8; bs as usize];
-            self.read(start, &mut block).await?;
+            self.read_uninit_raw(start, as_uninit(&mut block)).await?;
             let from = (offset - start) as usize;
             copy_into(head, &block[from..from + head.len()])
         };
@@ -817,14 +975,15 @@ impl OpenFile {
             if middle.is_empty() {
                 return Ok(());
             }
-            self.read_uninit(mid_start, middle).await
+            self.read_uninit_raw(mid_start, middle).await
         };
         let tail_io = async {
             if tail.is_empty() {
                 return Ok(());
             }
             let mut block = vec![0u8; bs as usize];
-            self.read(stop - bs, &mut block).await?;
+            self.read_uninit_raw(stop - bs, as_uninit(&mut block))
+                .await?;
             copy_into(tail, &block[..tail.len()])
         };
         futures::try_join!(head_io, middle_io, tail_io).map(|_| ())
@@ -896,24 +1055,44 @@ impl OpenFile {
         {
             RefreshOutcome::Ok(info) => {
                 if self.replaced_by(&info) {
+                    tracing::error!(
+                        volume = %self.path,
+                        "{}: replaced by another inode; IO on it is disabled",
+                        self.path
+                    );
                     self.disable("the file was replaced by another inode");
                     return false;
                 }
                 self.adopt(&info);
+                let mut was_blocked = false;
                 self.lease.send_if_modified(|l| match l {
                     Lease::Disabled(_) => false,
                     _ => {
+                        was_blocked = matches!(l, Lease::Blocked);
                         *l = Lease::Valid(sent_at);
                         true
                     }
                 });
+                if was_blocked {
+                    tracing::info!(volume = %self.path, "{}: lease renewed; IO resumes", self.path);
+                }
                 true
             }
             RefreshOutcome::Gone => {
+                tracing::error!(
+                    volume = %self.path,
+                    "{}: the MDS has no session for it (deleted or renamed away); IO on it is disabled",
+                    self.path
+                );
                 self.disable("the file was deleted or renamed away");
                 false
             }
             RefreshOutcome::AuthFail => {
+                warn_limited!(
+                    volume = %self.path,
+                    "{}: lease refresh refused (owner authentication failed); IO waits",
+                    self.path
+                );
                 self.lease.send_if_modified(|l| match l {
                     Lease::Disabled(_) => false,
                     _ => {
@@ -923,7 +1102,16 @@ impl OpenFile {
                 });
                 true
             }
-            RefreshOutcome::Failed => true,
+            RefreshOutcome::Failed => {
+                warn_limited!(
+                    volume = %self.path,
+                    lease_ms = self.lease_time.as_millis() as u64,
+                    "{}: lease refresh failed; the lease runs out {:?} after the last renewal",
+                    self.path,
+                    self.lease_time
+                );
+                true
+            }
         }
     }
 }
@@ -943,5 +1131,13 @@ impl ChunkTarget for OpenFile {
 
     fn refresh_info(&self) -> futures::future::BoxFuture<'_, Result<()>> {
         Box::pin(OpenFile::refresh_info(self))
+    }
+
+    fn metrics(&self) -> Option<&IoMetrics> {
+        Some(&self.metrics)
+    }
+
+    fn volume(&self) -> &str {
+        &self.path
     }
 }

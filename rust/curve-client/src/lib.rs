@@ -5,7 +5,8 @@
 //! Module map, bottom up (each module uses only those before it): [`error`], [`conf`]
 //! (client.conf), [`auth`] (credentials, date and signature), [`transport`] (the one RPC
 //! interface: baidu_std and gRPC), [`io`] (file ranges to chunks, striping included),
-//! [`location`] (a clone chunk's origin), [`mds`] (every MDS call with failover and status mapping), [`metacache`] (segments,
+//! [`location`] (a clone chunk's origin), [`events`] (log levels, rate limits) and
+//! [`metrics`] (lock-free counters and histograms), [`mds`] (every MDS call with failover and status mapping), [`metacache`] (segments,
 //! copysets, leaders), [`context`] (what a client's files share; no fds), [`chunk`] (one
 //! chunk request with retries, speaking to its file through [`chunk::ChunkTarget`]),
 //! `fanout` (an IO's pieces under the in-flight limit), [`readonly`] (upstream's Open4ReadOnly: GetFileInfo only, no session), [`clone`] (a lazy
@@ -45,6 +46,9 @@
 //!   chunkserver health probes and "unstable" marking (the timeout backoff restarts
 //!   whenever the leader changes instead).
 //!   Kept as upstream: Listdir of a file is UNKNOWN (kNotDirectory → -100).
+//! - Metrics ([`metrics`]) are totals since a file's open (or the client's start), with
+//!   p50/p99/p999/max from a histogram, not bvar's per-second windows; no dummy HTTP
+//!   server exposes them (the binding hands them to Python and Prometheus).
 
 pub mod auth;
 mod blocks;
@@ -54,12 +58,14 @@ pub mod clone;
 pub mod conf;
 pub mod context;
 pub mod error;
+pub mod events;
 mod fanout;
 pub mod file;
 pub mod io;
 pub mod location;
 pub mod mds;
 pub mod metacache;
+pub mod metrics;
 pub mod readonly;
 pub mod stat;
 pub mod transport;
@@ -78,6 +84,16 @@ pub use stat::FileStat;
 /// consistent, so a panic elsewhere must not turn into a panic in every later call.
 pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Reads a std RwLock, ignoring poisoning (as [`lock`]).
+pub(crate) fn read_lock<T>(m: &std::sync::RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    m.read().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Writes a std RwLock, ignoring poisoning (as [`lock`]).
+pub(crate) fn write_lock<T>(m: &std::sync::RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    m.write().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// `budget` from now, saturating: budgets come from client.conf, and a huge one must mean

@@ -37,6 +37,8 @@ use crate::auth::Credentials;
 use crate::auth::UserInfo;
 use crate::conf::ClientConfig;
 use crate::error::{Cause, Error, ErrorCode, Result};
+use crate::events::warn_limited;
+use crate::metrics::MdsMetrics;
 use crate::transport::{self, RpcMethod, Transport, TransportError, methods};
 
 /// The version string sent with OpenFile and RefreshSession. It must compare (as a string)
@@ -87,16 +89,28 @@ pub struct MdsClient {
     working: AtomicUsize,
     conf: Arc<ClientConfig>,
     endpoint: Option<ClientEndpoint>,
+    pub metrics: MdsMetrics,
 }
 
 fn status_of(code: i32) -> StatusCode {
     StatusCode::try_from(code).unwrap_or(StatusCode::KInternalError)
 }
 
-fn check(code: i32, what: &str) -> Result<()> {
+/// An MDS status as a result. A refusal is an answer, not a fault (a stat of a missing
+/// file is one): DEBUG, with the path it was about.
+fn check(code: i32, what: &str, path: &str) -> Result<()> {
     match status_of(code) {
         StatusCode::KOk => Ok(()),
-        s => Err(Error::from_mds(s, what)),
+        s => {
+            tracing::debug!(
+                method = what,
+                path,
+                status = s.as_str_name(),
+                "MDS answered {what} of {path:?} with {}",
+                s.as_str_name()
+            );
+            Err(Error::from_mds(s, what))
+        }
     }
 }
 
@@ -120,7 +134,17 @@ impl MdsClient {
             working: AtomicUsize::new(0),
             conf,
             endpoint,
+            metrics: MdsMetrics::default(),
         }
+    }
+
+    /// The MDS address calls go to first (the one that last answered).
+    pub fn current_addr(&self) -> String {
+        let n = self.addrs.len().max(1);
+        self.addrs
+            .get(self.working.load(Ordering::Relaxed) % n)
+            .cloned()
+            .unwrap_or_default()
     }
 
     /// Sends the request `make()` builds (rebuilt per attempt so `date` stays fresh) with
@@ -145,6 +169,9 @@ impl MdsClient {
             CallKind::IoPath => c.mds_max_retry_ms_in_io_path,
         });
         let deadline = crate::deadline_after(budget);
+        let started = Instant::now();
+        let stats = self.metrics.method(method.method);
+        let mut attempts: u32 = 0;
         let mut idx = self.working.load(Ordering::Relaxed) % n;
         let mut timeout = base;
         let mut failures_here: u32 = 0;
@@ -160,6 +187,15 @@ impl MdsClient {
                     _ => Cause::TimedOut,
                 };
                 let e = last_err.map(|e| e.to_string()).unwrap_or_default();
+                stats.error();
+                tracing::error!(
+                    method = method.method,
+                    mds = %self.addrs.join(","),
+                    attempts,
+                    cause = ?cause,
+                    budget_ms = budget.as_millis() as u64,
+                    "MDS call gave up: {e}"
+                );
                 return Err(Error::failed(format!(
                     "{}: MDS unreachable within {budget:?}: {e}",
                     method.method
@@ -174,6 +210,7 @@ impl MdsClient {
                 return Err(Error::failed("no MDS address configured"));
             };
             let req = make();
+            attempts += 1;
             match transport::unary::<Req, Resp>(
                 self.transport.as_ref(),
                 addr,
@@ -185,9 +222,11 @@ impl MdsClient {
             {
                 Ok(resp) => {
                     self.working.store(idx, Ordering::Relaxed);
+                    stats.ok(0, started.elapsed());
                     return Ok(resp);
                 }
                 Err(TransportError::Rejected(message)) => {
+                    stats.error();
                     // The server cannot run this request at all; asking again (or another
                     // MDS of the same build) cannot change that.
                     return Err(Error::failed(format!(
@@ -196,7 +235,18 @@ impl MdsClient {
                     )));
                 }
                 Err(e) => {
-                    tracing::debug!(mds = %addr, method = method.method, error = %e, "MDS call failed");
+                    if matches!(e, TransportError::Timeout(_)) {
+                        stats.timeout();
+                    } else {
+                        stats.error();
+                    }
+                    warn_limited!(
+                        mds = %addr,
+                        method = method.method,
+                        attempt = attempts,
+                        cause = %e,
+                        "MDS call failed; retrying"
+                    );
                     let switch;
                     let mut pause = Duration::ZERO;
                     match &e {
@@ -230,8 +280,20 @@ impl MdsClient {
                     }
                     if switch {
                         let w = self.working.load(Ordering::Relaxed) % n;
+                        let from = idx;
                         idx = if w != idx { w } else { (idx + 1) % n };
                         self.working.store(idx, Ordering::Relaxed);
+                        if idx != from {
+                            self.metrics.failover();
+                            let to = self.addrs.get(idx).map(String::as_str).unwrap_or("");
+                            warn_limited!(
+                                from = %addr,
+                                to,
+                                method = method.method,
+                                cause = %e,
+                                "MDS failover: {addr} failed ({e}); trying {to}"
+                            );
+                        }
                         timeout = base;
                         failures_here = 0;
                     }
@@ -277,7 +339,7 @@ impl MdsClient {
                 }
             })
             .await?;
-        check(resp.status_code, "CreateFile")
+        check(resp.status_code, "CreateFile", path)
     }
 
     /// CreateCloneFile (upstream's SnapshotClient call): a page file made for a clone, in
@@ -313,7 +375,7 @@ impl MdsClient {
                 }
             })
             .await?;
-        check(resp.status_code, "CreateCloneFile")?;
+        check(resp.status_code, "CreateCloneFile", path)?;
         resp.file_info
             .ok_or_else(|| Error::failed("CreateCloneFile: MDS answered OK without a FileInfo"))
     }
@@ -341,7 +403,7 @@ impl MdsClient {
                 }
             })
             .await?;
-        check(resp.status_code, "SetCloneFileStatus")
+        check(resp.status_code, "SetCloneFileStatus", path)
     }
 
     pub async fn get_file_info(&self, path: &str, user: &UserInfo) -> Result<FileInfo> {
@@ -356,7 +418,7 @@ impl MdsClient {
                 }
             })
             .await?;
-        check(resp.status_code, "GetFileInfo")?;
+        check(resp.status_code, "GetFileInfo", path)?;
         resp.file_info
             .ok_or_else(|| Error::failed("GetFileInfo: MDS answered OK without a FileInfo"))
     }
@@ -374,7 +436,7 @@ impl MdsClient {
                 }
             })
             .await?;
-        check(resp.status_code, "ExtendFile")
+        check(resp.status_code, "ExtendFile", path)
     }
 
     /// Releases the segment at `offset` (discard). A segment that is not allocated is
@@ -395,7 +457,7 @@ impl MdsClient {
         if resp.status_code == StatusCode::KSegmentNotAllocated as i32 {
             return Ok(());
         }
-        check(resp.status_code, "DeAllocateSegment")
+        check(resp.status_code, "DeAllocateSegment", path)
     }
 
     pub async fn delete_file(&self, path: &str, user: &UserInfo, force: bool) -> Result<()> {
@@ -412,7 +474,7 @@ impl MdsClient {
                 }
             })
             .await?;
-        check(resp.status_code, "DeleteFile")
+        check(resp.status_code, "DeleteFile", path)
     }
 
     pub async fn recover_file(&self, path: &str, user: &UserInfo, file_id: u64) -> Result<()> {
@@ -428,7 +490,7 @@ impl MdsClient {
                 }
             })
             .await?;
-        check(resp.status_code, "RecoverFile")
+        check(resp.status_code, "RecoverFile", path)
     }
 
     pub async fn rename_file(&self, user: &UserInfo, old: &str, new: &str) -> Result<()> {
@@ -446,7 +508,7 @@ impl MdsClient {
                 }
             })
             .await?;
-        check(resp.status_code, "RenameFile")
+        check(resp.status_code, "RenameFile", old)
     }
 
     pub async fn list_dir(&self, path: &str, user: &UserInfo) -> Result<Vec<FileInfo>> {
@@ -461,7 +523,7 @@ impl MdsClient {
                 }
             })
             .await?;
-        check(resp.status_code, "ListDir")?;
+        check(resp.status_code, "ListDir", path)?;
         Ok(resp.file_info)
     }
 
@@ -478,7 +540,7 @@ impl MdsClient {
                 }
             })
             .await?;
-        check(resp.status_code, "ChangeOwner")
+        check(resp.status_code, "ChangeOwner", path)
     }
 
     /// OpenFile: the session, the file's info and, for a lazy clone, its source's allocated
@@ -501,7 +563,7 @@ impl MdsClient {
                 }
             })
             .await?;
-        check(resp.status_code, "OpenFile")?;
+        check(resp.status_code, "OpenFile", path)?;
         match (resp.proto_session, resp.file_info) {
             (Some(s), Some(f)) if s.lease_time > 0 => Ok((s, f, resp.clone_source_segment)),
             (Some(_), Some(_)) => Err(Error::failed("OpenFile: MDS granted a zero lease")),

@@ -177,14 +177,44 @@ impl CopysetEntry {
             .peers
             .iter()
             .position(|p| p.internal == key || p.external == key)?;
-        if st.leader != Some(i) {
+        let before = st
+            .leader
+            .and_then(|j| st.peers.get(j))
+            .map(|p| p.external.clone());
+        let changed = st.leader != Some(i);
+        if changed {
             st.leader = Some(i);
             st.version += 1;
         }
-        Some(LeaderView {
+        let view = LeaderView {
             endpoint: st.peers[i].external.clone(),
             version: st.version,
-        })
+        };
+        drop(st);
+        if changed {
+            match before {
+                Some(from) => crate::events::warn_limited!(
+                    logical_pool = self.logical_pool_id,
+                    copyset = self.copyset_id,
+                    from = %from,
+                    endpoint = %view.endpoint,
+                    "copyset ({}, {}) leader changed: {from} -> {}",
+                    self.logical_pool_id,
+                    self.copyset_id,
+                    view.endpoint
+                ),
+                None => tracing::debug!(
+                    logical_pool = self.logical_pool_id,
+                    copyset = self.copyset_id,
+                    endpoint = %view.endpoint,
+                    "copyset ({}, {}) leader is {}",
+                    self.logical_pool_id,
+                    self.copyset_id,
+                    view.endpoint
+                ),
+            }
+        }
+        Some(view)
     }
 
     fn set_peers(&self, peers: Vec<PeerAddr>) {

@@ -92,6 +92,13 @@ impl ChunkService for Foreign {
         Ok(Response::new(ChunkResponse::default()))
     }
 
+    async fn read_chunk_snapshot(
+        &self,
+        _: Request<ChunkRequest>,
+    ) -> Result<Response<ChunkResponse>, Status> {
+        Err(Status::unimplemented("no"))
+    }
+
     async fn get_chunk_info(
         &self,
         _: Request<GetChunkInfoRequest>,

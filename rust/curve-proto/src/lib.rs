@@ -28,6 +28,11 @@ pub mod local {
     tonic::include_proto!("curvefs.local");
 }
 
+/// `curve.snapshotcloneserver`: the snapshot/clone service's records in its data store.
+pub mod snapshotclone {
+    tonic::include_proto!("curve.snapshotcloneserver");
+}
+
 /// `brpc.policy`: the meta that frames every baidu_std message (not a service).
 pub mod brpc {
     tonic::include_proto!("brpc.policy");

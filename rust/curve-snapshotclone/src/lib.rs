@@ -20,7 +20,9 @@
 
 mod clone;
 pub mod codes;
+pub mod datastore;
 pub mod service;
+pub mod snapshots;
 pub mod tasks;
 
 pub use clone::{CloneError, CloneOptions, CloneTasks};

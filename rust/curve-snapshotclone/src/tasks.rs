@@ -1,6 +1,7 @@
-//! The clone task records of the service (upstream keeps them in etcd, `CloneInfo`): one
-//! JSON file in the service's data folder, replaced whole on every change (written aside,
-//! synced, renamed), so a killed service finds every task as it was last recorded.
+//! The service's records (upstream keeps them in etcd): clone tasks (`CloneInfo`) and
+//! snapshots (`SnapshotInfo`, snapshots.rs), each kind in one JSON file of the service's
+//! data folder, replaced whole on every change (written aside, synced, renamed), so a
+//! killed service finds every record as it was last written.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -112,80 +113,104 @@ impl Task {
     }
 }
 
-/// Why the task file could not be read or written.
+/// Why a record file could not be read or written.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("cannot read or write the task records {path}: {source}")]
+    #[error("cannot read or write the records {path}: {source}")]
     Io {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("the task records {path} are unreadable: {source}")]
+    #[error("the records {path} are unreadable: {source}")]
     Corrupt {
         path: PathBuf,
         source: serde_json::Error,
     },
 }
 
-/// Every task, by UUID, and the file that keeps them.
-#[derive(Debug)]
-pub struct TaskStore {
-    path: PathBuf,
-    tasks: BTreeMap<String, Task>,
+/// A record the service keeps: found by its UUID, listed by its creation time.
+pub trait Record: Clone + Serialize + for<'de> Deserialize<'de> {
+    /// The file of the service's data folder that keeps records of this kind.
+    const FILE: &'static str;
+    fn uuid(&self) -> &str;
+    fn time_us(&self) -> u64;
 }
 
-impl TaskStore {
-    /// Loads `<dir>/clone_tasks.json` (empty if the file does not exist yet).
+impl Record for Task {
+    const FILE: &'static str = "clone_tasks.json";
+    fn uuid(&self) -> &str {
+        &self.uuid
+    }
+    fn time_us(&self) -> u64 {
+        self.time_us
+    }
+}
+
+/// Every record of one kind, by UUID, and the file that keeps them.
+#[derive(Debug)]
+pub struct RecordStore<T> {
+    path: PathBuf,
+    records: BTreeMap<String, T>,
+}
+
+/// The clone and recover tasks.
+pub type TaskStore = RecordStore<Task>;
+
+impl<T: Record> RecordStore<T> {
+    /// Loads `<dir>/<T::FILE>` (empty if the file does not exist yet).
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
-        let path = dir.join("clone_tasks.json");
+        let path = dir.join(T::FILE);
         let io = |source| StoreError::Io {
             path: path.clone(),
             source,
         };
         std::fs::create_dir_all(dir).map_err(io)?;
-        let tasks = match std::fs::read(&path) {
+        let records = match std::fs::read(&path) {
             Ok(bytes) => {
-                let list: Vec<Task> =
+                let list: Vec<T> =
                     serde_json::from_slice(&bytes).map_err(|source| StoreError::Corrupt {
                         path: path.clone(),
                         source,
                     })?;
-                list.into_iter().map(|t| (t.uuid.clone(), t)).collect()
+                list.into_iter()
+                    .map(|t| (t.uuid().to_string(), t))
+                    .collect()
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
             Err(e) => return Err(io(e)),
         };
-        Ok(Self { path, tasks })
+        Ok(Self { path, records })
     }
 
-    pub fn get(&self, uuid: &str) -> Option<&Task> {
-        self.tasks.get(uuid)
+    pub fn get(&self, uuid: &str) -> Option<&T> {
+        self.records.get(uuid)
     }
 
-    /// Every task, oldest first (upstream lists in its store's order).
-    pub fn all(&self) -> Vec<&Task> {
-        let mut list: Vec<&Task> = self.tasks.values().collect();
-        list.sort_by(|a, b| (a.time_us, &a.uuid).cmp(&(b.time_us, &b.uuid)));
+    /// Every record, oldest first (upstream lists in its store's order).
+    pub fn all(&self) -> Vec<&T> {
+        let mut list: Vec<&T> = self.records.values().collect();
+        list.sort_by(|a, b| (a.time_us(), a.uuid()).cmp(&(b.time_us(), b.uuid())));
         list
     }
 
-    /// Records `task` (new or changed) and writes the file.
-    pub fn put(&mut self, task: Task) -> Result<(), StoreError> {
-        let previous = self.tasks.insert(task.uuid.clone(), task.clone());
+    /// Records `record` (new or changed) and writes the file.
+    pub fn put(&mut self, record: T) -> Result<(), StoreError> {
+        let uuid = record.uuid().to_string();
+        let previous = self.records.insert(uuid.clone(), record);
         self.save().inspect_err(|_| {
             // Keep memory as the file is.
             match previous {
-                Some(p) => self.tasks.insert(task.uuid.clone(), p),
-                None => self.tasks.remove(&task.uuid),
+                Some(p) => self.records.insert(uuid.clone(), p),
+                None => self.records.remove(&uuid),
             };
         })
     }
 
-    /// Forgets a task and writes the file.
+    /// Forgets a record and writes the file.
     pub fn remove(&mut self, uuid: &str) -> Result<(), StoreError> {
-        if let Some(task) = self.tasks.remove(uuid) {
+        if let Some(record) = self.records.remove(uuid) {
             self.save().inspect_err(|_| {
-                self.tasks.insert(task.uuid.clone(), task);
+                self.records.insert(uuid.to_string(), record);
             })?;
         }
         Ok(())
@@ -196,7 +221,7 @@ impl TaskStore {
             path: self.path.clone(),
             source,
         };
-        let list: Vec<&Task> = self.tasks.values().collect();
+        let list: Vec<&T> = self.records.values().collect();
         let bytes = serde_json::to_vec_pretty(&list).map_err(|e| io(std::io::Error::other(e)))?;
         let aside = self.path.with_extension("json.tmp");
         let mut f = std::fs::File::create(&aside).map_err(io)?;

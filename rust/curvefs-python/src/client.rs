@@ -17,7 +17,7 @@ use crate::aio::{self, AioContext};
 use crate::args;
 use crate::buffers;
 use crate::errors::{self, BAD_FD, CallError, CallResult, FAILED, PARAM_ERROR};
-use crate::runtime;
+use crate::runtime::{self, Owned};
 use crate::types::{CreateContext, FileInfo, UserInfo};
 
 /// A client of one Curve cluster, configured by `Init(conf_path)`.
@@ -28,13 +28,15 @@ use crate::types::{CreateContext, FileInfo, UserInfo};
 /// derives from it to add upstream's calls that are plain Python over these.
 #[pyclass(frozen, subclass, module = "curvefs")]
 pub struct CBDClient {
-    inner: RwLock<Option<Arc<Client>>>,
+    /// In a forked child, an inherited client raises (UnInit does nothing) and is leaked.
+    inner: Owned<RwLock<Option<Arc<Client>>>>,
 }
 
 impl CBDClient {
     /// The initialised client, or `code` (the method's "not initialised" answer).
     fn client(&self, code: i32) -> CallResult<Arc<Client>> {
         self.inner
+            .get("CBDClient")?
             .read()
             .unwrap_or_else(PoisonError::into_inner)
             .clone()
@@ -74,8 +76,12 @@ impl Drop for CBDClient {
     /// A client dropped without UnInit still stops its lease refreshers, as upstream's
     /// destructor did; in a forked child there is nothing left to stop.
     fn drop(&mut self) {
+        if self.inner.inherited() {
+            return;
+        }
         let client = self
             .inner
+            .get_mut()
             .get_mut()
             .unwrap_or_else(PoisonError::into_inner)
             .take();
@@ -93,13 +99,14 @@ impl CBDClient {
     #[new]
     fn new() -> Self {
         CBDClient {
-            inner: RwLock::new(None),
+            inner: Owned::new(RwLock::new(None)),
         }
     }
 
     /// Reads the client configuration; no RPC is made. 0, or -1 on any failure.
     #[pyo3(name = "Init")]
     fn init(&self, py: Python<'_>, conf_path: PathBuf) -> PyResult<i32> {
+        let slot = self.inner.get("CBDClient")?;
         if self.client(FAILED).is_ok() {
             // Upstream's FileClient::Init keeps the first configuration.
             return Ok(0);
@@ -114,7 +121,7 @@ impl CBDClient {
         let Ok(client) = built else {
             return Ok(-1);
         };
-        let mut inner = self.inner.write().unwrap_or_else(PoisonError::into_inner);
+        let mut inner = slot.write().unwrap_or_else(PoisonError::into_inner);
         if inner.is_none() {
             *inner = Some(Arc::new(client));
             return Ok(0);
@@ -131,9 +138,14 @@ impl CBDClient {
 
     /// Drops the client; open fds are forgotten without CloseFile, as upstream.
     #[pyo3(name = "UnInit")]
+    /// In a forked child: nothing (the client's sessions are the parent's).
     fn uninit(&self, py: Python<'_>) -> PyResult<()> {
+        if self.inner.inherited() {
+            return Ok(());
+        }
         let client = self
             .inner
+            .get("CBDClient")?
             .write()
             .unwrap_or_else(PoisonError::into_inner)
             .take();

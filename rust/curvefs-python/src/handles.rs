@@ -9,11 +9,11 @@ use std::sync::Arc;
 use curve_client::{Client, ClientConfig, CreateOptions, FileStat, OpenFile, UserInfo};
 use curve_snapshotclone::{CloneError, CloneOptions, CloneTasks};
 use pyo3::prelude::*;
-use pyo3::types::PyBytes;
+use pyo3::types::{PyBytes, PyDict};
 
 use crate::buffers;
 use crate::errors;
-use crate::runtime;
+use crate::runtime::{self, Owned};
 
 /// What a stat answers, as a tuple for `curvefs.FileInfo`: (id, parent_id, name, owner,
 /// file_type, status, length, ctime_us, stripe_unit, stripe_count, block_size,
@@ -77,6 +77,11 @@ async fn flatten(client: &Client, user: &UserInfo, path: String) -> curve_client
 /// The exception for a failed call: its class from the code, its message naming the
 /// operation and the path.
 fn raise(py: Python<'_>, what: &str, e: curve_client::Error) -> PyErr {
+    if !runtime::python_alive() {
+        // At interpreter exit (a volume closed by its finalizer) `curvefs.exceptions`
+        // may be gone, and importing it then would abort the process.
+        return pyo3::exceptions::PyRuntimeError::new_err(format!("{what}: {}", e.message));
+    }
     errors::curve_error_because(py, e.sdk_code(), &format!("{what}: {}", e.message), e.cause)
 }
 
@@ -95,14 +100,19 @@ fn call<T: Send>(
 /// A client of one cluster, as one user.
 #[pyclass(frozen, module = "curvefs._core")]
 pub struct ClientHandle {
-    client: Client,
+    client: Owned<Client>,
     user: UserInfo,
 }
 
 impl ClientHandle {
     /// The core client and its user, for the NBD server (nbd.rs).
-    pub(crate) fn parts(&self) -> (&Client, &UserInfo) {
-        (&self.client, &self.user)
+    pub(crate) fn parts(&self) -> PyResult<(&Client, &UserInfo)> {
+        Ok((self.client()?, &self.user))
+    }
+
+    /// The core client; an error in a forked child (see `runtime::Owned`).
+    fn client(&self) -> PyResult<&Client> {
+        self.client.get("Client")
     }
 }
 
@@ -118,7 +128,7 @@ impl ClientHandle {
         });
         let client = built.map_err(|e| raise(py, "client.conf", e))?;
         Ok(ClientHandle {
-            client,
+            client: Owned::new(client),
             user: UserInfo {
                 owner: owner.to_string(),
                 password: password.to_string(),
@@ -144,7 +154,7 @@ impl ClientHandle {
         call(
             py,
             || format!("create {path}"),
-            self.client.create(&path, &self.user, size, &opts),
+            self.client()?.create(&path, &self.user, size, &opts),
         )
     }
 
@@ -152,7 +162,7 @@ impl ClientHandle {
         call(
             py,
             || format!("mkdir {path}"),
-            self.client.mkdir(&path, &self.user),
+            self.client()?.mkdir(&path, &self.user),
         )
     }
 
@@ -160,7 +170,7 @@ impl ClientHandle {
         call(
             py,
             || format!("stat {path}"),
-            self.client.stat(&path, &self.user),
+            self.client()?.stat(&path, &self.user),
         )
         .map(stat_tuple)
     }
@@ -169,7 +179,7 @@ impl ClientHandle {
         call(
             py,
             || format!("extend {path}"),
-            self.client.extend(&path, &self.user, size),
+            self.client()?.extend(&path, &self.user, size),
         )
     }
 
@@ -178,7 +188,7 @@ impl ClientHandle {
         call(
             py,
             || format!("remove {path}"),
-            self.client.unlink(&path, &self.user),
+            self.client()?.unlink(&path, &self.user),
         )
     }
 
@@ -186,7 +196,7 @@ impl ClientHandle {
         call(
             py,
             || format!("delete_force {path}"),
-            self.client.delete_force(&path, &self.user),
+            self.client()?.delete_force(&path, &self.user),
         )
     }
 
@@ -195,7 +205,7 @@ impl ClientHandle {
         call(
             py,
             || format!("recover {path}"),
-            self.client.recover(&path, &self.user, file_id),
+            self.client()?.recover(&path, &self.user, file_id),
         )
     }
 
@@ -203,7 +213,7 @@ impl ClientHandle {
         call(
             py,
             || format!("rename {old} to {new}"),
-            self.client.rename(&self.user, &old, &new),
+            self.client()?.rename(&self.user, &old, &new),
         )
     }
 
@@ -211,7 +221,7 @@ impl ClientHandle {
         call(
             py,
             || format!("listdir {path}"),
-            self.client.list_dir(&path, &self.user),
+            self.client()?.list_dir(&path, &self.user),
         )
         .map(|entries| entries.into_iter().map(|e| e.name).collect())
     }
@@ -220,7 +230,7 @@ impl ClientHandle {
         call(
             py,
             || format!("change_owner {path}"),
-            self.client.change_owner(&path, &new_owner, &self.user),
+            self.client()?.change_owner(&path, &new_owner, &self.user),
         )
     }
 
@@ -239,7 +249,7 @@ impl ClientHandle {
             py,
             || format!("clone {source} to {dest}"),
             lazy_clone(
-                &self.client,
+                self.client()?,
                 &self.user,
                 source.clone(),
                 dest.clone(),
@@ -254,25 +264,34 @@ impl ClientHandle {
         call(
             py,
             || format!("flatten {path}"),
-            flatten(&self.client, &self.user, path.clone()),
+            flatten(self.client()?, &self.user, path.clone()),
         )
     }
 
+    /// The IO metrics of every volume this client opened and its MDS client's, as
+    /// `(io, mds)` dicts (`curvefs.metrics` types them).
+    fn metrics<'py>(&self, py: Python<'py>) -> PyResult<(Bound<'py, PyDict>, Bound<'py, PyDict>)> {
+        let (io, mds) = self.client()?.metrics();
+        Ok((crate::metrics::io(py, &io)?, crate::metrics::mds(py, &mds)?))
+    }
+
     fn cluster_id(&self, py: Python<'_>) -> PyResult<String> {
-        call(py, || "cluster_id".into(), self.client.cluster_id())
+        call(py, || "cluster_id".into(), self.client()?.cluster_id())
     }
 
     fn poolsets(&self, py: Python<'_>) -> PyResult<Vec<String>> {
-        call(py, || "poolsets".into(), self.client.list_poolsets())
+        call(py, || "poolsets".into(), self.client()?.list_poolsets())
     }
 
     fn open(&self, py: Python<'_>, path: String) -> PyResult<VolumeHandle> {
         let file = call(
             py,
             || format!("open {path}"),
-            self.client.open_file(&path, &self.user),
+            self.client()?.open_file(&path, &self.user),
         )?;
-        Ok(VolumeHandle { file })
+        Ok(VolumeHandle {
+            file: Owned::new(file),
+        })
     }
 
     // The async twins: each starts the same core call as its blocking twin above as a
@@ -288,7 +307,7 @@ impl ClientHandle {
         poolset: Option<String>,
         waiter: &Bound<'_, PyAny>,
     ) -> PyResult<TaskHandle> {
-        let (c, u) = (self.client.clone(), self.user.clone());
+        let (c, u) = (self.client()?.clone(), self.user.clone());
         let opts = CreateOptions {
             stripe_unit,
             stripe_count,
@@ -303,7 +322,7 @@ impl ClientHandle {
     }
 
     fn mkdir_async(&self, path: String, waiter: &Bound<'_, PyAny>) -> PyResult<TaskHandle> {
-        let (c, u) = (self.client.clone(), self.user.clone());
+        let (c, u) = (self.client()?.clone(), self.user.clone());
         spawn_resolving(
             waiter,
             format!("mkdir {path}"),
@@ -313,7 +332,7 @@ impl ClientHandle {
     }
 
     fn stat_async(&self, path: String, waiter: &Bound<'_, PyAny>) -> PyResult<TaskHandle> {
-        let (c, u) = (self.client.clone(), self.user.clone());
+        let (c, u) = (self.client()?.clone(), self.user.clone());
         spawn_resolving(
             waiter,
             format!("stat {path}"),
@@ -328,7 +347,7 @@ impl ClientHandle {
         size: u64,
         waiter: &Bound<'_, PyAny>,
     ) -> PyResult<TaskHandle> {
-        let (c, u) = (self.client.clone(), self.user.clone());
+        let (c, u) = (self.client()?.clone(), self.user.clone());
         spawn_resolving(
             waiter,
             format!("extend {path}"),
@@ -338,7 +357,7 @@ impl ClientHandle {
     }
 
     fn remove_async(&self, path: String, waiter: &Bound<'_, PyAny>) -> PyResult<TaskHandle> {
-        let (c, u) = (self.client.clone(), self.user.clone());
+        let (c, u) = (self.client()?.clone(), self.user.clone());
         spawn_resolving(
             waiter,
             format!("remove {path}"),
@@ -353,7 +372,7 @@ impl ClientHandle {
         file_id: u64,
         waiter: &Bound<'_, PyAny>,
     ) -> PyResult<TaskHandle> {
-        let (c, u) = (self.client.clone(), self.user.clone());
+        let (c, u) = (self.client()?.clone(), self.user.clone());
         spawn_resolving(
             waiter,
             format!("recover {path}"),
@@ -368,7 +387,7 @@ impl ClientHandle {
         new: String,
         waiter: &Bound<'_, PyAny>,
     ) -> PyResult<TaskHandle> {
-        let (c, u) = (self.client.clone(), self.user.clone());
+        let (c, u) = (self.client()?.clone(), self.user.clone());
         spawn_resolving(
             waiter,
             format!("rename {old} to {new}"),
@@ -378,7 +397,7 @@ impl ClientHandle {
     }
 
     fn listdir_async(&self, path: String, waiter: &Bound<'_, PyAny>) -> PyResult<TaskHandle> {
-        let (c, u) = (self.client.clone(), self.user.clone());
+        let (c, u) = (self.client()?.clone(), self.user.clone());
         spawn_resolving(
             waiter,
             format!("listdir {path}"),
@@ -396,7 +415,7 @@ impl ClientHandle {
         new_owner: String,
         waiter: &Bound<'_, PyAny>,
     ) -> PyResult<TaskHandle> {
-        let (c, u) = (self.client.clone(), self.user.clone());
+        let (c, u) = (self.client()?.clone(), self.user.clone());
         spawn_resolving(
             waiter,
             format!("change_owner {path}"),
@@ -414,7 +433,7 @@ impl ClientHandle {
         poolset: Option<String>,
         waiter: &Bound<'_, PyAny>,
     ) -> PyResult<TaskHandle> {
-        let (c, u) = (self.client.clone(), self.user.clone());
+        let (c, u) = (self.client()?.clone(), self.user.clone());
         spawn_resolving(
             waiter,
             format!("clone {source} to {dest}"),
@@ -424,7 +443,7 @@ impl ClientHandle {
     }
 
     fn flatten_async(&self, path: String, waiter: &Bound<'_, PyAny>) -> PyResult<TaskHandle> {
-        let (c, u) = (self.client.clone(), self.user.clone());
+        let (c, u) = (self.client()?.clone(), self.user.clone());
         spawn_resolving(
             waiter,
             format!("flatten {path}"),
@@ -434,7 +453,7 @@ impl ClientHandle {
     }
 
     fn cluster_id_async(&self, waiter: &Bound<'_, PyAny>) -> PyResult<TaskHandle> {
-        let c = self.client.clone();
+        let c = self.client()?.clone();
         spawn_resolving(
             waiter,
             "cluster_id".into(),
@@ -444,7 +463,7 @@ impl ClientHandle {
     }
 
     fn poolsets_async(&self, waiter: &Bound<'_, PyAny>) -> PyResult<TaskHandle> {
-        let c = self.client.clone();
+        let c = self.client()?.clone();
         spawn_resolving(
             waiter,
             "poolsets".into(),
@@ -454,12 +473,17 @@ impl ClientHandle {
     }
 
     fn open_async(&self, path: String, waiter: &Bound<'_, PyAny>) -> PyResult<TaskHandle> {
-        let (c, u) = (self.client.clone(), self.user.clone());
+        let (c, u) = (self.client()?.clone(), self.user.clone());
         spawn_resolving(
             waiter,
             format!("open {path}"),
             async move { c.open_file(&path, &u).await },
-            |py, file| Ok(Py::new(py, VolumeHandle { file })?.into_any()),
+            |py, file| {
+                let handle = VolumeHandle {
+                    file: Owned::new(file),
+                };
+                Ok(Py::new(py, handle)?.into_any())
+            },
         )
     }
 
@@ -489,15 +513,26 @@ impl ClientHandle {
 /// An open volume: its own lease, closed by `close` (or when dropped, without CloseFile).
 #[pyclass(frozen, module = "curvefs._core")]
 pub struct VolumeHandle {
-    file: Arc<OpenFile>,
+    file: Owned<Arc<OpenFile>>,
+}
+
+impl VolumeHandle {
+    /// The open file; an error in a forked child (see `runtime::Owned`).
+    fn file(&self) -> PyResult<&Arc<OpenFile>> {
+        self.file.get("Volume")
+    }
 }
 
 impl Drop for VolumeHandle {
     fn drop(&mut self) {
-        // A handle dropped unclosed stops its refresher; the MDS expires the record.
+        // A handle dropped unclosed stops its refresher; the MDS expires the record. In
+        // a forked child the refresher is the parent's: leave it alone.
+        if self.file.inherited() {
+            return;
+        }
         if let Ok(rt) = runtime::get() {
             let _entered = rt.enter();
-            self.file.abort_refresher();
+            self.file.get_mut().abort_refresher();
         }
     }
 }
@@ -511,7 +546,7 @@ impl VolumeHandle {
         length: usize,
         offset: u64,
     ) -> PyResult<Bound<'py, PyBytes>> {
-        let file = &self.file;
+        let file = self.file()?;
         let what = || format!("read {} at {offset}", file.path);
         // Past the end is refused before `length` bytes exist for it.
         let end = offset.checked_add(length as u64);
@@ -534,7 +569,7 @@ impl VolumeHandle {
         // of the slice. Another Python thread may touch the memory meanwhile; the bytes
         // are then unspecified, the memory stays valid.
         let out = unsafe { std::slice::from_raw_parts_mut(buf.buf_ptr().cast::<u8>(), len) };
-        let file = &self.file;
+        let file = self.file()?;
         call(
             py,
             || format!("read {} at {offset}", file.path),
@@ -548,7 +583,7 @@ impl VolumeHandle {
     fn pwrite(&self, py: Python<'_>, data: &Bound<'_, PyAny>, offset: u64) -> PyResult<usize> {
         let bytes = buffers::pinned_bytes(data)?;
         let len = bytes.len();
-        let file = &self.file;
+        let file = self.file()?;
         call(
             py,
             || format!("write {} at {offset}", file.path),
@@ -559,7 +594,7 @@ impl VolumeHandle {
 
     /// Discards [offset, offset + length): reads of it return zeros afterwards.
     fn discard(&self, py: Python<'_>, offset: u64, length: u64) -> PyResult<()> {
-        let file = &self.file;
+        let file = self.file()?;
         call(
             py,
             || format!("discard {} at {offset}", file.path),
@@ -568,7 +603,7 @@ impl VolumeHandle {
     }
 
     fn write_zeroes(&self, py: Python<'_>, offset: u64, length: u64) -> PyResult<()> {
-        let file = &self.file;
+        let file = self.file()?;
         call(
             py,
             || format!("write_zeroes {} at {offset}", file.path),
@@ -582,7 +617,7 @@ impl VolumeHandle {
         length: u64,
         waiter: &Bound<'_, PyAny>,
     ) -> PyResult<TaskHandle> {
-        let file = self.file.clone();
+        let file = self.file()?.clone();
         let what = format!("discard {} at {offset}", file.path);
         spawn_resolving(
             waiter,
@@ -598,7 +633,7 @@ impl VolumeHandle {
         length: u64,
         waiter: &Bound<'_, PyAny>,
     ) -> PyResult<TaskHandle> {
-        let file = self.file.clone();
+        let file = self.file()?.clone();
         let what = format!("write_zeroes {} at {offset}", file.path);
         spawn_resolving(
             waiter,
@@ -610,7 +645,7 @@ impl VolumeHandle {
 
     /// The async twin of `stat`.
     fn stat_async(&self, waiter: &Bound<'_, PyAny>) -> PyResult<TaskHandle> {
-        let file = self.file.clone();
+        let file = self.file()?.clone();
         spawn_resolving(
             waiter,
             format!("stat {}", file.path),
@@ -619,9 +654,13 @@ impl VolumeHandle {
         )
     }
 
-    /// The async twin of `close`.
+    /// The async twin of `close`; in a forked child it ends at once, as `close` does.
     fn close_async(&self, waiter: &Bound<'_, PyAny>) -> PyResult<TaskHandle> {
-        let file = self.file.clone();
+        if self.file.inherited() {
+            let what = format!("close {}", self.file.get_unchecked().path);
+            return spawn_resolving(waiter, what, async { Ok(()) }, unit);
+        }
+        let file = self.file()?.clone();
         spawn_resolving(
             waiter,
             format!("close {}", file.path),
@@ -631,22 +670,31 @@ impl VolumeHandle {
     }
 
     fn stat(&self, py: Python<'_>) -> PyResult<StatTuple> {
-        let file = &self.file;
+        let file = self.file()?;
         call(py, || format!("stat {}", file.path), file.stat()).map(stat_tuple)
     }
 
     /// The volume's size in bytes as last seen (open, a refresh or `stat` since).
-    fn size(&self) -> u64 {
-        self.file.known_length()
+    fn size(&self) -> PyResult<u64> {
+        Ok(self.file()?.known_length())
     }
 
-    fn block_size(&self) -> u64 {
-        self.file.blocksize
+    fn block_size(&self) -> PyResult<u64> {
+        Ok(self.file()?.blocksize)
     }
 
+    /// In a forked child: nothing (the session is the parent's, and stays open there).
     fn close(&self, py: Python<'_>) -> PyResult<()> {
-        let file = &self.file;
+        if self.file.inherited() {
+            return Ok(());
+        }
+        let file = self.file()?;
         call(py, || format!("close {}", file.path), file.close())
+    }
+
+    /// This volume's IO metrics as a dict (`curvefs.metrics` types it).
+    fn metrics<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        crate::metrics::io(py, &self.file()?.metrics.snapshot())
     }
 
     /// Starts a read of `length` bytes at `offset` (checked against the end first).
@@ -656,7 +704,7 @@ impl VolumeHandle {
         offset: u64,
         waiter: &Bound<'_, PyAny>,
     ) -> PyResult<TaskHandle> {
-        let file = self.file.clone();
+        let file = self.file()?.clone();
         let what = format!("read {} at {offset}", file.path);
         spawn_resolving(
             waiter,
@@ -680,7 +728,7 @@ impl VolumeHandle {
         waiter: &Bound<'_, PyAny>,
     ) -> PyResult<TaskHandle> {
         let buf = buffers::writable(buffer)?;
-        let file = self.file.clone();
+        let file = self.file()?.clone();
         let what = format!("read {} at {offset}", file.path);
         spawn_resolving(
             waiter,
@@ -710,7 +758,7 @@ impl VolumeHandle {
     ) -> PyResult<TaskHandle> {
         let bytes = buffers::pinned_bytes(data)?;
         let len = bytes.len();
-        let file = self.file.clone();
+        let file = self.file()?.clone();
         let what = format!("write {} at {offset}", file.path);
         spawn_resolving(
             waiter,
@@ -722,7 +770,8 @@ impl VolumeHandle {
 
     #[getter]
     fn path(&self) -> String {
-        self.file.path.clone()
+        // Also in a forked child: the path is only a name.
+        self.file.get_unchecked().path.clone()
     }
 }
 
@@ -737,14 +786,19 @@ impl VolumeHandle {
 /// nothing it held (a caller's buffer) is still borrowed afterwards.
 #[pyclass(frozen, module = "curvefs._core")]
 pub struct TaskHandle {
-    task: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    task: Owned<std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>>,
 }
 
 #[pymethods]
 impl TaskHandle {
+    /// In a forked child: nothing (the task ran, or runs, in the parent).
     fn cancel(&self, py: Python<'_>) -> PyResult<()> {
+        if self.task.inherited() {
+            return Ok(());
+        }
         let task = self
             .task
+            .get("task")?
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .take();
@@ -891,7 +945,7 @@ where
         });
     });
     Ok(TaskHandle {
-        task: std::sync::Mutex::new(Some(task)),
+        task: Owned::new(std::sync::Mutex::new(Some(task))),
     })
 }
 

@@ -13,6 +13,8 @@ mod buffers;
 mod client;
 mod errors;
 mod handles;
+mod logging;
+mod metrics;
 mod nbd;
 mod runtime;
 mod serve;
@@ -36,11 +38,10 @@ const CONSTANTS: &[(&str, i32)] = &[
     ("CURVE_OP_WRITE", 1),
 ];
 
-/// Sends the Rust crates' log events to Python's `logging`, under the `curvefs` logger
-/// (`curvefs.curve_client.transport.route`, …), so nothing reaches stderr unless the
-/// application's logging config says so. Loggers are looked up once per target, levels
-/// on every record, so a level set after import takes effect; debug and trace events stay
-/// in Rust, because asking Python about them would take the GIL on the IO path.
+/// Sends records of the `log` facade (a dependency's; the curvefs crates use `tracing`,
+/// bridged by logging.rs) to Python's `logging`, under the `curvefs` logger. Loggers are
+/// looked up once per target, levels on every record; debug and trace records stay in
+/// Rust, because asking Python about them would take the GIL on the IO path.
 fn install_logging(py: Python<'_>) {
     let installed = pyo3_log::Logger::new(py, pyo3_log::Caching::Loggers).map(|l| {
         l.set_prefix("curvefs")
@@ -84,6 +85,18 @@ mod _core {
         super::runtime::set_threads(threads)
     }
 
+    /// Sets the core's event filter from a Python logging level (`curvefs._logging`).
+    #[pyfunction]
+    fn _set_log_level(level: i32) {
+        super::logging::set_level(level);
+    }
+
+    /// The Python logging level the core's event filter lets through.
+    #[pyfunction]
+    fn _log_level() -> i32 {
+        super::logging::level()
+    }
+
     /// The `atexit` hook: marks the interpreter as shutting down (see runtime.rs).
     #[pyfunction]
     fn _note_exiting(py: Python<'_>) {
@@ -119,6 +132,7 @@ mod _core {
         // Debug builds are an order of magnitude slower on the IO path; let callers tell.
         m.add("debug_build", cfg!(debug_assertions))?;
         install_logging(m.py());
+        super::runtime::watch_forks()?;
         super::runtime::note_main_thread(m.py())?;
         let hook = m.getattr("_note_exiting")?;
         m.py().import("atexit")?.call_method1("register", (hook,))?;

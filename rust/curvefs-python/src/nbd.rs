@@ -11,7 +11,7 @@ use tokio::sync::{oneshot, watch};
 
 use crate::errors;
 use crate::handles::ClientHandle;
-use crate::runtime;
+use crate::runtime::{self, Owned};
 
 /// An NBD server of one or more volumes, running in the background from construction
 /// until `stop` (which waits until every volume is closed).
@@ -19,9 +19,11 @@ use crate::runtime;
 pub struct NbdServer {
     address: String,
     uris: Vec<(String, String)>,
-    stop_tx: Mutex<Option<oneshot::Sender<()>>>,
+    /// Both ends below belong to the serving task on this process's runtime: in a
+    /// forked child (where that task does not run) they are neither used nor dropped.
+    stop_tx: Owned<Mutex<Option<oneshot::Sender<()>>>>,
     /// `None` while serving; then the outcome, an error message if it failed.
-    done: watch::Receiver<Option<Result<(), String>>>,
+    done: Owned<watch::Receiver<Option<Result<(), String>>>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -30,13 +32,16 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 impl NbdServer {
     fn signal_stop(&self) {
-        if let Some(tx) = lock(&self.stop_tx).take() {
+        let Ok(stop_tx) = self.stop_tx.get("NbdServer") else {
+            return;
+        };
+        if let Some(tx) = lock(stop_tx).take() {
             let _ = tx.send(());
         }
     }
 
     fn wait_done(&self, py: Python<'_>) -> PyResult<()> {
-        let mut done = self.done.clone();
+        let mut done = self.done.get("NbdServer")?.clone();
         let outcome = runtime::wait(py, async move {
             match done.wait_for(|d| d.is_some()).await {
                 Ok(d) => d.clone().unwrap_or(Ok(())),
@@ -68,7 +73,7 @@ impl NbdServer {
         bind: Option<String>,
         read_only: bool,
     ) -> PyResult<Self> {
-        let (core, user) = client.parts();
+        let (core, user) = client.parts()?;
         let (core, user) = (core.clone(), user.clone());
         let listener = match (&socket, &bind) {
             (Some(_), Some(_)) => {
@@ -124,8 +129,8 @@ impl NbdServer {
         Ok(NbdServer {
             address,
             uris,
-            stop_tx: Mutex::new(Some(stop_tx)),
-            done,
+            stop_tx: Owned::new(Mutex::new(Some(stop_tx))),
+            done: Owned::new(done),
         })
     }
 

@@ -1,13 +1,20 @@
-//! The one tokio runtime every `CBDClient` of the process shares.
+//! The one tokio runtime every client of the process shares, and what happens across
+//! `fork()`.
 //!
 //! Built on first use so that `CURVEFS_RUNTIME_THREADS` can be set after import. tokio is not
 //! fork-safe: a child forked after the runtime started has its memory but none of its
-//! threads, so any wait on it would hang forever. We record the pid that built it and refuse
-//! to run in another one.
+//! threads, so any wait on it would hang forever, and its sockets and sessions are the
+//! parent's. So a `pthread_atfork` handler bumps a fork generation in every child; the
+//! child builds a runtime of its own on first use (the parent's is leaked, never dropped:
+//! dropping it would wait for threads that do not exist there), and every object that
+//! holds core state remembers the generation it was made in ([`Owned`]): used in a later
+//! one it raises, and dropped there it is leaked, so the child never touches the
+//! parent's sockets, sessions or runtime.
 
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::mem::ManuallyDrop;
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
 
@@ -22,36 +29,62 @@ const DEFAULT_THREADS: usize = 2;
 
 pub const THREADS_ENV: &str = "CURVEFS_RUNTIME_THREADS";
 
-struct Built {
-    runtime: Runtime,
-    pid: u32,
-    /// Whether `mark_forked` runs in every child forked from now on; if not, each call
-    /// compares pids instead (a system call per call).
-    fork_noted: bool,
-}
-
-/// Set in a child forked after the runtime was built (by `mark_forked`).
-static FORKED: AtomicBool = AtomicBool::new(false);
+/// How many forks lie between the process that loaded the module and this one.
+static FORK_GENERATION: AtomicU64 = AtomicU64::new(0);
 
 /// The `pthread_atfork` child handler: runs in the child right after `fork`.
-extern "C" fn mark_forked() {
-    FORKED.store(true, Ordering::Relaxed);
+extern "C" fn note_fork() {
+    FORK_GENERATION.fetch_add(1, Ordering::Relaxed);
 }
 
-static RUNTIME: OnceLock<Result<Built, String>> = OnceLock::new();
+/// Registers the fork handler (at import, before anything can be inherited).
+pub fn watch_forks() -> PyResult<()> {
+    // SAFETY: the handler only adds to an atomic, which is async-signal-safe and so
+    // allowed in a child after fork; it is a plain `extern "C" fn` that lives for the
+    // whole program, as pthread_atfork requires.
+    let rc = unsafe { libc::pthread_atfork(None, None, Some(note_fork)) };
+    if rc != 0 {
+        return Err(PyRuntimeError::new_err(format!(
+            "pthread_atfork failed ({rc}): curvefs could not tell a forked child"
+        )));
+    }
+    Ok(())
+}
+
+fn generation() -> u64 {
+    FORK_GENERATION.load(Ordering::Relaxed)
+}
+
+struct Built {
+    runtime: Runtime,
+    generation: u64,
+}
+
+/// The runtime of this process's generation (or of an earlier one, which `get` ignores).
+/// Each is leaked: see the module docs.
+static CURRENT: AtomicPtr<Built> = AtomicPtr::new(std::ptr::null_mut());
+/// Held while a runtime is built, so two threads build one.
+static BUILDING: Mutex<()> = Mutex::new(());
 
 /// Worker threads asked for through `set_threads` before the runtime was built (0: none).
 static REQUESTED_THREADS: AtomicUsize = AtomicUsize::new(0);
 
+fn current() -> Option<&'static Runtime> {
+    let p = CURRENT.load(Ordering::Acquire);
+    // SAFETY: a non-null pointer here came from `Box::leak` in `get`, and nothing frees it.
+    let built = unsafe { p.as_ref() }?;
+    (built.generation == generation()).then_some(&built.runtime)
+}
+
 /// Sizes the runtime before its first use (`curvefs.set_runtime_threads`); refused once
-/// it runs, because tokio cannot resize a running runtime.
+/// it runs, because tokio cannot resize a running runtime. A forked child may size its own.
 pub fn set_threads(n: usize) -> PyResult<()> {
     if !(1..=1024).contains(&n) {
         return Err(PyValueError::new_err(format!(
             "threads must be from 1 to 1024, not {n}"
         )));
     }
-    if RUNTIME.get().is_some() {
+    if current().is_some() {
         return Err(PyRuntimeError::new_err(
             "the curvefs runtime is already running; set its size before the first call",
         ));
@@ -77,39 +110,97 @@ fn threads() -> Result<usize, String> {
     }
 }
 
-fn build() -> Result<Built, String> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+fn build() -> Result<Runtime, String> {
+    tokio::runtime::Builder::new_multi_thread()
         .worker_threads(threads()?)
         .thread_name("curvefs-client")
         .enable_all()
         .build()
-        .map_err(|e| format!("cannot start the curvefs runtime: {e}"))?;
-    // SAFETY: the handler only stores to an atomic, which is async-signal-safe and so
-    // allowed in a child after fork; it is a plain `extern "C" fn` that lives for the
-    // whole program, as pthread_atfork requires.
-    let fork_noted = unsafe { libc::pthread_atfork(None, None, Some(mark_forked)) } == 0;
-    Ok(Built {
-        runtime,
-        pid: std::process::id(),
-        fork_noted,
-    })
+        .map_err(|e| format!("cannot start the curvefs runtime: {e}"))
 }
 
-/// The shared runtime, built on first use; an error (never a hang) in a forked child.
-/// Called with the GIL held on every call: a flag set at fork tells a child, so no call
-/// pays a `getpid` system call for it.
+/// This process's runtime, built on first use (in a forked child: its own, on the
+/// child's first use). Called with the GIL held on every call: one atomic load and a
+/// compare, no system call.
 pub fn get() -> PyResult<&'static Runtime> {
-    match RUNTIME.get_or_init(build) {
-        Ok(b) if b.fork_noted && !FORKED.load(Ordering::Relaxed) => Ok(&b.runtime),
-        Ok(b) if !b.fork_noted && b.pid == std::process::id() => Ok(&b.runtime),
-        Ok(b) => Err(PyRuntimeError::new_err(format!(
-            "curvefs cannot be used in a process forked after it started (runtime of pid {}, \
-             this is pid {}); use the 'spawn' or 'forkserver' start method, or fork before \
-             the first CBDClient call",
-            b.pid,
-            std::process::id()
-        ))),
-        Err(msg) => Err(PyRuntimeError::new_err(msg.clone())),
+    if let Some(rt) = current() {
+        return Ok(rt);
+    }
+    let _building = BUILDING
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some(rt) = current() {
+        return Ok(rt);
+    }
+    let runtime = build().map_err(PyRuntimeError::new_err)?;
+    // The core's events go to Python's logging from the first runtime on (a server
+    // process, which builds no such runtime, keeps its own log subscriber).
+    crate::logging::install();
+    let built: &'static Built = Box::leak(Box::new(Built {
+        runtime,
+        generation: generation(),
+    }));
+    CURRENT.store(std::ptr::from_ref(built).cast_mut(), Ordering::Release);
+    Ok(&built.runtime)
+}
+
+/// A value that holds core state (a client, an open volume, a task): usable only in the
+/// process generation that made it. In a forked child, [`Owned::get`] raises and dropping
+/// leaks the value, so the child never closes, aborts or writes to what is the parent's.
+pub struct Owned<T> {
+    value: ManuallyDrop<T>,
+    generation: u64,
+}
+
+impl<T> Owned<T> {
+    pub fn new(value: T) -> Self {
+        Owned {
+            value: ManuallyDrop::new(value),
+            generation: generation(),
+        }
+    }
+
+    /// True in a process forked after the value was made.
+    pub fn inherited(&self) -> bool {
+        self.generation != generation()
+    }
+
+    /// The value, or a `RuntimeError` naming the fork for an inherited one; `what` names
+    /// the object ("Client", "Volume", …).
+    pub fn get(&self, what: &str) -> PyResult<&T> {
+        if self.inherited() {
+            return Err(inherited_error(what));
+        }
+        Ok(&self.value)
+    }
+
+    /// The value even in a forked child: only for what reads plain data (a path).
+    pub fn get_unchecked(&self) -> &T {
+        &self.value
+    }
+
+    /// The value for `Drop` impls (which check [`Owned::inherited`] first).
+    pub fn get_mut(&mut self) -> &mut T {
+        &mut self.value
+    }
+}
+
+/// The error for an object used in a child forked after it was made.
+pub fn inherited_error(what: &str) -> PyErr {
+    PyRuntimeError::new_err(format!(
+        "this curvefs {what} was made before this process forked (this is pid {}): a forked \
+         child cannot use its parent's clients, volumes or tasks, whose connections and \
+         sessions stay the parent's; create a new {what} in the child",
+        std::process::id()
+    ))
+}
+
+impl<T> Drop for Owned<T> {
+    fn drop(&mut self) {
+        if !self.inherited() {
+            // SAFETY: `value` is dropped here only, once, and never used after.
+            unsafe { ManuallyDrop::drop(&mut self.value) };
+        }
     }
 }
 

@@ -169,7 +169,7 @@ impl Cluster {
             let mut client = self.chunk_client(leader).await?;
             let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
             loop {
-                let request = write_request(copyset_id, WARM_UP_CHUNK, 0, pattern(4096, 0), 0);
+                let request = write_request(copyset_id, WARM_UP_CHUNK, 0, pattern(4096, 0), 1);
                 let answer = ChunkOpStatus::try_from(write(&mut client, request).await?.status);
                 match answer {
                     Ok(ChunkOpStatus::Success) => break,

@@ -78,7 +78,27 @@ impl Inner {
         if let Some(c) = ep.usable() {
             return Ok(c);
         }
-        let c = Arc::new(Channel::connect(addr, self.connect_timeout, self.max_body).await?);
+        // A channel that was there and is no longer usable: the connection was lost.
+        let lost = ep
+            .current
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+            .is_some();
+        if lost {
+            crate::events::warn_limited!(
+                endpoint = addr,
+                "connection to {addr} lost; reconnecting"
+            );
+        }
+        let c = match Channel::connect(addr, self.connect_timeout, self.max_body).await {
+            Ok(c) => Arc::new(c),
+            Err(e) => {
+                tracing::debug!(endpoint = addr, "cannot connect to {addr}: {e}");
+                return Err(e);
+            }
+        };
+        tracing::debug!(endpoint = addr, "connected to {addr} (baidu_std)");
         *ep.current.lock().unwrap_or_else(PoisonError::into_inner) = Some(c.clone());
         Ok(c)
     }

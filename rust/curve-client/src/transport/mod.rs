@@ -79,6 +79,10 @@ pub mod methods {
     pub const WRITE_CHUNK: RpcMethod = RpcMethod::new(CHUNK_SERVICE, "WriteChunk");
     pub const CREATE_CLONE_CHUNK: RpcMethod = RpcMethod::new(CHUNK_SERVICE, "CreateCloneChunk");
     pub const RECOVER_CHUNK: RpcMethod = RpcMethod::new(CHUNK_SERVICE, "RecoverChunk");
+    pub const READ_CHUNK_SNAPSHOT: RpcMethod = RpcMethod::new(CHUNK_SERVICE, "ReadChunkSnapshot");
+    pub const DELETE_CHUNK_SNAPSHOT_OR_CORRECT_SN: RpcMethod =
+        RpcMethod::new(CHUNK_SERVICE, "DeleteChunkSnapshotOrCorrectSn");
+    pub const GET_CHUNK_INFO: RpcMethod = RpcMethod::new(CHUNK_SERVICE, "GetChunkInfo");
     pub const GET_LEADER: RpcMethod = RpcMethod::new(CLI_SERVICE2, "GetLeader");
 }
 
