@@ -265,7 +265,9 @@ def test_every_code_has_an_exception_class() -> None:
 
 
 _INTERRUPTED_CALL = """
-import sys, threading, time, curvefs
+import signal, sys, threading, time, curvefs
+# Interrupted below: SIGINT handled as usual, even if this process was started ignoring it.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 addr = sys.argv[1]
 which = sys.argv[2]
 if which == "client":
