@@ -30,7 +30,8 @@ if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
 
 # The slow tests, left out of the development loop (`pytest -m "not slow"`, see
 # docs/development.md) and run by CI with all the others: the fault files, the model, the
-# wheel build, the NBD tools' runs, and any test that kills, pauses or restarts a server.
+# wheel build, the NBD tools' runs, any test that kills, pauses or restarts a server, and
+# any that copies a whole volume's data (a flatten, a full clone: seconds each).
 _SLOW_FILES = {
     "test_faults_server_loss.py",
     "test_faults_scenarios.py",
@@ -39,7 +40,7 @@ _SLOW_FILES = {
     "test_cluster_restart.py",
     "test_nbd.py",
 }
-_SLOW_WORDS = ("killed", "paused", "fault", "restart")
+_SLOW_WORDS = ("killed", "paused", "fault", "restart", "flatten", "full_clone")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
