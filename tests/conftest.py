@@ -28,6 +28,27 @@ if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
     signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
+# The slow tests, left out of the development loop (`pytest -m "not slow"`, see
+# docs/development.md) and run by CI with all the others: the fault files, the model, the
+# wheel build, the NBD tools' runs, any test that kills, pauses or restarts a server, and
+# any that copies a whole volume's data (a flatten, a full clone: seconds each).
+_SLOW_FILES = {
+    "test_faults_server_loss.py",
+    "test_faults_scenarios.py",
+    "test_faults_model.py",
+    "test_packaging_wheel.py",
+    "test_cluster_restart.py",
+    "test_nbd.py",
+}
+_SLOW_WORDS = ("killed", "paused", "fault", "restart", "flatten", "full_clone")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.path.name in _SLOW_FILES or any(w in item.name for w in _SLOW_WORDS):
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture(autouse=True)
 def _clusters_marker(request: pytest.FixtureRequest) -> None:
     # Which clusters a test started: those started after this marker.

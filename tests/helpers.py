@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import select
 import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
@@ -49,6 +50,20 @@ def child(argv: list[str], **popen: Any) -> Iterator[subprocess.Popen[Any]]:
         for stream in (proc.stdin, proc.stdout, proc.stderr):
             if stream is not None:
                 stream.close()
+
+
+# A child that a test interrupts with SIGINT must not inherit an ignored SIGINT (a runner
+# started from a background shell ignores it, and an ignored signal stays ignored across
+# exec): this prefix restores the default disposition, then execs argv.
+_RESTORE_SIGINT = (
+    "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
+    "os.execvp(sys.argv[1], sys.argv[1:])"
+)
+
+
+def interruptible(argv: list[str]) -> list[str]:
+    """``argv`` run with SIGINT's default handling, whatever this process does with it."""
+    return [sys.executable, "-c", _RESTORE_SIGINT, *argv]
 
 
 def readline(stream: IO[Any] | None, timeout: float, what: str) -> str:

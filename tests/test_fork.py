@@ -4,6 +4,7 @@ closing or dropping the inherited objects leaves the parent's sessions alone."""
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import hashlib
 import multiprocessing
@@ -176,6 +177,42 @@ def _pool_worker(args: tuple[str, str]) -> str:
             back = vol.pread(len(data), MiB)
         c.remove(path)
     return hashlib.sha256(back).hexdigest()
+
+
+def test_inherited_async_twins_raise_and_close_async_leaves_the_parent_alone(
+    cluster: LocalCluster, name: str
+) -> None:
+    client = curvefs.Client(cluster.conf_path, user="curve")
+    client.create(name, 10 * GiB)
+    vol = client.open(name)
+    vol.pwrite(b"p" * 4096, 0)
+
+    def child() -> str:
+        async def main() -> str:
+            for call, what in (
+                (lambda: vol.pread_async(4096, 0), "Volume"),
+                (lambda: client.stat_async(name), "Client"),
+            ):
+                try:
+                    await call()
+                    return f"an inherited {what}'s async twin worked in the child"
+                except RuntimeError as e:
+                    if "forked" not in str(e) or what not in str(e):
+                        return f"unclear error: {e}"
+            # As their blocking twins: nothing sent, the parent's session untouched.
+            await vol.close_async()
+            await client.close_async()
+            return "ok" if vol.closed else "the volume is not closed in the child"
+
+        return asyncio.run(main())
+
+    assert in_child(child) == "ok"
+    # The parent's volume is still open and its session alive.
+    vol.pwrite(b"q" * 4096, 4096)
+    assert vol.pread(8192, 0) == b"p" * 4096 + b"q" * 4096
+    vol.close()
+    client.remove(name)
+    client.close()
 
 
 def test_a_fork_pool_of_four_workers_each_opening_volumes(cluster: LocalCluster, name: str) -> None:

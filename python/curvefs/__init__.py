@@ -92,7 +92,15 @@ from curvefs._core import (
     debug_build,
     set_runtime_threads,
 )
-from curvefs.client import Client, FileInfo, FileStatus, FileType, Volume, conf_options
+from curvefs.client import (
+    Client,
+    ClientOptions,
+    FileInfo,
+    FileStatus,
+    FileType,
+    Volume,
+    conf_options,
+)
 from curvefs.exceptions import (
     CurveAuthError,
     CurveBadFdError,
@@ -184,6 +192,7 @@ __all__ = [
     "CBDClient",
     "ChangeOwner",
     "Client",
+    "ClientOptions",
     "Close",
     "CloseDir",
     "Create",

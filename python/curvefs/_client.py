@@ -1,21 +1,17 @@
 """``curvefs.CBDClient`` and ``DirInfos_t``: the native client plus the parts of upstream's
 SDK that are plain Python over it.
 
-The native ``curvefs._core.CBDClient`` cannot be subclassed (it is a frozen extension type), so
-``curvefs.CBDClient`` wraps one: every native call is passed through unchanged (same names,
-same arguments, same results), and the wrapper adds upstream's older positional ``Create2``
-and ``OpenDir``/``Listdir(dirinfo)``/``CloseDir``.
+The native ``curvefs._core.CBDClient`` is declared ``frozen, subclass``: ``curvefs.CBDClient``
+derives from it, so every native call is the native method itself, and the subclass adds only
+upstream's older positional ``Create2`` and ``OpenDir``/``Listdir(dirinfo)``/``CloseDir``.
 """
 
 from __future__ import annotations
 
-import os
 from typing import Any, final, overload
 
-from typing_extensions import Buffer
-
 from curvefs import _core
-from curvefs._core import AioContext_t, CreateContext, FileInfo_t, UserInfo_t
+from curvefs._core import CreateContext, FileInfo_t, UserInfo_t
 from curvefs.exceptions import CurveError
 
 __all__ = ["CBDClient", "DirInfos_t"]
@@ -108,30 +104,14 @@ def _create2_positional(
 
 
 @final
-class CBDClient:
+class CBDClient(_core.CBDClient):
     """A client of one Curve cluster; safe to share between threads.
 
-    Upstream's ``CBDClient``, call for call: each method below is the native one
-    (``curvefs._core.CBDClient``), plus upstream's positional ``Create2`` and the
-    ``OpenDir``/``Listdir(dirinfo)``/``CloseDir`` trio."""
+    Upstream's ``CBDClient``, call for call: the native class (``curvefs._core.CBDClient``)
+    plus upstream's positional ``Create2`` and the ``OpenDir``/``Listdir(dirinfo)``/``CloseDir``
+    trio."""
 
-    __slots__ = ("_native",)
-
-    def __init__(self) -> None:
-        self._native = _core.CBDClient()
-
-    def __repr__(self) -> str:
-        return repr(self._native)
-
-    def Init(self, conf_path: str | os.PathLike[str]) -> int:
-        """Reads client.conf (no RPC): 0, or -1 on any failure."""
-        return self._native.Init(conf_path)
-
-    def UnInit(self) -> None:
-        self._native.UnInit()
-
-    def Create(self, filename: str, user: UserInfo_t, size: int) -> int:
-        return self._native.Create(filename, user, size)
+    __slots__ = ()
 
     @overload
     def Create2(self, context: CreateContext) -> int: ...
@@ -143,59 +123,8 @@ class CBDClient:
         """``Create2(context)`` (a ``CreateContext``), or upstream's older
         ``Create2(filename, user, size, stripeUnit, stripeCount)`` (no poolset)."""
         if len(args) + len(kwargs) == 1:
-            return self._native.Create2(*args, **kwargs)
-        return self._native.Create2(_create2_positional(*args, **kwargs))
-
-    def StatFile(self, filename: str, user: UserInfo_t, finfo: FileInfo_t) -> int:
-        return self._native.StatFile(filename, user, finfo)
-
-    def Extend(self, filename: str, user: UserInfo_t, size: int) -> int:
-        return self._native.Extend(filename, user, size)
-
-    def Open(self, filename: str, user: UserInfo_t) -> int:
-        """An fd (>= 0) or a negative code."""
-        return self._native.Open(filename, user)
-
-    def Close(self, fd: int) -> int:
-        return self._native.Close(fd)
-
-    def Read(self, fd: int, buf: object, offset: int, length: int) -> bytes | int:
-        """``length`` bytes, or a negative code. ``buf`` is ignored, as upstream."""
-        return self._native.Read(fd, buf, offset, length)
-
-    def Write(self, fd: int, buf: str | Buffer, offset: int, length: int) -> int:
-        """Writes the first ``length`` bytes of ``buf`` (a str is written as UTF-8): returns
-        ``length`` or a negative code."""
-        return self._native.Write(fd, buf, offset, length)
-
-    def AioRead(self, fd: int, ctx: AioContext_t) -> int:
-        """Starts reading ``ctx.length`` bytes at ``ctx.offset`` into ``ctx.buf``: 0 once
-        submitted; then ``ctx.ret`` is set and ``ctx.cb(ctx)`` called on a curvefs thread."""
-        return self._native.AioRead(fd, ctx)
-
-    def AioWrite(self, fd: int, ctx: AioContext_t) -> int:
-        """Starts writing ``ctx.length`` bytes of ``ctx.buf`` at ``ctx.offset``: 0 once
-        submitted, as ``AioRead``. ``ctx.buf`` is sent as it is, not copied: leave it
-        unchanged until the callback ran."""
-        return self._native.AioWrite(fd, ctx)
-
-    def Unlink(self, filename: str, user: UserInfo_t) -> int:
-        return self._native.Unlink(filename, user)
-
-    def DeleteForce(self, filename: str, user: UserInfo_t) -> int:
-        return self._native.DeleteForce(filename, user)
-
-    def Recover(self, filename: str, user: UserInfo_t, fileId: int = 0) -> int:
-        return self._native.Recover(filename, user, fileId)
-
-    def Rename(self, user: UserInfo_t, oldpath: str, newpath: str) -> int:
-        return self._native.Rename(user, oldpath, newpath)
-
-    def Mkdir(self, dirpath: str, user: UserInfo_t) -> int:
-        return self._native.Mkdir(dirpath, user)
-
-    def Rmdir(self, dirpath: str, user: UserInfo_t) -> int:
-        return self._native.Rmdir(dirpath, user)
+            return super().Create2(*args, **kwargs)
+        return super().Create2(_create2_positional(*args, **kwargs))
 
     def OpenDir(self, dirpath: str, user: UserInfo_t) -> DirInfos_t:
         """A ``DirInfos_t`` for ``Listdir(dirinfo)``; no RPC, as upstream."""
@@ -209,24 +138,13 @@ class CBDClient:
         """``Listdir(dirpath, user)``: the entry names; raises ``CurveError`` on failure.
         ``Listdir(dirinfo)``: fills ``dirinfo.dirsize`` and ``dirinfo.fileinfo``; 0 or a code."""
         if not kwargs and len(args) == 1 and (args[0] is None or isinstance(args[0], DirInfos_t)):
-            return fill_dirinfo(self._native, args[0])
+            return fill_dirinfo(self, args[0])
         if not args and set(kwargs) == {"dirinfo"}:
-            return fill_dirinfo(self._native, kwargs["dirinfo"])
-        return self._native.Listdir(*args, **kwargs)
+            return fill_dirinfo(self, kwargs["dirinfo"])
+        return super().Listdir(*args, **kwargs)
 
     def CloseDir(self, dirinfo: DirInfos_t | None) -> None:
         close_dirinfo(dirinfo)
-
-    def GetClusterId(self) -> str:
-        """The cluster's id, or "" on failure."""
-        return self._native.GetClusterId()
-
-    def ChangeOwner(self, filename: str, newOwner: str, user: UserInfo_t) -> int:
-        return self._native.ChangeOwner(filename, newOwner, user)
-
-    def ListPoolset(self) -> list[str]:
-        """Poolset names; raises ``curvefs.exceptions.CurveError`` on failure."""
-        return self._native.ListPoolset()
 
 
 CBDClient.__module__ = "curvefs"

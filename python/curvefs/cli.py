@@ -67,7 +67,7 @@ ZERO_GRAIN = 64 * KiB
 
 
 class Exit(enum.IntEnum):
-    """The exit status of ``curvefs``, one per kind of failure (README: "The curvefs command")."""
+    """The exit status of ``curvefs``, one per kind of failure (docs/guide/cli.md)."""
 
     OK = 0
     ERROR = 1  # any other Curve error: FAILED (an MDS that does not answer), DISABLEIO, …
@@ -1164,7 +1164,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Volumes of a Curve cluster from the shell.",
         epilog="exit status: "
         + ", ".join(f"{int(e)} {e.name.lower().replace('_', ' ')}" for e in Exit)
-        + " (README: The curvefs command)",
+        + " (docs/guide/cli.md)",
         parents=[_cluster_options(False)],
     )
     common = [_cluster_options(True)]

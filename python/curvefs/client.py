@@ -23,9 +23,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType, TracebackType
-from typing import Any, Protocol, Self, cast
+from typing import Any, Literal, Protocol, Self, TypedDict, cast
 
-from typing_extensions import Buffer
+from typing_extensions import Buffer, Unpack
 
 from curvefs import _core
 from curvefs.metrics import ClientMetrics, IoMetrics, MdsMetrics
@@ -48,7 +48,16 @@ def _view(obj: BufferLike) -> memoryview:
     return memoryview(cast(Buffer, obj))
 
 
-__all__ = ["BufferLike", "Client", "FileInfo", "FileStatus", "FileType", "Volume", "conf_options"]
+__all__ = [
+    "BufferLike",
+    "Client",
+    "ClientOptions",
+    "FileInfo",
+    "FileStatus",
+    "FileType",
+    "Volume",
+    "conf_options",
+]
 
 
 class FileType(enum.IntEnum):
@@ -114,22 +123,28 @@ class FileInfo:
         )
 
 
-def _resolve(fut: asyncio.Future[Any], ok: bool, value: Any) -> None:
-    # Runs on the loop's thread (call_soon_threadsafe); a cancelled await wants nothing.
-    if fut.cancelled():
-        return
-    if ok:
-        fut.set_result(value)
-    else:
-        fut.set_exception(value)
+# One completion queue per event loop: the core queues each ended call there and wakes the
+# loop once for all the calls that ended together (see handles.rs, "asyncio").
+_COMPLETIONS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _core.Completions] = (
+    weakref.WeakKeyDictionary()
+)
 
 
-async def _run_async(start: Callable[[tuple[Any, Any, Any]], _core.TaskHandle]) -> Any:
+def _completions(loop: asyncio.AbstractEventLoop) -> _core.Completions:
+    queue = _COMPLETIONS.get(loop)
+    if queue is None:
+        queue = _core.Completions()
+        loop.add_reader(queue.fileno(), queue.drain)
+        _COMPLETIONS[loop] = queue
+    return queue
+
+
+async def _run_async(start: Callable[[_core._Waiter], _core.TaskHandle]) -> Any:
     """Starts a call on the core's runtime and awaits it. Cancelling the awaiting task
     aborts the call and returns only once the core has let go of everything it held."""
     loop = asyncio.get_running_loop()
     fut: asyncio.Future[Any] = loop.create_future()
-    task = start((loop, fut, _resolve))
+    task = start((_completions(loop), fut))
     try:
         return await fut
     except asyncio.CancelledError:
@@ -137,9 +152,54 @@ async def _run_async(start: Callable[[tuple[Any, Any, Any]], _core.TaskHandle]) 
         raise
 
 
+class ClientOptions(TypedDict, total=False):
+    """The keyword options of :class:`Client`: every ``client.conf`` key the core reads but
+    ``mds.listen.addr``, named like the core's field. The keys, their types and what each
+    means are declared once in the core (``curve_client::conf``); a test checks this type
+    against that declaration, and the docs' key table is generated from it."""
+
+    mds_register_to_mds: bool
+    mds_rpc_timeout_ms: int
+    mds_max_rpc_timeout_ms: int
+    mds_max_retry_ms: int
+    mds_max_failed_times_before_change_mds: int
+    mds_refresh_times_per_lease: int
+    mds_rpc_retry_interval_us: int
+    mds_normal_retry_times_before_trigger_wait: int
+    mds_max_retry_ms_in_io_path: int
+    mds_wait_sleep_ms: int
+    metacache_get_leader_timeout_ms: int
+    metacache_get_leader_retry: int
+    metacache_rpc_retry_interval_us: int
+    chunkserver_op_retry_interval_us: int
+    chunkserver_op_max_retry: int
+    chunkserver_rpc_timeout_ms: int
+    chunkserver_max_retry_sleep_interval_us: int
+    chunkserver_max_rpc_timeout_ms: int
+    chunkserver_max_stable_timeout_times: int
+    chunkserver_check_health_timeout_ms: int
+    chunkserver_server_stable_threshold: int
+    chunkserver_min_retry_times_force_timeout_backoff: int
+    chunkserver_slow_request_threshold_ms: int
+    file_max_in_flight_rpc_num: int
+    file_io_split_max_size_kb: int
+    throttle_enable: bool
+    discard_enable: bool
+    discard_granularity: int
+    discard_task_delay_ms: int
+    closefd_timeout_s: int
+    closefd_time_interval_s: int
+    chunkserver_max_retry_time_ms: int
+    rpc_connect_timeout_ms: int
+    channels_per_chunkserver: int
+    mds_transport: Literal["baidu_std", "grpc"]
+    chunkserver_transport: Literal["baidu_std", "grpc"]
+    max_body_size: int
+
+
 def conf_options() -> dict[str, str]:
     """Every keyword option of :class:`Client` and the ``client.conf`` key it sets."""
-    return dict(_core.ClientHandle.conf_keys())
+    return {field: key for field, key, *_ in _core.ClientHandle.conf_keys()}
 
 
 def _conf_value(name: str, value: object) -> str:
@@ -162,7 +222,8 @@ class Client:
     ``conf_path`` is a ``client.conf`` (Curve's format); ``mds_addrs`` lists MDS
     addresses (``"ip:port"``) instead of or on top of it; every other ``client.conf`` key
     is a keyword argument named like the core's field (``mds_rpc_timeout_ms=1000`` for
-    ``mds.rpcTimeoutMS``; :func:`conf_options` lists them). Unknown keywords raise
+    ``mds.rpcTimeoutMS``; :class:`ClientOptions` types them, :func:`conf_options` lists
+    them). Unknown keywords raise
     ``TypeError``. No RPC is made until the first call. Safe to share between threads;
     pickles by its configuration.
     """
@@ -174,7 +235,7 @@ class Client:
         user: str,
         password: str = "",
         mds_addrs: Sequence[str] | None = None,
-        **options: Any,
+        **options: Unpack[ClientOptions],
     ) -> None:
         keys = conf_options()
         lines = []
@@ -230,6 +291,11 @@ class Client:
         """Closes every volume this client opened; later calls raise ``ValueError``."""
         for vol in list(self._volumes):
             vol.close()
+        self._handle = None
+
+    async def close_async(self) -> None:
+        """The async twin of :meth:`close`: the volumes are closed side by side."""
+        await asyncio.gather(*(vol.close_async() for vol in list(self._volumes)))
         self._handle = None
 
     def create(
@@ -322,10 +388,6 @@ class Client:
 
     # asyncio twins: the same core calls, awaited; no thread per call.
 
-    def _call_async(self, op: str, *args: Any) -> Any:
-        handle = self._h
-        return _run_async(lambda waiter: handle.call_async(op, args, waiter))
-
     async def create_async(
         self,
         path: str,
@@ -335,54 +397,71 @@ class Client:
         stripe_count: int | None = None,
         poolset: str | None = None,
     ) -> None:
-        await self._call_async("create", path, size, stripe_unit or 0, stripe_count or 0, poolset)
+        h = self._h
+        await _run_async(
+            lambda w: h.create_async(path, size, stripe_unit or 0, stripe_count or 0, poolset, w)
+        )
 
     async def stat_async(self, path: str) -> FileInfo:
-        return FileInfo._from_native(await self._call_async("stat", path))
+        h = self._h
+        return FileInfo._from_native(await _run_async(lambda w: h.stat_async(path, w)))
 
     async def extend_async(self, path: str, size: int) -> None:
-        await self._call_async("extend", path, size)
+        h = self._h
+        await _run_async(lambda w: h.extend_async(path, size, w))
 
     async def remove_async(self, path: str) -> None:
-        await self._call_async("remove", path)
+        h = self._h
+        await _run_async(lambda w: h.remove_async(path, w))
 
     async def recover_async(self, path: str, file_id: int = 0) -> None:
-        await self._call_async("recover", path, file_id)
+        h = self._h
+        await _run_async(lambda w: h.recover_async(path, file_id, w))
 
     async def rename_async(self, old: str, new: str) -> None:
-        await self._call_async("rename", old, new)
+        h = self._h
+        await _run_async(lambda w: h.rename_async(old, new, w))
 
     async def mkdir_async(self, path: str) -> None:
-        await self._call_async("mkdir", path)
+        h = self._h
+        await _run_async(lambda w: h.mkdir_async(path, w))
 
     async def rmdir_async(self, path: str) -> None:
-        await self._call_async("remove", path)
+        h = self._h
+        await _run_async(lambda w: h.remove_async(path, w))
 
     async def listdir_async(self, path: str) -> list[str]:
-        names: list[str] = await self._call_async("listdir", path)
+        h = self._h
+        names: list[str] = await _run_async(lambda w: h.listdir_async(path, w))
         return names
 
     async def change_owner_async(self, path: str, new_owner: str) -> None:
-        await self._call_async("change_owner", path, new_owner)
+        h = self._h
+        await _run_async(lambda w: h.change_owner_async(path, new_owner, w))
 
     async def clone_volume_async(
         self, source: str, dest: str, *, owner: str | None = None, poolset: str | None = None
     ) -> None:
-        await self._call_async("clone_volume", source, dest, owner, poolset)
+        h = self._h
+        await _run_async(lambda w: h.clone_volume_async(source, dest, owner, poolset, w))
 
     async def flatten_async(self, path: str) -> None:
-        await self._call_async("flatten", path)
+        h = self._h
+        await _run_async(lambda w: h.flatten_async(path, w))
 
     async def cluster_id_async(self) -> str:
-        cid: str = await self._call_async("cluster_id")
+        h = self._h
+        cid: str = await _run_async(h.cluster_id_async)
         return cid
 
     async def poolsets_async(self) -> list[str]:
-        names: list[str] = await self._call_async("poolsets")
+        h = self._h
+        names: list[str] = await _run_async(h.poolsets_async)
         return names
 
     async def open_async(self, path: str, *, read_only: bool = False) -> Volume:
-        vol = Volume(await self._call_async("open", path), read_only=read_only)
+        h = self._h
+        vol = Volume(await _run_async(lambda w: h.open_async(path, w)), read_only=read_only)
         self._volumes.add(vol)
         return vol
 
@@ -394,7 +473,13 @@ def _rebuild(
     mds_addrs: list[str] | None,
     options: Mapping[str, Any],
 ) -> Client:
-    return Client(conf_path, user=user, password=password, mds_addrs=mds_addrs, **options)
+    return Client(
+        conf_path,
+        user=user,
+        password=password,
+        mds_addrs=mds_addrs,
+        **cast(ClientOptions, options),
+    )
 
 
 class Volume(io.RawIOBase):
@@ -469,6 +554,21 @@ class Volume(io.RawIOBase):
                 self._handle.close()
             finally:
                 super().close()
+
+    async def close_async(self) -> None:
+        """The async twin of :meth:`close`."""
+        if not self.closed:
+            handle = self._handle
+            try:
+                await _run_async(handle.close_async)
+            finally:
+                super().close()
+
+    async def stat_async(self) -> FileInfo:
+        """The async twin of :meth:`stat`."""
+        self._check_open()
+        handle = self._handle
+        return FileInfo._from_native(await _run_async(handle.stat_async))
 
     def tell(self) -> int:
         self._check_open()

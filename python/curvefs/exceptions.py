@@ -52,30 +52,13 @@ __all__ = [
     "from_code",
 ]
 
-# LIBCURVE_ERROR names by positive value: the core's code table (curve-client's
-# SDK_CODES), read from the native module rather than typed out again here.
+# The core's one table of codes (curve-client's SDK_CODES), read from the native module
+# rather than typed out again here: (name, code, message, errno name, class, built-in).
 _NAMES: dict[int, str] = dict(_core.ERROR_NAMES)
 
-# The POSIX errno that best describes each code, so that ``OSError.errno`` stays meaningful
-# to code that only knows built-in exceptions. Codes without a close match get EIO.
+# The POSIX errno of each code (``OSError.errno``); the table says why each is chosen.
 _ERRNOS: dict[int, int] = {
-    1: _errno.EEXIST,
-    4: _errno.EACCES,
-    6: _errno.ENOENT,
-    11: _errno.EOPNOTSUPP,
-    12: _errno.ENOTEMPTY,
-    15: _errno.EBUSY,
-    16: _errno.EINVAL,
-    19: _errno.EINVAL,
-    21: _errno.ENOSPC,
-    22: _errno.EINVAL,
-    23: _errno.EBADF,
-    24: _errno.EFBIG,
-    3: _errno.EIO,
-    5: _errno.EBUSY,
-    14: _errno.ENOENT,
-    25: _errno.ENOENT,
-    31: _errno.ESTALE,
+    code: getattr(_errno, errno) for _, code, _, errno, _, _ in _core.SDK_CODES
 }
 
 
@@ -115,168 +98,145 @@ class CurveError(OSError):
 
 
 class CurveExistsError(CurveError, FileExistsError):
-    """EXISTS (-1): the file or directory already exists."""
+    pass
 
 
 class CurveFailedError(CurveError):
-    """FAILED (-2): the call failed (an unreachable MDS, IO past the end, …)."""
+    pass
 
 
 class CurveDisableIoError(CurveError):
-    """DISABLEIO (-3): IO on this open file is disabled (deleted, replaced, lease lost)."""
+    pass
 
 
 class CurveAuthError(CurveError, PermissionError):
-    """AUTHFAIL (-4): the user is not allowed to do this."""
+    pass
 
 
 class CurveDeletingError(CurveError):
-    """DELETING (-5): the file is being deleted."""
+    pass
 
 
 class CurveNotExistError(CurveError, FileNotFoundError):
-    """NOTEXIST (-6): the file, directory or poolset does not exist."""
+    pass
 
 
 class CurveUnderSnapshotError(CurveError):
-    """UNDER_SNAPSHOT (-7)."""
+    pass
 
 
 class CurveNotUnderSnapshotError(CurveError):
-    """NOT_UNDERSNAPSHOT (-8)."""
+    pass
 
 
 class CurveDeleteError(CurveError):
-    """DELETE_ERROR (-9)."""
+    pass
 
 
 class CurveNotAllocateError(CurveError):
-    """NOT_ALLOCATE (-10): the segment is not allocated."""
+    pass
 
 
 class CurveNotSupportError(CurveError):
-    """NOT_SUPPORT (-11): the operation is not supported on this entry."""
+    pass
 
 
 class CurveNotEmptyError(CurveError):
-    """NOT_EMPTY (-12): the directory is not empty (``errno.ENOTEMPTY``)."""
+    pass
 
 
 class CurveNoShrinkError(CurveError):
-    """NO_SHRINK_BIGGER_FILE (-13): volumes only grow."""
+    pass
 
 
 class CurveSessionNotExistsError(CurveError):
-    """SESSION_NOTEXISTS (-14)."""
+    pass
 
 
 class CurveFileOccupiedError(CurveError):
-    """FILE_OCCUPIED (-15): the file is open by a client (``errno.EBUSY``)."""
+    pass
 
 
 class CurveParamError(CurveError, ValueError):
-    """PARAM_ERROR (-16): an argument was refused."""
+    pass
 
 
 class CurveInternalError(CurveError):
-    """INTERNAL_ERROR (-17)."""
+    pass
 
 
 class CurveCrcError(CurveError):
-    """CRC_ERROR (-18)."""
+    pass
 
 
 class CurveInvalidRequestError(CurveError):
-    """INVALID_REQUEST (-19): a chunkserver cannot run this request."""
+    pass
 
 
 class CurveDiskFailError(CurveError):
-    """DISK_FAIL (-20)."""
+    pass
 
 
 class CurveNoSpaceError(CurveError):
-    """NO_SPACE (-21): the pool is full (``errno.ENOSPC``)."""
+    pass
 
 
 class CurveNotAlignedError(CurveError, ValueError):
-    """NOT_ALIGNED (-22): offset or length is not a multiple of the block size."""
+    pass
 
 
 class CurveBadFdError(CurveError):
-    """BAD_FD (-23): the fd or volume is not open (``errno.EBADF``)."""
+    pass
 
 
 class CurveLengthNotSupportError(CurveError):
-    """LENGTH_NOT_SUPPORT (-24): the file length is out of range or not aligned."""
+    pass
 
 
 class CurveSessionNotExistError(CurveError):
-    """SESSION_NOT_EXIST (-25)."""
+    pass
 
 
 class CurveStatusNotMatchError(CurveError):
-    """STATUS_NOT_MATCH (-26)."""
+    pass
 
 
 class CurveDeleteBeingClonedError(CurveError):
-    """DELETE_BEING_CLONED (-27)."""
+    pass
 
 
 class CurveClientNotSupportSnapshotError(CurveError):
-    """CLIENT_NOT_SUPPORT_SNAPSHOT (-28)."""
+    pass
 
 
 class CurveSnapshotFrozenError(CurveError):
-    """SNAPSTHO_FROZEN (-29)."""
+    pass
 
 
 class CurveRetryUntilSuccessError(CurveError):
-    """RETRY_UNTIL_SUCCESS (-30)."""
+    pass
 
 
 class CurveEpochTooOldError(CurveError):
-    """EPOCH_TOO_OLD (-31): another client fenced this one off the file."""
+    pass
 
 
 class CurveUnknownError(CurveError):
-    """UNKNOWN (-100): an MDS answer without a closer code."""
+    pass
 
 
-# By LIBCURVE_ERROR name; a test checks that every name of the core's table has a class.
-_BY_NAME: dict[str, type[CurveError]] = {
-    "EXISTS": CurveExistsError,
-    "FAILED": CurveFailedError,
-    "DISABLEIO": CurveDisableIoError,
-    "AUTHFAIL": CurveAuthError,
-    "DELETING": CurveDeletingError,
-    "NOTEXIST": CurveNotExistError,
-    "UNDER_SNAPSHOT": CurveUnderSnapshotError,
-    "NOT_UNDERSNAPSHOT": CurveNotUnderSnapshotError,
-    "DELETE_ERROR": CurveDeleteError,
-    "NOT_ALLOCATE": CurveNotAllocateError,
-    "NOT_SUPPORT": CurveNotSupportError,
-    "NOT_EMPTY": CurveNotEmptyError,
-    "NO_SHRINK_BIGGER_FILE": CurveNoShrinkError,
-    "SESSION_NOTEXISTS": CurveSessionNotExistsError,
-    "FILE_OCCUPIED": CurveFileOccupiedError,
-    "PARAM_ERROR": CurveParamError,
-    "INTERNAL_ERROR": CurveInternalError,
-    "CRC_ERROR": CurveCrcError,
-    "INVALID_REQUEST": CurveInvalidRequestError,
-    "DISK_FAIL": CurveDiskFailError,
-    "NO_SPACE": CurveNoSpaceError,
-    "NOT_ALIGNED": CurveNotAlignedError,
-    "BAD_FD": CurveBadFdError,
-    "LENGTH_NOT_SUPPORT": CurveLengthNotSupportError,
-    "SESSION_NOT_EXIST": CurveSessionNotExistError,
-    "STATUS_NOT_MATCH": CurveStatusNotMatchError,
-    "DELETE_BEING_CLONED": CurveDeleteBeingClonedError,
-    "CLIENT_NOT_SUPPORT_SNAPSHOT": CurveClientNotSupportSnapshotError,
-    "SNAPSTHO_FROZEN": CurveSnapshotFrozenError,
-    "RETRY_UNTIL_SUCCESS": CurveRetryUntilSuccessError,
-    "EPOCH_TOO_OLD": CurveEpochTooOldError,
-    "UNKNOWN": CurveUnknownError,
-}
+def _classes_of_the_table() -> dict[str, type[CurveError]]:
+    """The class of each code by its LIBCURVE_ERROR name, with its docstring made from the
+    table; a test checks each class's built-in base against the table's."""
+    by_name: dict[str, type[CurveError]] = {}
+    for name, code, message, _, class_name, _ in _core.SDK_CODES:
+        cls = globals()[class_name]
+        cls.__doc__ = f"{name} (-{code}): {message}."
+        by_name[name] = cls
+    return by_name
+
+
+_BY_NAME = _classes_of_the_table()
 
 
 # Why a call gave up, when the core knows: such an exception is also the built-in of it.

@@ -9,7 +9,7 @@ import os
 from collections.abc import Callable
 from typing import Any, Final, Self, TypeAlias, final
 
-from typing_extensions import Buffer
+from typing_extensions import Buffer, disjoint_base
 
 __all__ = [
     "CURVEINODE_APPENDFILE",
@@ -58,9 +58,11 @@ __all__ = [
     "CURVE_OP_READ",
     "CURVE_OP_WRITE",
     "ERROR_NAMES",
+    "SDK_CODES",
     "AioContext_t",
     "CBDClient",
     "ClientHandle",
+    "Completions",
     "CreateContext",
     "FileInfo_t",
     "NbdServer",
@@ -134,6 +136,9 @@ CURVE_ERROR_UNKNOWN: Final = 100
 
 ERROR_NAMES: Final[dict[int, str]]
 """``LIBCURVE_ERROR`` names by positive code: the core's one table of codes."""
+SDK_CODES: Final[tuple[tuple[str, int, str, str, str, str], ...]]
+"""The core's one table of codes: (name, positive code, message, errno name, exception class,
+built-in base or "") per ``LIBCURVE_ERROR`` code."""
 
 def _set_log_level(level: int) -> None:
     """Sets the core's event filter: events at or above this Python logging level cross
@@ -219,7 +224,8 @@ class AioContext_t:
         cb: Callable[[AioContext_t], object] | None = None,
     ) -> Self: ...
 
-@final
+# Not final: curvefs.CBDClient derives from it (the native class is `frozen, subclass`).
+@disjoint_base
 class CBDClient:
     """A client of one Curve cluster; safe to share between threads."""
 
@@ -324,7 +330,8 @@ def transfer_leader(
     ``OSError`` for other refusals (``addr`` does not lead) or no answer in time."""
 
 _Stat: TypeAlias = tuple[int, int, str, str, int, int, int, int, int, int, int, tuple[str, int]]
-_Waiter: TypeAlias = tuple[object, object, object]
+_Waiter: TypeAlias = tuple[Completions, object]
+"""What an async twin takes last: its loop's completion queue and the future to resolve."""
 
 @final
 class NbdServer:
@@ -380,12 +387,41 @@ class ClientHandle:
         ``curvefs.metrics`` types."""
 
     def open(self, path: str) -> VolumeHandle: ...
-    def call_async(self, op: str, args: tuple[object, ...], waiter: _Waiter) -> TaskHandle:
-        """Starts namespace call ``op`` on the runtime; ``waiter`` is
-        ``(loop, future, resolve)``, and ``resolve(future, ok, value)`` runs on the loop."""
-
+    # The async twins: the same core call as the blocking method of the same name, started
+    # on the runtime; ``waiter``'s future is resolved with its result when it ends.
+    def create_async(
+        self,
+        path: str,
+        size: int,
+        stripe_unit: int,
+        stripe_count: int,
+        poolset: str | None,
+        waiter: _Waiter,
+    ) -> TaskHandle: ...
+    def mkdir_async(self, path: str, waiter: _Waiter) -> TaskHandle: ...
+    def stat_async(self, path: str, waiter: _Waiter) -> TaskHandle: ...
+    def extend_async(self, path: str, size: int, waiter: _Waiter) -> TaskHandle: ...
+    def remove_async(self, path: str, waiter: _Waiter) -> TaskHandle: ...
+    def recover_async(self, path: str, file_id: int, waiter: _Waiter) -> TaskHandle: ...
+    def rename_async(self, old: str, new: str, waiter: _Waiter) -> TaskHandle: ...
+    def listdir_async(self, path: str, waiter: _Waiter) -> TaskHandle: ...
+    def change_owner_async(self, path: str, new_owner: str, waiter: _Waiter) -> TaskHandle: ...
+    def clone_volume_async(
+        self,
+        source: str,
+        dest: str,
+        owner: str | None,
+        poolset: str | None,
+        waiter: _Waiter,
+    ) -> TaskHandle: ...
+    def flatten_async(self, path: str, waiter: _Waiter) -> TaskHandle: ...
+    def cluster_id_async(self, waiter: _Waiter) -> TaskHandle: ...
+    def poolsets_async(self, waiter: _Waiter) -> TaskHandle: ...
+    def open_async(self, path: str, waiter: _Waiter) -> TaskHandle: ...
     @staticmethod
-    def conf_keys() -> list[tuple[str, str]]: ...
+    def conf_keys() -> list[tuple[str, str, str, str, str, bool]]:
+        """Every client.conf key the core reads, from its one declaration: (keyword
+        argument, key, kind, default as client.conf spells it, doc, added by curvefs)."""
 
 @final
 class VolumeHandle:
@@ -405,11 +441,23 @@ class VolumeHandle:
     def close(self) -> None: ...
     def discard(self, offset: int, length: int) -> None: ...
     def write_zeroes(self, offset: int, length: int) -> None: ...
+    def stat_async(self, waiter: _Waiter) -> TaskHandle: ...
+    def close_async(self, waiter: _Waiter) -> TaskHandle: ...
     def discard_async(self, offset: int, length: int, waiter: _Waiter) -> TaskHandle: ...
     def write_zeroes_async(self, offset: int, length: int, waiter: _Waiter) -> TaskHandle: ...
     def pread_async(self, length: int, offset: int, waiter: _Waiter) -> TaskHandle: ...
     def preadinto_async(self, buffer: Buffer, offset: int, waiter: _Waiter) -> TaskHandle: ...
     def pwrite_async(self, data: Buffer, offset: int, waiter: _Waiter) -> TaskHandle: ...
+
+@final
+class Completions:
+    """The completion queue of one event loop: ended calls wait here, and the loop, woken
+    through ``fileno()`` (an eventfd) once for all that ended together, resolves them."""
+
+    def __new__(cls) -> Self: ...
+    def fileno(self) -> int: ...
+    def drain(self) -> None:
+        """Resolves every queued future (on the loop's thread)."""
 
 @final
 class TaskHandle:

@@ -8,252 +8,293 @@
 //! not have. Absent optional keys take upstream's built-in defaults (not the values written
 //! in upstream's sample client.conf where the two differ).
 //!
-//! Keys added by curvefs (all optional):
-//! - `chunkserver.maxRetryTimeMS` (60000): wall time one user IO may spend waiting for a
-//!   lapsed lease to be renewed and retrying its chunk requests before it fails (DISABLEIO
-//!   resp. the last chunk error, FAILED for transport errors). Upstream retries ~forever; a
-//!   Python caller needs an answer. Segment lookups on the MDS have their own budget:
-//! - `mds.maxRetryMsInIOPath` (60000): upstream's key, which upstream does not read; here it
-//!   bounds the IO-path MDS calls (GetOrAllocateSegment, GetChunkServerListInCopySets) that
-//!   upstream retries without limit.
-//! - `global.rpcConnectTimeoutMS` (1000): TCP connect timeout of every channel.
-//! - `global.channelsPerChunkServer` (2): HTTP/2 connections per chunkserver endpoint,
-//!   used round-robin, because one connection's buffer task serialises its requests
-//!   (gRPC only; baidu_std keeps brpc's one connection per endpoint).
-//! - `mds.transport` and `chunkserver.transport` (`baidu_std`): the wire to the MDS and
-//!   to the chunkservers, `baidu_std` (brpc's protocol, what stock Curve servers speak) or
-//!   `grpc` (tonic; chunk IO over it only to curvefs's local chunkservers, see
-//!   `transport::route`). An unchanged upstream client.conf therefore gets baidu_std.
-//! - `global.maxBodySize` (67108864): the largest baidu_std frame body sent or accepted,
-//!   brpc's `max_body_size` default.
+//! Each key is declared once, in the [`client_conf!`] table below (field, type, default,
+//! key, doc); the struct, its `Default`, [`KEYS`], [`CURVEFS_KEYS`], [`CONF_KEYS`],
+//! [`ClientConfig::value`] and [`ClientConfig::parse`] are generated from it, and the Python
+//! `Client(**options)`, its `ClientOptions` type and the docs' key table come from
+//! [`CONF_KEYS`]. Keys curvefs adds to upstream's are declared in their own group.
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::str::FromStr;
 
-use crate::error::{Error, ErrorCode, Result};
+use crate::error::{Error, Result};
 use crate::transport::Protocol;
 
-/// The client settings, typed. Field docs name the `client.conf` key.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ClientConfig {
-    /// `mds.listen.addr`: MDS endpoints `ip:port`, tried in order with failover.
-    pub mds_addrs: Vec<String>,
-    /// `mds.registerToMDS`: send clientIP/clientPort with RefreshSession and CloseFile.
-    pub mds_register_to_mds: bool,
-    /// `mds.rpcTimeoutMS`
-    pub mds_rpc_timeout_ms: u64,
-    /// `mds.maxRPCTimeoutMS`
-    pub mds_max_rpc_timeout_ms: u64,
-    /// `mds.maxRetryMS`: retry budget of metadata calls.
-    pub mds_max_retry_ms: u64,
-    /// `mds.maxFailedTimesBeforeChangeMDS`
-    pub mds_max_failed_times_before_change_mds: u32,
-    /// `mds.refreshTimesPerLease`
-    pub mds_refresh_times_per_lease: u32,
-    /// `mds.rpcRetryIntervalUS`
-    pub mds_rpc_retry_interval_us: u64,
-    /// `mds.normalRetryTimesBeforeTriggerWait`
-    pub mds_normal_retry_times_before_trigger_wait: u32,
-    /// `mds.maxRetryMsInIOPath` (curvefs reads it; see the module doc).
-    pub mds_max_retry_ms_in_io_path: u64,
-    /// `mds.waitSleepMs`
-    pub mds_wait_sleep_ms: u64,
-    /// `metacache.getLeaderTimeOutMS`
-    pub metacache_get_leader_timeout_ms: u64,
-    /// `metacache.getLeaderRetry`
-    pub metacache_get_leader_retry: u32,
-    /// `metacache.rpcRetryIntervalUS`
-    pub metacache_rpc_retry_interval_us: u64,
-    /// `chunkserver.opRetryIntervalUS`
-    pub chunkserver_op_retry_interval_us: u64,
-    /// `chunkserver.opMaxRetry`
-    pub chunkserver_op_max_retry: u64,
-    /// `chunkserver.rpcTimeoutMS`
-    pub chunkserver_rpc_timeout_ms: u64,
-    /// `chunkserver.maxRetrySleepIntervalUS`
-    pub chunkserver_max_retry_sleep_interval_us: u64,
-    /// `chunkserver.maxRPCTimeoutMS`
-    pub chunkserver_max_rpc_timeout_ms: u64,
-    /// `chunkserver.maxStableTimeoutTimes`
-    pub chunkserver_max_stable_timeout_times: u32,
-    /// `chunkserver.checkHealthTimeoutMs`
-    pub chunkserver_check_health_timeout_ms: u64,
-    /// `chunkserver.serverStableThreshold`
-    pub chunkserver_server_stable_threshold: u32,
-    /// `chunkserver.minRetryTimesForceTimeoutBackoff`
-    pub chunkserver_min_retry_times_force_timeout_backoff: u32,
-    /// `chunkserver.slowRequestThresholdMS`
-    pub chunkserver_slow_request_threshold_ms: u64,
-    /// `chunkserver.maxRetryTimeMS` (curvefs; see the module doc).
-    pub chunkserver_max_retry_time_ms: u64,
-    /// `global.fileMaxInFlightRPCNum`: chunk RPCs in flight per open file.
-    pub file_max_in_flight_rpc_num: u32,
-    /// `global.fileIOSplitMaxSizeKB`: largest chunk sub-request, KiB.
-    pub file_io_split_max_size_kb: u32,
-    /// `global.rpcConnectTimeoutMS` (curvefs).
-    pub rpc_connect_timeout_ms: u64,
-    /// `global.channelsPerChunkServer` (curvefs).
-    pub channels_per_chunkserver: u32,
-    /// `throttle.enable` (parsed; client-side QoS is not implemented).
-    pub throttle_enable: bool,
-    /// `mds.transport` (curvefs).
-    pub mds_transport: Protocol,
-    /// `chunkserver.transport` (curvefs).
-    pub chunkserver_transport: Protocol,
-    /// `global.maxBodySize` (curvefs).
-    pub max_body_size: u32,
-    /// `discard.enable`: discard releases whole segments through the MDS.
-    pub discard_enable: bool,
-    /// `discard.granularity` (parsed; discard here zeroes partial ranges at any size).
-    pub discard_granularity: u32,
-    /// `discard.taskDelayMs` (parsed; segments are released at once, see `file.rs`).
-    pub discard_task_delay_ms: u64,
-    /// `closefd.timeout`: seconds a lazy clone's source stays open unused.
-    pub closefd_timeout_s: u64,
-    /// `closefd.timeInterval`: seconds between sweeps for unused clone sources.
-    pub closefd_time_interval_s: u64,
+/// How a value of one type is read from and written to client.conf.
+trait ConfValue: Sized {
+    /// The kind named in [`ConfKey::kind`]: "int", "bool", "transport" or "addresses".
+    const KIND: &'static str;
+    fn read(key: &str, raw: &str) -> Result<Self>;
+    fn write(&self) -> String;
 }
 
-impl Default for ClientConfig {
-    /// Upstream's sample client.conf values for the required keys, built-in defaults for the
-    /// rest; handy for tests and for callers that build a config in code.
-    fn default() -> Self {
-        Self {
-            mds_addrs: vec!["127.0.0.1:6666".to_string()],
-            mds_register_to_mds: true,
-            mds_rpc_timeout_ms: 500,
-            mds_max_rpc_timeout_ms: 2000,
-            mds_max_retry_ms: 8000,
-            mds_max_failed_times_before_change_mds: 5,
-            mds_refresh_times_per_lease: 4,
-            mds_rpc_retry_interval_us: 100_000,
-            mds_normal_retry_times_before_trigger_wait: 3,
-            mds_max_retry_ms_in_io_path: 60_000,
-            mds_wait_sleep_ms: 10_000,
-            metacache_get_leader_timeout_ms: 500,
-            metacache_get_leader_retry: 5,
-            metacache_rpc_retry_interval_us: 100_000,
-            chunkserver_op_retry_interval_us: 100_000,
-            chunkserver_op_max_retry: 2_500_000,
-            chunkserver_rpc_timeout_ms: 1000,
-            chunkserver_max_retry_sleep_interval_us: 64_000_000,
-            chunkserver_max_rpc_timeout_ms: 64_000,
-            chunkserver_max_stable_timeout_times: 10,
-            chunkserver_check_health_timeout_ms: 100,
-            chunkserver_server_stable_threshold: 3,
-            chunkserver_min_retry_times_force_timeout_backoff: 5,
-            chunkserver_slow_request_threshold_ms: 45_000,
-            chunkserver_max_retry_time_ms: 60_000,
-            file_max_in_flight_rpc_num: 128,
-            file_io_split_max_size_kb: 64,
-            rpc_connect_timeout_ms: 1000,
-            channels_per_chunkserver: 2,
-            throttle_enable: false,
-            mds_transport: Protocol::BaiduStd,
-            chunkserver_transport: Protocol::BaiduStd,
-            max_body_size: 64 << 20,
-            discard_enable: false,
-            discard_granularity: 4096,
-            discard_task_delay_ms: 60_000,
-            closefd_timeout_s: 300,
-            closefd_time_interval_s: 600,
+macro_rules! numbers {
+    ($($t:ty),*) => {$(
+        impl ConfValue for $t {
+            const KIND: &'static str = "int";
+            fn read(key: &str, raw: &str) -> Result<Self> {
+                raw.parse().map_err(|_| {
+                    Error::failed(format!("client conf key {key}: {raw:?} is not a valid number"))
+                })
+            }
+            fn write(&self) -> String {
+                self.to_string()
+            }
         }
+    )*};
+}
+numbers!(u32, u64);
+
+impl ConfValue for bool {
+    const KIND: &'static str = "bool";
+    fn read(key: &str, raw: &str) -> Result<Self> {
+        match raw.to_ascii_lowercase().as_str() {
+            "true" | "yes" | "1" => Ok(true),
+            "false" | "no" | "0" => Ok(false),
+            _ => Err(Error::failed(format!(
+                "client conf key {key}: {raw:?} is not a boolean"
+            ))),
+        }
+    }
+    fn write(&self) -> String {
+        if *self { "true" } else { "false" }.to_string()
     }
 }
 
-/// Every key the core reads, with the name of its [`ClientConfig`] field: the Python API
-/// takes these names as keyword arguments (`curvefs.Client(mds_rpc_timeout_ms=1000)`).
-pub const KEYS: &[(&str, &str)] = &[
-    ("mds_addrs", "mds.listen.addr"),
-    ("mds_register_to_mds", "mds.registerToMDS"),
-    ("mds_rpc_timeout_ms", "mds.rpcTimeoutMS"),
-    ("mds_max_rpc_timeout_ms", "mds.maxRPCTimeoutMS"),
-    ("mds_max_retry_ms", "mds.maxRetryMS"),
-    (
-        "mds_max_failed_times_before_change_mds",
-        "mds.maxFailedTimesBeforeChangeMDS",
-    ),
-    ("mds_refresh_times_per_lease", "mds.refreshTimesPerLease"),
-    ("mds_rpc_retry_interval_us", "mds.rpcRetryIntervalUS"),
-    (
-        "mds_normal_retry_times_before_trigger_wait",
-        "mds.normalRetryTimesBeforeTriggerWait",
-    ),
-    ("mds_max_retry_ms_in_io_path", "mds.maxRetryMsInIOPath"),
-    ("mds_wait_sleep_ms", "mds.waitSleepMs"),
-    (
-        "metacache_get_leader_timeout_ms",
-        "metacache.getLeaderTimeOutMS",
-    ),
-    ("metacache_get_leader_retry", "metacache.getLeaderRetry"),
-    (
-        "metacache_rpc_retry_interval_us",
-        "metacache.rpcRetryIntervalUS",
-    ),
-    (
-        "chunkserver_op_retry_interval_us",
-        "chunkserver.opRetryIntervalUS",
-    ),
-    ("chunkserver_op_max_retry", "chunkserver.opMaxRetry"),
-    ("chunkserver_rpc_timeout_ms", "chunkserver.rpcTimeoutMS"),
-    (
-        "chunkserver_max_retry_sleep_interval_us",
-        "chunkserver.maxRetrySleepIntervalUS",
-    ),
-    (
-        "chunkserver_max_rpc_timeout_ms",
-        "chunkserver.maxRPCTimeoutMS",
-    ),
-    (
-        "chunkserver_max_stable_timeout_times",
-        "chunkserver.maxStableTimeoutTimes",
-    ),
-    (
-        "chunkserver_check_health_timeout_ms",
-        "chunkserver.checkHealthTimeoutMs",
-    ),
-    (
-        "chunkserver_server_stable_threshold",
-        "chunkserver.serverStableThreshold",
-    ),
-    (
-        "chunkserver_min_retry_times_force_timeout_backoff",
-        "chunkserver.minRetryTimesForceTimeoutBackoff",
-    ),
-    (
-        "chunkserver_slow_request_threshold_ms",
-        "chunkserver.slowRequestThresholdMS",
-    ),
-    (
-        "chunkserver_max_retry_time_ms",
-        "chunkserver.maxRetryTimeMS",
-    ),
-    ("file_max_in_flight_rpc_num", "global.fileMaxInFlightRPCNum"),
-    ("file_io_split_max_size_kb", "global.fileIOSplitMaxSizeKB"),
-    ("rpc_connect_timeout_ms", "global.rpcConnectTimeoutMS"),
-    ("channels_per_chunkserver", "global.channelsPerChunkServer"),
-    ("throttle_enable", "throttle.enable"),
-    ("mds_transport", "mds.transport"),
-    ("chunkserver_transport", "chunkserver.transport"),
-    ("max_body_size", "global.maxBodySize"),
-    ("discard_enable", "discard.enable"),
-    ("discard_granularity", "discard.granularity"),
-    ("discard_task_delay_ms", "discard.taskDelayMs"),
-    ("closefd_timeout_s", "closefd.timeout"),
-    ("closefd_time_interval_s", "closefd.timeInterval"),
-];
+impl ConfValue for Protocol {
+    const KIND: &'static str = "transport";
+    fn read(key: &str, raw: &str) -> Result<Self> {
+        Protocol::parse(&raw.to_ascii_lowercase()).ok_or_else(|| {
+            Error::failed(format!(
+                "client conf key {key}: {raw:?} is not a transport (baidu_std or grpc)"
+            ))
+        })
+    }
+    fn write(&self) -> String {
+        self.name().to_string()
+    }
+}
 
-/// The keys curvefs adds to upstream's (see the module doc). A conf written for stock
-/// clients too (the local cluster's) leaves them out where they hold their default.
-pub const CURVEFS_KEYS: &[&str] = &[
-    "chunkserver.maxRetryTimeMS",
-    "global.rpcConnectTimeoutMS",
-    "global.channelsPerChunkServer",
-    "mds.transport",
-    "chunkserver.transport",
-    "global.maxBodySize",
-];
+/// `mds.listen.addr`: comma-separated `ip:port`s.
+impl ConfValue for Vec<String> {
+    const KIND: &'static str = "addresses";
+    fn read(key: &str, raw: &str) -> Result<Self> {
+        let addrs: Vec<String> = raw
+            .split(',')
+            .map(str::trim)
+            .filter(|a| !a.is_empty())
+            .map(str::to_string)
+            .collect();
+        if addrs.is_empty() {
+            return Err(Error::failed(format!("client conf key {key} is empty")));
+        }
+        for a in &addrs {
+            if a.parse::<std::net::SocketAddr>().is_err() {
+                return Err(Error::failed(format!(
+                    "client conf key {key}: {a:?} is not ip:port"
+                )));
+            }
+        }
+        Ok(addrs)
+    }
+    fn write(&self) -> String {
+        self.join(",")
+    }
+}
+
+/// One key of [`CONF_KEYS`], as the Python API and the docs show it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConfKey {
+    /// The [`ClientConfig`] field, and `curvefs.Client`'s keyword argument.
+    pub field: &'static str,
+    /// The client.conf key.
+    pub key: &'static str,
+    /// "int", "bool", "transport" (`baidu_std` or `grpc`) or "addresses".
+    pub kind: &'static str,
+    /// The field's doc comment.
+    pub doc: &'static str,
+    /// A key curvefs adds to upstream's.
+    pub curvefs: bool,
+}
+
+/// Declares every key once: `field: type = default, "client.conf key";` with its doc
+/// comment, in two groups (upstream's keys, then curvefs's own).
+macro_rules! client_conf {
+    (
+        upstream { $( $(#[doc = $udoc:literal])+ $ufield:ident: $uty:ty = $udefault:expr, $ukey:literal; )+ }
+        curvefs { $( $(#[doc = $cdoc:literal])+ $cfield:ident: $cty:ty = $cdefault:expr, $ckey:literal; )+ }
+    ) => {
+        /// The client settings, typed. Field docs name the `client.conf` key.
+        #[derive(Debug, Clone, PartialEq, Eq)]
+        pub struct ClientConfig {
+            $( #[doc = concat!("`", $ukey, "`:")] $(#[doc = $udoc])+ pub $ufield: $uty, )+
+            $( #[doc = concat!("`", $ckey, "` (curvefs):")] $(#[doc = $cdoc])+ pub $cfield: $cty, )+
+        }
+
+        impl Default for ClientConfig {
+            /// Upstream's sample client.conf values for the required keys, built-in defaults
+            /// for the rest; handy for tests and for callers that build a config in code.
+            fn default() -> Self {
+                Self {
+                    $( $ufield: $udefault, )+
+                    $( $cfield: $cdefault, )+
+                }
+            }
+        }
+
+        /// Every key the core reads, with the name of its [`ClientConfig`] field: the Python
+        /// API takes these names as keyword arguments (`curvefs.Client(mds_rpc_timeout_ms=1000)`).
+        pub const KEYS: &[(&str, &str)] = &[
+            $( (stringify!($ufield), $ukey), )+
+            $( (stringify!($cfield), $ckey), )+
+        ];
+
+        /// The keys curvefs adds to upstream's. A conf written for stock clients too (the
+        /// local cluster's) leaves them out where they hold their default.
+        pub const CURVEFS_KEYS: &[&str] = &[ $( $ckey, )+ ];
+
+        /// Every key with its kind and doc: what the Python API and the docs' table show.
+        pub const CONF_KEYS: &[ConfKey] = &[
+            $( ConfKey {
+                field: stringify!($ufield),
+                key: $ukey,
+                kind: <$uty as ConfValue>::KIND,
+                doc: concat!($($udoc),+),
+                curvefs: false,
+            }, )+
+            $( ConfKey {
+                field: stringify!($cfield),
+                key: $ckey,
+                kind: <$cty as ConfValue>::KIND,
+                doc: concat!($($cdoc),+),
+                curvefs: true,
+            }, )+
+        ];
+
+        impl ClientConfig {
+            /// The value of `key` (one of [`KEYS`]) as client.conf spells it, so that
+            /// [`parse`] reads the same value back; `None` for any other key.
+            ///
+            /// [`parse`]: ClientConfig::parse
+            pub fn value(&self, key: &str) -> Option<String> {
+                match key {
+                    $( $ukey => Some(self.$ufield.write()), )+
+                    $( $ckey => Some(self.$cfield.write()), )+
+                    _ => None,
+                }
+            }
+
+            /// Every key from `kv`, the absent ones at their default.
+            fn read(kv: &HashMap<String, String>) -> Result<Self> {
+                fn get<T: ConfValue>(
+                    kv: &HashMap<String, String>,
+                    key: &str,
+                    default: T,
+                ) -> Result<T> {
+                    kv.get(key).map_or(Ok(default), |raw| T::read(key, raw))
+                }
+                let d = Self::default();
+                Ok(Self {
+                    $( $ufield: get(kv, $ukey, d.$ufield)?, )+
+                    $( $cfield: get(kv, $ckey, d.$cfield)?, )+
+                })
+            }
+        }
+    };
+}
+
+client_conf! {
+    upstream {
+        /// MDS endpoints `ip:port`, comma-separated, tried in order with failover.
+        mds_addrs: Vec<String> = vec!["127.0.0.1:6666".to_string()], "mds.listen.addr";
+        /// Send clientIP/clientPort with RefreshSession and CloseFile.
+        mds_register_to_mds: bool = true, "mds.registerToMDS";
+        /// First timeout of an MDS call, ms.
+        mds_rpc_timeout_ms: u64 = 500, "mds.rpcTimeoutMS";
+        /// Largest timeout of an MDS call as it backs off, ms.
+        mds_max_rpc_timeout_ms: u64 = 2000, "mds.maxRPCTimeoutMS";
+        /// Retry budget of a metadata call, ms.
+        mds_max_retry_ms: u64 = 8000, "mds.maxRetryMS";
+        /// Failed calls to one MDS before the client tries the next.
+        mds_max_failed_times_before_change_mds: u32 = 5, "mds.maxFailedTimesBeforeChangeMDS";
+        /// RefreshSession calls per lease.
+        mds_refresh_times_per_lease: u32 = 4, "mds.refreshTimesPerLease";
+        /// Pause between MDS retries, µs.
+        mds_rpc_retry_interval_us: u64 = 100_000, "mds.rpcRetryIntervalUS";
+        /// Quick retries before the client waits `mds.waitSleepMs`.
+        mds_normal_retry_times_before_trigger_wait: u32 = 3, "mds.normalRetryTimesBeforeTriggerWait";
+        /// Budget of the IO path's MDS calls (GetOrAllocateSegment,
+        /// GetChunkServerListInCopySets), ms; upstream declares it but retries those calls
+        /// without limit.
+        mds_max_retry_ms_in_io_path: u64 = 60_000, "mds.maxRetryMsInIOPath";
+        /// Wait after the quick retries, ms.
+        mds_wait_sleep_ms: u64 = 10_000, "mds.waitSleepMs";
+        /// Timeout of a GetLeader call, ms.
+        metacache_get_leader_timeout_ms: u64 = 500, "metacache.getLeaderTimeOutMS";
+        /// GetLeader attempts before a leader lookup fails.
+        metacache_get_leader_retry: u32 = 5, "metacache.getLeaderRetry";
+        /// Pause between leader lookups, µs.
+        metacache_rpc_retry_interval_us: u64 = 100_000, "metacache.rpcRetryIntervalUS";
+        /// Pause between chunk request retries, µs.
+        chunkserver_op_retry_interval_us: u64 = 100_000, "chunkserver.opRetryIntervalUS";
+        /// Attempts of one chunk request.
+        chunkserver_op_max_retry: u64 = 2_500_000, "chunkserver.opMaxRetry";
+        /// First timeout of a chunk request, ms.
+        chunkserver_rpc_timeout_ms: u64 = 1000, "chunkserver.rpcTimeoutMS";
+        /// Largest pause between chunk request retries as they back off, µs.
+        chunkserver_max_retry_sleep_interval_us: u64 = 64_000_000, "chunkserver.maxRetrySleepIntervalUS";
+        /// Largest timeout of a chunk request as it backs off, ms.
+        chunkserver_max_rpc_timeout_ms: u64 = 64_000, "chunkserver.maxRPCTimeoutMS";
+        /// Timeouts in a row before a chunkserver is checked for health.
+        chunkserver_max_stable_timeout_times: u32 = 10, "chunkserver.maxStableTimeoutTimes";
+        /// Timeout of that health check, ms.
+        chunkserver_check_health_timeout_ms: u64 = 100, "chunkserver.checkHealthTimeoutMs";
+        /// Unstable chunkservers of a server before the whole server counts as unstable.
+        chunkserver_server_stable_threshold: u32 = 3, "chunkserver.serverStableThreshold";
+        /// Retries after which a timeout backs off even without an overload answer.
+        chunkserver_min_retry_times_force_timeout_backoff: u32 = 5, "chunkserver.minRetryTimesForceTimeoutBackoff";
+        /// A chunk request slower than this is logged as slow, ms.
+        chunkserver_slow_request_threshold_ms: u64 = 45_000, "chunkserver.slowRequestThresholdMS";
+        /// Chunk RPCs in flight per open file.
+        file_max_in_flight_rpc_num: u32 = 128, "global.fileMaxInFlightRPCNum";
+        /// Largest chunk sub-request, KiB.
+        file_io_split_max_size_kb: u32 = 64, "global.fileIOSplitMaxSizeKB";
+        /// Client-side QoS (parsed; not implemented).
+        throttle_enable: bool = false, "throttle.enable";
+        /// Discard releases whole segments through the MDS.
+        discard_enable: bool = false, "discard.enable";
+        /// Discard granularity (parsed; discard here zeroes partial ranges at any size).
+        discard_granularity: u32 = 4096, "discard.granularity";
+        /// Delay before a discarded segment is released (parsed; segments are released at
+        /// once, see `file.rs`), ms.
+        discard_task_delay_ms: u64 = 60_000, "discard.taskDelayMs";
+        /// Seconds a lazy clone's source stays open unused.
+        closefd_timeout_s: u64 = 300, "closefd.timeout";
+        /// Seconds between sweeps for unused clone sources.
+        closefd_time_interval_s: u64 = 600, "closefd.timeInterval";
+    }
+    curvefs {
+        /// Wall time one user IO may spend waiting for a lapsed lease to be renewed and
+        /// retrying its chunk requests before it fails (DISABLEIO, or the last chunk error,
+        /// FAILED for transport errors), ms. Upstream retries about forever; a Python caller
+        /// needs an answer.
+        chunkserver_max_retry_time_ms: u64 = 60_000, "chunkserver.maxRetryTimeMS";
+        /// TCP connect timeout of every channel, ms.
+        rpc_connect_timeout_ms: u64 = 1000, "global.rpcConnectTimeoutMS";
+        /// HTTP/2 connections per chunkserver, used round-robin, because one connection's
+        /// buffer task serialises its requests (gRPC only; baidu_std keeps brpc's one
+        /// connection per chunkserver).
+        channels_per_chunkserver: u32 = 2, "global.channelsPerChunkServer";
+        /// The wire to the MDS: `baidu_std` (brpc's protocol, what stock Curve servers
+        /// speak) or `grpc` (a stock MDS answers both on its port).
+        mds_transport: Protocol = Protocol::BaiduStd, "mds.transport";
+        /// The wire to the chunkservers: `baidu_std` or `grpc`; `grpc` carries chunk IO only
+        /// to curvefs's local chunkservers (see `transport::route`).
+        chunkserver_transport: Protocol = Protocol::BaiduStd, "chunkserver.transport";
+        /// The largest baidu_std frame body sent or accepted (brpc's `max_body_size`), bytes.
+        max_body_size: u32 = 64 << 20, "global.maxBodySize";
+    }
+}
 
 /// The one key a conf must have. Upstream's Init also refuses a conf that lacks any of
 /// the keys its sample marks required; here every other key falls back to upstream's
@@ -268,71 +309,6 @@ impl ClientConfig {
         Self::parse(&text)
     }
 
-    /// The value of `key` (one of [`KEYS`]) as client.conf spells it, so that [`parse`]
-    /// reads the same value back; `None` for any other key.
-    ///
-    /// [`parse`]: ClientConfig::parse
-    pub fn value(&self, key: &str) -> Option<String> {
-        let b = |v: bool| if v { "true" } else { "false" }.to_string();
-        Some(match key {
-            "mds.listen.addr" => self.mds_addrs.join(","),
-            "mds.registerToMDS" => b(self.mds_register_to_mds),
-            "mds.rpcTimeoutMS" => self.mds_rpc_timeout_ms.to_string(),
-            "mds.maxRPCTimeoutMS" => self.mds_max_rpc_timeout_ms.to_string(),
-            "mds.maxRetryMS" => self.mds_max_retry_ms.to_string(),
-            "mds.maxFailedTimesBeforeChangeMDS" => {
-                self.mds_max_failed_times_before_change_mds.to_string()
-            }
-            "mds.refreshTimesPerLease" => self.mds_refresh_times_per_lease.to_string(),
-            "mds.rpcRetryIntervalUS" => self.mds_rpc_retry_interval_us.to_string(),
-            "mds.normalRetryTimesBeforeTriggerWait" => {
-                self.mds_normal_retry_times_before_trigger_wait.to_string()
-            }
-            "mds.maxRetryMsInIOPath" => self.mds_max_retry_ms_in_io_path.to_string(),
-            "mds.waitSleepMs" => self.mds_wait_sleep_ms.to_string(),
-            "metacache.getLeaderTimeOutMS" => self.metacache_get_leader_timeout_ms.to_string(),
-            "metacache.getLeaderRetry" => self.metacache_get_leader_retry.to_string(),
-            "metacache.rpcRetryIntervalUS" => self.metacache_rpc_retry_interval_us.to_string(),
-            "chunkserver.opRetryIntervalUS" => self.chunkserver_op_retry_interval_us.to_string(),
-            "chunkserver.opMaxRetry" => self.chunkserver_op_max_retry.to_string(),
-            "chunkserver.rpcTimeoutMS" => self.chunkserver_rpc_timeout_ms.to_string(),
-            "chunkserver.maxRetrySleepIntervalUS" => {
-                self.chunkserver_max_retry_sleep_interval_us.to_string()
-            }
-            "chunkserver.maxRPCTimeoutMS" => self.chunkserver_max_rpc_timeout_ms.to_string(),
-            "chunkserver.maxStableTimeoutTimes" => {
-                self.chunkserver_max_stable_timeout_times.to_string()
-            }
-            "chunkserver.checkHealthTimeoutMs" => {
-                self.chunkserver_check_health_timeout_ms.to_string()
-            }
-            "chunkserver.serverStableThreshold" => {
-                self.chunkserver_server_stable_threshold.to_string()
-            }
-            "chunkserver.minRetryTimesForceTimeoutBackoff" => self
-                .chunkserver_min_retry_times_force_timeout_backoff
-                .to_string(),
-            "chunkserver.slowRequestThresholdMS" => {
-                self.chunkserver_slow_request_threshold_ms.to_string()
-            }
-            "chunkserver.maxRetryTimeMS" => self.chunkserver_max_retry_time_ms.to_string(),
-            "global.fileMaxInFlightRPCNum" => self.file_max_in_flight_rpc_num.to_string(),
-            "global.fileIOSplitMaxSizeKB" => self.file_io_split_max_size_kb.to_string(),
-            "global.rpcConnectTimeoutMS" => self.rpc_connect_timeout_ms.to_string(),
-            "global.channelsPerChunkServer" => self.channels_per_chunkserver.to_string(),
-            "throttle.enable" => b(self.throttle_enable),
-            "mds.transport" => self.mds_transport.name().to_string(),
-            "chunkserver.transport" => self.chunkserver_transport.name().to_string(),
-            "global.maxBodySize" => self.max_body_size.to_string(),
-            "discard.enable" => b(self.discard_enable),
-            "discard.granularity" => self.discard_granularity.to_string(),
-            "discard.taskDelayMs" => self.discard_task_delay_ms.to_string(),
-            "closefd.timeout" => self.closefd_timeout_s.to_string(),
-            "closefd.timeInterval" => self.closefd_time_interval_s.to_string(),
-            _ => return None,
-        })
-    }
-
     pub fn parse(text: &str) -> Result<Self> {
         let kv = parse_pairs(text);
         if let Some(missing) = REQUIRED_KEYS.iter().find(|k| !kv.contains_key(**k)) {
@@ -340,97 +316,7 @@ impl ClientConfig {
                 "client conf lacks required key {missing}"
             )));
         }
-        let d = Self::default();
-        let r = Reader { kv: &kv };
-        let conf = Self {
-            mds_addrs: parse_addrs(r.raw("mds.listen.addr").unwrap_or_default())?,
-            mds_register_to_mds: r.boolean("mds.registerToMDS", d.mds_register_to_mds)?,
-            mds_rpc_timeout_ms: r.num("mds.rpcTimeoutMS", d.mds_rpc_timeout_ms)?,
-            mds_max_rpc_timeout_ms: r.num("mds.maxRPCTimeoutMS", d.mds_max_rpc_timeout_ms)?,
-            mds_max_retry_ms: r.num("mds.maxRetryMS", d.mds_max_retry_ms)?,
-            mds_max_failed_times_before_change_mds: r.num(
-                "mds.maxFailedTimesBeforeChangeMDS",
-                d.mds_max_failed_times_before_change_mds,
-            )?,
-            mds_refresh_times_per_lease: r
-                .num("mds.refreshTimesPerLease", d.mds_refresh_times_per_lease)?,
-            mds_rpc_retry_interval_us: r
-                .num("mds.rpcRetryIntervalUS", d.mds_rpc_retry_interval_us)?,
-            mds_normal_retry_times_before_trigger_wait: r.num(
-                "mds.normalRetryTimesBeforeTriggerWait",
-                d.mds_normal_retry_times_before_trigger_wait,
-            )?,
-            mds_max_retry_ms_in_io_path: r
-                .num("mds.maxRetryMsInIOPath", d.mds_max_retry_ms_in_io_path)?,
-            mds_wait_sleep_ms: r.num("mds.waitSleepMs", d.mds_wait_sleep_ms)?,
-            metacache_get_leader_timeout_ms: r.num(
-                "metacache.getLeaderTimeOutMS",
-                d.metacache_get_leader_timeout_ms,
-            )?,
-            metacache_get_leader_retry: r
-                .num("metacache.getLeaderRetry", d.metacache_get_leader_retry)?,
-            metacache_rpc_retry_interval_us: r.num(
-                "metacache.rpcRetryIntervalUS",
-                d.metacache_rpc_retry_interval_us,
-            )?,
-            chunkserver_op_retry_interval_us: r.num(
-                "chunkserver.opRetryIntervalUS",
-                d.chunkserver_op_retry_interval_us,
-            )?,
-            chunkserver_op_max_retry: r
-                .num("chunkserver.opMaxRetry", d.chunkserver_op_max_retry)?,
-            chunkserver_rpc_timeout_ms: r
-                .num("chunkserver.rpcTimeoutMS", d.chunkserver_rpc_timeout_ms)?,
-            chunkserver_max_retry_sleep_interval_us: r.num(
-                "chunkserver.maxRetrySleepIntervalUS",
-                d.chunkserver_max_retry_sleep_interval_us,
-            )?,
-            chunkserver_max_rpc_timeout_ms: r.num(
-                "chunkserver.maxRPCTimeoutMS",
-                d.chunkserver_max_rpc_timeout_ms,
-            )?,
-            chunkserver_max_stable_timeout_times: r.num(
-                "chunkserver.maxStableTimeoutTimes",
-                d.chunkserver_max_stable_timeout_times,
-            )?,
-            chunkserver_check_health_timeout_ms: r.num(
-                "chunkserver.checkHealthTimeoutMs",
-                d.chunkserver_check_health_timeout_ms,
-            )?,
-            chunkserver_server_stable_threshold: r.num(
-                "chunkserver.serverStableThreshold",
-                d.chunkserver_server_stable_threshold,
-            )?,
-            chunkserver_min_retry_times_force_timeout_backoff: r.num(
-                "chunkserver.minRetryTimesForceTimeoutBackoff",
-                d.chunkserver_min_retry_times_force_timeout_backoff,
-            )?,
-            chunkserver_slow_request_threshold_ms: r.num(
-                "chunkserver.slowRequestThresholdMS",
-                d.chunkserver_slow_request_threshold_ms,
-            )?,
-            chunkserver_max_retry_time_ms: r.num(
-                "chunkserver.maxRetryTimeMS",
-                d.chunkserver_max_retry_time_ms,
-            )?,
-            file_max_in_flight_rpc_num: r
-                .num("global.fileMaxInFlightRPCNum", d.file_max_in_flight_rpc_num)?,
-            file_io_split_max_size_kb: r
-                .num("global.fileIOSplitMaxSizeKB", d.file_io_split_max_size_kb)?,
-            rpc_connect_timeout_ms: r
-                .num("global.rpcConnectTimeoutMS", d.rpc_connect_timeout_ms)?,
-            channels_per_chunkserver: r
-                .num("global.channelsPerChunkServer", d.channels_per_chunkserver)?,
-            throttle_enable: r.boolean("throttle.enable", d.throttle_enable)?,
-            mds_transport: r.protocol("mds.transport", d.mds_transport)?,
-            chunkserver_transport: r.protocol("chunkserver.transport", d.chunkserver_transport)?,
-            max_body_size: r.num("global.maxBodySize", d.max_body_size)?,
-            discard_enable: r.boolean("discard.enable", d.discard_enable)?,
-            discard_granularity: r.num("discard.granularity", d.discard_granularity)?,
-            discard_task_delay_ms: r.num("discard.taskDelayMs", d.discard_task_delay_ms)?,
-            closefd_timeout_s: r.num("closefd.timeout", d.closefd_timeout_s)?,
-            closefd_time_interval_s: r.num("closefd.timeInterval", d.closefd_time_interval_s)?,
-        };
+        let conf = Self::read(&kv)?;
         conf.validate()?;
         Ok(conf)
     }
@@ -502,76 +388,21 @@ fn parse_pairs(text: &str) -> HashMap<String, String> {
     kv
 }
 
-fn parse_addrs(raw: &str) -> Result<Vec<String>> {
-    let addrs: Vec<String> = raw
-        .split(',')
-        .map(str::trim)
-        .filter(|a| !a.is_empty())
-        .map(str::to_string)
-        .collect();
-    if addrs.is_empty() {
-        return Err(Error::failed("client conf key mds.listen.addr is empty"));
-    }
-    for a in &addrs {
-        if a.parse::<std::net::SocketAddr>().is_err() {
-            return Err(Error::failed(format!(
-                "client conf key mds.listen.addr: {a:?} is not ip:port"
-            )));
-        }
-    }
-    Ok(addrs)
-}
-
-struct Reader<'a> {
-    kv: &'a HashMap<String, String>,
-}
-
-impl Reader<'_> {
-    fn raw(&self, key: &str) -> Option<&str> {
-        self.kv.get(key).map(String::as_str)
-    }
-
-    fn num<T: FromStr>(&self, key: &str, default: T) -> Result<T> {
-        match self.raw(key) {
-            None => Ok(default),
-            Some(v) => v.parse().map_err(|_| {
-                Error::new(
-                    ErrorCode::Failed,
-                    format!("client conf key {key}: {v:?} is not a valid number"),
-                )
-            }),
-        }
-    }
-
-    fn boolean(&self, key: &str, default: bool) -> Result<bool> {
-        match self.raw(key) {
-            None => Ok(default),
-            Some(v) => match v.to_ascii_lowercase().as_str() {
-                "true" | "yes" | "1" => Ok(true),
-                "false" | "no" | "0" => Ok(false),
-                _ => Err(Error::failed(format!(
-                    "client conf key {key}: {v:?} is not a boolean"
-                ))),
-            },
-        }
-    }
-
-    fn protocol(&self, key: &str, default: Protocol) -> Result<Protocol> {
-        match self.raw(key) {
-            None => Ok(default),
-            Some(v) => Protocol::parse(&v.to_ascii_lowercase()).ok_or_else(|| {
-                Error::failed(format!(
-                    "client conf key {key}: {v:?} is not a transport (baidu_std or grpc)"
-                ))
-            }),
-        }
-    }
-}
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use crate::error::ErrorCode;
+
+    #[test]
+    fn the_declaration_gives_every_key_a_kind_and_a_doc() {
+        assert_eq!(CONF_KEYS.len(), KEYS.len());
+        for (row, (field, key)) in CONF_KEYS.iter().zip(KEYS) {
+            assert_eq!((row.field, row.key), (*field, *key));
+            assert!(!row.doc.trim().is_empty(), "{key}");
+            assert_eq!(row.curvefs, CURVEFS_KEYS.contains(key), "{key}");
+        }
+    }
 
     fn minimal(extra: &str) -> String {
         let mut s = String::new();

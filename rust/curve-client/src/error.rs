@@ -43,45 +43,289 @@ pub enum ErrorCode {
     Unknown = 100,
 }
 
-/// Every code with upstream's `LIBCURVE_ERROR` name (its spelling, SNAPSTHO_FROZEN
-/// included): the one table the binding's `CURVE_ERROR_*` constants, its `ERROR_NAMES` and
-/// the Python exception classes are checked against.
-pub const SDK_CODES: &[(ErrorCode, &str)] = &[
-    (ErrorCode::Exists, "EXISTS"),
-    (ErrorCode::Failed, "FAILED"),
-    (ErrorCode::DisableIo, "DISABLEIO"),
-    (ErrorCode::AuthFail, "AUTHFAIL"),
-    (ErrorCode::Deleting, "DELETING"),
-    (ErrorCode::NotExist, "NOTEXIST"),
-    (ErrorCode::UnderSnapshot, "UNDER_SNAPSHOT"),
-    (ErrorCode::NotUnderSnapshot, "NOT_UNDERSNAPSHOT"),
-    (ErrorCode::DeleteError, "DELETE_ERROR"),
-    (ErrorCode::NotAllocate, "NOT_ALLOCATE"),
-    (ErrorCode::NotSupport, "NOT_SUPPORT"),
-    (ErrorCode::NotEmpty, "NOT_EMPTY"),
-    (ErrorCode::NoShrinkBiggerFile, "NO_SHRINK_BIGGER_FILE"),
-    (ErrorCode::SessionNotExists, "SESSION_NOTEXISTS"),
-    (ErrorCode::FileOccupied, "FILE_OCCUPIED"),
-    (ErrorCode::ParamError, "PARAM_ERROR"),
-    (ErrorCode::InternalError, "INTERNAL_ERROR"),
-    (ErrorCode::CrcError, "CRC_ERROR"),
-    (ErrorCode::InvalidRequest, "INVALID_REQUEST"),
-    (ErrorCode::DiskFail, "DISK_FAIL"),
-    (ErrorCode::NoSpace, "NO_SPACE"),
-    (ErrorCode::NotAligned, "NOT_ALIGNED"),
-    (ErrorCode::BadFd, "BAD_FD"),
-    (ErrorCode::LengthNotSupport, "LENGTH_NOT_SUPPORT"),
-    (ErrorCode::SessionNotExist, "SESSION_NOT_EXIST"),
-    (ErrorCode::StatusNotMatch, "STATUS_NOT_MATCH"),
-    (ErrorCode::DeleteBeingCloned, "DELETE_BEING_CLONED"),
-    (
-        ErrorCode::ClientNotSupportSnapshot,
-        "CLIENT_NOT_SUPPORT_SNAPSHOT",
-    ),
-    (ErrorCode::SnapshotFrozen, "SNAPSTHO_FROZEN"),
-    (ErrorCode::RetryUntilSuccess, "RETRY_UNTIL_SUCCESS"),
-    (ErrorCode::EpochTooOld, "EPOCH_TOO_OLD"),
-    (ErrorCode::Unknown, "UNKNOWN"),
+/// One row of [`SDK_CODES`]: everything the SDK and the Python layer say about a code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SdkCode {
+    pub code: ErrorCode,
+    /// Upstream's `LIBCURVE_ERROR` name, its spelling (SNAPSTHO_FROZEN included).
+    pub name: &'static str,
+    /// What the code means, in a few words: the exception's docstring and the docs' table.
+    pub message: &'static str,
+    /// The POSIX errno (its symbolic name) a Python exception of this code carries, so
+    /// `OSError.errno` stays meaningful to code that knows only built-in exceptions.
+    pub errno: &'static str,
+    /// The class of `curvefs.exceptions` raised for it.
+    pub class: &'static str,
+    /// The built-in exception that class also derives from ("" for none).
+    pub builtin: &'static str,
+}
+
+/// Every `LIBCURVE_ERROR` code: the one table of them. The binding's `CURVE_ERROR_*`
+/// constants and `SDK_CODES`, `curvefs.exceptions`' classes and errno map, the stub's
+/// constants and the docs' table are generated from it or checked against it by a test.
+///
+/// Errnos follow what upstream's name means, not how often a code is seen: DELETING
+/// (upstream: "volume is deleting state") is EBUSY, a volume in a transition that refuses the
+/// call; SESSION_NOTEXISTS and SESSION_NOT_EXIST (no session at the MDS for the client's
+/// open of the file) are ESTALE, as EPOCH_TOO_OLD: the file exists, the handle on it is stale,
+/// so ENOENT would tell errno-reading code a file is missing that is not.
+pub const SDK_CODES: &[SdkCode] = &[
+    SdkCode {
+        code: ErrorCode::Exists,
+        name: "EXISTS",
+        message: "the file or directory already exists",
+        errno: "EEXIST",
+        class: "CurveExistsError",
+        builtin: "FileExistsError",
+    },
+    SdkCode {
+        code: ErrorCode::Failed,
+        name: "FAILED",
+        message: "the call failed (an unreachable MDS, IO past the end, …)",
+        errno: "EIO",
+        class: "CurveFailedError",
+        builtin: "",
+    },
+    SdkCode {
+        code: ErrorCode::DisableIo,
+        name: "DISABLEIO",
+        message: "IO on this open file is disabled (deleted, replaced, lease lost)",
+        errno: "EIO",
+        class: "CurveDisableIoError",
+        builtin: "",
+    },
+    SdkCode {
+        code: ErrorCode::AuthFail,
+        name: "AUTHFAIL",
+        message: "the user is not allowed to do this",
+        errno: "EACCES",
+        class: "CurveAuthError",
+        builtin: "PermissionError",
+    },
+    SdkCode {
+        code: ErrorCode::Deleting,
+        name: "DELETING",
+        message: "the volume is being deleted",
+        errno: "EBUSY",
+        class: "CurveDeletingError",
+        builtin: "",
+    },
+    SdkCode {
+        code: ErrorCode::NotExist,
+        name: "NOTEXIST",
+        message: "the file, directory or poolset does not exist",
+        errno: "ENOENT",
+        class: "CurveNotExistError",
+        builtin: "FileNotFoundError",
+    },
+    SdkCode {
+        code: ErrorCode::UnderSnapshot,
+        name: "UNDER_SNAPSHOT",
+        message: "the file has a snapshot",
+        errno: "EIO",
+        class: "CurveUnderSnapshotError",
+        builtin: "",
+    },
+    SdkCode {
+        code: ErrorCode::NotUnderSnapshot,
+        name: "NOT_UNDERSNAPSHOT",
+        message: "the file has no snapshot",
+        errno: "EIO",
+        class: "CurveNotUnderSnapshotError",
+        builtin: "",
+    },
+    SdkCode {
+        code: ErrorCode::DeleteError,
+        name: "DELETE_ERROR",
+        message: "deleting the snapshot failed",
+        errno: "EIO",
+        class: "CurveDeleteError",
+        builtin: "",
+    },
+    SdkCode {
+        code: ErrorCode::NotAllocate,
+        name: "NOT_ALLOCATE",
+        message: "the segment is not allocated",
+        errno: "EIO",
+        class: "CurveNotAllocateError",
+        builtin: "",
+    },
+    SdkCode {
+        code: ErrorCode::NotSupport,
+        name: "NOT_SUPPORT",
+        message: "the operation is not supported on this entry",
+        errno: "EOPNOTSUPP",
+        class: "CurveNotSupportError",
+        builtin: "",
+    },
+    SdkCode {
+        code: ErrorCode::NotEmpty,
+        name: "NOT_EMPTY",
+        message: "the directory is not empty",
+        errno: "ENOTEMPTY",
+        class: "CurveNotEmptyError",
+        builtin: "",
+    },
+    SdkCode {
+        code: ErrorCode::NoShrinkBiggerFile,
+        name: "NO_SHRINK_BIGGER_FILE",
+        message: "volumes only grow",
+        errno: "EIO",
+        class: "CurveNoShrinkError",
+        builtin: "",
+    },
+    SdkCode {
+        code: ErrorCode::SessionNotExists,
+        name: "SESSION_NOTEXISTS",
+        message: "the MDS holds no session for this open file",
+        errno: "ESTALE",
+        class: "CurveSessionNotExistsError",
+        builtin: "",
+    },
+    SdkCode {
+        code: ErrorCode::FileOccupied,
+        name: "FILE_OCCUPIED",
+        message: "the file is open by a client",
+        errno: "EBUSY",
+        class: "CurveFileOccupiedError",
+        builtin: "",
+    },
+    SdkCode {
+        code: ErrorCode::ParamError,
+        name: "PARAM_ERROR",
+        message: "an argument was refused",
+        errno: "EINVAL",
+        class: "CurveParamError",
+        builtin: "ValueError",
+    },
+    SdkCode {
+        code: ErrorCode::InternalError,
+        name: "INTERNAL_ERROR",
+        message: "the server failed internally",
+        errno: "EIO",
+        class: "CurveInternalError",
+        builtin: "",
+    },
+    SdkCode {
+        code: ErrorCode::CrcError,
+        name: "CRC_ERROR",
+        message: "a checksum did not match",
+        errno: "EIO",
+        class: "CurveCrcError",
+        builtin: "",
+    },
+    SdkCode {
+        code: ErrorCode::InvalidRequest,
+        name: "INVALID_REQUEST",
+        message: "a chunkserver cannot run this request",
+        errno: "EINVAL",
+        class: "CurveInvalidRequestError",
+        builtin: "",
+    },
+    SdkCode {
+        code: ErrorCode::DiskFail,
+        name: "DISK_FAIL",
+        message: "a chunkserver's disk failed",
+        errno: "EIO",
+        class: "CurveDiskFailError",
+        builtin: "",
+    },
+    SdkCode {
+        code: ErrorCode::NoSpace,
+        name: "NO_SPACE",
+        message: "the pool is full",
+        errno: "ENOSPC",
+        class: "CurveNoSpaceError",
+        builtin: "",
+    },
+    SdkCode {
+        code: ErrorCode::NotAligned,
+        name: "NOT_ALIGNED",
+        message: "offset or length is not a multiple of the block size",
+        errno: "EINVAL",
+        class: "CurveNotAlignedError",
+        builtin: "ValueError",
+    },
+    SdkCode {
+        code: ErrorCode::BadFd,
+        name: "BAD_FD",
+        message: "the fd or volume is not open",
+        errno: "EBADF",
+        class: "CurveBadFdError",
+        builtin: "",
+    },
+    SdkCode {
+        code: ErrorCode::LengthNotSupport,
+        name: "LENGTH_NOT_SUPPORT",
+        message: "the file length is out of range or not aligned",
+        errno: "EFBIG",
+        class: "CurveLengthNotSupportError",
+        builtin: "",
+    },
+    SdkCode {
+        code: ErrorCode::SessionNotExist,
+        name: "SESSION_NOT_EXIST",
+        message: "the MDS holds no session for this open file",
+        errno: "ESTALE",
+        class: "CurveSessionNotExistError",
+        builtin: "",
+    },
+    SdkCode {
+        code: ErrorCode::StatusNotMatch,
+        name: "STATUS_NOT_MATCH",
+        message: "the file's status does not allow this",
+        errno: "EIO",
+        class: "CurveStatusNotMatchError",
+        builtin: "",
+    },
+    SdkCode {
+        code: ErrorCode::DeleteBeingCloned,
+        name: "DELETE_BEING_CLONED",
+        message: "the volume is the source of a lazy clone",
+        errno: "EIO",
+        class: "CurveDeleteBeingClonedError",
+        builtin: "",
+    },
+    SdkCode {
+        code: ErrorCode::ClientNotSupportSnapshot,
+        name: "CLIENT_NOT_SUPPORT_SNAPSHOT",
+        message: "the client's version does not support snapshots",
+        errno: "EIO",
+        class: "CurveClientNotSupportSnapshotError",
+        builtin: "",
+    },
+    SdkCode {
+        code: ErrorCode::SnapshotFrozen,
+        name: "SNAPSTHO_FROZEN",
+        message: "snapshots are frozen",
+        errno: "EIO",
+        class: "CurveSnapshotFrozenError",
+        builtin: "",
+    },
+    SdkCode {
+        code: ErrorCode::RetryUntilSuccess,
+        name: "RETRY_UNTIL_SUCCESS",
+        message: "the call must be retried",
+        errno: "EIO",
+        class: "CurveRetryUntilSuccessError",
+        builtin: "",
+    },
+    SdkCode {
+        code: ErrorCode::EpochTooOld,
+        name: "EPOCH_TOO_OLD",
+        message: "another client fenced this one off the file",
+        errno: "ESTALE",
+        class: "CurveEpochTooOldError",
+        builtin: "",
+    },
+    SdkCode {
+        code: ErrorCode::Unknown,
+        name: "UNKNOWN",
+        message: "an MDS answer without a closer code",
+        errno: "EIO",
+        class: "CurveUnknownError",
+        builtin: "",
+    },
 ];
 
 impl ErrorCode {
@@ -89,8 +333,8 @@ impl ErrorCode {
     pub fn name(self) -> &'static str {
         SDK_CODES
             .iter()
-            .find(|(c, _)| *c == self)
-            .map_or("UNKNOWN", |(_, n)| n)
+            .find(|row| row.code == self)
+            .map_or("UNKNOWN", |row| row.name)
     }
 }
 
@@ -210,6 +454,25 @@ pub fn chunk_status_to_code(status: ChunkOpStatus) -> ErrorCode {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_code_table_names_each_code_and_class_once() {
+        use std::collections::HashSet;
+        let codes: HashSet<i32> = SDK_CODES.iter().map(|r| r.code as i32).collect();
+        let names: HashSet<&str> = SDK_CODES.iter().map(|r| r.name).collect();
+        let classes: HashSet<&str> = SDK_CODES.iter().map(|r| r.class).collect();
+        assert_eq!(codes.len(), SDK_CODES.len());
+        assert_eq!(names.len(), SDK_CODES.len());
+        assert_eq!(classes.len(), SDK_CODES.len());
+        for row in SDK_CODES {
+            assert_eq!(row.code.name(), row.name);
+            assert!(
+                row.errno.starts_with('E') && !row.message.is_empty(),
+                "{row:?}"
+            );
+            assert!(row.class.starts_with("Curve") && row.class.ends_with("Error"));
+        }
+    }
 
     #[test]
     fn sdk_code_is_negated() {

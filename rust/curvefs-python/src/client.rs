@@ -24,8 +24,9 @@ use crate::types::{CreateContext, FileInfo, UserInfo};
 ///
 /// Safe to share between threads: the client is reached through an `Arc` taken under a
 /// short lock, so `UnInit` in one thread never waits for IO in another, and IO already
-/// under way finishes on the client it started with.
-#[pyclass(frozen, module = "curvefs")]
+/// under way finishes on the client it started with. `subclass`: `curvefs.CBDClient` (Python)
+/// derives from it to add upstream's calls that are plain Python over these.
+#[pyclass(frozen, subclass, module = "curvefs")]
 pub struct CBDClient {
     /// In a forked child, an inherited client raises (UnInit does nothing) and is leaked.
     inner: Owned<RwLock<Option<Arc<Client>>>>,

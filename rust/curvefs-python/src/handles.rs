@@ -3,11 +3,11 @@
 //! `CBDClient` returns codes. The Python classes add the file-like protocol, enums and
 //! typing; everything Curve does is in curve-client.
 
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::Arc;
 
 use curve_client::{Client, ClientConfig, CreateOptions, FileStat, OpenFile, UserInfo};
 use curve_snapshotclone::{CloneError, CloneOptions, CloneTasks};
-use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict};
 
@@ -306,156 +306,219 @@ impl ClientHandle {
         })
     }
 
-    /// Starts namespace call `op` (a method name of this class) with `args`; `waiter` is
-    /// `(loop, future, resolve)`.
-    fn call_async(
+    // The async twins: each starts the same core call as its blocking twin above as a
+    // task on the runtime, and resolves `waiter` (see `spawn_resolving`) when it ends.
+
+    #[pyo3(signature = (path, size, stripe_unit, stripe_count, poolset, waiter))]
+    fn create_async(
         &self,
-        op: &str,
-        args: &Bound<'_, pyo3::types::PyTuple>,
+        path: String,
+        size: u64,
+        stripe_unit: u64,
+        stripe_count: u64,
+        poolset: Option<String>,
         waiter: &Bound<'_, PyAny>,
     ) -> PyResult<TaskHandle> {
-        let c = self.client()?.clone();
-        let u = self.user.clone();
-        let s = |i: usize| -> PyResult<String> { args.get_item(i)?.extract() };
-        let n = |i: usize| -> PyResult<u64> { args.get_item(i)?.extract() };
-        macro_rules! go {
-            ($what:expr, $fut:expr, $conv:expr) => {
-                spawn_resolving(waiter, $what, $fut, $conv)
-            };
-        }
-        match op {
-            "create" => {
-                let (path, size) = (s(0)?, n(1)?);
-                let opts = CreateOptions {
-                    stripe_unit: n(2)?,
-                    stripe_count: n(3)?,
-                    poolset: args
-                        .get_item(4)?
-                        .extract::<Option<String>>()?
-                        .unwrap_or_default(),
-                };
-                go!(
-                    format!("create {path}"),
-                    async move { c.create(&path, &u, size, &opts).await },
-                    unit
-                )
-            }
-            "mkdir" => {
-                let path = s(0)?;
-                go!(
-                    format!("mkdir {path}"),
-                    async move { c.mkdir(&path, &u).await },
-                    unit
-                )
-            }
-            "stat" => {
-                let path = s(0)?;
-                go!(
-                    format!("stat {path}"),
-                    async move { c.stat(&path, &u).await },
-                    |py, st| { Ok(stat_tuple(st).into_pyobject(py)?.into_any().unbind()) }
-                )
-            }
-            "extend" => {
-                let (path, size) = (s(0)?, n(1)?);
-                go!(
-                    format!("extend {path}"),
-                    async move { c.extend(&path, &u, size).await },
-                    unit
-                )
-            }
-            "remove" => {
-                let path = s(0)?;
-                go!(
-                    format!("remove {path}"),
-                    async move { c.unlink(&path, &u).await },
-                    unit
-                )
-            }
-            "recover" => {
-                let (path, id) = (s(0)?, n(1)?);
-                go!(
-                    format!("recover {path}"),
-                    async move { c.recover(&path, &u, id).await },
-                    unit
-                )
-            }
-            "rename" => {
-                let (old, new) = (s(0)?, s(1)?);
-                go!(
-                    format!("rename {old} to {new}"),
-                    async move { c.rename(&u, &old, &new).await },
-                    unit
-                )
-            }
-            "listdir" => {
-                let path = s(0)?;
-                go!(
-                    format!("listdir {path}"),
-                    async move { c.list_dir(&path, &u).await },
-                    |py, entries| {
-                        let names: Vec<String> = entries.into_iter().map(|e| e.name).collect();
-                        Ok(names.into_pyobject(py)?.into_any().unbind())
-                    }
-                )
-            }
-            "change_owner" => {
-                let (path, owner) = (s(0)?, s(1)?);
-                go!(
-                    format!("change_owner {path}"),
-                    async move { c.change_owner(&path, &owner, &u).await },
-                    unit
-                )
-            }
-            "clone_volume" => {
-                let (source, dest) = (s(0)?, s(1)?);
-                let owner = args.get_item(2)?.extract::<Option<String>>()?;
-                let poolset = args.get_item(3)?.extract::<Option<String>>()?;
-                go!(
-                    format!("clone {source} to {dest}"),
-                    async move { lazy_clone(&c, &u, source, dest, owner, poolset).await },
-                    unit
-                )
-            }
-            "flatten" => {
-                let path = s(0)?;
-                go!(
-                    format!("flatten {path}"),
-                    async move { flatten(&c, &u, path).await },
-                    unit
-                )
-            }
-            "cluster_id" => go!(
-                "cluster_id".into(),
-                async move { c.cluster_id().await },
-                |py, id| { Ok(id.into_pyobject(py)?.into_any().unbind()) }
-            ),
-            "poolsets" => go!(
-                "poolsets".into(),
-                async move { c.list_poolsets().await },
-                |py, p| { Ok(p.into_pyobject(py)?.into_any().unbind()) }
-            ),
-            "open" => {
-                let path = s(0)?;
-                go!(
-                    format!("open {path}"),
-                    async move { c.open_file(&path, &u).await },
-                    |py, file| {
-                        let handle = VolumeHandle {
-                            file: Owned::new(file),
-                        };
-                        Ok(Py::new(py, handle)?.into_any())
-                    }
-                )
-            }
-            other => Err(PyValueError::new_err(format!("no async call {other:?}"))),
-        }
+        let (c, u) = (self.client()?.clone(), self.user.clone());
+        let opts = CreateOptions {
+            stripe_unit,
+            stripe_count,
+            poolset: poolset.unwrap_or_default(),
+        };
+        spawn_resolving(
+            waiter,
+            format!("create {path}"),
+            async move { c.create(&path, &u, size, &opts).await },
+            unit,
+        )
     }
 
-    /// The conf keys the core reads, with the Python names of their keyword arguments.
+    fn mkdir_async(&self, path: String, waiter: &Bound<'_, PyAny>) -> PyResult<TaskHandle> {
+        let (c, u) = (self.client()?.clone(), self.user.clone());
+        spawn_resolving(
+            waiter,
+            format!("mkdir {path}"),
+            async move { c.mkdir(&path, &u).await },
+            unit,
+        )
+    }
+
+    fn stat_async(&self, path: String, waiter: &Bound<'_, PyAny>) -> PyResult<TaskHandle> {
+        let (c, u) = (self.client()?.clone(), self.user.clone());
+        spawn_resolving(
+            waiter,
+            format!("stat {path}"),
+            async move { c.stat(&path, &u).await },
+            |py, st| Ok(stat_tuple(st).into_pyobject(py)?.into_any().unbind()),
+        )
+    }
+
+    fn extend_async(
+        &self,
+        path: String,
+        size: u64,
+        waiter: &Bound<'_, PyAny>,
+    ) -> PyResult<TaskHandle> {
+        let (c, u) = (self.client()?.clone(), self.user.clone());
+        spawn_resolving(
+            waiter,
+            format!("extend {path}"),
+            async move { c.extend(&path, &u, size).await },
+            unit,
+        )
+    }
+
+    fn remove_async(&self, path: String, waiter: &Bound<'_, PyAny>) -> PyResult<TaskHandle> {
+        let (c, u) = (self.client()?.clone(), self.user.clone());
+        spawn_resolving(
+            waiter,
+            format!("remove {path}"),
+            async move { c.unlink(&path, &u).await },
+            unit,
+        )
+    }
+
+    fn recover_async(
+        &self,
+        path: String,
+        file_id: u64,
+        waiter: &Bound<'_, PyAny>,
+    ) -> PyResult<TaskHandle> {
+        let (c, u) = (self.client()?.clone(), self.user.clone());
+        spawn_resolving(
+            waiter,
+            format!("recover {path}"),
+            async move { c.recover(&path, &u, file_id).await },
+            unit,
+        )
+    }
+
+    fn rename_async(
+        &self,
+        old: String,
+        new: String,
+        waiter: &Bound<'_, PyAny>,
+    ) -> PyResult<TaskHandle> {
+        let (c, u) = (self.client()?.clone(), self.user.clone());
+        spawn_resolving(
+            waiter,
+            format!("rename {old} to {new}"),
+            async move { c.rename(&u, &old, &new).await },
+            unit,
+        )
+    }
+
+    fn listdir_async(&self, path: String, waiter: &Bound<'_, PyAny>) -> PyResult<TaskHandle> {
+        let (c, u) = (self.client()?.clone(), self.user.clone());
+        spawn_resolving(
+            waiter,
+            format!("listdir {path}"),
+            async move { c.list_dir(&path, &u).await },
+            |py, entries| {
+                let names: Vec<String> = entries.into_iter().map(|e| e.name).collect();
+                Ok(names.into_pyobject(py)?.into_any().unbind())
+            },
+        )
+    }
+
+    fn change_owner_async(
+        &self,
+        path: String,
+        new_owner: String,
+        waiter: &Bound<'_, PyAny>,
+    ) -> PyResult<TaskHandle> {
+        let (c, u) = (self.client()?.clone(), self.user.clone());
+        spawn_resolving(
+            waiter,
+            format!("change_owner {path}"),
+            async move { c.change_owner(&path, &new_owner, &u).await },
+            unit,
+        )
+    }
+
+    #[pyo3(signature = (source, dest, owner, poolset, waiter))]
+    fn clone_volume_async(
+        &self,
+        source: String,
+        dest: String,
+        owner: Option<String>,
+        poolset: Option<String>,
+        waiter: &Bound<'_, PyAny>,
+    ) -> PyResult<TaskHandle> {
+        let (c, u) = (self.client()?.clone(), self.user.clone());
+        spawn_resolving(
+            waiter,
+            format!("clone {source} to {dest}"),
+            async move { lazy_clone(&c, &u, source, dest, owner, poolset).await },
+            unit,
+        )
+    }
+
+    fn flatten_async(&self, path: String, waiter: &Bound<'_, PyAny>) -> PyResult<TaskHandle> {
+        let (c, u) = (self.client()?.clone(), self.user.clone());
+        spawn_resolving(
+            waiter,
+            format!("flatten {path}"),
+            async move { flatten(&c, &u, path).await },
+            unit,
+        )
+    }
+
+    fn cluster_id_async(&self, waiter: &Bound<'_, PyAny>) -> PyResult<TaskHandle> {
+        let c = self.client()?.clone();
+        spawn_resolving(
+            waiter,
+            "cluster_id".into(),
+            async move { c.cluster_id().await },
+            |py, id| Ok(id.into_pyobject(py)?.into_any().unbind()),
+        )
+    }
+
+    fn poolsets_async(&self, waiter: &Bound<'_, PyAny>) -> PyResult<TaskHandle> {
+        let c = self.client()?.clone();
+        spawn_resolving(
+            waiter,
+            "poolsets".into(),
+            async move { c.list_poolsets().await },
+            |py, p| Ok(p.into_pyobject(py)?.into_any().unbind()),
+        )
+    }
+
+    fn open_async(&self, path: String, waiter: &Bound<'_, PyAny>) -> PyResult<TaskHandle> {
+        let (c, u) = (self.client()?.clone(), self.user.clone());
+        spawn_resolving(
+            waiter,
+            format!("open {path}"),
+            async move { c.open_file(&path, &u).await },
+            |py, file| {
+                let handle = VolumeHandle {
+                    file: Owned::new(file),
+                };
+                Ok(Py::new(py, handle)?.into_any())
+            },
+        )
+    }
+
+    /// The conf keys the core reads, from their one declaration (`curve_client::conf`):
+    /// (keyword argument, client.conf key, kind, default, doc, added by curvefs).
     #[staticmethod]
-    fn conf_keys() -> Vec<(&'static str, &'static str)> {
-        curve_client::conf::KEYS.to_vec()
+    #[allow(clippy::type_complexity)]
+    fn conf_keys() -> Vec<(
+        &'static str,
+        &'static str,
+        &'static str,
+        String,
+        &'static str,
+        bool,
+    )> {
+        let defaults = ClientConfig::default();
+        curve_client::conf::CONF_KEYS
+            .iter()
+            .map(|k| {
+                let default = defaults.value(k.key).unwrap_or_default();
+                (k.field, k.key, k.kind, default, k.doc.trim(), k.curvefs)
+            })
+            .collect()
     }
 }
 
@@ -592,6 +655,32 @@ impl VolumeHandle {
         )
     }
 
+    /// The async twin of `stat`.
+    fn stat_async(&self, waiter: &Bound<'_, PyAny>) -> PyResult<TaskHandle> {
+        let file = self.file()?.clone();
+        spawn_resolving(
+            waiter,
+            format!("stat {}", file.path),
+            async move { file.stat().await },
+            |py, st| Ok(stat_tuple(st).into_pyobject(py)?.into_any().unbind()),
+        )
+    }
+
+    /// The async twin of `close`; in a forked child it ends at once, as `close` does.
+    fn close_async(&self, waiter: &Bound<'_, PyAny>) -> PyResult<TaskHandle> {
+        if self.file.inherited() {
+            let what = format!("close {}", self.file.get_unchecked().path);
+            return spawn_resolving(waiter, what, async { Ok(()) }, unit);
+        }
+        let file = self.file()?.clone();
+        spawn_resolving(
+            waiter,
+            format!("close {}", file.path),
+            async move { file.close().await },
+            unit,
+        )
+    }
+
     fn stat(&self, py: Python<'_>) -> PyResult<StatTuple> {
         let file = self.file()?;
         call(py, || format!("stat {}", file.path), file.stat()).map(stat_tuple)
@@ -699,8 +788,11 @@ impl VolumeHandle {
 }
 
 // ---------------------------------------------------------------------------------------
-// asyncio: each call is a tokio task that resolves an asyncio future through
-// `loop.call_soon_threadsafe`, so no thread waits per call.
+// asyncio: each call is a tokio task. When it ends, its outcome goes into the event loop's
+// `Completions` queue, without the GIL; the first outcome into an empty queue wakes the
+// loop through an eventfd it watches (`loop.add_reader`), and the loop's thread, which
+// holds the GIL anyway, drains the whole queue at once: one wakeup for many completions,
+// and no runtime thread ever waits for the GIL to finish a call.
 
 /// A running async call; `cancel` aborts it and returns only once the task is gone, so
 /// nothing it held (a caller's buffer) is still borrowed afterwards.
@@ -733,11 +825,113 @@ impl TaskHandle {
     }
 }
 
-/// The outcome of an async call as `resolve(future, ok, value)` takes it.
+/// The outcome of an async call, as the future is resolved with it.
 type Outcome = PyResult<Py<PyAny>>;
 
-/// Spawns `fut`; when it ends, `convert` turns its value into a Python object (with the
-/// GIL) and `resolve(future, ok, value)` runs on the event loop's thread.
+/// An ended call waiting in the queue: its future, and how to make its outcome (run on the
+/// loop's thread, with the GIL).
+struct Ended {
+    future: Py<PyAny>,
+    outcome: Box<dyn FnOnce(Python<'_>) -> Outcome + Send>,
+}
+
+/// The completion queue of one event loop (`curvefs.client` keeps one per loop).
+#[pyclass(frozen, module = "curvefs._core")]
+pub struct Completions {
+    wake: OwnedFd,
+    ended: std::sync::Mutex<Vec<Ended>>,
+}
+
+impl Completions {
+    fn push(&self, ended: Ended) {
+        let first = {
+            let mut queue = self
+                .ended
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            queue.push(ended);
+            queue.len() == 1
+        };
+        if first {
+            // Only the first outcome into an empty queue wakes the loop; the drain takes
+            // every outcome queued until it swaps the queue out.
+            let one = 1u64.to_ne_bytes();
+            // SAFETY: `wake` is an open eventfd owned by self; eight bytes from `one`.
+            // EAGAIN (the counter at its maximum) still leaves the loop woken.
+            unsafe { libc::write(self.wake.as_raw_fd(), one.as_ptr().cast(), one.len()) };
+        }
+    }
+}
+
+#[pymethods]
+impl Completions {
+    #[new]
+    fn new() -> PyResult<Self> {
+        // SAFETY: eventfd takes no pointers; the result is checked before use.
+        let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error().into());
+        }
+        Ok(Completions {
+            // SAFETY: `fd` was just opened and is owned by nothing else.
+            wake: unsafe { OwnedFd::from_raw_fd(fd) },
+            ended: std::sync::Mutex::new(Vec::new()),
+        })
+    }
+
+    /// The eventfd the loop watches.
+    fn fileno(&self) -> i32 {
+        self.wake.as_raw_fd()
+    }
+
+    /// Resolves every queued future (on the loop's thread): its result or exception, or
+    /// nothing for a future that was cancelled meanwhile.
+    fn drain(&self, py: Python<'_>) {
+        let mut count = [0u8; 8];
+        // SAFETY: reads at most eight bytes into `count` from the eventfd owned by self
+        // (non-blocking: EAGAIN when no wake is pending, which is fine).
+        unsafe {
+            libc::read(
+                self.wake.as_raw_fd(),
+                count.as_mut_ptr().cast(),
+                count.len(),
+            )
+        };
+        let ended = std::mem::take(
+            &mut *self
+                .ended
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+        for Ended { future, outcome } in ended {
+            let future = future.bind(py);
+            match future
+                .call_method0(pyo3::intern!(py, "cancelled"))
+                .and_then(|c| c.is_truthy())
+            {
+                Ok(false) => {}
+                Ok(true) => continue,
+                Err(e) => {
+                    e.write_unraisable(py, Some(future));
+                    continue;
+                }
+            }
+            let set = match outcome(py) {
+                Ok(v) => future.call_method1(pyo3::intern!(py, "set_result"), (v,)),
+                Err(e) => {
+                    future.call_method1(pyo3::intern!(py, "set_exception"), (e.into_value(py),))
+                }
+            };
+            if let Err(e) = set {
+                e.write_unraisable(py, Some(future));
+            }
+        }
+    }
+}
+
+/// Spawns `fut`; when it ends, its outcome is queued on `waiter`'s `Completions` (a
+/// `(completions, future)` pair) and made on the loop's thread: `convert` turns its value
+/// into a Python object there, an error becomes its `curvefs.exceptions` class.
 fn spawn_resolving<T, F, C>(
     waiter: &Bound<'_, PyAny>,
     what: String,
@@ -750,28 +944,16 @@ where
     C: FnOnce(Python<'_>, T) -> Outcome + Send + 'static,
 {
     let rt = runtime::get()?;
-    let (event_loop, future, resolve) = waiter.extract::<(Py<PyAny>, Py<PyAny>, Py<PyAny>)>()?;
+    let (completions, future) = waiter.extract::<(Py<Completions>, Py<PyAny>)>()?;
     let task = rt.spawn(async move {
         let out = fut.await;
-        if !runtime::python_alive() {
-            // Nobody awaits at interpreter exit, and attaching could not succeed.
-            return;
-        }
-        Python::attach(|py| {
-            let outcome: Outcome = match out {
-                Ok(v) => convert(py, v),
-                Err(e) => Err(raise(py, &what, e)),
-            };
-            let (ok, value) = match outcome {
-                Ok(v) => (true, v),
-                Err(e) => (false, e.into_value(py).into_any()),
-            };
-            let scheduled =
-                event_loop.call_method1(py, "call_soon_threadsafe", (resolve, future, ok, value));
-            if let Err(e) = scheduled {
-                // The loop is closed: nobody awaits the future any more.
-                e.write_unraisable(py, None);
-            }
+        let outcome = move |py: Python<'_>| match out {
+            Ok(v) => convert(py, v),
+            Err(e) => Err(raise(py, &what, e)),
+        };
+        completions.get().push(Ended {
+            future,
+            outcome: Box::new(outcome),
         });
     });
     Ok(TaskHandle {

@@ -68,7 +68,7 @@ mod _core {
     #[pymodule_export]
     use super::client::CBDClient;
     #[pymodule_export]
-    use super::handles::{ClientHandle, TaskHandle, VolumeHandle};
+    use super::handles::{ClientHandle, Completions, TaskHandle, VolumeHandle};
     #[pymodule_export]
     use super::nbd::NbdServer;
     #[pymodule_export]
@@ -110,13 +110,24 @@ mod _core {
         }
         m.add("CURVE_ERROR_OK", 0)?;
         let names = pyo3::types::PyDict::new(m.py());
-        for (code, name) in curve_client::error::SDK_CODES {
-            m.add(format!("CURVE_ERROR_{name}"), *code as i32)?;
-            names.set_item(*code as i32, *name)?;
+        let mut table = Vec::with_capacity(curve_client::error::SDK_CODES.len());
+        for row in curve_client::error::SDK_CODES {
+            let code = row.code as i32;
+            m.add(format!("CURVE_ERROR_{}", row.name), code)?;
+            names.set_item(code, row.name)?;
+            table.push((
+                row.name,
+                code,
+                row.message,
+                row.errno,
+                row.class,
+                row.builtin,
+            ));
         }
         names.set_item(0, "OK")?;
-        // `curvefs.exceptions` names its codes and picks its classes from this.
+        // `curvefs.exceptions` names its codes, picks its classes and errnos from these.
         m.add("ERROR_NAMES", names)?;
+        m.add("SDK_CODES", pyo3::types::PyTuple::new(m.py(), table)?)?;
         m.add("__version__", env!("CARGO_PKG_VERSION"))?;
         // Debug builds are an order of magnitude slower on the IO path; let callers tell.
         m.add("debug_build", cfg!(debug_assertions))?;

@@ -20,7 +20,7 @@ import curvefs
 from curvefs import exceptions as ex
 from curvefs.testing import LocalCluster
 from tests.helpers import GiB, MiB, make_user
-from tests.test_cli import Cli
+from tests.test_cli_curvefs import Cli
 
 KiB = 1 << 10
 CHUNK = 16 * MiB  # the local cluster's chunk and segment sizes

@@ -27,7 +27,7 @@ from curvefs import cli
 from curvefs import exceptions as ex
 from curvefs.cli import Exit
 from curvefs.testing import LocalCluster
-from tests.helpers import GiB, MiB, child, readline
+from tests.helpers import GiB, MiB, child, interruptible, readline
 
 CURVEFS = str(Path(sys.executable).parent / "curvefs")
 NAMES = ["cluster", "create", "stat", "ls", "rm", "recover", "mv", "mkdir", "rmdir", "extend",
@@ -556,7 +556,11 @@ def test_interrupted(sh: Cli, client: curvefs.Client, tmp_path: Path, name: str)
     argv = [CURVEFS, "--user", "curve", "get", name, str(tmp_path / "out"), "--jobs", "1",
             "--block-size", "64K", "--progress", "always"]  # fmt: skip
     with child(
-        argv, env=env_of(sh.conf), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        interruptible(argv),
+        env=env_of(sh.conf),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     ) as proc:
         assert proc.stderr is not None
         # The copy (10 GiB, 64 KiB at a time: seconds) is under way once the bar has shown
@@ -622,7 +626,7 @@ def test_bench_on_a_fresh_local_cluster() -> None:
 def test_cluster_start(tmp_path: Path) -> None:
     data = tmp_path / "c"
     with child(
-        [CURVEFS, "cluster", "start", "--dir", str(data), "--copysets", "8"],
+        interruptible([CURVEFS, "cluster", "start", "--dir", str(data), "--copysets", "8"]),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

@@ -171,7 +171,7 @@ def test_reads_stop_at_the_end(vol: curvefs.Volume) -> None:
 def test_an_unaligned_write_reaching_past_the_end_changes_nothing(vol: curvefs.Volume) -> None:
     # Its partial first block lies inside the volume and its aligned rest reaches past
     # the end: the pieces used to be sent at once, so the inside one could land though
-    # the write failed (found while modelling it in tests/test_model.py). A race: tried
+    # the write failed (found while modelling it in tests/test_faults_model.py). A race: tried
     # a number of times.
     size = vol.size
     for i in range(20):
@@ -206,7 +206,7 @@ def test_options_by_keyword_and_addresses_without_a_conf(cluster: LocalCluster) 
         assert c.cluster_id()
     assert curvefs.conf_options()["mds_rpc_timeout_ms"] == "mds.rpcTimeoutMS"
     with pytest.raises(TypeError, match="unknown option"):
-        curvefs.Client(mds_addrs=cluster.mds_addrs, user="curve", no_such_option=1)
+        curvefs.Client(mds_addrs=cluster.mds_addrs, user="curve", no_such_option=1)  # type: ignore[call-arg]
     with pytest.raises(TypeError, match="conf_path or mds_addrs"):
         curvefs.Client(user="curve")
     with pytest.raises(curvefs.CurveError):
@@ -265,7 +265,9 @@ def test_every_code_has_an_exception_class() -> None:
 
 
 _INTERRUPTED_CALL = """
-import sys, threading, time, curvefs
+import signal, sys, threading, time, curvefs
+# Interrupted below: SIGINT handled as usual, even if this process was started ignoring it.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 addr = sys.argv[1]
 which = sys.argv[2]
 if which == "client":

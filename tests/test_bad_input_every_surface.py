@@ -242,12 +242,16 @@ CATALOGUE: list[Case] = [
     Case("Client.rmdir of a non-empty directory", lambda e: e.client.rmdir("/"), OSError),
     Case(
         "Client with an unknown option",
-        lambda e: curvefs.Client(e.cluster.conf_path, user="c", bogus=1),
+        lambda e: curvefs.Client(e.cluster.conf_path, user="c", bogus=1),  # type: ignore[call-arg]
         TypeError,
     ),
     Case(
         "Client with a newline in an option",
-        lambda e: curvefs.Client(e.cluster.conf_path, user="c", global_log_path="a\nb"),
+        lambda e: curvefs.Client(
+            e.cluster.conf_path,
+            user="c",
+            global_log_path="a\nb",  # type: ignore[call-arg]
+        ),
         TypeError,
     ),
     Case("Client without conf or addresses", lambda e: curvefs.Client(user="c"), TypeError),

@@ -14,7 +14,7 @@ import tomllib
 from pathlib import Path
 
 import curvefs
-from tests.helpers import child, readline
+from tests.helpers import child, interruptible, readline
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -56,7 +56,9 @@ def test_cli_cluster_start_prints_conf_and_stops_on_ctrl_c(tmp_path: Path) -> No
     with (
         open(log, "w") as err,
         child(
-            [sys.executable, "-m", "curvefs", "cluster", "start", "--dir", str(tmp_path / "d")],
+            interruptible(
+                [sys.executable, "-m", "curvefs", "cluster", "start", "--dir", str(tmp_path / "d")]
+            ),
             stdout=subprocess.PIPE,
             stderr=err,
             text=True,

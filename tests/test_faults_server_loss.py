@@ -9,7 +9,7 @@ from pathlib import Path
 import curvefs
 from curvefs.testing import LocalCluster
 from tests.helpers import GiB, MiB, make_user, wait_for
-from tests.test_fault_scenarios import replicas_differ
+from tests.test_faults_scenarios import replicas_differ
 
 
 def test_io_survives_killing_a_chunkserver(tmp_path: Path) -> None:

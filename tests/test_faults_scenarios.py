@@ -7,7 +7,7 @@ exactly; a write that returned an error may have landed or not (old or new bytes
 anything else); a slot never written reads as zeros.
 
 The figures (time until IO resumes after a leader is killed or paused) are printed as
-`FIGURE name=value` lines: `pytest -s -q tests/test_fault_scenarios.py | grep FIGURE`.
+`FIGURE name=value` lines: `pytest -s -q tests/test_faults_scenarios.py | grep FIGURE`.
 """
 
 from __future__ import annotations
