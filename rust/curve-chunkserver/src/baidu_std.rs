@@ -67,12 +67,17 @@ impl Dispatch for BaiduStd {
                         attachment: data,
                     })
                 }
-                (CHUNK_SERVICE, method @ ("CreateCloneChunk" | "RecoverChunk")) => {
+                (
+                    CHUNK_SERVICE,
+                    method @ ("CreateCloneChunk"
+                    | "RecoverChunk"
+                    | "DeleteChunkSnapshotOrCorrectSn"),
+                ) => {
                     let req = decode_chunk_request(r.payload)?;
-                    let resp = if method == "RecoverChunk" {
-                        node.recover_to_the_end(req).await
-                    } else {
-                        node.create_clone_to_the_end(req).await
+                    let resp = match method {
+                        "RecoverChunk" => node.recover_to_the_end(req).await,
+                        "CreateCloneChunk" => node.create_clone_to_the_end(req).await,
+                        _ => node.delete_chunk_snapshot_to_the_end(req).await,
                     };
                     Ok(Response {
                         payload: Bytes::from(resp.encode_to_vec()),

@@ -21,7 +21,9 @@ use openraft::{EntryPayload, RaftSnapshotBuilder, StoredMembership};
 use serde::{Deserialize, Serialize};
 
 use crate::clone::parse_location;
-use crate::store::{ChunkKey, ChunkStore, CreateCloneError, Durability, WriteError, replace_file};
+use crate::store::{
+    ChunkKey, ChunkStore, CreateCloneError, Durability, SnapshotError, WriteError, replace_file,
+};
 
 openraft::declare_raft_types!(
     /// The copysets' Raft types: members are chunkserver ids with their "ip:port".
@@ -64,6 +66,8 @@ pub enum Cmd {
         corrected_sn: u64,
         location: String,
     },
+    /// DeleteChunkSnapshotOrCorrectSn (the MDS's clean of a deleted snapshot).
+    DeleteSnapshot { chunk_id: u64, corrected_sn: u64 },
 }
 
 impl std::fmt::Display for Cmd {
@@ -81,6 +85,13 @@ impl std::fmt::Display for Cmd {
                 data,
             } => write!(f, "paste {chunk_id}@{offset}+{}", data.len()),
             Cmd::CreateClone { chunk_id, .. } => write!(f, "create clone {chunk_id}"),
+            Cmd::DeleteSnapshot {
+                chunk_id,
+                corrected_sn,
+            } => write!(
+                f,
+                "delete snapshot of {chunk_id} (correctedSn {corrected_sn})"
+            ),
         }
     }
 }
@@ -286,6 +297,19 @@ impl StateMachine {
                         }
                     }
                 }
+                Cmd::DeleteSnapshot {
+                    chunk_id,
+                    corrected_sn,
+                } => match store.delete_snapshot_or_correct_sn(key(chunk_id), corrected_sn) {
+                    Ok(()) => status(ChunkOpStatus::Success),
+                    Err(SnapshotError::Backward) => status(ChunkOpStatus::Backward),
+                    // Upstream answers every other refusal FAILURE_UNKNOWN (a clone
+                    // chunk's StatusConflictError among them).
+                    Err(e) => {
+                        tracing::warn!(chunk_id, corrected_sn, error = ?e, "applying a snapshot delete: refused");
+                        status(ChunkOpStatus::FailureUnknown)
+                    }
+                },
             }
         };
         if len <= INLINE_IO_MAX {

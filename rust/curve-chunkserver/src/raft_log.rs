@@ -428,7 +428,7 @@ impl Cmd {
     pub fn data_len(&self) -> usize {
         match self {
             Cmd::Write { data, .. } | Cmd::Paste { data, .. } => data.len(),
-            Cmd::CreateClone { .. } => 0,
+            Cmd::CreateClone { .. } | Cmd::DeleteSnapshot { .. } => 0,
         }
     }
 }

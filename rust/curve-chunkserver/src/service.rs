@@ -496,6 +496,17 @@ impl Node {
             .unwrap_or_else(|_| status_response(ChunkOpStatus::FailureUnknown))
     }
 
+    /// DeleteChunkSnapshotOrCorrectSn, run to its end for the same reasons as a write.
+    pub(crate) async fn delete_chunk_snapshot_to_the_end(
+        self: &Arc<Self>,
+        req: ChunkRequest,
+    ) -> ChunkResponse {
+        let node = self.clone();
+        tokio::spawn(async move { node.delete_chunk_snapshot(req).await })
+            .await
+            .unwrap_or_else(|_| status_response(ChunkOpStatus::FailureUnknown))
+    }
+
     /// RecoverChunk, run to its end for the same reasons as a write.
     pub(crate) async fn recover_to_the_end(self: &Arc<Self>, req: ChunkRequest) -> ChunkResponse {
         let node = self.clone();
@@ -568,6 +579,30 @@ impl Node {
             sn,
             corrected_sn: req.corrected_sn.unwrap_or(0),
             location,
+        };
+        self.propose(copyset, cmd).await
+    }
+
+    /// DeleteChunkSnapshotOrCorrectSn (upstream's ChunkServiceImpl and DeleteSnapshotRequest),
+    /// the MDS's clean of a deleted snapshot: through the log, so every replica drops the
+    /// chunk's snapshot, or raises its correctedSn when it has none to drop. A request
+    /// without correctedSn is INVALID_REQUEST; a missing chunk is SUCCESS.
+    async fn delete_chunk_snapshot(&self, req: ChunkRequest) -> ChunkResponse {
+        if req.op_type != ChunkOpType::ChunkOpDeleteSnap as i32 {
+            return status_response(ChunkOpStatus::InvalidRequest);
+        }
+        let Some(corrected_sn) = req.corrected_sn else {
+            return status_response(ChunkOpStatus::InvalidRequest);
+        };
+        let Some(copyset) = self.copyset(req.logic_pool_id, req.copyset_id) else {
+            return status_response(ChunkOpStatus::CopysetNotexist);
+        };
+        if !copyset.is_leader() {
+            return self.redirect(copyset);
+        }
+        let cmd = Cmd::DeleteSnapshot {
+            chunk_id: req.chunk_id,
+            corrected_sn,
         };
         self.propose(copyset, cmd).await
     }
@@ -747,6 +782,17 @@ impl ChunkService for Handlers {
     ) -> Result<Response<ChunkResponse>, Status> {
         Ok(Response::new(
             self.0.read_snapshot(request.into_inner()).await,
+        ))
+    }
+
+    async fn delete_chunk_snapshot_or_correct_sn(
+        &self,
+        request: Request<ChunkRequest>,
+    ) -> Result<Response<ChunkResponse>, Status> {
+        Ok(Response::new(
+            self.0
+                .delete_chunk_snapshot_to_the_end(request.into_inner())
+                .await,
         ))
     }
 

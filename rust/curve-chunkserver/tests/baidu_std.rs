@@ -321,3 +321,101 @@ async fn a_write_at_a_new_sn_keeps_the_old_version_for_read_chunk_snapshot() -> 
     }
     Ok(())
 }
+
+/// The MDS's clean of a deleted snapshot: DeleteChunkSnapshotOrCorrectSn drops the
+/// chunk's snapshot on every replica (through the log); on a chunk without one it raises
+/// correctedSn, after which a write at that sn copies nothing aside; a correctedSn below
+/// the chunk's sn is BACKWARD.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delete_chunk_snapshot_or_correct_sn_drops_the_snapshot_on_every_replica() -> TestResult {
+    use curve_proto::chunkserver::{ChunkOpType, GetChunkInfoRequest, GetChunkInfoResponse};
+    let cluster = Cluster::start_with_hints(false).await?;
+    let leader = channel(&cluster, 0).await?;
+    for (offset, sn) in [(0, 1), (0, 2)] {
+        let (resp, _) = call_chunk(
+            &leader,
+            "WriteChunk",
+            write_request(CS_A, 61, offset, pattern(4096, sn as u8), sn),
+        )
+        .await?;
+        assert_eq!(
+            status(resp.status),
+            ChunkOpStatus::Success,
+            "write at sn {sn}"
+        );
+    }
+    let delete = |corrected_sn: Option<u64>| ChunkRequest {
+        op_type: ChunkOpType::ChunkOpDeleteSnap as i32,
+        logic_pool_id: POOL,
+        copyset_id: CS_A,
+        chunk_id: 61,
+        corrected_sn,
+        ..Default::default()
+    };
+    let chunk_sn = || async {
+        let reply = leader
+            .call(
+                CHUNK_SERVICE,
+                "GetChunkInfo",
+                Bytes::from(
+                    GetChunkInfoRequest {
+                        logic_pool_id: POOL,
+                        copyset_id: CS_A,
+                        chunk_id: 61,
+                    }
+                    .encode_to_vec(),
+                ),
+                Bytes::new(),
+                T,
+            )
+            .await?;
+        Ok::<_, Box<dyn std::error::Error + Send + Sync>>(
+            GetChunkInfoResponse::decode(reply.payload)?.chunk_sn,
+        )
+    };
+    assert_eq!(chunk_sn().await?, vec![2, 1], "[sn, snapshot sn] before");
+
+    let (resp, _) = call_chunk(&leader, "DeleteChunkSnapshotOrCorrectSn", delete(None)).await?;
+    assert_eq!(
+        status(resp.status),
+        ChunkOpStatus::InvalidRequest,
+        "no correctedSn"
+    );
+    let (resp, _) = call_chunk(&leader, "DeleteChunkSnapshotOrCorrectSn", delete(Some(1))).await?;
+    assert_eq!(
+        status(resp.status),
+        ChunkOpStatus::Backward,
+        "correctedSn below sn"
+    );
+    let (resp, _) = call_chunk(&leader, "DeleteChunkSnapshotOrCorrectSn", delete(Some(2))).await?;
+    assert_eq!(status(resp.status), ChunkOpStatus::Success);
+    assert_eq!(chunk_sn().await?, vec![2], "the snapshot is gone");
+    // Followers apply once they learn the entry is committed: allow them a moment.
+    for i in 0..3 {
+        let mut snap = cluster.chunk_path(i, CS_A, 61).into_os_string();
+        snap.push(".snap");
+        let snap = std::path::PathBuf::from(snap);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while snap.exists() && std::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        assert!(!snap.exists(), "replica {i} still holds {snap:?}");
+    }
+    // No snapshot left: correctedSn goes up to 3, so a write at sn 3 keeps no old version.
+    let (resp, _) = call_chunk(&leader, "DeleteChunkSnapshotOrCorrectSn", delete(Some(3))).await?;
+    assert_eq!(status(resp.status), ChunkOpStatus::Success);
+    let (resp, _) = call_chunk(
+        &leader,
+        "WriteChunk",
+        write_request(CS_A, 61, 0, pattern(4096, 3), 3),
+    )
+    .await?;
+    assert_eq!(status(resp.status), ChunkOpStatus::Success);
+    assert_eq!(chunk_sn().await?, vec![3], "no snapshot taken at sn 3");
+    // A follower refers the caller to the leader.
+    let follower = channel(&cluster, 1).await?;
+    let (resp, _) =
+        call_chunk(&follower, "DeleteChunkSnapshotOrCorrectSn", delete(Some(4))).await?;
+    assert_eq!(status(resp.status), ChunkOpStatus::Redirected);
+    Ok(())
+}

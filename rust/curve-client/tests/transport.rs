@@ -99,6 +99,13 @@ impl ChunkService for Foreign {
         Err(Status::unimplemented("no"))
     }
 
+    async fn delete_chunk_snapshot_or_correct_sn(
+        &self,
+        _: Request<ChunkRequest>,
+    ) -> Result<Response<ChunkResponse>, Status> {
+        Err(Status::unimplemented("no"))
+    }
+
     async fn get_chunk_info(
         &self,
         _: Request<GetChunkInfoRequest>,

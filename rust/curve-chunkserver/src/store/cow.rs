@@ -327,13 +327,6 @@ impl ChunkStore {
     /// is newer than the chunk's data (a replayed request after a later snapshot), and
     /// raises correctedSn to `corrected_sn` if that is above both sn and correctedSn. A
     /// chunk that does not exist has nothing to delete.
-    #[cfg_attr(
-        not(test),
-        expect(
-            dead_code,
-            reason = "DeleteChunkSnapshotOrCorrectSn changes every replica: it is served once copysets replicate through the Raft log"
-        )
-    )]
     pub fn delete_snapshot_or_correct_sn(
         &self,
         key: ChunkKey,
