@@ -1,4 +1,4 @@
-"""The local cluster's write path, A against B: one LocalCluster per Python environment
+"""The local cluster's data path, A against B: one LocalCluster per Python environment
 given (its servers run from that environment's curvefs, the client from this one's), the
 cells interleaved and their order alternated from round to round so the noise of a shared
 machine spreads over both. Per cell: the rate, and the CPU per op of the client and of the
@@ -8,10 +8,13 @@ context switches per op.
     python benches/write_ab.py --servers old=/path/to/venv-old/bin/python \\
         new=/path/to/venv-new/bin/python [--seconds 3] [--rounds 4]
 
-Workloads: 4 KiB random writes by 8 threads over 128 MiB written beforehand, and 1 MiB
-sequential writes by one thread over 256 MiB written beforehand (overwrites: a fresh
-region each cell would make the figure depend on how much dirty page cache the cells
-before it left, i.e. on writeback throttling). Not a test; a comparison of two builds.
+Workloads (`--kinds`, all by default): 4 KiB random writes by 1 and by 8 threads over
+128 MiB written beforehand (`randwrite1`, `randwrite`), 1 MiB sequential writes by one
+thread over 256 MiB written beforehand (`seqwrite`; overwrites: a fresh region each cell
+would make the figure depend on how much dirty page cache the cells before it left, i.e.
+on writeback throttling), and 4 KiB random reads by 8 threads of the 128 MiB
+(`randread`). Each cell's client-visible p99 latency is reported too. Not a test; a
+comparison of two builds.
 """
 
 from __future__ import annotations
@@ -30,6 +33,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _harness  # a sibling script, not a package
 
 KiB, MiB, GiB = 1 << 10, 1 << 20, 1 << 30
+# kind -> (threads, block size)
+KINDS = {
+    "randwrite1": (1, 4 * KiB),
+    "randwrite": (8, 4 * KiB),
+    "seqwrite": (1, MiB),
+    "randread": (8, 4 * KiB),
+}
 RAND_OFF, RAND_SPAN = 8 * GiB, 128 * MiB
 SEQ_SPAN = 256 * MiB
 TICKS = os.sysconf("SC_CLK_TCK")
@@ -88,24 +98,32 @@ class Side:
         for off in [*range(RAND_OFF, RAND_OFF + RAND_SPAN, MiB), *range(0, SEQ_SPAN, MiB)]:
             self.write(off, data)
 
+    def read(self, offset: int, length: int) -> None:
+        if len(got := self.cbd.Read(self.fd, "", offset, length)) != length:
+            raise RuntimeError(f"{self.name}: Read at {offset}: {got!r:.40}")
+
     def cell(self, kind: str, seconds: float) -> dict[str, float]:
-        threads, bs = (8, 4 * KiB) if kind == "randwrite" else (1, MiB)
+        threads, bs = KINDS[kind]
         data = os.urandom(bs)
         cpu0 = sum(process_cpu(p) for p in self.pids)
         switches0 = sum(context_switches(p) for p in self.pids)
 
         def op(rng: random.Random) -> None:
-            if kind == "randwrite":
-                off = RAND_OFF + rng.randrange(RAND_SPAN // bs) * bs
-            else:
+            if kind == "seqwrite":
                 off = self.cursor * bs % SEQ_SPAN
                 self.cursor += 1
-            self.write(off, data)
+            else:
+                off = RAND_OFF + rng.randrange(RAND_SPAN // bs) * bs
+            if kind == "randread":
+                self.read(off, bs)
+            else:
+                self.write(off, data)
 
         run = _harness.run_threads(threads, seconds, op)
         ops = max(run.ops, 1)
         return {
-            "rate": run.rate if kind == "randwrite" else run.ops * bs / MiB / run.elapsed,
+            "rate": run.ops * bs / MiB / run.elapsed if kind == "seqwrite" else run.rate,
+            "p99_us": run.p99_us,
             "server_us": (sum(process_cpu(p) for p in self.pids) - cpu0) / ops * 1e6,
             "client_us": run.cpu_us_per_op,
             "switches": (sum(context_switches(p) for p in self.pids) - switches0) / ops,
@@ -124,7 +142,7 @@ def main() -> int:
     parser.add_argument("--servers", nargs="+", required=True, metavar="NAME=PYTHON")
     parser.add_argument("--seconds", type=float, default=3.0, help="per cell (default 3)")
     parser.add_argument("--rounds", type=int, default=4)
-    parser.add_argument("--kinds", default="randwrite,seqwrite")
+    parser.add_argument("--kinds", default=",".join(KINDS))
     args = parser.parse_args()
     sides: list[Side] = []
     try:
@@ -141,19 +159,24 @@ def main() -> int:
                     c = side.cell(kind, args.seconds)
                     results.setdefault((kind, side.name), []).append(c)
                     print(
-                        f"round {r} {kind:9} {side.name:8} {c['rate']:8.0f}  server "
+                        f"round {r} {kind:10} {side.name:8} {c['rate']:8.0f}  p99 "
+                        f"{c['p99_us']:8.0f} µs  server "
                         f"{c['server_us']:7.1f} µs/op  client {c['client_us']:6.1f} µs/op  "
                         f"switches {c['switches']:5.2f}/op",
                         flush=True,
                     )
-        print("medians (randwrite: IOPS, 4 KiB x 8 threads; seqwrite: MiB/s, 1 MiB; µs per op):")
+        print(
+            "medians (randwrite1/randwrite/randread: IOPS, 4 KiB x 1/8/8 threads; "
+            "seqwrite: MiB/s, 1 MiB; µs per op):"
+        )
         for (kind, name), cells in sorted(results.items()):
 
             def median(field: str, cells: list[dict[str, float]] = cells) -> float:
                 return sorted(c[field] for c in cells)[len(cells) // 2]
 
             print(
-                f"{kind:9} {name:8} {median('rate'):8.0f}  server {median('server_us'):7.1f}"
+                f"{kind:10} {name:8} {median('rate'):8.0f}  p99 {median('p99_us'):8.0f} µs"
+                f"  server {median('server_us'):7.1f}"
                 f"  client {median('client_us'):6.1f}  switches {median('switches'):5.2f}"
             )
     finally:

@@ -71,6 +71,11 @@ fn credentials(method: &str, b: &Bytes) -> (String, Option<String>, u64) {
         "IncreaseFileEpoch" => fields!(IncreaseFileEpochRequest),
         "CreateCloneFile" => fields!(CreateCloneFileRequest),
         "SetCloneFileStatus" => fields!(SetCloneFileStatusRequest),
+        "CreateSnapShot" => fields!(CreateSnapShotRequest),
+        "ListSnapShot" => fields!(ListSnapShotFileInfoRequest),
+        "DeleteSnapShot" => fields!(DeleteSnapShotRequest),
+        "CheckSnapShotStatus" => fields!(CheckSnapShotStatusRequest),
+        "GetSnapShotFileSegment" => fields!(GetOrAllocateSegmentRequest),
         "ChangeOwner" => {
             let r = ChangeOwnerRequest::decode(b.clone()).unwrap();
             (r.root_owner, Some(r.signature), r.date)
@@ -107,6 +112,26 @@ async fn every_call(c: &Client, u: &UserInfo, dir: &str) -> Vec<(&'static str, O
             note("close", c.close(fd).await);
         }
         Err(e) => note("open", Err(e)),
+    }
+    // A snapshot, of a volume of its own (a volume with a snapshot can be neither renamed
+    // nor deleted): taken, listed, looked at and deleted.
+    let snapped = format!("{dir}/snapped");
+    note(
+        "create_snapped",
+        c.create(&snapped, u, SEG, &CreateOptions::default()).await,
+    );
+    match c.create_snapshot(&snapped, u).await {
+        Ok(snapshot) => {
+            let seq = snapshot.seq_num.unwrap_or_default();
+            let listed = c.list_snapshots(&snapped, u, &[seq]).await;
+            note("list_snapshots", listed.map(drop));
+            let status = c.check_snapshot_status(&snapped, u, seq).await;
+            note("check_snapshot_status", status.map(drop));
+            let segment = c.get_snapshot_segment(&snapped, u, seq, 0).await;
+            note("get_snapshot_segment", segment.map(drop));
+            note("delete_snapshot", c.delete_snapshot(&snapped, u, seq).await);
+        }
+        Err(e) => note("create_snapshot", Err(e)),
     }
     let moved = format!("{dir}/moved");
     note("rename", c.rename(u, &vol, &moved).await);
@@ -216,6 +241,8 @@ async fn refused_credentials_are_authfail_on_every_call() {
             ("extend", Some(ErrorCode::AuthFail)),
             ("list_dir", Some(ErrorCode::AuthFail)),
             ("open", Some(ErrorCode::AuthFail)),
+            ("create_snapped", Some(ErrorCode::AuthFail)),
+            ("create_snapshot", Some(ErrorCode::AuthFail)),
             ("rename", Some(ErrorCode::AuthFail)),
             ("change_owner", Some(ErrorCode::AuthFail)),
             ("unlink", Some(ErrorCode::AuthFail)),

@@ -75,7 +75,13 @@ async fn snapshot_moves_the_sn_writes_carry() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     c.write(fd, 0, &pattern(2, 4096)).await.unwrap();
-    let after = sidecar_sns(cluster.dir.path());
+    // Followers apply the write once they learn it is committed, maybe after the ack.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut after = sidecar_sns(cluster.dir.path());
+    while !after.iter().all(|sn| *sn == 2) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        after = sidecar_sns(cluster.dir.path());
+    }
     assert!(after.iter().all(|sn| *sn == 2), "{after:?}");
     let mut back = vec![0u8; 4096];
     c.read(fd, 0, &mut back).await.unwrap();

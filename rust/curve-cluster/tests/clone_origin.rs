@@ -253,6 +253,12 @@ fn clone_chunks_read_a_real_volume_through(fault: Fault) {
     {
         let file = servers.chunk_file(id, CLONE_CHUNK);
         let record = file.with_file_name(format!("chunk_{CLONE_CHUNK}.clone"));
+        // Followers apply an entry once they learn it is committed, which may be after
+        // the leader answered.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while record.exists() && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
         assert!(
             !record.exists(),
             "chunkserver {id} still holds a clone record"
