@@ -1034,6 +1034,17 @@ def test_a_write_held_past_its_timeout_never_lands_over_a_newer_one(tmp_path: Pa
         retried = time.monotonic() - t0
         assert cluster.copyset_leader(copyset_id) != old_leader
         assert cbd.Write(fd, newer, 0, SLOT) == SLOT
+        # A Raft follower applies after the leader has answered: let the live replicas
+        # hold the newer bytes before watching, so that a lagging follower's copy of the
+        # retried write is not taken for the held one.
+        live = set(cluster.chunkserver_ids) - {old_leader}
+        wait_for(
+            lambda: all(
+                b == newer for cs, b in slot_on_replicas(cluster, copyset, 0).items() if cs in live
+            ),
+            30,
+            "the live replicas hold the newer bytes",
+        )
         # The held bytes go on to the stopped leader's socket.
         proxy.pass_through()
         wait_for(lambda: proxy.forwarded("upstream") > held_from, 10, "the held write delivered")
