@@ -385,6 +385,7 @@ impl ClusterLayout {
                 "addr": self.addr_string(port),
                 "log": log(SNAPSHOT_CLONE_SERVER),
                 "data_dir": self.snapshot_clone_data_dir(),
+                "store_dir": self.snapshot_clone_store_dir(),
             })),
         })
     }
@@ -392,6 +393,18 @@ impl ClusterLayout {
     /// The snapshot/clone service's folder: its task records and its client.conf.
     pub fn snapshot_clone_data_dir(&self) -> PathBuf {
         self.dir.join(SNAPSHOT_CLONE_SERVER)
+    }
+
+    /// Where the snapshot/clone service dumps snapshots (upstream's S3 bucket) unless its
+    /// folder holds an upstream `s3.conf` naming an S3 endpoint
+    /// ([`Self::snapshot_clone_s3_conf`]): object keys are files under it.
+    pub fn snapshot_clone_store_dir(&self) -> PathBuf {
+        self.snapshot_clone_data_dir().join("data")
+    }
+
+    /// An upstream `s3.conf` the snapshot/clone service reads at start, if present.
+    pub fn snapshot_clone_s3_conf(&self) -> PathBuf {
+        self.snapshot_clone_data_dir().join("s3.conf")
     }
 
     /// Reads and validates `<dir>/cluster.json`.
@@ -894,6 +907,22 @@ async fn snapshot_clone_run(
         owner: layout.mds.root_user.clone(),
         password: layout.mds.root_password.clone(),
     };
+    let s3_conf = layout.snapshot_clone_s3_conf();
+    let store = curve_snapshotclone::datastore::DataStore::from_conf_or_local(
+        Some(s3_conf.as_path()).filter(|p| p.is_file()),
+        &layout.snapshot_clone_store_dir(),
+    )
+    .map_err(|e| Error::Invalid {
+        path: s3_conf.clone(),
+        message: e.to_string(),
+    })?;
+    tracing::info!("snapshots are dumped to {store:?}");
+    let snapshot = curve_snapshotclone::SnapshotOptions {
+        // Upstream's server.mdsSessionTimeUs is the MDS's mds.file.expiredTimeUs: the
+        // lease within which every client of a volume picks up its new seqNum.
+        mds_session_time: std::time::Duration::from_micros(layout.mds.file_record_expire_us),
+        ..curve_snapshotclone::SnapshotOptions::default()
+    };
     let listener = open_port(SNAPSHOT_CLONE_SERVER, socket, addr)?;
     tracing::info!("snapshot/clone service serving on {addr}");
     report(ServerState::Serving);
@@ -902,7 +931,9 @@ async fn snapshot_clone_run(
             client,
             root,
             options: curve_snapshotclone::CloneOptions::default(),
+            snapshot,
             data_dir,
+            store,
         },
         listener,
         shutdown,

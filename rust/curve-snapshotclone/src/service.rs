@@ -7,9 +7,9 @@
 //! The clone actions run the clone tasks of [`crate::CloneTasks`] with upstream's task
 //! rules (idempotent retries, flatten of a lazy clone, cleaning, reference status of a
 //! source); tasks are kept in [`crate::tasks::TaskStore`] and picked up again after a
-//! restart. Snapshots are not here yet: the local cluster's MDS has no snapshot calls, so
-//! `CreateSnapshot` answers -21 (Not support), the snapshot lists are empty, a snapshot
-//! UUID is never found, and `Recover` (from a snapshot) answers -15.
+//! restart. The snapshot actions run [`crate::Snapshots`]' tasks (one at a time per volume,
+//! resumed after a restart); `Recover` (from a snapshot) answers -15, as snapshots are not
+//! clone sources yet.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -24,6 +24,9 @@ use serde_json::{Map, Value, json};
 
 use crate::clone::{CloneError, CloneOptions, CloneTasks};
 use crate::codes::ServiceCode;
+use crate::datastore::DataStore;
+use crate::snapshot::{SnapshotFilter, SnapshotOptions, Snapshots};
+use crate::snapshots::Snapshot;
 use crate::tasks::{CloneStep, SourceType, StoreError, Task, TaskStatus, TaskStore, TaskType};
 
 /// What the service runs on.
@@ -32,8 +35,11 @@ pub struct ServiceConfig {
     pub client: Client,
     pub root: UserInfo,
     pub options: CloneOptions,
-    /// Where the task records are kept.
+    pub snapshot: SnapshotOptions,
+    /// Where the task and snapshot records are kept.
     pub data_dir: PathBuf,
+    /// Where snapshots are dumped (and clones of them read from).
+    pub store: DataStore,
 }
 
 /// Why the service could not start.
@@ -50,6 +56,7 @@ struct Inner {
     root: UserInfo,
     options: CloneOptions,
     tasks: Mutex<TaskStore>,
+    snapshots: Arc<Snapshots>,
 }
 
 impl Inner {
@@ -84,13 +91,22 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServiceError> {
     let store = TaskStore::open(&config.data_dir)?;
+    let snapshots = Snapshots::open(
+        config.client.clone(),
+        config.root.clone(),
+        config.store,
+        config.snapshot,
+        &config.data_dir,
+    )?;
     let inner = Arc::new(Inner {
         client: config.client,
         root: config.root,
         options: config.options,
         tasks: Mutex::new(store),
+        snapshots,
     });
     resume(&inner);
+    inner.snapshots.resume();
     let app = axum::Router::new()
         .route("/SnapshotCloneService", axum::routing::any(handle))
         .with_state(Arc::clone(&inner));
@@ -207,10 +223,12 @@ fn required<'p, const N: usize>(
     Ok(found)
 }
 
-/// `Limit` (default 10) and `Offset` (default 0); unparsable is a bad request.
+/// `Limit` (default 10) and `Offset` (default 0), either absent or empty for its
+/// default; unparsable is a bad request.
 fn page(params: &Params) -> Result<(usize, usize), Reply> {
     let number = |key: &str, default: usize| match params.get(key) {
         None => Ok(default),
+        Some(v) if v.is_empty() => Ok(default),
         Some(v) => v
             .parse::<usize>()
             .map_err(|_| Reply::from(ServiceCode::INVALID_REQUEST)),
@@ -254,27 +272,15 @@ async fn dispatch(inner: &Arc<Inner>, action: &str, params: &Params) -> Answer {
         "GetCloneTaskList" => get_clone_task_list(inner, params),
         "CleanCloneTask" => clean_clone_task(inner, params).await,
         "GetCloneRefStatus" => get_clone_ref_status(inner, params),
-        "CreateSnapshot" => {
-            required(params, ["User", "File", "Name"])?;
-            Err(ServiceCode::NOT_SUPPORT.into())
-        }
-        "DeleteSnapshot" => {
-            required(params, ["User", "UUID"])?;
-            Err(ServiceCode::FILE_NOT_EXIST.into())
-        }
+        "CreateSnapshot" => create_snapshot(inner, params).await,
+        "DeleteSnapshot" => delete_snapshot(inner, params),
         "CancelSnapshot" => {
-            required(params, ["User", "UUID", "File"])?;
-            Err(ServiceCode::FILE_NOT_EXIST.into())
+            let [user, uuid, file] = required(params, ["User", "UUID", "File"])?;
+            inner.snapshots.cancel(uuid, user, file)?;
+            Ok(Reply::ok())
         }
-        "GetFileSnapshotInfo" | "GetFileSnapshotList" => {
-            if action == "GetFileSnapshotInfo" {
-                required(params, ["User"])?;
-            }
-            page(params)?;
-            Ok(Reply::ok()
-                .with("TotalCount", json!(0))
-                .with("Snapshots", json!([])))
-        }
+        "GetFileSnapshotInfo" => get_file_snapshot_info(inner, params),
+        "GetFileSnapshotList" => get_file_snapshot_list(inner, params),
         "Recover" => {
             let [_, _, _, lazy] = required(params, ["User", "Source", "Destination", "Lazy"])?;
             boolean(lazy)?;
@@ -282,6 +288,62 @@ async fn dispatch(inner: &Arc<Inner>, action: &str, params: &Params) -> Answer {
         }
         _ => Err(ServiceCode::INVALID_REQUEST.into()),
     }
+}
+
+async fn create_snapshot(inner: &Arc<Inner>, params: &Params) -> Answer {
+    let [user, file, name] = required(params, ["User", "File", "Name"])?;
+    let uuid = inner.snapshots.create(file, user, name).await?;
+    Ok(Reply::ok().with("UUID", json!(uuid)))
+}
+
+fn delete_snapshot(inner: &Arc<Inner>, params: &Params) -> Answer {
+    let [user, uuid] = required(params, ["User", "UUID"])?;
+    let file = params.get("File").map(String::as_str);
+    // A clone or recover from the snapshot still reads it until its task ends.
+    let in_use =
+        |uuid: &str| {
+            inner.tasks().all().into_iter().any(|t| {
+                t.source == uuid && !matches!(t.status, TaskStatus::Done | TaskStatus::Error)
+            })
+        };
+    inner.snapshots.delete(uuid, user, file, in_use)?;
+    Ok(Reply::ok())
+}
+
+fn snapshot_list(snaps: &[Snapshot], params: &Params) -> Answer {
+    let (limit, offset) = page(params)?;
+    let items: Vec<Value> = snaps
+        .iter()
+        .skip(offset)
+        .take(limit)
+        .map(Snapshot::to_json)
+        .collect();
+    Ok(Reply::ok()
+        .with("TotalCount", json!(snaps.len()))
+        .with("Snapshots", Value::Array(items)))
+}
+
+fn get_file_snapshot_info(inner: &Arc<Inner>, params: &Params) -> Answer {
+    let [user] = required(params, ["User"])?;
+    page(params)?;
+    // Without File, upstream lists the snapshots of the file "": none.
+    let file = params.get("File").map_or("", String::as_str);
+    let uuid = params.get("UUID").map(String::as_str);
+    let snaps = inner.snapshots.file_snapshot_info(file, user, uuid)?;
+    snapshot_list(&snaps, params)
+}
+
+fn get_file_snapshot_list(inner: &Arc<Inner>, params: &Params) -> Answer {
+    page(params)?;
+    let get = |key: &str| params.get(key).map(String::as_str);
+    let filter = SnapshotFilter {
+        user: get("User"),
+        file: get("File"),
+        uuid: get("UUID"),
+        status: get("Status"),
+    };
+    let snaps = inner.snapshots.list(&filter);
+    snapshot_list(&snaps, params)
 }
 
 fn now_us() -> u64 {
