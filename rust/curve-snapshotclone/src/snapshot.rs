@@ -284,10 +284,13 @@ impl Snapshots {
     /// snapshot goes on; one deleting or canceling is deleted (a restart turns a cancel
     /// into a delete, as upstream's).
     pub fn resume(self: &Arc<Self>) {
-        let unfinished: Vec<(String, String, Kind)> = self
-            .records()
-            .all()
-            .into_iter()
+        let mut records: Vec<Snapshot> = self.records().all().into_iter().cloned().collect();
+        // Those that took their MDS snapshot before the ones still waiting behind them: a
+        // waiting one started first would find the volume under snapshot. (A record's
+        // time is its MDS snapshot's once taken, so time alone does not order them.)
+        records.sort_by_key(|s| (s.seq_num == NO_SEQ, s.time_us));
+        let unfinished: Vec<(String, String, Kind)> = records
+            .iter()
             .filter_map(|s| {
                 let kind = match s.status {
                     SnapshotStatus::Pending => Kind::Create,
@@ -767,6 +770,7 @@ impl Snapshots {
         let info = match self.client.create_snapshot(&snap.file, &self.root).await {
             Ok(info) => info,
             Err(e) if e.code == ErrorCode::UnderSnapshot => {
+                // Taken by this task before a restart, unless another record holds it.
                 let file = self
                     .client
                     .mds()
@@ -774,6 +778,13 @@ impl Snapshots {
                     .await
                     .map_err(call("GetFileInfo"))?;
                 let seq = file.seq_num.unwrap_or(1).saturating_sub(1);
+                if self
+                    .of_file(&snap.file)
+                    .iter()
+                    .any(|s| s.uuid != snap.uuid && s.seq_num == seq)
+                {
+                    return Err(call("CreateSnapShot")(e));
+                }
                 self.client
                     .list_snapshots(&snap.file, &self.root, &[seq])
                     .await
