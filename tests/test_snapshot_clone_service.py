@@ -139,7 +139,8 @@ def test_requests_upstream_refuses_get_its_codes_and_statuses(cluster: LocalClus
     fails(cluster, -8, Action="CreateSnapshot", Version="1", User="curve", File="/v", Name="s")
     fails(cluster, -5, Action="CreateSnapshot", Version="1", User="curve", File="/v")
     fails(cluster, -14, Action="CancelSnapshot", Version="1", User="curve", UUID="x", File="/v")
-    fails(cluster, -15, Action="Recover", Version="1", User="curve", Source="x",
+    # Recover needs its destination first (-8), then a snapshot of it (-15).
+    fails(cluster, -8, Action="Recover", Version="1", User="curve", Source="x",
           Destination="/v", Lazy="false")  # fmt: skip
     listed = ok(cluster, Action="GetFileSnapshotList")
     assert (listed["TotalCount"], listed["Snapshots"]) == (0, [])

@@ -19,7 +19,7 @@ import pytest
 import curvefs
 from curvefs import snapshot_clone as sc
 from curvefs.testing import LocalCluster
-from tests.test_snapshot_clone_service import call, fails, ok
+from tests.test_snapshot_clone_service import call, fails, ok, task, wait_task
 
 GiB = 1 << 30
 CHUNK = 16 << 20
@@ -470,3 +470,112 @@ def test_the_python_client_takes_lists_and_deletes_snapshots(
     wait_gone(cluster, uuid)
     with pytest.raises(FileNotFoundError):
         service.snapshot(uuid)
+
+
+def test_a_clone_of_a_snapshot_reads_it_and_holds_it_until_flattened(
+    cluster: LocalCluster, client: curvefs.Client
+) -> None:
+    path, dest, full = "/snap-src", "/snap-src-clone", "/snap-src-full"
+    blocks = {0: b"1" * BLOCK, CHUNK + BLOCK: b"2" * BLOCK, GiB: b"3" * BLOCK}
+    client.create(path, 10 * GiB)
+    write(client, path, blocks)
+    snap = create(cluster, path, "src")
+    wait_snapshot(cluster, snap)
+    write(client, path, {0: b"9" * BLOCK})  # the volume moves on; the snapshot does not
+    later = create(cluster, path, "later")
+    clone = {"Action": "Clone", "Version": "1", "Lazy": "true"}
+    # A snapshot still pending is no source (-15); another user's neither (-7).
+    fails(cluster, -15, **clone, User=USER, Source=later, Destination=dest)
+    fails(cluster, -7, **clone, User="snapper", Source=snap, Destination=dest)
+
+    uuid = ok(cluster, Action="Clone", User=USER, Source=snap, Destination=dest,
+              Lazy="true")["UUID"]  # fmt: skip
+    info = task(cluster, uuid)
+    assert (info["TaskStatus"], info["FileType"], info["Src"], info["File"]) == (
+        7, 1, snap, dest,
+    )  # fmt: skip
+    stat = client.stat(dest)
+    assert (stat.status, stat.length, stat.owner) == (
+        curvefs.FileStatus.CLONE_META_INSTALLED, 10 * GiB, USER,
+    )  # fmt: skip
+    # The lazy clone reads the snapshot (its chunks from the data store), zeros elsewhere.
+    with client.open(dest) as vol:
+        for offset, data in blocks.items():
+            assert vol.pread(BLOCK, offset) == data
+        assert vol.pread(BLOCK, 2 * CHUNK) == bytes(BLOCK)
+        vol.pwrite(b"w" * BLOCK, CHUNK)
+        assert vol.pread(2 * BLOCK, CHUNK) == b"w" * BLOCK + b"2" * BLOCK
+    # In use by the clone until it is flattened (-16).
+    fails(cluster, -16, Action="DeleteSnapshot", Version="1", User=USER, UUID=snap)
+    ok(cluster, Action="Flatten", User=USER, UUID=uuid)
+    wait_task(cluster, uuid, 0)
+    assert client.stat(dest).status == curvefs.FileStatus.CLONED
+    ok(cluster, Action="DeleteSnapshot", User=USER, UUID=snap)
+    wait_gone(cluster, snap)
+    with client.open(dest) as vol:  # its own bytes now: the snapshot is gone
+        assert vol.pread(2 * BLOCK, CHUNK) == b"w" * BLOCK + b"2" * BLOCK
+        for offset in (0, GiB):
+            assert vol.pread(BLOCK, offset) == blocks[offset]
+
+    # A clone that is not lazy answers at once and copies every chunk in the background.
+    wait_snapshot(cluster, later)
+    full_uuid = ok(cluster, Action="Clone", User=USER, Source=later, Destination=full,
+                   Lazy="false")["UUID"]  # fmt: skip
+    wait_task(cluster, full_uuid, 0)
+    assert client.stat(full).status == curvefs.FileStatus.CLONED
+    with client.open(full) as vol:
+        assert vol.pread(BLOCK, 0) == b"9" * BLOCK
+        for offset in (CHUNK + BLOCK, GiB):
+            assert vol.pread(BLOCK, offset) == blocks[offset]
+    ok(cluster, Action="DeleteSnapshot", User=USER, UUID=later)
+    wait_gone(cluster, later)
+    assert objects(cluster, path) == set()
+
+
+def test_a_recover_brings_a_volume_back_to_its_snapshot(
+    cluster: LocalCluster, client: curvefs.Client
+) -> None:
+    path = "/snap-recover"
+    blocks = {0: b"o" * BLOCK, GiB: b"p" * BLOCK}
+    client.create(path, 10 * GiB)
+    write(client, path, blocks)
+    snap = create(cluster, path, "before")
+    wait_snapshot(cluster, snap)
+    write(client, path, {0: b"X" * BLOCK, 2 * CHUNK: b"Y" * BLOCK})
+    old = client.stat(path)
+    recover = {"Action": "Recover", "Version": "1", "Lazy": "true"}
+    fails(cluster, -15, **recover, User=USER, Source="no-such-snapshot", Destination=path)
+    fails(cluster, -8, **recover, User=USER, Source=snap, Destination="/snap-recover-none")
+    fails(cluster, -7, **recover, User="snapper", Source=snap, Destination=path)
+    client.create("/snap-recover-other", 10 * GiB)
+    # Only onto the snapshot's own volume.
+    fails(cluster, -15, **recover, User=USER, Source=snap, Destination="/snap-recover-other")
+
+    uuid = ok(cluster, Action="Recover", User=USER, Source=snap, Destination=path,
+              Lazy="true")["UUID"]  # fmt: skip
+    info = task(cluster, uuid)
+    assert (info["TaskType"], info["TaskStatus"], info["FileType"]) == (1, 7, 1), info
+    # A new volume in its place, reading the snapshot: the later writes are gone.
+    now = client.stat(path)
+    assert now.id != old.id and now.status == curvefs.FileStatus.CLONE_META_INSTALLED
+    with client.open(path) as vol:
+        for offset, data in blocks.items():
+            assert vol.pread(BLOCK, offset) == data
+        assert vol.pread(BLOCK, 2 * CHUNK) == bytes(BLOCK)
+        vol.pwrite(b"Z" * BLOCK, 0)
+    fails(cluster, -16, Action="DeleteSnapshot", Version="1", User=USER, UUID=snap)
+    ok(cluster, Action="Flatten", User=USER, UUID=uuid)
+    wait_task(cluster, uuid, 0)
+    assert client.stat(path).status == curvefs.FileStatus.CLONED
+    with client.open(path) as vol:
+        assert vol.pread(BLOCK, 0) == b"Z" * BLOCK
+        assert vol.pread(BLOCK, GiB) == blocks[GiB]
+    # The recovered volume's seqNum follows the one it replaced (2): its next snapshot is 3.
+    again = create(cluster, path, "after")
+    assert wait_snapshot(cluster, again)[-1]["SeqNum"] == 3
+    assert snapshot_bytes(cluster, path, 3, 0, BLOCK) == b"Z" * BLOCK
+    assert snapshot_bytes(cluster, path, 3, GiB, BLOCK) == blocks[GiB]
+    for u in (again, snap):
+        ok(cluster, Action="DeleteSnapshot", User=USER, UUID=u)
+        wait_gone(cluster, u)
+    assert objects(cluster, path) == set()

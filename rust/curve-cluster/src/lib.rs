@@ -31,6 +31,7 @@ use curve_mds::{ChunkServerEntry, CopysetEntry, MdsConfig, MdsOptions, TopologyC
 use serde::{Deserialize, Serialize};
 
 mod conf;
+mod origin;
 mod socket;
 
 pub use conf::{CHUNKSERVER_CLIENT_CONF_FILE, CLIENT_CONF_FILE};
@@ -649,13 +650,18 @@ impl ClusterLayout {
                 Durability::Cache
             },
             // Clone chunks read their source volumes as root, as upstream's chunkservers
-            // read theirs as `curve.root_username` with `curve.root_password`.
-            origin: Some(Arc::new(CurveVolumes::new(
-                self.chunkserver_client_conf_path(id),
-                UserInfo {
-                    owner: self.mds.root_user.clone(),
-                    password: self.mds.root_password.clone(),
-                },
+            // read theirs as `curve.root_username` with `curve.root_password`, and
+            // snapshots' chunks from the snapshot/clone service's data store.
+            origin: Some(Arc::new(origin::ClusterOrigins::new(
+                CurveVolumes::new(
+                    self.chunkserver_client_conf_path(id),
+                    UserInfo {
+                        owner: self.mds.root_user.clone(),
+                        password: self.mds.root_password.clone(),
+                    },
+                ),
+                self.snapshot_clone_s3_conf(),
+                self.snapshot_clone_store_dir(),
             ))),
         })
     }

@@ -6,8 +6,7 @@
 //! snapshot data store (`snapshot`, `snapshots`, `datastore`).
 //!
 //! Where this differs from upstream's service:
-//! - Clones and recovers are of volumes only: a snapshot is not a clone source yet, and
-//!   Recover answers -15.
+//! - No Recover (from a snapshot onto its volume): it answers -15.
 //! - The service calls the MDS as the cluster's root user and checks that a snapshot's
 //!   user owns the volume itself (-7); upstream calls as the user and lets the MDS check.
 //! - Each chunk of a snapshot is put to the data store whole, once read; upstream uploads
