@@ -4,12 +4,12 @@
 //! a JSON body on every answer (`Code` as a string, `Message`, `RequestId`, and the
 //! action's fields), HTTP 200 / 400 / 500 by code.
 //!
-//! The clone actions run the clone tasks of [`crate::CloneTasks`] with upstream's task
-//! rules (idempotent retries, flatten of a lazy clone, cleaning, reference status of a
-//! source); tasks are kept in [`crate::tasks::TaskStore`] and picked up again after a
-//! restart. A clone's source is a volume or a snapshot's UUID. The snapshot actions run
-//! [`crate::Snapshots`]' tasks (one at a time per volume, resumed after a restart);
-//! `Recover` (from a snapshot) answers -15: it is not built.
+//! The clone and recover actions run the tasks of [`crate::CloneTasks`] with upstream's
+//! task rules (idempotent retries, flatten of a lazy clone, cleaning, reference status of
+//! a source); tasks are kept in [`crate::tasks::TaskStore`] and picked up again after a
+//! restart. A clone's source is a volume or a snapshot's UUID, a recover's a snapshot of
+//! its destination; a snapshot is not deleted while a task reads it. The snapshot actions
+//! run [`crate::Snapshots`]' tasks (one at a time per volume, resumed after a restart).
 
 use std::collections::HashMap;
 use std::future::Future;
