@@ -134,11 +134,13 @@ def test_requests_upstream_refuses_get_its_codes_and_statuses(cluster: LocalClus
     fails(cluster, -5, Action="GetCloneTasks", Version="1", Offset="-1", User="curve")
     # Keys are case-sensitive, as upstream's.
     fails(cluster, -5, action="GetCloneTaskList", version="1")
-    # Not built yet, said so in upstream's words: no snapshot exists to find.
-    fails(cluster, -21, Action="CreateSnapshot", Version="1", User="curve", File="/v", Name="s")
-    fails(cluster, -8, Action="DeleteSnapshot", Version="1", User="curve", UUID="nope")
-    fails(cluster, -8, Action="CancelSnapshot", Version="1", User="curve", UUID="x", File="/v")
-    fails(cluster, -15, Action="Recover", Version="1", User="curve", Source="x",
+    # Snapshots (tests/test_snapshot_service.py has the rest): no such volume; no such
+    # snapshot to cancel (a delete of one is done already).
+    fails(cluster, -8, Action="CreateSnapshot", Version="1", User="curve", File="/v", Name="s")
+    fails(cluster, -5, Action="CreateSnapshot", Version="1", User="curve", File="/v")
+    fails(cluster, -14, Action="CancelSnapshot", Version="1", User="curve", UUID="x", File="/v")
+    # Recover needs its destination first (-8), then a snapshot of it (-15).
+    fails(cluster, -8, Action="Recover", Version="1", User="curve", Source="x",
           Destination="/v", Lazy="false")  # fmt: skip
     listed = ok(cluster, Action="GetFileSnapshotList")
     assert (listed["TotalCount"], listed["Snapshots"]) == (0, [])
@@ -304,7 +306,8 @@ def test_the_python_client_fails_over_types_results_and_raises_by_code(
     assert isinstance(exists.value, FileExistsError)
     with pytest.raises(FileNotFoundError):
         service.clone_task("no-such-task")
-    with pytest.raises(sc.NotSupportedError):
+    # A lazy clone's source is BeingCloned: no snapshot of it (upstream's -9).
+    with pytest.raises(sc.FileStatusInvalidError):
         service.create_snapshot("/py-src", "s1")
     assert service.snapshots() == []
 

@@ -485,7 +485,11 @@ class SnapshotCloneClient:
 
     def snapshots(self, file: str | None = None) -> list[Snapshot]:
         """This user's snapshots (of ``file``, if given)."""
-        items = self._pages("GetFileSnapshotInfo", "Snapshots", User=self.user, File=file)
+        # GetFileSnapshotInfo lists one file's (none without File, as upstream's does).
+        if file is None:
+            items = self._pages("GetFileSnapshotList", "Snapshots", User=self.user)
+        else:
+            items = self._pages("GetFileSnapshotInfo", "Snapshots", User=self.user, File=file)
         return [Snapshot.from_json(i) for i in items]
 
     def snapshot(self, uuid: str) -> Snapshot:

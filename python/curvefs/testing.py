@@ -717,6 +717,14 @@ class LocalCluster:
         entry = self._snapshot_clone_entry()
         return None if entry is None else str(entry["addr"])
 
+    @property
+    def snapshot_store_dir(self) -> str | None:
+        """The folder the snapshot/clone service dumps snapshots to (its stand-in for
+        upstream's S3 bucket: object ``<file>-<chunkIndex>-<sn>`` is the file of that name
+        under it), or ``None`` if the cluster has no service."""
+        entry = self._snapshot_clone_entry()
+        return None if entry is None else str(entry["store_dir"])
+
     def start_snapshot_clone(self) -> None:
         """Start the snapshot/clone service if it is not running; returns once it serves."""
         entry = self._snapshot_clone_entry()

@@ -8,7 +8,7 @@
 
 use std::io;
 
-pub(crate) use curve_client::location::{CurveOrigin, curve_location, parse_location};
+pub(crate) use curve_client::location::{CurveOrigin, OriginKind, curve_location, parse_location};
 
 /// One bit per block of a chunk, set once the clone wrote (or pasted) that block. Bit
 /// `i` is bit `i % 8` of byte `i / 8`, least significant first, as upstream's bitmap.

@@ -17,8 +17,10 @@
 //!
 //! Clone chunks, as upstream's (`clone.rs`, `store.rs`, the handlers in `service.rs`): a
 //! chunk of a lazy clone whose unwritten pages (one bit per block) read from its origin,
-//! `"<source path>:<offset>@cs"`, through [`Origin`] (the local cluster's reads the source
-//! read-only as root with curvefs's client, [`CurveVolumes`]). WriteChunk with
+//! `"<source path>:<offset>@cs"` or a snapshot's chunk in the snapshot data store,
+//! `"<object key>@s3"`, through [`Origin`] (the local cluster's reads a source volume
+//! read-only as root with curvefs's client, [`CurveVolumes`], and objects from the
+//! snapshot/clone service's data store). WriteChunk with
 //! `cloneFileSource`/`cloneFileOffset` to a missing chunk creates one; ReadChunk with them
 //! reads a missing chunk from the source; CreateCloneChunk and RecoverChunk as upstream;
 //! a chunk whose every page is written becomes a plain chunk. Writes, pastes and

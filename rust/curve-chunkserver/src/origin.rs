@@ -1,8 +1,9 @@
 //! Reading the origin of a clone chunk: the bytes of the source volume it was cloned from
-//! (upstream's `OriginCopyer` for `@cs` locations). The chunkserver sees only the
-//! [`Origin`] trait; the local cluster gives it one over curvefs's own client
-//! (`curve_client`, the source opened read-only as root, one handle per source), tests
-//! may give it another.
+//! (upstream's `OriginCopyer` for `@cs` locations), or of the snapshot's chunk in the
+//! snapshot data store (`@s3`). The chunkserver sees only the [`Origin`] trait; the local
+//! cluster gives it one over curvefs's own client (`curve_client`, the source opened
+//! read-only as root, one handle per source) and its snapshot data store, tests may give
+//! it another.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -33,6 +34,22 @@ pub trait Origin: Send + Sync + fmt::Debug {
         offset: u64,
         len: usize,
     ) -> BoxFuture<'_, Result<Vec<u8>, OriginError>>;
+
+    /// Exactly `len` bytes at byte `offset` of the snapshot data store's object `key`
+    /// (an `@s3` location's), or an error. Without a data store, always an error.
+    fn read_object(
+        &self,
+        key: &str,
+        offset: u64,
+        len: usize,
+    ) -> BoxFuture<'_, Result<Vec<u8>, OriginError>> {
+        let what = format!("{key} at {offset}+{len}");
+        Box::pin(async move {
+            Err(OriginError(format!(
+                "no snapshot data store to read {what} from"
+            )))
+        })
+    }
 }
 
 /// Upstream's `curve.curve_file_timeout_s`: a source handle unused this long is closed.

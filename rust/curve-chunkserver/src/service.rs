@@ -24,7 +24,7 @@ use openraft::ReadPolicy;
 use tonic::{Request, Response, Status};
 
 use crate::clone::{
-    Bitmap, CloneMeta, CurveOrigin, LOCATION_LIMIT, curve_location, parse_location,
+    Bitmap, CloneMeta, CurveOrigin, LOCATION_LIMIT, OriginKind, curve_location, parse_location,
 };
 use crate::copyset::{CopysetState, peer_id_text};
 use crate::origin::{ORIGIN_DEADLINE, Origin};
@@ -467,7 +467,11 @@ impl Node {
             .offset
             .checked_add(offset)
             .ok_or_else(|| format!("origin offset {} + {offset} overflows", origin.offset))?;
-        match tokio::time::timeout(ORIGIN_DEADLINE, reader.read(&origin.source, at, len)).await {
+        let read = match origin.kind {
+            OriginKind::Curve => reader.read(&origin.source, at, len),
+            OriginKind::S3 => reader.read_object(&origin.source, at, len),
+        };
+        match tokio::time::timeout(ORIGIN_DEADLINE, read).await {
             Ok(Ok(data)) if data.len() == len => Ok(data),
             Ok(Ok(data)) => Err(format!("{} bytes read of {len}", data.len())),
             Ok(Err(e)) => Err(e.to_string()),
@@ -729,10 +733,7 @@ fn clone_source(req: &ChunkRequest) -> Result<Option<CurveOrigin>, ChunkResponse
     if source.is_empty() || curve_location(source, offset).len() > LOCATION_LIMIT {
         return Err(status_response(ChunkOpStatus::InvalidRequest));
     }
-    Ok(Some(CurveOrigin {
-        source: source.clone(),
-        offset,
-    }))
+    Ok(Some(CurveOrigin::volume(source, offset)))
 }
 
 /// Positioned IO up to this size runs on the reactor thread: on page cache it takes

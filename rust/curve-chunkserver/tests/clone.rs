@@ -312,8 +312,8 @@ async fn create_clone_chunk_then_recover_it(brpc: bool) -> TestResult {
             create_clone_request(40, 1, 0, "/origin-volume@cs"),
         ),
         (
-            "S3 location",
-            create_clone_request(40, 1, 0, "bucket/object@s3"),
+            "S3 location without a key",
+            create_clone_request(40, 1, 0, "@s3"),
         ),
         ("size not the chunk size", wrong_size),
     ] {

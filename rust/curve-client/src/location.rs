@@ -4,24 +4,44 @@
 
 /// `"<curve path>:<offset>@cs"`: the chunk's origin is `<offset>` bytes into a volume.
 const CURVE_TYPE: &str = "cs";
-/// `"<object key>@s3"`: an origin in S3, which the local cluster does not have.
+/// `"<object key>@s3"`: the origin is an object of the snapshot data store (a chunk of a
+/// snapshot, named `<file>-<chunkIndex>-<sn>`).
 const S3_TYPE: &str = "s3";
+
+/// What a location's origin is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OriginKind {
+    /// A volume of the cluster (`@cs`).
+    Curve,
+    /// An object of the snapshot data store (`@s3`).
+    S3,
+}
 
 /// Where a clone chunk's unwritten pages come from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CurveOrigin {
-    /// The source volume's path.
+    pub kind: OriginKind,
+    /// The source volume's path, or the object's key.
     pub source: String,
-    /// Where this chunk's first byte lies in the source volume.
+    /// Where this chunk's first byte lies in the source (0 in an object: it is one chunk).
     pub offset: u64,
+}
+
+impl CurveOrigin {
+    /// A chunk `offset` bytes into the volume `source`.
+    pub fn volume(source: &str, offset: u64) -> Self {
+        CurveOrigin {
+            kind: OriginKind::Curve,
+            source: source.to_string(),
+            offset,
+        }
+    }
 }
 
 /// Why a location cannot be served.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum LocationError {
-    #[error("location {0:?} names an S3 origin; this chunkserver reads only Curve origins (@cs)")]
-    S3(String),
-    #[error("location {0:?} is not \"<curve path>:<offset>@cs\"")]
+    #[error("location {0:?} is neither \"<curve path>:<offset>@cs\" nor \"<object key>@s3\"")]
     Malformed(String),
 }
 
@@ -30,14 +50,26 @@ pub fn curve_location(source: &str, offset: u64) -> String {
     format!("{source}:{offset}@{CURVE_TYPE}")
 }
 
+/// Upstream's `GenerateS3Location`: the object `key` of the snapshot data store.
+pub fn s3_location(key: &str) -> String {
+    format!("{key}@{S3_TYPE}")
+}
+
 /// Upstream's `ParseLocation` then `ParseCurveChunkPath`: split at the last `@` (a path
-/// may hold one), then at the last `:`; both parts non-empty, the offset a decimal u64.
+/// may hold one); an `@s3` key is the rest, non-empty; an `@cs` path is split at its last
+/// `:`, both parts non-empty, the offset a decimal u64.
 pub fn parse_location(location: &str) -> Result<CurveOrigin, LocationError> {
     let malformed = || LocationError::Malformed(location.to_string());
     let (path, kind) = location.rsplit_once('@').ok_or_else(malformed)?;
     match kind {
         CURVE_TYPE => {}
-        S3_TYPE => return Err(LocationError::S3(location.to_string())),
+        S3_TYPE if !path.is_empty() => {
+            return Ok(CurveOrigin {
+                kind: OriginKind::S3,
+                source: path.to_string(),
+                offset: 0,
+            });
+        }
         _ => return Err(malformed()),
     }
     let (source, offset) = path.rsplit_once(':').ok_or_else(malformed)?;
@@ -45,10 +77,7 @@ pub fn parse_location(location: &str) -> Result<CurveOrigin, LocationError> {
         return Err(malformed());
     }
     let offset = offset.parse::<u64>().map_err(|_| malformed())?;
-    Ok(CurveOrigin {
-        source: source.to_string(),
-        offset,
-    })
+    Ok(CurveOrigin::volume(source, offset))
 }
 
 #[cfg(test)]
@@ -61,21 +90,25 @@ mod tests {
         assert_eq!(loc, "/vol:a@b:16777216@cs");
         assert_eq!(
             parse_location(&loc),
+            Ok(CurveOrigin::volume("/vol:a@b", 16 << 20))
+        );
+        let s3 = s3_location("/vol-1-2");
+        assert_eq!(s3, "/vol-1-2@s3");
+        assert_eq!(
+            parse_location(&s3),
             Ok(CurveOrigin {
-                source: "/vol:a@b".into(),
-                offset: 16 << 20
+                kind: OriginKind::S3,
+                source: "/vol-1-2".into(),
+                offset: 0
             })
         );
-        assert!(matches!(
-            parse_location("bucket/key@s3"),
-            Err(LocationError::S3(_))
-        ));
         for bad in [
             "",
             "/vol",
             "/vol:0",
             "/vol:0@",
             "/vol:0@nfs",
+            "@s3",
             ":0@cs",
             "/vol:@cs",
             "/vol@cs",

@@ -31,6 +31,7 @@ use curve_mds::{ChunkServerEntry, CopysetEntry, MdsConfig, MdsOptions, TopologyC
 use serde::{Deserialize, Serialize};
 
 mod conf;
+mod origin;
 mod socket;
 
 pub use conf::{CHUNKSERVER_CLIENT_CONF_FILE, CLIENT_CONF_FILE};
@@ -385,6 +386,7 @@ impl ClusterLayout {
                 "addr": self.addr_string(port),
                 "log": log(SNAPSHOT_CLONE_SERVER),
                 "data_dir": self.snapshot_clone_data_dir(),
+                "store_dir": self.snapshot_clone_store_dir(),
             })),
         })
     }
@@ -392,6 +394,18 @@ impl ClusterLayout {
     /// The snapshot/clone service's folder: its task records and its client.conf.
     pub fn snapshot_clone_data_dir(&self) -> PathBuf {
         self.dir.join(SNAPSHOT_CLONE_SERVER)
+    }
+
+    /// Where the snapshot/clone service dumps snapshots (upstream's S3 bucket) unless its
+    /// folder holds an upstream `s3.conf` naming an S3 endpoint
+    /// ([`Self::snapshot_clone_s3_conf`]): object keys are files under it.
+    pub fn snapshot_clone_store_dir(&self) -> PathBuf {
+        self.snapshot_clone_data_dir().join("data")
+    }
+
+    /// An upstream `s3.conf` the snapshot/clone service reads at start, if present.
+    pub fn snapshot_clone_s3_conf(&self) -> PathBuf {
+        self.snapshot_clone_data_dir().join("s3.conf")
     }
 
     /// Reads and validates `<dir>/cluster.json`.
@@ -636,13 +650,18 @@ impl ClusterLayout {
                 Durability::Cache
             },
             // Clone chunks read their source volumes as root, as upstream's chunkservers
-            // read theirs as `curve.root_username` with `curve.root_password`.
-            origin: Some(Arc::new(CurveVolumes::new(
-                self.chunkserver_client_conf_path(id),
-                UserInfo {
-                    owner: self.mds.root_user.clone(),
-                    password: self.mds.root_password.clone(),
-                },
+            // read theirs as `curve.root_username` with `curve.root_password`, and
+            // snapshots' chunks from the snapshot/clone service's data store.
+            origin: Some(Arc::new(origin::ClusterOrigins::new(
+                CurveVolumes::new(
+                    self.chunkserver_client_conf_path(id),
+                    UserInfo {
+                        owner: self.mds.root_user.clone(),
+                        password: self.mds.root_password.clone(),
+                    },
+                ),
+                self.snapshot_clone_s3_conf(),
+                self.snapshot_clone_store_dir(),
             ))),
         })
     }
@@ -894,6 +913,22 @@ async fn snapshot_clone_run(
         owner: layout.mds.root_user.clone(),
         password: layout.mds.root_password.clone(),
     };
+    let s3_conf = layout.snapshot_clone_s3_conf();
+    let store = curve_snapshotclone::datastore::DataStore::from_conf_or_local(
+        Some(s3_conf.as_path()).filter(|p| p.is_file()),
+        &layout.snapshot_clone_store_dir(),
+    )
+    .map_err(|e| Error::Invalid {
+        path: s3_conf.clone(),
+        message: e.to_string(),
+    })?;
+    tracing::info!("snapshots are dumped to {store:?}");
+    let snapshot = curve_snapshotclone::SnapshotOptions {
+        // Upstream's server.mdsSessionTimeUs is the MDS's mds.file.expiredTimeUs: the
+        // lease within which every client of a volume picks up its new seqNum.
+        mds_session_time: std::time::Duration::from_micros(layout.mds.file_record_expire_us),
+        ..curve_snapshotclone::SnapshotOptions::default()
+    };
     let listener = open_port(SNAPSHOT_CLONE_SERVER, socket, addr)?;
     tracing::info!("snapshot/clone service serving on {addr}");
     report(ServerState::Serving);
@@ -902,7 +937,9 @@ async fn snapshot_clone_run(
             client,
             root,
             options: curve_snapshotclone::CloneOptions::default(),
+            snapshot,
             data_dir,
+            store,
         },
         listener,
         shutdown,

@@ -10,16 +10,33 @@
 //!   `"<source>:<offset>@cs"`), RecoverChunk over each chunk in `cloneChunkSplitSize`
 //!   parts, then CompleteCloneFile (Cloned).
 //!
+//! and for a clone of a snapshot (`Source` a snapshot's UUID):
+//!
+//! - stage 1 ([`CloneTasks::lazy_clone_snapshot_through`]): CreateCloneFile of the
+//!   temporary file (no clone source); CreateCloneMeta (its segments where the snapshot
+//!   has chunks); CreateCloneChunk for each of the snapshot's chunks (location
+//!   `"<object key>@s3"`: the chunkservers read the snapshot data store); then
+//!   CompleteCloneMeta, ChangeOwner and RenameCloneFile as above. A recover
+//!   ([`CloneTasks::lazy_recover_through`]) is the same onto the snapshot's own volume,
+//!   replacing it.
+//! - stage 2 ([`CloneTasks::flatten_snapshot`]): RecoverChunk over each of those chunks,
+//!   then CompleteCloneFile.
+//!
 //! Every call is made as the cluster's root user, as the service does (`mdsRootUser_`).
 
+use std::collections::BTreeMap;
+use std::collections::btree_map::Entry;
 use std::time::{Duration, Instant};
 
 use curve_client::chunk::ChunkOp;
-use curve_client::location::curve_location;
-use curve_client::metacache::SegmentInfo;
+use curve_client::location::{curve_location, s3_location};
+use curve_client::metacache::{ChunkAddr, SegmentInfo};
 use curve_client::{Client, CreateOptions, Error, ErrorCode, UserInfo};
 use curve_proto::mds::{FileInfo, FileStatus};
 use futures::{FutureExt, StreamExt};
+
+use crate::datastore::ChunkIndex;
+use crate::snapshots::Snapshot;
 
 /// Upstream's `server.*` settings the clone task uses (`conf/snapshot_clone_server.conf`).
 #[derive(Debug, Clone)]
@@ -332,19 +349,54 @@ impl<'c> CloneTasks<'c> {
             }
             offset += segment_size;
         }
+        let located = chunks
+            .iter()
+            .map(|&(addr, at)| (addr, curve_location(&source, at)))
+            .collect();
+        self.create_clone_chunks(located, chunk_size).await?;
+        let addrs: Vec<ChunkAddr> = chunks.iter().map(|&(addr, _)| addr).collect();
+        self.recover_chunks(&addrs, chunk_size).await?;
+        // CompleteCloneFile.
+        self.client
+            .set_clone_file_status(dest, &self.root, info.id, FileStatus::KFileCloned)
+            .await
+            .map_err(failed("CompleteCloneFile"))?;
+        Ok(())
+    }
+
+    /// CreateCloneChunk of each chunk at its location, as a clone's (sn 1, correctedSn
+    /// 0). A chunk that exists already (written since the clone was made, or by an
+    /// earlier attempt) is left as it is, as upstream's task does.
+    async fn create_clone_chunks(
+        &self,
+        chunks: Vec<(ChunkAddr, String)>,
+        chunk_size: u64,
+    ) -> Result<(), CloneError> {
+        let chunks = chunks
+            .into_iter()
+            .map(|(addr, location)| (addr, location, 1))
+            .collect();
+        self.create_clone_chunks_at(chunks, 0, chunk_size).await
+    }
+
+    /// CreateCloneChunk of each chunk at its location with its sn, and `corrected_sn`
+    /// (a recover's new seqNum: writes at it do not copy the chunk aside).
+    async fn create_clone_chunks_at(
+        &self,
+        chunks: Vec<(ChunkAddr, String, u64)>,
+        corrected_sn: u64,
+        chunk_size: u64,
+    ) -> Result<(), CloneError> {
         let size = u32::try_from(chunk_size).map_err(|_| {
             failed("CreateCloneChunk")(Error::new(ErrorCode::Failed, "chunk size over 4 GiB"))
         })?;
-        // CreateCloneChunk: a chunk that exists already (written since the clone was
-        // made, or by an earlier flatten) is left as it is, as upstream's task does.
         let timeout = self.options.chunk_op_timeout;
-        let source = source.as_str();
-        let create = chunks.iter().copied().map(|(addr, at)| {
+        let create = chunks.into_iter().map(|(addr, location, sn)| {
             async move {
                 let op = ChunkOp::CreateClone {
-                    location: curve_location(source, at),
-                    sn: 1,
-                    corrected_sn: 0,
+                    location,
+                    sn,
+                    corrected_sn,
                 };
                 let deadline = Instant::now() + timeout;
                 match self.client.send_chunk_op(addr, 0, size, op, deadline).await {
@@ -355,10 +407,18 @@ impl<'c> CloneTasks<'c> {
             }
             .boxed()
         });
-        run_bounded(create, self.options.create_clone_chunk_concurrency).await?;
-        // RecoverChunk, part by part within a chunk, chunks side by side.
-        let part = self.options.chunk_split_size.clamp(1, chunk_size);
-        let recover = chunks.iter().copied().map(|(addr, _)| {
+        run_bounded(create, self.options.create_clone_chunk_concurrency).await
+    }
+
+    /// RecoverChunk over each chunk, part by part within a chunk, chunks side by side.
+    async fn recover_chunks(
+        &self,
+        chunks: &[ChunkAddr],
+        chunk_size: u64,
+    ) -> Result<(), CloneError> {
+        let timeout = self.options.chunk_op_timeout;
+        let part = self.options.chunk_split_size.clamp(1, chunk_size.max(1));
+        let recover = chunks.iter().copied().map(|addr| {
             async move {
                 let mut at = 0;
                 while at < chunk_size {
@@ -376,8 +436,230 @@ impl<'c> CloneTasks<'c> {
             }
             .boxed()
         });
-        run_bounded(recover, self.options.recover_chunk_concurrency).await?;
-        // CompleteCloneFile.
+        run_bounded(recover, self.options.recover_chunk_concurrency).await
+    }
+
+    /// Where each chunk of `index` is in `path` (its segments allocated if `allocate`,
+    /// with the file's `epoch`): upstream's CreateCloneMeta for a clone of a snapshot.
+    async fn chunks_of(
+        &self,
+        path: &str,
+        index: &ChunkIndex,
+        segment_size: u64,
+        chunk_size: u64,
+        allocate: bool,
+        epoch: u64,
+    ) -> Result<Vec<(u32, ChunkAddr)>, CloneError> {
+        let step = if allocate {
+            "CreateCloneMeta"
+        } else {
+            "GetOrAllocateSegment of the clone"
+        };
+        let bad = |what: String| failed(step)(Error::new(ErrorCode::Failed, what));
+        if segment_size == 0 || chunk_size == 0 || !segment_size.is_multiple_of(chunk_size) {
+            return Err(bad(format!(
+                "segment size {segment_size} and chunk size {chunk_size}"
+            )));
+        }
+        let per_segment = segment_size / chunk_size;
+        let mut segments: BTreeMap<u64, SegmentInfo> = BTreeMap::new();
+        let mut out = Vec::new();
+        for &chunk in index.chunks.keys() {
+            let at = u64::from(chunk);
+            let segment = at / per_segment;
+            let seg = match segments.entry(segment) {
+                Entry::Occupied(known) => known.into_mut(),
+                Entry::Vacant(slot) => {
+                    let offset = segment * segment_size;
+                    let seg = self
+                        .client
+                        .mds()
+                        .get_or_allocate_segment(path, &self.root, offset, allocate, epoch)
+                        .await
+                        .map_err(failed(step))?
+                        .ok_or_else(|| bad(format!("no segment at {offset} of {path}")))?;
+                    slot.insert(SegmentInfo::from_proto(&seg))
+                }
+            };
+            let addr = seg
+                .chunk(at % per_segment)
+                .ok_or_else(|| bad(format!("segment {segment} of {path} has no chunk {at}")))?;
+            out.push((chunk, addr));
+        }
+        Ok(out)
+    }
+
+    /// Stage 1 of a lazy clone of the snapshot `snap` (whose chunk index is `index`) at
+    /// `dest`, owned by `owner`, made as `temp` and renamed: when it returns, `dest` exists
+    /// with status CloneMetaInstalled, every chunk the snapshot has data in a clone chunk
+    /// whose unwritten pages read from the snapshot's object (`<key>@s3`), the rest
+    /// unallocated (zeros).
+    pub async fn lazy_clone_snapshot_through(
+        &self,
+        temp: &str,
+        snap: &Snapshot,
+        index: &ChunkIndex,
+        dest: &str,
+        owner: &str,
+        poolset: Option<&str>,
+    ) -> Result<FileInfo, CloneError> {
+        if self
+            .file_info(dest)
+            .await
+            .map_err(failed("GetFileInfo of the destination"))?
+            .is_some()
+        {
+            return Err(CloneError::FileExist(dest.into()));
+        }
+        self.stage1_from_snapshot(temp, snap, index, dest, owner, poolset, None)
+            .await
+    }
+
+    /// Stage 1 of a lazy recover of the volume `dest` from its snapshot `snap`: as
+    /// [`Self::lazy_clone_snapshot_through`], but the new file takes the seqNum after
+    /// `dest`'s and the poolset of `dest`, each chunk the sn of its data in the snapshot
+    /// and that seqNum as correctedSn (upstream's recover), and the rename replaces `dest`
+    /// (which goes to the recycle bin).
+    pub async fn lazy_recover_through(
+        &self,
+        temp: &str,
+        snap: &Snapshot,
+        index: &ChunkIndex,
+        dest: &str,
+        owner: &str,
+    ) -> Result<FileInfo, CloneError> {
+        let old = self
+            .file_info(dest)
+            .await
+            .map_err(failed("GetFileInfo of the destination"))?
+            .ok_or_else(|| CloneError::FileNotExist(dest.into()))?;
+        let seq = old.seq_num.unwrap_or(1) + 1;
+        self.stage1_from_snapshot(
+            temp,
+            snap,
+            index,
+            dest,
+            owner,
+            old.poolset.as_deref(),
+            Some(seq),
+        )
+        .await
+    }
+
+    /// Stage 1 from a snapshot: a clone (`recover_seq` None, sn 1, correctedSn 0) or a
+    /// recover (the new file's seqNum).
+    #[allow(clippy::too_many_arguments)]
+    async fn stage1_from_snapshot(
+        &self,
+        temp: &str,
+        snap: &Snapshot,
+        index: &ChunkIndex,
+        dest: &str,
+        owner: &str,
+        poolset: Option<&str>,
+        recover_seq: Option<u64>,
+    ) -> Result<FileInfo, CloneError> {
+        match self.client.mkdir(&self.options.temp_dir, &self.root).await {
+            Ok(()) => {}
+            Err(e) if e.code == ErrorCode::Exists => {}
+            Err(e) => return Err(failed("Mkdir of the clone folder")(e)),
+        }
+        let layout = CreateOptions {
+            stripe_unit: snap.stripe_unit,
+            stripe_count: snap.stripe_count,
+            poolset: poolset.unwrap_or(&snap.poolset).to_string(),
+        };
+        self.client
+            .create_clone_file(
+                temp,
+                &self.root,
+                snap.file_length,
+                recover_seq.unwrap_or(1),
+                snap.chunk_size,
+                "",
+                &layout,
+            )
+            .await
+            .map_err(failed("CreateCloneFile"))?;
+        let made = self
+            .file_info(temp)
+            .await
+            .map_err(failed("GetFileInfo of the clone"))?
+            .ok_or_else(|| CloneError::FileNotExist(temp.into()))?;
+        let chunk_size = u64::from(snap.chunk_size);
+        let chunks = self
+            .chunks_of(
+                temp,
+                index,
+                snap.segment_size,
+                chunk_size,
+                true,
+                made.epoch.unwrap_or(0),
+            )
+            .await?;
+        let located = chunks
+            .iter()
+            .filter_map(|&(chunk, addr)| {
+                let name = index.chunk(chunk)?;
+                let sn = if recover_seq.is_some() { name.seq } else { 1 };
+                Some((addr, s3_location(&name.key()), sn))
+            })
+            .collect();
+        self.create_clone_chunks_at(located, recover_seq.unwrap_or(0), chunk_size)
+            .await?;
+        self.client
+            .set_clone_file_status(
+                temp,
+                &self.root,
+                made.id,
+                FileStatus::KFileCloneMetaInstalled,
+            )
+            .await
+            .map_err(failed("CompleteCloneMeta"))?;
+        self.client
+            .change_owner(temp, owner, &self.root)
+            .await
+            .map_err(failed("ChangeOwner"))?;
+        self.client
+            .rename(&self.root, temp, dest)
+            .await
+            .map_err(failed("RenameCloneFile"))?;
+        self.file_info(dest)
+            .await
+            .map_err(failed("GetFileInfo of the clone"))?
+            .ok_or_else(|| CloneError::FileNotExist(dest.into()))
+    }
+
+    /// Stage 2 of a lazy clone of a snapshot: RecoverChunk over every chunk of `index`
+    /// in `dest`, then CompleteCloneFile (Cloned). A clone already Cloned succeeds at once.
+    pub async fn flatten_snapshot(
+        &self,
+        dest: &str,
+        snap: &Snapshot,
+        index: &ChunkIndex,
+    ) -> Result<(), CloneError> {
+        let info = self
+            .file_info(dest)
+            .await
+            .map_err(failed("GetFileInfo of the clone"))?
+            .ok_or_else(|| CloneError::FileNotExist(dest.into()))?;
+        let status = status_of(&info);
+        if status == FileStatus::KFileCloned {
+            return Ok(());
+        }
+        if status != FileStatus::KFileCloneMetaInstalled {
+            return Err(CloneError::FileStatusInvalid {
+                path: dest.into(),
+                status: status_name(status),
+                why: "only a lazy clone whose metadata is installed is flattened",
+            });
+        }
+        let chunk_size = u64::from(snap.chunk_size);
+        let chunks = self
+            .chunks_of(dest, index, snap.segment_size, chunk_size, false, 0)
+            .await?;
+        let addrs: Vec<ChunkAddr> = chunks.iter().map(|&(_, addr)| addr).collect();
+        self.recover_chunks(&addrs, chunk_size).await?;
         self.client
             .set_clone_file_status(dest, &self.root, info.id, FileStatus::KFileCloned)
             .await

@@ -1,13 +1,19 @@
 //! Curve's snapshot/clone service (`snapshotcloneserver`) over the curvefs client: the clone
-//! task of a clone of a volume (an "image clone") and its flatten (`clone`), in upstream's
-//! calls, order, users and constants (`src/snapshotcloneserver/clone/clone_core.cpp`); the
+//! task of a clone of a volume (an "image clone") or of a snapshot, a recover of a volume
+//! from its snapshot, and their flatten (`clone`), in upstream's calls, order, users and
+//! constants (`src/snapshotcloneserver/clone/clone_core.cpp`); the
 //! service's HTTP API with upstream's actions, parameters, JSON bodies and codes
-//! (`service`, `codes`); its task records (`tasks`). Snapshots are not here yet.
+//! (`service`, `codes`); its task records (`tasks`); snapshots of volumes, dumped to the
+//! snapshot data store (`snapshot`, `snapshots`, `datastore`).
 //!
 //! Where this differs from upstream's service:
-//! - No snapshots: CreateSnapshot answers -21 (Not support), snapshot lists are empty,
-//!   Recover answers -15; a clone's source is always a volume.
-//! - A clone that is not lazy is made as a lazy clone and flattened in the background, so
+//! - Clones and recovers from snapshots are made lazy first, as clones of volumes (below);
+//!   a Recover of a volume that is not there answers -8 before its source is looked at.
+//! - The service calls the MDS as the cluster's root user and checks that a snapshot's
+//!   user owns the volume itself (-7); upstream calls as the user and lets the MDS check.
+//! - Each chunk of a snapshot is put to the data store whole, once read; upstream uploads
+//!   it in parts (S3 multipart).
+//! - A clone (or recover) that is not lazy is made as a lazy one and flattened in the background, so
 //!   its destination exists (CloneMetaInstalled) before the task is done; upstream
 //!   renames it into place only once every chunk is copied.
 //! - A clone stopped by a restart of the service before its destination existed is marked
@@ -22,8 +28,10 @@ mod clone;
 pub mod codes;
 pub mod datastore;
 pub mod service;
+pub mod snapshot;
 pub mod snapshots;
 pub mod tasks;
 
 pub use clone::{CloneError, CloneOptions, CloneTasks};
 pub use service::{ServiceConfig, ServiceError, serve};
+pub use snapshot::{SnapshotOptions, Snapshots};

@@ -4,12 +4,12 @@
 //! a JSON body on every answer (`Code` as a string, `Message`, `RequestId`, and the
 //! action's fields), HTTP 200 / 400 / 500 by code.
 //!
-//! The clone actions run the clone tasks of [`crate::CloneTasks`] with upstream's task
-//! rules (idempotent retries, flatten of a lazy clone, cleaning, reference status of a
-//! source); tasks are kept in [`crate::tasks::TaskStore`] and picked up again after a
-//! restart. Snapshots are not here yet: the local cluster's MDS has no snapshot calls, so
-//! `CreateSnapshot` answers -21 (Not support), the snapshot lists are empty, a snapshot
-//! UUID is never found, and `Recover` (from a snapshot) answers -15.
+//! The clone and recover actions run the tasks of [`crate::CloneTasks`] with upstream's
+//! task rules (idempotent retries, flatten of a lazy clone, cleaning, reference status of
+//! a source); tasks are kept in [`crate::tasks::TaskStore`] and picked up again after a
+//! restart. A clone's source is a volume or a snapshot's UUID, a recover's a snapshot of
+//! its destination; a snapshot is not deleted while a task reads it. The snapshot actions
+//! run [`crate::Snapshots`]' tasks (one at a time per volume, resumed after a restart).
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -24,6 +24,9 @@ use serde_json::{Map, Value, json};
 
 use crate::clone::{CloneError, CloneOptions, CloneTasks};
 use crate::codes::ServiceCode;
+use crate::datastore::{ChunkIndex, DataStore};
+use crate::snapshot::{SnapshotFilter, SnapshotOptions, Snapshots};
+use crate::snapshots::{Snapshot, SnapshotStatus};
 use crate::tasks::{CloneStep, SourceType, StoreError, Task, TaskStatus, TaskStore, TaskType};
 
 /// What the service runs on.
@@ -32,8 +35,11 @@ pub struct ServiceConfig {
     pub client: Client,
     pub root: UserInfo,
     pub options: CloneOptions,
-    /// Where the task records are kept.
+    pub snapshot: SnapshotOptions,
+    /// Where the task and snapshot records are kept.
     pub data_dir: PathBuf,
+    /// Where snapshots are dumped (and clones of them read from).
+    pub store: DataStore,
 }
 
 /// Why the service could not start.
@@ -50,6 +56,7 @@ struct Inner {
     root: UserInfo,
     options: CloneOptions,
     tasks: Mutex<TaskStore>,
+    snapshots: Arc<Snapshots>,
 }
 
 impl Inner {
@@ -84,13 +91,22 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServiceError> {
     let store = TaskStore::open(&config.data_dir)?;
+    let snapshots = Snapshots::open(
+        config.client.clone(),
+        config.root.clone(),
+        config.store,
+        config.snapshot,
+        &config.data_dir,
+    )?;
     let inner = Arc::new(Inner {
         client: config.client,
         root: config.root,
         options: config.options,
         tasks: Mutex::new(store),
+        snapshots,
     });
     resume(&inner);
+    inner.snapshots.resume();
     let app = axum::Router::new()
         .route("/SnapshotCloneService", axum::routing::any(handle))
         .with_state(Arc::clone(&inner));
@@ -105,7 +121,12 @@ fn resume(inner: &Arc<Inner>) {
         .tasks()
         .all()
         .into_iter()
-        .filter(|t| matches!(t.status, TaskStatus::Cloning | TaskStatus::Retrying))
+        .filter(|t| {
+            matches!(
+                t.status,
+                TaskStatus::Cloning | TaskStatus::Recovering | TaskStatus::Retrying
+            )
+        })
         .cloned()
         .collect();
     for task in unfinished {
@@ -207,10 +228,12 @@ fn required<'p, const N: usize>(
     Ok(found)
 }
 
-/// `Limit` (default 10) and `Offset` (default 0); unparsable is a bad request.
+/// `Limit` (default 10) and `Offset` (default 0), either absent or empty for its
+/// default; unparsable is a bad request.
 fn page(params: &Params) -> Result<(usize, usize), Reply> {
     let number = |key: &str, default: usize| match params.get(key) {
         None => Ok(default),
+        Some(v) if v.is_empty() => Ok(default),
         Some(v) => v
             .parse::<usize>()
             .map_err(|_| Reply::from(ServiceCode::INVALID_REQUEST)),
@@ -254,34 +277,74 @@ async fn dispatch(inner: &Arc<Inner>, action: &str, params: &Params) -> Answer {
         "GetCloneTaskList" => get_clone_task_list(inner, params),
         "CleanCloneTask" => clean_clone_task(inner, params).await,
         "GetCloneRefStatus" => get_clone_ref_status(inner, params),
-        "CreateSnapshot" => {
-            required(params, ["User", "File", "Name"])?;
-            Err(ServiceCode::NOT_SUPPORT.into())
-        }
-        "DeleteSnapshot" => {
-            required(params, ["User", "UUID"])?;
-            Err(ServiceCode::FILE_NOT_EXIST.into())
-        }
+        "CreateSnapshot" => create_snapshot(inner, params).await,
+        "DeleteSnapshot" => delete_snapshot(inner, params),
         "CancelSnapshot" => {
-            required(params, ["User", "UUID", "File"])?;
-            Err(ServiceCode::FILE_NOT_EXIST.into())
+            let [user, uuid, file] = required(params, ["User", "UUID", "File"])?;
+            inner.snapshots.cancel(uuid, user, file)?;
+            Ok(Reply::ok())
         }
-        "GetFileSnapshotInfo" | "GetFileSnapshotList" => {
-            if action == "GetFileSnapshotInfo" {
-                required(params, ["User"])?;
-            }
-            page(params)?;
-            Ok(Reply::ok()
-                .with("TotalCount", json!(0))
-                .with("Snapshots", json!([])))
-        }
-        "Recover" => {
-            let [_, _, _, lazy] = required(params, ["User", "Source", "Destination", "Lazy"])?;
-            boolean(lazy)?;
-            Err(ServiceCode::INVALID_SNAPSHOT.into())
-        }
+        "GetFileSnapshotInfo" => get_file_snapshot_info(inner, params),
+        "GetFileSnapshotList" => get_file_snapshot_list(inner, params),
+        "Recover" => recover(inner, params).await,
         _ => Err(ServiceCode::INVALID_REQUEST.into()),
     }
+}
+
+async fn create_snapshot(inner: &Arc<Inner>, params: &Params) -> Answer {
+    let [user, file, name] = required(params, ["User", "File", "Name"])?;
+    let uuid = inner.snapshots.create(file, user, name).await?;
+    Ok(Reply::ok().with("UUID", json!(uuid)))
+}
+
+fn delete_snapshot(inner: &Arc<Inner>, params: &Params) -> Answer {
+    let [user, uuid] = required(params, ["User", "UUID"])?;
+    let file = params.get("File").map(String::as_str);
+    // A clone or recover from the snapshot still reads it until its task ends.
+    let in_use =
+        |uuid: &str| {
+            inner.tasks().all().into_iter().any(|t| {
+                t.source == uuid && !matches!(t.status, TaskStatus::Done | TaskStatus::Error)
+            })
+        };
+    inner.snapshots.delete(uuid, user, file, in_use)?;
+    Ok(Reply::ok())
+}
+
+fn snapshot_list(snaps: &[Snapshot], params: &Params) -> Answer {
+    let (limit, offset) = page(params)?;
+    let items: Vec<Value> = snaps
+        .iter()
+        .skip(offset)
+        .take(limit)
+        .map(Snapshot::to_json)
+        .collect();
+    Ok(Reply::ok()
+        .with("TotalCount", json!(snaps.len()))
+        .with("Snapshots", Value::Array(items)))
+}
+
+fn get_file_snapshot_info(inner: &Arc<Inner>, params: &Params) -> Answer {
+    let [user] = required(params, ["User"])?;
+    page(params)?;
+    // Without File, upstream lists the snapshots of the file "": none.
+    let file = params.get("File").map_or("", String::as_str);
+    let uuid = params.get("UUID").map(String::as_str);
+    let snaps = inner.snapshots.file_snapshot_info(file, user, uuid)?;
+    snapshot_list(&snaps, params)
+}
+
+fn get_file_snapshot_list(inner: &Arc<Inner>, params: &Params) -> Answer {
+    page(params)?;
+    let get = |key: &str| params.get(key).map(String::as_str);
+    let filter = SnapshotFilter {
+        user: get("User"),
+        file: get("File"),
+        uuid: get("UUID"),
+        status: get("Status"),
+    };
+    let snaps = inner.snapshots.list(&filter);
+    snapshot_list(&snaps, params)
 }
 
 fn now_us() -> u64 {
@@ -292,6 +355,72 @@ fn now_us() -> u64 {
 
 fn clone_error(e: &CloneError) -> ServiceCode {
     ServiceCode::of(e.service_code()).unwrap_or(ServiceCode::INTERNAL_ERROR)
+}
+
+/// The status of a clone or recover task at work.
+fn working_status(task_type: TaskType) -> TaskStatus {
+    match task_type {
+        TaskType::Clone => TaskStatus::Cloning,
+        TaskType::Recover => TaskStatus::Recovering,
+    }
+}
+
+/// Recover (upstream's CloneOrRecoverPre for a recover): `Source` must be a done snapshot
+/// of `Destination`, the user's, and `Destination` must exist. The volume is made again
+/// from the snapshot as a clone is, with the seqNum after the one it replaces, and
+/// renamed over it (the volume it replaces goes to the recycle bin).
+async fn recover(inner: &Arc<Inner>, params: &Params) -> Answer {
+    let [user, source, dest, lazy] = required(params, ["User", "Source", "Destination", "Lazy"])?;
+    let lazy = boolean(lazy)?;
+    let earlier: Vec<Task> = inner
+        .tasks()
+        .all()
+        .into_iter()
+        .filter(|t| t.dest == dest && t.task_type == TaskType::Recover)
+        .cloned()
+        .collect();
+    for task in earlier {
+        match task.status {
+            TaskStatus::Recovering | TaskStatus::Retrying => {
+                return if task.user == user && task.source == source && task.lazy == lazy {
+                    Ok(Reply::ok().with("UUID", json!(task.uuid)))
+                } else {
+                    Err(ServiceCode::FILE_EXIST.into())
+                };
+            }
+            TaskStatus::Done | TaskStatus::Error | TaskStatus::MetaInstalled => {}
+            _ => return Err(ServiceCode::FILE_EXIST.into()),
+        }
+    }
+    match inner.client.mds().get_file_info(dest, &inner.root).await {
+        Ok(_) => {}
+        Err(e) if matches!(e.code, ErrorCode::NotExist | ErrorCode::ParamError) => {
+            return Err(ServiceCode::FILE_NOT_EXIST.into());
+        }
+        Err(e) => {
+            tracing::warn!("GetFileInfo of the recover destination {dest}: {e}");
+            return Err(ServiceCode::INTERNAL_ERROR.into());
+        }
+    }
+    let snap = inner
+        .snapshots
+        .get(source)
+        .filter(|s| s.file == dest && s.status == SnapshotStatus::Done)
+        .ok_or_else(|| Reply::from(ServiceCode::INVALID_SNAPSHOT))?;
+    if snap.user != user {
+        return Err(ServiceCode::INVALID_USER.into());
+    }
+    start_task(
+        inner,
+        user,
+        source,
+        dest,
+        lazy,
+        None,
+        TaskType::Recover,
+        SourceType::Snapshot,
+    )
+    .await
 }
 
 async fn clone(inner: &Arc<Inner>, params: &Params) -> Answer {
@@ -338,17 +467,56 @@ async fn clone(inner: &Arc<Inner>, params: &Params) -> Answer {
             return Err(ServiceCode::INTERNAL_ERROR.into());
         }
     }
-    // No snapshot store yet: the source is a volume.
-    match inner.client.mds().get_file_info(source, &inner.root).await {
-        Ok(_) => {}
-        Err(e) if matches!(e.code, ErrorCode::NotExist | ErrorCode::ParamError) => {
-            return Err(ServiceCode::FILE_NOT_EXIST.into());
+    // Upstream's CloneOrRecoverPre: the source is a snapshot if one has that UUID, else a
+    // volume. A snapshot must be done and the user's.
+    let source_type = if let Some(snap) = inner.snapshots.get(source) {
+        if snap.status != SnapshotStatus::Done {
+            return Err(ServiceCode::INVALID_SNAPSHOT.into());
         }
-        Err(e) => {
-            tracing::warn!("GetFileInfo of the clone source {source}: {e}");
-            return Err(ServiceCode::INTERNAL_ERROR.into());
+        if snap.user != user {
+            return Err(ServiceCode::INVALID_USER.into());
         }
-    }
+        SourceType::Snapshot
+    } else {
+        match inner.client.mds().get_file_info(source, &inner.root).await {
+            Ok(_) => {}
+            Err(e) if matches!(e.code, ErrorCode::NotExist | ErrorCode::ParamError) => {
+                return Err(ServiceCode::FILE_NOT_EXIST.into());
+            }
+            Err(e) => {
+                tracing::warn!("GetFileInfo of the clone source {source}: {e}");
+                return Err(ServiceCode::INTERNAL_ERROR.into());
+            }
+        }
+        SourceType::File
+    };
+    start_task(
+        inner,
+        user,
+        source,
+        dest,
+        lazy,
+        poolset,
+        TaskType::Clone,
+        source_type,
+    )
+    .await
+}
+
+/// Records a new clone or recover task and runs it: a lazy one answers once its
+/// destination exists (stage 1), one that is not answers at once and is flattened in the
+/// background.
+#[allow(clippy::too_many_arguments)]
+async fn start_task(
+    inner: &Arc<Inner>,
+    user: &str,
+    source: &str,
+    dest: &str,
+    lazy: bool,
+    poolset: Option<String>,
+    task_type: TaskType,
+    source_type: SourceType,
+) -> Answer {
     let uuid = uuid::Uuid::new_v4().to_string();
     let task = Task {
         uuid: uuid.clone(),
@@ -356,12 +524,12 @@ async fn clone(inner: &Arc<Inner>, params: &Params) -> Answer {
         source: source.into(),
         dest: dest.into(),
         temp: format!("{}/{uuid}", inner.options.temp_dir.trim_end_matches('/')),
-        task_type: TaskType::Clone,
-        status: TaskStatus::Cloning,
+        task_type,
+        status: working_status(task_type),
         lazy,
         next_step: CloneStep::CreateCloneFile,
         time_us: now_us(),
-        source_type: SourceType::File,
+        source_type,
         dest_id: None,
     };
     // The record first, as upstream: a restart must know the source may be BeingCloned.
@@ -399,16 +567,40 @@ async fn clone(inner: &Arc<Inner>, params: &Params) -> Answer {
 
 /// Stage 1 of a clone task: the destination exists as a lazy clone. Records the result.
 async fn stage1(inner: &Arc<Inner>, task: &Task, poolset: Option<&str>) -> Result<(), ServiceCode> {
-    let made = inner
-        .clone_tasks()
-        .lazy_clone_through(
-            &task.temp,
-            &task.source,
-            &task.dest,
-            Some(&task.user),
-            poolset,
-        )
-        .await;
+    let made = match task.source_type {
+        SourceType::File => {
+            inner
+                .clone_tasks()
+                .lazy_clone_through(
+                    &task.temp,
+                    &task.source,
+                    &task.dest,
+                    Some(&task.user),
+                    poolset,
+                )
+                .await
+        }
+        SourceType::Snapshot => match snapshot_source(inner, &task.source).await {
+            Ok((snap, index)) => {
+                let tasks = inner.clone_tasks();
+                match task.task_type {
+                    TaskType::Clone => {
+                        tasks
+                            .lazy_clone_snapshot_through(
+                                &task.temp, &snap, &index, &task.dest, &task.user, poolset,
+                            )
+                            .await
+                    }
+                    TaskType::Recover => {
+                        tasks
+                            .lazy_recover_through(&task.temp, &snap, &index, &task.dest, &task.user)
+                            .await
+                    }
+                }
+            }
+            Err(e) => Err(e),
+        },
+    };
     match made {
         Ok(info) => {
             inner.update(&task.uuid, |t| {
@@ -425,12 +617,45 @@ async fn stage1(inner: &Arc<Inner>, task: &Task, poolset: Option<&str>) -> Resul
     }
 }
 
+/// The snapshot a clone task reads, and its chunk index.
+async fn snapshot_source(
+    inner: &Arc<Inner>,
+    uuid: &str,
+) -> Result<(Snapshot, ChunkIndex), CloneError> {
+    let gone = || CloneError::FileNotExist(format!("snapshot {uuid}"));
+    let snap = inner.snapshots.get(uuid).ok_or_else(gone)?;
+    let index = inner
+        .snapshots
+        .data_store()
+        .chunk_index(&snap.file, snap.seq_num)
+        .await
+        .map_err(|e| CloneError::Internal {
+            step: "the snapshot's chunk index",
+            source: curve_client::Error::new(ErrorCode::Failed, e.to_string()),
+        })?
+        .ok_or_else(gone)?;
+    Ok((snap, index))
+}
+
 /// Stage 2 of a clone task (its flatten), recorded as it ends.
 async fn flatten_task(inner: &Arc<Inner>, uuid: &str) {
-    let Some(dest) = inner.tasks().get(uuid).map(|t| t.dest.clone()) else {
+    let Some(task) = inner.tasks().get(uuid).cloned() else {
         return;
     };
-    match inner.clone_tasks().flatten(&dest).await {
+    let dest = task.dest;
+    let flattened = match task.source_type {
+        SourceType::File => inner.clone_tasks().flatten(&dest).await,
+        SourceType::Snapshot => match snapshot_source(inner, &task.source).await {
+            Ok((snap, index)) => {
+                inner
+                    .clone_tasks()
+                    .flatten_snapshot(&dest, &snap, &index)
+                    .await
+            }
+            Err(e) => Err(e),
+        },
+    };
+    match flattened {
         Ok(()) => inner.update(uuid, |t| {
             t.status = TaskStatus::Done;
             t.next_step = CloneStep::End;
@@ -457,7 +682,7 @@ fn flatten(inner: &Arc<Inner>, params: &Params) -> Answer {
     match status {
         TaskStatus::Done | TaskStatus::Cloning | TaskStatus::Recovering => Ok(Reply::ok()),
         TaskStatus::MetaInstalled => {
-            inner.update(uuid, |t| t.status = TaskStatus::Cloning);
+            inner.update(uuid, |t| t.status = working_status(t.task_type));
             spawn_flatten(Arc::clone(inner), uuid.to_owned());
             Ok(Reply::ok())
         }
