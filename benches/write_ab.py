@@ -99,7 +99,8 @@ class Side:
             self.write(off, data)
 
     def read(self, offset: int, length: int) -> None:
-        if len(got := self.cbd.Read(self.fd, "", offset, length)) != length:
+        got = self.cbd.Read(self.fd, "", offset, length)
+        if not isinstance(got, bytes) or len(got) != length:
             raise RuntimeError(f"{self.name}: Read at {offset}: {got!r:.40}")
 
     def cell(self, kind: str, seconds: float) -> dict[str, float]:

@@ -8,20 +8,17 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import pytest
+
 import curvefs
 from curvefs import exceptions as ex
 from curvefs.testing import LocalCluster
 from tests.helpers import GiB
 
-import pytest
-
 
 def sidecar_sns(data_dir: Path) -> list[int]:
     """The sn of every chunk replica written so far in the cluster."""
-    return [
-        int.from_bytes(p.read_bytes()[:8], "little")
-        for p in data_dir.rglob("chunk_*.sn")
-    ]
+    return [int.from_bytes(p.read_bytes()[:8], "little") for p in data_dir.rglob("chunk_*.sn")]
 
 
 def test_write_after_snapshot_carries_the_new_sn(tmp_path: Path) -> None:
