@@ -31,9 +31,9 @@
 //!   bitmap LSB-first), replaced whole through a rename and written before the data file
 //!   is created; upstream keeps it in the chunk file's CRC-checked meta page. A record
 //!   that does not decode fails the chunk's IO (DISK_FAIL), never reads as a plain chunk.
-//! - correctedSn lives in the record, so it is dropped when the chunk becomes plain
-//!   (this store has no snapshots, where upstream's meta page keeps it for good).
-//! - `@s3` locations are refused (INVALID_REQUEST): there is no S3 here.
+//! - correctedSn lives in the clone record while the chunk is a clone, and moves to the
+//!   chunk's copy-on-write record (`chunk_<chunkId>.cow`) when it becomes plain;
+//!   upstream's meta page holds both.
 //! - Reads never paste the origin's pages (upstream's default, `clone.enable_paste=false`,
 //!   with no switch); RecoverChunk does, on every replica.
 //! - RecoverChunk of a missing chunk with clone fields answers FAILURE_UNKNOWN without

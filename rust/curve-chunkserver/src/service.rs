@@ -555,8 +555,8 @@ impl Node {
     /// CSDataStore::CreateCloneChunk): a clone chunk of `location` with every page
     /// unwritten, on every replica. The same location, sn and correctedSn again is
     /// SUCCESS; a chunk that exists otherwise is CHUNK_EXIST. `size` must be the chunk
-    /// size; sn 0, no location or one that is not `<path>:<offset>@cs` is INVALID_REQUEST
-    /// (an `@s3` one too: there is no S3 here).
+    /// size; sn 0, no location or one that is neither `<path>:<offset>@cs` nor
+    /// `<object key>@s3` is INVALID_REQUEST.
     async fn create_clone_chunk(&self, req: ChunkRequest) -> ChunkResponse {
         if req.op_type != ChunkOpType::ChunkOpCreateClone as i32
             || req.size != Some(self.chunk_size)

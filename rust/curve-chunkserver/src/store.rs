@@ -405,6 +405,8 @@ impl ChunkStore {
             return Ok(());
         }
         if next.bitmap.full() {
+            // correctedSn first: with both records on disk the higher floor holds.
+            self.keep_corrected_sn(chunk, meta.corrected_sn)?;
             remove_file(&chunk.clone_path, self.durability)?;
             *clone = None;
         } else {

@@ -366,6 +366,23 @@ impl ChunkStore {
         Ok(())
     }
 
+    /// Keeps a clone chunk's correctedSn in the chunk's own record when the chunk
+    /// becomes plain: upstream keeps it in the chunk's meta page for good, so a write at
+    /// that sn (a recovered volume's seqNum) still starts no snapshot afterwards.
+    pub(super) fn keep_corrected_sn(&self, chunk: &ChunkFile, corrected_sn: u64) -> io::Result<()> {
+        let mut cow = lock(&chunk.cow);
+        if corrected_sn <= cow.corrected_sn {
+            return Ok(());
+        }
+        let before = cow.corrected_sn;
+        cow.corrected_sn = corrected_sn;
+        if let Err(e) = cow.save(self.durability) {
+            cow.corrected_sn = before;
+            return Err(e);
+        }
+        Ok(())
+    }
+
     /// The chunk's sn, correctedSn and snapshot sn (GetChunkInfo); `None`: no chunk.
     pub fn versions(&self, key: ChunkKey) -> io::Result<Option<ChunkVersions>> {
         let Some(chunk) = self.chunk(key, Create::No)? else {
@@ -605,6 +622,39 @@ mod tests {
             store.delete_snapshot_or_correct_sn(key(4), 2),
             Err(SnapshotError::CloneChunk)
         ));
+        Ok(())
+    }
+
+    #[test]
+    fn a_clone_chunk_keeps_its_corrected_sn_once_plain() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let store = store(dir.path())?;
+        // As a recover lays a chunk: the snapshot's sn, the volume's new seqNum corrected.
+        store
+            .create_clone(key(6), 1, 3, "key@s3")
+            .map_err(|e| format!("{e:?}"))?;
+        // A flatten pastes every page: the chunk becomes plain with its sn still 1.
+        assert!(store.paste(key(6), 0, &vec![9; CHUNK as usize])?);
+        assert_eq!(
+            files(dir.path(), 6)?,
+            ["chunk_6.cow", "chunk_6.sn"]
+        );
+        let reopened = self::store(dir.path())?;
+        for s in [&store, &reopened] {
+            let v = s.versions(key(6))?.ok_or("no chunk")?;
+            assert_eq!((v.corrected_sn, v.snapshot_sn), (3, None));
+        }
+        // Below the corrected sn is BACKWARD; a write at it keeps nothing aside.
+        assert!(matches!(
+            write(&reopened, key(6), 2, 0, 7, BLOCK as usize),
+            Err(WriteError::Backward)
+        ));
+        write(&reopened, key(6), 3, 0, 8, BLOCK as usize).map_err(|e| format!("{e:?}"))?;
+        assert_eq!(reopened.versions(key(6))?.and_then(|v| v.snapshot_sn), None);
+        assert_eq!(
+            files(dir.path(), 6)?,
+            ["chunk_6.cow", "chunk_6.sn"]
+        );
         Ok(())
     }
 
