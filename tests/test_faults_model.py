@@ -57,6 +57,7 @@ from hypothesis.stateful import (
 )
 
 import curvefs
+from curvefs import snapshot_clone as sc
 from curvefs.exceptions import CurveError
 from curvefs.testing import LocalCluster
 from tests.helpers import GiB, MiB, make_user
@@ -92,6 +93,9 @@ STATUS_NOT_MATCH = -curvefs.CURVE_ERROR_STATUS_NOT_MATCH
 # run's budget of them keeps it within CI's time.
 MAX_FLATTENS = int(os.environ.get("CURVEFS_MODEL_FLATTENS", "4"))
 CLONES_PER_EXAMPLE = 4
+# A snapshot through the snapshot/clone service waits two client leases (10 s here) for the
+# volume's clients to take up its seqNum: one per run by default.
+MAX_SNAPSHOTS = int(os.environ.get("CURVEFS_MODEL_SNAPSHOTS", "1"))
 
 RECYCLE_BIN = "/RecycleBin"
 
@@ -372,6 +376,7 @@ class Run:
     recycled: list[BinEntry] = field(default_factory=list)
     serials: Iterator[int] = field(default_factory=itertools.count)
     flattens: int = 0
+    snapshots: int = 0
     # Every exception a rule's check raised, in order: the run fails on the first whatever
     # Hypothesis makes of it (a live cluster does not replay, so Hypothesis may report a
     # real failure as its own flakiness and drop the rule's error).
@@ -1133,6 +1138,44 @@ class VolumeModel(RuleBasedStateMachine):
             assert f.source is not None
             f.allocated |= f.source.allocated
             f.source = None
+
+    def _snapshottable(self) -> list[str]:
+        """Files worth the run's few snapshots: written to, and neither a clone source
+        (BeingCloned) nor a clone still reading its source (CloneMetaInstalled), which
+        upstream refuses (-9)."""
+        return sorted(
+            n
+            for n, f in self.files.items()
+            if f.contents.blocks and not f.being_cloned and f.source is None
+        )
+
+    @precondition(lambda self: self.run.snapshots < MAX_SNAPSHOTS and self._snapshottable())
+    @rule(pick=pick_st)
+    def snapshot(self, pick: int) -> None:
+        """A snapshot through the snapshot/clone service (CreateSnapshot, then wait until
+        done), read back through a lazy clone of it outside the example's folder: it holds
+        the model's bytes as of the snapshot (no IO runs during a step, so those are the
+        bytes at the request), and is checked again at the end of the run."""
+        r = self.run
+        names = self._snapshottable()
+        name = names[pick % len(names)]
+        f = self.files[name]
+        assert r.cluster.snapshot_clone_addr is not None
+        service = sc.SnapshotCloneClient(r.cluster.snapshot_clone_addr, user=r.user.owner)
+        with self._step(f"snapshot {name}"):
+            r.snapshots += 1
+            at_snapshot = Contents()
+            at_snapshot.blocks = dict(f.contents.blocks)
+            uuid = service.create_snapshot(self.path(name), f"model-{r.snapshots}")
+            done = service.wait_snapshot(uuid, timeout=120, interval=0.1)
+            assert done.status is sc.SnapshotStatus.DONE, done
+            dest = f"/model-{r.tag}-snapshot-{r.snapshots}"
+            service.clone(uuid, dest, lazy=True)
+            fi = curvefs.FileInfo_t()
+            assert r.cbd.StatFile(dest, r.user, fi) == OK
+            clone = FileModel(fi.id, f.length, f.striped, fi.ctime, at_snapshot)
+            verify_file(r.cbd, r.user, dest, clone)
+            r.files.append((dest, clone))
 
     @rule(name=name_st, api=api_st, listing=st.booleans())
     def look(self, name: str, api: str, listing: bool) -> None:

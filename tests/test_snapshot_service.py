@@ -8,6 +8,7 @@ index, a ``ChunkMap`` message). Volumes are written and read through the SDK."""
 from __future__ import annotations
 
 import itertools
+import os
 import signal
 import time
 from collections.abc import Iterator
@@ -439,7 +440,31 @@ def test_a_snapshot_interrupted_by_a_killed_service_finishes_after_its_restart(
     for offset, data in blocks.items():
         assert snapshot_bytes(cluster, path, 1, offset, BLOCK) == data
     assert snapshot_bytes(cluster, path, 2, 0, BLOCK) == b"R" * BLOCK
-    for u in (uuid, waiting):
+
+    # Killed again in the middle of a dump (progress 10 to 99: some chunks stored, some
+    # not), with sixteen chunks to read, and again once restarted. Resumed, the task
+    # stores the rest; it is never listed done before every chunk is stored.
+    many = {i * CHUNK + BLOCK: os.urandom(BLOCK) for i in range(16)}
+    write(client, path, many)
+    third = create(cluster, path, "r3")
+    for _ in range(2):
+        while (s := snapshot(cluster, third))["Progress"] < 10:
+            assert s["Status"] == PENDING, s
+            time.sleep(0.01)
+        assert s["Status"] == PENDING, f"the dump ended before the kill: {s}"
+        cluster.kill_snapshot_clone(signal.SIGKILL)
+        cluster.start_snapshot_clone()
+    seen = wait_snapshot(cluster, third)
+    assert all(x["Progress"] == 100 for x in seen if x["Status"] == DONE), seen
+    assert seen[-1]["SeqNum"] == 3
+    for offset, data in many.items():
+        assert snapshot_bytes(cluster, path, 3, offset, BLOCK) == data, offset
+    # Whole objects only: a put cut short by a kill left nothing beside them.
+    named = {Path(n).name for seq in (1, 2, 3) for n in chunk_index(cluster, path, seq).values()}
+    indexes = {f"{path.lstrip('/')}-{seq}" for seq in (1, 2, 3)}
+    assert objects(cluster, path) == indexes | named
+
+    for u in (uuid, waiting, third):
         ok(cluster, Action="DeleteSnapshot", User=USER, UUID=u)
         wait_gone(cluster, u)
     assert objects(cluster, path) == set()
