@@ -149,10 +149,12 @@ impl CopysetState {
             .is_initialized()
             .await
             .map_err(|e| OpenError::Raft(e.to_string()))?;
-        // Only the layout's first member initialises the group (openraft then has it
-        // campaign at once); the others learn the membership from its first
-        // AppendEntries. Initialised everywhere, all three would campaign at once.
-        if !initialized && self_index == 0 {
+        // Every member initialises the group with the same membership, as braft starts
+        // every peer from its initial conf: were only the first member to do it, a
+        // copyset whose first member died before its first AppendEntries reached the
+        // others would be left with two members that can never campaign. Simultaneous
+        // campaigns resolve through the randomised election timeouts.
+        if !initialized {
             let members: BTreeMap<u64, BasicNode> = hosted
                 .members
                 .iter()

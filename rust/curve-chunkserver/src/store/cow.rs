@@ -635,10 +635,7 @@ mod tests {
             .map_err(|e| format!("{e:?}"))?;
         // A flatten pastes every page: the chunk becomes plain with its sn still 1.
         assert!(store.paste(key(6), 0, &vec![9; CHUNK as usize])?);
-        assert_eq!(
-            files(dir.path(), 6)?,
-            ["chunk_6.cow", "chunk_6.sn"]
-        );
+        assert_eq!(files(dir.path(), 6)?, ["chunk_6.cow", "chunk_6.sn"]);
         let reopened = self::store(dir.path())?;
         for s in [&store, &reopened] {
             let v = s.versions(key(6))?.ok_or("no chunk")?;
@@ -651,10 +648,7 @@ mod tests {
         ));
         write(&reopened, key(6), 3, 0, 8, BLOCK as usize).map_err(|e| format!("{e:?}"))?;
         assert_eq!(reopened.versions(key(6))?.and_then(|v| v.snapshot_sn), None);
-        assert_eq!(
-            files(dir.path(), 6)?,
-            ["chunk_6.cow", "chunk_6.sn"]
-        );
+        assert_eq!(files(dir.path(), 6)?, ["chunk_6.cow", "chunk_6.sn"]);
         Ok(())
     }
 
