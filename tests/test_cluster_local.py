@@ -490,3 +490,35 @@ def test_a_paused_active_mds_is_replaced_within_its_lease_and_stops_when_resumed
             assert cbd.StatFile("/after", user, curvefs.FileInfo_t()) == 0
         finally:
             cbd.UnInit()
+
+
+def _tree_bytes(path: Path) -> int:
+    """Bytes the files under `path` take on disk (holes not counted)."""
+    return sum(p.stat().st_blocks * 512 for p in path.rglob("*") if p.is_file())
+
+
+def test_a_copysets_raft_log_stays_small_whatever_was_written(tmp_path: Path) -> None:
+    # The log holds every write's data until a snapshot lets it go; the chunk files are
+    # the snapshot, so 128 MiB of overwrites of one chunk must leave the chunk and a few
+    # MiB of log, not the 128 MiB that went through Raft. The client sends 1 MiB
+    # requests, as the service's flatten does (stock clients split at 64 KiB).
+    mib = 1 << 20
+    with (
+        LocalCluster(tmp_path / "c", copysets=1) as cluster,
+        curvefs.Client(
+            conf_with(cluster, tmp_path, {"global.fileIOSplitMaxSizeKB": 1024}), user="curve"
+        ) as client,
+    ):
+        client.create("/busy", 10 << 30)
+        with client.open("/busy") as volume:
+            for i in range(128):
+                volume.pwrite(bytes([i]) * mib, (i % 16) * mib)
+
+        def logs() -> list[int]:
+            return [
+                _tree_bytes(Path(cluster.chunkserver_data_dir(cs)) / "raft")
+                for cs in cluster.chunkserver_ids
+            ]
+
+        # Snapshots are taken on a timer (every 500 ms at most): wait for them.
+        wait_for(lambda: max(logs()) < 24 * mib, 20, f"Raft logs of {logs()} bytes")

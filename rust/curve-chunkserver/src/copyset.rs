@@ -41,11 +41,14 @@ pub(crate) const ELECTION_TIMEOUT_MAX_MS: u64 = 2000;
 /// A snapshot (only its meta: the chunk files are the data) every this many entries, or
 /// once [`SNAPSHOT_BYTES`] of data were applied since the last; [`LOG_KEEP`] entries stay
 /// in the log after it for followers a little behind. The log holds each write's data, so
-/// it is bounded by size too: 512 entries of 1 MiB writes per copyset filled a test
-/// machine's disk.
+/// it is bounded by size: a local cluster has hundreds of copysets per chunkserver, and
+/// 64 entries kept after snapshots taken every 32 MiB left 5 GiB of log per chunkserver
+/// holding 250 MiB of chunks (and filled a CI machine's disk). Taking a snapshot writes
+/// one small file, so taking them often costs little; a follower further behind than
+/// the kept entries is sent the chunk files instead.
 const SNAPSHOT_EVERY: u64 = 256;
-const SNAPSHOT_BYTES: u64 = 32 << 20;
-const LOG_KEEP: u64 = 64;
+const SNAPSHOT_BYTES: u64 = 4 << 20;
+const LOG_KEEP: u64 = 8;
 /// Entries per AppendEntries (each at most one chunk of data).
 const MAX_PAYLOAD_ENTRIES: u64 = 16;
 /// How often the preferred-leader check runs.

@@ -29,7 +29,7 @@ use crate::store::{Durability, replace_file};
 /// A segment is closed and a new one started past this size. Purging deletes whole
 /// segments, so this bounds what a copyset keeps past its last snapshot: small, since a
 /// local cluster holds hundreds of copysets per chunkserver.
-const SEGMENT_BYTES: u64 = 8 * 1024 * 1024;
+const SEGMENT_BYTES: u64 = 4 * 1024 * 1024;
 /// Write data of the newest entries kept in memory per copyset.
 const CACHE_BYTES: usize = 32 * 1024 * 1024;
 /// A record longer than this is corruption, not an entry (a whole chunk plus headroom).
