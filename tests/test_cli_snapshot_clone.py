@@ -9,7 +9,6 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +17,7 @@ import pytest
 import curvefs
 from curvefs.cli import SNAPSHOT_CLONE_ENV, Exit
 from curvefs.testing import LocalCluster
+from tests.service_api import module_client, module_cluster
 
 CURVEFS = str(Path(sys.executable).parent / "curvefs")
 GiB = 1 << 30
@@ -26,16 +26,8 @@ BLOCK = 4096
 SOURCE = {0: b"\x11" * BLOCK, 5 * (1 << 20): b"\x22" * BLOCK, GiB + 8192: b"\x33" * BLOCK}
 
 
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
-    with LocalCluster(tmp_path_factory.mktemp("cli-sc") / "c", copysets=8) as c:
-        yield c
-
-
-@pytest.fixture(scope="module")
-def client(cluster: LocalCluster) -> Iterator[curvefs.Client]:
-    with curvefs.Client(cluster.conf_path, user="curve") as c:
-        yield c
+cluster = module_cluster("cli-sc", copysets=8)
+client = module_client()
 
 
 def curvefs_cmd(

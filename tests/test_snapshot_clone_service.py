@@ -9,13 +9,11 @@ import asyncio
 import json
 import signal
 import socket
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -31,16 +29,14 @@ from curvefs.snapshot_clone import (
 )
 from curvefs.testing import LocalCluster
 from tests.helpers import make_user
+from tests.service_api import fails, module_cluster, ok, task, wait_task
 
 GiB = 1 << 30
 BLOCK = 4096
 CLONED = 4  # FileStatus kFileCloned
 
 
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
-    with LocalCluster(tmp_path_factory.mktemp("sc") / "c", copysets=8) as c:
-        yield c
+cluster = module_cluster("sc", copysets=8)
 
 
 @pytest.fixture(scope="module")
@@ -49,34 +45,6 @@ def cbd(cluster: LocalCluster) -> Iterator[curvefs.CBDClient]:
     assert client.Init(cluster.conf_path) == 0
     yield client
     client.UnInit()
-
-
-def call(cluster: LocalCluster, **query: str) -> tuple[int, dict[str, Any]]:
-    """One request to the service: its HTTP status and its JSON body."""
-    assert cluster.snapshot_clone_addr is not None
-    url = f"http://{cluster.snapshot_clone_addr}/SnapshotCloneService?" + urllib.parse.urlencode(
-        query
-    )
-    try:
-        with urllib.request.urlopen(url, timeout=60) as r:
-            return int(r.status), dict(json.loads(r.read()))
-    except urllib.error.HTTPError as e:
-        with e:
-            return int(e.code), dict(json.loads(e.read()))
-
-
-def ok(cluster: LocalCluster, **query: str) -> dict[str, Any]:
-    status, body = call(cluster, Version="0.0.6", **query)
-    assert (status, body["Code"]) == (200, "0"), body
-    return body
-
-
-def fails(cluster: LocalCluster, code: int, **query: str) -> dict[str, Any]:
-    status, body = call(cluster, **query)
-    assert body["Code"] == str(code), body
-    assert status == (400 if code == -5 else 500), (status, body)
-    assert body["Message"] and body["RequestId"] and "UUID" in body
-    return body
 
 
 def write_volume(cbd: curvefs.CBDClient, path: str, blocks: dict[int, bytes]) -> None:
@@ -101,20 +69,6 @@ def read(cbd: curvefs.CBDClient, path: str, offset: int, length: int) -> bytes:
         return data
     finally:
         cbd.Close(fd)
-
-
-def task(cluster: LocalCluster, uuid: str) -> dict[str, Any]:
-    infos = ok(cluster, Action="GetCloneTasks", User="curve", UUID=uuid)["TaskInfos"]
-    assert len(infos) == 1 and infos[0]["UUID"] == uuid
-    return dict(infos[0])
-
-
-def wait_task(cluster: LocalCluster, uuid: str, status: int, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while (info := task(cluster, uuid))["TaskStatus"] != status:
-        assert info["TaskStatus"] != 5, f"the task failed: {info}"
-        assert time.monotonic() < deadline, f"task not in status {status} in {timeout} s: {info}"
-        time.sleep(0.05)
 
 
 SOURCE = {0: b"a" * BLOCK, 16 << 20: b"b" * BLOCK, GiB + 8192: b"c" * BLOCK}

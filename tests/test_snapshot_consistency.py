@@ -17,15 +17,13 @@ from __future__ import annotations
 import random
 import threading
 import time
-from collections.abc import Iterator
 
 import pytest
 
 import curvefs
 from curvefs.testing import LocalCluster
 from tests.helpers import GiB, MiB
-from tests.test_snapshot_clone_service import ok
-from tests.test_snapshot_service import create, wait_snapshot
+from tests.service_api import SHORT_LEASE, USER, create, module_cluster, ok, wait_snapshot
 
 BLOCK = 4096
 THREADS = 8
@@ -34,22 +32,12 @@ REGION = 8 * MiB
 SPAN = THREADS * REGION
 BLOCKS = SPAN // BLOCK
 MAX_WRITE = MiB
-USER = "curve"
 
 # One block's value: the payload of a write and where in it the block starts.
 Ref = tuple[bytes, int]
 
 
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
-    # A 1 s lease: the snapshot task waits two of them for the clients to take up the new
-    # seqNum before it reads chunks.
-    with LocalCluster(
-        tmp_path_factory.mktemp("snapcons") / "c",
-        copysets=4,
-        mds_options={"file_record_expire_us": 1_000_000},
-    ) as c:
-        yield c
+cluster = module_cluster("snapcons", copysets=4, mds_options=SHORT_LEASE)
 
 
 class Model:

@@ -8,57 +8,43 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterator
 
 import pytest
 
 import curvefs
 from curvefs.testing import LocalCluster
 from tests.helpers import GiB, MiB
-from tests.test_snapshot_clone_service import ok, task, wait_task
-from tests.test_snapshot_service import (
+from tests.service_api import (
     CHUNK,
     PENDING,
+    SHORT_LEASE,
+    USER,
     create,
+    module_client,
+    module_cluster,
+    ok,
     snapshot,
     snapshot_bytes,
+    task,
     wait_gone,
     wait_snapshot,
+    wait_task,
+    write,
 )
 
-USER = "curve"
 BLOCK = 4096
 # Chunks with data: every one is read whole (16 MiB) by the dump and by the flatten, so
 # enough of them keep either busy for seconds, long enough to kill a server midway.
 CHUNKS = 16
 
 
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
-    # A 1 s lease: the snapshot waits two of them for the clients to take up its seqNum.
-    with LocalCluster(
-        tmp_path_factory.mktemp("snapfault") / "c",
-        copysets=4,
-        mds_options={"file_record_expire_us": 1_000_000},
-    ) as c:
-        yield c
-
-
-@pytest.fixture(scope="module")
-def client(cluster: LocalCluster) -> Iterator[curvefs.Client]:
-    with curvefs.Client(cluster.conf_path, user=USER) as c:
-        yield c
+cluster = module_cluster("snapfault", copysets=4, mds_options=SHORT_LEASE)
+client = module_client()
 
 
 def random_blocks() -> dict[int, bytes]:
     """One random 4 KiB block in each of the first CHUNKS chunks, a different place in each."""
     return {i * CHUNK + (i % 7) * 64 * 1024: os.urandom(BLOCK) for i in range(CHUNKS)}
-
-
-def write(client: curvefs.Client, path: str, blocks: dict[int, bytes]) -> None:
-    with client.open(path) as vol:
-        for offset, data in blocks.items():
-            assert vol.pwrite(data, offset) == len(data)
 
 
 def read_all(client: curvefs.Client, path: str, blocks: dict[int, bytes]) -> dict[int, bytes]:

@@ -11,7 +11,6 @@ import itertools
 import os
 import signal
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,131 +19,36 @@ import pytest
 import curvefs
 from curvefs import snapshot_clone as sc
 from curvefs.testing import LocalCluster
-from tests.test_snapshot_clone_service import call, fails, ok, task, wait_task
+from tests.service_api import (
+    CHUNK,
+    DONE,
+    ERROR,
+    PENDING,
+    SHORT_LEASE,
+    USER,
+    chunk_index,
+    create,
+    fails,
+    module_client,
+    module_cluster,
+    objects,
+    ok,
+    snapshot,
+    snapshot_bytes,
+    store,
+    task,
+    wait_gone,
+    wait_snapshot,
+    wait_task,
+    write,
+)
 
 GiB = 1 << 30
-CHUNK = 16 << 20
 BLOCK = 4096
-USER = "curve"
-# Snapshot statuses (upstream's snapshotclone_info.h).
-DONE, PENDING, ERROR = 0, 1, 5
 
 
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
-    # A 1 s client lease: a snapshot waits 2 leases for the volume's clients to take up its
-    # seqNum (upstream's 2 × mdsSessionTimeUs), 2 s instead of 10.
-    with LocalCluster(
-        tmp_path_factory.mktemp("snap") / "c",
-        copysets=4,
-        mds_options={"file_record_expire_us": 1_000_000},
-    ) as c:
-        yield c
-
-
-@pytest.fixture(scope="module")
-def client(cluster: LocalCluster) -> Iterator[curvefs.Client]:
-    with curvefs.Client(cluster.conf_path, user=USER) as c:
-        yield c
-
-
-def store(cluster: LocalCluster) -> Path:
-    assert cluster.snapshot_store_dir is not None
-    return Path(cluster.snapshot_store_dir)
-
-
-def snapshot(cluster: LocalCluster, uuid: str, user: str = USER) -> dict[str, Any]:
-    body = ok(cluster, Action="GetFileSnapshotInfo", User=user, UUID=uuid)
-    assert body["TotalCount"] == 1 and body["Snapshots"][0]["UUID"] == uuid, body
-    return dict(body["Snapshots"][0])
-
-
-def create(cluster: LocalCluster, file: str, name: str, user: str = USER) -> str:
-    return str(ok(cluster, Action="CreateSnapshot", User=user, File=file, Name=name)["UUID"])
-
-
-def wait_snapshot(
-    cluster: LocalCluster, uuid: str, status: int = DONE, timeout: float = 120, user: str = USER
-) -> list[dict[str, Any]]:
-    """Polls the snapshot until it has `status`; every answer seen on the way."""
-    deadline = time.monotonic() + timeout
-    seen = [snapshot(cluster, uuid, user)]
-    while seen[-1]["Status"] != status:
-        assert status == ERROR or seen[-1]["Status"] != ERROR, f"the snapshot failed: {seen[-1]}"
-        assert time.monotonic() < deadline, f"not in status {status} in {timeout} s: {seen[-1]}"
-        time.sleep(0.05)
-        seen.append(snapshot(cluster, uuid, user))
-    return seen
-
-
-def wait_gone(cluster: LocalCluster, uuid: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while (
-        call(cluster, Action="GetFileSnapshotInfo", Version="1", User=USER, UUID=uuid)[1]["Code"]
-        != "-8"
-    ):
-        assert time.monotonic() < deadline, f"snapshot {uuid} still there after {timeout} s"
-        time.sleep(0.05)
-
-
-def varint(data: bytes, at: int) -> tuple[int, int]:
-    value = shift = 0
-    while True:
-        byte = data[at]
-        at += 1
-        value |= (byte & 0x7F) << shift
-        shift += 7
-        if byte < 0x80:
-            return value, at
-
-
-def chunk_index(cluster: LocalCluster, file: str, seq: int) -> dict[int, str]:
-    """The stored chunk index of snapshot `seq` of `file`: chunk index → object name (a
-    protobuf ``ChunkMap {map<uint32, string> indexmap = 1}``, decoded by hand)."""
-    data = (store(cluster) / f"{file.lstrip('/')}-{seq}").read_bytes()
-    index: dict[int, str] = {}
-    at = 0
-    while at < len(data):
-        key, at = varint(data, at)
-        assert key == (1 << 3) | 2, key  # field 1, length-delimited: one map entry
-        size, at = varint(data, at)
-        entry, at = data[at : at + size], at + size
-        chunk, name, e = 0, "", 0
-        while e < len(entry):
-            tag, e = varint(entry, e)
-            if tag == (1 << 3) | 0:
-                chunk, e = varint(entry, e)
-            else:
-                assert tag == (2 << 3) | 2, tag
-                n, e = varint(entry, e)
-                name, e = entry[e : e + n].decode(), e + n
-        index[chunk] = name
-    return index
-
-
-def snapshot_bytes(cluster: LocalCluster, file: str, seq: int, offset: int, length: int) -> bytes:
-    """`length` bytes at `offset` of the snapshot, from its stored objects (zeros where the
-    snapshot has no chunk); the range stays inside one chunk."""
-    chunk, within = divmod(offset, CHUNK)
-    assert within + length <= CHUNK
-    name = chunk_index(cluster, file, seq).get(chunk)
-    if name is None:
-        return bytes(length)
-    data = (store(cluster) / name.lstrip("/")).read_bytes()
-    assert len(data) == CHUNK, (name, len(data))
-    return data[within : within + length]
-
-
-def objects(cluster: LocalCluster, file: str) -> set[str]:
-    """The names of the store's objects of `file` (its chunks and indexes)."""
-    prefix = file.lstrip("/") + "-"
-    return {p.name for p in store(cluster).iterdir() if p.name.startswith(prefix)}
-
-
-def write(client: curvefs.Client, path: str, blocks: dict[int, bytes]) -> None:
-    with client.open(path) as vol:
-        for offset, data in blocks.items():
-            assert vol.pwrite(data, offset) == len(data)
+cluster = module_cluster("snap", copysets=4, mds_options=SHORT_LEASE)
+client = module_client()
 
 
 def test_a_snapshot_holds_the_volume_as_it_was_and_shares_unchanged_chunks(
