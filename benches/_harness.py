@@ -8,6 +8,8 @@ they all run, so starting threads is not charged to the workload.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import random
 import resource
 import threading
@@ -28,6 +30,14 @@ def context_switches() -> int:
     thread's."""
     u = resource.getrusage(resource.RUSAGE_SELF)
     return u.ru_nvcsw + u.ru_nivcsw
+
+
+def pin(pid: int, cpus: set[int]) -> None:
+    """Moves every thread of process `pid` (0: this one) onto `cpus`; threads it starts
+    later inherit the mask of the thread that starts them."""
+    for task in os.listdir(f"/proc/{pid or os.getpid()}/task"):
+        with contextlib.suppress(ProcessLookupError):  # a thread that ended meanwhile
+            os.sched_setaffinity(int(task), cpus)
 
 
 def percentile(sorted_ns: list[int], p: float) -> float:

@@ -1,6 +1,6 @@
 """asyncio and AIO callbacks against plain threads, side by side on one local cluster.
 
-    python benches/bench_asyncio.py [--seconds 3] [--rounds 3] [--quick]
+    python benches/bench_asyncio.py [--seconds 3] [--rounds 3] [--quick] [--pin]
 
 Cells (4 KiB random IO on a prefilled region of one volume):
 
@@ -12,8 +12,11 @@ Cells (4 KiB random IO on a prefilled region of one volume):
 
 Client CPU is this process's user + system time over the cell. Targets (issue 17): the
 one-thread cell's IOPS ≥ the 8 threads', at ≤ 1.2× their client CPU per op. Cells are
-interleaved and each pair's ratio is the median over ``--rounds``. The results land in
-``benches/results/bench_asyncio.md`` (the docs include that file) and ``.json``.
+interleaved and each pair's ratio is the median over ``--rounds``. With ``--pin`` the client
+process runs on CPU 0 and the local cluster's servers on the others, so both modes get the
+same CPU whatever the servers take (on a 2-core machine unpinned, a single event-loop
+thread competes with the servers' threads for the cores, and IOPS measure the scheduler).
+The results land in ``benches/results/bench_asyncio.md`` (the docs include that file) and ``.json``.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import platform
 import random
 import statistics
@@ -161,11 +165,21 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=3.0, help="duration of each cell")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--quick", action="store_true", help="1 s cells, 1 round")
+    ap.add_argument(
+        "--pin", action="store_true", help="the client on CPU 0, the servers on the others"
+    )
     args = ap.parse_args()
     if args.quick:
         args.seconds, args.rounds = 1.0, 1
     pairs = {(w, kind): [] for w in ("read", "write") for kind in ("Volume", "CBDClient")}  # type: dict[tuple[str, str], list[tuple[Cell, Cell]]]
+    cpus = sorted(os.sched_getaffinity(0))
+    if args.pin and len(cpus) < 2:
+        ap.error("--pin needs two CPUs")
     with LocalCluster() as cluster, curvefs.Client(cluster.conf_path, user="bench") as client:
+        if args.pin:
+            _harness.pin(0, {cpus[0]})
+            for server in cluster.server_names:
+                _harness.pin(cluster.pid(server), set(cpus[1:]))
         client.create("/bench", 10 * GiB)
         with client.open("/bench") as vol:
             chunk = b"p" * MiB
@@ -218,6 +232,7 @@ def main() -> int:
             }
         )
     command = "python benches/bench_asyncio.py" + (" --quick" if args.quick else "")
+    command += " --pin" if args.pin else ""
     lines = [
         "# asyncio and AIO callbacks against threads",
         "",

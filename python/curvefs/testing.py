@@ -748,6 +748,11 @@ class LocalCluster:
         """The process id of ``"mds"``, ``"mds-<i>"`` or ``"chunkserver-<id>"``."""
         return self._procs[server].pid
 
+    @property
+    def server_names(self) -> list[str]:
+        """The names (for :meth:`pid`) of the servers started and not stopped since."""
+        return sorted(self._procs)
+
     def __enter__(self) -> Self:
         self.start()
         return self

@@ -86,12 +86,29 @@ pub enum Error {
 }
 
 /// The environment variable holding the servers' log filter, in tracing-subscriber's
-/// `EnvFilter` syntax (`debug`, `warn,curve_chunkserver=debug`, ...); `info` when unset.
+/// `EnvFilter` syntax (`debug`, `warn,curve_chunkserver=debug`, ...); `info` when unset;
+/// openraft at `error` unless the filter names it.
 pub const LOG_ENV: &str = "CURVEFS_LOG";
 
 /// The log file of `server` (`"mds"`, `"chunkserver-<id>"`) of the cluster in `dir`.
 pub fn server_log_path(dir: &Path, server: &str) -> PathBuf {
     dir.join("logs").join(format!("{server}.log"))
+}
+
+/// The servers' filter from [`LOG_ENV`]'s value: `info` when unset or blank, and openraft
+/// at `error` unless the value names openraft itself. openraft reports every election,
+/// shutdown and unreachable peer (each heartbeat) at info and warn, so `info` alone buries
+/// the servers' own events (the chunkserver logs what matters of those itself).
+fn server_log_filter(env: Option<&str>) -> String {
+    let text = env
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .unwrap_or("info");
+    if text.contains("openraft") {
+        text.to_owned()
+    } else {
+        format!("{text},openraft=error")
+    }
 }
 
 /// Makes a subscriber appending `server`'s events to its log file the global default of
@@ -112,13 +129,10 @@ pub fn install_server_log(dir: &Path, server: &str) -> Result<(), Error> {
         path: path.clone(),
         message,
     };
-    let filter = match std::env::var(LOG_ENV) {
-        Ok(text) if !text.trim().is_empty() => tracing_subscriber::EnvFilter::try_new(text.trim())
-            .map_err(|e| fail(format!("{LOG_ENV}={text:?}: {e}")))?,
-        // openraft reports every election, shutdown and unreachable peer (each heartbeat)
-        // at info and warn; the chunkserver logs what matters of those itself.
-        _ => tracing_subscriber::EnvFilter::new("info,openraft=error"),
-    };
+    let filter = tracing_subscriber::EnvFilter::try_new(server_log_filter(
+        std::env::var(LOG_ENV).ok().as_deref(),
+    ))
+    .map_err(|e| fail(format!("{LOG_ENV}: {e}")))?;
     if let Some(parent) = path.parent() {
         std::fs::create_dir_all(parent).map_err(|e| fail(e.to_string()))?;
     }
@@ -956,6 +970,20 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
+
+    #[test]
+    fn the_server_log_filter_quiets_openraft_unless_named() {
+        assert_eq!(server_log_filter(None), "info,openraft=error");
+        assert_eq!(server_log_filter(Some("  ")), "info,openraft=error");
+        assert_eq!(
+            server_log_filter(Some("info,curve_mds=debug")),
+            "info,curve_mds=debug,openraft=error"
+        );
+        assert_eq!(
+            server_log_filter(Some("debug,openraft=info")),
+            "debug,openraft=info"
+        );
+    }
 
     const FULL: &str = r#"{"host": "127.0.0.1", "mds_ports": [6700],
         "chunkservers": [{"id": 1, "port": 8201}, {"id": 2, "port": 8202}, {"id": 3, "port": 8203}],
