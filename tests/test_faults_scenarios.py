@@ -184,9 +184,28 @@ def leaders(cluster: LocalCluster) -> dict[int, int]:
     return {c: cluster.copyset_leader(c) for c in cluster.copyset_ids}
 
 
+def settled_leaders(
+    cluster: LocalCluster, quiet: float = 3.0, timeout: float = 60.0
+) -> dict[int, int]:
+    """The copysets' leaders once no leadership moved for `quiet` seconds. After a start,
+    a leader that is not its copyset's first member in the layout hands leadership to
+    that member once it has caught up (every 0.5 s check); a victim picked before then
+    would lose copysets for reasons other than the fault under test."""
+    deadline = time.monotonic() + timeout
+    seen, since = leaders(cluster), time.monotonic()
+    while time.monotonic() - since < quiet:
+        assert time.monotonic() < deadline, f"leaders still moving after {timeout} s: {seen}"
+        time.sleep(0.25)
+        now = leaders(cluster)
+        if now != seen:
+            seen, since = now, time.monotonic()
+    return seen
+
+
 def busiest_leader(cluster: LocalCluster) -> tuple[int, list[int]]:
-    """The chunkserver leading the most copysets, and those copysets."""
-    by_copyset = leaders(cluster)
+    """The chunkserver leading the most copysets once leaderships settled, and those
+    copysets."""
+    by_copyset = settled_leaders(cluster)
     victim, _ = Counter(by_copyset.values()).most_common(1)[0]
     return victim, sorted(c for c, leader in by_copyset.items() if leader == victim)
 
