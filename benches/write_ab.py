@@ -144,6 +144,12 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=3.0, help="per cell (default 3)")
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--kinds", default=",".join(KINDS))
+    parser.add_argument(
+        "--out",
+        type=Path,
+        help="also write the medians as a Markdown table there "
+        "(benches/results/write_ab.md is what the docs include)",
+    )
     args = parser.parse_args()
     sides: list[Side] = []
     try:
@@ -180,10 +186,66 @@ def main() -> int:
                 f"  server {median('server_us'):7.1f}"
                 f"  client {median('client_us'):6.1f}  switches {median('switches'):5.2f}"
             )
+        if args.out:
+            args.out.write_text(table(results, [s.name for s in sides], args), encoding="utf-8")
     finally:
         for side in sides:
             side.close()
     return 0
+
+
+UNITS = {"randwrite1": "IOPS", "randwrite": "IOPS", "seqwrite": "MiB/s", "randread": "IOPS"}
+WHAT = {
+    "randwrite1": "4 KiB random writes, 1 thread",
+    "randwrite": "4 KiB random writes, 8 threads",
+    "seqwrite": "1 MiB sequential writes, 1 thread",
+    "randread": "4 KiB random reads, 8 threads",
+}
+
+
+def table(
+    results: dict[tuple[str, str], list[dict[str, float]]],
+    names: list[str],
+    args: argparse.Namespace,
+) -> str:
+    """The medians per workload and side, and each side's rate as a ratio of the first
+    side's (the median of the per-round ratios: each round ran both back to back)."""
+    base = names[0]
+    command = (
+        "python benches/write_ab.py --servers "
+        + " ".join(f"{n}=…" for n in names)
+        + f" --rounds {args.rounds} --seconds {args.seconds:g} --out …"
+    )
+    lines = [
+        "# Data path, build against build",
+        "",
+        f"`{command}` — {args.rounds} rounds of {args.seconds:g} s cells, cells interleaved; "
+        "medians. Server CPU: the three chunkservers' user + system time per op; client: "
+        f"the bench process's. Ratio: the rate over {base}'s in the same round.",
+        "",
+        "| workload | servers | rate | p99 µs | server CPU µs/op | client CPU µs/op | "
+        f"rate ÷ {base} |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
+    for kind in KINDS:
+        if (kind, base) not in results:
+            continue
+        for name in names:
+            cells = results[(kind, name)]
+
+            def median(values: list[float]) -> float:
+                return sorted(values)[len(values) // 2]
+
+            ratio = median(
+                [c["rate"] / b["rate"] for c, b in zip(cells, results[(kind, base)], strict=True)]
+            )
+            lines.append(
+                f"| {WHAT[kind]} | {name} | {median([c['rate'] for c in cells]):,.0f} "
+                f"{UNITS[kind]} | {median([c['p99_us'] for c in cells]):,.0f} | "
+                f"{median([c['server_us'] for c in cells]):,.1f} | "
+                f"{median([c['client_us'] for c in cells]):,.1f} | {ratio:.2f} |"
+            )
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":
