@@ -174,6 +174,11 @@ impl Cluster {
     pub fn config(&self) -> ClientConfig {
         ClientConfig {
             mds_addrs: vec![self.mds_addr.to_string()],
+            // The MDS runs in this test process, beside other tests' clusters: on a loaded
+            // machine an answer can take longer than upstream's 500 ms, and a CreateFile
+            // retried after its first try timed out answers kFileExists for the file it
+            // made (as upstream's client would), which no test here is about.
+            mds_rpc_timeout_ms: 2000,
             mds_max_retry_ms: 3000,
             chunkserver_max_retry_time_ms: 20_000,
             mds_max_retry_ms_in_io_path: 10_000,
