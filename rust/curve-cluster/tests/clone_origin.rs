@@ -81,7 +81,11 @@ impl Servers {
     }
 
     fn client(&self) -> Client {
-        let path = self.layout.write_client_conf(&[]).unwrap();
+        // The MDS runs in this test process: under load an answer can take longer than
+        // upstream's 500 ms, and a retried mkdir or CreateFile then answers kFileExists for
+        // what its first try made, which this test is not about.
+        let overrides = [("mds.rpcTimeoutMS".to_string(), "2000".to_string())];
+        let path = self.layout.write_client_conf(&overrides).unwrap();
         Client::new(ClientConfig::from_file(&path).unwrap()).unwrap()
     }
 
