@@ -179,7 +179,7 @@ def main() -> int:
         for (kind, name), cells in sorted(results.items()):
 
             def median(field: str, cells: list[dict[str, float]] = cells) -> float:
-                return sorted(c[field] for c in cells)[len(cells) // 2]
+                return upper_median([c[field] for c in cells])
 
             print(
                 f"{kind:10} {name:8} {median('rate'):8.0f}  p99 {median('p99_us'):8.0f} µs"
@@ -192,6 +192,11 @@ def main() -> int:
         for side in sides:
             side.close()
     return 0
+
+
+def upper_median(values: list[float]) -> float:
+    """The middle value, the upper one of an even count (a value some round measured)."""
+    return sorted(values)[len(values) // 2]
 
 
 UNITS = {"randwrite1": "IOPS", "randwrite": "IOPS", "seqwrite": "MiB/s", "randread": "IOPS"}
@@ -232,18 +237,14 @@ def table(
             continue
         for name in names:
             cells = results[(kind, name)]
-
-            def median(values: list[float]) -> float:
-                return sorted(values)[len(values) // 2]
-
-            ratio = median(
+            ratio = upper_median(
                 [c["rate"] / b["rate"] for c, b in zip(cells, results[(kind, base)], strict=True)]
             )
             lines.append(
-                f"| {WHAT[kind]} | {name} | {median([c['rate'] for c in cells]):,.0f} "
-                f"{UNITS[kind]} | {median([c['p99_us'] for c in cells]):,.0f} | "
-                f"{median([c['server_us'] for c in cells]):,.1f} | "
-                f"{median([c['client_us'] for c in cells]):,.1f} | {ratio:.2f} |"
+                f"| {WHAT[kind]} | {name} | {upper_median([c['rate'] for c in cells]):,.0f} "
+                f"{UNITS[kind]} | {upper_median([c['p99_us'] for c in cells]):,.0f} | "
+                f"{upper_median([c['server_us'] for c in cells]):,.1f} | "
+                f"{upper_median([c['client_us'] for c in cells]):,.1f} | {ratio:.2f} |"
             )
     return "\n".join(lines) + "\n"
 
