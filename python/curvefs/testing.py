@@ -263,7 +263,8 @@ class LocalCluster:
 
     ``chunk_fsync=True`` makes the chunkservers put every write on stable storage before
     they acknowledge it (chunk files opened ``O_DSYNC``, as upstream's, and their records
-    fsynced); by default a write survives a killed server but not a power cut.
+    fsynced) and the MDS fsync every commit of its store, as upstream's etcd does; by
+    default a write or a metadata change survives a killed server but not a power cut.
 
     ``proxied=True`` makes clients reach every server through a fault-injecting proxy of
     its own (``fault_proxy``), for network faults on the path to one server. Replication

@@ -228,8 +228,9 @@ pub struct ClusterLayout {
     pub poolset: String,
     pub pool_capacity: u64,
     pub mds: MdsOptions,
-    /// Chunkservers put every acknowledged write on stable storage (`Durability::Sync`);
-    /// off, a write survives a killed process but not a power cut.
+    /// Chunkservers put every acknowledged write on stable storage (`Durability::Sync`),
+    /// and the MDS fsyncs every commit of its store; off, a write or a metadata change
+    /// survives a killed process but not a power cut.
     pub chunk_fsync: bool,
     /// Where the snapshot/clone service listens, if the cluster has one.
     pub snapshot_clone_port: Option<u16>,
@@ -619,7 +620,10 @@ impl ClusterLayout {
         Ok(MdsConfig {
             listen: self.socket_addr(port)?,
             data_dir: self.dir.join("mds"),
-            options: self.mds.clone(),
+            options: MdsOptions {
+                store_fsync: self.chunk_fsync,
+                ..self.mds.clone()
+            },
             topology,
         })
     }

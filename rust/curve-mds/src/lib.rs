@@ -106,6 +106,16 @@ pub struct MdsOptions {
     /// How long after start CreateSnapShot answers kSnapshotFrozen (upstream: 10 ×
     /// `mds.file.expiredTimeUs`, fixed): until then an open by an old client may be unseen.
     pub snapshot_frozen_us: u64,
+    /// Every store commit is fsynced before the answer, as upstream's etcd does (true,
+    /// the default); false, a commit survives a killed MDS (the page cache keeps it) but
+    /// not a power cut. Not a cluster.json field: the local cluster sets it from its
+    /// `chunk_fsync`, so one switch says how durable the whole cluster is.
+    #[serde(skip, default = "fsync_store")]
+    pub store_fsync: bool,
+}
+
+fn fsync_store() -> bool {
+    true
 }
 
 impl Default for MdsOptions {
@@ -122,6 +132,7 @@ impl Default for MdsOptions {
             auth_date_tolerance_us: 15_000_000,
             leader_lease_ms: 5_000,
             snapshot_frozen_us: 50_000_000,
+            store_fsync: true,
         }
     }
 }
@@ -233,10 +244,12 @@ async fn serve_store(
         ..
     } = config;
     let root_user = options.root_user.clone();
+    let store_fsync = options.store_fsync;
     let opened = tokio::task::spawn_blocking(move || {
         store::Store::open(
             &data_dir,
             &store_file,
+            store_fsync,
             &root_user,
             &topology,
             namespace::now_us(),

@@ -1,15 +1,17 @@
 //! The MDS's durable state in one redb file: inodes, dentries, segments and cluster meta.
-//! Callers open one write transaction per mutating RPC and commit it (redb's default
-//! durability fsyncs) before answering, so an acknowledged change survives SIGKILL.
+//! Callers open one write transaction per mutating RPC and commit it before answering, so
+//! an acknowledged change survives SIGKILL; the commit is fsynced too unless the MDS was
+//! told not to (`MdsOptions::store_fsync`), and then a power cut may lose it.
 //! Nothing read from the file is trusted: undecodable content becomes kStorageError.
 
 use std::path::{Path, PathBuf};
 
 use curve_proto::mds::{FileInfo, FileStatus, FileType, PageFileSegment, StatusCode};
 use prost::Message as _;
+use redb::backends::FileBackend;
 use redb::{
-    Database, ReadOnlyTable, ReadTransaction, ReadableTable, Table, TableDefinition,
-    WriteTransaction,
+    Database, ReadOnlyTable, ReadTransaction, ReadableTable, StorageBackend, Table,
+    TableDefinition, WriteTransaction,
 };
 use serde::{Deserialize, Serialize};
 
@@ -100,6 +102,7 @@ impl Store {
     pub(crate) fn open(
         dir: &Path,
         path: &Path,
+        fsync: bool,
         root_user: &str,
         topology: &TopologyConfig,
         now_us: u64,
@@ -113,7 +116,7 @@ impl Store {
             path: path.clone(),
             source: Box::new(e),
         };
-        let db = open_db(&path).map_err(|e| fail(e.into()))?;
+        let db = open_db(&path, fsync).map_err(|e| fail(e.into()))?;
         let txn = db.begin_write().map_err(|e| fail(e.into()))?;
         let cluster_id = init(&txn, root_user, topology, now_us).map_err(|e| match e {
             InitError::Redb(e) => fail(*e),
@@ -166,10 +169,23 @@ impl Store {
 /// term (`election`), so they never wait here for one another.
 const STORE_HANDOVER: std::time::Duration = std::time::Duration::from_secs(5);
 
-fn open_db(path: &Path) -> Result<Database, redb::DatabaseError> {
+fn open_db(path: &Path, fsync: bool) -> Result<Database, redb::DatabaseError> {
     let deadline = std::time::Instant::now() + STORE_HANDOVER;
     loop {
-        match Database::create(path) {
+        let opened = if fsync {
+            Database::create(path)
+        } else {
+            std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(path)
+                .map_err(redb::DatabaseError::from)
+                .and_then(FileBackend::new)
+                .and_then(|file| Database::builder().create_with_backend(Unsynced(file)))
+        };
+        match opened {
             Err(redb::DatabaseError::DatabaseAlreadyOpen)
                 if std::time::Instant::now() < deadline =>
             {
@@ -177,6 +193,34 @@ fn open_db(path: &Path) -> Result<Database, redb::DatabaseError> {
             }
             other => return other,
         }
+    }
+}
+
+/// redb's file backend (its lock included) with the syncs left out: every commit is
+/// still written to the file before the answer, in redb's order, so the page cache holds
+/// it if the MDS is killed; only a power cut can lose it.
+#[derive(Debug)]
+struct Unsynced(FileBackend);
+
+impl StorageBackend for Unsynced {
+    fn len(&self) -> std::io::Result<u64> {
+        self.0.len()
+    }
+
+    fn read(&self, offset: u64, len: usize) -> std::io::Result<Vec<u8>> {
+        self.0.read(offset, len)
+    }
+
+    fn set_len(&self, len: u64) -> std::io::Result<()> {
+        self.0.set_len(len)
+    }
+
+    fn sync_data(&self, _eventual: bool) -> std::io::Result<()> {
+        Ok(())
+    }
+
+    fn write(&self, offset: u64, data: &[u8]) -> std::io::Result<()> {
+        self.0.write(offset, data)
     }
 }
 
