@@ -29,6 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     cs.add_argument("--dir", required=True)
     sc = sub.add_parser("snapshotclone", help="serve the snapshot/clone service of DIR")
     sc.add_argument("--dir", required=True)
+    sc.add_argument("--index", type=int, default=0, help="which instance (0: the first)")
     for p in (mds, cs, sc):
         p.add_argument("--listen-fd", type=int, default=None, help="an inherited bound socket")
         p.add_argument(
@@ -39,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.server == "mds":
             _core.serve_mds(args.dir, args.index, args.listen_fd, args.lifeline_fd)
         elif args.server == "snapshotclone":
-            _core.serve_snapshot_clone(args.dir, args.listen_fd, args.lifeline_fd)
+            _core.serve_snapshot_clone(args.dir, args.index, args.listen_fd, args.lifeline_fd)
         else:
             _core.serve_chunkserver(args.dir, args.id, args.listen_fd, args.lifeline_fd)
     except (OSError, ValueError, OverflowError) as e:

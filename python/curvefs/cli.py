@@ -1065,10 +1065,11 @@ def _cmd_cluster_start(args: argparse.Namespace) -> int:
     cluster.start()
     try:
         print(cluster.conf_path, flush=True)
+        # Every instance's address: clients ask each until the active one answers.
+        addrs = ",".join(cluster.snapshot_clone_addrs)
         service = (
-            f", snapshot/clone service {cluster.snapshot_clone_addr} "
-            f"(export {SNAPSHOT_CLONE_ENV}={cluster.snapshot_clone_addr})"
-            if cluster.snapshot_clone_addr
+            f", snapshot/clone service {addrs} (export {SNAPSHOT_CLONE_ENV}={addrs})"
+            if addrs
             else ""
         )
         print(

@@ -205,6 +205,9 @@ class SnapshotCloneUnavailableError(SnapshotCloneError, ConnectionError):
     """No address of the service answered."""
 
 
+# kErrCodeServiceIsStop: answered by an instance that is stopping or lost its lease.
+SERVICE_IS_STOP = -4
+
 # The service's codes (upstream's snapshotclone_define.h), one class each; _CODES maps them.
 
 
@@ -368,6 +371,10 @@ class SnapshotCloneClient:
             self.addrs.remove(addr)
             self.addrs.insert(0, addr)
             code = int(body.get("Code", -1))
+            if code == SERVICE_IS_STOP:
+                # An instance that lost its lease (or stops) answers -4: ask the next one.
+                last = SnapshotCloneError(code, f"{addr} is not the active instance")
+                continue
             if code != 0:
                 cls = error_class(code)
                 raise cls(

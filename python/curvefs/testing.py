@@ -54,7 +54,7 @@ import threading
 import time
 import weakref
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
@@ -273,8 +273,12 @@ class LocalCluster:
     chose.
 
     ``snapshot_clone=True`` (the default) runs the cluster's snapshot/clone service, upstream's
-    HTTP API at ``snapshot_clone_addr`` (the server ``"snapshotclone"``); a folder keeps what
-    its first start chose.
+    HTTP API, as ``snapshot_clone_count`` instances (one by default) at ``snapshot_clone_addrs``:
+    the one holding the lease of the service's folder serves and runs the tasks, the others
+    stand by with their ports closed and take over (resuming its tasks) when it dies, as the
+    MDSes do. Instance ``i`` is the server ``"snapshotclone"`` for ``i == 0`` and
+    ``"snapshotclone-<i>"`` after; its methods act on the one ``index`` names, by default on
+    the active one. A folder keeps what its first start chose.
 
     ``client_options`` are client.conf keys and values written in place of the client
     core's defaults; ``mds_options`` are fields of the MDS's options (``root_user``,
@@ -301,6 +305,7 @@ class LocalCluster:
         start_timeout: float = 30.0,
         proxied: bool = False,
         snapshot_clone: bool = True,
+        snapshot_clone_count: int = 1,
     ) -> None:
         if chunkservers < 1:
             raise ValueError("a cluster needs at least one chunkserver")
@@ -308,6 +313,8 @@ class LocalCluster:
             raise ValueError("a cluster needs at least one MDS")
         if copysets < 1:
             raise ValueError("a logical pool needs at least one copyset")
+        if snapshot_clone_count < 1:
+            raise ValueError("a snapshot/clone service needs at least one instance")
         transport = transport or os.environ.get(TRANSPORT_ENV) or "baidu_std"
         if transport not in TRANSPORTS:
             raise ValueError(f"transport must be one of {TRANSPORTS}, not {transport!r}")
@@ -323,7 +330,7 @@ class LocalCluster:
         self._chunk_fsync = chunk_fsync
         self._start_timeout = start_timeout
         self._requested_proxied = proxied
-        self._requested_snapshot_clone = snapshot_clone
+        self._requested_snapshot_clone = snapshot_clone_count if snapshot_clone else 0
         self._proxies: dict[str, FaultProxy] = {}
         # What curve-cluster says of the layout (ClusterLayout::describe).
         self._layout: dict[str, Any] = {}
@@ -450,7 +457,7 @@ class LocalCluster:
             self.start_mds()
             for cs_id in self.chunkserver_ids:
                 self.start_chunkserver(cs_id)
-            if self._snapshot_clone_entry() is not None:
+            if self._snapshot_clone_entries():
                 self.start_snapshot_clone()
         except BaseException:
             self._stop_all(signal.SIGKILL)
@@ -482,8 +489,12 @@ class LocalCluster:
         """The index of the MDS that is active (holds the lease and serves, or is paused
         while nobody took the lease from it), or ``None`` while none is (during a
         failover)."""
+        return self._active(self._mds_entries())
+
+    def _active(self, entries: list[dict[str, Any]]) -> int | None:
+        """Of servers that campaign for one lease, the index of the one serving last."""
         serving: list[tuple[int, int]] = []
-        for index, entry in enumerate(self._mds_entries()):
+        for index, entry in enumerate(entries):
             name = str(entry["name"])
             proc = self._procs.get(name)
             if proc is not None and proc.poll() is None and self._state(name) == "serving":
@@ -492,10 +503,14 @@ class LocalCluster:
 
     def wait_for_active_mds(self, timeout: float = 30.0) -> int:
         """The index of the active MDS, waiting up to ``timeout`` seconds for one."""
+        return self._wait_active(self.active_mds, "MDS", timeout)
+
+    @staticmethod
+    def _wait_active(active: Callable[[], int | None], what: str, timeout: float) -> int:
         deadline = time.monotonic() + timeout
-        while (index := self.active_mds()) is None:
+        while (index := active()) is None:
             if time.monotonic() > deadline:
-                raise TimeoutError(f"no MDS became active within {timeout} s")
+                raise TimeoutError(f"no {what} became active within {timeout} s")
             time.sleep(0.01)
         return index
 
@@ -712,38 +727,117 @@ class LocalCluster:
     # -- the snapshot/clone service ----------------------------------------------------
 
     @property
+    def snapshot_clone_addrs(self) -> list[str]:
+        """``host:port`` of every instance of the snapshot/clone service (upstream's HTTP API,
+        path ``/SnapshotCloneService``; only the active one listens), empty if the cluster
+        has none. Give them all to a client: it asks each until one answers."""
+        return [str(e["addr"]) for e in self._snapshot_clone_entries()]
+
+    @property
     def snapshot_clone_addr(self) -> str | None:
-        """``host:port`` of the snapshot/clone service (upstream's HTTP API, path
-        ``/SnapshotCloneService``), or ``None`` if the cluster has none."""
-        entry = self._snapshot_clone_entry()
-        return None if entry is None else str(entry["addr"])
+        """``host:port`` of the active instance of the snapshot/clone service (of the first
+        while none is known to be), or ``None`` if the cluster has none."""
+        entries = self._snapshot_clone_entries()
+        if not entries:
+            return None
+        active = self.active_snapshot_clone()
+        return str(entries[0 if active is None else active]["addr"])
 
     @property
     def snapshot_store_dir(self) -> str | None:
         """The folder the snapshot/clone service dumps snapshots to (its stand-in for
         upstream's S3 bucket: object ``<file>-<chunkIndex>-<sn>`` is the file of that name
         under it), or ``None`` if the cluster has no service."""
-        entry = self._snapshot_clone_entry()
-        return None if entry is None else str(entry["store_dir"])
+        entries = self._snapshot_clone_entries()
+        return str(entries[0]["store_dir"]) if entries else None
 
-    def start_snapshot_clone(self) -> None:
-        """Start the snapshot/clone service if it is not running; returns once it serves."""
-        entry = self._snapshot_clone_entry()
-        if entry is None:
+    def snapshot_clone_name(self, index: int) -> str:
+        """The server name of instance ``index`` (``"snapshotclone"``, ``"snapshotclone-1"``,
+        ...)."""
+        return str(self._snapshot_clone_entry(index)["name"])
+
+    def active_snapshot_clone(self) -> int | None:
+        """The index of the active instance of the snapshot/clone service (it holds the
+        lease and serves, or is paused while nobody took the lease), or ``None`` while none
+        is."""
+        entries = self._snapshot_clone_entries()
+        return self._active(entries) if entries else None
+
+    def wait_for_active_snapshot_clone(self, timeout: float = 30.0) -> int:
+        """The index of the active snapshot/clone instance, waiting up to ``timeout`` s."""
+        return self._wait_active(self.active_snapshot_clone, "snapshot/clone service", timeout)
+
+    def start_snapshot_clone(self, index: int | None = None) -> None:
+        """Start instance ``index`` of the snapshot/clone service (by default every one not
+        running, the first first); returns once each serves or, while another does, stands
+        by."""
+        entries = self._snapshot_clone_entries()
+        if not entries:
             raise RuntimeError("the cluster has no snapshot/clone service")
-        self._spawn(str(entry["name"]), ["snapshotclone"], int(entry["port"]), ("serving",))
+        indices = [self._snapshot_clone_index(index)] if index is not None else range(len(entries))
+        for i in indices:
+            entry = entries[i]
+            args = ["snapshotclone", "--index", str(i)]
+            self._spawn(str(entry["name"]), args, int(entry["port"]), ("serving", "standby"))
 
-    def kill_snapshot_clone(self, sig: int = signal.SIGKILL) -> None:
-        """Send ``sig`` (SIGKILL by default) to the snapshot/clone service and wait for it to
-        exit."""
-        entry = self._snapshot_clone_entry()
-        if entry is None:
+    def kill_snapshot_clone(self, sig: int = signal.SIGKILL, *, index: int | None = None) -> None:
+        """Send ``sig`` (SIGKILL by default) to an instance of the snapshot/clone service (by
+        default the active one) and wait for it to exit."""
+        self._kill(self.snapshot_clone_name(self._snapshot_clone_target(index)), sig)
+
+    def restart_snapshot_clone(
+        self, sig: int = signal.SIGTERM, *, index: int | None = None
+    ) -> None:
+        """Stop an instance (by default the active one) with ``sig`` and start it again;
+        returns once it serves, or stands by if another took over meanwhile."""
+        target = self._snapshot_clone_target(index)
+        self._kill(self.snapshot_clone_name(target), sig)
+        self.start_snapshot_clone(target)
+
+    def pause_snapshot_clone(self, *, index: int | None = None) -> None:
+        """SIGSTOP an instance (by default the active one). A standby takes the lease over
+        once it runs out (the MDS's ``leader_lease_ms``); the paused one, resumed, acts no
+        more (no answer, no task step, no record written) and stops (``deposed``)."""
+        self._pause(self.snapshot_clone_name(self._snapshot_clone_target(index)))
+
+    def resume_snapshot_clone(self, *, index: int | None = None) -> None:
+        """SIGCONT a paused instance (by default the active one)."""
+        self._resume(self.snapshot_clone_name(self._snapshot_clone_target(index)))
+
+    def server_state(self, server: str) -> str | None:
+        """The last state server ``server`` reported (``"serving"``, ``"standby"``,
+        ``"deposed"``), or ``None`` if it is not running."""
+        return self._state(server) if server in self._procs else None
+
+    def _snapshot_clone_entries(self) -> list[dict[str, Any]]:
+        entries = self._layout.get("snapshot_clone")
+        if isinstance(entries, dict):
+            # A layout described before the service had several instances.
+            return [entries]
+        return entries if isinstance(entries, list) else []
+
+    def _snapshot_clone_index(self, index: int) -> int:
+        count = len(self._snapshot_clone_entries())
+        if not 0 <= index < count:
+            raise IndexError(f"snapshot/clone instance {index}: the cluster has {count}")
+        return index
+
+    def _snapshot_clone_entry(self, index: int) -> dict[str, Any]:
+        return self._snapshot_clone_entries()[self._snapshot_clone_index(index)]
+
+    def _snapshot_clone_target(self, index: int | None) -> int:
+        """``index``, or the active instance (the only one, if there is one)."""
+        entries = self._snapshot_clone_entries()
+        if not entries:
             raise RuntimeError("the cluster has no snapshot/clone service")
-        self._kill(str(entry["name"]), sig)
-
-    def _snapshot_clone_entry(self) -> dict[str, Any] | None:
-        entry = self._layout.get("snapshot_clone")
-        return entry if isinstance(entry, dict) else None
+        if index is not None:
+            return self._snapshot_clone_index(index)
+        if len(entries) == 1:
+            return 0
+        active = self.active_snapshot_clone()
+        if active is None:
+            raise RuntimeError("no snapshot/clone instance is active; name one with index=")
+        return active
 
     def pid(self, server: str) -> int:
         """The process id of ``"mds"``, ``"mds-<i>"`` or ``"chunkserver-<id>"``."""
@@ -814,8 +908,7 @@ class LocalCluster:
         return str(self._chunkserver(chunkserver_id)["name"])
 
     def _servers(self) -> list[dict[str, Any]]:
-        service = self._snapshot_clone_entry()
-        return [*self._mds_entries(), *self._chunkservers(), *([service] if service else [])]
+        return [*self._mds_entries(), *self._chunkservers(), *self._snapshot_clone_entries()]
 
     def _load_or_create_layout(self) -> dict[str, Any]:
         assert self._dir is not None
@@ -826,7 +919,7 @@ class LocalCluster:
             # A new cluster: bind every port first and keep the sockets until each server
             # takes its own, so the ports in the layout stay this cluster's.
             n_mds, n_cs = self._requested_mds, self._requested_chunkservers
-            n_sc = 1 if self._requested_snapshot_clone else 0
+            n_sc = self._requested_snapshot_clone
             socks = [_bind(_HOST, 0) for _ in range(n_mds + n_cs + n_sc)]
             by_port = {int(sock.getsockname()[1]): sock for sock in socks}
             ports = list(by_port)
@@ -844,7 +937,7 @@ class LocalCluster:
                 "chunk_fsync": self._chunk_fsync,
             }
             if n_sc:
-                spec["snapshot_clone_port"] = ports[-1]
+                spec["snapshot_clone_ports"] = ports[n_mds + n_cs :]
             if self._requested_proxied:
                 spec["external_ip"] = _PROXY_HOST
             try:
@@ -855,8 +948,7 @@ class LocalCluster:
                 for sock in socks:
                     sock.close()
                 raise
-            service = layout.get("snapshot_clone")
-            for entry in [*layout["mds"], *layout["chunkservers"], *([service] if service else [])]:
+            for entry in [*layout["mds"], *layout["chunkservers"], *layout["snapshot_clone"]]:
                 self._sockets[str(entry["name"])] = by_port.pop(int(entry["port"]))
             return layout
         except OSError as e:
@@ -994,14 +1086,19 @@ class LocalCluster:
         self._paused.discard(name)
 
     def _stop_all(self, sig: int) -> None:
-        # The snapshot/clone service (a client of the rest) first, then the chunkservers,
-        # then the standby MDSes (so none takes over), the active last: the MDS is what a
-        # restarting client reaches first.
+        # The snapshot/clone service (a client of the rest: its standbys first, so none
+        # takes over), then the chunkservers, then the standby MDSes (so none takes over),
+        # the active last: the MDS is what a restarting client reaches first.
         active = self.mds_name(a) if self._layout and (a := self.active_mds()) is not None else None
         mds = {str(e["name"]) for e in self._mds_entries()} if self._layout else set()
-        service = self._snapshot_clone_entry() if self._layout else None
-        first = str(service["name"]) if service else None
-        for name in sorted(self._procs, key=lambda n: (n != first, n in mds, n == active)):
+        services = [str(e["name"]) for e in self._snapshot_clone_entries()]
+        sc = self.active_snapshot_clone() if self._layout else None
+        active_sc = services[sc] if sc is not None else None
+
+        def order(n: str) -> tuple[bool, bool, bool, bool]:
+            return (n not in services, n == active_sc, n in mds, n == active)
+
+        for name in sorted(self._procs, key=order):
             _stop_process(self._procs[name], sig, 10.0)
             _close_stdout(self._procs[name])
         self._procs.clear()

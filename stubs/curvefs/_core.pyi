@@ -308,11 +308,13 @@ def serve_chunkserver(
 
 def serve_snapshot_clone(
     data_dir: str | os.PathLike[str],
+    index: int = 0,
     listen_fd: int | None = None,
     lifeline_fd: int | None = None,
 ) -> None:
-    """Serves the local cluster's snapshot/clone service (upstream's HTTP API) until SIGTERM
-    or SIGINT (or the end of the ``lifeline_fd`` pipe's writers)."""
+    """Serves instance ``index`` of the local cluster's snapshot/clone service (upstream's
+    HTTP API) until SIGTERM or SIGINT (or the end of the ``lifeline_fd`` pipe's writers), or
+    until another instance took its lease; it serves only while it holds the lease."""
 
 def copyset_leader(addr: str, logical_pool_id: int, copyset_id: int, timeout_ms: int = 1000) -> str:
     """The "ip:port" that the chunkserver at ``addr`` names as the copyset's leader

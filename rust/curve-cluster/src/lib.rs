@@ -206,7 +206,11 @@ struct LayoutFile {
     mds: MdsOptions,
     #[serde(default)]
     chunk_fsync: bool,
+    /// One port per snapshot/clone service instance: one active, the others standing by.
     #[serde(default)]
+    snapshot_clone_ports: Vec<u16>,
+    /// The one port of layouts written before standbys existed.
+    #[serde(default, skip_serializing)]
     snapshot_clone_port: Option<u16>,
 }
 
@@ -232,8 +236,10 @@ pub struct ClusterLayout {
     /// and the MDS fsyncs every commit of its store; off, a write or a metadata change
     /// survives a killed process but not a power cut.
     pub chunk_fsync: bool,
-    /// Where the snapshot/clone service listens, if the cluster has one.
-    pub snapshot_clone_port: Option<u16>,
+    /// Where the snapshot/clone service's instances listen (none: the cluster has no
+    /// service). The one holding the lease of the service's folder serves; the others
+    /// stand by with their ports closed, as upstream's do.
+    pub snapshot_clone_ports: Vec<u16>,
 }
 
 /// What a new local cluster is made of, as its creator asks for it. The creator has bound
@@ -259,9 +265,9 @@ pub struct ClusterSpec {
     /// See [`ClusterLayout::chunk_fsync`].
     #[serde(default)]
     pub chunk_fsync: bool,
-    /// See [`ClusterLayout::snapshot_clone_port`].
+    /// See [`ClusterLayout::snapshot_clone_ports`].
     #[serde(default)]
-    pub snapshot_clone_port: Option<u16>,
+    pub snapshot_clone_ports: Vec<u16>,
 }
 
 /// The name of MDS `index` (its port is `mds_ports[index]`): its log is `logs/<name>.log`.
@@ -274,8 +280,19 @@ pub fn mds_server_name(index: usize) -> String {
     }
 }
 
-/// The name of the snapshot/clone service: its log is `logs/snapshotclone.log`.
+/// The name of the snapshot/clone service, and of its folder.
 pub const SNAPSHOT_CLONE_SERVER: &str = "snapshotclone";
+
+/// The name of snapshot/clone service instance `index` (its port is
+/// `snapshot_clone_ports[index]`): its log is `logs/<name>.log`. The first is
+/// `snapshotclone`, as it was when the service had one instance.
+pub fn snapshot_clone_server_name(index: usize) -> String {
+    if index == 0 {
+        SNAPSHOT_CLONE_SERVER.into()
+    } else {
+        format!("{SNAPSHOT_CLONE_SERVER}-{index}")
+    }
+}
 
 /// The name of chunkserver `id`: its log is `logs/<name>.log`.
 pub fn chunkserver_server_name(id: u32) -> String {
@@ -311,7 +328,8 @@ impl ClusterLayout {
             mds,
             external_ip: spec.external_ip.clone(),
             chunk_fsync: spec.chunk_fsync,
-            snapshot_clone_port: spec.snapshot_clone_port,
+            snapshot_clone_ports: spec.snapshot_clone_ports.clone(),
+            snapshot_clone_port: None,
         };
         let text = serde_json::to_string_pretty(&file).map_err(|e| Error::Spec(e.to_string()))?;
         // What is written is what a server will read: validate it through the reader.
@@ -383,6 +401,23 @@ impl ClusterLayout {
                 })
             })
             .collect();
+        let snapshot_clone: Vec<_> = self
+            .snapshot_clone_ports
+            .iter()
+            .enumerate()
+            .map(|(index, &port)| {
+                let name = snapshot_clone_server_name(index);
+                serde_json::json!({
+                    "index": index,
+                    "name": name,
+                    "port": port,
+                    "addr": self.addr_string(port),
+                    "log": log(&name),
+                    "data_dir": self.snapshot_clone_data_dir(),
+                    "store_dir": self.snapshot_clone_store_dir(),
+                })
+            })
+            .collect();
         serde_json::json!({
             "dir": self.dir,
             "host": self.host,
@@ -395,18 +430,12 @@ impl ClusterLayout {
             "root_user": self.mds.root_user,
             "root_password": self.mds.root_password,
             "client_conf": self.dir.join(CLIENT_CONF_FILE),
-            "snapshot_clone": self.snapshot_clone_port.map(|port| serde_json::json!({
-                "name": SNAPSHOT_CLONE_SERVER,
-                "port": port,
-                "addr": self.addr_string(port),
-                "log": log(SNAPSHOT_CLONE_SERVER),
-                "data_dir": self.snapshot_clone_data_dir(),
-                "store_dir": self.snapshot_clone_store_dir(),
-            })),
+            "snapshot_clone": snapshot_clone,
         })
     }
 
-    /// The snapshot/clone service's folder: its task records and its client.conf.
+    /// The snapshot/clone service's folder, shared by its instances: its task records, its
+    /// client.conf and the lease (`leader/`).
     pub fn snapshot_clone_data_dir(&self) -> PathBuf {
         self.dir.join(SNAPSHOT_CLONE_SERVER)
     }
@@ -452,7 +481,11 @@ impl ClusterLayout {
             pool_capacity: raw.pool_capacity,
             mds: raw.mds,
             chunk_fsync: raw.chunk_fsync,
-            snapshot_clone_port: raw.snapshot_clone_port,
+            snapshot_clone_ports: if raw.snapshot_clone_ports.is_empty() {
+                raw.snapshot_clone_port.into_iter().collect()
+            } else {
+                raw.snapshot_clone_ports
+            },
         };
         layout
             .validate()
@@ -486,12 +519,12 @@ impl ClusterLayout {
                 return Err(format!("chunkserver id {} appears twice", cs.id));
             }
         }
-        if self.snapshot_clone_port == Some(0) {
-            return Err("the snapshot/clone service has port 0".into());
+        if self.snapshot_clone_ports.contains(&0) {
+            return Err("a snapshot/clone service port is 0".into());
         }
         let mut ports: Vec<u16> = self.mds_ports.clone();
         ports.extend(self.chunkservers.iter().map(|c| c.port));
-        ports.extend(self.snapshot_clone_port);
+        ports.extend(&self.snapshot_clone_ports);
         ports.sort_unstable();
         if let Some(w) = ports.windows(2).find(|w| w[0] == w[1]) {
             return Err(format!("port {} is used twice", w[0]));
@@ -787,7 +820,7 @@ async fn mds_run(
     let mds_err = |e: curve_mds::Error| Error::Mds(e.to_string());
     let lease = std::time::Duration::from_millis(config.options.leader_lease_ms.max(1));
     let mut shutdown = Box::pin(shutdown);
-    let campaign = curve_mds::Leadership::campaign(&config.data_dir, index, lease, || {
+    let campaign = curve_mds::campaign(&config.data_dir, index, lease, || {
         tracing::info!(
             "MDS {index} standing by on {}: another MDS is active",
             config.listen
@@ -876,44 +909,78 @@ async fn chunkserver_run(
         })
 }
 
-/// Serves the cluster's snapshot/clone service (upstream's HTTP API) until `shutdown`
-/// completes. It calls the cluster as its root user, through a client of its own
-/// configured by `snapshotclone/client.conf` (the cluster's defaults, written at start).
+/// Serves instance `index` of the cluster's snapshot/clone service (upstream's HTTP API)
+/// until `shutdown` completes, or until it loses the lease of the service's folder. It
+/// calls the cluster as its root user, through a client of its own configured by
+/// `snapshotclone/client.conf` (the cluster's defaults, written when it becomes active).
+///
+/// As an MDS does ([`serve_mds`]), an instance becomes active only once it holds the lease
+/// (`curve_lease`, over [`ClusterLayout::snapshot_clone_data_dir`]): until then it reports
+/// [`ServerState::Standby`] and leaves its port closed, as upstream's standbys do (they
+/// wait in their etcd campaign), so clients trying every address pass over it. Once
+/// active it loads the records, resumes the tasks the instance before it left, and acts
+/// only while its lease runs ([`curve_snapshotclone::Fence`]); one that finds its lease
+/// taken reports [`ServerState::Deposed`] and stops.
 pub async fn serve_snapshot_clone(
     dir: &Path,
+    index: usize,
     socket: Option<ServerSocket>,
     report: impl Fn(ServerState),
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
-    let served = snapshot_clone_run(dir, socket, report, shutdown).await;
+    let served = snapshot_clone_run(dir, index, socket, report, shutdown).await;
     log_end("snapshot/clone service", &served);
     served
 }
 
 async fn snapshot_clone_run(
     dir: &Path,
+    index: usize,
     socket: Option<ServerSocket>,
     report: impl Fn(ServerState),
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
     let layout = ClusterLayout::load(dir)?;
-    let port = layout.snapshot_clone_port.ok_or_else(|| Error::Invalid {
-        path: dir.join(LAYOUT_FILE),
-        message: "the cluster has no snapshot/clone service".into(),
-    })?;
-    let addr: SocketAddr =
-        format!("{}:{port}", layout.host)
-            .parse()
-            .map_err(|e| Error::Invalid {
-                path: dir.join(LAYOUT_FILE),
-                message: format!("snapshot/clone service address: {e}"),
-            })?;
+    let name = snapshot_clone_server_name(index);
+    let port = *layout
+        .snapshot_clone_ports
+        .get(index)
+        .ok_or_else(|| Error::Invalid {
+            path: dir.join(LAYOUT_FILE),
+            message: format!("the cluster has no snapshot/clone service instance {index}"),
+        })?;
+    let addr = layout.socket_addr(port)?;
     let data_dir = layout.snapshot_clone_data_dir();
-    let conf_path = data_dir.join(CLIENT_CONF_FILE);
     std::fs::create_dir_all(&data_dir).map_err(|source| Error::Write {
         path: data_dir.clone(),
         source,
     })?;
+    let lease_err = |e: curve_lease::Error| Error::Invalid {
+        path: data_dir.clone(),
+        message: e.to_string(),
+    };
+    let candidate = curve_lease::Candidate {
+        data_dir: data_dir.clone(),
+        role: "snapshot/clone service",
+        index,
+        // The MDS's lease: one figure for every server of the cluster that stands by.
+        lease: std::time::Duration::from_millis(layout.mds.leader_lease_ms.max(1)),
+        store: None,
+    };
+    let mut shutdown = Box::pin(shutdown);
+    let campaign = curve_lease::Leadership::campaign(candidate, || {
+        tracing::info!("snapshot/clone service {index} standing by on {addr}: another is active");
+        report(ServerState::Standby);
+    });
+    let mut leadership = tokio::select! {
+        held = campaign => held.map_err(lease_err)?,
+        () = &mut shutdown => return Ok(()),
+    };
+    tracing::info!(
+        "snapshot/clone service {index} is active (term {})",
+        leadership.term()
+    );
+    let conf_path = data_dir.join(CLIENT_CONF_FILE);
     let text = layout.client_conf(&[])?;
     std::fs::write(&conf_path, text).map_err(|source| Error::Write {
         path: conf_path.clone(),
@@ -947,10 +1014,17 @@ async fn snapshot_clone_run(
         mds_session_time: std::time::Duration::from_micros(layout.mds.file_record_expire_us),
         ..curve_snapshotclone::SnapshotOptions::default()
     };
-    let listener = open_port(SNAPSHOT_CLONE_SERVER, socket, addr)?;
-    tracing::info!("snapshot/clone service serving on {addr}");
+    let listener = open_port(&name, socket, addr)?;
+    tracing::info!("snapshot/clone service {index} serving on {addr}");
     report(ServerState::Serving);
-    curve_snapshotclone::serve(
+    let (lost_tx, lost_rx) = tokio::sync::oneshot::channel::<curve_lease::Lost>();
+    let stop = async move {
+        tokio::select! {
+            () = shutdown => {}
+            _ = lost_rx => {}
+        }
+    };
+    let serving = curve_snapshotclone::serve(
         curve_snapshotclone::ServiceConfig {
             client,
             root,
@@ -958,15 +1032,44 @@ async fn snapshot_clone_run(
             snapshot,
             data_dir,
             store,
+            fence: curve_snapshotclone::Fence::new(leadership.gate()),
         },
         listener,
-        shutdown,
-    )
-    .await
-    .map_err(|e| Error::Socket {
-        server: SNAPSHOT_CLONE_SERVER.into(),
+        stop,
+    );
+    tokio::pin!(serving);
+    let mut lost_tx = Some(lost_tx);
+    let mut lost = None;
+    let served = loop {
+        tokio::select! {
+            served = &mut serving => break served,
+            why = leadership.hold(), if lost.is_none() => {
+                tracing::error!(
+                    "snapshot/clone service {index} lost its lease: {why}; it stops serving"
+                );
+                lost = Some(why.clone());
+                if let Some(tx) = lost_tx.take() {
+                    let _ = tx.send(why);
+                }
+            }
+        }
+    };
+    let served = served.map_err(|e| Error::Socket {
+        server: name.clone(),
         message: e.to_string(),
-    })
+    });
+    if let Some(why) = lost {
+        report(ServerState::Deposed);
+        served?;
+        return Err(Error::Socket {
+            server: name,
+            message: format!("snapshot/clone service {index} was deposed: {why}"),
+        });
+    }
+    // Tasks still running are dropped with the runtime; their records stay as last
+    // written, and the next active instance resumes them.
+    leadership.release();
+    served
 }
 
 #[cfg(test)]
@@ -1309,7 +1412,7 @@ mod tests {
             mds: serde_json::Map::new(),
             external_ip: None,
             chunk_fsync: false,
-            snapshot_clone_port: None,
+            snapshot_clone_ports: Vec::new(),
         };
         ClusterLayout::create(dir.path(), &s).unwrap();
         let mut sockets = sockets.into_iter();

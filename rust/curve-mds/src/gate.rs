@@ -12,7 +12,7 @@ use std::task::{Context, Poll};
 use curve_brpc::{Dispatch, Request, Response, RpcError, errors};
 use futures::future::BoxFuture;
 
-use crate::election::LeaseGate;
+use curve_lease::LeaseGate;
 
 const DEPOSED: &str = "this MDS is not the active one: its lease ran out";
 

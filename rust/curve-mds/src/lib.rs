@@ -16,7 +16,8 @@
 //!
 //! Modules: `clean` (snapshot cleans), `auth` (date/owner/signature), `path` (path validation), `rules` (length and
 //! stripe rules), `store` (redb tables), `records` (file records of open files),
-//! `namespace` (the namespace calls), `election` (which of several MDSes is active: a lease),
+//! `namespace` (the namespace calls), `campaign` (which of several MDSes is active: the
+//! `curve_lease` lease over the MDS folder),
 //! `service` and `topology` (the tonic faces), `baidu_std` (the same handlers over brpc's
 //! protocol), `gate` (no answer from an MDS whose lease ran out).
 
@@ -32,7 +33,6 @@ use tokio::net::TcpListener;
 mod auth;
 mod baidu_std;
 mod clean;
-mod election;
 mod gate;
 mod namespace;
 mod path;
@@ -43,8 +43,27 @@ mod store;
 mod topology;
 
 pub use auth::{CURVEFS, Check, METHODS, TOPOLOGY, sign, verify};
-pub use election::{Leadership, LeaseGate, Lost, leader_dir};
-pub use store::store_path;
+pub use curve_lease::{Leadership, LeaseGate, Lost, leader_dir};
+pub use store::{STORE_FILES, store_path};
+
+/// Waits until MDS `index` of the MDSes sharing `data_dir` holds the lease
+/// ([`curve_lease`]) and returns its term, with the store it serves from copied from the
+/// previous holder's. `on_standby` runs once if another MDS holds the lease.
+pub async fn campaign(
+    data_dir: &std::path::Path,
+    index: usize,
+    lease: std::time::Duration,
+    on_standby: impl FnOnce(),
+) -> Result<Leadership, Error> {
+    let candidate = curve_lease::Candidate {
+        data_dir: data_dir.to_owned(),
+        role: "MDS",
+        index,
+        lease,
+        store: Some(STORE_FILES),
+    };
+    Ok(Leadership::campaign(candidate, on_standby).await?)
+}
 
 /// A chunkserver as the MDS knows it (static in the local cluster).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -174,6 +193,16 @@ pub enum Error {
     Startup(String),
 }
 
+impl From<curve_lease::Error> for Error {
+    fn from(e: curve_lease::Error) -> Self {
+        match e {
+            curve_lease::Error::DataDir { path, source } => Error::DataDir { path, source },
+            curve_lease::Error::Corrupt { path, what } => Error::Corrupt { path, what },
+            curve_lease::Error::Other(what) => Error::Startup(what),
+        }
+    }
+}
+
 /// Binds `config.listen` and serves both MDS services on it until `shutdown` completes.
 ///
 /// The store `<data_dir>/mds.redb` is created on first start and reused afterwards; only one
@@ -225,7 +254,9 @@ pub fn serve_leading<F>(
 where
     F: Future<Output = ()> + Send + 'static,
 {
-    let store = leadership.store_path();
+    let store = leadership
+        .store_path()
+        .unwrap_or_else(|| store_path(&config.data_dir));
     serve_store(config, store, Some(leadership.gate()), listener, shutdown)
 }
 

@@ -166,7 +166,7 @@ impl Store {
 /// How long a store another process holds is waited for: an MDS restarted on the same
 /// store file (one served without a lease) may find the previous process's files still
 /// closing one by one as it exits. MDSes under a lease each open a store file of their own
-/// term (`election`), so they never wait here for one another.
+/// term (`curve_lease`), so they never wait here for one another.
 const STORE_HANDOVER: std::time::Duration = std::time::Duration::from_secs(5);
 
 fn open_db(path: &Path, fsync: bool) -> Result<Database, redb::DatabaseError> {
@@ -578,7 +578,15 @@ pub(crate) fn take_chunk_ids(txn: &WriteTransaction, count: u64) -> Result<u64, 
     take_ids(txn, META_NEXT_CHUNK, count)
 }
 
+/// The MDS's store files: `mds.redb` of one MDS alone and of the first term, a copy per
+/// later term that another MDS took over.
+pub const STORE_FILES: curve_lease::StoreFiles = curve_lease::StoreFiles {
+    first: "mds.redb",
+    prefix: "mds-",
+    suffix: ".redb",
+};
+
 /// The path of the store inside a data dir.
 pub fn store_path(data_dir: &Path) -> PathBuf {
-    data_dir.join("mds.redb")
+    data_dir.join(STORE_FILES.first)
 }

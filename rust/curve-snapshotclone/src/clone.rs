@@ -37,6 +37,7 @@ use futures::{FutureExt, StreamExt};
 
 use crate::datastore::ChunkIndex;
 use crate::snapshots::Snapshot;
+use crate::tasks::{FENCED, Fence};
 
 /// Upstream's `server.*` settings the clone task uses (`conf/snapshot_clone_server.conf`).
 #[derive(Debug, Clone)]
@@ -146,6 +147,7 @@ pub struct CloneTasks<'c> {
     client: &'c Client,
     root: UserInfo,
     options: CloneOptions,
+    fence: Fence,
 }
 
 impl<'c> CloneTasks<'c> {
@@ -154,6 +156,26 @@ impl<'c> CloneTasks<'c> {
             client,
             root,
             options,
+            fence: Fence::default(),
+        }
+    }
+
+    /// Takes each step that changes the cluster only while `fence` is open: a service
+    /// instance whose lease ran out (stopped past it) must not act after another took
+    /// over its tasks.
+    pub fn fenced(mut self, fence: Fence) -> Self {
+        self.fence = fence;
+        self
+    }
+
+    fn act(&self) -> Result<(), CloneError> {
+        if self.fence.is_open() {
+            Ok(())
+        } else {
+            Err(failed("the service's lease")(Error::new(
+                ErrorCode::Failed,
+                FENCED,
+            )))
         }
     }
 
@@ -221,6 +243,7 @@ impl<'c> CloneTasks<'c> {
         }
         // Upstream ignores a failure here: every outcome of it is acceptable, and the
         // MDS refuses the clone's later steps if the source is gone.
+        self.act()?;
         if let Err(e) = self
             .client
             .set_clone_file_status(source, &self.root, None, FileStatus::KFileBeingCloned)
@@ -228,6 +251,7 @@ impl<'c> CloneTasks<'c> {
         {
             tracing::warn!(source, "SetCloneFileStatus(BeingCloned) failed: {e}");
         }
+        self.act()?;
         match self.client.mkdir(&self.options.temp_dir, &self.root).await {
             Ok(()) => {}
             Err(e) if e.code == ErrorCode::Exists => {}
@@ -241,6 +265,7 @@ impl<'c> CloneTasks<'c> {
                 .or_else(|| src.poolset.clone())
                 .unwrap_or_default(),
         };
+        self.act()?;
         let made = self
             .client
             .create_clone_file(
@@ -254,6 +279,7 @@ impl<'c> CloneTasks<'c> {
             )
             .await
             .map_err(failed("CreateCloneFile"))?;
+        self.act()?;
         self.client
             .set_clone_file_status(
                 temp,
@@ -264,10 +290,12 @@ impl<'c> CloneTasks<'c> {
             .await
             .map_err(failed("CompleteCloneMeta"))?;
         let owner = owner.or(src.owner.as_deref()).unwrap_or(&self.root.owner);
+        self.act()?;
         self.client
             .change_owner(temp, owner, &self.root)
             .await
             .map_err(failed("ChangeOwner"))?;
+        self.act()?;
         self.client
             .rename(&self.root, temp, dest)
             .await
@@ -357,6 +385,7 @@ impl<'c> CloneTasks<'c> {
         let addrs: Vec<ChunkAddr> = chunks.iter().map(|&(addr, _)| addr).collect();
         self.recover_chunks(&addrs, chunk_size).await?;
         // CompleteCloneFile.
+        self.act()?;
         self.client
             .set_clone_file_status(dest, &self.root, info.id, FileStatus::KFileCloned)
             .await
@@ -399,6 +428,7 @@ impl<'c> CloneTasks<'c> {
                     corrected_sn,
                 };
                 let deadline = Instant::now() + timeout;
+                self.act()?;
                 match self.client.send_chunk_op(addr, 0, size, op, deadline).await {
                     Ok(_) => Ok(()),
                     Err(e) if e.code == ErrorCode::Exists => Ok(()),
@@ -426,6 +456,7 @@ impl<'c> CloneTasks<'c> {
                     let deadline = Instant::now() + timeout;
                     // Both fit in u32: they are inside one chunk, whose size does.
                     let (off, len32) = (at as u32, len as u32);
+                    self.act()?;
                     self.client
                         .send_chunk_op(addr, off, len32, ChunkOp::Recover, deadline)
                         .await
@@ -559,6 +590,7 @@ impl<'c> CloneTasks<'c> {
         poolset: Option<&str>,
         recover_seq: Option<u64>,
     ) -> Result<FileInfo, CloneError> {
+        self.act()?;
         match self.client.mkdir(&self.options.temp_dir, &self.root).await {
             Ok(()) => {}
             Err(e) if e.code == ErrorCode::Exists => {}
@@ -569,6 +601,7 @@ impl<'c> CloneTasks<'c> {
             stripe_count: snap.stripe_count,
             poolset: poolset.unwrap_or(&snap.poolset).to_string(),
         };
+        self.act()?;
         self.client
             .create_clone_file(
                 temp,
@@ -607,6 +640,7 @@ impl<'c> CloneTasks<'c> {
             .collect();
         self.create_clone_chunks_at(located, recover_seq.unwrap_or(0), chunk_size)
             .await?;
+        self.act()?;
         self.client
             .set_clone_file_status(
                 temp,
@@ -616,10 +650,12 @@ impl<'c> CloneTasks<'c> {
             )
             .await
             .map_err(failed("CompleteCloneMeta"))?;
+        self.act()?;
         self.client
             .change_owner(temp, owner, &self.root)
             .await
             .map_err(failed("ChangeOwner"))?;
+        self.act()?;
         self.client
             .rename(&self.root, temp, dest)
             .await
@@ -660,6 +696,7 @@ impl<'c> CloneTasks<'c> {
             .await?;
         let addrs: Vec<ChunkAddr> = chunks.iter().map(|&(_, addr)| addr).collect();
         self.recover_chunks(&addrs, chunk_size).await?;
+        self.act()?;
         self.client
             .set_clone_file_status(dest, &self.root, info.id, FileStatus::KFileCloned)
             .await

@@ -20,3 +20,4 @@ pub mod tasks;
 pub use clone::{CloneError, CloneOptions, CloneTasks};
 pub use service::{ServiceConfig, ServiceError, serve};
 pub use snapshot::{SnapshotOptions, Snapshots};
+pub use tasks::Fence;

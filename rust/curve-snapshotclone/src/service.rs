@@ -27,7 +27,9 @@ use crate::codes::ServiceCode;
 use crate::datastore::{ChunkIndex, DataStore};
 use crate::snapshot::{SnapshotFilter, SnapshotOptions, Snapshots};
 use crate::snapshots::{Snapshot, SnapshotStatus};
-use crate::tasks::{CloneStep, SourceType, StoreError, Task, TaskStatus, TaskStore, TaskType};
+use crate::tasks::{
+    CloneStep, Fence, SourceType, StoreError, Task, TaskStatus, TaskStore, TaskType,
+};
 
 /// What the service runs on.
 pub struct ServiceConfig {
@@ -40,6 +42,9 @@ pub struct ServiceConfig {
     pub data_dir: PathBuf,
     /// Where snapshots are dumped (and clones of them read from).
     pub store: DataStore,
+    /// Open while this instance may act: the lease of one of several instances
+    /// (`curve_lease`), always for a service alone.
+    pub fence: Fence,
 }
 
 /// Why the service could not start.
@@ -57,6 +62,7 @@ struct Inner {
     options: CloneOptions,
     tasks: Mutex<TaskStore>,
     snapshots: Arc<Snapshots>,
+    fence: Fence,
 }
 
 impl Inner {
@@ -67,6 +73,7 @@ impl Inner {
 
     fn clone_tasks(&self) -> CloneTasks<'_> {
         CloneTasks::new(&self.client, self.root.clone(), self.options.clone())
+            .fenced(self.fence.clone())
     }
 
     /// Changes a task's record; a record that cannot be written is logged (the task goes
@@ -90,13 +97,14 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServiceError> {
-    let store = TaskStore::open(&config.data_dir)?;
+    let store = TaskStore::open(&config.data_dir)?.fenced(config.fence.clone());
     let snapshots = Snapshots::open(
         config.client.clone(),
         config.root.clone(),
         config.store,
         config.snapshot,
         &config.data_dir,
+        config.fence.clone(),
     )?;
     let inner = Arc::new(Inner {
         client: config.client,
@@ -104,6 +112,7 @@ pub async fn serve(
         options: config.options,
         tasks: Mutex::new(store),
         snapshots,
+        fence: config.fence,
     });
     resume(&inner);
     inner.snapshots.resume();
@@ -181,9 +190,22 @@ impl From<ServiceCode> for Reply {
 async fn handle(State(inner): State<Arc<Inner>>, Query(params): Query<Params>) -> Response {
     let request_id = uuid::Uuid::new_v4().to_string();
     let action = params.get("Action").cloned().unwrap_or_default();
-    let reply = match dispatch(&inner, &action, &params).await {
-        Ok(reply) => reply,
-        Err(reply) => reply,
+    // The lease is checked as the request arrives and again once its answer is ready (as
+    // the MDS's gate does): an instance stopped in between may have been replaced, and
+    // its answer could tell of work the active instance never sees. A stopping service
+    // answers -4, which clients take as "ask the next address".
+    let reply = if !inner.fence.is_open() {
+        Reply::from(ServiceCode::SERVICE_IS_STOP)
+    } else {
+        match dispatch(&inner, &action, &params).await {
+            Ok(reply) => reply,
+            Err(reply) => reply,
+        }
+    };
+    let reply = if inner.fence.is_open() {
+        reply
+    } else {
+        Reply::from(ServiceCode::SERVICE_IS_STOP)
     };
     tracing::info!(
         action,

@@ -38,7 +38,7 @@ use crate::snapshots::{
     NO_SEQ, PROGRESS_CREATED_ON_CURVE, PROGRESS_DONE, PROGRESS_INDEX_STORED, PROGRESS_MAP_BUILT,
     PROGRESS_TRANSFERRED, Snapshot, SnapshotStatus, SnapshotStore,
 };
-use crate::tasks::StoreError;
+use crate::tasks::{FENCED, Fence, StoreError};
 
 /// Upstream's `server.*` settings of snapshots (`conf/snapshot_clone_server.conf`).
 #[derive(Debug, Clone)]
@@ -163,6 +163,8 @@ pub struct Snapshots {
     root: UserInfo,
     store: DataStore,
     options: SnapshotOptions,
+    /// Checked before each chunk is dumped or deleted (records check it themselves).
+    fence: Fence,
     records: Mutex<SnapshotStore>,
     queue: Mutex<Queue>,
 }
@@ -232,16 +234,27 @@ impl Snapshots {
         store: DataStore,
         options: SnapshotOptions,
         data_dir: &std::path::Path,
+        fence: Fence,
     ) -> Result<Arc<Self>, StoreError> {
-        let records = SnapshotStore::open(data_dir)?;
+        let records = SnapshotStore::open(data_dir)?.fenced(fence.clone());
         Ok(Arc::new(Self {
             client,
             root,
             store,
             options,
+            fence,
             records: Mutex::new(records),
             queue: Mutex::new(Queue::default()),
         }))
+    }
+
+    /// Whether this instance may take a task's next step (see [`Fence`]).
+    fn act(&self) -> TaskResult<()> {
+        if self.fence.is_open() {
+            Ok(())
+        } else {
+            Err(TaskError::Invalid(FENCED.into()))
+        }
     }
 
     pub fn data_store(&self) -> &DataStore {
@@ -674,6 +687,7 @@ impl Snapshots {
             if task.canceled() {
                 return self.cancel_after_index(uuid, &snap).await;
             }
+            self.act()?;
             self.store.put_chunk_index(snap.seq_num, &index).await?;
             (index, segments)
         };
@@ -767,6 +781,7 @@ impl Snapshots {
     /// already there is this task's, taken before a restart lost its record's seq (the
     /// file's tasks run one at a time, and a failed one is deleted before the next).
     async fn create_on_mds(&self, snap: &Snapshot) -> TaskResult<Snapshot> {
+        self.act()?;
         let info = match self.client.create_snapshot(&snap.file, &self.root).await {
             Ok(info) => info,
             Err(e) if e.code == ErrorCode::UnderSnapshot => {
@@ -947,6 +962,7 @@ impl Snapshots {
                 if task.canceled() || skip(&name).await? {
                     return Ok(());
                 }
+                self.act()?;
                 self.dump_chunk(addr, &name, chunk_size).await
             })
             .buffer_unordered(self.options.chunk_concurrency.max(1));
@@ -1015,6 +1031,7 @@ impl Snapshots {
     /// DeleteSnapShot in the MDS, then CheckSnapShotStatus until it is gone (upstream's
     /// DeleteSnapshotOnCurvefs), within `mds_delete_timeout`.
     async fn delete_on_mds(&self, snap: &Snapshot) -> TaskResult<()> {
+        self.act()?;
         match self
             .client
             .delete_snapshot(&snap.file, &self.root, snap.seq_num)
@@ -1094,6 +1111,7 @@ impl Snapshots {
                 continue;
             };
             if !others.iter().any(|o| o.refers_to(&name)) {
+                self.act()?;
                 self.store.delete_chunk_data(&name).await?;
             }
             if let Some(p) = progress {

@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -113,9 +114,31 @@ impl Task {
     }
 }
 
+/// Why a fenced instance did not act.
+pub const FENCED: &str = "this snapshot/clone service instance's lease ran out";
+
+/// Whether this service instance may act: always for a service alone, and for one of
+/// several (`curve_lease`) only while its lease runs. Checked before each record is
+/// written and before each step that changes the cluster, so an instance stopped past its
+/// lease (SIGSTOP) does nothing once resumed: another instance has its tasks by then.
+#[derive(Debug, Clone, Default)]
+pub struct Fence(Option<Arc<curve_lease::LeaseGate>>);
+
+impl Fence {
+    pub fn new(gate: Arc<curve_lease::LeaseGate>) -> Self {
+        Self(Some(gate))
+    }
+
+    pub fn is_open(&self) -> bool {
+        self.0.as_ref().is_none_or(|g| g.is_open())
+    }
+}
+
 /// Why a record file could not be read or written.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
+    #[error("the records {path} were not written: {FENCED}")]
+    Fenced { path: PathBuf },
     #[error("cannot read or write the records {path}: {source}")]
     Io {
         path: PathBuf,
@@ -151,6 +174,7 @@ impl Record for Task {
 pub struct RecordStore<T> {
     path: PathBuf,
     records: BTreeMap<String, T>,
+    fence: Fence,
 }
 
 /// The clone and recover tasks.
@@ -179,7 +203,17 @@ impl<T: Record> RecordStore<T> {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
             Err(e) => return Err(io(e)),
         };
-        Ok(Self { path, records })
+        Ok(Self {
+            path,
+            records,
+            fence: Fence::default(),
+        })
+    }
+
+    /// Writes the file only while `fence` is open.
+    pub fn fenced(mut self, fence: Fence) -> Self {
+        self.fence = fence;
+        self
     }
 
     pub fn get(&self, uuid: &str) -> Option<&T> {
@@ -217,6 +251,11 @@ impl<T: Record> RecordStore<T> {
     }
 
     fn save(&self) -> Result<(), StoreError> {
+        if !self.fence.is_open() {
+            return Err(StoreError::Fenced {
+                path: self.path.clone(),
+            });
+        }
         let io = |source| StoreError::Io {
             path: self.path.clone(),
             source,

@@ -281,24 +281,32 @@ pub fn serve_chunkserver(
     })
 }
 
-/// Serves the snapshot/clone service of the local cluster in `data_dir` (upstream's HTTP
-/// API) until SIGTERM or SIGINT (or its starter's end, with `lifeline_fd`).
+/// Serves instance `index` of the snapshot/clone service of the local cluster in
+/// `data_dir` (upstream's HTTP API) until SIGTERM or SIGINT (or its starter's end, with
+/// `lifeline_fd`), or until another instance took its lease.
 #[pyfunction]
-#[pyo3(signature = (data_dir, listen_fd = None, lifeline_fd = None))]
+#[pyo3(signature = (data_dir, index = 0, listen_fd = None, lifeline_fd = None))]
 pub fn serve_snapshot_clone(
     py: Python<'_>,
     data_dir: PathBuf,
+    index: usize,
     listen_fd: Option<i32>,
     lifeline_fd: Option<i32>,
 ) -> PyResult<()> {
     let lifeline = lifeline_fd.map(Lifeline::inherit).transpose()?;
-    install_log(&data_dir, curve_cluster::SNAPSHOT_CLONE_SERVER)?;
-    let port = layout_of(&data_dir)?
-        .snapshot_clone_port
-        .ok_or_else(|| PyValueError::new_err("the cluster has no snapshot/clone service"))?;
+    install_log(&data_dir, &curve_cluster::snapshot_clone_server_name(index))?;
+    let port = *layout_of(&data_dir)?
+        .snapshot_clone_ports
+        .get(index)
+        .ok_or_else(|| {
+            PyValueError::new_err(format!(
+                "the cluster has no snapshot/clone service instance {index}"
+            ))
+        })?;
     let socket = inherited(listen_fd, port)?;
     run(py, lifeline, move |shutdown| async move {
-        curve_cluster::serve_snapshot_clone(Path::new(&data_dir), socket, report, shutdown).await
+        curve_cluster::serve_snapshot_clone(Path::new(&data_dir), index, socket, report, shutdown)
+            .await
     })
 }
 

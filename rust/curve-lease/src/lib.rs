@@ -1,28 +1,34 @@
-//! Which of several MDS processes sharing one data folder is the active one: a lease.
+//! Which of several local cluster servers sharing one data folder is the active one: a
+//! lease. The local MDSes campaign with it, and so do the snapshot/clone service's
+//! instances, each kind in its own data folder.
 //!
-//! Upstream's MDSes campaign through etcd: the winner's key lives in a session with a TTL
-//! (`mds.leader.sessionInterSec`, 5 s) that it keeps alive, followers keep their port closed,
-//! and an MDS that loses the key exits. The local cluster's MDSes run on one machine and
-//! share one data folder, so the campaign is kept in the folder, in `leader/`:
+//! Upstream's MDSes and snapshot/clone servers campaign through etcd: the winner's key
+//! lives in a session with a TTL (`mds.leader.sessionInterSec`, 5 s) that it keeps alive,
+//! followers keep their port closed, and a server that loses the key exits. The local
+//! cluster's servers run on one machine and share one data folder per kind, so the
+//! campaign is kept in the folder, in `leader/`:
 //!
 //! - Leadership comes in terms. `leader/term-<N>` is the record of term N: who holds it (pid
-//!   and a per-process id), which store file it serves from, and when its lease ends on the
-//!   machine's monotonic clock (one clock for every process here, and one that keeps running
-//!   while a process is stopped). A term is claimed by hard-linking a complete record into
-//!   place, which fails if the name exists: of two MDSes claiming term N+1, one wins.
-//! - The holder rewrites its record with a later end every quarter lease. An MDS may claim
-//!   the next term once the latest record's lease has ended (a paused or hung holder), its
-//!   holder has gone (killed: no need to wait out the lease), or the holder released it
-//!   (a clean stop).
-//! - Fencing. A holder answers requests only while its own lease runs, a bound it extends
-//!   only after its renewal was written and no later term was found ([`LeaseGate`]). A new
-//!   holder waits out the previous record's lease as it stands after the claim (the old
-//!   holder may have renewed once more before it saw the new term), so the two never serve
-//!   at once. The store is a redb file that the old process keeps open (a paused process
-//!   keeps its locks), so a new holder serves from a copy: `mds-<N>.redb`, copied from the
+//!   and a per-process id), which store file it serves from (if its kind copies one, see
+//!   [`StoreFiles`]), and when its lease ends on the machine's monotonic clock (one clock
+//!   for every process here, and one that keeps running while a process is stopped). A
+//!   term is claimed by hard-linking a complete record into place, which fails if the name
+//!   exists: of two servers claiming term N+1, one wins.
+//! - The holder rewrites its record with a later end every quarter lease. A server may
+//!   claim the next term once the latest record's lease has ended (a paused or hung
+//!   holder), its holder has gone (killed: no need to wait out the lease), or the holder
+//!   released it (a clean stop).
+//! - Fencing. A holder acts only while its own lease runs, a bound it extends only after
+//!   its renewal was written and no later term was found ([`LeaseGate`]). A new holder
+//!   waits out the previous record's lease as it stands after the claim (the old holder
+//!   may have renewed once more before it saw the new term), so the two never act at once.
+//!   The MDS's store is a redb file that the old process keeps open (a paused process
+//!   keeps its locks), so a new MDS serves from a copy: `mds-<N>.redb`, copied from the
 //!   previous term's file while nobody writes it. Whatever a resumed old holder writes
 //!   after that lands in a file nobody reads; it finds the later term at its next renewal
-//!   (or its lease ended) and exits, as upstream's MDS does when its etcd session is lost.
+//!   (or its lease ended) and exits, as upstream's servers do when their etcd session is
+//!   lost. A kind without a store to copy (the snapshot/clone service, whose records are
+//!   files replaced whole) checks the gate before each write instead.
 //!
 //! Knowingly different from etcd: the lease is measured on one machine's clock, so it is
 //! no use across machines, and a claim reads records with plain file reads (a record is
@@ -33,10 +39,56 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use crate::Error;
+/// Why the lease records could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot use the lease folder {path}: {source}")]
+    DataDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("the lease record {path} is corrupt: {what}")]
+    Corrupt { path: PathBuf, what: String },
+    #[error("{0}")]
+    Other(String),
+}
 
-/// The store file of the first term (and of clusters made before terms existed).
-const FIRST_STORE: &str = "mds.redb";
+/// The store files of a kind whose store is one file that a new holder copies (the MDS's
+/// redb): the first term's name (and that of folders made before terms existed), and
+/// later terms' `<prefix><term><suffix>`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoreFiles {
+    pub first: &'static str,
+    pub prefix: &'static str,
+    pub suffix: &'static str,
+}
+
+impl StoreFiles {
+    fn of_term(&self, term: u64) -> String {
+        format!("{}{term}{}", self.prefix, self.suffix)
+    }
+
+    /// A store file of any term, or a copy left half-made.
+    fn is_store(&self, name: &str) -> bool {
+        name == self.first
+            || (name.starts_with(self.prefix) && name.ends_with(self.suffix))
+            || name.ends_with(&format!("{}.copy", self.suffix))
+    }
+}
+
+/// Who campaigns, and for what.
+#[derive(Debug, Clone)]
+pub struct Candidate {
+    /// The folder the servers of this kind share; the records are in its `leader/`.
+    pub data_dir: PathBuf,
+    /// The kind, for logs: "MDS", "snapshot/clone service".
+    pub role: &'static str,
+    /// Which server of its kind (its place in the cluster's layout).
+    pub index: usize,
+    pub lease: Duration,
+    /// The store a new holder copies; `None` for a kind that keeps none.
+    pub store: Option<StoreFiles>,
+}
 
 /// The folder that holds the term records.
 pub fn leader_dir(data_dir: &Path) -> PathBuf {
@@ -61,18 +113,21 @@ fn nanos(d: Duration) -> u64 {
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 struct TermRecord {
     term: u64,
-    /// Which MDS of the layout holds it (for logs).
-    mds: usize,
+    /// Which server of its kind holds it (for logs); `mds` in records of older clusters.
+    #[serde(alias = "mds")]
+    index: usize,
     pid: u32,
     /// Tells two holders apart when the pids are equal (tests run several in one process).
     holder: String,
-    /// The store file, in the data folder, this term serves from.
+    /// The store file, in the data folder, this term serves from ("" for a kind without).
+    #[serde(default)]
     store: String,
     /// End of the lease on the monotonic clock; 0 when released.
     expires_ns: u64,
 }
 
-/// Whether the requests of this MDS may be answered: true while its lease runs.
+/// Whether this server may act (answer a request, write a record, take a task's next
+/// step): true while its lease runs.
 #[derive(Debug, Default)]
 pub struct LeaseGate {
     valid_until_ns: AtomicU64,
@@ -103,59 +158,52 @@ impl LeaseGate {
 pub struct Lost {
     /// The term that replaced ours, if one did (else the record could not be renewed).
     pub by_term: Option<u64>,
-    pub by_mds: Option<usize>,
+    /// Which server of the kind holds that term.
+    pub by_index: Option<usize>,
     pub why: String,
 }
 
 impl std::fmt::Display for Lost {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match (self.by_term, self.by_mds) {
-            (Some(term), Some(mds)) => write!(f, "term {term} went to MDS {mds}: {}", self.why),
+        match (self.by_term, self.by_index) {
+            (Some(term), Some(index)) => {
+                write!(f, "term {term} went to server {index}: {}", self.why)
+            }
             _ => f.write_str(&self.why),
         }
     }
 }
 
-/// Leadership of the MDS data folder: one term, renewed by [`Leadership::hold`].
+/// Leadership of a data folder: one term, renewed by [`Leadership::hold`].
 #[derive(Debug)]
 pub struct Leadership {
-    data_dir: PathBuf,
+    candidate: Candidate,
     record: TermRecord,
-    lease: Duration,
     gate: Arc<LeaseGate>,
 }
 
 impl Leadership {
-    /// Waits until this MDS holds a term and returns it, with its store ready (copied from
-    /// the previous term's when that was another process's). `on_standby` runs once if the
-    /// first try finds another MDS holding the lease.
-    pub async fn campaign(
-        data_dir: &Path,
-        mds: usize,
-        lease: Duration,
-        on_standby: impl FnOnce(),
-    ) -> Result<Self, Error> {
+    /// Waits until `candidate` holds a term and returns it, with its store ready (copied
+    /// from the previous term's when that was another process's). `on_standby` runs once if
+    /// the first try finds another server holding the lease.
+    pub async fn campaign(candidate: Candidate, on_standby: impl FnOnce()) -> Result<Self, Error> {
         let holder = uuid::Uuid::new_v4().to_string();
         let mut on_standby = Some(on_standby);
         loop {
-            if let Some(held) = Self::try_claim(data_dir, mds, &holder, lease).await? {
+            if let Some(held) = Self::try_claim(&candidate, &holder).await? {
                 return Ok(held);
             }
             if let Some(f) = on_standby.take() {
                 f();
             }
-            tokio::time::sleep(poll(lease)).await;
+            tokio::time::sleep(poll(candidate.lease)).await;
         }
     }
 
     /// Claims the next term if the latest one's lease is over; `None` if it is not, or if
-    /// another MDS claimed it first.
-    async fn try_claim(
-        data_dir: &Path,
-        mds: usize,
-        holder: &str,
-        lease: Duration,
-    ) -> Result<Option<Self>, Error> {
+    /// another server claimed it first.
+    async fn try_claim(candidate: &Candidate, holder: &str) -> Result<Option<Self>, Error> {
+        let (data_dir, lease) = (candidate.data_dir.as_path(), candidate.lease);
         let dir = leader_dir(data_dir);
         std::fs::create_dir_all(&dir).map_err(|source| Error::DataDir {
             path: dir.clone(),
@@ -170,12 +218,14 @@ impl Leadership {
         let start = now_ns();
         let mut record = TermRecord {
             term: previous.as_ref().map_or(1, |p| p.term + 1),
-            mds,
+            index: candidate.index,
             pid: std::process::id(),
             holder: holder.to_string(),
-            store: previous
-                .as_ref()
-                .map_or_else(|| FIRST_STORE.to_string(), |p| p.store.clone()),
+            store: match (&previous, &candidate.store) {
+                (_, None) => String::new(),
+                (Some(p), Some(_)) => p.store.clone(),
+                (None, Some(files)) => files.first.to_string(),
+            },
             expires_ns: start + nanos(lease),
         };
         if !create(&dir, &record)? {
@@ -183,15 +233,14 @@ impl Leadership {
         }
         let gate = Arc::new(LeaseGate::default());
         let mut held = Self {
-            data_dir: data_dir.to_owned(),
+            candidate: candidate.clone(),
             record: record.clone(),
-            lease,
             gate,
         };
         if let Some(previous) = previous {
             // The previous holder may have renewed once more after we read its record and
             // before it can see our term: wait out its lease as it stands now, renewing
-            // ours meanwhile so no third MDS takes it from us.
+            // ours meanwhile so no third server takes it from us.
             loop {
                 let now_record = read(&dir, previous.term)?.unwrap_or(previous.clone());
                 if is_over(&now_record, lease) {
@@ -200,8 +249,10 @@ impl Leadership {
                 held.renew_record()?;
                 tokio::time::sleep(poll(lease)).await;
             }
-            if previous.holder != holder {
-                let fresh = format!("mds-{}.redb", record.term);
+            if let Some(files) = &candidate.store
+                && previous.holder != holder
+            {
+                let fresh = files.of_term(record.term);
                 let copied = copy_store(data_dir, &previous.store, &fresh).await?;
                 record.store = if copied {
                     fresh
@@ -222,10 +273,16 @@ impl Leadership {
         held.gate.open_until(held.record.expires_ns);
         held.forget_old_terms();
         tracing::info!(
-            "MDS {mds} holds term {} (lease {} ms, store {})",
+            "{} {} holds term {} (lease {} ms{})",
+            candidate.role,
+            candidate.index,
             held.record.term,
             lease.as_millis(),
-            held.record.store
+            if candidate.store.is_some() {
+                format!(", store {}", held.record.store)
+            } else {
+                String::new()
+            }
         );
         Ok(Some(held))
     }
@@ -235,22 +292,24 @@ impl Leadership {
         self.record.term
     }
 
-    /// The store file this term serves from.
-    pub fn store_path(&self) -> PathBuf {
-        self.data_dir.join(&self.record.store)
+    /// The store file this term serves from, for a kind with [`StoreFiles`].
+    pub fn store_path(&self) -> Option<PathBuf> {
+        self.candidate
+            .store
+            .map(|_| self.candidate.data_dir.join(&self.record.store))
     }
 
-    /// The gate the MDS's services check on each request.
+    /// The gate the server checks before it acts.
     pub fn gate(&self) -> Arc<LeaseGate> {
         Arc::clone(&self.gate)
     }
 
     /// Renews the lease every quarter lease until it is lost; returns why. A holder whose
     /// lease ran out unseen (the process was stopped) claims the next term for itself if
-    /// no other MDS did, and is lost if one did.
+    /// no other server did, and is lost if one did.
     pub async fn hold(&mut self) -> Lost {
         loop {
-            tokio::time::sleep(self.lease / 4).await;
+            tokio::time::sleep(self.candidate.lease / 4).await;
             if let Err(lost) = self.renew().await {
                 self.gate.close();
                 return lost;
@@ -259,10 +318,10 @@ impl Leadership {
     }
 
     async fn renew(&mut self) -> Result<(), Lost> {
-        let dir = leader_dir(&self.data_dir);
+        let dir = leader_dir(&self.candidate.data_dir);
         let unreadable = |e: Error| Lost {
             by_term: None,
-            by_mds: None,
+            by_index: None,
             why: format!("cannot read the lease records: {e}"),
         };
         let lapsed = now_ns() >= self.gate.until();
@@ -278,28 +337,29 @@ impl Leadership {
         if lapsed {
             let mut next = self.record.clone();
             next.term += 1;
-            next.expires_ns = now_ns() + nanos(self.lease);
+            next.expires_ns = now_ns() + nanos(self.candidate.lease);
             if !create(&dir, &next).map_err(unreadable)? {
                 let later = latest(&dir).map_err(unreadable)?;
                 return Err(later.map_or_else(
                     || Lost {
                         by_term: None,
-                        by_mds: None,
+                        by_index: None,
                         why: "the lease lapsed".into(),
                     },
                     |l| superseded(&l),
                 ));
             }
             tracing::warn!(
-                "MDS {} was stopped past its lease; it holds term {} again",
-                self.record.mds,
+                "{} {} was stopped past its lease; it holds term {} again",
+                self.candidate.role,
+                self.record.index,
                 next.term
             );
             self.record = next;
         }
         self.renew_record().map_err(|e| Lost {
             by_term: None,
-            by_mds: None,
+            by_index: None,
             why: format!("cannot renew the lease: {e}"),
         })?;
         if let Some(later) = latest(&dir).map_err(unreadable)?
@@ -313,40 +373,40 @@ impl Leadership {
 
     /// Rewrites this term's record with a lease from now.
     fn renew_record(&mut self) -> Result<(), Error> {
-        self.record.expires_ns = now_ns() + nanos(self.lease);
-        replace(&leader_dir(&self.data_dir), &self.record)
+        self.record.expires_ns = now_ns() + nanos(self.candidate.lease);
+        replace(&leader_dir(&self.candidate.data_dir), &self.record)
     }
 
     /// Gives the lease up at once (a clean stop), so a standby need not wait it out. Call
     /// once nothing is served any more and the store is closed.
     pub fn release(mut self) {
         self.gate.close();
-        let dir = leader_dir(&self.data_dir);
+        let dir = leader_dir(&self.candidate.data_dir);
         if matches!(latest(&dir), Ok(Some(l)) if l.term == self.record.term) {
             self.record.expires_ns = 0;
             if let Err(e) = replace(&dir, &self.record) {
-                tracing::warn!("cannot release the MDS lease: {e}");
+                tracing::warn!("cannot release the {} lease: {e}", self.candidate.role);
             }
         }
     }
 
     /// Removes the records before the previous term and store files no term uses.
     fn forget_old_terms(&self) {
-        let dir = leader_dir(&self.data_dir);
+        let dir = leader_dir(&self.candidate.data_dir);
         for (term, path) in terms(&dir).unwrap_or_default() {
             if term + 1 < self.record.term {
                 let _ = std::fs::remove_file(path);
             }
         }
-        let Ok(entries) = std::fs::read_dir(&self.data_dir) else {
+        let Some(files) = self.candidate.store else {
+            return;
+        };
+        let Ok(entries) = std::fs::read_dir(&self.candidate.data_dir) else {
             return;
         };
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
-            let is_store = name == FIRST_STORE
-                || (name.starts_with("mds-") && name.ends_with(".redb"))
-                || name.ends_with(".redb.copy");
-            if is_store && name != self.record.store {
+            if files.is_store(&name) && name != self.record.store {
                 // A previous holder still running keeps its open file; only the name goes.
                 let _ = std::fs::remove_file(entry.path());
             }
@@ -357,8 +417,8 @@ impl Leadership {
 fn superseded(later: &TermRecord) -> Lost {
     Lost {
         by_term: Some(later.term),
-        by_mds: Some(later.mds),
-        why: "another MDS claimed the lease after it ran out".into(),
+        by_index: Some(later.index),
+        why: "another server claimed the lease after it ran out".into(),
     }
 }
 
@@ -440,7 +500,7 @@ fn read(dir: &Path, term: u64) -> Result<Option<TermRecord>, Error> {
 /// Writes `record` to a file of its own, complete, and returns that file's path.
 fn write_aside(dir: &Path, record: &TermRecord) -> Result<PathBuf, Error> {
     let aside = dir.join(format!(".term-{}.{}", record.term, uuid::Uuid::new_v4()));
-    let bytes = serde_json::to_vec(record).map_err(|e| Error::Startup(e.to_string()))?;
+    let bytes = serde_json::to_vec(record).map_err(|e| Error::Other(e.to_string()))?;
     std::fs::write(&aside, bytes).map_err(io_error(&aside))?;
     Ok(aside)
 }
@@ -493,13 +553,13 @@ async fn copy_store(data_dir: &Path, from: &str, to: &str) -> Result<bool, Error
                 return Ok(true);
             }
         }
-        Err(Error::Startup(format!(
+        Err(Error::Other(format!(
             "the store {} kept changing while it was copied",
             source.display()
         )))
     })
     .await
-    .map_err(|e| Error::Startup(e.to_string()))?
+    .map_err(|e| Error::Other(e.to_string()))?
 }
 
 #[cfg(test)]
@@ -509,9 +569,26 @@ mod tests {
     use super::*;
 
     const LEASE: Duration = Duration::from_millis(400);
+    const FILES: StoreFiles = StoreFiles {
+        first: "first.db",
+        prefix: "term-store-",
+        suffix: ".db",
+    };
+    const FIRST_STORE: &str = FILES.first;
 
-    async fn claim(dir: &Path, mds: usize) -> Option<Leadership> {
-        Leadership::try_claim(dir, mds, &uuid::Uuid::new_v4().to_string(), LEASE)
+    fn candidate(dir: &Path, index: usize, store: Option<StoreFiles>) -> Candidate {
+        Candidate {
+            data_dir: dir.to_owned(),
+            role: "server",
+            index,
+            lease: LEASE,
+            store,
+        }
+    }
+
+    async fn claim(dir: &Path, index: usize) -> Option<Leadership> {
+        let who = candidate(dir, index, Some(FILES));
+        Leadership::try_claim(&who, &uuid::Uuid::new_v4().to_string())
             .await
             .unwrap()
     }
@@ -523,19 +600,22 @@ mod tests {
         assert_eq!(first.term(), 1);
         assert!(first.gate().is_open());
         assert!(claim(dir.path(), 1).await.is_none(), "took a running lease");
-        assert_eq!(first.store_path(), dir.path().join(FIRST_STORE));
+        assert_eq!(first.store_path(), Some(dir.path().join(FIRST_STORE)));
     }
 
     #[tokio::test]
     async fn a_released_lease_is_taken_at_once_and_the_store_copied() {
         let dir = tempfile::tempdir().unwrap();
         let first = claim(dir.path(), 0).await.unwrap();
-        std::fs::write(first.store_path(), b"namespace").unwrap();
+        std::fs::write(first.store_path().unwrap(), b"namespace").unwrap();
         first.release();
         let second = claim(dir.path(), 1).await.unwrap();
         assert_eq!(second.term(), 2);
-        assert_eq!(std::fs::read(second.store_path()).unwrap(), b"namespace");
-        assert_ne!(second.store_path(), dir.path().join(FIRST_STORE));
+        assert_eq!(
+            std::fs::read(second.store_path().unwrap()).unwrap(),
+            b"namespace"
+        );
+        assert_ne!(second.store_path(), Some(dir.path().join(FIRST_STORE)));
         // The first term's store file is no longer named.
         assert!(!dir.path().join(FIRST_STORE).exists());
     }
@@ -545,7 +625,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut first = claim(dir.path(), 0).await.unwrap();
         let gate = first.gate();
-        // Not renewed (as if stopped): after the lease and its margin another MDS wins.
+        // Not renewed (as if stopped): after the lease and its margin another server wins.
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         let second = loop {
             if let Some(s) = claim(dir.path(), 1).await {
@@ -563,7 +643,7 @@ mod tests {
         // Resumed, the old holder finds the later term and is lost.
         let lost = first.renew().await.unwrap_err();
         assert_eq!(lost.by_term, Some(2));
-        assert_eq!(lost.by_mds, Some(1));
+        assert_eq!(lost.by_index, Some(1));
         assert!(!gate.is_open());
     }
 
@@ -595,7 +675,7 @@ mod tests {
         child.wait().unwrap();
         let dead = TermRecord {
             term: 7,
-            mds: 0,
+            index: 0,
             pid: child.id(),
             holder: "gone".into(),
             store: FIRST_STORE.into(),
@@ -614,7 +694,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let record = TermRecord {
             term: 3,
-            mds: 0,
+            index: 0,
             pid: std::process::id(),
             holder: "a".into(),
             store: FIRST_STORE.into(),
@@ -627,5 +707,37 @@ mod tests {
         };
         assert!(!create(dir.path(), &rival).unwrap());
         assert_eq!(read(dir.path(), 3).unwrap().unwrap().holder, "a");
+    }
+
+    #[tokio::test]
+    async fn a_kind_without_a_store_copies_nothing_and_names_none() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("records.json"), b"[]").unwrap();
+        let first = Leadership::try_claim(&candidate(dir.path(), 0, None), "a")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(first.store_path(), None);
+        first.release();
+        let second = Leadership::try_claim(&candidate(dir.path(), 1, None), "b")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(second.term(), 2);
+        assert_eq!(second.store_path(), None);
+        let mut names: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["leader", "records.json"]);
+    }
+
+    #[test]
+    fn records_of_older_clusters_still_read() {
+        let old = r#"{"term":4,"mds":1,"pid":1,"holder":"h","store":"mds.redb","expires_ns":0}"#;
+        let record: TermRecord = serde_json::from_str(old).unwrap();
+        assert_eq!(record.index, 1);
+        assert_eq!(record.store, "mds.redb");
     }
 }
