@@ -205,9 +205,6 @@ class SnapshotCloneUnavailableError(SnapshotCloneError, ConnectionError):
     """No address of the service answered."""
 
 
-# kErrCodeServiceIsStop: answered by an instance that is stopping or lost its lease.
-SERVICE_IS_STOP = -4
-
 # The service's codes (upstream's snapshotclone_define.h), one class each; _CODES maps them.
 
 
@@ -367,16 +364,17 @@ class SnapshotCloneClient:
             except (TimeoutError, urllib.error.URLError, OSError) as e:
                 last = e
                 continue
+            code = int(body.get("Code", -1))
+            cls = error_class(code)
+            if cls is ServiceStoppedError:
+                # An instance that stops, or lost its lease to another, answers -4: the
+                # active one is elsewhere.
+                last = cls(code, f"{addr} is not the active instance")
+                continue
             # The one that answered is asked first next time.
             self.addrs.remove(addr)
             self.addrs.insert(0, addr)
-            code = int(body.get("Code", -1))
-            if code == SERVICE_IS_STOP:
-                # An instance that lost its lease (or stops) answers -4: ask the next one.
-                last = SnapshotCloneError(code, f"{addr} is not the active instance")
-                continue
             if code != 0:
-                cls = error_class(code)
                 raise cls(
                     code,
                     str(body.get("Message", "")),
