@@ -8,6 +8,7 @@ started (and of the session's cluster if it used it), as a "server logs" section
 
 from __future__ import annotations
 
+import os
 import signal
 import uuid
 from collections.abc import Generator, Iterator
@@ -26,6 +27,14 @@ _LOG_LINES = 40
 # Ctrl-C would never see it. Give this process, and so its children, the usual handling.
 if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
     signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+# Every local cluster's client.conf, including those of clusters started in other
+# processes: 2 s per MDS call instead of upstream's 500 ms (`mds.rpcTimeoutMS`). On a
+# loaded 2-core CI machine an MDS call can take longer than 500 ms; the client then
+# retries it, and a retried CreateFile or Mkdir answers kFileExists for what the first
+# attempt made. Tests of the timeouts themselves name theirs in `client_options`.
+os.environ.setdefault(testing.CLIENT_OPTIONS_ENV, "mds.rpcTimeoutMS=2000")
 
 
 # The slow tests, left out of the development loop (`pytest -m "not slow"`, see

@@ -64,6 +64,7 @@ from curvefs._fault_proxy import FaultProxy
 from curvefs.client import Client
 
 __all__ = [
+    "CLIENT_OPTIONS_ENV",
     "LOG_ENV",
     "TRANSPORTS",
     "TRANSPORT_ENV",
@@ -86,6 +87,10 @@ TRANSPORTS = ("baidu_std", "grpc")
 # Picks the transport of clusters that do not name one: the switch that runs a whole test
 # suite over gRPC (`CURVEFS_TRANSPORT=grpc pytest`).
 TRANSPORT_ENV = "CURVEFS_TRANSPORT"
+# client.conf keys every local cluster writes into its client.conf ahead of its own
+# ``client_options`` ("key=value,key=value"): a whole test suite's setting, so the clusters
+# that tests start in other processes (the CLI's, the docs' examples) get it too.
+CLIENT_OPTIONS_ENV = "CURVEFS_LOCAL_CLIENT_OPTIONS"
 
 
 # The servers' log filter (tracing-subscriber's EnvFilter syntax), read by each server
@@ -281,7 +286,9 @@ class LocalCluster:
     the active one. A folder keeps what its first start chose.
 
     ``client_options`` are client.conf keys and values written in place of the client
-    core's defaults; ``mds_options`` are fields of the MDS's options (``root_user``,
+    core's defaults (after those the ``CURVEFS_LOCAL_CLIENT_OPTIONS`` environment variable
+    names, "key=value,key=value", which this project's test suite sets);
+    ``mds_options`` are fields of the MDS's options (``root_user``,
     ``file_record_expire_us``, ...). Unknown names in either raise ``ValueError`` at start.
 
     MDS ``i`` (its address is ``mds_addrs[i]``) is the server ``"mds"`` for ``i == 0`` and
@@ -956,7 +963,7 @@ class LocalCluster:
 
     def _write_client_conf(self) -> str:
         assert self._dir is not None
-        overrides: dict[str, str] = {}
+        overrides = _env_client_options()
         if self._transport != "baidu_std":
             overrides["mds.transport"] = self._transport
             overrides["chunkserver.transport"] = self._transport
@@ -1113,3 +1120,15 @@ class LocalCluster:
         except OSError:
             return "(no log)"
         return data[-limit:].decode("utf-8", "replace").strip() or "(empty log)"
+
+
+def _env_client_options() -> dict[str, str]:
+    """The client.conf keys ``CURVEFS_LOCAL_CLIENT_OPTIONS`` names ("key=value,...")."""
+    text = os.environ.get(CLIENT_OPTIONS_ENV, "").strip()
+    options: dict[str, str] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"{CLIENT_OPTIONS_ENV}: {item!r} is not key=value")
+        options[key.strip()] = value.strip()
+    return options
