@@ -36,12 +36,6 @@ use crate::{HostedCopyset, PeerEntry};
 /// cluster hosts 100 copysets on three chunkservers sharing two cores, and each group
 /// heartbeats on its own.
 pub(crate) const HEARTBEAT_MS: u64 = 250;
-/// A follower that answered an AppendEntries sent this recently gets no heartbeat: under
-/// writes the replication answers renew the leader's lease and the follower's election
-/// timer as heartbeats would. The longest a follower then goes without hearing from the
-/// leader is this plus [`HEARTBEAT_MS`] plus one tick (~51 ms), well inside
-/// [`ELECTION_TIMEOUT_MIN_MS`] (openraft's condition).
-const HEARTBEAT_MIN_MS: u64 = HEARTBEAT_MS;
 pub(crate) const ELECTION_TIMEOUT_MIN_MS: u64 = 1000;
 pub(crate) const ELECTION_TIMEOUT_MAX_MS: u64 = 2000;
 /// A snapshot (only its meta: the chunk files are the data) every this many entries, or
@@ -138,7 +132,6 @@ impl CopysetState {
         let config = Config {
             cluster_name: format!("copyset-{}-{}", key.0, key.1),
             heartbeat_interval: HEARTBEAT_MS,
-            heartbeat_min_interval: Some(HEARTBEAT_MIN_MS),
             election_timeout_min: ELECTION_TIMEOUT_MIN_MS,
             election_timeout_max: ELECTION_TIMEOUT_MAX_MS,
             install_snapshot_timeout: 30_000,
