@@ -1238,7 +1238,14 @@ mod tests {
         let c = l.mds_config().unwrap();
         assert_eq!(c.listen, "127.0.0.1:6700".parse().unwrap());
         assert_eq!(c.data_dir, Path::new("/data/mds"));
-        assert_eq!(c.options, MdsOptions::default());
+        // The layout's chunk_fsync (off here) decides whether the MDS fsyncs its store.
+        assert_eq!(
+            c.options,
+            MdsOptions {
+                store_fsync: false,
+                ..MdsOptions::default()
+            }
+        );
         assert_eq!(c.topology.poolset, "default");
         assert_eq!(c.topology.pool_capacity, 1 << 50);
         assert_eq!(c.topology.chunkservers.len(), 3);
