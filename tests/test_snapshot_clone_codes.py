@@ -4,11 +4,13 @@
 ``code2Msg``) and upstream's HTTP status (400 for a bad request, 500 for the rest).
 
 The codes no request can get are listed in ``NEVER_ANSWERED`` with why; the table and that
-list together cover every code of ``codes.rs``."""
+list together cover every code of ``codes.rs``. What a clone task that fails in stage 1
+leaves of its volume source is checked at the end."""
 
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -16,6 +18,7 @@ from typing import Any
 import pytest
 
 import curvefs
+from curvefs import FileStatus
 from curvefs.testing import LocalCluster
 from tests.service_api import (
     SHORT_LEASE,
@@ -27,6 +30,7 @@ from tests.service_api import (
     ok,
     task,
     wait_snapshot,
+    wait_task,
 )
 
 GiB = 1 << 30
@@ -195,3 +199,39 @@ def test_the_service_answers_the_code(
     code: int, cluster: LocalCluster, client: curvefs.Client
 ) -> None:
     PROVOKED[code](cluster, client)
+
+
+@pytest.mark.parametrize("lazy", [True, False])
+def test_a_clone_failing_in_stage_1_leaves_its_source_created(
+    lazy: bool, cluster: LocalCluster, client: curvefs.Client
+) -> None:
+    """Upstream's HandleCloneError: a task no longer reading its volume source sets it
+    back from BeingCloned to Created (no other task reads it), so the source can be
+    renamed and snapshotted again. The clone's stage 1 fails at CreateCloneFile: the MDS
+    has no such poolset."""
+    source = volume(client, f"/fail-src-{lazy}")
+    query = {"Action": "Clone", "User": USER, "Source": source,
+             "Destination": f"/fail-dst-{lazy}", "Lazy": str(lazy).lower(),
+             "Poolset": "no-such-poolset"}  # fmt: skip
+    if lazy:
+        uuid = fails_with(cluster, -1, Version="1", **query)["UUID"]
+    else:
+        uuid = ok(cluster, **query)["UUID"]
+        deadline = time.monotonic() + 60
+        while task(cluster, uuid)["TaskStatus"] != ERROR:
+            assert time.monotonic() < deadline, task(cluster, uuid)
+            time.sleep(0.05)
+    assert task(cluster, uuid)["TaskStatus"] == ERROR
+    assert client.stat(source).status == FileStatus.CREATED
+    with pytest.raises(curvefs.CurveNotExistError):
+        client.stat(f"/fail-dst-{lazy}")
+    # Another task on the source keeps it BeingCloned past a failed one's end.
+    kept = lazy_clone(cluster, source, f"/fail-kept-{lazy}")
+    assert client.stat(source).status == FileStatus.BEING_CLONED
+    ok(cluster, Action="CleanCloneTask", User=USER, UUID=uuid)
+    assert client.stat(source).status == FileStatus.BEING_CLONED
+    # Its flatten done, the source is Created again (upstream's HandleCloneSuccess).
+    ok(cluster, Action="Flatten", User=USER, UUID=kept)
+    wait_task(cluster, kept, 0)
+    assert client.stat(source).status == FileStatus.CREATED
+    client.rename(source, source + "-moved")
