@@ -1452,6 +1452,7 @@ mod tests {
             external_ip: None,
             chunk_fsync: false,
             snapshot_clone_ports: Vec::new(),
+            snapshot_clone: serde_json::Map::new(),
         };
         ClusterLayout::create(dir.path(), &s).unwrap();
         let mut sockets = sockets.into_iter();
