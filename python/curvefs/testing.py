@@ -289,7 +289,9 @@ class LocalCluster:
     core's defaults (after those the ``CURVEFS_LOCAL_CLIENT_OPTIONS`` environment variable
     names, "key=value,key=value", which this project's test suite sets);
     ``mds_options`` are fields of the MDS's options (``root_user``,
-    ``file_record_expire_us``, ...). Unknown names in either raise ``ValueError`` at start.
+    ``file_record_expire_us``, ...); ``snapshot_clone_options`` are keys of upstream's
+    ``snapshot_clone_server.conf`` the service takes (``server.maxSnapshotLimit``). Unknown
+    names in any raise ``ValueError`` at start; a folder keeps what its first start chose.
 
     MDS ``i`` (its address is ``mds_addrs[i]``) is the server ``"mds"`` for ``i == 0`` and
     ``"mds-<i>"`` after (for ``pid`` and ``log_tail``). The MDS methods act on the one
@@ -306,6 +308,7 @@ class LocalCluster:
         copysets: int = 100,
         root_password: str = "root_password",
         mds_options: Mapping[str, int | str] | None = None,
+        snapshot_clone_options: Mapping[str, int | str] | None = None,
         client_options: Mapping[str, str | int] | None = None,
         transport: str | None = None,
         chunk_fsync: bool = False,
@@ -333,6 +336,7 @@ class LocalCluster:
         self._requested_copysets = copysets
         self._requested_root_password = root_password
         self._mds_options = dict(mds_options or {})
+        self._snapshot_clone_options = dict(snapshot_clone_options or {})
         self._client_options = {k: str(v) for k, v in (client_options or {}).items()}
         self._chunk_fsync = chunk_fsync
         self._start_timeout = start_timeout
@@ -945,6 +949,8 @@ class LocalCluster:
             }
             if n_sc:
                 spec["snapshot_clone_ports"] = ports[n_mds + n_cs :]
+            if self._snapshot_clone_options:
+                spec["snapshot_clone"] = self._snapshot_clone_options
             if self._requested_proxied:
                 spec["external_ip"] = _PROXY_HOST
             try:

@@ -212,6 +212,27 @@ struct LayoutFile {
     /// The one port of layouts written before standbys existed.
     #[serde(default, skip_serializing)]
     snapshot_clone_port: Option<u16>,
+    #[serde(default)]
+    snapshot_clone: SnapshotCloneConf,
+}
+
+/// The settings of the snapshot/clone service a layout may give, under the names of
+/// upstream's `conf/snapshot_clone_server.conf`; the others are the service's own defaults.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(default)]
+pub struct SnapshotCloneConf {
+    /// Snapshots per volume, failed ones not counted (see
+    /// [`curve_snapshotclone::SnapshotOptions::max_snapshots`]).
+    #[serde(rename = "server.maxSnapshotLimit")]
+    pub max_snapshot_limit: usize,
+}
+
+impl Default for SnapshotCloneConf {
+    fn default() -> Self {
+        Self {
+            max_snapshot_limit: curve_snapshotclone::SnapshotOptions::default().max_snapshots,
+        }
+    }
 }
 
 /// A validated `cluster.json` and the directory it was read from.
@@ -240,6 +261,8 @@ pub struct ClusterLayout {
     /// service). The one holding the lease of the service's folder serves; the others
     /// stand by with their ports closed, as upstream's do.
     pub snapshot_clone_ports: Vec<u16>,
+    /// What the snapshot/clone service is configured with.
+    pub snapshot_clone: SnapshotCloneConf,
 }
 
 /// What a new local cluster is made of, as its creator asks for it. The creator has bound
@@ -268,6 +291,9 @@ pub struct ClusterSpec {
     /// See [`ClusterLayout::snapshot_clone_ports`].
     #[serde(default)]
     pub snapshot_clone_ports: Vec<u16>,
+    /// Keys of [`SnapshotCloneConf`] (upstream's names); the others keep their defaults.
+    #[serde(default)]
+    pub snapshot_clone: serde_json::Map<String, serde_json::Value>,
 }
 
 /// The name of MDS `index` (its port is `mds_ports[index]`): its log is `logs/<name>.log`.
@@ -309,7 +335,7 @@ impl ClusterLayout {
     )]
     pub fn create(dir: &Path, spec: &ClusterSpec) -> Result<Self, Error> {
         let path = dir.join(LAYOUT_FILE);
-        let mds = mds_options(&spec.mds)?;
+        let mds: MdsOptions = options("MDS", &spec.mds)?;
         let file = LayoutFile {
             host: spec.host.clone(),
             mds_ports: spec.mds_ports.clone(),
@@ -330,6 +356,7 @@ impl ClusterLayout {
             chunk_fsync: spec.chunk_fsync,
             snapshot_clone_ports: spec.snapshot_clone_ports.clone(),
             snapshot_clone_port: None,
+            snapshot_clone: options("snapshot/clone service", &spec.snapshot_clone)?,
         };
         let text = serde_json::to_string_pretty(&file).map_err(|e| Error::Spec(e.to_string()))?;
         // What is written is what a server will read: validate it through the reader.
@@ -486,6 +513,7 @@ impl ClusterLayout {
             } else {
                 raw.snapshot_clone_ports
             },
+            snapshot_clone: raw.snapshot_clone,
         };
         layout
             .validate()
@@ -718,26 +746,28 @@ impl ClusterLayout {
     }
 }
 
-/// [`MdsOptions`] from the fields a spec names; an unknown name or a wrong type is refused
-/// (a typo must not silently leave a default in place).
-fn mds_options(given: &serde_json::Map<String, serde_json::Value>) -> Result<MdsOptions, Error> {
-    let defaults =
-        serde_json::to_value(MdsOptions::default()).map_err(|e| Error::Spec(e.to_string()))?;
+/// Options (`T`, of `what`) from the fields a spec names over `T`'s defaults; an unknown
+/// name or a wrong type is refused (a typo must not silently leave a default in place).
+fn options<T: Default + Serialize + serde::de::DeserializeOwned>(
+    what: &str,
+    given: &serde_json::Map<String, serde_json::Value>,
+) -> Result<T, Error> {
+    let defaults = serde_json::to_value(T::default()).map_err(|e| Error::Spec(e.to_string()))?;
     let serde_json::Value::Object(mut fields) = defaults else {
-        return Err(Error::Spec("MDS options are not a JSON object".into()));
+        return Err(Error::Spec(format!("{what} options are not a JSON object")));
     };
     for (name, value) in given {
         if !fields.contains_key(name) {
             let known: Vec<&str> = fields.keys().map(String::as_str).collect();
             return Err(Error::Spec(format!(
-                "unknown MDS option {name:?} (known: {})",
+                "unknown {what} option {name:?} (known: {})",
                 known.join(", ")
             )));
         }
         fields.insert(name.clone(), value.clone());
     }
     serde_json::from_value(serde_json::Value::Object(fields))
-        .map_err(|e| Error::Spec(format!("MDS options: {e}")))
+        .map_err(|e| Error::Spec(format!("{what} options: {e}")))
 }
 
 /// What a server process tells the process that started it, once, as a line on its
@@ -1012,6 +1042,7 @@ async fn snapshot_clone_run(
         // Upstream's server.mdsSessionTimeUs is the MDS's mds.file.expiredTimeUs: the
         // lease within which every client of a volume picks up its new seqNum.
         mds_session_time: std::time::Duration::from_micros(layout.mds.file_record_expire_us),
+        max_snapshots: layout.snapshot_clone.max_snapshot_limit,
         ..curve_snapshotclone::SnapshotOptions::default()
     };
     let listener = open_port(&name, socket, addr)?;
@@ -1127,6 +1158,7 @@ mod tests {
         assert_eq!(l.mds.root_user, "root");
         assert_eq!(l.mds.min_file_length, 10 << 30);
         assert_eq!(l.mds_addrs(), "127.0.0.1:6700,127.0.0.1:6701");
+        assert_eq!(l.snapshot_clone.max_snapshot_limit, 1024);
     }
 
     #[test]
@@ -1336,7 +1368,8 @@ mod tests {
         );
         let s = spec(
             r#"{"mds_ports": [7001, 7002], "chunkserver_ports": [7101, 7102, 7103],
-                "copysets": 6, "mds": {"root_password": "pw", "file_record_expire_us": 2000000}}"#,
+                "copysets": 6, "mds": {"root_password": "pw", "file_record_expire_us": 2000000},
+                "snapshot_clone": {"server.maxSnapshotLimit": 2}}"#,
         );
         let created = ClusterLayout::create(dir.path(), &s).unwrap();
         let loaded = ClusterLayout::load_if_present(dir.path()).unwrap().unwrap();
@@ -1350,6 +1383,7 @@ mod tests {
         assert_eq!(loaded.mds.file_record_expire_us, 2_000_000);
         assert_eq!(loaded.mds.segment_size, MdsOptions::default().segment_size);
         assert_eq!(loaded.pool_capacity, default_pool_capacity());
+        assert_eq!(loaded.snapshot_clone.max_snapshot_limit, 2);
 
         let e = ClusterLayout::create(dir.path(), &s).unwrap_err();
         assert!(matches!(e, Error::Exists { .. }), "{e}");
@@ -1376,6 +1410,11 @@ mod tests {
             (
                 r#"{"mds_ports": [1], "chunkserver_ports": [2], "mds": {"block_size": "big"}}"#,
                 "MDS options",
+            ),
+            (
+                r#"{"mds_ports": [1], "chunkserver_ports": [2],
+                    "snapshot_clone": {"server.maxSnapshotLimits": 2}}"#,
+                "unknown snapshot/clone service option \"server.maxSnapshotLimits\"",
             ),
             (r#"{"mds_ports": [1], "chunkserver_ports": [1]}"#, "port 1"),
             (
@@ -1420,6 +1459,7 @@ mod tests {
             external_ip: None,
             chunk_fsync: false,
             snapshot_clone_ports: Vec::new(),
+            snapshot_clone: serde_json::Map::new(),
         };
         ClusterLayout::create(dir.path(), &s).unwrap();
         let mut sockets = sockets.into_iter();

@@ -20,6 +20,7 @@ use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use curve_client::{Client, ErrorCode, UserInfo};
+use curve_proto::mds::FileStatus;
 use serde_json::{Map, Value, json};
 
 use crate::clone::{CloneError, CloneOptions, CloneTasks};
@@ -63,6 +64,10 @@ struct Inner {
     tasks: Mutex<TaskStore>,
     snapshots: Arc<Snapshots>,
     fence: Fence,
+    /// Held while a volume-source task is recorded, and while a task that no longer reads
+    /// its source counts the others before making it Created again (upstream's
+    /// `cloneRef_` lock): a task recorded meanwhile would see its BeingCloned undone.
+    source_status: tokio::sync::Mutex<()>,
 }
 
 impl Inner {
@@ -113,6 +118,7 @@ pub async fn serve(
         tasks: Mutex::new(store),
         snapshots,
         fence: config.fence,
+        source_status: tokio::sync::Mutex::new(()),
     });
     resume(&inner);
     inner.snapshots.resume();
@@ -555,10 +561,13 @@ async fn start_task(
         dest_id: None,
     };
     // The record first, as upstream: a restart must know the source may be BeingCloned.
-    inner.tasks().put(task.clone()).map_err(|e| {
-        tracing::error!("cannot record the clone task: {e}");
-        Reply::from(ServiceCode::INTERNAL_ERROR)
-    })?;
+    {
+        let _source = inner.source_status.lock().await;
+        inner.tasks().put(task.clone()).map_err(|e| {
+            tracing::error!("cannot record the clone task: {e}");
+            Reply::from(ServiceCode::INTERNAL_ERROR)
+        })?;
+    }
     if lazy {
         // A lazy clone answers once its destination exists (stage 1).
         match stage1(inner, &task, poolset.as_deref()).await {
@@ -634,8 +643,47 @@ async fn stage1(inner: &Arc<Inner>, task: &Task, poolset: Option<&str>) -> Resul
         Err(e) => {
             tracing::warn!(uuid = task.uuid, "clone of {} failed: {e}", task.dest);
             inner.update(&task.uuid, |t| t.status = TaskStatus::Error);
+            // Upstream's HandleCloneError: the source is no longer read by this task; a
+            // failure to say so is only logged (CleanCloneTask says it again).
+            if let Err(e) = release_source(inner, task).await {
+                tracing::warn!(uuid = task.uuid, "cannot make {} Created: {e}", task.source);
+            }
             Err(clone_error(&e))
         }
+    }
+}
+
+/// Upstream's end of a task on a volume source (HandleCloneError, HandleCloneSuccess,
+/// the clean of a failed task): unless another task still works on or lazily reads from
+/// `task`'s source, the source goes from BeingCloned back to Created, so that it can be
+/// renamed, snapshotted and have its segments freed again. A source already gone is fine.
+async fn release_source(inner: &Arc<Inner>, task: &Task) -> Result<(), curve_client::Error> {
+    if task.source_type != SourceType::File {
+        return Ok(());
+    }
+    let _source = inner.source_status.lock().await;
+    let referenced = inner.tasks().all().into_iter().any(|t| {
+        t.uuid != task.uuid
+            && t.source == task.source
+            && t.source_type == SourceType::File
+            && matches!(
+                t.status,
+                TaskStatus::Cloning
+                    | TaskStatus::Recovering
+                    | TaskStatus::Retrying
+                    | TaskStatus::MetaInstalled
+            )
+    });
+    if referenced || !inner.fence.is_open() {
+        return Ok(());
+    }
+    match inner
+        .client
+        .set_clone_file_status(&task.source, &inner.root, None, FileStatus::KFileCreated)
+        .await
+    {
+        Err(e) if e.code != ErrorCode::NotExist => Err(e),
+        _ => Ok(()),
     }
 }
 
@@ -664,7 +712,7 @@ async fn flatten_task(inner: &Arc<Inner>, uuid: &str) {
     let Some(task) = inner.tasks().get(uuid).cloned() else {
         return;
     };
-    let dest = task.dest;
+    let dest = task.dest.clone();
     let flattened = match task.source_type {
         SourceType::File => inner.clone_tasks().flatten(&dest).await,
         SourceType::Snapshot => match snapshot_source(inner, &task.source).await {
@@ -677,16 +725,29 @@ async fn flatten_task(inner: &Arc<Inner>, uuid: &str) {
             Err(e) => Err(e),
         },
     };
-    match flattened {
-        Ok(()) => inner.update(uuid, |t| {
-            t.status = TaskStatus::Done;
-            t.next_step = CloneStep::End;
-        }),
-        Err(e) => {
-            tracing::warn!(uuid, "flatten of {dest} failed: {e}");
-            inner.update(uuid, |t| t.status = TaskStatus::Error);
+    let finished = match flattened {
+        Ok(()) => {
+            inner.update(uuid, |t| t.next_step = CloneStep::End);
+            // Upstream's HandleCloneSuccess: a task done with its source whose status
+            // cannot be set back ends in error.
+            release_source(inner, &task).await.map_err(|e| {
+                tracing::warn!(uuid, "cannot make {} Created: {e}", task.source);
+            })
         }
-    }
+        Err(e) => {
+            // The source stays BeingCloned: the destination still reads from it (upstream
+            // retries a lazy task's flatten, keeping its reference, for the same reason).
+            tracing::warn!(uuid, "flatten of {dest} failed: {e}");
+            Err(())
+        }
+    };
+    inner.update(uuid, |t| {
+        t.status = if finished.is_ok() {
+            TaskStatus::Done
+        } else {
+            TaskStatus::Error
+        };
+    });
 }
 
 fn spawn_flatten(inner: Arc<Inner>, uuid: String) {
@@ -785,6 +846,16 @@ async fn clean_clone_task(inner: &Arc<Inner>, params: &Params) -> Answer {
         TaskStatus::Done => {}
         TaskStatus::Error => {
             inner.update(uuid, |t| t.status = TaskStatus::ErrorCleaning);
+            // Upstream's clean of a failed task says again that its source is no longer
+            // read, in case the failure could not; not after a failed flatten, whose
+            // destination still reads it.
+            if (task.next_step as u8) < CloneStep::RecoverChunk as u8
+                && let Err(e) = release_source(inner, &task).await
+            {
+                tracing::warn!(uuid, "cannot make {} Created: {e}", task.source);
+                inner.update(uuid, |t| t.status = TaskStatus::Error);
+                return Err(ServiceCode::INTERNAL_ERROR.into());
+            }
             // What a failed clone left: its temporary file (the destination of a clone
             // that failed in its flatten stays, as upstream leaves it).
             match inner.client.unlink(&task.temp, &inner.root).await {
