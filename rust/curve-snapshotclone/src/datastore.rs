@@ -227,10 +227,42 @@ fn object_path(key: &str) -> ObjectPath {
     ObjectPath::from(key)
 }
 
+/// Removes below `dir` what puts cut short left: object_store's local store writes an
+/// object to `<name>#<digits>` and renames it into place, so a service killed mid-put
+/// leaves that file behind. The store never lists such names as objects (they are not
+/// valid object paths to it), so only the disk would ever see them.
+fn remove_staged_uploads(dir: &std::path::Path) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let path = entry.path();
+        if entry.file_type()?.is_dir() {
+            remove_staged_uploads(&path)?;
+            continue;
+        }
+        let name = entry.file_name();
+        let staged = name
+            .to_str()
+            .and_then(|n| n.rsplit_once('#'))
+            .is_some_and(|(_, suffix)| {
+                !suffix.is_empty() && suffix.bytes().all(|b| b.is_ascii_digit())
+            });
+        if staged {
+            match std::fs::remove_file(&path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+                _ => {}
+            }
+        }
+    }
+    Ok(())
+}
+
 impl DataStore {
-    /// A store in the local folder `dir` (created if missing).
+    /// A store in the local folder `dir` (created if missing); what puts cut short by a
+    /// killed service left is removed.
     pub fn local(dir: &std::path::Path) -> Result<Self> {
         std::fs::create_dir_all(dir)
+            .map_err(|e| DataStoreError::Config(format!("{}: {e}", dir.display())))?;
+        remove_staged_uploads(dir)
             .map_err(|e| DataStoreError::Config(format!("{}: {e}", dir.display())))?;
         let fs = LocalFileSystem::new_with_prefix(dir)?;
         Ok(DataStore {
@@ -348,6 +380,30 @@ async fn delete(store: &dyn ObjectStore, key: &str) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn opening_a_local_store_removes_what_cut_puts_left() -> std::io::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let nested = dir.path().join("vols");
+        std::fs::create_dir_all(&nested)?;
+        for name in ["a-0-3", "a-0-3#1", "a#b-1-2", "a-2-3#"] {
+            std::fs::write(dir.path().join(name), b"x")?;
+        }
+        std::fs::write(nested.join("b-0-1#17"), b"x")?;
+        std::fs::write(nested.join("b-0-1"), b"x")?;
+        DataStore::local(dir.path()).map_err(std::io::Error::other)?;
+        let names = |d: &std::path::Path| -> std::io::Result<Vec<String>> {
+            let mut v: Vec<String> = std::fs::read_dir(d)?
+                .map(|e| e.map(|e| e.file_name().to_string_lossy().into_owned()))
+                .collect::<std::io::Result<_>>()?;
+            v.sort();
+            Ok(v)
+        };
+        // Staged uploads (`#` and digits) go; names that only hold a `#` stay.
+        assert_eq!(names(dir.path())?, ["a#b-1-2", "a-0-3", "a-2-3#", "vols"]);
+        assert_eq!(names(&nested)?, ["b-0-1"]);
+        Ok(())
+    }
 
     #[test]
     fn s3_conf_keys_are_upstreams() -> Result<()> {
