@@ -129,12 +129,8 @@ pub struct MdsOptions {
     /// the default); false, a commit survives a killed MDS (the page cache keeps it) but
     /// not a power cut. Not a cluster.json field: the local cluster sets it from its
     /// `chunk_fsync`, so one switch says how durable the whole cluster is.
-    #[serde(skip, default = "fsync_store")]
+    #[serde(skip)]
     pub store_fsync: bool,
-}
-
-fn fsync_store() -> bool {
-    true
 }
 
 impl Default for MdsOptions {

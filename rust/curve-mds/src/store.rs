@@ -172,19 +172,15 @@ const STORE_HANDOVER: std::time::Duration = std::time::Duration::from_secs(5);
 fn open_db(path: &Path, fsync: bool) -> Result<Database, redb::DatabaseError> {
     let deadline = std::time::Instant::now() + STORE_HANDOVER;
     loop {
-        let opened = if fsync {
-            Database::create(path)
-        } else {
-            std::fs::OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create(true)
-                .truncate(false)
-                .open(path)
-                .map_err(redb::DatabaseError::from)
-                .and_then(FileBackend::new)
-                .and_then(|file| Database::builder().create_with_backend(Unsynced(file)))
-        };
+        let opened = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)
+            .map_err(redb::DatabaseError::from)
+            .and_then(FileBackend::new)
+            .and_then(|file| Database::builder().create_with_backend(StoreFile { file, fsync }));
         match opened {
             Err(redb::DatabaseError::DatabaseAlreadyOpen)
                 if std::time::Instant::now() < deadline =>
@@ -196,31 +192,38 @@ fn open_db(path: &Path, fsync: bool) -> Result<Database, redb::DatabaseError> {
     }
 }
 
-/// redb's file backend (its lock included) with the syncs left out: every commit is
-/// still written to the file before the answer, in redb's order, so the page cache holds
-/// it if the MDS is killed; only a power cut can lose it.
+/// redb's file backend (its lock included), with its syncs left out unless `fsync`:
+/// every commit is still written to the file before the answer, in redb's order, so the
+/// page cache holds it if the MDS is killed; only a power cut can lose it.
 #[derive(Debug)]
-struct Unsynced(FileBackend);
+struct StoreFile {
+    file: FileBackend,
+    fsync: bool,
+}
 
-impl StorageBackend for Unsynced {
+impl StorageBackend for StoreFile {
     fn len(&self) -> std::io::Result<u64> {
-        self.0.len()
+        self.file.len()
     }
 
     fn read(&self, offset: u64, len: usize) -> std::io::Result<Vec<u8>> {
-        self.0.read(offset, len)
+        self.file.read(offset, len)
     }
 
     fn set_len(&self, len: u64) -> std::io::Result<()> {
-        self.0.set_len(len)
+        self.file.set_len(len)
     }
 
-    fn sync_data(&self, _eventual: bool) -> std::io::Result<()> {
-        Ok(())
+    fn sync_data(&self, eventual: bool) -> std::io::Result<()> {
+        if self.fsync {
+            self.file.sync_data(eventual)
+        } else {
+            Ok(())
+        }
     }
 
     fn write(&self, offset: u64, data: &[u8]) -> std::io::Result<()> {
-        self.0.write(offset, data)
+        self.file.write(offset, data)
     }
 }
 
